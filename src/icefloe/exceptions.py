@@ -1,0 +1,169 @@
+"""The icefloe exception tree.
+
+Every error icefloe raises on purpose derives from :class:`IcefloeError`; no
+``asyncio`` or ``queue`` exception crosses the public API. Misuse errors also
+inherit a builtin so that generic handlers keep working::
+
+    IcefloeError
+    ├── InvalidState (+ AssertionError)      an object used in a state that forbids it
+    │   └── StreamClosedError                emit after the stream ended
+    ├── WouldBlock                           a ``*_nowait`` call could not finish now
+    ├── EndOfStream                          every producer finished (iteration ends)
+    ├── ClosedResourceError                  this handle was closed locally
+    ├── BrokenResourceError                  the other side went away
+    ├── StreamError                          a stream ended abnormally; ``.code`` says why
+    ├── SequenceError (+ ValueError)         ordering violations in the sequencer
+    │   ├── DuplicateSeq
+    │   └── ReorderOverflow                  reorder buffer over its limit (a gap too wide)
+    ├── CreditOverrun (+ ValueError)         more consumed than granted
+    ├── DecodeError (+ ValueError)           bytes that are not a valid chunk or frame
+    │   ├── FrameTooLarge
+    │   └── ChecksumMismatch
+    └── EncodeError (+ ValueError)           a chunk holds a value the wire format cannot carry
+
+End-of-stream conditions are named by who ended the stream (closed here,
+producer finished, consumer gone, would block), after anyio's memory streams.
+"""
+
+from __future__ import annotations
+
+import enum
+
+__all__ = [
+    "BrokenResourceError",
+    "ChecksumMismatch",
+    "ClosedResourceError",
+    "CreditOverrun",
+    "DecodeError",
+    "DuplicateSeq",
+    "EncodeError",
+    "EndOfStream",
+    "ErrorCode",
+    "FrameTooLarge",
+    "IcefloeError",
+    "InvalidState",
+    "ReorderOverflow",
+    "SequenceError",
+    "StreamClosedError",
+    "StreamError",
+    "WouldBlock",
+]
+
+
+class ErrorCode(enum.StrEnum):
+    """Why a stream ended abnormally; the same strings travel on the wire."""
+
+    #: a consumer, an operator or ``flow.cancel`` stopped the stream
+    CANCELLED = "cancelled"
+    #: the producing node raised (after its retries) or the producer aborted
+    FAILED = "failed"
+    #: ``Message.deadline_s`` passed before the stream finished
+    TIMEOUT = "timeout"
+    #: a resume point that retained history no longer covers
+    HISTORY_GONE = "history_gone"
+    #: admission refused: a concurrency or memory limit is reached
+    OVERLOADED = "overloaded"
+
+
+class IcefloeError(Exception):
+    """Root of every exception icefloe raises on purpose."""
+
+
+class InvalidState(IcefloeError, AssertionError):
+    """An operation was attempted in a state that forbids it."""
+
+
+class StreamClosedError(InvalidState):
+    """Emitting on a stream that already ended.
+
+    ``code`` is ``None`` when the producer itself finished the stream
+    (``done=True`` or ``close()``), else the :class:`ErrorCode` that ended it.
+    """
+
+    def __init__(self, stream_id: str, code: ErrorCode | None = None) -> None:
+        self.stream_id = stream_id
+        self.code = code
+        why = "it is done" if code is None else f"it ended with {code.value!r}"
+        super().__init__(f"cannot emit on stream {stream_id!r}: {why}")
+
+
+class WouldBlock(IcefloeError):
+    """A ``*_nowait`` operation could not complete without waiting."""
+
+
+class EndOfStream(IcefloeError):
+    """Every producer finished; iteration turns this into ``StopAsyncIteration``."""
+
+
+class ClosedResourceError(IcefloeError):
+    """This handle was closed locally and cannot be used any more."""
+
+
+class BrokenResourceError(IcefloeError):
+    """The other side of the channel is gone (all receivers or all senders closed)."""
+
+
+class StreamError(IcefloeError):
+    """A stream ended without its ``done`` chunk.
+
+    ``code`` is an :class:`ErrorCode`; ``stream_id`` names the stream.
+    """
+
+    def __init__(self, code: ErrorCode, message: str = "", stream_id: str | None = None) -> None:
+        self.code = ErrorCode(code)
+        self.stream_id = stream_id
+        self.message = message or self.code.value
+        super().__init__(f"stream {stream_id!r} ended: {self.code.value}: {self.message}")
+
+
+class SequenceError(IcefloeError, ValueError):
+    """A sequence number broke the ordering rules."""
+
+
+class DuplicateSeq(SequenceError):
+    """A seq that was already released or is already buffered."""
+
+    def __init__(self, seq: int) -> None:
+        self.seq = seq
+        super().__init__(f"duplicate seq {seq}")
+
+
+class ReorderOverflow(SequenceError):
+    """The reorder buffer holds its limit of out-of-order items; the gap is too wide."""
+
+    def __init__(self, next_seq: int, seq: int, limit: int) -> None:
+        self.next_seq = next_seq
+        self.seq = seq
+        self.limit = limit
+        super().__init__(
+            f"seq {seq} cannot be buffered: waiting for seq {next_seq} with {limit} items held"
+        )
+
+
+class CreditOverrun(IcefloeError, ValueError):
+    """More credit was consumed than the window had available."""
+
+
+class DecodeError(IcefloeError, ValueError):
+    """Bytes that do not decode to a valid chunk or frame."""
+
+
+class FrameTooLarge(DecodeError):
+    """A frame declares a length above the reader's ``max_frame``."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        self.size = size
+        self.limit = limit
+        super().__init__(f"frame of {size} bytes exceeds the limit of {limit} bytes")
+
+
+class ChecksumMismatch(DecodeError):
+    """A frame's CRC32C does not match its payload."""
+
+
+class EncodeError(IcefloeError, ValueError):
+    """A chunk holds a value its wire format cannot represent.
+
+    Examples: a ``data`` dict keyed by ``None`` (JSON keys are strings), an
+    integer beyond 64 bits in msgpack, or a lone surrogate in a string.
+    """

@@ -1,0 +1,221 @@
+"""A bounded, awaitable FIFO used for node inboxes and the flow's egress.
+
+It exists instead of ``asyncio.Queue`` for two reasons: the hot path wants a
+non-raising "take if there is one" (``_take``), and icefloe's errors and
+statistics must be its own, never ``asyncio.QueueFull``.
+
+Limit: ``maxsize`` items (>= 1). At the limit :meth:`Channel.send` waits and
+:meth:`Channel.send_nowait` raises :class:`~icefloe.exceptions.WouldBlock`.
+Closing wakes every waiter: senders get ``ClosedResourceError``, receivers
+drain what is buffered and then get ``EndOfStream``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Final, Generic, NamedTuple, TypeVar
+
+from icefloe.exceptions import ClosedResourceError, EndOfStream, WouldBlock
+
+__all__ = ["Channel", "ChannelStatistics"]
+
+T = TypeVar("T")
+
+#: returned by ``_take`` when nothing is buffered; never a user value
+EMPTY: Final[Any] = object()
+
+
+class ChannelStatistics(NamedTuple):
+    """A snapshot of one channel's occupancy."""
+
+    #: items buffered now
+    used: int
+    #: the channel's capacity in items
+    maxsize: int
+    #: tasks blocked in ``send``
+    waiting_senders: int
+    #: tasks blocked in ``receive``
+    waiting_receivers: int
+    #: whether ``close`` was called
+    closed: bool
+
+
+class Channel(Generic[T]):
+    """Bounded multi-producer, multi-consumer FIFO of items."""
+
+    __slots__ = ("_closed", "_getters", "_items", "_maxsize", "_putters")
+
+    def __init__(self, maxsize: int) -> None:
+        if not isinstance(maxsize, int) or isinstance(maxsize, bool) or maxsize < 1:
+            raise ValueError(f"maxsize must be an int >= 1, got {maxsize!r}")
+        self._maxsize = maxsize
+        self._items: deque[T] = deque()
+        self._getters: deque[asyncio.Future[None]] = deque()
+        self._putters: deque[asyncio.Future[None]] = deque()
+        self._closed = False
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def maxsize(self) -> int:
+        return self._maxsize
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def statistics(self) -> ChannelStatistics:
+        return ChannelStatistics(
+            len(self._items), self._maxsize, len(self._putters), len(self._getters), self._closed
+        )
+
+    # -- sending ---------------------------------------------------------------
+
+    def send_nowait(self, item: T) -> None:
+        """Buffer ``item`` now.
+
+        :raises ClosedResourceError: the channel is closed.
+        :raises WouldBlock: the channel is full.
+        """
+        if self._closed:
+            raise ClosedResourceError("channel is closed")
+        if len(self._items) >= self._maxsize:
+            raise WouldBlock("channel is full")
+        self._items.append(item)
+        if self._getters:
+            _wake_one(self._getters)
+
+    async def send(self, item: T) -> None:
+        """Buffer ``item``, waiting while the channel is full.
+
+        :raises ClosedResourceError: the channel is or becomes closed.
+        """
+        items = self._items
+        # Fast path: room and nobody queued ahead of us (keeps FIFO fairness).
+        if len(items) < self._maxsize and not self._putters and not self._closed:
+            items.append(item)
+            if self._getters:
+                _wake_one(self._getters)
+            return
+        woken = False
+        while True:
+            if self._closed:
+                raise ClosedResourceError("channel is closed")
+            # A woken sender has its turn even if others queued behind it.
+            if len(items) < self._maxsize and (woken or not self._putters):
+                items.append(item)
+                if self._getters:
+                    _wake_one(self._getters)
+                return
+            fut = asyncio.get_running_loop().create_future()
+            if woken:
+                self._putters.appendleft(fut)
+            else:
+                self._putters.append(fut)
+            try:
+                await fut
+            except BaseException:
+                # A cancelled sender that had been woken passes the wake-up on.
+                _discard(self._putters, fut)
+                if fut.done() and not fut.cancelled() and len(items) < self._maxsize:
+                    _wake_one(self._putters)
+                raise
+            woken = True
+
+    # -- receiving -------------------------------------------------------------
+
+    def _take(self) -> T:
+        """The next item, or ``EMPTY``; the hot path's non-raising form."""
+        if self._items:
+            item = self._items.popleft()
+            if self._putters:
+                _wake_one(self._putters)
+            return item
+        return EMPTY  # type: ignore[no-any-return]
+
+    def receive_nowait(self) -> T:
+        """Take the next item now.
+
+        :raises WouldBlock: nothing is buffered.
+        :raises EndOfStream: the channel is closed and drained.
+        """
+        item = self._take()
+        if item is not EMPTY:
+            return item
+        if self._closed:
+            raise EndOfStream("channel is closed and drained")
+        raise WouldBlock("channel is empty")
+
+    async def receive(self) -> T:
+        """Take the next item, waiting while the channel is empty.
+
+        :raises EndOfStream: the channel is closed and drained.
+        """
+        while True:
+            item = self._take()
+            if item is not EMPTY:
+                return item
+            if self._closed:
+                raise EndOfStream("channel is closed and drained")
+            fut = asyncio.get_running_loop().create_future()
+            self._getters.append(fut)
+            try:
+                await fut
+            except BaseException:
+                _discard(self._getters, fut)
+                if fut.done() and not fut.cancelled() and self._items:
+                    _wake_one(self._getters)
+                raise
+
+    def close(self) -> None:
+        """Refuse new items; wake every waiter. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        for waiters in (self._getters, self._putters):
+            while waiters:
+                fut = waiters.popleft()
+                if not fut.done():
+                    fut.set_result(None)
+
+    def discard(self, predicate: Callable[[T], bool]) -> int:
+        """Remove buffered items matching ``predicate``; how many were removed.
+
+        O(buffered items): meant for rare operations such as cancelling a run.
+        """
+        kept = [item for item in self._items if not predicate(item)]
+        removed = len(self._items) - len(kept)
+        if removed:
+            self._items.clear()
+            self._items.extend(kept)
+            for _ in range(removed):
+                _wake_one(self._putters)
+        return removed
+
+    def clear(self) -> list[T]:
+        """Remove and return everything buffered, waking blocked senders."""
+        drained = list(self._items)
+        self._items.clear()
+        while self._putters:
+            fut = self._putters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+        return drained
+
+
+def _wake_one(waiters: deque[asyncio.Future[None]]) -> None:
+    while waiters:
+        fut = waiters.popleft()
+        if not fut.done():
+            fut.set_result(None)
+            return
+
+
+def _discard(waiters: deque[asyncio.Future[None]], fut: asyncio.Future[None]) -> None:
+    try:
+        waiters.remove(fut)
+    except ValueError:
+        pass

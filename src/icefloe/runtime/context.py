@@ -1,0 +1,211 @@
+"""What a node sees of its flow: ``ctx.emit`` and ``ctx.emit_chunk``.
+
+Chunks travel like messages. A node with successors (or ``to=``) sends each
+chunk to them wrapped in a :class:`Message` whose payload is the chunk; a node
+without successors releases it into the stream's log, where ``flow.stream``,
+``flow.subscribe`` and the transports read.
+
+Sequence numbers belong to the stream, per producing node: each node keeps,
+for every stream it writes, the next seq to assign. The retry rule follows
+from it (see :meth:`Context._rewind`): a retried invocation restarts its
+automatic numbering where the failed attempt started, and the stream drops
+every seq it has already released, so consumers never see a duplicate or a
+gap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from icefloe.core.messages import Message, StreamChunk
+from icefloe.exceptions import ErrorCode, StreamClosedError, StreamError
+from icefloe.runtime.channel import Channel
+from icefloe.runtime.node import Node
+
+if TYPE_CHECKING:
+    from icefloe.runtime.registry import StreamRegistry
+    from icefloe.runtime.stream import StreamState
+
+__all__ = ["Context"]
+
+
+class _Emitter:
+    """One node's write position in one stream."""
+
+    __slots__ = ("closed", "mark", "mark_seq", "next_seq", "state")
+
+    def __init__(self, state: StreamState) -> None:
+        self.state = state
+        self.next_seq = state.start_seq
+        self.closed = False
+        # The message of the invocation that last wrote here, and the seq it
+        # started at: what a retry of that invocation rewinds to.
+        self.mark: Message | None = None
+        self.mark_seq = 0
+
+
+class Context:
+    """Handed to every invocation of one node."""
+
+    __slots__ = (
+        "_cache_em",
+        "_cache_sid",
+        "_egress",
+        "_key",
+        "_registry",
+        "_succ",
+        "_targets",
+        "node",
+    )
+
+    def __init__(
+        self,
+        node: Node,
+        registry: StreamRegistry,
+        successors: dict[Node, Channel[Message]],
+        egress: Channel[Message],
+    ) -> None:
+        self.node = node
+        self._registry = registry
+        self._key = id(node)
+        self._succ = successors
+        self._targets: tuple[Channel[Message], ...] = tuple(successors.values())
+        self._egress = egress
+        self._cache_sid: str | None = None
+        self._cache_em: _Emitter | None = None
+
+    def __repr__(self) -> str:
+        return f"<Context of {self.node.name!r}>"
+
+    # -- messages --------------------------------------------------------------
+
+    async def emit(self, msg: Message, to: Node | Sequence[Node] | None = None) -> None:
+        """Send ``msg`` to the successors (or ``to``), or to the flow's egress.
+
+        Awaiting it applies backpressure: it waits while a target inbox is full.
+        """
+        targets = self._resolve(to)
+        if not targets:
+            await self._egress.send(msg)
+            return
+        for inbox in targets:
+            await inbox.send(msg)
+
+    def _resolve(self, to: Node | Sequence[Node] | None) -> tuple[Channel[Message], ...]:
+        if to is None:
+            return self._targets
+        nodes: Iterable[Node] = (to,) if isinstance(to, Node) else to
+        inboxes = []
+        for node in nodes:
+            inbox = self._succ.get(node)
+            if inbox is None:
+                raise ValueError(f"{node!r} is not a successor of {self.node!r}")
+            inboxes.append(inbox)
+        return tuple(inboxes)
+
+    # -- chunks ----------------------------------------------------------------
+
+    async def emit_chunk(
+        self,
+        *,
+        parent: Message,
+        text: str,
+        stream_id: str | None = None,
+        seq: int | None = None,
+        done: bool = False,
+        meta: dict[str, Any] | None = None,
+        data: Any = None,
+        to: Node | Sequence[Node] | None = None,
+    ) -> StreamChunk:
+        """Emit one chunk of ``stream_id`` (default: ``parent.trace_id``).
+
+        ``seq`` is assigned when omitted. Headers and trace come from
+        ``parent``. Awaiting applies backpressure: it waits while the
+        stream's slowest reader (or a successor's inbox) is full.
+
+        :raises StreamClosedError: this node already sent ``done`` on the
+            stream, or the stream ended (cancelled, failed, timed out).
+        """
+        sid = parent.trace_id if stream_id is None else stream_id
+        if sid is self._cache_sid or sid == self._cache_sid:
+            em = self._cache_em
+            assert em is not None
+        else:
+            em = self._emitter(sid, parent)
+        state = em.state
+        if em.closed or state.phase:
+            if not em.closed and seq is not None and seq < state.next_seq:
+                return _replayed(sid, seq, text, done, meta, data)
+            raise StreamClosedError(sid, state.code)
+        if seq is None:
+            seq = em.next_seq
+            em.next_seq = seq + 1
+        else:
+            if not isinstance(seq, int) or seq < 0:
+                raise ValueError(f"seq must be an int >= 0, got {seq!r}")
+            if seq >= em.next_seq:
+                em.next_seq = seq + 1
+        if em.mark is not parent:
+            em.mark = parent
+            em.mark_seq = seq
+        if done:
+            em.closed = True
+        chunk = StreamChunk(sid, seq, text, done, {} if meta is None else meta, data)
+        targets = self._targets if to is None else self._resolve(to)
+        if not targets:
+            if not state.publish(chunk):
+                await state.wait_room()
+            return chunk
+        wrapped = Message(chunk, parent.headers, parent.trace_id, parent.deadline_s, parent.meta)
+        for inbox in targets:
+            await inbox.send(wrapped)
+        return chunk
+
+    def _emitter(self, sid: str, parent: Message) -> _Emitter:
+        state = self._registry.get(sid)
+        if state is None:
+            try:
+                state = self._registry.admit(sid, parent.trace_id, parent.headers)
+            except StreamError as exc:
+                raise StreamClosedError(sid, ErrorCode.OVERLOADED) from exc
+        em: _Emitter | None = state.emitters.get(self._key)
+        if em is None:
+            em = state.emitters[self._key] = _Emitter(state)
+        self._cache_sid = sid
+        self._cache_em = em
+        return em
+
+    def _rewind(self, msg: Message) -> None:
+        """Prepare a retry of the invocation that handled ``msg``.
+
+        Every stream that invocation wrote gets its automatic numbering reset
+        to where the failed attempt started. A deterministic retry therefore
+        re-emits the same seqs, which the stream drops as duplicates, and
+        carries on from where the first attempt stopped: consumers see no
+        duplicate and no gap. A node that cannot replay identically should
+        read :meth:`stream_progress` and skip what was already delivered.
+        """
+        for state in self._registry.by_trace(msg.trace_id):
+            em = state.emitters.get(self._key)
+            if em is not None and em.mark is msg:
+                em.next_seq = em.mark_seq
+                em.closed = False
+        self._cache_sid = None
+        self._cache_em = None
+
+    def stream_progress(self, stream_id: str) -> int | None:
+        """How many chunks of ``stream_id`` were released to readers so far.
+
+        ``None`` if the stream is unknown. After a retry, a node can resume
+        from here instead of replaying.
+        """
+        state = self._registry.get(stream_id)
+        return None if state is None else state.next_seq - state.start_seq
+
+
+def _replayed(
+    sid: str, seq: int, text: str, done: bool, meta: dict[str, Any] | None, data: Any
+) -> StreamChunk:
+    # A seq the ended stream already released: a replay, dropped silently.
+    return StreamChunk(sid, seq, text, done, {} if meta is None else meta, data)

@@ -1,0 +1,271 @@
+"""The flow: a graph of nodes, its streams, and the calls users make on it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from icefloe.core.messages import Headers, Message, new_id
+from icefloe.exceptions import ErrorCode, InvalidState
+from icefloe.runtime.channel import Channel, ChannelStatistics
+from icefloe.runtime.context import Context
+from icefloe.runtime.limits import Limits
+from icefloe.runtime.node import Adjacency, Node
+from icefloe.runtime.registry import RegistryStatistics, StreamRegistry
+from icefloe.runtime.runner import NodeRunner, NodeStatistics
+from icefloe.runtime.stream import StreamStatistics, Subscription
+from icefloe.runtime.writer import StreamWriter
+
+__all__ = ["Flow", "FlowStatistics", "create"]
+
+#: default capacity of every inbox and of the egress, in messages
+DEFAULT_QUEUE_MAXSIZE = 64
+
+
+@dataclass(frozen=True, slots=True)
+class FlowStatistics:
+    """A snapshot of a flow for capacity monitoring (``flow.stats()``)."""
+
+    #: whether the flow's workers run
+    running: bool
+    #: one entry per node, in graph order
+    nodes: tuple[NodeStatistics, ...]
+    #: the egress queue that ``flow.fetch`` reads
+    egress: ChannelStatistics
+    #: totals over all streams
+    streams: RegistryStatistics
+    #: chunks producers may still release before waiting, summed over running streams
+    credit_available: int
+
+    @property
+    def queue_depth(self) -> int:
+        """Messages waiting in all inboxes and the egress."""
+        return sum(n.queue.used for n in self.nodes) + self.egress.used
+
+
+class Flow:
+    """A running graph of nodes. Build one with :func:`create`."""
+
+    def __init__(
+        self,
+        adjacencies: Sequence[Adjacency],
+        *,
+        queue_maxsize: int = DEFAULT_QUEUE_MAXSIZE,
+        limits: Limits | None = None,
+    ) -> None:
+        if not adjacencies:
+            raise ValueError("create() needs at least one node: create(Node(f).to())")
+        if not isinstance(queue_maxsize, int) or queue_maxsize < 1:
+            raise ValueError(f"queue_maxsize must be an int >= 1, got {queue_maxsize!r}")
+        self.limits = limits or Limits()
+        self._queue_maxsize = queue_maxsize
+        self._nodes, succ = _graph(adjacencies)
+        self._registry = StreamRegistry(self.limits, self._stop_run)
+        self._egress: Channel[Message] = Channel(queue_maxsize)
+        self._inboxes: dict[Node, Channel[Message]] = {
+            n: Channel(n.policy.queue_maxsize or queue_maxsize) for n in self._nodes
+        }
+        self._runners: list[NodeRunner] = []
+        for node in self._nodes:
+            ctx = Context(
+                node, self._registry, {s: self._inboxes[s] for s in succ[node]}, self._egress
+            )
+            self._runners.append(NodeRunner(node, self._inboxes[node], ctx, self._registry))
+        has_pred = {s for n in self._nodes for s in succ[n]}
+        ingress = [n for n in self._nodes if n not in has_pred] or [self._nodes[0]]
+        self._ingress = tuple(self._inboxes[n] for n in ingress)
+        self._running = False
+        self._stopped = False
+
+    def __repr__(self) -> str:
+        names = ", ".join(n.name for n in self._nodes)
+        return f"<Flow [{names}] {'running' if self._running else 'idle'}>"
+
+    @property
+    def nodes(self) -> tuple[Node, ...]:
+        return tuple(self._nodes)
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    # -- life cycle --------------------------------------------------------------
+
+    def run(self) -> None:
+        """Start the node workers on the running event loop.
+
+        :raises InvalidState: already running, or stopped (flows are single-use).
+        """
+        if self._running or self._stopped:
+            raise InvalidState(f"flow is {'running' if self._running else 'stopped'}")
+        asyncio.get_running_loop()  # fail early, outside a loop, with asyncio's own error
+        for runner in self._runners:
+            runner.start()
+        self._running = True
+
+    async def stop(self) -> None:
+        """Cancel every stream and stop the workers. Idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._running = False
+        self._registry.cancel_all(ErrorCode.CANCELLED, "the flow stopped")
+        for runner in self._runners:
+            await runner.stop()
+        for inbox in self._inboxes.values():
+            inbox.close()
+            inbox.clear()
+        self._egress.close()
+
+    async def __aenter__(self) -> Flow:
+        self.run()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.stop()
+
+    def _check_running(self) -> None:
+        if not self._running:
+            raise InvalidState(f"flow is {'stopped' if self._stopped else 'not running'}")
+
+    # -- messages ----------------------------------------------------------------
+
+    async def emit(self, msg: Message, to: Node | Sequence[Node] | None = None) -> None:
+        """Send ``msg`` into the flow (to its ingress nodes, or ``to``); waits when full.
+
+        :raises InvalidState: the flow is not running.
+        """
+        self._check_running()
+        for inbox in self._targets(to):
+            await inbox.send(msg)
+
+    def emit_nowait(self, msg: Message, to: Node | Sequence[Node] | None = None) -> None:
+        """Like :meth:`emit`, without waiting.
+
+        :raises WouldBlock: an ingress inbox is full (nothing was sent to it).
+        :raises InvalidState: the flow is not running.
+        """
+        self._check_running()
+        for inbox in self._targets(to):
+            inbox.send_nowait(msg)
+
+    async def fetch(self) -> Message:
+        """The next message a sink node sent with ``ctx.emit``; waits when none.
+
+        :raises InvalidState: the flow is not running.
+        """
+        self._check_running()
+        return await self._egress.receive()
+
+    def _targets(self, to: Node | Sequence[Node] | None) -> tuple[Channel[Message], ...]:
+        if to is None:
+            return self._ingress
+        nodes = (to,) if isinstance(to, Node) else tuple(to)
+        try:
+            return tuple(self._inboxes[n] for n in nodes)
+        except KeyError as exc:
+            raise ValueError(f"{exc.args[0]!r} is not a node of this flow") from None
+
+    def cancel(self, trace_id: str) -> bool:
+        """Cancel a run: its streams end with ``cancelled``, its invocations stop,
+        its queued messages are skipped. Returns whether anything was running."""
+        ended = self._registry.cancel_trace(trace_id, ErrorCode.CANCELLED, "cancelled")
+        return self._stop_run(trace_id) or bool(ended)
+
+    def _stop_run(self, trace_id: str) -> bool:
+        return sum(runner.cancel_trace(trace_id) for runner in self._runners) > 0
+
+    # -- streams -----------------------------------------------------------------
+
+    def stream(self, message: Message, to: Node | Sequence[Node] | None = None) -> Subscription:
+        """Start a run of ``message`` and iterate its stream (id = its trace_id).
+
+        The stream is admitted now (``StreamError("overloaded")`` if a limit
+        refuses it); the message enters the flow on the first iteration.
+        Leaving the loop early cancels the run.
+
+        :raises InvalidState: the flow is not running, or the stream exists.
+        :raises StreamError: ``overloaded``.
+        """
+        self._check_running()
+        targets = self._targets(to)
+        state = self._registry.admit(message.trace_id, message.trace_id, message.headers)
+        if message.deadline_s is not None:
+            self._registry.set_deadline(state, message.deadline_s)
+        reader = state.attach(0, owner=True)
+        reader._pending = (targets, message)
+        return reader
+
+    def subscribe(self, stream_id: str, from_seq: int | None = 0) -> Subscription:
+        """Iterate an existing stream from ``from_seq`` (None: from the live head).
+
+        Leaving early only detaches this reader; the stream goes on.
+
+        :raises StreamError: ``history_gone`` if ``from_seq`` is no longer held.
+        :raises KeyError: no such stream is registered.
+        """
+        state = self._registry.get(stream_id)
+        if state is None:
+            raise KeyError(f"no stream {stream_id!r}")
+        return state.attach(from_seq)
+
+    def open_stream(self, headers: Headers, stream_id: str | None = None) -> StreamWriter:
+        """A writer producing a new stream from outside any node.
+
+        :raises StreamError: ``overloaded`` if a limit refuses the stream.
+        :raises InvalidState: a stream with this id exists.
+        """
+        sid = stream_id or new_id()
+        return StreamWriter(self._registry.admit(sid, sid, headers))
+
+    def streams(self) -> list[StreamStatistics]:
+        """Every registered stream with its state, last seq and subscribers."""
+        return [state.statistics() for state in self._registry]
+
+    def stats(self) -> FlowStatistics:
+        credit = sum(s.credit for s in self._registry if not s.phase)
+        return FlowStatistics(
+            self._running,
+            tuple(r.statistics() for r in self._runners),
+            self._egress.statistics(),
+            self._registry.statistics(),
+            credit,
+        )
+
+
+def _graph(adjacencies: Sequence[Adjacency]) -> tuple[list[Node], dict[Node, list[Node]]]:
+    nodes: list[Node] = []
+    succ: dict[Node, list[Node]] = {}
+
+    def add(node: Node) -> None:
+        if node not in succ:
+            nodes.append(node)
+            succ[node] = []
+
+    for adj in adjacencies:
+        if not isinstance(adj, Adjacency):
+            raise TypeError(f"create() takes node.to(...) adjacencies, got {adj!r}")
+        add(adj.node)
+        for s in adj.successors:
+            add(s)
+            if s not in succ[adj.node]:
+                succ[adj.node].append(s)
+    names = [n.name for n in nodes]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"node names must be unique, repeated: {dupes}")
+    return nodes, succ
+
+
+def create(
+    *adjacencies: Adjacency,
+    queue_maxsize: int = DEFAULT_QUEUE_MAXSIZE,
+    limits: Limits | None = None,
+) -> Flow:
+    """Build a flow from ``node.to(...)`` adjacencies.
+
+    ``queue_maxsize`` bounds every node inbox and the egress (messages);
+    ``limits`` sets stream admission and buffering (see :class:`Limits`).
+    """
+    return Flow(adjacencies, queue_maxsize=queue_maxsize, limits=limits)

@@ -1,0 +1,69 @@
+"""Resource limits of a flow, grouped in one value object.
+
+Every limit has a default, a unit and, where it makes sense, ``None`` for
+"no limit". What happens at each limit:
+
+* ``max_streams`` / ``max_streams_per_tenant`` / ``max_bytes``: *admission*
+  limits. A new stream past them is refused at once with
+  ``StreamError(code="overloaded")``; icefloe never queues admissions, so an
+  overloaded flow answers fast and the caller (or the HTTP edge, with 503 and
+  ``Retry-After``) decides when to try again. Streams already admitted are
+  never refused or dropped because of them.
+* ``stream_buffer`` / ``stream_max_bytes``: *backpressure* limits of one
+  stream. When the slowest reader of a stream is that many chunks (or bytes)
+  behind, the producer's ``emit_chunk`` waits; nothing is dropped.
+* ``stream_history``: chunks every reader has consumed that a stream still
+  keeps, so a late ``flow.subscribe(stream_id, from_seq=...)`` can replay them.
+  0 (the default) keeps nothing after delivery (at-most-once memory use).
+* ``linger_s``: how long a finished stream that nobody has read to its end stays
+  registered for a late subscriber.
+* ``reorder_limit``: chunks a stream holds out of order while waiting for a
+  missing seq (concurrent nodes, fan-in); past it the stream fails.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Limits"]
+
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Limits for one flow. All counts are >= 1 unless noted."""
+
+    #: streams active at once, all tenants (None: no limit)
+    max_streams: int | None = 10_000
+    #: streams active at once per tenant (None: no limit)
+    max_streams_per_tenant: int | None = None
+    #: bytes of chunk text/data buffered in all streams before new streams are refused
+    max_bytes: int | None = 256 * MIB
+    #: chunks one stream buffers ahead of its slowest reader before the producer waits
+    stream_buffer: int = 64
+    #: bytes one stream buffers ahead of its slowest reader before the producer waits
+    stream_max_bytes: int = 4 * MIB
+    #: delivered chunks a stream keeps for late readers (>= 0)
+    stream_history: int = 0
+    #: seconds a finished, unread stream stays registered (>= 0)
+    linger_s: float = 30.0
+    #: out-of-order chunks one stream may hold (>= 1)
+    reorder_limit: int = 1024
+
+    def __post_init__(self) -> None:
+        for name in ("max_streams", "max_streams_per_tenant", "max_bytes"):
+            value = getattr(self, name)
+            if value is not None:
+                _check_int(name, value, 1)
+        _check_int("stream_buffer", self.stream_buffer, 1)
+        _check_int("stream_max_bytes", self.stream_max_bytes, 1)
+        _check_int("stream_history", self.stream_history, 0)
+        _check_int("reorder_limit", self.reorder_limit, 1)
+        if not isinstance(self.linger_s, int | float) or self.linger_s < 0:
+            raise ValueError(f"linger_s must be a number >= 0, got {self.linger_s!r}")
+
+
+def _check_int(name: str, value: object, minimum: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")

@@ -1,0 +1,113 @@
+"""Nodes, their policies, and the ``a.to(b, c)`` wiring."""
+
+from __future__ import annotations
+
+import enum
+import inspect
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from icefloe.core.messages import Message
+    from icefloe.runtime.context import Context
+
+__all__ = ["Adjacency", "Node", "NodeFunc", "NodePolicy", "Reliability"]
+
+NodeFunc = Callable[["Message", "Context"], Awaitable[None]]
+
+
+class Reliability(enum.StrEnum):
+    """How hard a stream tries not to lose chunks (see docs/python-api.md)."""
+
+    AT_MOST_ONCE = "at_most_once"
+    AT_LEAST_ONCE = "at_least_once"
+    EXACTLY_ONCE = "exactly_once"
+
+
+@dataclass(frozen=True, slots=True)
+class NodePolicy:
+    """How a node runs its invocations.
+
+    * ``timeout_s``: seconds one invocation may take (None: no limit); on expiry
+      the attempt fails like an exception would, and the final failure ends the
+      message's streams with code ``timeout``.
+    * ``max_retries``: extra attempts after a failure (0: none).
+    * ``backoff_s`` / ``backoff_factor`` / ``backoff_max_s``: wait before retry k
+      is ``min(backoff_s * backoff_factor**k, backoff_max_s)``.
+    * ``max_concurrency``: invocations of this node running at once (>= 1).
+    * ``queue_maxsize``: capacity of the node's inbox in messages (None: the
+      flow's ``queue_maxsize``).
+    * ``reliability``: the stream guarantee the node asks for.
+    """
+
+    timeout_s: float | None = None
+    max_retries: int = 0
+    backoff_s: float = 0.05
+    backoff_factor: float = 2.0
+    backoff_max_s: float = 5.0
+    max_concurrency: int = 1
+    queue_maxsize: int | None = None
+    reliability: Reliability = Reliability.AT_MOST_ONCE
+
+    def __post_init__(self) -> None:
+        if self.timeout_s is not None and not self.timeout_s > 0:
+            raise ValueError(f"timeout_s must be > 0 or None, got {self.timeout_s!r}")
+        if not isinstance(self.max_retries, int) or self.max_retries < 0:
+            raise ValueError(f"max_retries must be an int >= 0, got {self.max_retries!r}")
+        if self.backoff_s < 0 or self.backoff_factor < 1 or self.backoff_max_s < 0:
+            raise ValueError("backoff_s >= 0, backoff_factor >= 1 and backoff_max_s >= 0 required")
+        if not isinstance(self.max_concurrency, int) or self.max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be an int >= 1, got {self.max_concurrency!r}")
+        if self.queue_maxsize is not None and (
+            not isinstance(self.queue_maxsize, int) or self.queue_maxsize < 1
+        ):
+            raise ValueError(f"queue_maxsize must be an int >= 1, got {self.queue_maxsize!r}")
+        object.__setattr__(self, "reliability", Reliability(self.reliability))
+
+    def backoff(self, attempt: int) -> float:
+        """Seconds to wait before retry number ``attempt`` (0-based)."""
+        return float(min(self.backoff_s * self.backoff_factor**attempt, self.backoff_max_s))
+
+
+class Node:
+    """A named async function ``func(message, ctx)`` placed in a flow.
+
+    Identity matters: the same ``Node`` object used in several adjacencies is
+    one node of the graph.
+    """
+
+    __slots__ = ("func", "name", "policy")
+
+    def __init__(
+        self, func: NodeFunc, name: str | None = None, policy: NodePolicy | None = None
+    ) -> None:
+        if not inspect.iscoroutinefunction(func) and not inspect.iscoroutinefunction(
+            getattr(func, "__call__", None)  # noqa: B004 - async callables count too
+        ):
+            raise TypeError(f"node function must be async (async def), got {func!r}")
+        self.func = func
+        self.name = name or getattr(func, "__name__", None) or "node"
+        self.policy = policy or NodePolicy()
+
+    def to(self, *successors: Node) -> Adjacency:
+        """Wire this node to ``successors`` (none: a sink that feeds the egress)."""
+        for succ in successors:
+            if not isinstance(succ, Node):
+                raise TypeError(f"{self.name}.to() takes Nodes, got {succ!r}")
+        return Adjacency(self, successors)
+
+    def __repr__(self) -> str:
+        return f"Node({self.name!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class Adjacency:
+    """One ``node -> successors`` edge list, as built by :meth:`Node.to`."""
+
+    node: Node
+    successors: tuple[Node, ...]
+
+    def __iter__(self) -> Any:
+        # Allows ``node, succs = a.to(b)`` unpacking.
+        return iter((self.node, self.successors))

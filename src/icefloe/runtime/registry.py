@@ -1,0 +1,227 @@
+"""The registry of a flow's streams: admission, lookup, and clean-up.
+
+Admission is where the flow's :class:`~icefloe.runtime.limits.Limits` apply:
+a stream past ``max_streams``, ``max_streams_per_tenant`` or ``max_bytes`` is
+refused at once with ``overloaded``. Clean-up is exact: a stream leaves the
+registry as soon as it has ended and nobody reads it any more (after
+``linger_s`` if nobody ever read its terminal), so start/cancel cycles leave
+nothing behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator
+from typing import NamedTuple
+
+from icefloe.core.dedup import DedupWindow
+from icefloe.core.messages import Headers
+from icefloe.exceptions import ErrorCode, InvalidState, StreamClosedError, StreamError
+from icefloe.runtime.limits import Limits
+from icefloe.runtime.stream import StreamState
+
+__all__ = ["RegistryStatistics", "StreamRegistry"]
+
+#: ids of finished streams remembered, so a late emit is refused, not reborn
+RECENT_IDS = 65_536
+
+
+class RegistryStatistics(NamedTuple):
+    """Totals over every stream of a flow."""
+
+    #: streams running now
+    active: int
+    #: streams registered (running, or ended and still read or lingering)
+    registered: int
+    #: bytes held in all streams, as counted by ``chunk_size``
+    bytes_in_flight: int
+    #: streams admitted since start
+    admitted: int
+    #: streams refused with ``overloaded`` since start
+    refused: int
+    #: chunks released into streams since start
+    emitted: int
+    #: chunks handed to readers since start
+    delivered: int
+
+
+class StreamRegistry:
+    """Every stream of one flow, by id and by trace."""
+
+    def __init__(self, limits: Limits, on_abandon: Callable[[str], object]) -> None:
+        self.limits = limits
+        self._on_abandon = on_abandon
+        self._streams: dict[str, StreamState] = {}
+        self._by_trace: dict[str, list[StreamState]] = {}
+        self._tenant_active: dict[str, int] = {}
+        self._recent = DedupWindow[str](
+            ttl_s=max(limits.linger_s, 60.0), max_size=RECENT_IDS, clock=time.monotonic
+        )
+        self.active = 0
+        self.bytes_in_flight = 0
+        self.admitted = 0
+        self.refused = 0
+        self._emitted_done = 0
+        self._delivered_done = 0
+
+    def __len__(self) -> int:
+        return len(self._streams)
+
+    def __iter__(self) -> Iterator[StreamState]:
+        return iter(list(self._streams.values()))
+
+    def get(self, stream_id: str) -> StreamState | None:
+        return self._streams.get(stream_id)
+
+    def by_trace(self, trace_id: str) -> list[StreamState]:
+        return list(self._by_trace.get(trace_id, ()))
+
+    # -- admission -------------------------------------------------------------
+
+    def admit(self, stream_id: str, trace_id: str, headers: Headers) -> StreamState:
+        """Register a new running stream.
+
+        :raises StreamError: ``overloaded`` when a limit refuses it.
+        :raises InvalidState: a stream with this id is registered already.
+        :raises StreamClosedError: a stream with this id finished recently.
+        """
+        if stream_id in self._streams:
+            raise InvalidState(f"stream {stream_id!r} already exists")
+        if stream_id in self._recent:
+            raise StreamClosedError(stream_id)
+        why = self._refusal(headers.tenant)
+        if why is not None:
+            self.refused += 1
+            raise StreamError(ErrorCode.OVERLOADED, why, stream_id)
+        limits = self.limits
+        state = StreamState(
+            self,
+            stream_id,
+            trace_id,
+            headers,
+            window=limits.stream_buffer,
+            max_bytes=limits.stream_max_bytes,
+            history=limits.stream_history,
+            reorder_limit=limits.reorder_limit,
+        )
+        self._streams[stream_id] = state
+        self._by_trace.setdefault(trace_id, []).append(state)
+        tenant = headers.tenant
+        self._tenant_active[tenant] = self._tenant_active.get(tenant, 0) + 1
+        self.active += 1
+        self.admitted += 1
+        return state
+
+    def _refusal(self, tenant: str) -> str | None:
+        limits = self.limits
+        if limits.max_streams is not None and self.active >= limits.max_streams:
+            return f"{self.active} streams active, limit {limits.max_streams}"
+        per_tenant = limits.max_streams_per_tenant
+        if per_tenant is not None and self._tenant_active.get(tenant, 0) >= per_tenant:
+            return f"tenant {tenant!r} has {per_tenant} streams active, its limit"
+        if limits.max_bytes is not None and self.bytes_in_flight >= limits.max_bytes:
+            return f"{self.bytes_in_flight} bytes buffered, limit {limits.max_bytes}"
+        return None
+
+    def set_deadline(self, state: StreamState, deadline_s: float) -> None:
+        """End ``state`` with ``timeout`` at wall-clock time ``deadline_s``."""
+        loop = asyncio.get_running_loop()
+        delay = deadline_s - time.time()
+        if delay <= 0:
+            loop.call_soon(self.expire, state.trace_id)
+            return
+        state.deadline_handle = loop.call_at(loop.time() + delay, self.expire, state.trace_id)
+
+    # -- ending ----------------------------------------------------------------
+
+    def cancel_trace(self, trace_id: str, code: ErrorCode, message: str = "") -> int:
+        """End every stream of ``trace_id`` with ``code``; how many it ended."""
+        ended = 0
+        for state in self.by_trace(trace_id):
+            ended += state.cancel(code, message)
+        return ended
+
+    def fail_trace(self, trace_id: str, code: ErrorCode, message: str) -> int:
+        """Fail every running stream of ``trace_id``; readers drain first."""
+        ended = 0
+        for state in self.by_trace(trace_id):
+            ended += state.fail(code, message)
+        return ended
+
+    def expire(self, trace_id: str) -> None:
+        """A deadline passed: the streams end with ``timeout``, the run stops."""
+        if self.cancel_trace(trace_id, ErrorCode.TIMEOUT, "deadline passed"):
+            self._on_abandon(trace_id)
+
+    def cancel_all(self, code: ErrorCode, message: str) -> None:
+        for state in list(self._streams.values()):
+            state.cancel(code, message)
+
+    def _abandon(self, state: StreamState) -> None:
+        """The owning reader left early: cancel the stream and its run."""
+        state.cancel(ErrorCode.CANCELLED, "the reader left")
+        self._on_abandon(state.trace_id)
+
+    # -- callbacks from StreamState ---------------------------------------------
+
+    def _on_terminal(self, state: StreamState) -> None:
+        self.active -= 1
+        tenant = state.headers.tenant
+        left = self._tenant_active[tenant] - 1
+        if left:
+            self._tenant_active[tenant] = left
+        else:
+            del self._tenant_active[tenant]
+        if not state.subscribers:
+            self._on_unread(state)
+
+    def _on_unread(self, state: StreamState) -> None:
+        if not state.phase:
+            return
+        if state.terminal_seen or state.phase.name == "CANCELLED" or not self.limits.linger_s:
+            self._remove(state)
+        elif state.linger_handle is None:
+            loop = asyncio.get_running_loop()
+            state.linger_handle = loop.call_later(self.limits.linger_s, self._linger_over, state)
+
+    def _linger_over(self, state: StreamState) -> None:
+        state.linger_handle = None
+        if not state.subscribers:
+            self._remove(state)
+
+    def _remove(self, state: StreamState) -> None:
+        if self._streams.get(state.stream_id) is not state:
+            return
+        del self._streams[state.stream_id]
+        siblings = self._by_trace[state.trace_id]
+        siblings.remove(state)
+        if not siblings:
+            del self._by_trace[state.trace_id]
+        if state.linger_handle is not None:
+            state.linger_handle.cancel()
+            state.linger_handle = None
+        state._drop_buffer()
+        state.emitters.clear()
+        self._recent.seen(state.stream_id)
+        self._emitted_done += state.next_seq - state.start_seq
+        self._delivered_done += state.delivered
+
+    def statistics(self) -> RegistryStatistics:
+        emitted = self._emitted_done
+        delivered = self._delivered_done
+        for state in self._streams.values():
+            emitted += state.next_seq - state.start_seq
+            delivered += state.delivered_total()
+        return RegistryStatistics(
+            self.active,
+            len(self._streams),
+            self.bytes_in_flight,
+            self.admitted,
+            self.refused,
+            emitted,
+            delivered,
+        )
+
+    def recently_closed(self, stream_id: str) -> bool:
+        return stream_id in self._recent

@@ -1,0 +1,580 @@
+"""One stream's ordered log of chunks, and the readers that follow it.
+
+A :class:`StreamState` is a bounded log: chunks are released into it in seq
+order (out-of-order arrivals wait in a :class:`~icefloe.core.sequencer.ReorderBuffer`),
+every reader (:class:`Subscription`) is a cursor into it, and nothing is
+copied per reader. The log keeps what the slowest reader has not consumed
+yet plus ``stream_history`` consumed chunks; the producer waits while the
+slowest reader is ``stream_buffer`` chunks or ``stream_max_bytes`` bytes
+behind. That one rule gives backpressure, bounded memory and late joining.
+
+The hot path is deliberately flat: an in-order ``publish`` is an append, two
+additions and a wake-up of waiting readers; a reader with buffered chunks
+returns them without suspending.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import operator
+from collections import deque
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from icefloe.core.messages import Headers, Message, StreamChunk
+from icefloe.core.sequencer import ReorderBuffer
+from icefloe.exceptions import (
+    ClosedResourceError,
+    DuplicateSeq,
+    ErrorCode,
+    ReorderOverflow,
+    StreamClosedError,
+    StreamError,
+)
+
+if TYPE_CHECKING:
+    from icefloe.runtime.channel import Channel
+    from icefloe.runtime.registry import StreamRegistry
+
+__all__ = ["StreamPhase", "StreamState", "StreamStatistics", "Subscription", "chunk_size"]
+
+_text = operator.attrgetter("text")
+
+#: consumed chunks trimmed at once; the log may hold this many beyond its limits
+TRIM_BATCH = 32
+
+
+class StreamPhase(enum.IntEnum):
+    """Where a stream is in its life; everything but RUNNING is terminal."""
+
+    RUNNING = 0
+    DONE = 1
+    FAILED = 2
+    CANCELLED = 3
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+class StreamStatistics(NamedTuple):
+    """A snapshot of one stream."""
+
+    #: the stream's id
+    stream_id: str
+    #: owning tenant
+    tenant: str
+    #: ``running``, ``done``, ``failed`` or ``cancelled``
+    state: str
+    #: highest released seq, -1 before the first chunk
+    last_seq: int
+    #: readers attached now
+    subscribers: int
+    #: chunks held (unread by the slowest reader, plus retained history)
+    buffered: int
+    #: bytes held, as counted by :func:`chunk_size`
+    buffered_bytes: int
+    #: chunks the producer may still release before it waits
+    credit: int
+    #: chunks held out of order waiting for a missing seq
+    reorder_pending: int
+    #: duplicate chunks dropped (retries, fan-in)
+    duplicates: int
+    #: the terminal code, if it ended abnormally
+    code: str | None
+
+
+def chunk_size(chunk: StreamChunk) -> int:
+    """What a chunk counts against byte limits: its text plus str/bytes data.
+
+    It is an estimate of the memory held, cheap enough for the hot path, not
+    the wire size (that depends on the transport's encoding).
+    """
+    data = chunk.data
+    if data is None:
+        return len(chunk.text)
+    if isinstance(data, str | bytes | bytearray):
+        return len(chunk.text) + len(data)
+    return len(chunk.text) + 64
+
+
+class StreamState:
+    """The shared log of one stream. Created and owned by a StreamRegistry."""
+
+    __slots__ = (
+        "_base",
+        "_buf",
+        "_bytes",
+        "_floor",
+        "_head",
+        "_readers",
+        "_registry",
+        "_reorder",
+        "_room",
+        "_waiting",
+        "_with_data",
+        "code",
+        "deadline_handle",
+        "delivered",
+        "duplicates",
+        "emitters",
+        "headers",
+        "history",
+        "linger_handle",
+        "max_bytes",
+        "message",
+        "phase",
+        "reorder_limit",
+        "start_seq",
+        "stream_id",
+        "terminal_seen",
+        "trace_id",
+        "window",
+    )
+
+    def __init__(
+        self,
+        registry: StreamRegistry,
+        stream_id: str,
+        trace_id: str,
+        headers: Headers,
+        *,
+        window: int,
+        max_bytes: int,
+        history: int,
+        reorder_limit: int,
+        start_seq: int = 0,
+    ) -> None:
+        self._registry = registry
+        self.stream_id = stream_id
+        self.trace_id = trace_id
+        self.headers = headers
+        self.window = window
+        self.max_bytes = max_bytes
+        self.history = history
+        self.reorder_limit = reorder_limit
+        self.start_seq = start_seq
+        # A list, not a deque: readers index into the middle (late joiners,
+        # history), and trimming is one ``del buf[:k]`` in batches.
+        self._buf: list[StreamChunk] = []
+        self._base = start_seq  # seq of _buf[0]
+        self._head = start_seq  # next seq to release
+        self._floor = start_seq  # lowest position some reader still needs
+        self._bytes = 0
+        self._with_data = False  # some chunk carried data: size chunks the slow way
+        self._reorder: ReorderBuffer[StreamChunk] | None = None
+        self._readers: list[Subscription] = []
+        self._room: deque[asyncio.Future[None]] = deque()
+        self._waiting: list[asyncio.Future[None]] = []  # readers parked at the head
+        self.phase = StreamPhase.RUNNING
+        self.code: ErrorCode | None = None
+        self.message = ""
+        self.duplicates = 0
+        self.delivered = 0  # chunks handed to readers that have since detached
+        self.terminal_seen = False
+        self.emitters: dict[int, Any] = {}  # per producing node, see context.py
+        self.deadline_handle: asyncio.TimerHandle | None = None
+        self.linger_handle: asyncio.TimerHandle | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"<StreamState {self.stream_id!r} {self.phase.label} head={self._head} "
+            f"readers={len(self._readers)}>"
+        )
+
+    # -- producing -------------------------------------------------------------
+
+    @property
+    def next_seq(self) -> int:
+        """The seq the stream releases next (chunks before it were released)."""
+        return self._head
+
+    def publish(self, chunk: StreamChunk) -> bool:
+        """Release ``chunk`` into the log, or hold it until its turn.
+
+        Duplicates (a seq already released or held) are dropped and counted:
+        retried nodes and fan-in rely on that. Returns whether the producer
+        may go on without waiting (see :meth:`wait_room`).
+
+        :raises StreamClosedError: the stream already ended.
+        """
+        if self.phase:
+            if chunk.seq < self._head:
+                self.duplicates += 1
+                return True
+            raise StreamClosedError(self.stream_id, self.code)
+        seq = chunk.seq
+        if seq == self._head and self._reorder is None:
+            # _append, inlined: this is the per-chunk hot path.
+            self._buf.append(chunk)
+            self._head = seq + 1
+            if chunk.data is None:
+                size = len(chunk.text)
+            else:
+                size = chunk_size(chunk)
+                self._with_data = True
+            self._bytes += size
+            self._registry.bytes_in_flight += size
+            if chunk.done:
+                self._end(StreamPhase.DONE, None, "")
+        else:
+            self._publish_out_of_order(chunk)
+        if self._waiting:
+            self._wake_readers()
+        return self._head - self._floor < self.window and self._bytes < self.max_bytes
+
+    def _append(self, chunk: StreamChunk) -> None:
+        self._buf.append(chunk)
+        self._head = chunk.seq + 1
+        size = chunk_size(chunk)
+        if chunk.data is not None:
+            self._with_data = True
+        self._bytes += size
+        self._registry.bytes_in_flight += size
+        if chunk.done:
+            self._end(StreamPhase.DONE, None, "")
+
+    def _wake_readers(self) -> None:
+        waiting = self._waiting
+        self._waiting = []
+        for waiter in waiting:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _publish_out_of_order(self, chunk: StreamChunk) -> None:
+        reorder = self._reorder
+        if reorder is None:
+            reorder = self._reorder = ReorderBuffer(self._head, self.reorder_limit)
+        try:
+            released = reorder.push(chunk.seq, chunk)
+        except DuplicateSeq:
+            self.duplicates += 1
+            released = []
+        except ReorderOverflow as exc:
+            self.fail(ErrorCode.FAILED, f"gap in the stream: {exc}")
+            raise StreamClosedError(self.stream_id, ErrorCode.FAILED) from exc
+        for item in released:
+            self._append(item)
+            if self.phase:
+                break
+        if not reorder.pending:
+            self._reorder = None
+
+    def has_room(self) -> bool:
+        """Whether the producer may release another chunk without waiting."""
+        if self._head - self._floor < self.window and self._bytes < self.max_bytes:
+            return True
+        # The floor advances lazily (readers only move their cursor on the hot
+        # path); bring it up to date before saying no.
+        self._recompute_floor()
+        return self._head - self._floor < self.window and self._bytes < self.max_bytes
+
+    @property
+    def credit(self) -> int:
+        """Chunks the producer may release before it has to wait."""
+        if self.phase:
+            return 0
+        self._recompute_floor()
+        return max(0, self.window - (self._head - self._floor))
+
+    async def wait_room(self) -> None:
+        """Wait until the slowest reader makes room, or the stream ends."""
+        loop = asyncio.get_running_loop()
+        while not self.phase and not self.has_room():
+            fut = loop.create_future()
+            self._room.append(fut)
+            try:
+                await fut
+            finally:
+                if not fut.done():
+                    fut.cancel()
+                try:
+                    self._room.remove(fut)
+                except ValueError:
+                    pass
+
+    # -- ending ----------------------------------------------------------------
+
+    def fail(self, code: ErrorCode, message: str = "") -> bool:
+        """End abnormally; readers drain what was released, then get ``code``.
+
+        Returns False if the stream had already ended.
+        """
+        return self._end(StreamPhase.FAILED, code, message)
+
+    def cancel(self, code: ErrorCode = ErrorCode.CANCELLED, message: str = "") -> bool:
+        """End now and drop everything unread; readers get ``code`` next.
+
+        Used for cancellation and deadlines: chunks still queued are
+        discarded, never turned into results. Returns False if already ended.
+        """
+        phase = StreamPhase.CANCELLED if code is ErrorCode.CANCELLED else StreamPhase.FAILED
+        if not self._end(phase, code, message):
+            return False
+        self._drop_buffer()
+        for reader in self._readers:
+            reader._pos = self._head
+        return True
+
+    def _end(self, phase: StreamPhase, code: ErrorCode | None, message: str) -> bool:
+        if self.phase:
+            return False
+        self.phase = phase
+        self.code = code
+        self.message = message or (code.value if code is not None else "")
+        if self._reorder is not None:
+            self._reorder = None
+        if self.deadline_handle is not None:
+            self.deadline_handle.cancel()
+            self.deadline_handle = None
+        self._wake_all()
+        self._registry._on_terminal(self)
+        return True
+
+    def _wake_all(self) -> None:
+        self._wake_readers()
+        self._wake_room()
+
+    def _wake_room(self) -> None:
+        while self._room:
+            fut = self._room.popleft()
+            if not fut.done():
+                fut.set_result(None)
+
+    def _drop_buffer(self) -> None:
+        self._registry.bytes_in_flight -= self._bytes
+        self._bytes = 0
+        self._buf.clear()
+        self._base = self._floor = self._head
+
+    # -- readers ---------------------------------------------------------------
+
+    def attach(self, from_seq: int | None, *, owner: bool = False) -> Subscription:
+        """A new reader starting at ``from_seq`` (None: at the live head).
+
+        :raises StreamError: ``history_gone`` when ``from_seq`` is no longer held.
+        """
+        if from_seq is None:
+            from_seq = self._head
+        elif from_seq < 0:
+            raise ValueError(f"from_seq must be >= 0, got {from_seq}")
+        elif from_seq < self._base:
+            raise StreamError(
+                ErrorCode.HISTORY_GONE,
+                f"seq {from_seq} is no longer retained; oldest is {self._base}",
+                self.stream_id,
+            )
+        reader = Subscription(self, from_seq, owner)
+        if self.linger_handle is not None:
+            self.linger_handle.cancel()
+            self.linger_handle = None
+        self._readers.append(reader)
+        self._recompute_floor()
+        return reader
+
+    def _detach(self, reader: Subscription) -> None:
+        try:
+            self._readers.remove(reader)
+        except ValueError:
+            return
+        self.delivered += reader._pos - reader._start
+        self._recompute_floor()
+        if not self._readers:
+            self._registry._on_unread(self)
+
+    def _recompute_floor(self) -> None:
+        readers = self._readers
+        if not readers:
+            self._floor = self._base
+            return
+        if len(readers) == 1:
+            floor = readers[0]._pos
+        else:
+            floor = min(r._pos for r in readers)
+        floor = min(floor, self._head)
+        self._floor = floor
+        self._trim(floor - self.history)
+        if self._room and floor + self.window > self._head and self._bytes < self.max_bytes:
+            self._wake_room()
+
+    def _trim(self, keep_from: int) -> None:
+        # Forget consumed chunks beyond the retained history (in batches of
+        # TRIM_BATCH, so a steady reader does not shift the list per chunk),
+        # and under byte pressure retained history before anything unread.
+        buf = self._buf
+        head = self._head
+        if keep_from >= head:
+            # Everything is consumed (the common case): no per-chunk sizing.
+            if buf:
+                self._registry.bytes_in_flight -= self._bytes
+                self._bytes = 0
+                buf.clear()
+                self._base = head
+            return
+        drop = keep_from - self._base
+        if self._bytes > self.max_bytes:
+            drop = max(drop, self._floor - self._base)
+        elif drop < TRIM_BATCH:
+            return
+        if drop <= 0:
+            return
+        gone = buf[:drop]
+        del buf[:drop]
+        freed = sum(map(chunk_size, gone)) if self._with_data else sum(map(len, map(_text, gone)))
+        self._base += drop
+        self._bytes -= freed
+        self._registry.bytes_in_flight -= freed
+
+    def statistics(self) -> StreamStatistics:
+        pending = self._reorder.pending if self._reorder is not None else 0
+        return StreamStatistics(
+            self.stream_id,
+            self.headers.tenant,
+            self.phase.label,
+            self._head - 1,
+            len(self._readers),
+            len(self._buf),
+            self._bytes,
+            self.credit,
+            pending,
+            self.duplicates,
+            self.code.value if self.code is not None else None,
+        )
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._readers)
+
+    def delivered_total(self) -> int:
+        """Chunks handed to readers so far, attached or not."""
+        return self.delivered + sum(r._pos - r._start for r in self._readers)
+
+
+class Subscription:
+    """An async iterator over one stream's chunks, in seq order.
+
+    It ends after the ``done`` chunk, or raises :class:`StreamError` with the
+    stream's terminal code. Leaving early (``break``, :meth:`aclose`, task
+    cancellation, or dropping the last reference) detaches it; if it is the
+    *owner* (the reader ``flow.stream`` made for the run it started) the
+    stream is cancelled too, so its producers stop and its memory is freed.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_closed",
+        "_owner",
+        "_pending",
+        "_pos",
+        "_start",
+        "_state",
+        "_waiter",
+    )
+
+    def __init__(self, state: StreamState, pos: int, owner: bool) -> None:
+        self._state = state
+        # The message that starts the run, sent on the first wait: where to.
+        self._pending: tuple[tuple[Channel[Message], ...], Message] | None = None
+        self._pos = pos
+        self._start = pos
+        self._owner = owner
+        self._waiter: asyncio.Future[None] | None = None
+        self._closed = False
+
+    @property
+    def stream_id(self) -> str:
+        return self._state.stream_id
+
+    @property
+    def trace_id(self) -> str:
+        return self._state.trace_id
+
+    @property
+    def next_seq(self) -> int:
+        """The seq this reader returns next."""
+        return self._pos
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> StreamChunk:
+        state = self._state
+        while True:
+            pos = self._pos
+            if pos < state._head:
+                chunk = state._buf[pos - state._base]
+                self._pos = pos + 1
+                if state._room:
+                    # A producer waits for room: move the floor and wake it.
+                    state._recompute_floor()
+                if chunk.done:
+                    state.terminal_seen = True
+                    self._release(cancel=False)
+                return chunk
+            if self._closed:
+                raise StopAsyncIteration
+            if state.phase:
+                state.terminal_seen = True
+                self._release(cancel=False)
+                if state.phase is StreamPhase.DONE:
+                    raise StopAsyncIteration
+                assert state.code is not None
+                raise StreamError(state.code, state.message, state.stream_id)
+            if self._pending is not None:
+                await self._start_run()
+                continue
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiter = waiter
+            state._waiting.append(waiter)
+            try:
+                await waiter
+            except BaseException:
+                self._waiter = None
+                self._release(cancel=True)
+                raise
+            self._waiter = None
+
+    async def _start_run(self) -> None:
+        assert self._pending is not None
+        targets, message = self._pending
+        self._pending = None
+        try:
+            for inbox in targets:
+                await inbox.send(message)
+        except ClosedResourceError:
+            self._state.cancel(ErrorCode.CANCELLED, "the flow stopped")
+        except BaseException:
+            self._release(cancel=True)
+            raise
+
+    def _release(self, *, cancel: bool) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        state = self._state
+        state._detach(self)
+        if cancel and self._owner and not state.phase:
+            state._registry._abandon(state)
+
+    async def aclose(self) -> None:
+        """Stop reading. Idempotent; an owner that leaves early cancels the stream."""
+        self._release(cancel=True)
+
+    def close(self) -> None:
+        """Synchronous :meth:`aclose`."""
+        self._release(cancel=True)
+
+    async def __aenter__(self) -> Subscription:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._release(cancel=True)
+
+    def __del__(self) -> None:
+        # ``break`` out of ``async for`` drops the last reference without
+        # calling aclose: clean up here, as async generators' finalizers do.
+        if not self._closed:
+            try:
+                self._release(cancel=True)
+            except Exception:  # pragma: no cover - interpreter shutdown
+                pass
