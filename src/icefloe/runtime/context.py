@@ -22,6 +22,7 @@ from icefloe.core.messages import Message, StreamChunk
 from icefloe.exceptions import ErrorCode, StreamClosedError, StreamError
 from icefloe.runtime.channel import Channel
 from icefloe.runtime.node import Node
+from icefloe.runtime.stream import chunk_size
 
 if TYPE_CHECKING:
     from icefloe.runtime.registry import StreamRegistry
@@ -54,6 +55,8 @@ class Context:
         "_egress",
         "_key",
         "_registry",
+        "_replay",
+        "_sink",
         "_succ",
         "_targets",
         "node",
@@ -72,8 +75,14 @@ class Context:
         self._succ = successors
         self._targets: tuple[Channel[Message], ...] = tuple(successors.values())
         self._egress = egress
+        self._sink = not successors
+        # Only a node that can be retried needs to know where each
+        # invocation started writing (see _rewind).
+        self._replay = node.policy.max_retries > 0
+        # The emitter last written, by stream id: consecutive chunks of one
+        # stream skip the registry lookup. Unset until the first emit.
         self._cache_sid: str | None = None
-        self._cache_em: _Emitter | None = None
+        self._cache_em: _Emitter = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
         return f"<Context of {self.node.name!r}>"
@@ -130,7 +139,6 @@ class Context:
         sid = parent.trace_id if stream_id is None else stream_id
         if sid is self._cache_sid or sid == self._cache_sid:
             em = self._cache_em
-            assert em is not None
         else:
             em = self._emitter(sid, parent)
         state = em.state
@@ -141,22 +149,42 @@ class Context:
         if seq is None:
             seq = em.next_seq
             em.next_seq = seq + 1
-        else:
-            if not isinstance(seq, int) or seq < 0:
-                raise ValueError(f"seq must be an int >= 0, got {seq!r}")
-            if seq >= em.next_seq:
-                em.next_seq = seq + 1
-        if em.mark is not parent:
+        elif seq.__class__ is not int or seq < 0:
+            raise ValueError(f"seq must be an int >= 0, got {seq!r}")
+        elif seq >= em.next_seq:
+            em.next_seq = seq + 1
+        if self._replay and em.mark is not parent:
             em.mark = parent
             em.mark_seq = seq
         if done:
             em.closed = True
         chunk = StreamChunk(sid, seq, text, done, {} if meta is None else meta, data)
-        targets = self._targets if to is None else self._resolve(to)
-        if not targets:
-            if not state.publish(chunk):
+        if to is None:
+            if self._sink:
+                if seq == state._head and state._reorder is None:
+                    # StreamState.publish's in-order case, inlined: this is the
+                    # per-token path, and the checks above already cover the rest.
+                    buf = state._buf
+                    buf.append(chunk)
+                    state._head = seq + 1
+                    state._bytes += len(text) if data is None else chunk_size(chunk)
+                    if done:
+                        state.finish()
+                    if state._waiting:
+                        state._wake_readers()
+                    if len(buf) < state.window and state._bytes < state.max_bytes:
+                        return chunk
+                elif state.publish(chunk):
+                    return chunk
                 await state.wait_room()
-            return chunk
+                return chunk
+            targets = self._targets
+        else:
+            targets = self._resolve(to)
+            if not targets:
+                if not state.publish(chunk):
+                    await state.wait_room()
+                return chunk
         wrapped = Message(chunk, parent.headers, parent.trace_id, parent.deadline_s, parent.meta)
         for inbox in targets:
             await inbox.send(wrapped)
@@ -192,7 +220,6 @@ class Context:
                 em.next_seq = em.mark_seq
                 em.closed = False
         self._cache_sid = None
-        self._cache_em = None
 
     def stream_progress(self, stream_id: str) -> int | None:
         """How many chunks of ``stream_id`` were released to readers so far.

@@ -59,7 +59,6 @@ class StreamRegistry:
             ttl_s=max(limits.linger_s, 60.0), max_size=RECENT_IDS, clock=time.monotonic
         )
         self.active = 0
-        self.bytes_in_flight = 0
         self.admitted = 0
         self.refused = 0
         self._emitted_done = 0
@@ -120,9 +119,21 @@ class StreamRegistry:
         per_tenant = limits.max_streams_per_tenant
         if per_tenant is not None and self._tenant_active.get(tenant, 0) >= per_tenant:
             return f"tenant {tenant!r} has {per_tenant} streams active, its limit"
-        if limits.max_bytes is not None and self.bytes_in_flight >= limits.max_bytes:
-            return f"{self.bytes_in_flight} bytes buffered, limit {limits.max_bytes}"
+        if limits.max_bytes is not None and self._over_bytes(limits.max_bytes):
+            return f"more than {limits.max_bytes} bytes buffered in all streams"
         return None
+
+    def _over_bytes(self, limit: int) -> bool:
+        # Streams keep an upper bound of their bytes (exact counting is off the
+        # per-chunk path); count exactly only when the cheap sum says "over".
+        states = self._streams.values()
+        if sum(s._bytes for s in states) < limit:
+            return False
+        return self.bytes_in_flight() >= limit
+
+    def bytes_in_flight(self) -> int:
+        """Bytes held in all streams, counted exactly (O(chunks held))."""
+        return sum(s.held_bytes() for s in self._streams.values())
 
     def set_deadline(self, state: StreamState, deadline_s: float) -> None:
         """End ``state`` with ``timeout`` at wall-clock time ``deadline_s``."""
@@ -216,7 +227,7 @@ class StreamRegistry:
         return RegistryStatistics(
             self.active,
             len(self._streams),
-            self.bytes_in_flight,
+            self.bytes_in_flight(),
             self.admitted,
             self.refused,
             emitted,

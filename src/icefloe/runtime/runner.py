@@ -163,7 +163,9 @@ class NodeRunner:
                 # Our targeted cancel landed (or the node swallowed it):
                 # absorb it so this worker goes on with the next message.
                 self._interrupt[index] = None
-                task.uncancel()
+                if task.uncancel():
+                    # A second cancel (flow.stop) was folded into ours: honour it.
+                    raise asyncio.CancelledError
 
     async def _attempts(self, msg: Message) -> None:
         policy = self.node.policy

@@ -8,16 +8,25 @@ yet plus ``stream_history`` consumed chunks; the producer waits while the
 slowest reader is ``stream_buffer`` chunks or ``stream_max_bytes`` bytes
 behind. That one rule gives backpressure, bounded memory and late joining.
 
-The hot path is deliberately flat: an in-order ``publish`` is an append, two
-additions and a wake-up of waiting readers; a reader with buffered chunks
-returns them without suspending.
+The per-chunk path is deliberately flat, because it is most of the cost of
+streaming tokens:
+
+* An in-order ``publish`` appends, adds the chunk's size to an upper bound of
+  the bytes held, and checks room with ``len(log) < window`` and that bound.
+  Only when either check fails does the slow path count exactly (move the
+  readers' floor, trim, recount bytes) and perhaps wait.
+* The common case, one reader and no history ("solo"), makes the log a
+  queue: the reader pops what it reads, so memory is released chunk by chunk
+  and ``len(log)`` *is* the reader's lag. With several readers (or history)
+  each reader indexes the log and the floor is moved lazily.
+* A reader with buffered chunks returns them without suspending.
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
-import operator
+import weakref
 from collections import deque
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -37,8 +46,6 @@ if TYPE_CHECKING:
     from icefloe.runtime.registry import StreamRegistry
 
 __all__ = ["StreamPhase", "StreamState", "StreamStatistics", "Subscription", "chunk_size"]
-
-_text = operator.attrgetter("text")
 
 #: consumed chunks trimmed at once; the log may hold this many beyond its limits
 TRIM_BATCH = 32
@@ -99,10 +106,15 @@ def chunk_size(chunk: StreamChunk) -> int:
 
 
 class StreamState:
-    """The shared log of one stream. Created and owned by a StreamRegistry."""
+    """The shared log of one stream. Created and owned by a StreamRegistry.
+
+    Invariant: ``_buf`` holds the contiguous seqs ``_head - len(_buf)`` to
+    ``_head - 1``; ``_floor`` (lowest seq a reader still needs) is at least
+    that base and is exact after :meth:`_recompute_floor`; ``_bytes`` is at
+    least the bytes held and exact after :meth:`_recount`.
+    """
 
     __slots__ = (
-        "_base",
         "_buf",
         "_bytes",
         "_floor",
@@ -111,8 +123,8 @@ class StreamState:
         "_registry",
         "_reorder",
         "_room",
+        "_solo",
         "_waiting",
-        "_with_data",
         "code",
         "deadline_handle",
         "delivered",
@@ -154,17 +166,17 @@ class StreamState:
         self.history = history
         self.reorder_limit = reorder_limit
         self.start_seq = start_seq
-        # A list, not a deque: readers index into the middle (late joiners,
-        # history), and trimming is one ``del buf[:k]`` in batches.
-        self._buf: list[StreamChunk] = []
-        self._base = start_seq  # seq of _buf[0]
+        self._buf: deque[StreamChunk] = deque()
         self._head = start_seq  # next seq to release
-        self._floor = start_seq  # lowest position some reader still needs
+        self._floor = start_seq
         self._bytes = 0
-        self._with_data = False  # some chunk carried data: size chunks the slow way
+        # One reader and no history: the reader pops what it reads.
+        self._solo = False
         self._reorder: ReorderBuffer[StreamChunk] | None = None
-        self._readers: list[Subscription] = []
-        self._room: deque[asyncio.Future[None]] = deque()
+        # Weak references: a reader dropped without aclose (``break``) must be
+        # collectable so that its finalizer can detach it and cancel the run.
+        self._readers: list[weakref.ref[Subscription]] = []
+        self._room: deque[asyncio.Future[None]] = deque()  # producers waiting
         self._waiting: list[asyncio.Future[None]] = []  # readers parked at the head
         self.phase = StreamPhase.RUNNING
         self.code: ErrorCode | None = None
@@ -182,19 +194,24 @@ class StreamState:
             f"readers={len(self._readers)}>"
         )
 
-    # -- producing -------------------------------------------------------------
-
     @property
     def next_seq(self) -> int:
         """The seq the stream releases next (chunks before it were released)."""
         return self._head
+
+    @property
+    def base(self) -> int:
+        """The oldest seq still held."""
+        return self._head - len(self._buf)
+
+    # -- producing -------------------------------------------------------------
 
     def publish(self, chunk: StreamChunk) -> bool:
         """Release ``chunk`` into the log, or hold it until its turn.
 
         Duplicates (a seq already released or held) are dropped and counted:
         retried nodes and fan-in rely on that. Returns whether the producer
-        may go on without waiting (see :meth:`wait_room`).
+        may go on without waiting; when False, await :meth:`wait_room`.
 
         :raises StreamClosedError: the stream already ended.
         """
@@ -205,41 +222,25 @@ class StreamState:
             raise StreamClosedError(self.stream_id, self.code)
         seq = chunk.seq
         if seq == self._head and self._reorder is None:
-            # _append, inlined: this is the per-chunk hot path.
             self._buf.append(chunk)
             self._head = seq + 1
-            if chunk.data is None:
-                size = len(chunk.text)
-            else:
-                size = chunk_size(chunk)
-                self._with_data = True
-            self._bytes += size
-            self._registry.bytes_in_flight += size
+            self._bytes += len(chunk.text) if chunk.data is None else chunk_size(chunk)
             if chunk.done:
-                self._end(StreamPhase.DONE, None, "")
+                self.finish()
         else:
             self._publish_out_of_order(chunk)
         if self._waiting:
             self._wake_readers()
-        return self._head - self._floor < self.window and self._bytes < self.max_bytes
+        # len(_buf) bounds the slowest reader's lag from above, and _bytes the
+        # bytes held: both exact enough to say yes; has_room() decides a no.
+        return len(self._buf) < self.window and self._bytes < self.max_bytes
 
     def _append(self, chunk: StreamChunk) -> None:
         self._buf.append(chunk)
         self._head = chunk.seq + 1
-        size = chunk_size(chunk)
-        if chunk.data is not None:
-            self._with_data = True
-        self._bytes += size
-        self._registry.bytes_in_flight += size
+        self._bytes += chunk_size(chunk)
         if chunk.done:
             self._end(StreamPhase.DONE, None, "")
-
-    def _wake_readers(self) -> None:
-        waiting = self._waiting
-        self._waiting = []
-        for waiter in waiting:
-            if not waiter.done():
-                waiter.set_result(None)
 
     def _publish_out_of_order(self, chunk: StreamChunk) -> None:
         reorder = self._reorder
@@ -260,13 +261,18 @@ class StreamState:
         if not reorder.pending:
             self._reorder = None
 
+    def _wake_readers(self) -> None:
+        waiting = self._waiting
+        self._waiting = []
+        for waiter in waiting:
+            if not waiter.done():
+                waiter.set_result(None)
+
     def has_room(self) -> bool:
-        """Whether the producer may release another chunk without waiting."""
-        if self._head - self._floor < self.window and self._bytes < self.max_bytes:
-            return True
-        # The floor advances lazily (readers only move their cursor on the hot
-        # path); bring it up to date before saying no.
+        """Whether the producer may release another chunk without waiting (exact)."""
         self._recompute_floor()
+        if self._bytes >= self.max_bytes:
+            self._recount()
         return self._head - self._floor < self.window and self._bytes < self.max_bytes
 
     @property
@@ -295,6 +301,10 @@ class StreamState:
 
     # -- ending ----------------------------------------------------------------
 
+    def finish(self) -> bool:
+        """End normally: the ``done`` chunk was released. False if already ended."""
+        return self._end(StreamPhase.DONE, None, "")
+
     def fail(self, code: ErrorCode, message: str = "") -> bool:
         """End abnormally; readers drain what was released, then get ``code``.
 
@@ -312,8 +322,10 @@ class StreamState:
         if not self._end(phase, code, message):
             return False
         self._drop_buffer()
-        for reader in self._readers:
-            reader._pos = self._head
+        for ref in self._readers:
+            reader = ref()
+            if reader is not None:
+                reader._pos = self._head
         return True
 
     def _end(self, phase: StreamPhase, code: ErrorCode | None, message: str) -> bool:
@@ -322,18 +334,14 @@ class StreamState:
         self.phase = phase
         self.code = code
         self.message = message or (code.value if code is not None else "")
-        if self._reorder is not None:
-            self._reorder = None
+        self._reorder = None
         if self.deadline_handle is not None:
             self.deadline_handle.cancel()
             self.deadline_handle = None
-        self._wake_all()
-        self._registry._on_terminal(self)
-        return True
-
-    def _wake_all(self) -> None:
         self._wake_readers()
         self._wake_room()
+        self._registry._on_terminal(self)
+        return True
 
     def _wake_room(self) -> None:
         while self._room:
@@ -342,10 +350,9 @@ class StreamState:
                 fut.set_result(None)
 
     def _drop_buffer(self) -> None:
-        self._registry.bytes_in_flight -= self._bytes
-        self._bytes = 0
         self._buf.clear()
-        self._base = self._floor = self._head
+        self._bytes = 0
+        self._floor = self._head
 
     # -- readers ---------------------------------------------------------------
 
@@ -353,80 +360,83 @@ class StreamState:
         """A new reader starting at ``from_seq`` (None: at the live head).
 
         :raises StreamError: ``history_gone`` when ``from_seq`` is no longer held.
+        :raises ValueError: ``from_seq`` is negative or beyond the next seq.
         """
+        base = self.base
         if from_seq is None:
             from_seq = self._head
         elif from_seq < 0:
             raise ValueError(f"from_seq must be >= 0, got {from_seq}")
-        elif from_seq < self._base:
+        elif from_seq < base:
             raise StreamError(
                 ErrorCode.HISTORY_GONE,
-                f"seq {from_seq} is no longer retained; oldest is {self._base}",
+                f"seq {from_seq} is no longer retained; oldest is {base}",
                 self.stream_id,
             )
+        elif from_seq > self._head:
+            raise ValueError(f"from_seq {from_seq} is beyond the stream's next seq {self._head}")
         reader = Subscription(self, from_seq, owner)
         if self.linger_handle is not None:
             self.linger_handle.cancel()
             self.linger_handle = None
-        self._readers.append(reader)
+        self._readers.append(reader._ref)
+        self._solo = len(self._readers) == 1 and not self.history
         self._recompute_floor()
         return reader
 
     def _detach(self, reader: Subscription) -> None:
         try:
-            self._readers.remove(reader)
+            self._readers.remove(reader._ref)
         except ValueError:
             return
         self.delivered += reader._pos - reader._start
+        self._solo = len(self._readers) == 1 and not self.history
         self._recompute_floor()
         if not self._readers:
             self._registry._on_unread(self)
 
     def _recompute_floor(self) -> None:
-        readers = self._readers
-        if not readers:
-            self._floor = self._base
-            return
-        if len(readers) == 1:
-            floor = readers[0]._pos
+        """Make ``_floor`` exact, trim what no reader needs, wake producers."""
+        floor = self._head
+        if self._readers:
+            for ref in self._readers:
+                reader = ref()
+                if reader is not None and reader._pos < floor:
+                    floor = reader._pos
         else:
-            floor = min(r._pos for r in readers)
-        floor = min(floor, self._head)
+            floor = self.base  # unread chunks wait for a first reader
         self._floor = floor
         self._trim(floor - self.history)
         if self._room and floor + self.window > self._head and self._bytes < self.max_bytes:
             self._wake_room()
 
     def _trim(self, keep_from: int) -> None:
-        # Forget consumed chunks beyond the retained history (in batches of
-        # TRIM_BATCH, so a steady reader does not shift the list per chunk),
-        # and under byte pressure retained history before anything unread.
+        # Forget consumed chunks beyond the retained history: exactly for a
+        # solo reader, else in batches of TRIM_BATCH (so steady readers do not
+        # pay per chunk), and under byte pressure retained history too.
         buf = self._buf
-        head = self._head
-        if keep_from >= head:
-            # Everything is consumed (the common case): no per-chunk sizing.
-            if buf:
-                self._registry.bytes_in_flight -= self._bytes
-                self._bytes = 0
-                buf.clear()
-                self._base = head
+        drop = keep_from - (self._head - len(buf))
+        if drop >= len(buf):
+            buf.clear()
+            self._bytes = 0
             return
-        drop = keep_from - self._base
-        if self._bytes > self.max_bytes:
-            drop = max(drop, self._floor - self._base)
-        elif drop < TRIM_BATCH:
+        if self._bytes >= self.max_bytes:
+            self._recount()
+            if self._bytes >= self.max_bytes:
+                drop = max(drop, self._floor - (self._head - len(buf)))
+        if drop <= 0 or (drop < TRIM_BATCH and not self._solo and self._bytes < self.max_bytes):
             return
-        if drop <= 0:
-            return
-        gone = buf[:drop]
-        del buf[:drop]
-        freed = sum(map(chunk_size, gone)) if self._with_data else sum(map(len, map(_text, gone)))
-        self._base += drop
-        self._bytes -= freed
-        self._registry.bytes_in_flight -= freed
+        for _ in range(drop):
+            buf.popleft()
+        self._recount()
+
+    def _recount(self) -> None:
+        # Exact bytes held; O(chunks held), called only on slow paths.
+        self._bytes = sum(map(chunk_size, self._buf))
 
     def statistics(self) -> StreamStatistics:
         pending = self._reorder.pending if self._reorder is not None else 0
+        self._recount()
         return StreamStatistics(
             self.stream_id,
             self.headers.tenant,
@@ -441,13 +451,19 @@ class StreamState:
             self.code.value if self.code is not None else None,
         )
 
+    def held_bytes(self) -> int:
+        """Bytes held now, counted exactly."""
+        self._recount()
+        return self._bytes
+
     @property
     def subscribers(self) -> int:
         return len(self._readers)
 
     def delivered_total(self) -> int:
         """Chunks handed to readers so far, attached or not."""
-        return self.delivered + sum(r._pos - r._start for r in self._readers)
+        live = (ref() for ref in self._readers)
+        return self.delivered + sum(r._pos - r._start for r in live if r is not None)
 
 
 class Subscription:
@@ -466,6 +482,7 @@ class Subscription:
         "_owner",
         "_pending",
         "_pos",
+        "_ref",
         "_start",
         "_state",
         "_waiter",
@@ -475,6 +492,7 @@ class Subscription:
         self._state = state
         # The message that starts the run, sent on the first wait: where to.
         self._pending: tuple[tuple[Channel[Message], ...], Message] | None = None
+        self._ref = weakref.ref(self)
         self._pos = pos
         self._start = pos
         self._owner = owner
@@ -502,11 +520,18 @@ class Subscription:
         while True:
             pos = self._pos
             if pos < state._head:
-                chunk = state._buf[pos - state._base]
                 self._pos = pos + 1
-                if state._room:
-                    # A producer waits for room: move the floor and wake it.
-                    state._recompute_floor()
+                if state._solo:
+                    # The only reader pops what it reads (see module docstring).
+                    chunk = state._buf.popleft()
+                    if state._room:
+                        state._wake_room()
+                else:
+                    buf = state._buf
+                    chunk = buf[pos - state._head + len(buf)]
+                    if state._room:
+                        # A producer waits for room: move the floor and wake it.
+                        state._recompute_floor()
                 if chunk.done:
                     state.terminal_seen = True
                     self._release(cancel=False)

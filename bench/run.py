@@ -1,0 +1,330 @@
+"""icefloe benchmark suite: every figure beside a raw-asyncio floor from the same run.
+
+Usage::
+
+    python bench/run.py [--uvloop] [--quick] [--rounds N]
+
+Prints one JSON object to stdout (progress goes to stderr). For robust ratios
+on a small, noisy machine, the floor and icefloe variants of every scenario
+run interleaved for ``--rounds`` rounds (their order alternating per round,
+after one unrecorded warm-up run each); the report gives the best (max
+throughput, min latency percentile) and the median of each, and the ratios
+``icefloe / floor`` of both. GC stays enabled; ``gc.collect()`` runs before
+every measured run. Headline ratios and targets use the best values.
+
+Scenarios (N = 200,000 chunks, 20,000 round trips for ``paced_latency``;
+``--quick`` divides sizes by 10):
+
+* ``one_hop``: one node emits N chunks to ``flow.stream``; chunks/s.
+* ``pipeline_3``: a -> b -> c, b and c re-emit every chunk; chunks/s at the consumer.
+* ``loaded_latency``: stamp-to-receipt latency through one hop at full speed;
+  p50/p99 µs and ``p99_ratio``.
+* ``paced_latency``: ping-pong, one chunk in flight; p50/p99 one-way µs.
+* ``fan_out_4``: one node, 4 counting sinks; deliveries/s (4*N / elapsed).
+* ``memory``: RSS after ``import icefloe`` vs ``import asyncio`` in fresh
+  interpreters, this process's peak RSS, and that starlette/uvicorn stay unloaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import platform
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Literal, TypedDict
+
+import icefloe
+from floors import (
+    floor_fan_out_4,
+    floor_loaded_latency,
+    floor_one_hop,
+    floor_paced_latency,
+    floor_pipeline_3,
+)
+from measure import (
+    CHUNKS_PER_S,
+    FAN_OUT_METRICS,
+    LATENCY_METRICS,
+    P99_US,
+    THROUGHPUT_METRICS,
+    Metric,
+    Sample,
+    Summary,
+    rounded,
+    summarise,
+)
+from memory import MemoryReport, memory_report
+from scenarios import (
+    icefloe_fan_out_4,
+    icefloe_loaded_latency,
+    icefloe_one_hop,
+    icefloe_paced_latency,
+    icefloe_pipeline_3,
+)
+
+#: chunks per throughput / loaded-latency run
+THROUGHPUT_SIZE = 200_000
+#: round trips per paced-latency run
+PACED_SIZE = 20_000
+#: divisor applied to every size by ``--quick``
+QUICK_DIVISOR = 10
+#: divisor giving the unrecorded warm-up size
+WARMUP_DIVISOR = 20
+DEFAULT_ROUNDS = 5
+RATIO_DIGITS = 3
+
+Variant = Literal["floor", "icefloe"]
+RunFn = Callable[[int], Awaitable[Sample]]
+Comparison = Literal[">=", "<=", "<"]
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """Command-line options."""
+
+    uvloop: bool
+    quick: bool
+    rounds: int
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    """One comparison: the same workload as raw asyncio and as icefloe."""
+
+    name: str
+    #: chunks (or round trips) per run
+    size: int
+    unit: str
+    metrics: tuple[Metric, ...]
+    floor: RunFn
+    icefloe: RunFn
+
+    def runner(self, variant: Variant) -> RunFn:
+        return self.floor if variant == "floor" else self.icefloe
+
+
+@dataclass(slots=True)
+class Collected:
+    """Samples of both variants of one scenario, one per round."""
+
+    floor: list[Sample] = field(default_factory=list)
+    icefloe: list[Sample] = field(default_factory=list)
+
+    def add(self, variant: Variant, sample: Sample) -> None:
+        (self.floor if variant == "floor" else self.icefloe).append(sample)
+
+
+class VariantReport(TypedDict):
+    """Best and median of every metric of one variant, rounded for the report."""
+
+    floor: dict[str, Summary]
+    icefloe: dict[str, Summary]
+
+
+@dataclass(frozen=True, slots=True)
+class ScenarioResult:
+    """One scenario's outcome: summaries of both variants and their ratios."""
+
+    size: int
+    unit: str
+    summaries: VariantReport
+    #: ``icefloe / floor`` per metric (``ratio``, ``p99_ratio``...), best and median
+    ratios: dict[str, float]
+
+    def to_json(self) -> dict[str, object]:
+        return {"size": self.size, "unit": self.unit, **self.summaries, **self.ratios}
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A goal for one reported value."""
+
+    value: float
+    comparison: Comparison
+    bound: float
+
+    @property
+    def met(self) -> bool:
+        if self.comparison == ">=":
+            return self.value >= self.bound
+        if self.comparison == "<=":
+            return self.value <= self.bound
+        return self.value < self.bound
+
+    def to_json(self) -> dict[str, object]:
+        return {"value": self.value, "target": f"{self.comparison} {self.bound}", "met": self.met}
+
+
+def parse_args(argv: Sequence[str] | None = None) -> Options:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--uvloop", action="store_true", help="run on uvloop instead of asyncio")
+    parser.add_argument("--quick", action="store_true", help="divide every size by 10")
+    parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS, help="interleaved rounds")
+    args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error("--rounds must be >= 1")
+    return Options(uvloop=args.uvloop, quick=args.quick, rounds=args.rounds)
+
+
+def build_scenarios(quick: bool) -> tuple[Scenario, ...]:
+    """The scenario table, sized for a default or a ``--quick`` run."""
+    divisor = QUICK_DIVISOR if quick else 1
+    n = THROUGHPUT_SIZE // divisor
+    paced = PACED_SIZE // divisor
+    chunks = "chunks/s"
+    deliveries = "deliveries/s"
+    micros = "us"
+    return (
+        Scenario("one_hop", n, chunks, THROUGHPUT_METRICS, floor_one_hop, icefloe_one_hop),
+        Scenario("pipeline_3", n, chunks, THROUGHPUT_METRICS, floor_pipeline_3, icefloe_pipeline_3),
+        Scenario(
+            "loaded_latency",
+            n,
+            micros,
+            LATENCY_METRICS,
+            floor_loaded_latency,
+            icefloe_loaded_latency,
+        ),
+        Scenario(
+            "paced_latency",
+            paced,
+            micros,
+            LATENCY_METRICS,
+            floor_paced_latency,
+            icefloe_paced_latency,
+        ),
+        Scenario("fan_out_4", n, deliveries, FAN_OUT_METRICS, floor_fan_out_4, icefloe_fan_out_4),
+    )
+
+
+def progress(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def variant_order(round_index: int) -> tuple[Variant, Variant]:
+    """Floor first on even rounds, icefloe first on odd ones, to cancel order bias."""
+    return ("floor", "icefloe") if round_index % 2 == 0 else ("icefloe", "floor")
+
+
+async def measured(fn: RunFn, size: int) -> Sample:
+    """One run of ``fn`` after a full collection, so no run pays for another's garbage."""
+    gc.collect()
+    return await fn(size)
+
+
+async def warm_up(scenarios: Sequence[Scenario]) -> None:
+    """One small unrecorded run of every variant: imports, caches, allocator pools."""
+    for scenario in scenarios:
+        for variant in variant_order(0):
+            await measured(scenario.runner(variant), max(100, scenario.size // WARMUP_DIVISOR))
+
+
+async def collect(scenarios: Sequence[Scenario], rounds: int) -> dict[str, Collected]:
+    """Run every scenario's two variants interleaved, ``rounds`` times."""
+    collected = {s.name: Collected() for s in scenarios}
+    progress("warming up")
+    await warm_up(scenarios)
+    for r in range(rounds):
+        progress(f"round {r + 1}/{rounds}")
+        for scenario in scenarios:
+            for variant in variant_order(r):
+                sample = await measured(scenario.runner(variant), scenario.size)
+                collected[scenario.name].add(variant, sample)
+                shown = ", ".join(f"{k}={v:,.2f}" for k, v in sample.items())
+                progress(f"  {scenario.name:<15} {variant:<8} {shown}")
+    return collected
+
+
+def _ratio(icefloe_value: float, floor_value: float) -> float:
+    return round(icefloe_value / floor_value, RATIO_DIGITS)
+
+
+def scenario_result(scenario: Scenario, samples: Collected) -> ScenarioResult:
+    """Best/median per variant and metric, and ``icefloe / floor`` ratios of both."""
+    floor = {m.name: summarise(m, samples.floor) for m in scenario.metrics}
+    ice = {m.name: summarise(m, samples.icefloe) for m in scenario.metrics}
+    ratios: dict[str, float] = {}
+    for m in scenario.metrics:
+        ratios[m.ratio_key] = _ratio(ice[m.name]["best"], floor[m.name]["best"])
+        ratios[f"{m.ratio_key}_median"] = _ratio(ice[m.name]["median"], floor[m.name]["median"])
+    summaries = VariantReport(
+        floor={m.name: rounded(floor[m.name], m) for m in scenario.metrics},
+        icefloe={m.name: rounded(ice[m.name], m) for m in scenario.metrics},
+    )
+    return ScenarioResult(scenario.size, scenario.unit, summaries, ratios)
+
+
+def targets(results: dict[str, ScenarioResult], memory: MemoryReport) -> dict[str, object]:
+    """The project's performance goals, evaluated on the best-of-rounds ratios."""
+    goals = {
+        "one_hop_ratio": Target(results["one_hop"].ratios[CHUNKS_PER_S.ratio_key], ">=", 1.0),
+        "pipeline_3_ratio": Target(results["pipeline_3"].ratios[CHUNKS_PER_S.ratio_key], ">=", 0.8),
+        "loaded_latency_p99_ratio": Target(
+            results["loaded_latency"].ratios[P99_US.ratio_key], "<=", 1.5
+        ),
+        "rss_after_import_mb": Target(memory["rss_after_import_mb"], "<", 25.0),
+    }
+    return {name: goal.to_json() for name, goal in goals.items()}
+
+
+def loop_factory(use_uvloop: bool) -> Callable[[], asyncio.AbstractEventLoop]:
+    if use_uvloop:
+        import uvloop  # optional dependency: only imported when asked for
+
+        return uvloop.new_event_loop
+    return asyncio.new_event_loop
+
+
+async def loop_name() -> str:
+    """``uvloop`` or ``asyncio``, from the loop actually running."""
+    module = type(asyncio.get_running_loop()).__module__
+    return "uvloop" if module.startswith("uvloop") else "asyncio"
+
+
+def metadata(options: Options, event_loop: str) -> dict[str, object]:
+    return {
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "event_loop": event_loop,
+        "cpu_count": os.cpu_count(),
+        "icefloe_version": icefloe.__version__,
+        "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
+        "rounds": options.rounds,
+        "quick": options.quick,
+        "gc_enabled": gc.isenabled(),
+    }
+
+
+def run(options: Options) -> dict[str, object]:
+    """Run the whole suite and return the report."""
+    scenarios = build_scenarios(options.quick)
+    with asyncio.Runner(loop_factory=loop_factory(options.uvloop)) as runner:
+        event_loop = runner.run(loop_name())
+        collected = runner.run(collect(scenarios, options.rounds))
+    results = {s.name: scenario_result(s, collected[s.name]) for s in scenarios}
+    progress("measuring memory")
+    memory = memory_report()
+    return {
+        "meta": metadata(options, event_loop),
+        "scenarios": {name: result.to_json() for name, result in results.items()},
+        "memory": memory,
+        "targets": targets(results, memory),
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    report = run(parse_args(argv))
+    json.dump(report, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,70 @@
+"""The public surface of ``icefloe``: complete, sorted, and light to import."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+import icefloe
+
+#: the names DESIGN.md's Python API promises
+DESIGN_NAMES = [
+    "Headers",
+    "Message",
+    "Node",
+    "NodePolicy",
+    "StreamChunk",
+    "StreamClosedError",
+    "StreamError",
+    "create",
+]
+
+#: heavy or optional dependencies ``import icefloe`` must not load
+HEAVY_MODULES = ["starlette", "uvicorn", "aiokafka", "redis", "nats", "websockets", "typer", "rich"]
+
+
+def test_all_is_sorted_and_unique() -> None:
+    assert icefloe.__all__ == sorted(icefloe.__all__)
+    assert len(set(icefloe.__all__)) == len(icefloe.__all__)
+
+
+@pytest.mark.parametrize("name", icefloe.__all__)
+def test_every_exported_name_is_importable(name: str) -> None:
+    namespace: dict[str, object] = {}
+    exec(f"from icefloe import {name}", namespace)
+    assert namespace[name] is getattr(icefloe, name)
+
+
+@pytest.mark.parametrize("name", DESIGN_NAMES)
+def test_design_md_api_names_are_exported(name: str) -> None:
+    assert name in icefloe.__all__
+    assert getattr(icefloe, name) is not None
+
+
+def test_exported_classes_claim_the_package_as_their_module() -> None:
+    for name in icefloe.__all__:
+        obj = getattr(icefloe, name)
+        if isinstance(obj, type) and obj.__module__.startswith("icefloe"):
+            assert obj.__module__ == "icefloe", name
+
+
+def test_exception_tree_is_rooted_in_icefloe_error() -> None:
+    for name in ("StreamClosedError", "StreamError", "WouldBlock", "InvalidState"):
+        assert issubclass(getattr(icefloe, name), icefloe.IcefloeError)
+    assert issubclass(icefloe.StreamClosedError, icefloe.InvalidState)
+    assert issubclass(icefloe.InvalidState, AssertionError)
+
+
+def test_import_does_not_load_heavy_dependencies() -> None:
+    script = (
+        "import json, sys\n"
+        "import icefloe\n"
+        f"print(json.dumps([m for m in {HEAVY_MODULES!r} if m in sys.modules]))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert json.loads(result.stdout) == []
