@@ -34,12 +34,13 @@ __all__ = ["Context"]
 class _Emitter:
     """One node's write position in one stream."""
 
-    __slots__ = ("closed", "mark", "mark_seq", "next_seq", "state")
+    __slots__ = ("closed", "done_seq", "mark", "mark_seq", "next_seq", "state")
 
     def __init__(self, state: StreamState) -> None:
         self.state = state
         self.next_seq = state.start_seq
         self.closed = False
+        self.done_seq = 0  # the seq of this node's done chunk, once closed
         # The message of the invocation that last wrote here, and the seq it
         # started at: what a retry of that invocation rewinds to.
         self.mark: Message | None = None
@@ -136,6 +137,9 @@ class Context:
         :raises StreamClosedError: this node already sent ``done`` on the
             stream, or the stream ended (cancelled, failed, timed out).
         """
+        if to is not None:
+            # Resolved before any state changes: a refused emit uses no seq.
+            targets = self._resolve(to)
         sid = parent.trace_id if stream_id is None else stream_id
         if sid is self._cache_sid or sid == self._cache_sid:
             em = self._cache_em
@@ -143,9 +147,13 @@ class Context:
             em = self._emitter(sid, parent)
         state = em.state
         if em.closed or state.phase:
-            if not em.closed and seq is not None and seq < state.next_seq:
+            if seq is not None and seq < state.next_seq:
+                # Already released (a retry replaying, fan-in): dropped.
                 return _replayed(sid, seq, text, done, meta, data)
-            raise StreamClosedError(sid, state.code)
+            if state.phase or seq is None or seq >= em.done_seq:
+                raise StreamClosedError(sid, state.code)
+            # A lower seq overtaken by this node's done (max_concurrency > 1):
+            # it still belongs to the stream.
         if seq is None:
             seq = em.next_seq
             em.next_seq = seq + 1
@@ -158,6 +166,7 @@ class Context:
             em.mark_seq = seq
         if done:
             em.closed = True
+            em.done_seq = seq
         chunk = StreamChunk(sid, seq, text, done, {} if meta is None else meta, data)
         if to is None:
             if self._sink:
@@ -179,12 +188,10 @@ class Context:
                 await state.wait_room()
                 return chunk
             targets = self._targets
-        else:
-            targets = self._resolve(to)
-            if not targets:
-                if not state.publish(chunk):
-                    await state.wait_room()
-                return chunk
+        elif not targets:
+            if not state.publish(chunk):
+                await state.wait_room()
+            return chunk
         wrapped = Message(chunk, parent.headers, parent.trace_id, parent.deadline_s, parent.meta)
         for inbox in targets:
             await inbox.send(wrapped)
@@ -218,7 +225,7 @@ class Context:
             em = state.emitters.get(self._key)
             if em is not None and em.mark is msg:
                 em.next_seq = em.mark_seq
-                em.closed = False
+                em.closed = em.closed and em.done_seq < em.mark_seq
         self._cache_sid = None
 
     def stream_progress(self, stream_id: str) -> int | None:

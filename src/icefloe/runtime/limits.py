@@ -23,6 +23,7 @@ Every limit has a default, a unit and, where it makes sense, ``None`` for
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 __all__ = ["Limits"]
@@ -60,8 +61,14 @@ class Limits:
         _check_int("stream_max_bytes", self.stream_max_bytes, 1)
         _check_int("stream_history", self.stream_history, 0)
         _check_int("reorder_limit", self.reorder_limit, 1)
-        if not isinstance(self.linger_s, int | float) or self.linger_s < 0:
-            raise ValueError(f"linger_s must be a number >= 0, got {self.linger_s!r}")
+        linger = self.linger_s
+        if (
+            not isinstance(linger, int | float)
+            or isinstance(linger, bool)
+            or not math.isfinite(linger)
+            or linger < 0
+        ):
+            raise ValueError(f"linger_s must be a finite number >= 0, got {linger!r}")
 
 
 def _check_int(name: str, value: object, minimum: int) -> None:

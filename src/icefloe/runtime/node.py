@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import inspect
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -51,23 +52,37 @@ class NodePolicy:
     reliability: Reliability = Reliability.AT_MOST_ONCE
 
     def __post_init__(self) -> None:
-        if self.timeout_s is not None and not self.timeout_s > 0:
-            raise ValueError(f"timeout_s must be > 0 or None, got {self.timeout_s!r}")
-        if not isinstance(self.max_retries, int) or self.max_retries < 0:
-            raise ValueError(f"max_retries must be an int >= 0, got {self.max_retries!r}")
-        if self.backoff_s < 0 or self.backoff_factor < 1 or self.backoff_max_s < 0:
-            raise ValueError("backoff_s >= 0, backoff_factor >= 1 and backoff_max_s >= 0 required")
-        if not isinstance(self.max_concurrency, int) or self.max_concurrency < 1:
-            raise ValueError(f"max_concurrency must be an int >= 1, got {self.max_concurrency!r}")
-        if self.queue_maxsize is not None and (
-            not isinstance(self.queue_maxsize, int) or self.queue_maxsize < 1
-        ):
-            raise ValueError(f"queue_maxsize must be an int >= 1, got {self.queue_maxsize!r}")
+        if self.timeout_s is not None:
+            _check_number("timeout_s", self.timeout_s, 0, inclusive=False)
+        _check_int("max_retries", self.max_retries, 0)
+        _check_number("backoff_s", self.backoff_s, 0)
+        _check_number("backoff_factor", self.backoff_factor, 1)
+        _check_number("backoff_max_s", self.backoff_max_s, 0)
+        _check_int("max_concurrency", self.max_concurrency, 1)
+        if self.queue_maxsize is not None:
+            _check_int("queue_maxsize", self.queue_maxsize, 1)
         object.__setattr__(self, "reliability", Reliability(self.reliability))
 
     def backoff(self, attempt: int) -> float:
         """Seconds to wait before retry number ``attempt`` (0-based)."""
         return float(min(self.backoff_s * self.backoff_factor**attempt, self.backoff_max_s))
+
+
+def _check_number(name: str, value: object, low: float, *, inclusive: bool = True) -> None:
+    ok = (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and (value >= low if inclusive else value > low)
+    )
+    if not ok:
+        bound = ">=" if inclusive else ">"
+        raise ValueError(f"{name} must be a finite number {bound} {low}, got {value!r}")
+
+
+def _check_int(name: str, value: object, low: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
 
 
 class Node:

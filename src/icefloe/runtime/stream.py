@@ -47,6 +47,9 @@ if TYPE_CHECKING:
 
 __all__ = ["StreamPhase", "StreamState", "StreamStatistics", "Subscription", "chunk_size"]
 
+#: where a closed reader's cursor is parked (beyond any real seq)
+_CLOSED_POS = 1 << 62
+
 #: consumed chunks trimmed at once; the log may hold this many beyond its limits
 TRIM_BATCH = 32
 
@@ -281,6 +284,10 @@ class StreamState:
         if self.phase:
             return 0
         self._recompute_floor()
+        if self._bytes >= self.max_bytes:
+            self._recount()
+            if self._bytes >= self.max_bytes:
+                return 0
         return max(0, self.window - (self._head - self._floor))
 
     async def wait_room(self) -> None:
@@ -325,6 +332,8 @@ class StreamState:
         for ref in self._readers:
             reader = ref()
             if reader is not None:
+                # Skipped, not delivered: keep delivered counts honest.
+                reader._start += self._head - reader._pos
                 reader._pos = self._head
         return True
 
@@ -479,6 +488,7 @@ class Subscription:
     __slots__ = (
         "__weakref__",
         "_closed",
+        "_delivered",
         "_owner",
         "_pending",
         "_pos",
@@ -498,6 +508,7 @@ class Subscription:
         self._owner = owner
         self._waiter: asyncio.Future[None] | None = None
         self._closed = False
+        self._delivered = 0
 
     @property
     def stream_id(self) -> str:
@@ -509,8 +520,13 @@ class Subscription:
 
     @property
     def next_seq(self) -> int:
-        """The seq this reader returns next."""
-        return self._pos
+        """The seq this reader returns next (where it stopped, once closed)."""
+        return self._start + self.delivered if self._closed else self._pos
+
+    @property
+    def delivered(self) -> int:
+        """Chunks this reader has returned."""
+        return self._delivered if self._closed else self._pos - self._start
 
     def __aiter__(self) -> Subscription:
         return self
@@ -578,6 +594,10 @@ class Subscription:
         self._closed = True
         state = self._state
         state._detach(self)
+        # Park the cursor past any seq, so the hot path in __anext__ falls
+        # through to the closed check instead of reading the log again.
+        self._delivered = self._pos - self._start
+        self._pos = _CLOSED_POS
         if cancel and self._owner and not state.phase:
             state._registry._abandon(state)
 

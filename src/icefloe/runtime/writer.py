@@ -89,8 +89,8 @@ class StreamWriter:
 
     def abort(self, code: ErrorCode | str = ErrorCode.FAILED, message: str = "") -> None:
         """End the stream abnormally; readers get ``code``. Idempotent."""
+        code = ErrorCode(code)  # a bad code raises before anything changes
         self._closed = True
-        code = ErrorCode(code)
         if code is ErrorCode.CANCELLED or code is ErrorCode.TIMEOUT:
             self._state.cancel(code, message)
         else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import TypeVar
 
 import pytest
 from hypothesis import given, settings
@@ -11,6 +12,8 @@ from hypothesis import strategies as st
 
 from icefloe.exceptions import ClosedResourceError, EndOfStream, WouldBlock
 from icefloe.runtime.channel import Channel, ChannelStatistics
+
+T = TypeVar("T")
 
 
 async def until(predicate: Callable[[], bool], *, spins: int = 1000) -> None:
@@ -22,13 +25,17 @@ async def until(predicate: Callable[[], bool], *, spins: int = 1000) -> None:
     raise AssertionError("condition never became true")
 
 
-def drain(channel: Channel[int]) -> list[int]:
-    items = []
+def drain(channel: Channel[T]) -> list[T]:
+    items: list[T] = []
     while True:
         try:
             items.append(channel.receive_nowait())
         except (WouldBlock, EndOfStream):
             return items
+
+
+def waiting_senders_are(channel: Channel[int], n: int) -> Callable[[], bool]:
+    return lambda: channel.statistics().waiting_senders == n
 
 
 # -- construction ------------------------------------------------------------------
@@ -103,7 +110,7 @@ async def test_blocked_senders_are_served_in_arrival_order() -> None:
         senders = []
         for i in range(1, 4):
             senders.append(asyncio.create_task(channel.send(i)))
-            await until(lambda n=i: channel.statistics().waiting_senders == n)
+            await until(waiting_senders_are(channel, i))
         received = [await channel.receive() for _ in range(4)]
         await asyncio.gather(*senders)
     assert received == [0, 1, 2, 3]

@@ -104,11 +104,6 @@ def test_bad_stream_limits_are_value_errors(kwargs: dict[str, Any]) -> None:
         Limits(**kwargs)
 
 
-@pytest.mark.xfail(
-    reason="BUG: Limits checks linger_s with `< 0`, so NaN passes, and inf passes "
-    "although create() then fails inside DedupWindow (limits.py __post_init__)",
-    strict=True,
-)
 @pytest.mark.parametrize("value", [math.nan, math.inf])
 def test_non_finite_linger_is_value_error(value: float) -> None:
     with pytest.raises(ValueError, match="linger_s"):

@@ -20,6 +20,7 @@ from icefloe import (
     StreamChunk,
     StreamError,
 )
+from icefloe.runtime.node import NodeFunc
 
 MakeFlow = Callable[..., Flow]
 H = Headers(tenant="acme", topic="t", priority=3)
@@ -34,7 +35,7 @@ async def until(predicate: Callable[[], bool], *, spins: int = 10_000) -> None:
     raise AssertionError("condition never became true")
 
 
-def source(n: int) -> Callable[[Message, Context], object]:
+def source(n: int) -> NodeFunc:
     """A node that emits ``n`` chunks ``"t<i>"`` and the done chunk."""
 
     async def a(msg: Message, ctx: Context) -> None:
@@ -45,7 +46,7 @@ def source(n: int) -> Callable[[Message, Context], object]:
     return a
 
 
-def relay(suffix: str) -> Callable[[Message, Context], object]:
+def relay(suffix: str) -> NodeFunc:
     """A node that re-emits each chunk it receives with ``suffix`` appended."""
 
     async def forward(msg: Message, ctx: Context) -> None:
@@ -84,7 +85,7 @@ async def test_successors_receive_chunks_wrapped_in_messages(make_flow: MakeFlow
 
     async def sink(msg: Message, ctx: Context) -> None:
         received.append(msg)
-        await relay("")(msg, ctx)  # type: ignore[misc]
+        await relay("")(msg, ctx)
 
     a, b = Node(source(2), name="a"), Node(sink, name="b")
     flow = make_flow(a.to(b), b.to())
@@ -146,11 +147,6 @@ async def test_emit_chunk_to_a_node_that_is_not_a_successor_is_value_error(
     assert "stranger" in str(errors[0])
 
 
-@pytest.mark.xfail(
-    reason="BUG: emit_chunk assigns the seq (and closes on done) before _resolve(to) "
-    "raises ValueError, so a refused emit leaves a gap and the stream never completes",
-    strict=True,
-)
 async def test_refused_emit_chunk_does_not_consume_a_seq(make_flow: MakeFlow) -> None:
     stranger = Node(relay(""), name="stranger")
 
@@ -220,7 +216,7 @@ async def test_fan_in_merges_two_branches_without_duplicates(make_flow: MakeFlow
     async def d_func(msg: Message, ctx: Context) -> None:
         nonlocal arrivals
         arrivals += 1
-        await relay("d")(msg, ctx)  # type: ignore[misc]
+        await relay("d")(msg, ctx)
 
     a, d = Node(source(n), name="a"), Node(d_func, name="d")
     b, c = Node(relay("x"), name="b"), Node(relay("x"), name="c")
@@ -260,7 +256,7 @@ async def test_concurrent_middle_node_still_delivers_in_order(make_flow: MakeFlo
 
     async def c_func(msg: Message, ctx: Context) -> None:
         arrivals.append(msg.payload.seq)
-        await relay("c")(msg, ctx)  # type: ignore[misc]
+        await relay("c")(msg, ctx)
 
     a = Node(source(n), name="a")
     b = Node(b_func, name="b", policy=NodePolicy(max_concurrency=4))
@@ -274,12 +270,6 @@ async def test_concurrent_middle_node_still_delivers_in_order(make_flow: MakeFlo
     assert flow.stats().streams.registered == 0
 
 
-@pytest.mark.xfail(
-    reason="BUG: a done chunk forwarded before lower seqs closes the node's emitter "
-    "(context.py emit_chunk sets em.closed on done), so the later lower seqs raise "
-    "StreamClosedError, the runner swallows it and the stream never completes",
-    strict=True,
-)
 async def test_concurrent_node_may_forward_done_before_earlier_seqs(make_flow: MakeFlow) -> None:
     n = 20
 

@@ -249,11 +249,6 @@ async def test_emitted_and_delivered_totals(make_flow: MakeFlow) -> None:
     assert (totals.emitted, totals.delivered, totals.admitted, totals.registered) == (6, 12, 1, 0)
 
 
-@pytest.mark.xfail(
-    reason="BUG: StreamState.cancel moves every reader's cursor to the head "
-    "(stream.py cancel), so chunks dropped unread are counted as delivered",
-    strict=True,
-)
 async def test_delivered_does_not_count_chunks_dropped_by_cancel(make_flow: MakeFlow) -> None:
     flow = make_flow(Node(idle, name="idle").to())
     async with asyncio.timeout(10):
@@ -271,11 +266,6 @@ async def test_delivered_does_not_count_chunks_dropped_by_cancel(make_flow: Make
     assert (totals.emitted, totals.delivered) == (8, 1)
 
 
-@pytest.mark.xfail(
-    reason="BUG: StreamState.credit counts chunks only, so a producer blocked by "
-    "stream_max_bytes still reports credit (stream.py credit)",
-    strict=True,
-)
 async def test_credit_is_zero_while_the_byte_limit_blocks_the_producer(
     make_flow: MakeFlow,
 ) -> None:

@@ -189,11 +189,6 @@ async def test_abort_ends_readers_with_the_code(
     assert error.stream_id == writer.stream_id
 
 
-@pytest.mark.xfail(
-    reason="BUG: StreamWriter.abort sets _closed before ErrorCode(code) raises "
-    "ValueError (writer.py abort), leaving a closed writer on a stream that runs forever",
-    strict=True,
-)
 async def test_abort_with_an_unknown_code_changes_nothing(flow: Flow) -> None:
     writer = flow.open_stream(H)
     with pytest.raises(ValueError):

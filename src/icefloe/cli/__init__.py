@@ -1,0 +1,1 @@
+"""The ``icefloe`` command line (typer + rich); imported only by the console script."""
