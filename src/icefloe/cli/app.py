@@ -1,14 +1,19 @@
 """``icefloe``: the command line.
 
-``icefloe demo`` streams the built-in simulated LLM to the terminal (the HTTP
-server and inspector come with the transport layer); ``icefloe --version``.
+``icefloe serve module:flow`` serves a flow over HTTP; ``icefloe demo`` serves
+the built-in simulated LLM with the inspector page; ``icefloe tail URL``
+prints a stream live and resumes after a disconnect; ``icefloe --version``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib
+import ipaddress
+import sys
 import time
-from typing import Annotated
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -16,6 +21,10 @@ from rich.console import Console
 from icefloe._version import __version__
 from icefloe.core.messages import Headers, Message
 from icefloe.demo import DEMO_TEXT, Pacing, build_demo_flow
+
+if TYPE_CHECKING:
+    from icefloe.runtime.flow import Flow
+    from icefloe.transport.app import EdgeSettings
 
 __all__ = ["app", "main"]
 
@@ -25,6 +34,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+err = Console(stderr=True, highlight=False)
 
 
 def _version(value: bool) -> None:
@@ -43,18 +53,161 @@ def _root(
     """Real-time token streaming for agent and LLM flows."""
 
 
+# Options shared by serve and demo.
+Host = Annotated[str, typer.Option(help="Interface to bind.")]
+Port = Annotated[int, typer.Option(min=0, max=65535, help="TCP port (0: any free port).")]
+Heartbeat = Annotated[float, typer.Option(min=0.1, help="Seconds between SSE pings.")]
+SendTimeout = Annotated[
+    float, typer.Option(min=0.1, help="Seconds a write may take before a client is cut.")
+]
+History = Annotated[int, typer.Option(min=0, help="Chunks each stream keeps for resumption.")]
+
+
+@app.command()
+def serve(
+    target: Annotated[str, typer.Argument(help="module:attribute naming a Flow (or a factory).")],
+    host: Host = "127.0.0.1",
+    port: Port = 8765,
+    heartbeat: Heartbeat = 15.0,
+    send_timeout: SendTimeout = 10.0,
+    history: History = 1024,
+    api_keys: Annotated[
+        Path | None, typer.Option(help="JSON file of API keys: {key: {tenant, scopes}}.")
+    ] = None,
+    jwt_secret: Annotated[str | None, typer.Option(help="HS256 secret for JWTs.")] = None,
+    jwt_public_key: Annotated[
+        Path | None, typer.Option(help="PEM public key for RS256/ES256 JWTs.")
+    ] = None,
+    allow_origin: Annotated[
+        list[str] | None, typer.Option(help="Browser origin allowed (repeatable).")
+    ] = None,
+    insecure: Annotated[
+        bool, typer.Option(help="Allow a non-loopback bind without authentication.")
+    ] = False,
+) -> None:
+    """Serve a flow over HTTP (SSE, NDJSON, long-poll) with the inspector at /."""
+    flow = _load_flow(target)
+    authenticator = _authenticator(api_keys, jwt_secret, jwt_public_key)
+    if authenticator is None and not _is_loopback(host) and not insecure:
+        err.print(
+            f"[red]refusing to bind {host} without authentication[/red]: "
+            "pass --api-keys or --jwt-secret/--jwt-public-key, or --insecure"
+        )
+        raise typer.Exit(2)
+    settings = _settings(heartbeat, send_timeout, history, authenticator, allow_origin or [])
+    _run_server(flow, settings, host, port)
+
+
 @app.command()
 def demo(
-    text: Annotated[str, typer.Option(help="What the simulated model says.")] = DEMO_TEXT,
+    host: Host = "127.0.0.1",
+    port: Port = 8765,
     first_token_ms: Annotated[float, typer.Option(min=0, help="Time to first token.")] = 250,
     inter_token_ms: Annotated[float, typer.Option(min=0, help="Mean gap between tokens.")] = 40,
+    terminal: Annotated[
+        bool, typer.Option(help="Stream one answer to this terminal instead of serving.")
+    ] = False,
 ) -> None:
-    """Stream the built-in simulated LLM's tokens to the terminal, live."""
+    """Serve the built-in simulated LLM with the inspector page (auth off, loopback)."""
     pacing = Pacing(first_token_ms / 1000, inter_token_ms / 1000)
-    asyncio.run(_demo(text, pacing, Console(highlight=False)))
+    if terminal:
+        asyncio.run(_terminal_demo(DEMO_TEXT, pacing, Console(highlight=False)))
+        return
+    if not _is_loopback(host):
+        err.print("[red]the demo runs without authentication and binds loopback only[/red]")
+        raise typer.Exit(2)
+    _run_server(build_demo_flow(pacing), _settings(15.0, 10.0, 1024, None, []), host, port)
 
 
-async def _demo(text: str, pacing: Pacing, console: Console) -> None:
+@app.command()
+def tail(
+    url: Annotated[str, typer.Argument(help="http://host:port/v1/streams/<id>")],
+    token: Annotated[str | None, typer.Option(envvar="ICEFLOE_TOKEN", help="Bearer token.")] = None,
+    from_seq: Annotated[int, typer.Option(min=0, help="First seq to print.")] = 0,
+) -> None:
+    """Print a stream live; reconnects with Last-Event-ID after a disconnect."""
+    from icefloe.cli.tail import tail_stream
+
+    code = asyncio.run(tail_stream(url, token, from_seq, Console(highlight=False), err))
+    raise typer.Exit(code)
+
+
+def _load_flow(target: str) -> Flow:
+    from icefloe.runtime.flow import Flow
+
+    module_name, _, attr = target.partition(":")
+    if not module_name or not attr:
+        raise typer.BadParameter("expected module:attribute", param_hint="TARGET")
+    sys.path.insert(0, str(Path.cwd()))
+    try:
+        obj = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise typer.BadParameter(f"cannot load {target}: {exc}", param_hint="TARGET") from None
+    flow = obj() if callable(obj) and not isinstance(obj, Flow) else obj
+    if not isinstance(flow, Flow):
+        raise typer.BadParameter(f"{target} is not a Flow", param_hint="TARGET")
+    return flow
+
+
+def _authenticator(
+    api_keys: Path | None, jwt_secret: str | None, jwt_public_key: Path | None
+) -> object | None:
+    from icefloe.transport.auth import ApiKeyAuthenticator, ChainAuthenticator, JwtAuthenticator
+
+    chain: list[object] = []
+    try:
+        if api_keys is not None:
+            chain.append(ApiKeyAuthenticator.from_file(api_keys))
+        if jwt_secret is not None:
+            chain.append(JwtAuthenticator(secret=jwt_secret))
+        if jwt_public_key is not None:
+            chain.append(JwtAuthenticator(public_key=jwt_public_key.read_text()))
+    except (OSError, ValueError) as exc:
+        raise typer.BadParameter(str(exc)) from None
+    if not chain:
+        return None
+    return chain[0] if len(chain) == 1 else ChainAuthenticator(*chain)  # type: ignore[arg-type]
+
+
+def _settings(
+    heartbeat: float,
+    send_timeout: float,
+    history: int,
+    authenticator: object | None,
+    origins: list[str],
+) -> EdgeSettings:
+    from icefloe.transport.app import EdgeSettings
+    from icefloe.transport.auth import Authenticator, NoAuth
+    from icefloe.transport.streaming import PumpSettings
+
+    auth: Authenticator = authenticator if authenticator is not None else NoAuth()  # type: ignore[assignment]
+    return EdgeSettings(
+        pump=PumpSettings(heartbeat_s=heartbeat, send_timeout_s=send_timeout),
+        history=history,
+        authenticator=auth,
+        allow_origins=tuple(origins),
+    )
+
+
+def _run_server(flow: Flow, settings: EdgeSettings, host: str, port: int) -> None:
+    import uvicorn
+
+    from icefloe.transport.app import create_app
+
+    err.print(f"icefloe {__version__}: inspector and API at [bold]http://{host}:{port}/[/bold]")
+    uvicorn.run(create_app(flow, settings), host=host, port=port, log_level="warning")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+async def _terminal_demo(text: str, pacing: Pacing, console: Console) -> None:
     async with build_demo_flow(pacing) as flow:
         started = time.perf_counter()
         first: float | None = None

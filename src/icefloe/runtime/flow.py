@@ -12,7 +12,7 @@ from icefloe.runtime.channel import Channel, ChannelStatistics
 from icefloe.runtime.context import Context
 from icefloe.runtime.limits import Limits
 from icefloe.runtime.node import Adjacency, Node
-from icefloe.runtime.registry import RegistryStatistics, StreamRegistry
+from icefloe.runtime.registry import FinishedStream, RegistryStatistics, StreamRegistry
 from icefloe.runtime.runner import NodeRunner, NodeStatistics
 from icefloe.runtime.stream import StreamStatistics, Subscription
 from icefloe.runtime.writer import StreamWriter
@@ -196,6 +196,49 @@ class Flow:
         reader = state.attach(0, owner=True)
         reader._pending = (targets, message)
         return reader
+
+    async def start(
+        self,
+        message: Message,
+        to: Node | Sequence[Node] | None = None,
+        *,
+        history: int | None = None,
+    ) -> str:
+        """Start a run whose stream lives on its own; returns the stream id.
+
+        Unlike :meth:`stream`, no reader owns the run: readers come and go
+        with :meth:`subscribe` (the HTTP edge does this). Until one reads,
+        the producer waits once ``stream_buffer`` chunks are held.
+        ``history`` overrides ``Limits.stream_history`` for this stream, so
+        readers can resume; such a stream lingers ``linger_s`` after it ends.
+
+        :raises InvalidState: the flow is not running, or the stream exists.
+        :raises StreamError: ``overloaded``.
+        """
+        self._check_running()
+        targets = self._targets(to)
+        state = self._registry.admit(
+            message.trace_id, message.trace_id, message.headers, history=history
+        )
+        if message.deadline_s is not None:
+            self._registry.set_deadline(state, message.deadline_s)
+        try:
+            for inbox in targets:
+                await inbox.send(message)
+        except BaseException:
+            state.cancel(ErrorCode.CANCELLED, "the run could not start")
+            raise
+        return state.stream_id
+
+    def lookup(self, stream_id: str) -> StreamStatistics | None:
+        """The statistics of a registered stream, or None."""
+        state = self._registry.get(stream_id)
+        return None if state is None else state.statistics()
+
+    def finished(self, stream_id: str) -> FinishedStream | None:
+        """What is remembered of a stream that ended and left the registry
+        (its next seq and tenant); None if it is unknown or still registered."""
+        return self._registry.finished(stream_id)
 
     def subscribe(self, stream_id: str, from_seq: int | None = 0) -> Subscription:
         """Iterate an existing stream from ``from_seq`` (None: from the live head).

@@ -12,19 +12,28 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
-from icefloe.core.dedup import DedupWindow
 from icefloe.core.messages import Headers
 from icefloe.exceptions import ErrorCode, InvalidState, StreamClosedError, StreamError
 from icefloe.runtime.limits import Limits
-from icefloe.runtime.stream import StreamState
+from icefloe.runtime.stream import StreamPhase, StreamState
 
-__all__ = ["RegistryStatistics", "StreamRegistry"]
+__all__ = ["FinishedStream", "RegistryStatistics", "StreamRegistry"]
 
-#: ids of finished streams remembered, so a late emit is refused, not reborn
-RECENT_IDS = 65_536
+#: ids of removed streams remembered, so a late emit is refused, not reborn
+FINISHED_IDS = 65_536
+
+
+class FinishedStream(NamedTuple):
+    """What the registry remembers of a removed stream."""
+
+    #: the seq after its last chunk
+    next_seq: int
+    #: its tenant
+    tenant: str
 
 
 class RegistryStatistics(NamedTuple):
@@ -55,9 +64,9 @@ class StreamRegistry:
         self._streams: dict[str, StreamState] = {}
         self._by_trace: dict[str, list[StreamState]] = {}
         self._tenant_active: dict[str, int] = {}
-        self._recent = DedupWindow[str](
-            ttl_s=max(limits.linger_s, 60.0), max_size=RECENT_IDS, clock=time.monotonic
-        )
+        # Finished and removed streams: id -> the seq after their last chunk,
+        # so a late emit is refused and a late reader told "ended" (bounded).
+        self._finished: OrderedDict[str, FinishedStream] = OrderedDict()
         self.active = 0
         self.admitted = 0
         self.refused = 0
@@ -78,8 +87,10 @@ class StreamRegistry:
 
     # -- admission -------------------------------------------------------------
 
-    def admit(self, stream_id: str, trace_id: str, headers: Headers) -> StreamState:
-        """Register a new running stream.
+    def admit(
+        self, stream_id: str, trace_id: str, headers: Headers, *, history: int | None = None
+    ) -> StreamState:
+        """Register a new running stream (``history`` overrides ``Limits.stream_history``).
 
         :raises StreamError: ``overloaded`` when a limit refuses it.
         :raises InvalidState: a stream with this id is registered already.
@@ -87,7 +98,7 @@ class StreamRegistry:
         """
         if stream_id in self._streams:
             raise InvalidState(f"stream {stream_id!r} already exists")
-        if stream_id in self._recent:
+        if stream_id in self._finished:
             raise StreamClosedError(stream_id)
         why = self._refusal(headers.tenant)
         if why is not None:
@@ -101,7 +112,7 @@ class StreamRegistry:
             headers,
             window=limits.stream_buffer,
             max_bytes=limits.stream_max_bytes,
-            history=limits.stream_history,
+            history=limits.stream_history if history is None else history,
             reorder_limit=limits.reorder_limit,
         )
         self._streams[stream_id] = state
@@ -190,7 +201,10 @@ class StreamRegistry:
     def _on_unread(self, state: StreamState) -> None:
         if not state.phase:
             return
-        if state.terminal_seen or state.phase.name == "CANCELLED" or not self.limits.linger_s:
+        # Keep a finished stream for linger_s when someone may still resume it:
+        # it was never read to its end, or it retains history for resumption.
+        done_with = state.terminal_seen or state.phase is StreamPhase.CANCELLED
+        if (done_with and not state.history) or not self.limits.linger_s:
             self._remove(state)
         elif state.linger_handle is None:
             loop = asyncio.get_running_loop()
@@ -214,7 +228,10 @@ class StreamRegistry:
             state.linger_handle = None
         state._drop_buffer()
         state.emitters.clear()
-        self._recent.seen(state.stream_id)
+        finished = self._finished
+        finished[state.stream_id] = FinishedStream(state.next_seq, state.headers.tenant)
+        if len(finished) > FINISHED_IDS:
+            finished.popitem(last=False)
         self._emitted_done += state.next_seq - state.start_seq
         self._delivered_done += state.delivered
 
@@ -234,5 +251,6 @@ class StreamRegistry:
             delivered,
         )
 
-    def recently_closed(self, stream_id: str) -> bool:
-        return stream_id in self._recent
+    def finished(self, stream_id: str) -> FinishedStream | None:
+        """What is remembered of a stream that ended and was removed."""
+        return self._finished.get(stream_id)

@@ -35,10 +35,12 @@ from icefloe.core.sequencer import ReorderBuffer
 from icefloe.exceptions import (
     ClosedResourceError,
     DuplicateSeq,
+    EndOfStream,
     ErrorCode,
     ReorderOverflow,
     StreamClosedError,
     StreamError,
+    WouldBlock,
 )
 
 if TYPE_CHECKING:
@@ -574,6 +576,63 @@ class Subscription:
                 self._release(cancel=True)
                 raise
             self._waiter = None
+
+    def receive_nowait(self) -> StreamChunk:
+        """The next chunk if one is held now.
+
+        The same sequence as iterating, for edges that batch what is
+        buffered into one write.
+
+        :raises WouldBlock: nothing yet; await :meth:`wait`.
+        :raises EndOfStream: the ``done`` chunk was already returned (or closed).
+        :raises StreamError: the stream ended abnormally.
+        """
+        state = self._state
+        pos = self._pos
+        if pos < state._head:
+            self._pos = pos + 1
+            if state._solo:
+                chunk = state._buf.popleft()
+                if state._room:
+                    state._wake_room()
+            else:
+                buf = state._buf
+                chunk = buf[pos - state._head + len(buf)]
+                if state._room:
+                    state._recompute_floor()
+            if chunk.done:
+                state.terminal_seen = True
+                self._release(cancel=False)
+            return chunk
+        if self._closed:
+            raise EndOfStream(f"reader of {state.stream_id!r} is closed")
+        if state.phase:
+            state.terminal_seen = True
+            self._release(cancel=False)
+            if state.phase is StreamPhase.DONE:
+                raise EndOfStream(f"stream {state.stream_id!r} is done")
+            assert state.code is not None
+            raise StreamError(state.code, state.message, state.stream_id)
+        raise WouldBlock(f"no chunk of {state.stream_id!r} yet")
+
+    async def wait(self) -> None:
+        """Wait until :meth:`receive_nowait` has something to say (a chunk or an end).
+
+        Cancelling the wait (a timeout, for heartbeats) keeps the reader attached.
+        """
+        state = self._state
+        if self._pos < state._head or self._closed or state.phase:
+            return
+        if self._pending is not None:
+            await self._start_run()
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        state._waiting.append(waiter)
+        try:
+            await waiter
+        finally:
+            if not waiter.done():
+                waiter.cancel()
 
     async def _start_run(self) -> None:
         assert self._pending is not None

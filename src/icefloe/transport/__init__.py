@@ -1,0 +1,1 @@
+"""The HTTP and WebSocket edge (starlette/uvicorn), imported only on demand."""

@@ -1,0 +1,471 @@
+"""The ASGI app: ``create_app(flow, ...)`` serves the HTTP contract of DESIGN.md.
+
+Every stream started here keeps ``history`` chunks so that a reader can
+resume with ``Last-Event-ID`` / ``?from_seq=``; every request is
+authenticated, checked for its scope and tenant, and rate limited per
+principal; every error is ``{"error": {"code", "message"}}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from icefloe.core.messages import Headers, Message, StreamChunk, new_id
+from icefloe.exceptions import EndOfStream, InvalidState, StreamError, WouldBlock
+from icefloe.runtime.flow import Flow
+from icefloe.runtime.stream import StreamStatistics, Subscription
+from icefloe.transport.auth import (
+    Authenticator,
+    AuthError,
+    NoAuth,
+    Principal,
+    Scope,
+    token_from_headers,
+)
+from icefloe.transport.encoding import WireFormat, parse_resume_point
+from icefloe.transport.errors import HttpError, error_response
+from icefloe.transport.idempotency import ExpiringMap, Started
+from icefloe.transport.limits import EdgeLimits, PrincipalLimiter
+from icefloe.transport.metrics import EdgeMetrics
+from icefloe.transport.openapi import OPENAPI
+from icefloe.transport.streaming import PumpSettings, StreamPump
+
+__all__ = ["EdgeSettings", "create_app"]
+
+_STATIC = Path(__file__).parent / "static"
+#: largest request body accepted, bytes
+MAX_BODY = 1024 * 1024
+#: longest long-poll wait, seconds
+MAX_POLL_WAIT_S = 30.0
+#: most chunks one long-poll answer carries
+MAX_POLL_CHUNKS = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeSettings:
+    """How the HTTP edge behaves; every field is a documented limit."""
+
+    #: streaming-response limits (heartbeat, send timeout, retry hint)
+    pump: PumpSettings = field(default_factory=PumpSettings)
+    #: chunks each stream keeps for resumption
+    history: int = 1024
+    #: who may do what
+    authenticator: Authenticator = field(default_factory=NoAuth)
+    #: per-principal request rate and connection limits
+    edge_limits: EdgeLimits = field(default_factory=EdgeLimits)
+    #: browser origins allowed by CORS (empty: CORS off)
+    allow_origins: tuple[str, ...] = ()
+    #: seconds an idempotency key is remembered
+    idempotency_ttl_s: float = 600.0
+    #: idempotency keys remembered at most
+    idempotency_max: int = 100_000
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.history, int) or self.history < 0:
+            raise ValueError(f"history must be an int >= 0, got {self.history!r}")
+
+
+class _HeadersIn(msgspec.Struct, forbid_unknown_fields=True):
+    tenant: str
+    topic: str | None = None
+    priority: int = 0
+
+
+class _StartIn(msgspec.Struct, forbid_unknown_fields=True):
+    headers: _HeadersIn
+    payload: Any = None
+    idempotency_key: str | None = None
+
+
+_decode_start = msgspec.json.Decoder(_StartIn).decode
+
+
+class _Edge:
+    """The handlers, sharing one flow and its edge state."""
+
+    def __init__(self, flow: Flow, settings: EdgeSettings) -> None:
+        self.flow = flow
+        self.settings = settings
+        self.metrics = EdgeMetrics(flow)
+        self.limiter = PrincipalLimiter(settings.edge_limits)
+        self.idempotency: ExpiringMap[Started] = ExpiringMap(
+            settings.idempotency_ttl_s, settings.idempotency_max, time.monotonic
+        )
+        # POST time per stream (perf_counter), for time to first token.
+        self._posted_at: ExpiringMap[float] = ExpiringMap(
+            60.0, settings.idempotency_max, time.monotonic
+        )
+
+    # -- plumbing ----------------------------------------------------------------
+
+    def principal(self, request: Request, scope: Scope) -> Principal:
+        authenticator = self.settings.authenticator
+        if isinstance(authenticator, NoAuth):
+            # Auth off: no credentials to parse; limits apply per client address.
+            principal = authenticator.authenticate(None)
+            client = request.client
+            key = f"addr\x00{client.host if client else '?'}"
+        else:
+            try:
+                token = token_from_headers(
+                    request.headers.get("authorization"), request.query_params.get("access_token")
+                )
+                principal = authenticator.authenticate(token)
+            except AuthError as exc:
+                headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+                raise HttpError(exc.status, exc.code, str(exc), headers) from None
+            key = f"{principal.tenant}\x00{principal.subject}"
+        request.state.limit_key = key
+        retry = self.limiter.check_request(key)
+        if retry is not None:
+            self.metrics.requests_limited.inc()
+            raise HttpError(
+                429, "rate_limited", "too many requests", {"Retry-After": str(int(retry))}
+            )
+        if not principal.has(scope):
+            raise HttpError(403, "forbidden", f"missing scope {scope.value}")
+        return principal
+
+    def owned(self, principal: Principal, stream_id: str) -> StreamStatistics:
+        """The stream's statistics if it exists and the principal may see it.
+
+        Another tenant's stream answers 404, as if it did not exist.
+        """
+        stats = self.flow.lookup(stream_id)
+        if stats is None or not principal.can_access_tenant(stats.tenant):
+            raise HttpError(404, "not_found", "no such stream")
+        return stats
+
+    # -- endpoints -----------------------------------------------------------------
+
+    async def start(self, request: Request) -> Response:
+        principal = self.principal(request, Scope.STREAMS_START)
+        body = await _read_body(request)
+        try:
+            start = _decode_start(body)
+        except msgspec.DecodeError as exc:
+            raise HttpError(400, "bad_request", f"invalid body: {exc}") from None
+        h = start.headers
+        if not h.tenant or len(h.tenant) > 200:
+            raise HttpError(400, "bad_request", "headers.tenant must be 1-200 characters")
+        if not principal.can_access_tenant(h.tenant):
+            raise HttpError(403, "forbidden", "tenant not allowed for this principal")
+        key = start.idempotency_key
+        if key is not None:
+            if not 0 < len(key) <= 200:
+                raise HttpError(400, "bad_request", "idempotency_key must be 1-200 characters")
+            seen = self.idempotency.get(f"{h.tenant}\x00{key}")
+            if seen is not None:
+                return self._created(seen, status=200)
+        message = Message(
+            payload=start.payload,
+            headers=Headers(tenant=h.tenant, topic=h.topic, priority=h.priority),
+            trace_id=new_id(),
+        )
+        started = Started(message.trace_id, message.trace_id)
+        if key is not None:
+            # Recorded before the await, so a concurrent retry finds it.
+            self.idempotency.put(f"{h.tenant}\x00{key}", started)
+        self._posted_at.put(started.stream_id, time.perf_counter())
+        try:
+            await self.flow.start(message, history=self.settings.history)
+        except StreamError as exc:
+            self._forget(h.tenant, key)
+            raise HttpError(503, exc.code.value, exc.message, {"Retry-After": "1"}) from None
+        except InvalidState as exc:
+            self._forget(h.tenant, key)
+            raise HttpError(503, "unavailable", str(exc), {"Retry-After": "1"}) from None
+        return self._created(started, status=201)
+
+    def _forget(self, tenant: str, key: str | None) -> None:
+        if key is not None:
+            self.idempotency.pop(f"{tenant}\x00{key}")
+
+    def _created(self, started: Started, status: int) -> Response:
+        return JSONResponse(
+            {"stream_id": started.stream_id, "trace_id": started.trace_id},
+            status_code=status,
+            headers={"Location": f"/v1/streams/{started.stream_id}"},
+        )
+
+    async def list_streams(self, request: Request) -> Response:
+        principal = self.principal(request, Scope.STREAMS_READ)
+        streams = [
+            _stats_json(s) for s in self.flow.streams() if principal.can_access_tenant(s.tenant)
+        ]
+        return JSONResponse({"streams": streams})
+
+    async def status(self, request: Request) -> Response:
+        principal = self.principal(request, Scope.STREAMS_READ)
+        sid = request.path_params["stream_id"]
+        try:
+            stats = self.owned(principal, sid)
+        except HttpError:
+            gone = self.flow.finished(sid)
+            if gone is None or not principal.can_access_tenant(gone.tenant):
+                raise
+            body = {"stream_id": sid, "state": "ended", "last_seq": gone.next_seq - 1}
+            return JSONResponse(body | {"subscribers": 0, "code": None})
+        return JSONResponse(_stats_json(stats))
+
+    async def cancel(self, request: Request) -> Response:
+        principal = self.principal(request, Scope.STREAMS_CANCEL)
+        sid = request.path_params["stream_id"]
+        stats = self.owned(principal, sid)
+        if stats.state == "running":
+            self.flow.cancel(sid)
+        return JSONResponse(_stats_json(self.flow.lookup(sid) or stats))
+
+    def _reader(self, request: Request, principal: Principal) -> Subscription | Response:
+        """Attach a reader at the resume point, or the response that replaces it."""
+        sid = request.path_params["stream_id"]
+        try:
+            from_seq = parse_resume_point(
+                request.query_params.get("from_seq"), request.headers.get("last-event-id")
+            )
+        except ValueError as exc:
+            raise HttpError(400, "bad_request", str(exc)) from None
+        stats = self.flow.lookup(sid)
+        if stats is None:
+            gone = self.flow.finished(sid)
+            if gone is None or not principal.can_access_tenant(gone.tenant):
+                raise HttpError(404, "not_found", "no such stream")
+            if from_seq >= gone.next_seq:
+                return Response(status_code=204)
+            raise HttpError(410, "history_gone", "the stream ended and its history is gone")
+        if not principal.can_access_tenant(stats.tenant):
+            raise HttpError(404, "not_found", "no such stream")
+        if stats.state != "running" and from_seq > stats.last_seq:
+            return Response(status_code=204)  # the terminal was delivered: stop reconnecting
+        try:
+            return self.flow.subscribe(sid, from_seq)
+        except StreamError as exc:
+            if stats.state in ("cancelled", "failed"):
+                # Its chunks were discarded by the cancel: the terminal is the news.
+                return self.flow.subscribe(sid, None)
+            raise HttpError(410, exc.code.value, exc.message) from None
+        except ValueError as exc:
+            raise HttpError(400, "bad_request", str(exc)) from None
+        except KeyError:
+            raise HttpError(404, "not_found", "no such stream") from None
+
+    async def read(self, request: Request) -> Response:
+        principal = self.principal(request, Scope.STREAMS_READ)
+        reader = self._reader(request, principal)
+        if isinstance(reader, Response):
+            return reader
+        key: str = request.state.limit_key
+        retry = self.limiter.open_connection(key)
+        if retry is not None:
+            reader.close()
+            self.metrics.requests_limited.inc()
+            raise HttpError(
+                429, "too_many_connections", "connection limit", {"Retry-After": str(int(retry))}
+            )
+        fmt = WireFormat.negotiate(request.headers.get("accept"))
+        gzip = "gzip" in request.headers.get("accept-encoding", "").lower()
+        self.metrics.connections.inc()
+
+        def ended(outcome: str) -> None:
+            self.limiter.close_connection(key)
+            self.metrics.connections.dec()
+            self.metrics.disconnects.labels(outcome).inc()
+
+        pump = StreamPump(
+            reader, fmt, self.settings.pump, gzip=gzip, on_chunks=self._sent, on_end=ended
+        )
+        return _AsgiResponse(pump)
+
+    def _sent(self, first: StreamChunk, count: int, size: int) -> None:
+        m = self.metrics
+        m.chunks_sent.inc(count)
+        m.bytes_sent.inc(size)
+        m.chunk_latency.observe(max(0.0, (time.time_ns() - first.ts) / 1e9))
+        if first.seq == 0:
+            posted = self._posted_at.pop(first.stream_id)
+            if posted is not None:
+                m.time_to_first_token.observe(time.perf_counter() - posted)
+
+    async def poll(self, request: Request) -> Response:
+        principal = self.principal(request, Scope.STREAMS_READ)
+        q = request.query_params
+        try:
+            after = int(q.get("after_seq", "-1"))
+            wait_s = min(float(q.get("wait_s", "0")), MAX_POLL_WAIT_S)
+        except ValueError:
+            raise HttpError(400, "bad_request", "after_seq and wait_s must be numbers") from None
+        if after < -1 or not wait_s >= 0:
+            raise HttpError(400, "bad_request", "after_seq >= -1 and wait_s >= 0 required")
+        sid = request.path_params["stream_id"]
+        self.owned(principal, sid)
+        try:
+            reader = self.flow.subscribe(sid, after + 1)
+        except StreamError as exc:
+            raise HttpError(410, exc.code.value, exc.message) from None
+        except (KeyError, ValueError):
+            raise HttpError(404, "not_found", "no such stream or seq") from None
+        try:
+            return JSONResponse(await _poll(reader, wait_s))
+        finally:
+            reader.close()
+
+    async def healthz(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(self, request: Request) -> Response:
+        if not self.flow.running:
+            return error_response(503, "unavailable", "the flow is not running")
+        return JSONResponse({"status": "ready"})
+
+    async def metrics_endpoint(self, request: Request) -> Response:
+        return Response(self.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    async def openapi(self, request: Request) -> Response:
+        return JSONResponse(OPENAPI)
+
+    async def inspector(self, request: Request) -> Response:
+        page = _STATIC / "inspector.html"
+        if not page.exists():
+            return HTMLResponse("<!doctype html><title>icefloe</title><p>icefloe</p>")
+        return HTMLResponse(page.read_text(encoding="utf-8"))
+
+
+async def _poll(reader: Subscription, wait_s: float) -> list[Any]:
+    """Chunks available now, waiting up to ``wait_s`` for the first one."""
+    chunks: list[Any] = []
+    deadline = asyncio.get_running_loop().time() + wait_s
+    while len(chunks) < MAX_POLL_CHUNKS:
+        try:
+            chunks.append(msgspec.to_builtins(reader.receive_nowait()))
+            continue
+        except WouldBlock:
+            pass
+        except EndOfStream:
+            break
+        except StreamError as exc:
+            chunks.append({"error": {"code": exc.code.value, "message": exc.message}})
+            break
+        remaining = deadline - asyncio.get_running_loop().time()
+        if chunks or remaining <= 0:
+            break
+        try:
+            async with asyncio.timeout(remaining):
+                await reader.wait()
+        except TimeoutError:
+            break
+    return chunks
+
+
+def _stats_json(s: StreamStatistics) -> dict[str, Any]:
+    return {
+        "stream_id": s.stream_id,
+        "tenant": s.tenant,
+        "state": s.state,
+        "last_seq": s.last_seq,
+        "subscribers": s.subscribers,
+        "code": s.code,
+    }
+
+
+async def _read_body(request: Request) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY):
+        raise HttpError(413, "too_large", f"request bodies are limited to {MAX_BODY} bytes")
+    body = bytearray()
+    async for part in request.stream():
+        body += part
+        if len(body) > MAX_BODY:
+            raise HttpError(413, "too_large", f"request bodies are limited to {MAX_BODY} bytes")
+    return bytes(body)
+
+
+class _AsgiResponse(Response):
+    """A starlette Response that hands the connection to a raw ASGI app."""
+
+    def __init__(self, app: StreamPump) -> None:
+        self._app = app
+        self.background = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self._app(scope, receive, send)
+
+
+def create_app(flow: Flow, settings: EdgeSettings | None = None) -> Starlette:
+    """The ASGI app serving ``flow`` over HTTP; see docs/wire-protocol.md."""
+    edge = _Edge(flow, settings or EdgeSettings())
+
+    async def on_http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HttpError)
+        return error_response(exc.status, exc.code, exc.message, exc.headers)
+
+    async def on_starlette_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "bad_request")
+        return error_response(exc.status_code, code, str(exc.detail), exc.headers)
+
+    async def on_any_error(request: Request, exc: Exception) -> Response:
+        return error_response(500, "internal", "internal error")
+
+    routes = [
+        Route("/", edge.inspector, methods=["GET"]),
+        Route("/healthz", edge.healthz, methods=["GET"]),
+        Route("/readyz", edge.readyz, methods=["GET"]),
+        Route("/metrics", edge.metrics_endpoint, methods=["GET"]),
+        Route("/openapi.json", edge.openapi, methods=["GET"]),
+        Route("/v1/streams", edge.start, methods=["POST"]),
+        Route("/v1/streams", edge.list_streams, methods=["GET"]),
+        Route("/v1/streams/{stream_id}", edge.read, methods=["GET"]),
+        Route("/v1/streams/{stream_id}", edge.cancel, methods=["DELETE"]),
+        Route("/v1/streams/{stream_id}/status", edge.status, methods=["GET"]),
+        Route("/v1/streams/{stream_id}/poll", edge.poll, methods=["GET"]),
+    ]
+    middleware = []
+    if edge.settings.allow_origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(edge.settings.allow_origins),
+                allow_methods=["GET", "POST", "DELETE"],
+                allow_headers=["authorization", "content-type", "last-event-id"],
+            )
+        )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # Run the flow in the server's loop when the caller has not.
+        owned = not flow.running
+        if owned:
+            flow.run()
+        try:
+            yield
+        finally:
+            if owned:
+                await flow.stop()
+
+    app = Starlette(
+        lifespan=lifespan,
+        routes=routes,
+        middleware=middleware,
+        exception_handlers={
+            HttpError: on_http_error,
+            StarletteHTTPException: on_starlette_error,
+            Exception: on_any_error,
+        },
+    )
+    app.state.edge = edge
+    return app

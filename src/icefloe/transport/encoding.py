@@ -1,0 +1,99 @@
+"""How chunks are written on HTTP: SSE events and NDJSON lines (pure functions).
+
+SSE (WHATWG): one event per chunk, ``id`` = seq, ``event`` = ``chunk`` /
+``end`` / ``error``, and ``data`` = one JSON line. JSON escapes every newline
+and carriage return inside strings, so a token containing ``\\n``, ``\\r`` or
+``data:`` cannot break the framing, and the ``data`` field is always a single
+line. NDJSON: one JSON object per line; an abnormal end is the line
+``{"error": {"code", "message"}}``.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import msgspec
+
+from icefloe.core.messages import StreamChunk
+
+__all__ = [
+    "NDJSON_HEARTBEAT",
+    "SSE_PING",
+    "WireFormat",
+    "error_body",
+    "ndjson_chunk",
+    "ndjson_error",
+    "parse_resume_point",
+    "sse_chunk",
+    "sse_error",
+    "sse_retry",
+]
+
+_encode = msgspec.json.Encoder().encode
+
+#: SSE comment line sent as a heartbeat; ignored by EventSource
+SSE_PING = b": ping\n\n"
+#: NDJSON heartbeat: an empty line, which NDJSON readers skip
+NDJSON_HEARTBEAT = b"\n"
+
+
+class WireFormat(enum.StrEnum):
+    """The body formats of ``GET /v1/streams/{id}``."""
+
+    SSE = "text/event-stream"
+    NDJSON = "application/x-ndjson"
+
+    @classmethod
+    def negotiate(cls, accept: str | None) -> WireFormat:
+        """NDJSON when the client asks for it, else SSE (the default)."""
+        if accept and "application/x-ndjson" in accept.lower():
+            return cls.NDJSON
+        return cls.SSE
+
+
+def sse_retry(ms: int) -> bytes:
+    """The ``retry:`` hint sent first: how long EventSource waits to reconnect."""
+    return b"retry: %d\n\n" % ms
+
+
+def sse_chunk(chunk: StreamChunk) -> bytes:
+    """One chunk as an SSE event (``end`` for the done chunk)."""
+    event = b"end" if chunk.done else b"chunk"
+    return b"id: %d\nevent: %s\ndata: %s\n\n" % (chunk.seq, event, _encode(chunk))
+
+
+def error_body(code: str, message: str) -> dict[str, str]:
+    return {"code": code, "message": message}
+
+
+def sse_error(code: str, message: str) -> bytes:
+    """An abnormal end as an SSE ``error`` event (no id: it is not a chunk)."""
+    return b"event: error\ndata: %s\n\n" % _encode(error_body(code, message))
+
+
+def ndjson_chunk(chunk: StreamChunk) -> bytes:
+    return _encode(chunk) + b"\n"
+
+
+def ndjson_error(code: str, message: str) -> bytes:
+    return _encode({"error": error_body(code, message)}) + b"\n"
+
+
+def parse_resume_point(from_seq: str | None, last_event_id: str | None) -> int:
+    """The first seq to send: ``?from_seq=N``, else ``Last-Event-ID: N`` + 1, else 0.
+
+    :raises ValueError: a value that is not a non-negative decimal integer.
+    """
+    if from_seq is not None:
+        return _seq(from_seq, "from_seq")
+    if last_event_id is not None and last_event_id.strip():
+        return _seq(last_event_id, "Last-Event-ID") + 1
+    return 0
+
+
+def _seq(raw: str, name: str) -> int:
+    text = raw.strip()
+    # int() would accept "+1", "1_000" and other spellings; a seq is plain digits.
+    if not text.isascii() or not text.isdigit() or len(text) > 19:
+        raise ValueError(f"{name} must be a non-negative integer, got {raw[:40]!r}")
+    return int(text)

@@ -1,0 +1,93 @@
+"""Prometheus metrics of the edge (``GET /metrics``).
+
+Flow-wide figures are read from ``flow.stats()`` at scrape time (a custom
+collector, so nothing is counted twice); the edge's own events are counters
+and histograms updated per write, never per chunk per client.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from icefloe.runtime.flow import Flow
+
+__all__ = ["EdgeMetrics"]
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+
+
+class _FlowCollector(Collector):
+    def __init__(self, flow: Flow) -> None:
+        self._flow = flow
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        stats = self._flow.stats()
+        streams = stats.streams
+        yield GaugeMetricFamily("icefloe_streams_active", "Streams running now", streams.active)
+        yield GaugeMetricFamily(
+            "icefloe_streams_registered",
+            "Streams registered (running or lingering)",
+            streams.registered,
+        )
+        yield GaugeMetricFamily(
+            "icefloe_bytes_in_flight", "Bytes held in all streams", streams.bytes_in_flight
+        )
+        yield GaugeMetricFamily(
+            "icefloe_queue_depth",
+            "Messages waiting in node inboxes and the egress",
+            stats.queue_depth,
+        )
+        yield CounterMetricFamily("icefloe_streams_admitted", "Streams admitted", streams.admitted)
+        yield CounterMetricFamily(
+            "icefloe_streams_refused", "Streams refused as overloaded", streams.refused
+        )
+        yield CounterMetricFamily("icefloe_chunks_emitted", "Chunks released", streams.emitted)
+        yield CounterMetricFamily(
+            "icefloe_chunks_delivered", "Chunks handed to readers", streams.delivered
+        )
+
+
+class EdgeMetrics:
+    """The registry behind ``/metrics`` for one app."""
+
+    def __init__(self, flow: Flow) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_FlowCollector(flow))
+        r = self.registry
+        self.connections = Gauge(
+            "icefloe_http_stream_connections", "Open streaming responses", registry=r
+        )
+        self.chunks_sent = Counter(
+            "icefloe_http_chunks_sent", "Chunks written to HTTP clients", registry=r
+        )
+        self.bytes_sent = Counter(
+            "icefloe_http_bytes_sent", "Body bytes written to HTTP clients", registry=r
+        )
+        self.disconnects = Counter(
+            "icefloe_http_stream_ends",
+            "Streaming responses ended, by outcome",
+            ["outcome"],
+            registry=r,
+        )
+        self.requests_limited = Counter(
+            "icefloe_http_rate_limited", "Requests answered 429", registry=r
+        )
+        self.time_to_first_token = Histogram(
+            "icefloe_time_to_first_token_seconds",
+            "From POST /v1/streams to the first chunk written to a client",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.chunk_latency = Histogram(
+            "icefloe_chunk_latency_seconds",
+            "From chunk creation to its write (first chunk of each write)",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,238 @@
+"""The OpenAPI 3.1 description of the HTTP API, served at ``/openapi.json``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from icefloe._version import __version__
+
+__all__ = ["OPENAPI"]
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+
+
+def _json(ref: str, description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}},
+    }
+
+
+_STREAM_ID = {
+    "name": "stream_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "maxLength": 200},
+}
+_COMMON_ERRORS = {
+    "401": _error("missing or bad credentials"),
+    "403": _error("missing scope or foreign tenant"),
+    "429": _error("rate or connection limit; see Retry-After"),
+}
+
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {"title": "icefloe", "version": __version__},
+    "components": {
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        "schemas": {
+            "Error": {
+                "type": "object",
+                "required": ["error"],
+                "properties": {
+                    "error": {
+                        "type": "object",
+                        "required": ["code", "message"],
+                        "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+                    }
+                },
+            },
+            "Headers": {
+                "type": "object",
+                "required": ["tenant"],
+                "additionalProperties": False,
+                "properties": {
+                    "tenant": {"type": "string", "minLength": 1, "maxLength": 200},
+                    "topic": {"type": ["string", "null"]},
+                    "priority": {"type": "integer", "minimum": -1000, "maximum": 1000},
+                },
+            },
+            "StartRequest": {
+                "type": "object",
+                "required": ["headers"],
+                "additionalProperties": False,
+                "properties": {
+                    "payload": {},
+                    "headers": {"$ref": "#/components/schemas/Headers"},
+                    "idempotency_key": {"type": ["string", "null"], "maxLength": 200},
+                },
+            },
+            "Started": {
+                "type": "object",
+                "required": ["stream_id", "trace_id"],
+                "properties": {"stream_id": {"type": "string"}, "trace_id": {"type": "string"}},
+            },
+            "StreamStatus": {
+                "type": "object",
+                "required": ["stream_id", "state", "last_seq", "subscribers"],
+                "properties": {
+                    "stream_id": {"type": "string"},
+                    "tenant": {"type": "string"},
+                    "state": {"enum": ["running", "done", "failed", "cancelled", "ended"]},
+                    "last_seq": {"type": "integer"},
+                    "subscribers": {"type": "integer"},
+                    "code": {"type": ["string", "null"]},
+                },
+            },
+            "StreamList": {
+                "type": "object",
+                "required": ["streams"],
+                "properties": {
+                    "streams": {
+                        "type": "array",
+                        "items": {"$ref": "#/components/schemas/StreamStatus"},
+                    }
+                },
+            },
+            "Chunk": {
+                "type": "object",
+                "required": ["stream_id", "seq", "text", "done"],
+                "properties": {
+                    "stream_id": {"type": "string"},
+                    "seq": {"type": "integer", "minimum": 0},
+                    "text": {"type": "string"},
+                    "done": {"type": "boolean"},
+                    "meta": {"type": "object"},
+                    "data": {},
+                    "ts": {"type": "integer"},
+                },
+            },
+        },
+    },
+    "security": [{"bearer": []}],
+    "paths": {
+        "/v1/streams": {
+            "post": {
+                "summary": "Start a run and its stream",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {"$ref": "#/components/schemas/StartRequest"}
+                        }
+                    },
+                },
+                "responses": {
+                    "201": _json("Started", "started"),
+                    "200": _json("Started", "the stream this idempotency key started"),
+                    "400": _error("invalid body"),
+                    "413": _error("body too large"),
+                    "503": _error("overloaded; see Retry-After"),
+                    **_COMMON_ERRORS,
+                },
+            },
+            "get": {
+                "summary": "Streams of the caller's tenant",
+                "responses": {"200": _json("StreamList", "registered streams"), **_COMMON_ERRORS},
+            },
+        },
+        "/v1/streams/{stream_id}": {
+            "parameters": [_STREAM_ID],
+            "get": {
+                "summary": "Read a stream as SSE (default) or NDJSON; resumable",
+                "parameters": [
+                    {
+                        "name": "from_seq",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 0},
+                    },
+                    {"name": "Last-Event-ID", "in": "header", "schema": {"type": "string"}},
+                ],
+                "responses": {
+                    "200": {
+                        "description": "the stream",
+                        "content": {
+                            "text/event-stream": {"schema": {"type": "string"}},
+                            "application/x-ndjson": {"schema": {"type": "string"}},
+                        },
+                    },
+                    "204": {"description": "the terminal was already delivered"},
+                    "400": _error("bad resume point"),
+                    "404": _error("unknown stream"),
+                    "410": _error("history_gone: the resume point is no longer held"),
+                    **_COMMON_ERRORS,
+                },
+            },
+            "delete": {
+                "summary": "Cancel the stream's run",
+                "responses": {
+                    "200": _json("StreamStatus", "the stream after cancelling"),
+                    "404": _error("unknown stream"),
+                    **_COMMON_ERRORS,
+                },
+            },
+        },
+        "/v1/streams/{stream_id}/status": {
+            "parameters": [_STREAM_ID],
+            "get": {
+                "summary": "State, last seq and subscribers",
+                "responses": {
+                    "200": _json("StreamStatus", "status"),
+                    "404": _error("unknown stream"),
+                    **_COMMON_ERRORS,
+                },
+            },
+        },
+        "/v1/streams/{stream_id}/poll": {
+            "parameters": [_STREAM_ID],
+            "get": {
+                "summary": "Long-poll: chunks after after_seq, waiting up to wait_s",
+                "parameters": [
+                    {
+                        "name": "after_seq",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": -1},
+                    },
+                    {
+                        "name": "wait_s",
+                        "in": "query",
+                        "schema": {"type": "number", "minimum": 0, "maximum": 30},
+                    },
+                ],
+                "responses": {
+                    "200": {
+                        "description": "chunks (an {error} object ends an abnormal stream)",
+                        "content": {"application/json": {"schema": {"type": "array"}}},
+                    },
+                    "400": _error("bad parameters"),
+                    "404": _error("unknown stream"),
+                    "410": _error("history_gone"),
+                    **_COMMON_ERRORS,
+                },
+            },
+        },
+        "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "ok"}}}},
+        "/readyz": {
+            "get": {
+                "summary": "Readiness",
+                "responses": {"200": {"description": "ready"}, "503": _error("not ready")},
+            }
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics",
+                "responses": {
+                    "200": {
+                        "description": "metrics",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
+            }
+        },
+    },
+}
