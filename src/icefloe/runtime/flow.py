@@ -240,10 +240,15 @@ class Flow:
         (its next seq and tenant); None if it is unknown or still registered."""
         return self._registry.finished(stream_id)
 
-    def subscribe(self, stream_id: str, from_seq: int | None = 0) -> Subscription:
+    def subscribe(
+        self, stream_id: str, from_seq: int | None = 0, *, lag_limit: int | None = None
+    ) -> Subscription:
         """Iterate an existing stream from ``from_seq`` (None: from the live head).
 
-        Leaving early only detaches this reader; the stream goes on.
+        Leaving early only detaches this reader; the stream goes on. With
+        ``lag_limit`` the reader never holds the producer back by more than
+        that many chunks; a reader that falls further behind than the stream
+        holds gets ``StreamError("history_gone")`` (network clients use this).
 
         :raises StreamError: ``history_gone`` if ``from_seq`` is no longer held.
         :raises KeyError: no such stream is registered.
@@ -251,7 +256,7 @@ class Flow:
         state = self._registry.get(stream_id)
         if state is None:
             raise KeyError(f"no stream {stream_id!r}")
-        return state.attach(from_seq)
+        return state.attach(from_seq, lag_limit=lag_limit)
 
     def open_stream(self, headers: Headers, stream_id: str | None = None) -> StreamWriter:
         """A writer producing a new stream from outside any node.

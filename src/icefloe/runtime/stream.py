@@ -114,9 +114,9 @@ class StreamState:
     """The shared log of one stream. Created and owned by a StreamRegistry.
 
     Invariant: ``_buf`` holds the contiguous seqs ``_head - len(_buf)`` to
-    ``_head - 1``; ``_floor`` (lowest seq a reader still needs) is at least
-    that base and is exact after :meth:`_recompute_floor`; ``_bytes`` is at
-    least the bytes held and exact after :meth:`_recount`.
+    ``_head - 1``; ``_floor`` (the producer's pace: where the readers it waits
+    for are) is exact after :meth:`_recompute_floor`; ``_bytes`` is at least
+    the bytes held and exact after :meth:`_recount`.
     """
 
     __slots__ = (
@@ -367,12 +367,23 @@ class StreamState:
 
     # -- readers ---------------------------------------------------------------
 
-    def attach(self, from_seq: int | None, *, owner: bool = False) -> Subscription:
+    def attach(
+        self, from_seq: int | None, *, owner: bool = False, lag_limit: int | None = None
+    ) -> Subscription:
         """A new reader starting at ``from_seq`` (None: at the live head).
+
+        ``lag_limit`` None makes a *blocking* reader: the producer waits for
+        it. A number makes a lag-tolerant reader (network clients): the
+        producer waits for it only while it is fewer than ``lag_limit`` chunks
+        behind; past that it may fall behind what the log holds, and its next
+        read raises ``StreamError("history_gone")``. Memory stays bounded
+        either way.
 
         :raises StreamError: ``history_gone`` when ``from_seq`` is no longer held.
         :raises ValueError: ``from_seq`` is negative or beyond the next seq.
         """
+        if lag_limit is not None and lag_limit < 1:
+            raise ValueError(f"lag_limit must be >= 1 or None, got {lag_limit!r}")
         base = self.base
         if from_seq is None:
             from_seq = self._head
@@ -386,12 +397,12 @@ class StreamState:
             )
         elif from_seq > self._head:
             raise ValueError(f"from_seq {from_seq} is beyond the stream's next seq {self._head}")
-        reader = Subscription(self, from_seq, owner)
+        reader = Subscription(self, from_seq, owner, lag_limit)
         if self.linger_handle is not None:
             self.linger_handle.cancel()
             self.linger_handle = None
         self._readers.append(reader._ref)
-        self._solo = len(self._readers) == 1 and not self.history
+        self._solo = self._is_solo()
         self._recompute_floor()
         return reader
 
@@ -401,24 +412,51 @@ class StreamState:
         except ValueError:
             return
         self.delivered += reader._pos - reader._start
-        self._solo = len(self._readers) == 1 and not self.history
+        self._solo = self._is_solo()
         self._recompute_floor()
         if not self._readers:
             self._registry._on_unread(self)
 
+    def _is_solo(self) -> bool:
+        if len(self._readers) != 1 or self.history:
+            return False
+        reader = self._readers[0]()
+        return reader is not None and reader._lag_limit is None
+
     def _recompute_floor(self) -> None:
-        """Make ``_floor`` exact, trim what no reader needs, wake producers."""
-        floor = self._head
-        if self._readers:
+        """Make ``_floor`` exact, trim what no reader needs, wake producers.
+
+        The producer's pace (``_floor``) is the slowest blocking reader and
+        the *fastest* lag-tolerant one: a single network client still holds
+        its producer back, but one slow client among many cannot slow the
+        rest; it may fall up to its ``lag_limit`` behind, then it is overrun.
+        """
+        head = self._head
+        if not self._readers:
+            floor = keep = self.base  # unread chunks wait for a first reader
+        else:
+            # keep: the oldest seq still held; history is kept behind the
+            # slowest blocking reader, and behind the head for late resumers.
+            floor = head
+            keep = head - self.history
+            fastest = -1
             for ref in self._readers:
                 reader = ref()
-                if reader is not None and reader._pos < floor:
-                    floor = reader._pos
-        else:
-            floor = self.base  # unread chunks wait for a first reader
+                if reader is None:
+                    continue
+                pos = reader._pos
+                limit = reader._lag_limit
+                if limit is None:
+                    floor = min(floor, pos)
+                    keep = min(keep, pos - self.history)
+                else:
+                    fastest = max(fastest, pos)
+                    keep = min(keep, max(pos, head - limit))
+            if fastest >= 0:
+                floor = min(floor, fastest)
         self._floor = floor
-        self._trim(floor - self.history)
-        if self._room and floor + self.window > self._head and self._bytes < self.max_bytes:
+        self._trim(keep)
+        if self._room and floor + self.window > head and self._bytes < self.max_bytes:
             self._wake_room()
 
     def _trim(self, keep_from: int) -> None:
@@ -491,6 +529,7 @@ class Subscription:
         "__weakref__",
         "_closed",
         "_delivered",
+        "_lag_limit",
         "_owner",
         "_pending",
         "_pos",
@@ -500,8 +539,11 @@ class Subscription:
         "_waiter",
     )
 
-    def __init__(self, state: StreamState, pos: int, owner: bool) -> None:
+    def __init__(
+        self, state: StreamState, pos: int, owner: bool, lag_limit: int | None = None
+    ) -> None:
         self._state = state
+        self._lag_limit = lag_limit
         # The message that starts the run, sent on the first wait: where to.
         self._pending: tuple[tuple[Channel[Message], ...], Message] | None = None
         self._ref = weakref.ref(self)
@@ -546,7 +588,10 @@ class Subscription:
                         state._wake_room()
                 else:
                     buf = state._buf
-                    chunk = buf[pos - state._head + len(buf)]
+                    index = pos - state._head + len(buf)
+                    if index < 0:
+                        raise self._overrun()
+                    chunk = buf[index]
                     if state._room:
                         # A producer waits for room: move the floor and wake it.
                         state._recompute_floor()
@@ -597,7 +642,10 @@ class Subscription:
                     state._wake_room()
             else:
                 buf = state._buf
-                chunk = buf[pos - state._head + len(buf)]
+                index = pos - state._head + len(buf)
+                if index < 0:
+                    raise self._overrun()
+                chunk = buf[index]
                 if state._room:
                     state._recompute_floor()
             if chunk.done:
@@ -633,6 +681,16 @@ class Subscription:
         finally:
             if not waiter.done():
                 waiter.cancel()
+
+    def _overrun(self) -> StreamError:
+        # A lag-tolerant reader fell behind what the log holds: it is cut.
+        self._pos -= 1
+        self._release(cancel=False)
+        return StreamError(
+            ErrorCode.HISTORY_GONE,
+            f"the reader fell more than {self._lag_limit} chunks behind",
+            self._state.stream_id,
+        )
 
     async def _start_run(self) -> None:
         assert self._pending is not None

@@ -103,6 +103,9 @@ class _Edge:
         self.settings = settings
         self.metrics = EdgeMetrics(flow)
         self.limiter = PrincipalLimiter(settings.edge_limits)
+        # A network client never holds its stream back by more than the
+        # history it could resume from (see Subscription lag limits).
+        self.lag_limit = max(settings.history, 1)
         self.idempotency: ExpiringMap[Started] = ExpiringMap(
             settings.idempotency_ttl_s, settings.idempotency_max, time.monotonic
         )
@@ -253,11 +256,11 @@ class _Edge:
         if stats.state != "running" and from_seq > stats.last_seq:
             return Response(status_code=204)  # the terminal was delivered: stop reconnecting
         try:
-            return self.flow.subscribe(sid, from_seq)
+            return self.flow.subscribe(sid, from_seq, lag_limit=self.lag_limit)
         except StreamError as exc:
             if stats.state in ("cancelled", "failed"):
                 # Its chunks were discarded by the cancel: the terminal is the news.
-                return self.flow.subscribe(sid, None)
+                return self.flow.subscribe(sid, None, lag_limit=self.lag_limit)
             raise HttpError(410, exc.code.value, exc.message) from None
         except ValueError as exc:
             raise HttpError(400, "bad_request", str(exc)) from None
@@ -314,7 +317,7 @@ class _Edge:
         sid = request.path_params["stream_id"]
         self.owned(principal, sid)
         try:
-            reader = self.flow.subscribe(sid, after + 1)
+            reader = self.flow.subscribe(sid, after + 1, lag_limit=self.lag_limit)
         except StreamError as exc:
             raise HttpError(410, exc.code.value, exc.message) from None
         except (KeyError, ValueError):
