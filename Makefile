@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench clean
+.PHONY: demo test lint typecheck unit browser bench clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "icefloe needs Python >= 3.11")'
@@ -16,7 +16,7 @@ $(STAMP): $(BIN)/python pyproject.toml requirements-dev.lock
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python examples/llm_tokens.py
+	$(BIN)/icefloe demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench examples
@@ -28,8 +28,16 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit -q
 
+# The browser tests (tests/e2e) drive Debian's chromium; Playwright's own
+# browser downloads (`playwright install`) are never used. Installing needs root.
+browser:
+	@test -x /usr/bin/chromium || { \
+		test "$$(id -u)" = 0 || { echo "make browser: run as root to install chromium" >&2; exit 1; }; \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } </dev/null; \
+	}
+
 # pytest exits 5 when it collects nothing, so an empty run fails here too.
-test: lint typecheck
+test: lint typecheck browser
 	$(BIN)/pytest -q -p no:cacheprovider
 
 bench: $(STAMP)
