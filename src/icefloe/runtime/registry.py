@@ -34,6 +34,10 @@ class FinishedStream(NamedTuple):
     next_seq: int
     #: its tenant
     tenant: str
+    #: how it ended: ``done``, ``failed`` or ``cancelled``
+    state: str
+    #: its terminal code, if it ended abnormally
+    code: str | None
 
 
 class RegistryStatistics(NamedTuple):
@@ -229,7 +233,12 @@ class StreamRegistry:
         state._drop_buffer()
         state.emitters.clear()
         finished = self._finished
-        finished[state.stream_id] = FinishedStream(state.next_seq, state.headers.tenant)
+        finished[state.stream_id] = FinishedStream(
+            state.next_seq,
+            state.headers.tenant,
+            state.phase.label,
+            state.code.value if state.code is not None else None,
+        )
         if len(finished) > FINISHED_IDS:
             finished.popitem(last=False)
         self._emitted_done += state.next_seq - state.start_seq

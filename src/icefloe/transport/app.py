@@ -222,8 +222,16 @@ class _Edge:
             gone = self.flow.finished(sid)
             if gone is None or not principal.can_access_tenant(gone.tenant):
                 raise
-            body = {"stream_id": sid, "state": "ended", "last_seq": gone.next_seq - 1}
-            return JSONResponse(body | {"subscribers": 0, "code": None})
+            return JSONResponse(
+                {
+                    "stream_id": sid,
+                    "tenant": gone.tenant,
+                    "state": gone.state,
+                    "last_seq": gone.next_seq - 1,
+                    "subscribers": 0,
+                    "code": gone.code,
+                }
+            )
         return JSONResponse(_stats_json(stats))
 
     async def cancel(self, request: Request) -> Response:

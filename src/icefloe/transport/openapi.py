@@ -83,7 +83,7 @@ OPENAPI: dict[str, Any] = {
                 "properties": {
                     "stream_id": {"type": "string"},
                     "tenant": {"type": "string"},
-                    "state": {"enum": ["running", "done", "failed", "cancelled", "ended"]},
+                    "state": {"enum": ["running", "done", "failed", "cancelled"]},
                     "last_seq": {"type": "integer"},
                     "subscribers": {"type": "integer"},
                     "code": {"type": ["string", "null"]},
