@@ -2,7 +2,7 @@
 
 Usage::
 
-    python bench/run.py [--uvloop] [--quick] [--rounds N]
+    python bench/run.py [--uvloop] [--quick] [--rounds N] [--no-http]
 
 Prints one JSON object to stdout (progress goes to stderr). For robust ratios
 on a small, noisy machine, the floor and icefloe variants of every scenario
@@ -23,6 +23,20 @@ Scenarios (N = 200,000 chunks, 20,000 round trips for ``paced_latency``;
 * ``fan_out_4``: one node, 4 counting sinks; deliveries/s (4*N / elapsed).
 * ``memory``: RSS after ``import icefloe`` vs ``import asyncio`` in fresh
   interpreters, this process's peak RSS, and that starlette/uvicorn stay unloaded.
+
+HTTP scenarios (``bench/edge.py``; after the memory figures, so they do not
+touch them; ``--no-http`` skips them): the ASGI app under uvicorn against
+raw ``asyncio.start_server`` floors, every server in a child interpreter and
+the clients here. Each scenario's servers start before its warm-up and stop
+after its last round, and its rounds run back to back (3 for the heavy ones,
+5 for ``time_to_first_token``, or ``--rounds`` if fewer):
+
+* ``sse_fan_out``: one stream of 2,000 chunks to 1,000 raw SSE clients;
+  delivered events/s and ``ratio`` (target >= 0.5).
+* ``time_to_first_token``: POST + SSE GET until the first chunk event,
+  200 sequential iterations with httpx; p50/p99 ms (floor: the same two
+  exchanges as bare TCP round trips).
+* ``sse_idle_memory``: server RSS per idle SSE connection (1,000), KiB.
 """
 
 from __future__ import annotations
@@ -33,11 +47,16 @@ import gc
 import json
 import os
 import platform
+import statistics
 import sys
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal, TypedDict
+from importlib.util import module_from_spec, spec_from_file_location
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Literal, TypedDict
 
 import icefloe
 from floors import (
@@ -91,6 +110,7 @@ class Options:
     uvloop: bool
     quick: bool
     rounds: int
+    http: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,9 +156,12 @@ class ScenarioResult:
     summaries: VariantReport
     #: ``icefloe / floor`` per metric (``ratio``, ``p99_ratio``...), best and median
     ratios: dict[str, float]
+    #: further facts of the scenario (sizes, rounds, medians of diagnostic values)
+    details: dict[str, object] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, object]:
-        return {"size": self.size, "unit": self.unit, **self.summaries, **self.ratios}
+        summaries = {"size": self.size, "unit": self.unit, **self.summaries}
+        return {**summaries, **self.ratios, **self.details}
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,10 +189,11 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     parser.add_argument("--uvloop", action="store_true", help="run on uvloop instead of asyncio")
     parser.add_argument("--quick", action="store_true", help="divide every size by 10")
     parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS, help="interleaved rounds")
+    parser.add_argument("--no-http", action="store_true", help="skip the HTTP edge scenarios")
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error("--rounds must be >= 1")
-    return Options(uvloop=args.uvloop, quick=args.quick, rounds=args.rounds)
+    return Options(uvloop=args.uvloop, quick=args.quick, rounds=args.rounds, http=not args.no_http)
 
 
 def build_scenarios(quick: bool) -> tuple[Scenario, ...]:
@@ -225,6 +249,15 @@ async def warm_up(scenarios: Sequence[Scenario]) -> None:
             await measured(scenario.runner(variant), max(100, scenario.size // WARMUP_DIVISOR))
 
 
+async def run_round(scenario: Scenario, round_index: int, collected: Collected) -> None:
+    """One measured run of each variant of ``scenario``, in this round's order."""
+    for variant in variant_order(round_index):
+        sample = await measured(scenario.runner(variant), scenario.size)
+        collected.add(variant, sample)
+        shown = ", ".join(f"{k}={v:,.2f}" for k, v in sample.items())
+        progress(f"  {scenario.name:<15} {variant:<8} {shown}")
+
+
 async def collect(scenarios: Sequence[Scenario], rounds: int) -> dict[str, Collected]:
     """Run every scenario's two variants interleaved, ``rounds`` times."""
     collected = {s.name: Collected() for s in scenarios}
@@ -233,12 +266,50 @@ async def collect(scenarios: Sequence[Scenario], rounds: int) -> dict[str, Colle
     for r in range(rounds):
         progress(f"round {r + 1}/{rounds}")
         for scenario in scenarios:
-            for variant in variant_order(r):
-                sample = await measured(scenario.runner(variant), scenario.size)
-                collected[scenario.name].add(variant, sample)
-                shown = ", ".join(f"{k}={v:,.2f}" for k, v in sample.items())
-                progress(f"  {scenario.name:<15} {variant:<8} {shown}")
+            await run_round(scenario, r, collected[scenario.name])
     return collected
+
+
+def load_http_bench() -> ModuleType:
+    """``bench/edge.py``, loaded by path (only when the HTTP scenarios run)."""
+    spec = spec_from_file_location("bench_edge", Path(__file__).with_name("edge.py"))
+    if spec is None or spec.loader is None:
+        raise ImportError("cannot load bench/edge.py")
+    module = module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while it executes
+    spec.loader.exec_module(module)
+    return module
+
+
+async def collect_http(
+    scenarios: Sequence[Any], rounds: int
+) -> dict[str, tuple[Scenario, Collected, int]]:
+    """Each HTTP scenario's rounds, both variants interleaved, while its servers run.
+
+    Returns, per scenario, the scenario as run, its samples and its rounds.
+    """
+    results: dict[str, tuple[Scenario, Collected, int]] = {}
+    for http_scenario in scenarios:
+        scenario_rounds = min(rounds, http_scenario.rounds)
+        progress(f"{http_scenario.name}: starting servers")
+        async with http_scenario.session() as (floor, ice):
+            scenario = Scenario(
+                http_scenario.name,
+                http_scenario.size,
+                http_scenario.unit,
+                http_scenario.metrics,
+                floor,
+                ice,
+            )
+            if http_scenario.warm_up:
+                progress(f"{scenario.name}: warming up")
+                await warm_up([scenario])
+            collected = Collected()
+            for r in range(scenario_rounds):
+                progress(f"{scenario.name}: round {r + 1}/{scenario_rounds}")
+                await run_round(scenario, r, collected)
+        results[scenario.name] = (scenario, collected, scenario_rounds)
+    return results
 
 
 def _ratio(icefloe_value: float, floor_value: float) -> float:
@@ -260,6 +331,28 @@ def scenario_result(scenario: Scenario, samples: Collected) -> ScenarioResult:
     return ScenarioResult(scenario.size, scenario.unit, summaries, ratios)
 
 
+def diagnostic_medians(scenario: Scenario, samples: Collected) -> dict[str, object]:
+    """Median per variant of every sampled value that is not one of the metrics."""
+    names = {m.name for m in scenario.metrics}
+    extra = sorted({k for s in (*samples.floor, *samples.icefloe) for k in s} - names)
+    return {
+        key: {
+            "floor": round(statistics.median(s[key] for s in samples.floor), RATIO_DIGITS),
+            "icefloe": round(statistics.median(s[key] for s in samples.icefloe), RATIO_DIGITS),
+        }
+        for key in extra
+    }
+
+
+def http_result(
+    http_scenario: Any, scenario: Scenario, samples: Collected, rounds: int
+) -> ScenarioResult:
+    """:func:`scenario_result` with the HTTP scenario's sizes, rounds and diagnostics."""
+    result = scenario_result(scenario, samples)
+    details = {**http_scenario.params, "rounds": rounds, **diagnostic_medians(scenario, samples)}
+    return ScenarioResult(result.size, result.unit, result.summaries, result.ratios, details)
+
+
 def targets(results: dict[str, ScenarioResult], memory: MemoryReport) -> dict[str, object]:
     """The project's performance goals, evaluated on the best-of-rounds ratios."""
     goals = {
@@ -270,6 +363,8 @@ def targets(results: dict[str, ScenarioResult], memory: MemoryReport) -> dict[st
         ),
         "rss_after_import_mb": Target(memory["rss_after_import_mb"], "<", 25.0),
     }
+    if "sse_fan_out" in results:
+        goals["sse_fan_out_ratio"] = Target(results["sse_fan_out"].ratios["ratio"], ">=", 0.5)
     return {name: goal.to_json() for name, goal in goals.items()}
 
 
@@ -287,7 +382,7 @@ async def loop_name() -> str:
     return "uvloop" if module.startswith("uvloop") else "asyncio"
 
 
-def metadata(options: Options, event_loop: str) -> dict[str, object]:
+def metadata(options: Options, event_loop: str, http: dict[str, object]) -> dict[str, object]:
     return {
         "python": platform.python_version(),
         "implementation": platform.python_implementation(),
@@ -299,6 +394,7 @@ def metadata(options: Options, event_loop: str) -> dict[str, object]:
         "rounds": options.rounds,
         "quick": options.quick,
         "gc_enabled": gc.isenabled(),
+        "http": http,
     }
 
 
@@ -311,8 +407,22 @@ def run(options: Options) -> dict[str, object]:
     results = {s.name: scenario_result(s, collected[s.name]) for s in scenarios}
     progress("measuring memory")
     memory = memory_report()
+    http: dict[str, object] = {"ran": options.http}
+    if options.http:
+        started = time.perf_counter()
+        bench_http = load_http_bench()
+        http_scenarios = bench_http.http_scenarios(
+            QUICK_DIVISOR if options.quick else 1, options.uvloop
+        )
+        with asyncio.Runner(loop_factory=loop_factory(options.uvloop)) as runner:
+            http_collected = runner.run(collect_http(http_scenarios, options.rounds))
+        for hs in http_scenarios:
+            scenario, samples, rounds = http_collected[hs.name]
+            results[hs.name] = http_result(hs, scenario, samples, rounds)
+        http["layout"] = bench_http.LAYOUT
+        http["seconds"] = round(time.perf_counter() - started, 1)
     return {
-        "meta": metadata(options, event_loop),
+        "meta": metadata(options, event_loop, http),
         "scenarios": {name: result.to_json() for name, result in results.items()},
         "memory": memory,
         "targets": targets(results, memory),

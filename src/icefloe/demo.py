@@ -16,7 +16,7 @@ from icefloe.core.messages import Message
 from icefloe.runtime.context import Context
 from icefloe.runtime.flow import Flow, create
 from icefloe.runtime.limits import Limits
-from icefloe.runtime.node import Node
+from icefloe.runtime.node import Node, NodePolicy
 
 __all__ = ["DEMO_TEXT", "Pacing", "build_demo_flow", "simulated_llm", "tokenize"]
 
@@ -55,7 +55,9 @@ class Pacing:
         return max(0.0, self.inter_token_s + rng.uniform(-spread, spread))
 
 
-def simulated_llm(pacing: Pacing = Pacing(), seed: int | None = None) -> Node:
+def simulated_llm(
+    pacing: Pacing = Pacing(), seed: int | None = None, max_concurrency: int = 256
+) -> Node:
     """A node that streams the message payload (a str; default DEMO_TEXT) as tokens."""
     rng = random.Random(seed)
 
@@ -67,7 +69,9 @@ def simulated_llm(pacing: Pacing = Pacing(), seed: int | None = None) -> Node:
             await asyncio.sleep(pacing.gap(rng))
         await ctx.emit_chunk(parent=msg, text="", done=True)
 
-    return Node(llm, name="llm")
+    # Each answer holds a slot while it paces itself (and while nobody reads
+    # it yet); many concurrent answers must not queue behind one another.
+    return Node(llm, name="llm", policy=NodePolicy(max_concurrency=max_concurrency))
 
 
 def build_demo_flow(pacing: Pacing = Pacing(), limits: Limits | None = None) -> Flow:

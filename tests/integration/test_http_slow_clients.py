@@ -10,29 +10,41 @@ from typing import Any
 
 import httpx
 
-from icefloe import Context, Message, Node, create
+from icefloe import Context, Message, Node, NodePolicy, create
 from icefloe.transport.app import EdgeSettings
+from icefloe.transport.limits import EdgeLimits
 from icefloe.transport.streaming import PumpSettings
 
 Serve = Any  # the serve fixture of conftest.py: serve(flow, settings=None) -> url
 CHUNK = "x" * 100
 TOTAL = 40_000
+UNLIMITED = EdgeLimits(requests_per_s=None, max_connections=None)
 HISTORY = 512  # chunks; also each network reader's lag allowance
 
 
+GATES: dict[str, asyncio.Event] = {}
+
+
 def flood_flow() -> Any:
+    """payload {"n", "gate"}: wait for the test to open the gate, then flood n chunks."""
+
     async def flood(msg: Message, ctx: Context) -> None:
-        for _ in range(int(msg.payload)):
+        await GATES[msg.payload["gate"]].wait()
+        for _ in range(int(msg.payload["n"])):
             await ctx.emit_chunk(parent=msg, text=CHUNK)
         await ctx.emit_chunk(parent=msg, text="", done=True)
 
-    return create(Node(flood, name="flood").to())
+    return create(Node(flood, name="flood", policy=NodePolicy(max_concurrency=4)).to())
 
 
-async def start(client: httpx.AsyncClient, n: int) -> str:
-    r = await client.post("/v1/streams", json={"payload": n, "headers": {"tenant": "t"}})
+async def start(client: httpx.AsyncClient, n: int) -> tuple[str, asyncio.Event]:
+    gate = asyncio.Event()
+    key = str(len(GATES))
+    GATES[key] = gate
+    body = {"payload": {"n": n, "gate": key}, "headers": {"tenant": "t"}}
+    r = await client.post("/v1/streams", json=body)
     assert r.status_code == 201
-    return str(r.json()["stream_id"])
+    return str(r.json()["stream_id"]), gate
 
 
 async def open_sse(
@@ -76,8 +88,10 @@ async def wait_subscribers(client: httpx.AsyncClient, sid: str, n: int) -> None:
 
 async def solo_run(url: str, client: httpx.AsyncClient) -> float:
     """Seconds one fast client takes to read a whole stream alone."""
-    sid = await start(client, TOTAL)
+    sid, gate = await start(client, TOTAL)
     fast, fast_w = await open_sse(url, sid)
+    await wait_subscribers(client, sid, 1)
+    gate.set()
     _, seconds = await read_all(fast)
     fast_w.close()
     return seconds
@@ -85,7 +99,7 @@ async def solo_run(url: str, client: httpx.AsyncClient) -> float:
 
 async def crowded_run(url: str, client: httpx.AsyncClient, flow: Any) -> tuple[float, int]:
     """Seconds the fast client takes beside a slow and a vanished one; bytes held."""
-    sid = await start(client, TOTAL)
+    sid, gate = await start(client, TOTAL)
     slow, slow_w = await open_sse(url, sid, rcvbuf=4096)
     _gone, gone_w = await open_sse(url, sid)
     fast, fast_w = await open_sse(url, sid)
@@ -93,21 +107,24 @@ async def crowded_run(url: str, client: httpx.AsyncClient, flow: Any) -> tuple[f
     sock = gone_w.get_extra_info("socket")
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     gone_w.close()  # RST: the client vanished
+    gate.set()
+    reading = asyncio.ensure_future(read_all(fast))
 
     async def trickle() -> None:
         while await slow.read(200):  # about one event per second
             await asyncio.sleep(1.0)
 
     trickler = asyncio.ensure_future(trickle())
-    events, seconds = await read_all(fast)
+    events, seconds = await reading
     fast_w.close()
     assert events >= TOTAL + 1
     stats = flow.lookup(sid)
     assert stats is not None
-    # The vanished and the slow client are cut; their readers are freed.
+    # The vanished and the slow client are cut: their readers and responses end.
     async with asyncio.timeout(15):
-        while (await client.get(f"/v1/streams/{sid}/status")).json()["subscribers"] > 0:
+        while "icefloe_http_stream_connections 0.0" not in (await client.get("/metrics")).text:
             await asyncio.sleep(0.05)
+    assert (await client.get(f"/v1/streams/{sid}/status")).json()["subscribers"] == 0
     trickler.cancel()
     slow_w.close()
     return seconds, stats.buffered_bytes
@@ -115,7 +132,9 @@ async def crowded_run(url: str, client: httpx.AsyncClient, flow: Any) -> tuple[f
 
 async def test_slow_and_vanished_clients_do_not_hold_back_a_fast_one(serve: Serve) -> None:
     settings = EdgeSettings(
-        history=HISTORY, pump=PumpSettings(heartbeat_s=0.25, send_timeout_s=1.0)
+        history=HISTORY,
+        pump=PumpSettings(heartbeat_s=0.25, send_timeout_s=1.0),
+        edge_limits=UNLIMITED,  # the test polls status faster than the default rate
     )
     flow = flood_flow()
     ratios = []
@@ -129,13 +148,22 @@ async def test_slow_and_vanished_clients_do_not_hold_back_a_fast_one(serve: Serv
             assert held <= (HISTORY + 64 + 32) * len(CHUNK)
         metrics = (await client.get("/metrics")).text
     assert max(ratios) >= 0.8, f"fast client at {max(ratios):.2f}x its solo rate"
-    assert 'outcome="disconnected"' in metrics
-    assert 'outcome="slow_client"' in metrics or 'outcome="history_gone"' in metrics
+    ends = {
+        line.split('"')[1]: float(line.split()[-1])
+        for line in metrics.splitlines()
+        if line.startswith("icefloe_http_stream_ends_total{")
+    }
+    # Per round: solo and fast read to the end; slow and vanished were cut.
+    assert ends.pop("done") == 6
+    assert sum(ends.values()) == 6
+    assert set(ends) <= {"disconnected", "slow_client", "history_gone"}
 
 
 async def test_a_vanished_idle_client_is_noticed_within_two_heartbeats(serve: Serve) -> None:
     heartbeat = 0.3
-    settings = EdgeSettings(pump=PumpSettings(heartbeat_s=heartbeat, send_timeout_s=1.0))
+    settings = EdgeSettings(
+        pump=PumpSettings(heartbeat_s=heartbeat, send_timeout_s=1.0), edge_limits=UNLIMITED
+    )
     gate = asyncio.Event()
 
     async def idle(msg: Message, ctx: Context) -> None:
@@ -146,7 +174,8 @@ async def test_a_vanished_idle_client_is_noticed_within_two_heartbeats(serve: Se
         serve(create(Node(idle, name="idle").to()), settings) as url,
         httpx.AsyncClient(base_url=url) as client,
     ):
-        sid = await start(client, 0)
+        r = await client.post("/v1/streams", json={"payload": 0, "headers": {"tenant": "t"}})
+        sid = r.json()["stream_id"]
         _, writer = await open_sse(url, sid)
         await wait_subscribers(client, sid, 1)
         sock = writer.get_extra_info("socket")

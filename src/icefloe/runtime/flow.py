@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from icefloe.core.messages import Headers, Message, new_id
-from icefloe.exceptions import ErrorCode, InvalidState
+from icefloe.exceptions import ErrorCode, InvalidState, StreamError, WouldBlock
 from icefloe.runtime.channel import Channel, ChannelStatistics
 from icefloe.runtime.context import Context
 from icefloe.runtime.limits import Limits
@@ -213,7 +213,7 @@ class Flow:
         readers can resume; such a stream lingers ``linger_s`` after it ends.
 
         :raises InvalidState: the flow is not running, or the stream exists.
-        :raises StreamError: ``overloaded``.
+        :raises StreamError: ``overloaded`` (a limit, or the ingress inbox is full).
         """
         self._check_running()
         targets = self._targets(to)
@@ -223,8 +223,15 @@ class Flow:
         if message.deadline_s is not None:
             self._registry.set_deadline(state, message.deadline_s)
         try:
+            # Admission never queues: a full ingress inbox is overload, now.
             for inbox in targets:
-                await inbox.send(message)
+                inbox.send_nowait(message)
+        except WouldBlock:
+            state.cancel(ErrorCode.CANCELLED, "the run could not start")
+            self._registry.refused += 1
+            raise StreamError(
+                ErrorCode.OVERLOADED, "the flow's ingress queue is full", state.stream_id
+            ) from None
         except BaseException:
             state.cancel(ErrorCode.CANCELLED, "the run could not start")
             raise

@@ -274,11 +274,19 @@ class StreamState:
                 waiter.set_result(None)
 
     def has_room(self) -> bool:
-        """Whether the producer may release another chunk without waiting (exact)."""
+        """Whether the producer may release another chunk without waiting (exact).
+
+        A stream with history and no reader yet may fill its history first:
+        a run started over HTTP should not stall before its client connects.
+        """
         self._recompute_floor()
         if self._bytes >= self.max_bytes:
             self._recount()
-        return self._head - self._floor < self.window and self._bytes < self.max_bytes
+            if self._bytes >= self.max_bytes:
+                return False
+        if not self._readers and self.history > self.window:
+            return len(self._buf) < self.history
+        return self._head - self._floor < self.window
 
     @property
     def credit(self) -> int:

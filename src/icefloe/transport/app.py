@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from starlette.applications import Starlette
@@ -81,15 +81,15 @@ class EdgeSettings:
 
 
 class _HeadersIn(msgspec.Struct, forbid_unknown_fields=True):
-    tenant: str
-    topic: str | None = None
-    priority: int = 0
+    tenant: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    topic: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+    priority: Annotated[int, msgspec.Meta(ge=-1000, le=1000)] = 0
 
 
 class _StartIn(msgspec.Struct, forbid_unknown_fields=True):
     headers: _HeadersIn
     payload: Any = None
-    idempotency_key: str | None = None
+    idempotency_key: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
 
 
 _decode_start = msgspec.json.Decoder(_StartIn).decode
@@ -163,6 +163,9 @@ class _Edge:
             start = _decode_start(body)
         except msgspec.DecodeError as exc:
             raise HttpError(400, "bad_request", f"invalid body: {exc}") from None
+        except (RecursionError, UnicodeDecodeError):
+            # msgspec raises these for absurd nesting and invalid UTF-8 in strings.
+            raise HttpError(400, "bad_request", "invalid body: not valid JSON") from None
         h = start.headers
         if not h.tenant or len(h.tenant) > 200:
             raise HttpError(400, "bad_request", "headers.tenant must be 1-200 characters")
