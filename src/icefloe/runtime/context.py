@@ -181,7 +181,7 @@ class Context:
                         state.finish()
                     if state._waiting:
                         state._wake_readers()
-                    if len(buf) < state.window and state._bytes < state.max_bytes:
+                    if len(buf) < state._room_len and state._bytes < state.max_bytes:
                         return chunk
                 elif state.publish(chunk):
                     return chunk

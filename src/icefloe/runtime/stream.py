@@ -128,6 +128,7 @@ class StreamState:
         "_registry",
         "_reorder",
         "_room",
+        "_room_len",
         "_solo",
         "_waiting",
         "code",
@@ -174,6 +175,7 @@ class StreamState:
         self._buf: deque[StreamChunk] = deque()
         self._head = start_seq  # next seq to release
         self._floor = start_seq
+        self._room_len = window  # see _recompute_floor
         self._bytes = 0
         # One reader and no history: the reader pops what it reads.
         self._solo = False
@@ -236,9 +238,8 @@ class StreamState:
             self._publish_out_of_order(chunk)
         if self._waiting:
             self._wake_readers()
-        # len(_buf) bounds the slowest reader's lag from above, and _bytes the
-        # bytes held: both exact enough to say yes; has_room() decides a no.
-        return len(self._buf) < self.window and self._bytes < self.max_bytes
+        # Cheap and never too generous (see _room_len); has_room() decides a no.
+        return len(self._buf) < self._room_len and self._bytes < self.max_bytes
 
     def _append(self, chunk: StreamChunk) -> None:
         self._buf.append(chunk)
@@ -372,6 +373,7 @@ class StreamState:
         self._buf.clear()
         self._bytes = 0
         self._floor = self._head
+        self._room_len = self.window
 
     # -- readers ---------------------------------------------------------------
 
@@ -464,6 +466,10 @@ class StreamState:
                 floor = min(floor, fastest)
         self._floor = floor
         self._trim(keep)
+        # The log length at which the pace reader is a window behind, given
+        # what is held before the floor now: until then publish needs no
+        # recount (readers only move forward, so this never says yes wrongly).
+        self._room_len = self.window + max(0, floor - self.base)
         if self._room and floor + self.window > head and self._bytes < self.max_bytes:
             self._wake_room()
 
@@ -601,7 +607,7 @@ class Subscription:
                     if index < 0:
                         raise self._overrun()
                     chunk = buf[index]
-                    if state._room:
+                    if state._room and pos >= state._floor:
                         state._recompute_floor()
                 if chunk.done:
                     state.terminal_seen = True
@@ -660,8 +666,9 @@ class Subscription:
             if index < 0:
                 raise self._overrun()
             chunk = buf[index]
-            if state._room:
-                # A producer waits for room: move the floor and wake it.
+            if state._room and pos >= state._floor:
+                # A producer waits, and this reader may be what it waits for
+                # (only one at or past the floor can move it): recompute.
                 state._recompute_floor()
         if chunk.done:
             state.terminal_seen = True
