@@ -68,3 +68,15 @@ def test_import_does_not_load_heavy_dependencies() -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
     )
     assert json.loads(result.stdout) == []
+
+
+def test_chunks_emitted_without_meta_share_a_read_only_mapping() -> None:
+    import pytest
+
+    from icefloe.core.messages import NO_META
+
+    with pytest.raises(TypeError, match="read-only"):
+        NO_META["x"] = 1
+    with pytest.raises(TypeError, match="read-only"):
+        NO_META.update(x=1)
+    assert NO_META == {}

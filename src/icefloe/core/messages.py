@@ -10,7 +10,28 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["Headers", "Message", "StreamChunk", "new_id"]
+__all__ = ["NO_META", "Headers", "Message", "ReadOnlyDict", "StreamChunk", "new_id"]
+
+
+class ReadOnlyDict(dict[str, Any]):
+    """A dict that refuses changes: the shared ``meta`` of chunks emitted without one.
+
+    Chunks are shared by every reader of a stream, so their ``meta`` must not
+    be changed in place; sharing one empty mapping also saves an allocation
+    per token on the hot path.
+    """
+
+    __slots__ = ()
+
+    def _read_only(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError("chunk meta is read-only; build a new dict instead")
+
+    __setitem__ = __delitem__ = __ior__ = _read_only
+    clear = pop = popitem = setdefault = update = _read_only
+
+
+#: the ``meta`` of every chunk emitted without one
+NO_META: dict[str, Any] = ReadOnlyDict()
 
 
 def new_id() -> str:
@@ -43,12 +64,16 @@ class Message(msgspec.Struct):
     meta: dict[str, Any] = {}
 
 
-class StreamChunk(msgspec.Struct, frozen=True):
+class StreamChunk(msgspec.Struct, frozen=True, gc=False):
     """One ordered piece of a stream.
 
     ``seq`` starts at 0 and grows by exactly one per chunk of a ``stream_id``;
     the chunk with ``done=True`` is the last one. ``ts`` is the creation time
     in unix nanoseconds.
+
+    Chunks are shared by every reader and are not tracked by the cyclic
+    garbage collector (``gc=False``: one per token adds up): ``meta`` and
+    ``data`` must not refer back to the chunk itself.
     """
 
     stream_id: str

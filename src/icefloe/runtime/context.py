@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from icefloe.core.messages import Message, StreamChunk
+from icefloe.core.messages import NO_META, Message, StreamChunk
 from icefloe.exceptions import ErrorCode, StreamClosedError, StreamError
 from icefloe.runtime.channel import Channel
 from icefloe.runtime.node import Node
@@ -167,7 +167,7 @@ class Context:
         if done:
             em.closed = True
             em.done_seq = seq
-        chunk = StreamChunk(sid, seq, text, done, {} if meta is None else meta, data)
+        chunk = StreamChunk(sid, seq, text, done, NO_META if meta is None else meta, data)
         if to is None:
             if self._sink:
                 if seq == state._head and state._reorder is None:
@@ -242,4 +242,4 @@ def _replayed(
     sid: str, seq: int, text: str, done: bool, meta: dict[str, Any] | None, data: Any
 ) -> StreamChunk:
     # A seq the ended stream already released: a replay, dropped silently.
-    return StreamChunk(sid, seq, text, done, {} if meta is None else meta, data)
+    return StreamChunk(sid, seq, text, done, NO_META if meta is None else meta, data)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-from icefloe.core.messages import StreamChunk
+from icefloe.core.messages import NO_META, StreamChunk
 from icefloe.exceptions import ErrorCode, StreamClosedError, WouldBlock
 from icefloe.runtime.stream import StreamState, StreamStatistics
 
@@ -60,7 +60,7 @@ class StreamWriter:
         if not state.has_room():
             raise WouldBlock(f"stream {state.stream_id!r} is full")
         chunk = StreamChunk(
-            state.stream_id, state.next_seq, text, done, {} if meta is None else meta, data
+            state.stream_id, state.next_seq, text, done, NO_META if meta is None else meta, data
         )
         state.publish(chunk)
         if done:
