@@ -1,4 +1,8 @@
-"""A real uvicorn server on an ephemeral loopback port, in the test's loop."""
+"""Shared by the integration and browser tests: a real uvicorn server.
+
+``serve(flow, settings=None)`` is an async context manager serving the flow
+on 127.0.0.1:<free port> in the test's own loop and yielding the base URL.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +23,9 @@ Serve = Callable[..., AbstractAsyncContextManager[str]]
 @asynccontextmanager
 async def serve_flow(flow: Flow, settings: EdgeSettings | None = None) -> AsyncIterator[str]:
     """Serve ``flow`` on 127.0.0.1:<free port>; yields the base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted sockets only
+    # when the listener says it is TCP, and without it small writes wait ~40 ms.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
