@@ -263,3 +263,21 @@ async def test_slow_client_is_cut_and_its_reader_freed(serve: Serve) -> None:
         held = flow.stats().streams.bytes_in_flight
         assert held <= 64 * 512 + 1024 * 512  # the stream's window plus its history
         writer.close()
+
+
+async def test_a_run_nobody_reads_is_cancelled_after_the_unread_timeout(serve: Serve) -> None:
+    settings = EdgeSettings(unread_timeout_s=0.2)
+    flow = counting_flow(delay_s=0.01)
+    async with serve(flow, settings) as url, httpx.AsyncClient(base_url=url) as client:
+        unread = await start(client, 10_000)
+        read = await start(client, 60)
+        async with asyncio.timeout(10):
+            chunks, errors = await read_sse(client, read)  # ~0.6 s, longer than the timeout
+            while (await client.get(f"/v1/streams/{unread}/status")).json()["state"] == "running":
+                await asyncio.sleep(0.02)
+        status = (await client.get(f"/v1/streams/{unread}/status")).json()
+        metrics = (await client.get("/metrics")).text
+    assert status["state"] == "cancelled"
+    assert [c["seq"] for c in chunks] == list(range(61))
+    assert errors == []
+    assert "icefloe_http_unread_cancelled_total 1.0" in metrics

@@ -8,6 +8,7 @@ prints a stream live and resumes after a disconnect; ``icefloe --version``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import importlib
 import ipaddress
 import sys
@@ -84,6 +85,9 @@ def serve(
     insecure: Annotated[
         bool, typer.Option(help="Allow a non-loopback bind without authentication.")
     ] = False,
+    unread_timeout: Annotated[
+        float, typer.Option(min=0.1, help="Seconds a run may go unread before it is cancelled.")
+    ] = 60.0,
 ) -> None:
     """Serve a flow over HTTP (SSE, NDJSON, long-poll) with the inspector at /."""
     flow = _load_flow(target)
@@ -95,6 +99,7 @@ def serve(
         )
         raise typer.Exit(2)
     settings = _settings(heartbeat, send_timeout, history, authenticator, allow_origin or [])
+    settings = dataclasses.replace(settings, unread_timeout_s=unread_timeout)
     _run_server(flow, settings, host, port)
 
 

@@ -74,10 +74,15 @@ class EdgeSettings:
     idempotency_ttl_s: float = 600.0
     #: idempotency keys remembered at most
     idempotency_max: int = 100_000
+    #: seconds a running stream may go without any reader before it is
+    #: cancelled, so runs nobody reads do not hold node workers (None: never)
+    unread_timeout_s: float | None = 60.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.history, int) or self.history < 0:
             raise ValueError(f"history must be an int >= 0, got {self.history!r}")
+        if self.unread_timeout_s is not None and not self.unread_timeout_s > 0:
+            raise ValueError(f"unread_timeout_s must be > 0 or None, got {self.unread_timeout_s!r}")
 
 
 class _HeadersIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -196,7 +201,31 @@ class _Edge:
         except InvalidState as exc:
             self._forget(h.tenant, key)
             raise HttpError(503, "unavailable", str(exc), {"Retry-After": "1"}) from None
+        if self.settings.unread_timeout_s is not None:
+            self._watch_unread(started.stream_id, time.monotonic())
         return self._created(started, status=201)
+
+    def _watch_unread(self, stream_id: str, last_read: float) -> None:
+        """Cancel the stream once it has had no reader for ``unread_timeout_s``.
+
+        Checked on a timer, never per chunk: a reader that reconnects within
+        the window (Last-Event-ID) keeps the run alive.
+        """
+        timeout = self.settings.unread_timeout_s
+        assert timeout is not None
+        stats = self.flow.lookup(stream_id)
+        if stats is None or stats.state != "running":
+            return
+        now = time.monotonic()
+        if stats.subscribers:
+            last_read = now
+        elif now - last_read >= timeout:
+            self.flow.cancel(stream_id)
+            self.metrics.unread_cancelled.inc()
+            return
+        asyncio.get_running_loop().call_later(
+            timeout - (now - last_read), self._watch_unread, stream_id, last_read
+        )
 
     def _forget(self, tenant: str, key: str | None) -> None:
         if key is not None:

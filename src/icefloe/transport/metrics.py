@@ -73,6 +73,11 @@ class EdgeMetrics:
             ["outcome"],
             registry=r,
         )
+        self.unread_cancelled = Counter(
+            "icefloe_http_unread_cancelled",
+            "Runs cancelled because no reader came for unread_timeout_s",
+            registry=r,
+        )
         self.requests_limited = Counter(
             "icefloe_http_rate_limited", "Requests answered 429", registry=r
         )
