@@ -21,7 +21,8 @@ from icefloe.runtime.context import Context
 from icefloe.runtime.flow import Flow, FlowStatistics, create
 from icefloe.runtime.limits import Limits
 from icefloe.runtime.node import Node, NodePolicy, Reliability
-from icefloe.runtime.stream import StreamStatistics, Subscription
+from icefloe.runtime.stream_types import StreamStatistics
+from icefloe.runtime.subscription import Subscription
 from icefloe.runtime.writer import StreamWriter
 
 __all__ = [

@@ -22,7 +22,7 @@ from icefloe.core.messages import NO_META, Message, StreamChunk
 from icefloe.exceptions import ErrorCode, StreamClosedError, StreamError
 from icefloe.runtime.channel import Channel
 from icefloe.runtime.node import Node
-from icefloe.runtime.stream import chunk_size
+from icefloe.runtime.stream_types import chunk_size
 
 if TYPE_CHECKING:
     from icefloe.runtime.registry import StreamRegistry

@@ -14,7 +14,8 @@ from icefloe.runtime.limits import Limits
 from icefloe.runtime.node import Adjacency, Node
 from icefloe.runtime.registry import FinishedStream, RegistryStatistics, StreamRegistry
 from icefloe.runtime.runner import NodeRunner, NodeStatistics
-from icefloe.runtime.stream import StreamStatistics, Subscription
+from icefloe.runtime.stream_types import StreamStatistics
+from icefloe.runtime.subscription import Subscription
 from icefloe.runtime.writer import StreamWriter
 
 __all__ = ["Flow", "FlowStatistics", "create"]

@@ -25,89 +25,29 @@ streaming tokens:
 from __future__ import annotations
 
 import asyncio
-import enum
 import weakref
 from collections import deque
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
-from icefloe.core.messages import Headers, Message, StreamChunk
+from icefloe.core.messages import Headers, StreamChunk
 from icefloe.core.sequencer import ReorderBuffer
 from icefloe.exceptions import (
-    ClosedResourceError,
     DuplicateSeq,
-    EndOfStream,
     ErrorCode,
     ReorderOverflow,
     StreamClosedError,
     StreamError,
-    WouldBlock,
 )
+from icefloe.runtime.stream_types import StreamPhase, StreamStatistics, chunk_size
+from icefloe.runtime.subscription import Subscription
 
 if TYPE_CHECKING:
-    from icefloe.runtime.channel import Channel
     from icefloe.runtime.registry import StreamRegistry
 
 __all__ = ["StreamPhase", "StreamState", "StreamStatistics", "Subscription", "chunk_size"]
 
-#: where a closed reader's cursor is parked (beyond any real seq)
-_CLOSED_POS = 1 << 62
-
 #: consumed chunks trimmed at once; the log may hold this many beyond its limits
 TRIM_BATCH = 32
-
-
-class StreamPhase(enum.IntEnum):
-    """Where a stream is in its life; everything but RUNNING is terminal."""
-
-    RUNNING = 0
-    DONE = 1
-    FAILED = 2
-    CANCELLED = 3
-
-    @property
-    def label(self) -> str:
-        return self.name.lower()
-
-
-class StreamStatistics(NamedTuple):
-    """A snapshot of one stream."""
-
-    #: the stream's id
-    stream_id: str
-    #: owning tenant
-    tenant: str
-    #: ``running``, ``done``, ``failed`` or ``cancelled``
-    state: str
-    #: highest released seq, -1 before the first chunk
-    last_seq: int
-    #: readers attached now
-    subscribers: int
-    #: chunks held (unread by the slowest reader, plus retained history)
-    buffered: int
-    #: bytes held, as counted by :func:`chunk_size`
-    buffered_bytes: int
-    #: chunks the producer may still release before it waits
-    credit: int
-    #: chunks held out of order waiting for a missing seq
-    reorder_pending: int
-    #: duplicate chunks dropped (retries, fan-in)
-    duplicates: int
-    #: the terminal code, if it ended abnormally
-    code: str | None
-
-
-def chunk_size(chunk: StreamChunk) -> int:
-    """What a chunk counts against byte limits: its text plus str/bytes data.
-
-    It is an estimate of the memory held, cheap enough for the hot path, not
-    the wire size (that depends on the transport's encoding).
-    """
-    data = chunk.data
-    if data is None:
-        return len(chunk.text)
-    if isinstance(data, str | bytes | bytearray):
-        return len(chunk.text) + len(data)
-    return len(chunk.text) + 64
 
 
 class StreamState:
@@ -527,242 +467,3 @@ class StreamState:
         """Chunks handed to readers so far, attached or not."""
         live = (ref() for ref in self._readers)
         return self.delivered + sum(r._pos - r._start for r in live if r is not None)
-
-
-class Subscription:
-    """An async iterator over one stream's chunks, in seq order.
-
-    It ends after the ``done`` chunk, or raises :class:`StreamError` with the
-    stream's terminal code. Leaving early (``break``, :meth:`aclose`, task
-    cancellation, or dropping the last reference) detaches it; if it is the
-    *owner* (the reader ``flow.stream`` made for the run it started) the
-    stream is cancelled too, so its producers stop and its memory is freed.
-    """
-
-    __slots__ = (
-        "__weakref__",
-        "_closed",
-        "_delivered",
-        "_lag_limit",
-        "_owner",
-        "_pending",
-        "_pos",
-        "_ref",
-        "_start",
-        "_state",
-        "_waiter",
-    )
-
-    def __init__(
-        self, state: StreamState, pos: int, owner: bool, lag_limit: int | None = None
-    ) -> None:
-        self._state = state
-        self._lag_limit = lag_limit
-        # The message that starts the run, sent on the first wait: where to.
-        self._pending: tuple[tuple[Channel[Message], ...], Message] | None = None
-        self._ref = weakref.ref(self)
-        self._pos = pos
-        self._start = pos
-        self._owner = owner
-        self._waiter: asyncio.Future[None] | None = None
-        self._closed = False
-        self._delivered = 0
-
-    @property
-    def stream_id(self) -> str:
-        return self._state.stream_id
-
-    @property
-    def trace_id(self) -> str:
-        return self._state.trace_id
-
-    @property
-    def next_seq(self) -> int:
-        """The seq this reader returns next (where it stopped, once closed)."""
-        return self._start + self.delivered if self._closed else self._pos
-
-    @property
-    def delivered(self) -> int:
-        """Chunks this reader has returned."""
-        return self._delivered if self._closed else self._pos - self._start
-
-    def __aiter__(self) -> Subscription:
-        return self
-
-    async def __anext__(self) -> StreamChunk:
-        state = self._state
-        while True:
-            # _take() inlined: this is the per-token path of every in-process
-            # reader, and the call alone costs ~4% of a one-hop stream.
-            pos = self._pos
-            if pos < state._head:
-                self._pos = pos + 1
-                if state._solo:
-                    chunk = state._buf.popleft()
-                    if state._room:
-                        state._wake_room()
-                else:
-                    buf = state._buf
-                    index = pos - state._head + len(buf)
-                    if index < 0:
-                        raise self._overrun()
-                    chunk = buf[index]
-                    if state._room and pos >= state._floor:
-                        state._recompute_floor()
-                if chunk.done:
-                    state.terminal_seen = True
-                    self._release(cancel=False)
-                return chunk
-            ended = self._ended()
-            if ended is not None:
-                raise StopAsyncIteration if isinstance(ended, EndOfStream) else ended
-            if self._pending is not None:
-                await self._start_run()
-                continue
-            waiter = asyncio.get_running_loop().create_future()
-            self._waiter = waiter
-            state._waiting.append(waiter)
-            try:
-                await waiter
-            except BaseException:
-                self._waiter = None
-                self._release(cancel=True)
-                raise
-            self._waiter = None
-
-    def receive_nowait(self) -> StreamChunk:
-        """The next chunk if one is held now.
-
-        The same sequence as iterating, for edges that batch what is
-        buffered into one write.
-
-        :raises WouldBlock: nothing yet; await :meth:`wait`.
-        :raises EndOfStream: the ``done`` chunk was already returned (or closed).
-        :raises StreamError: the stream ended abnormally.
-        """
-        chunk = self._take()
-        if chunk is not None:
-            return chunk
-        ended = self._ended()
-        if ended is not None:
-            raise ended
-        raise WouldBlock(f"no chunk of {self._state.stream_id!r} yet")
-
-    def _take(self) -> StreamChunk | None:
-        """The next held chunk, or None; the per-chunk path of every read."""
-        state = self._state
-        pos = self._pos
-        if pos >= state._head:
-            return None
-        self._pos = pos + 1
-        if state._solo:
-            # The only reader pops what it reads (see the module docstring).
-            chunk = state._buf.popleft()
-            if state._room:
-                state._wake_room()
-        else:
-            buf = state._buf
-            index = pos - state._head + len(buf)
-            if index < 0:
-                raise self._overrun()
-            chunk = buf[index]
-            if state._room and pos >= state._floor:
-                # A producer waits, and this reader may be what it waits for
-                # (only one at or past the floor can move it): recompute.
-                state._recompute_floor()
-        if chunk.done:
-            state.terminal_seen = True
-            self._release(cancel=False)
-        return chunk
-
-    def _ended(self) -> EndOfStream | StreamError | None:
-        """Why nothing more will come (None: more may come); detaches on the end."""
-        state = self._state
-        if self._closed:
-            return EndOfStream(f"reader of {state.stream_id!r} is closed")
-        if not state.phase:
-            return None
-        state.terminal_seen = True
-        self._release(cancel=False)
-        if state.phase is StreamPhase.DONE:
-            return EndOfStream(f"stream {state.stream_id!r} is done")
-        assert state.code is not None
-        return StreamError(state.code, state.message, state.stream_id)
-
-    async def wait(self) -> None:
-        """Wait until :meth:`receive_nowait` has something to say (a chunk or an end).
-
-        Cancelling the wait (a timeout, for heartbeats) keeps the reader attached.
-        """
-        state = self._state
-        if self._pos < state._head or self._closed or state.phase:
-            return
-        if self._pending is not None:
-            await self._start_run()
-            return
-        waiter = asyncio.get_running_loop().create_future()
-        state._waiting.append(waiter)
-        try:
-            await waiter
-        finally:
-            if not waiter.done():
-                waiter.cancel()
-
-    def _overrun(self) -> StreamError:
-        # A lag-tolerant reader fell behind what the log holds: it is cut.
-        self._pos -= 1
-        self._release(cancel=False)
-        return StreamError(
-            ErrorCode.HISTORY_GONE,
-            f"the reader fell more than {self._lag_limit} chunks behind",
-            self._state.stream_id,
-        )
-
-    async def _start_run(self) -> None:
-        assert self._pending is not None
-        targets, message = self._pending
-        self._pending = None
-        try:
-            for inbox in targets:
-                await inbox.send(message)
-        except ClosedResourceError:
-            self._state.cancel(ErrorCode.CANCELLED, "the flow stopped")
-        except BaseException:
-            self._release(cancel=True)
-            raise
-
-    def _release(self, *, cancel: bool) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        state = self._state
-        state._detach(self)
-        # Park the cursor past any seq, so the hot path in __anext__ falls
-        # through to the closed check instead of reading the log again.
-        self._delivered = self._pos - self._start
-        self._pos = _CLOSED_POS
-        if cancel and self._owner and not state.phase:
-            state._registry._abandon(state)
-
-    async def aclose(self) -> None:
-        """Stop reading. Idempotent; an owner that leaves early cancels the stream."""
-        self._release(cancel=True)
-
-    def close(self) -> None:
-        """Synchronous :meth:`aclose`."""
-        self._release(cancel=True)
-
-    async def __aenter__(self) -> Subscription:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._release(cancel=True)
-
-    def __del__(self) -> None:
-        # ``break`` out of ``async for`` drops the last reference without
-        # calling aclose: clean up here, as async generators' finalizers do.
-        if not self._closed:
-            try:
-                self._release(cancel=True)
-            except Exception:  # pragma: no cover - interpreter shutdown
-                pass

@@ -28,7 +28,8 @@ from starlette.routing import Route
 from icefloe.core.messages import Headers, Message, StreamChunk, new_id
 from icefloe.exceptions import EndOfStream, InvalidState, StreamError, WouldBlock
 from icefloe.runtime.flow import Flow
-from icefloe.runtime.stream import StreamStatistics, Subscription
+from icefloe.runtime.stream_types import StreamStatistics
+from icefloe.runtime.subscription import Subscription
 from icefloe.transport.auth import (
     Authenticator,
     AuthError,

@@ -27,7 +27,7 @@ from typing import Any
 
 from icefloe.core.messages import StreamChunk
 from icefloe.exceptions import EndOfStream, StreamError, WouldBlock
-from icefloe.runtime.stream import Subscription
+from icefloe.runtime.subscription import Subscription
 from icefloe.transport.encoding import (
     NDJSON_HEARTBEAT,
     SSE_PING,

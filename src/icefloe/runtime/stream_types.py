@@ -1,0 +1,64 @@
+"""The small shared vocabulary of streams: phases, statistics, chunk sizes."""
+
+from __future__ import annotations
+
+import enum
+from typing import NamedTuple
+
+from icefloe.core.messages import StreamChunk
+
+__all__ = ["StreamPhase", "StreamStatistics", "chunk_size"]
+
+
+class StreamPhase(enum.IntEnum):
+    """Where a stream is in its life; everything but RUNNING is terminal."""
+
+    RUNNING = 0
+    DONE = 1
+    FAILED = 2
+    CANCELLED = 3
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+class StreamStatistics(NamedTuple):
+    """A snapshot of one stream."""
+
+    #: the stream's id
+    stream_id: str
+    #: owning tenant
+    tenant: str
+    #: ``running``, ``done``, ``failed`` or ``cancelled``
+    state: str
+    #: highest released seq, -1 before the first chunk
+    last_seq: int
+    #: readers attached now
+    subscribers: int
+    #: chunks held (unread by the slowest reader, plus retained history)
+    buffered: int
+    #: bytes held, as counted by :func:`chunk_size`
+    buffered_bytes: int
+    #: chunks the producer may still release before it waits
+    credit: int
+    #: chunks held out of order waiting for a missing seq
+    reorder_pending: int
+    #: duplicate chunks dropped (retries, fan-in)
+    duplicates: int
+    #: the terminal code, if it ended abnormally
+    code: str | None
+
+
+def chunk_size(chunk: StreamChunk) -> int:
+    """What a chunk counts against byte limits: its text plus str/bytes data.
+
+    It is an estimate of the memory held, cheap enough for the hot path, not
+    the wire size (that depends on the transport's encoding).
+    """
+    data = chunk.data
+    if data is None:
+        return len(chunk.text)
+    if isinstance(data, str | bytes | bytearray):
+        return len(chunk.text) + len(data)
+    return len(chunk.text) + 64
