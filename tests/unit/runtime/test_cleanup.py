@@ -3,23 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
 import pytest
+from flowkit import MakeFlow, until
 
 from icefloe import Context, Flow, Headers, Limits, Message, Node, StreamError
 
-MakeFlow = Callable[..., Flow]
 H = Headers(tenant="acme")
-
-
-async def until(predicate: Callable[[], bool], *, spins: int = 10_000) -> None:
-    """Yield to the loop until ``predicate()`` holds; fail after ``spins`` turns."""
-    for _ in range(spins):
-        if predicate():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError("condition never became true")
 
 
 async def endless(msg: Message, ctx: Context) -> None:

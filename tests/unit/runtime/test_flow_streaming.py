@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
+from flowkit import MakeFlow, read_all, until
 
 from icefloe import (
     Context,
@@ -22,36 +22,12 @@ from icefloe import (
     StreamChunk,
     StreamClosedError,
     StreamError,
-    Subscription,
     create,
 )
 from icefloe.runtime.node import NodeFunc
 from icefloe.runtime.stream import TRIM_BATCH
 
-MakeFlow = Callable[..., Flow]
 H = Headers(tenant="acme")
-
-
-async def until(predicate: Callable[[], bool], *, spins: int = 10_000) -> None:
-    """Yield to the loop until ``predicate()`` holds; fail after ``spins`` turns."""
-    for _ in range(spins):
-        if predicate():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError("condition never became true")
-
-
-async def read_all(sub: Subscription) -> tuple[list[StreamChunk], StreamError | None]:
-    """Every chunk of ``sub`` and the StreamError that ended it, if any."""
-    chunks: list[StreamChunk] = []
-    while True:
-        try:
-            chunk = await anext(sub)
-        except StopAsyncIteration:
-            return chunks, None
-        except StreamError as exc:
-            return chunks, exc
-        chunks.append(chunk)
 
 
 def assert_no_streams(flow: Flow) -> None:

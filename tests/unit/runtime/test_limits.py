@@ -5,15 +5,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import math
-from collections.abc import Callable
 from typing import Any
 
 import pytest
+from flowkit import MakeFlow, until
 
 from icefloe import (
     Context,
     ErrorCode,
-    Flow,
     Headers,
     Limits,
     Message,
@@ -25,7 +24,6 @@ from icefloe import (
     create,
 )
 
-MakeFlow = Callable[..., Flow]
 ACME = Headers(tenant="acme")
 GLOBEX = Headers(tenant="globex")
 
@@ -38,15 +36,6 @@ async def ticker(msg: Message, ctx: Context) -> None:
 
 async def idle(msg: Message, ctx: Context) -> None:
     pass
-
-
-async def until(predicate: Callable[[], bool], *, spins: int = 10_000) -> None:
-    """Yield to the loop until ``predicate()`` holds; fail after ``spins`` turns."""
-    for _ in range(spins):
-        if predicate():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError("condition never became true")
 
 
 def texts(n: int) -> list[str]:

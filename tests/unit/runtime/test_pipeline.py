@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable
 
 import pytest
+from flowkit import MakeFlow, until
 
 from icefloe import (
     Context,
     ErrorCode,
-    Flow,
     Headers,
     Message,
     Node,
@@ -22,17 +21,7 @@ from icefloe import (
 )
 from icefloe.runtime.node import NodeFunc
 
-MakeFlow = Callable[..., Flow]
 H = Headers(tenant="acme", topic="t", priority=3)
-
-
-async def until(predicate: Callable[[], bool], *, spins: int = 10_000) -> None:
-    """Yield to the loop until ``predicate()`` holds; fail after ``spins`` turns."""
-    for _ in range(spins):
-        if predicate():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError("condition never became true")
 
 
 def source(n: int) -> NodeFunc:

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Callable
 from typing import Any
 
 import pytest
+from flowkit import MakeFlow, read_all
 
 from icefloe import (
     Context,
     ErrorCode,
-    Flow,
     Headers,
     Limits,
     Message,
@@ -21,34 +20,10 @@ from icefloe import (
     Reliability,
     StreamChunk,
     StreamError,
-    Subscription,
 )
 
-MakeFlow = Callable[..., Flow]
 H = Headers(tenant="acme")
 RETRY_ONCE = NodePolicy(max_retries=1, backoff_s=0)
-
-
-async def until(predicate: Callable[[], bool], *, spins: int = 10_000) -> None:
-    """Yield to the loop until ``predicate()`` holds; fail after ``spins`` turns."""
-    for _ in range(spins):
-        if predicate():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError("condition never became true")
-
-
-async def read_all(sub: Subscription) -> tuple[list[StreamChunk], StreamError | None]:
-    """Every chunk of ``sub`` and the StreamError that ended it, if any."""
-    chunks: list[StreamChunk] = []
-    while True:
-        try:
-            chunk = await anext(sub)
-        except StopAsyncIteration:
-            return chunks, None
-        except StreamError as exc:
-            return chunks, exc
-        chunks.append(chunk)
 
 
 class Flaky:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Callable
 
 import pytest
+from flowkit import MakeFlow, until
 
 from icefloe import (
     Context,
     ErrorCode,
-    Flow,
     FlowStatistics,
     Headers,
     InvalidState,
@@ -25,17 +24,7 @@ from icefloe import (
     create,
 )
 
-MakeFlow = Callable[..., Flow]
 H = Headers(tenant="acme")
-
-
-async def until(predicate: Callable[[], bool], *, spins: int = 10_000) -> None:
-    """Yield to the loop until ``predicate()`` holds; fail after ``spins`` turns."""
-    for _ in range(spins):
-        if predicate():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError("condition never became true")
 
 
 async def idle(msg: Message, ctx: Context) -> None:

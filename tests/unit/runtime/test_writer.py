@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import Callable
 
 import pytest
+from flowkit import MakeFlow, read_all, until
 
 from icefloe import (
     Context,
@@ -17,42 +17,17 @@ from icefloe import (
     Limits,
     Message,
     Node,
-    StreamChunk,
     StreamClosedError,
     StreamError,
     StreamWriter,
-    Subscription,
     WouldBlock,
 )
 
-MakeFlow = Callable[..., Flow]
 H = Headers(tenant="acme")
 
 
 async def idle(msg: Message, ctx: Context) -> None:
     pass
-
-
-async def until(predicate: Callable[[], bool], *, spins: int = 10_000) -> None:
-    """Yield to the loop until ``predicate()`` holds; fail after ``spins`` turns."""
-    for _ in range(spins):
-        if predicate():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError("condition never became true")
-
-
-async def read_all(sub: Subscription) -> tuple[list[StreamChunk], StreamError | None]:
-    """Every chunk of ``sub`` and the StreamError that ended it, if any."""
-    chunks: list[StreamChunk] = []
-    while True:
-        try:
-            chunk = await anext(sub)
-        except StopAsyncIteration:
-            return chunks, None
-        except StreamError as exc:
-            return chunks, exc
-        chunks.append(chunk)
 
 
 @pytest.fixture
