@@ -15,8 +15,9 @@ Every limit has a default, a unit and, where it makes sense, ``None`` for
 * ``stream_history``: chunks every reader has consumed that a stream still
   keeps, so a late ``flow.subscribe(stream_id, from_seq=...)`` can replay them.
   0 (the default) keeps nothing after delivery (at-most-once memory use).
-* ``linger_s``: how long a finished stream that nobody has read to its end stays
-  registered for a late subscriber.
+* ``linger_s``: how long a finished stream stays registered for a late or
+  resuming reader when someone may still want it: nobody read it to its end,
+  or it keeps history (streams started with ``Flow.start(history=...)``).
 * ``reorder_limit``: chunks a stream holds out of order while waiting for a
   missing seq (concurrent nodes, fan-in); past it the stream fails.
 """
