@@ -363,7 +363,12 @@ class StreamState:
             return
         self.delivered += reader._pos - reader._start
         self._solo = self._is_solo()
-        self._recompute_floor()
+        if not self.phase or self._solo:
+            # A finished stream has no producer to pace: skip the O(readers)
+            # recount, or a thousand readers leaving at the end cost a million.
+            # A solo reader pops the log's left end, so the log must be
+            # trimmed to it (cheap with one reader).
+            self._recompute_floor()
         if not self._readers:
             self._registry._on_unread(self)
 

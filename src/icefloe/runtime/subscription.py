@@ -177,6 +177,69 @@ class Subscription:
             self._release(cancel=False)
         return chunk
 
+    def held(self) -> int:
+        """How many chunks :meth:`receive_nowait` would return now without waiting.
+
+        For edges that write a run of chunks at once (with :meth:`peek` and
+        :meth:`skip`); 0 when closed. A lag-tolerant reader that was overrun
+        still counts what it missed: its next :meth:`peek`, :meth:`skip` or
+        :meth:`receive_nowait` raises ``StreamError("history_gone")``.
+        """
+        return max(0, self._state._head - self._pos)
+
+    def peek(self, offset: int = 0) -> StreamChunk:
+        """The held chunk ``offset`` places ahead, without moving the cursor.
+
+        :raises IndexError: ``offset`` is not below :meth:`held`.
+        :raises StreamError: ``history_gone``: this lag-tolerant reader was overrun.
+        """
+        state = self._state
+        buf = state._buf
+        if not 0 <= offset < state._head - self._pos:
+            raise IndexError(f"peek offset {offset} is not below held()")
+        index = self._pos - state._head + len(buf)
+        if index < 0:
+            raise self._overrun()
+        return buf[index + offset]
+
+    def skip(self, count: int) -> None:
+        """Move past ``count`` held chunks, exactly as ``count`` reads would.
+
+        The floor is moved once for the whole run, so an edge that writes
+        many chunks at once pays the per-read bookkeeping once.
+
+        :raises ValueError: ``count`` is negative or more than :meth:`held`.
+        :raises StreamError: ``history_gone``: this lag-tolerant reader was overrun.
+        """
+        state = self._state
+        pos = self._pos
+        if not 0 <= count <= state._head - pos:
+            raise ValueError(f"cannot skip {count} chunks; {self.held()} held")
+        if count == 0:
+            return
+        buf = state._buf
+        if state._solo:
+            last = buf[count - 1]
+            if count == len(buf):
+                buf.clear()
+            else:
+                for _ in range(count):
+                    buf.popleft()
+            self._pos = pos + count
+            if state._room:
+                state._wake_room()
+        else:
+            index = pos - state._head + len(buf)
+            if index < 0:
+                raise self._overrun()
+            last = buf[index + count - 1]
+            self._pos = pos + count
+            if state._room and pos + count > state._floor:
+                state._recompute_floor()
+        if last.done:
+            state.terminal_seen = True
+            self._release(cancel=False)
+
     def _ended(self) -> EndOfStream | StreamError | None:
         """Why nothing more will come (None: more may come); detaches on the end."""
         state = self._state
@@ -204,11 +267,32 @@ class Subscription:
             return
         waiter = asyncio.get_running_loop().create_future()
         state._waiting.append(waiter)
+        self._waiter = waiter
         try:
             await waiter
         finally:
+            self._waiter = None
             if not waiter.done():
                 waiter.cancel()
+
+    def interrupt(self) -> None:
+        """End a pending :meth:`wait` early, as if something had arrived.
+
+        For edges that must act on a clock while waiting (heartbeats)
+        without a timeout per wait; the reader stays attached.
+        """
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def end_reason(self) -> EndOfStream | StreamError | None:
+        """Why nothing more will come, once nothing is :meth:`held`; None: more may.
+
+        An end detaches the reader, as reading it would.
+        """
+        if self._pos < self._state._head and not self._closed:
+            return None
+        return self._ended()
 
     def _overrun(self) -> StreamError:
         # A lag-tolerant reader fell behind what the log holds: it is cut.

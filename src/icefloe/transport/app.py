@@ -38,12 +38,13 @@ from icefloe.transport.auth import (
     Scope,
     token_from_headers,
 )
-from icefloe.transport.encoding import WireFormat, parse_resume_point
+from icefloe.transport.encoding import WireFormat, ndjson_chunk, parse_resume_point, sse_chunk
 from icefloe.transport.errors import HttpError, error_response
 from icefloe.transport.idempotency import ExpiringMap, Started
 from icefloe.transport.limits import EdgeLimits, PrincipalLimiter
 from icefloe.transport.metrics import EdgeMetrics
 from icefloe.transport.openapi import OPENAPI
+from icefloe.transport.shared import EncodedLog
 from icefloe.transport.streaming import PumpSettings, StreamPump
 
 __all__ = ["EdgeSettings", "create_app"]
@@ -115,6 +116,8 @@ class _Edge:
         self.idempotency: ExpiringMap[Started] = ExpiringMap(
             settings.idempotency_ttl_s, settings.idempotency_max, time.monotonic
         )
+        # Encode once: each stream's events per wire format, shared by its pumps.
+        self._logs: dict[tuple[str, WireFormat], EncodedLog] = {}
         # POST time per stream (perf_counter), for time to first token.
         self._posted_at: ExpiringMap[float] = ExpiringMap(
             60.0, settings.idempotency_max, time.monotonic
@@ -324,21 +327,37 @@ class _Edge:
         fmt = WireFormat.negotiate(request.headers.get("accept"))
         gzip = "gzip" in request.headers.get("accept-encoding", "").lower()
         self.metrics.connections.inc()
+        log_key = (reader.stream_id, fmt)
+        log = self._logs.get(log_key)
+        if log is None:
+            log = self._logs[log_key] = EncodedLog(
+                sse_chunk if fmt is WireFormat.SSE else ndjson_chunk
+            )
+        log.users += 1
 
         def ended(outcome: str) -> None:
+            log.users -= 1
+            if not log.users:
+                del self._logs[log_key]
             self.limiter.close_connection(key)
             self.metrics.connections.dec()
             self.metrics.disconnects.labels(outcome).inc()
 
         pump = StreamPump(
-            reader, fmt, self.settings.pump, gzip=gzip, on_chunks=self._sent, on_end=ended
+            reader,
+            fmt,
+            self.settings.pump,
+            gzip=gzip,
+            log=log,
+            on_chunks=self._sent,
+            on_end=ended,
         )
         return _AsgiResponse(pump)
 
     def _sent(self, first: StreamChunk, count: int, size: int) -> None:
         m = self.metrics
-        m.chunks_sent.inc(count)
-        m.bytes_sent.inc(size)
+        m.chunks_sent += count
+        m.bytes_sent += size
         m.chunk_latency.observe(max(0.0, (time.time_ns() - first.ts) / 1e9))
         if first.seq == 0:
             posted = self._posted_at.pop(first.stream_id)
@@ -449,6 +468,24 @@ class _AsgiResponse(Response):
         await self._app(scope, receive, send)
 
 
+#: scope key holding the server's own ``send``, for streaming bodies
+RAW_SEND = "icefloe.send"
+
+
+class _EdgeApp(Starlette):
+    """Starlette, plus the server's ``send`` kept in the scope.
+
+    Streaming responses write their bodies with it, past the exception
+    middlewares' ``send`` wrappers: those only watch for the response start
+    (which still goes through them), and at a thousand clients a coroutine
+    layer per write is a measurable share of the CPU.
+    """
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        scope[RAW_SEND] = send
+        await super().__call__(scope, receive, send)
+
+
 def create_app(flow: Flow, settings: EdgeSettings | None = None) -> Starlette:
     """The ASGI app serving ``flow`` over HTTP; see docs/wire-protocol.md."""
     edge = _Edge(flow, settings or EdgeSettings())
@@ -501,7 +538,7 @@ def create_app(flow: Flow, settings: EdgeSettings | None = None) -> Starlette:
             if owned:
                 await flow.stop()
 
-    app = Starlette(
+    app = _EdgeApp(
         lifespan=lifespan,
         routes=routes,
         middleware=middleware,

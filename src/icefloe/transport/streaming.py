@@ -4,7 +4,8 @@ One loop per connection, written against raw ASGI so that every limit is
 explicit:
 
 * Everything the reader holds is drained without waiting and goes out in one
-  write, so a client that lags receives several events per write.
+  write, so a client that lags receives several events per write. Events are
+  encoded once per stream and format (:mod:`icefloe.transport.shared`).
 * Each write must finish within ``send_timeout_s``; a client that does not
   drain (uvicorn's ``send`` waits on the socket's write buffer) is cut and
   its reader freed.
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from icefloe.core.messages import StreamChunk
-from icefloe.exceptions import EndOfStream, StreamError, WouldBlock
+from icefloe.exceptions import StreamError
 from icefloe.runtime.subscription import Subscription
 from icefloe.transport.encoding import (
     NDJSON_HEARTBEAT,
@@ -38,6 +39,7 @@ from icefloe.transport.encoding import (
     sse_error,
     sse_retry,
 )
+from icefloe.transport.shared import EncodedLog
 
 __all__ = ["PumpSettings", "StreamPump"]
 
@@ -72,7 +74,17 @@ class SlowClient(Exception):
 
 
 class StreamPump:
-    """An ASGI app streaming one :class:`Subscription` as SSE or NDJSON."""
+    """An ASGI app streaming one :class:`Subscription` as SSE or NDJSON.
+
+    ``log`` is the stream's :class:`EncodedLog` for this wire format, shared
+    with the stream's other pumps (encode once); the pump makes a private one
+    when none is given.
+
+    Timers are armed lazily, never per write or per wait: the send watchdog
+    and the heartbeat each fire at most once per period and re-arm from the
+    time of the last write, so a busy stream pays two attribute stores per
+    write for both limits.
+    """
 
     def __init__(
         self,
@@ -81,6 +93,7 @@ class StreamPump:
         settings: PumpSettings,
         *,
         gzip: bool = False,
+        log: EncodedLog | None = None,
         on_chunks: Callable[[StreamChunk, int, int], None] | None = None,
         on_end: Callable[[str], None] | None = None,
     ) -> None:
@@ -92,9 +105,21 @@ class StreamPump:
         self._on_chunks = on_chunks
         self._on_end = on_end
         if fmt is WireFormat.SSE:
-            self._chunk, self._error, self._beat = sse_chunk, sse_error, SSE_PING
+            self._error, self._beat = sse_error, SSE_PING
+            encode = sse_chunk
         else:
-            self._chunk, self._error, self._beat = ndjson_chunk, ndjson_error, NDJSON_HEARTBEAT
+            self._error, self._beat = ndjson_error, NDJSON_HEARTBEAT
+            encode = ndjson_chunk
+        self._log = log if log is not None else EncodedLog(encode)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[str] | None = None
+        #: loop time the current write started (None: not writing)
+        self._writing_since: float | None = None
+        self._last_write = 0.0
+        self._slow = False
+        self._beat_due = False
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._beater: asyncio.TimerHandle | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = [
@@ -106,87 +131,124 @@ class StreamPump:
             headers.append((b"content-encoding", b"gzip"))
             headers.append((b"vary", b"accept-encoding"))
         outcome = "disconnected"
+        loop = self._loop = asyncio.get_running_loop()
         try:
             await send({"type": "http.response.start", "status": 200, "headers": headers})
-            pump = asyncio.ensure_future(self._pump(send))
+            self._last_write = loop.time()
+            # The server's own send, past middleware wrappers (see create_app).
+            body_send: Send = scope.get("icefloe.send", send)
+            self._task = pump = asyncio.ensure_future(self._pump(body_send))
             watch = asyncio.ensure_future(_wait_disconnect(receive))
+            self._beater = loop.call_at(self._last_write + self.settings.heartbeat_s, self._tick)
             try:
                 await asyncio.wait({pump, watch}, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 for task in (pump, watch):
                     task.cancel()
                 await asyncio.gather(pump, watch, return_exceptions=True)
-            if pump.done() and not pump.cancelled():
+            if self._slow:
+                outcome = "slow_client"
+            elif pump.done() and not pump.cancelled():
                 exc = pump.exception()
                 if exc is None:
                     outcome = pump.result()
-                elif isinstance(exc, SlowClient):
-                    outcome = "slow_client"
                 elif isinstance(exc, OSError):
                     outcome = "disconnected"
                 else:
                     raise exc
         finally:
+            for handle in (self._watchdog, self._beater):
+                if handle is not None:
+                    handle.cancel()
             self.reader.close()
             if self._on_end is not None:
                 self._on_end(outcome)
 
     async def _pump(self, send: Send) -> str:
         reader = self.reader
-        encode = self._chunk
-        out = bytearray(sse_retry(self.settings.retry_ms) if self.fmt is WireFormat.SSE else b"")
+        take = self._log.take
+        parts: list[bytes] = []
+        if self.fmt is WireFormat.SSE:
+            parts.append(sse_retry(self.settings.retry_ms))
+        size = len(parts[0]) if parts else 0
         limit = self.settings.max_write_bytes
         while True:
             outcome = None
             first: StreamChunk | None = None
             count = 0
-            full = False
-            while True:
-                if len(out) >= limit:
-                    full = True
-                    break
+            while size < limit:
                 try:
-                    chunk = reader.receive_nowait()
-                except WouldBlock:
-                    break
-                except EndOfStream:
-                    outcome = "done"
-                    break
+                    taken = take(reader, limit - size)
                 except StreamError as exc:
-                    out += self._error(exc.code.value, exc.message)
+                    parts.append(self._error(exc.code.value, exc.message))
                     outcome = exc.code.value
                     break
+                if taken is None:
+                    end = reader.end_reason()
+                    if isinstance(end, StreamError):
+                        parts.append(self._error(end.code.value, end.message))
+                        outcome = end.code.value
+                    elif end is not None:
+                        outcome = "done"
+                    break
                 if first is None:
-                    first = chunk
-                out += encode(chunk)
-                count += 1
-            if out or outcome is not None:
-                size = len(out)
-                await self._write(send, out, more=outcome is None)
-                out = bytearray()
+                    first = taken.first
+                count += taken.chunks
+                parts.append(taken.data)
+                size += len(taken.data)
+            if self._beat_due and not parts:
+                parts.append(self._beat)
+            self._beat_due = False
+            if parts or outcome is not None:
+                await self._write(send, parts, more=outcome is None)
                 if first is not None and self._on_chunks is not None:
                     self._on_chunks(first, count, size)
+                parts = []
+                size = 0
             if outcome is not None:
                 return outcome
-            if full:
-                continue
-            try:
-                async with asyncio.timeout(self.settings.heartbeat_s):
-                    await reader.wait()
-            except TimeoutError:
-                out += self._beat
+            if not reader.held():
+                await reader.wait()
 
-    async def _write(self, send: Send, data: bytearray, *, more: bool) -> None:
-        body = bytes(data)
+    async def _write(self, send: Send, parts: list[bytes], *, more: bool) -> None:
+        body = parts[0] if len(parts) == 1 else b"".join(parts)
         if self._gzip is not None:
             body = self._gzip.compress(body) + (
                 self._gzip.flush(zlib.Z_SYNC_FLUSH) if more else self._gzip.flush()
             )
-        try:
-            async with asyncio.timeout(self.settings.send_timeout_s):
-                await send({"type": "http.response.body", "body": body, "more_body": more})
-        except TimeoutError:
-            raise SlowClient from None
+        assert self._loop is not None
+        now = self._loop.time()
+        self._writing_since = now
+        if self._watchdog is None:
+            self._watchdog = self._loop.call_at(now + self.settings.send_timeout_s, self._bark)
+        await send({"type": "http.response.body", "body": body, "more_body": more})
+        self._writing_since = None
+        self._last_write = now
+
+    def _bark(self) -> None:
+        """The send watchdog: cut the client if the current write is overdue."""
+        self._watchdog = None
+        since = self._writing_since
+        if since is None or self._loop is None:
+            return  # not writing; the next write re-arms
+        due = since + self.settings.send_timeout_s
+        if self._loop.time() >= due:
+            self._slow = True
+            if self._task is not None:
+                self._task.cancel()
+        else:
+            self._watchdog = self._loop.call_at(due, self._bark)
+
+    def _tick(self) -> None:
+        """The heartbeat clock: wake an idle pump to write a heartbeat."""
+        assert self._loop is not None
+        due = self._last_write + self.settings.heartbeat_s
+        now = self._loop.time()
+        if now >= due and self._writing_since is None:
+            self._beat_due = True
+            self.reader.interrupt()
+            due = now + self.settings.heartbeat_s
+        self._beater = self._loop.call_at(due, self._tick)
 
 
 async def _wait_disconnect(receive: Receive) -> str:
