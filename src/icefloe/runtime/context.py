@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from icefloe.core.messages import NO_META, Message, StreamChunk
 from icefloe.exceptions import ErrorCode, StreamClosedError, StreamError
 from icefloe.runtime.channel import Channel
+from icefloe.runtime.inputs import StreamInputs
 from icefloe.runtime.node import Node
 from icefloe.runtime.stream_types import chunk_size
 
@@ -227,6 +228,20 @@ class Context:
                 em.next_seq = em.mark_seq
                 em.closed = em.closed and em.done_seq < em.mark_seq
         self._cache_sid = None
+
+    def inputs(self, *, parent: Message, stream_id: str | None = None) -> StreamInputs:
+        """The interactive inputs sent to a stream this node produces.
+
+        An async iterator of the ``data`` of each input (``flow.send_input``,
+        the WebSocket ``input`` op), in arrival order; it ends when the stream
+        ends. ``stream_id`` defaults to the parent's trace_id, as in
+        :meth:`emit_chunk`. Poll without waiting with ``get_nowait()``.
+
+        :raises StreamClosedError: the stream already ended.
+        """
+        sid = parent.trace_id if stream_id is None else stream_id
+        state = self._emitter(sid, parent).state
+        return state.input_queue(self._registry.limits.stream_inputs)
 
     def stream_progress(self, stream_id: str) -> int | None:
         """How many chunks of ``stream_id`` were released to readers so far.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from icefloe.core.messages import Headers, Message, new_id
 from icefloe.exceptions import ErrorCode, InvalidState, StreamError, WouldBlock
@@ -173,6 +174,20 @@ class Flow:
         its queued messages are skipped. Returns whether anything was running."""
         ended = self._registry.cancel_trace(trace_id, ErrorCode.CANCELLED, "cancelled")
         return self._stop_run(trace_id) or bool(ended)
+
+    def send_input(self, stream_id: str, data: Any) -> None:
+        """Queue interactive input for the node producing ``stream_id``.
+
+        The node reads it with ``ctx.inputs(parent=msg)``. Never waits.
+
+        :raises KeyError: no such stream is registered.
+        :raises StreamClosedError: the stream has ended.
+        :raises WouldBlock: ``Limits.stream_inputs`` inputs are still unread.
+        """
+        state = self._registry.get(stream_id)
+        if state is None:
+            raise KeyError(f"no stream {stream_id!r}")
+        state.input_queue(self.limits.stream_inputs).put_nowait(data)
 
     def _stop_run(self, trace_id: str) -> bool:
         return sum(runner.cancel_trace(trace_id) for runner in self._runners) > 0

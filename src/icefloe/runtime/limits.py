@@ -20,6 +20,9 @@ Every limit has a default, a unit and, where it makes sense, ``None`` for
   or it keeps history (streams started with ``Flow.start(history=...)``).
 * ``reorder_limit``: chunks a stream holds out of order while waiting for a
   missing seq (concurrent nodes, fan-in); past it the stream fails.
+* ``stream_inputs``: interactive inputs (``flow.send_input``, WebSocket
+  ``input``) a stream queues until its node reads them; past it a sender is
+  refused at once (``WouldBlock``), never made to wait.
 """
 
 from __future__ import annotations
@@ -52,6 +55,8 @@ class Limits:
     linger_s: float = 30.0
     #: out-of-order chunks one stream may hold (>= 1)
     reorder_limit: int = 1024
+    #: interactive inputs one stream queues for its node before senders are refused
+    stream_inputs: int = 64
 
     def __post_init__(self) -> None:
         for name in ("max_streams", "max_streams_per_tenant", "max_bytes"):
@@ -62,6 +67,7 @@ class Limits:
         _check_int("stream_max_bytes", self.stream_max_bytes, 1)
         _check_int("stream_history", self.stream_history, 0)
         _check_int("reorder_limit", self.reorder_limit, 1)
+        _check_int("stream_inputs", self.stream_inputs, 1)
         linger = self.linger_s
         if (
             not isinstance(linger, int | float)

@@ -38,6 +38,7 @@ from icefloe.exceptions import (
     StreamClosedError,
     StreamError,
 )
+from icefloe.runtime.inputs import StreamInputs
 from icefloe.runtime.stream_types import StreamPhase, StreamStatistics, chunk_size
 from icefloe.runtime.subscription import Subscription
 
@@ -78,6 +79,7 @@ class StreamState:
         "emitters",
         "headers",
         "history",
+        "inputs",
         "linger_handle",
         "max_bytes",
         "message",
@@ -134,6 +136,8 @@ class StreamState:
         self.emitters: dict[int, Any] = {}  # per producing node, see context.py
         self.deadline_handle: asyncio.TimerHandle | None = None
         self.linger_handle: asyncio.TimerHandle | None = None
+        #: interactive inputs for the producing node, created on first use
+        self.inputs: StreamInputs | None = None
 
     def __repr__(self) -> str:
         return (
@@ -295,6 +299,8 @@ class StreamState:
         self.code = code
         self.message = message or (code.value if code is not None else "")
         self._reorder = None
+        if self.inputs is not None:
+            self.inputs.close(code)
         if self.deadline_handle is not None:
             self.deadline_handle.cancel()
             self.deadline_handle = None
@@ -314,6 +320,17 @@ class StreamState:
         self._bytes = 0
         self._floor = self._head
         self._room_len = self.window
+
+    def input_queue(self, limit: int) -> StreamInputs:
+        """This stream's interactive input queue (created on first use).
+
+        :raises StreamClosedError: the stream ended before any input queue existed.
+        """
+        if self.inputs is None:
+            if self.phase:
+                raise StreamClosedError(self.stream_id, self.code)
+            self.inputs = StreamInputs(self.stream_id, limit)
+        return self.inputs
 
     # -- readers ---------------------------------------------------------------
 
