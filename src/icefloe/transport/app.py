@@ -21,7 +21,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
@@ -125,7 +125,7 @@ class _Edge:
 
     # -- plumbing ----------------------------------------------------------------
 
-    def principal(self, request: Request, scope: Scope) -> Principal:
+    def principal(self, request: HTTPConnection, scope: Scope) -> Principal:
         authenticator = self.settings.authenticator
         if isinstance(authenticator, NoAuth):
             # Auth off: no credentials to parse; limits apply per client address.
@@ -176,38 +176,53 @@ class _Edge:
             # msgspec raises these for absurd nesting and invalid UTF-8 in strings.
             raise HttpError(400, "bad_request", "invalid body: not valid JSON") from None
         h = start.headers
-        if not h.tenant or len(h.tenant) > 200:
+        started, new = await self.start_run(
+            principal,
+            start.payload,
+            Headers(tenant=h.tenant, topic=h.topic, priority=h.priority),
+            start.idempotency_key,
+        )
+        return self._created(started, status=201 if new else 200)
+
+    async def start_run(
+        self, principal: Principal, payload: Any, headers: Headers, idempotency_key: str | None
+    ) -> tuple[Started, bool]:
+        """Start a run for ``principal`` (HTTP POST and WebSocket ``start``).
+
+        Returns the stream and whether it is new (False: the idempotency key
+        named an earlier one).
+
+        :raises HttpError: 400 bad headers or key, 403 foreign tenant, 503 overloaded.
+        """
+        tenant = headers.tenant
+        if not tenant or len(tenant) > 200:
             raise HttpError(400, "bad_request", "headers.tenant must be 1-200 characters")
-        if not principal.can_access_tenant(h.tenant):
+        if not principal.can_access_tenant(tenant):
             raise HttpError(403, "forbidden", "tenant not allowed for this principal")
-        key = start.idempotency_key
+        key = idempotency_key
         if key is not None:
             if not 0 < len(key) <= 200:
                 raise HttpError(400, "bad_request", "idempotency_key must be 1-200 characters")
-            seen = self.idempotency.get(f"{h.tenant}\x00{key}")
+            seen = self.idempotency.get(f"{tenant}\x00{key}")
             if seen is not None:
-                return self._created(seen, status=200)
-        message = Message(
-            payload=start.payload,
-            headers=Headers(tenant=h.tenant, topic=h.topic, priority=h.priority),
-            trace_id=new_id(),
-        )
+                return seen, False
+        message = Message(payload=payload, headers=headers, trace_id=new_id())
         started = Started(message.trace_id, message.trace_id)
         if key is not None:
             # Recorded before the await, so a concurrent retry finds it.
-            self.idempotency.put(f"{h.tenant}\x00{key}", started)
+            self.idempotency.put(f"{tenant}\x00{key}", started)
         self._posted_at.put(started.stream_id, time.perf_counter())
         try:
             await self.flow.start(message, history=self.settings.history)
         except StreamError as exc:
-            self._forget(h.tenant, key)
+            self._forget(tenant, key)
             raise HttpError(503, exc.code.value, exc.message, {"Retry-After": "1"}) from None
         except InvalidState as exc:
-            self._forget(h.tenant, key)
+            self._forget(tenant, key)
             raise HttpError(503, "unavailable", str(exc), {"Retry-After": "1"}) from None
         if self.settings.unread_timeout_s is not None:
             self._watch_unread(started.stream_id, time.monotonic())
-        return self._created(started, status=201)
+        return started, True
 
     def _watch_unread(self, stream_id: str, last_read: float) -> None:
         """Cancel the stream once it has had no reader for ``unread_timeout_s``.
