@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from icefloe.core.aimd import AimdWindow, AimdWindowStatistics
+    from icefloe.core.badmeter import BadMessageMeter, BadMessageMeterStatistics
     from icefloe.core.codec import (
         Format,
         decode,
@@ -21,8 +22,18 @@ if TYPE_CHECKING:
         encode_chunk_json,
         encode_chunk_msgpack,
     )
+    from icefloe.core.congestion import (
+        CongestionMonitor,
+        CongestionPolicy,
+        CongestionState,
+        CongestionStatistics,
+        Thresholds,
+        shed,
+        shed_order,
+    )
     from icefloe.core.credit import CreditWindow, CreditWindowStatistics
     from icefloe.core.dedup import DedupWindow, DedupWindowStatistics
+    from icefloe.core.drr import DeficitRoundRobin, DeficitRoundRobinStatistics, DrrKeyStatistics
     from icefloe.core.framing import (
         Frame,
         FrameReader,
@@ -30,11 +41,40 @@ if TYPE_CHECKING:
         ReaderState,
         encode_frame,
     )
+    from icefloe.core.latency import LatencyBudget, LatencyBudgetStatistics
     from icefloe.core.messages import Headers, Message, StreamChunk, new_id
+    from icefloe.core.ops import BadRequest, decode_client, encode_server
     from icefloe.core.sequencer import ReorderBuffer, ReorderBufferStatistics, Sequencer
+    from icefloe.core.sessions import (
+        SessionInfo,
+        SessionState,
+        SessionTable,
+        SessionTableStatistics,
+    )
     from icefloe.core.token_bucket import TokenBucket, TokenBucketStatistics
 
 _WHERE = {
+    "BadMessageMeter": "badmeter",
+    "BadMessageMeterStatistics": "badmeter",
+    "CongestionMonitor": "congestion",
+    "CongestionPolicy": "congestion",
+    "CongestionState": "congestion",
+    "CongestionStatistics": "congestion",
+    "Thresholds": "congestion",
+    "shed": "congestion",
+    "shed_order": "congestion",
+    "DeficitRoundRobin": "drr",
+    "DeficitRoundRobinStatistics": "drr",
+    "DrrKeyStatistics": "drr",
+    "LatencyBudget": "latency",
+    "LatencyBudgetStatistics": "latency",
+    "BadRequest": "ops",
+    "decode_client": "ops",
+    "encode_server": "ops",
+    "SessionInfo": "sessions",
+    "SessionState": "sessions",
+    "SessionTable": "sessions",
+    "SessionTableStatistics": "sessions",
     "AimdWindow": "aimd",
     "AimdWindowStatistics": "aimd",
     "CreditWindow": "credit",
@@ -67,31 +107,52 @@ _WHERE = {
 __all__ = [
     "AimdWindow",
     "AimdWindowStatistics",
+    "BadMessageMeter",
+    "BadMessageMeterStatistics",
+    "BadRequest",
+    "CongestionMonitor",
+    "CongestionPolicy",
+    "CongestionState",
+    "CongestionStatistics",
     "CreditWindow",
     "CreditWindowStatistics",
     "DedupWindow",
     "DedupWindowStatistics",
+    "DeficitRoundRobin",
+    "DeficitRoundRobinStatistics",
+    "DrrKeyStatistics",
     "Format",
     "Frame",
     "FrameReader",
     "FrameReaderStatistics",
     "Headers",
+    "LatencyBudget",
+    "LatencyBudgetStatistics",
     "Message",
     "ReaderState",
     "ReorderBuffer",
     "ReorderBufferStatistics",
     "Sequencer",
+    "SessionInfo",
+    "SessionState",
+    "SessionTable",
+    "SessionTableStatistics",
     "StreamChunk",
+    "Thresholds",
     "TokenBucket",
     "TokenBucketStatistics",
     "decode",
     "decode_chunk_json",
     "decode_chunk_msgpack",
+    "decode_client",
     "encode",
     "encode_chunk_json",
     "encode_chunk_msgpack",
     "encode_frame",
+    "encode_server",
     "new_id",
+    "shed",
+    "shed_order",
 ]
 
 

@@ -1,0 +1,712 @@
+"""The WebSocket op messages of ``/v1/ws``: types, validation, encoders.
+
+One WebSocket message carries one op: an object whose ``op`` field names it.
+Each op is a frozen msgspec Struct tagged on ``op``, so a whole client message
+decodes and validates in one C-level call. This module is sans-I/O: it turns
+frames into ops and ops into frames; the endpoint does the rest.
+
+Subprotocols choose the format, and the format fixes the frame type:
+``icefloe.v1.json`` speaks JSON in text frames, ``icefloe.v1.msgpack`` speaks
+msgpack in binary frames. Encoders return ``str`` for JSON (what an ASGI
+text frame takes) and ``bytes`` for msgpack, so the return type is the frame
+type.
+
+Client ops are validated strictly (see ``docs/websocket.md`` for the table):
+
+- ids (``stream_id``, ``session_id``, ``ref``) are 1 to :data:`MAX_ID_LENGTH`
+  characters of printable ASCII without spaces;
+- ``tenant``, ``topic``, ``pattern`` and ``filter`` are bounded and hold no
+  control characters; ``priority`` is within ±:data:`MAX_PRIORITY`;
+- ``credit.n`` is in ``1..MAX_CREDIT``; ``seq`` and ``from_seq`` are in
+  ``0..MAX_SEQ``;
+- ``payload`` / ``data`` are any value both formats can carry: string map
+  keys, integers within 64 bits, at most :data:`MAX_DEPTH` nested containers,
+  no msgpack extension types (timestamps excepted);
+- **unknown fields are rejected**, as ``POST /v1/streams`` rejects them: a
+  typo such as ``from_sq`` must not silently mean "replay from the start".
+  The subprotocol name is versioned, so new fields come with a new version.
+
+:func:`decode_client` returns a valid op or raises :exc:`BadRequest`, never
+anything else, whatever the frame. The overall frame size is the
+endpoint's ``--max-frame`` limit, checked before decoding.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
+from typing import Annotated, Any, ClassVar, Final, NoReturn, TypeAlias, get_args
+
+import msgspec
+
+from icefloe.core.codec import Format
+from icefloe.core.messages import StreamChunk
+from icefloe.exceptions import DecodeError, EncodeError
+
+__all__ = [
+    "MAX_CREDIT",
+    "MAX_DEPTH",
+    "MAX_ERROR_MESSAGE_LENGTH",
+    "MAX_FILTER_LENGTH",
+    "MAX_ID_LENGTH",
+    "MAX_PRIORITY",
+    "MAX_SEQ",
+    "MAX_TENANT_LENGTH",
+    "MAX_TOPIC_LENGTH",
+    "SUBPROTOCOLS",
+    "SUBPROTOCOL_JSON",
+    "SUBPROTOCOL_MSGPACK",
+    "Ack",
+    "BadRequest",
+    "Cancel",
+    "Chunk",
+    "ClientOp",
+    "Credit",
+    "End",
+    "Error",
+    "Event",
+    "Hello",
+    "Input",
+    "OpErrorCode",
+    "Pause",
+    "Ping",
+    "Pong",
+    "Publish",
+    "Resume",
+    "ServerOp",
+    "Start",
+    "StartHeaders",
+    "Started",
+    "SubTopic",
+    "Subscribe",
+    "Welcome",
+    "decode_client",
+    "decode_server",
+    "encode_chunk",
+    "encode_client",
+    "encode_server",
+    "negotiate_subprotocol",
+]
+
+# -- limits and names ------------------------------------------------------------
+
+#: longest ``stream_id``, ``session_id`` or ``ref``, in characters
+MAX_ID_LENGTH: Final = 128
+#: longest ``headers.tenant``, in characters (as ``POST /v1/streams``)
+MAX_TENANT_LENGTH: Final = 200
+#: longest ``topic`` or topic ``pattern``, in characters (as ``POST /v1/streams``)
+MAX_TOPIC_LENGTH: Final = 200
+#: longest ``sub_topic`` ``filter``, in characters
+MAX_FILTER_LENGTH: Final = 1024
+#: ``headers.priority`` lies in ``-MAX_PRIORITY..MAX_PRIORITY``
+MAX_PRIORITY: Final = 1000
+#: largest ``credit.n``; credit is granted in ``1..MAX_CREDIT`` per op
+MAX_CREDIT: Final = 2**31 - 1
+#: largest ``seq`` / ``from_seq`` (stores keep seqs as signed 64-bit integers)
+MAX_SEQ: Final = 2**63 - 1
+#: most nested lists/maps in a ``payload`` or ``data`` value
+MAX_DEPTH: Final = 64
+#: longest :exc:`BadRequest` message, in characters; longer ones are cut in the middle
+MAX_ERROR_MESSAGE_LENGTH: Final = 200
+
+#: subprotocol of JSON in text frames
+SUBPROTOCOL_JSON: Final = "icefloe.v1.json"
+#: subprotocol of msgpack in binary frames
+SUBPROTOCOL_MSGPACK: Final = "icefloe.v1.msgpack"
+#: every subprotocol the server speaks, with its format
+SUBPROTOCOLS: Final[Mapping[str, Format]] = MappingProxyType(
+    {SUBPROTOCOL_JSON: Format.JSON, SUBPROTOCOL_MSGPACK: Format.MSGPACK}
+)
+# Enum attribute lookups cost more than a whole chunk splice: bind them once.
+_JSON: Final = Format.JSON
+_MSGPACK: Final = Format.MSGPACK
+
+# The integers msgpack can carry (signed 64-bit up to unsigned 64-bit).
+_MIN_INT: Final = -(2**63)
+_MAX_INT: Final = 2**64 - 1
+
+
+def negotiate_subprotocol(offered: Iterable[str]) -> str | None:
+    """The first of the client's ``offered`` subprotocols this server speaks.
+
+    The client lists them in its order of preference. ``None`` if it offered
+    none of :data:`SUBPROTOCOLS`; what to do then is the endpoint's choice
+    (``docs/websocket.md`` proposes JSON when nothing was offered).
+    """
+    for name in offered:
+        if name in SUBPROTOCOLS:
+            return name
+    return None
+
+
+class OpErrorCode(enum.StrEnum):
+    """The ``code`` of an ``error`` op about a client op.
+
+    A stream that ends abnormally reports an :class:`~icefloe.exceptions.ErrorCode`
+    (``cancelled``, ``failed``, ...) in the same field, with its ``stream_id``.
+    """
+
+    #: malformed frame, unknown op, wrong field type or value out of range
+    BAD_REQUEST = "bad_request"
+    #: a valid op this server does not offer (yet), e.g. ``publish`` without a hub
+    UNSUPPORTED = "unsupported"
+    #: no such stream, or another tenant's (existence must not leak)
+    NOT_FOUND = "not_found"
+    #: the principal lacks the scope, or names another tenant in ``start``
+    FORBIDDEN = "forbidden"
+    #: ``hello`` resume of an unknown, expired or foreign session; a fresh one follows
+    SESSION_EXPIRED = "session_expired"
+    #: ``input`` (or another op needing a live stream) on a stream that has ended
+    STREAM_CLOSED = "stream_closed"
+    #: a per-connection or per-session bound (streams, subscriptions) is reached
+    LIMIT_EXCEEDED = "limit_exceeded"
+    #: admission refused: a server-wide concurrency or memory limit is reached
+    OVERLOADED = "overloaded"
+
+
+# -- field types -------------------------------------------------------------------
+
+# \A and \Z, not ^ and $: "$" also matches before a final newline.
+_TEXT_PATTERN: Final = "\\A[^\\x00-\\x1f\\x7f]*\\Z"  # no control characters
+
+# An id's characters (printable ASCII, no space) are checked by decode_client
+# after msgspec: a regex here would make the hot credit/ack ops 4x dearer.
+Id: TypeAlias = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH)]
+Tenant: TypeAlias = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=MAX_TENANT_LENGTH, pattern=_TEXT_PATTERN)
+]
+Topic: TypeAlias = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=MAX_TOPIC_LENGTH, pattern=_TEXT_PATTERN)
+]
+OptionalTopic: TypeAlias = Annotated[
+    str, msgspec.Meta(max_length=MAX_TOPIC_LENGTH, pattern=_TEXT_PATTERN)
+]
+Filter: TypeAlias = Annotated[
+    str, msgspec.Meta(max_length=MAX_FILTER_LENGTH, pattern=_TEXT_PATTERN)
+]
+Priority: TypeAlias = Annotated[int, msgspec.Meta(ge=-MAX_PRIORITY, le=MAX_PRIORITY)]
+Seq: TypeAlias = Annotated[int, msgspec.Meta(ge=0, le=MAX_SEQ)]
+CreditCount: TypeAlias = Annotated[int, msgspec.Meta(ge=1, le=MAX_CREDIT)]
+
+
+# -- client -> server ----------------------------------------------------------------
+
+
+class _ClientOp(
+    msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True, tag_field="op"
+):
+    """Base of the client ops: strict (unknown fields refused), tagged on ``op``.
+
+    Every client op accepts an optional ``ref`` (an :data:`Id`): the server
+    copies it into any ``error`` the op causes, so a client can match errors
+    to the ops that caused them. ``start`` requires it.
+    """
+
+
+class StartHeaders(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    """The headers of a ``start``; the server builds the run's :class:`Headers` from them.
+
+    ``tenant`` may be omitted: the server fills it from the principal, and
+    refuses (``forbidden``) a tenant the principal may not act for.
+    """
+
+    #: the owning tenant; ``None``: the principal's
+    tenant: Tenant | None = None
+    #: optional hub topic the run relates to
+    topic: OptionalTopic | None = None
+    #: scheduling class; higher is more urgent
+    priority: Priority = 0
+
+
+class Hello(_ClientOp, tag="hello", frozen=True, kw_only=True):
+    """The first op of a connection: open a session, or resume one.
+
+    ``resume=True`` needs the ``session_id`` of a session that is still within
+    its TTL; a ``session_id`` without ``resume`` is ignored (a fresh session).
+    """
+
+    session_id: Id | None = None
+    resume: bool = False
+    ref: Id | None = None
+
+    def __post_init__(self) -> None:
+        if self.resume and self.session_id is None:
+            raise ValueError("resume requires a session_id")
+
+
+class Start(_ClientOp, tag="start", frozen=True, kw_only=True):
+    """Start a run; the server answers ``started {ref, stream_id}``."""
+
+    ref: Id
+    payload: Any = None
+    headers: StartHeaders = msgspec.field(default_factory=StartHeaders)
+
+
+class Subscribe(_ClientOp, tag="subscribe", frozen=True, kw_only=True):
+    """Read an existing stream from ``from_seq`` (``None``: from seq 0)."""
+
+    stream_id: Id
+    from_seq: Seq | None = None
+    ref: Id | None = None
+
+
+class Credit(_ClientOp, tag="credit", frozen=True, kw_only=True):
+    """Allow ``n`` more chunks on a stream."""
+
+    stream_id: Id
+    n: CreditCount
+    ref: Id | None = None
+
+
+class Pause(_ClientOp, tag="pause", frozen=True, kw_only=True):
+    """Stop sending chunks on a stream (nothing is lost) until ``resume``."""
+
+    stream_id: Id
+    ref: Id | None = None
+
+
+class Resume(_ClientOp, tag="resume", frozen=True, kw_only=True):
+    """Continue a paused stream (within its remaining credit)."""
+
+    stream_id: Id
+    ref: Id | None = None
+
+
+class Cancel(_ClientOp, tag="cancel", frozen=True, kw_only=True):
+    """Cancel a stream's run; every reader gets the ``cancelled`` terminal."""
+
+    stream_id: Id
+    ref: Id | None = None
+
+
+class Ack(_ClientOp, tag="ack", frozen=True, kw_only=True):
+    """Record that the client durably holds a stream up to ``seq`` (for session resume)."""
+
+    stream_id: Id
+    seq: Seq
+    ref: Id | None = None
+
+
+class Input(_ClientOp, tag="input", frozen=True, kw_only=True):
+    """Interactive input into the node producing a running stream."""
+
+    stream_id: Id
+    data: Any
+    ref: Id | None = None
+
+
+class Publish(_ClientOp, tag="publish", frozen=True, kw_only=True):
+    """Publish an event on a hub topic."""
+
+    topic: Topic
+    data: Any
+    ref: Id | None = None
+
+
+class SubTopic(_ClientOp, tag="sub_topic", frozen=True, kw_only=True):
+    """Subscribe to the hub topics matching ``pattern``, optionally filtered."""
+
+    pattern: Topic
+    filter: Filter | None = None
+    ref: Id | None = None
+
+
+class Ping(_ClientOp, tag="ping", frozen=True, kw_only=True):
+    """Application-level ping; the server answers ``pong`` with the same ``ref``."""
+
+    ref: Id | None = None
+
+
+ClientOp: TypeAlias = (
+    Hello
+    | Start
+    | Subscribe
+    | Credit
+    | Pause
+    | Resume
+    | Cancel
+    | Ack
+    | Input
+    | Publish
+    | SubTopic
+    | Ping
+)
+
+#: the op names a client may send
+_CLIENT_OPS: Final = frozenset(cls.__struct_config__.tag for cls in get_args(ClientOp))
+
+
+# -- server -> client ----------------------------------------------------------------
+
+
+class _ServerOp(msgspec.Struct, frozen=True, tag_field="op"):
+    """Base of the server ops.
+
+    Decoding them (a client's job) ignores unknown fields, so a client keeps
+    working when a newer server adds one.
+    """
+
+
+class Welcome(_ServerOp, tag="welcome", frozen=True, kw_only=True):
+    """Answer to ``hello``: the session, whether it was resumed, the initial credit."""
+
+    session_id: str
+    resumed: bool
+    #: initial credit of every stream on this connection (``--window``)
+    window: int
+
+
+class Started(_ServerOp, tag="started", frozen=True, kw_only=True):
+    """Answer to ``start``: the new stream's id, with the client's ``ref``."""
+
+    ref: str
+    stream_id: str
+
+
+class _ChunkFields(_ServerOp, frozen=True, kw_only=True):
+    # The fields of StreamChunk, in its order: encode_chunk's output must
+    # decode to Chunk/End exactly as if they had been encoded by encode_server.
+    stream_id: str
+    seq: int
+    text: str
+    done: bool = False
+    meta: dict[str, Any] = {}
+    data: Any = None
+    ts: int
+
+    def as_stream_chunk(self) -> StreamChunk:
+        """The :class:`StreamChunk` this op carries."""
+        return StreamChunk(
+            self.stream_id, self.seq, self.text, self.done, self.meta, self.data, self.ts
+        )
+
+
+class Chunk(_ChunkFields, tag="chunk", frozen=True, kw_only=True):
+    """One chunk of a stream (not the last): a :class:`StreamChunk` plus ``op``."""
+
+
+class End(_ChunkFields, tag="end", frozen=True, kw_only=True):
+    """The ``done`` chunk of a stream: a :class:`StreamChunk` plus ``op``."""
+
+
+class Error(_ServerOp, tag="error", frozen=True, kw_only=True, omit_defaults=True):
+    """Something went wrong; absent ``ref`` / ``stream_id`` are omitted on the wire.
+
+    ``code`` is an :class:`OpErrorCode` about an op, or an
+    :class:`~icefloe.exceptions.ErrorCode` ending the stream ``stream_id``.
+    """
+
+    code: str
+    message: str
+    ref: str | None = None
+    stream_id: str | None = None
+
+
+class Event(_ServerOp, tag="event", frozen=True, kw_only=True, omit_defaults=True):
+    """A hub event on a subscribed topic; ``offset`` when the hub keeps one."""
+
+    topic: str
+    data: Any
+    offset: int | None = None
+
+
+class Pong(_ServerOp, tag="pong", frozen=True, kw_only=True, omit_defaults=True):
+    """Answer to ``ping``, echoing its ``ref``."""
+
+    ref: str | None = None
+
+
+ServerOp: TypeAlias = Welcome | Started | Chunk | End | Error | Event | Pong
+
+
+# -- errors --------------------------------------------------------------------------
+
+
+class BadRequest(DecodeError):
+    """A client frame that is not a valid op; answer ``error bad_request`` and carry on.
+
+    ``message`` is safe to send back: at most :data:`MAX_ERROR_MESSAGE_LENGTH`
+    characters (cut in the middle), no control characters, and it never
+    repeats more of the input than that. ``ref`` is the frame's ``ref`` when
+    it could be read and is a valid :data:`Id`; ``op`` the op name when it
+    could be read and is known.
+    """
+
+    code: ClassVar[str] = OpErrorCode.BAD_REQUEST.value
+
+    def __init__(self, message: str, *, ref: str | None = None, op: str | None = None) -> None:
+        self.message = _safe_message(message)
+        self.ref = ref
+        self.op = op
+        super().__init__(self.message)
+
+    def to_error(self) -> Error:
+        """The ``error`` op to send back."""
+        return Error(code=self.code, message=self.message, ref=self.ref)
+
+
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]")
+_ELLIPSIS: Final = " … "
+
+
+def _safe_message(message: str) -> str:
+    limit = MAX_ERROR_MESSAGE_LENGTH
+    if len(message) > limit:
+        # Keep the head (what is wrong) and the tail (msgspec's "- at `$.path`").
+        tail = limit // 3
+        head = limit - tail - len(_ELLIPSIS)
+        message = message[:head] + _ELLIPSIS + message[-tail:]
+    # Lone surrogates cannot come out of msgspec's decoders, but a message may
+    # quote a str frame that held one; neither format could carry it back.
+    return _CONTROL.sub("?", message).encode("utf-8", "replace").decode("utf-8")
+
+
+# -- decoding ------------------------------------------------------------------------
+
+
+def _reject_ext(code: int, data: memoryview) -> NoReturn:
+    # Application-defined extension types have no JSON form.
+    raise msgspec.DecodeError(f"msgpack extension type {code} is not allowed")
+
+
+class _Envelope(msgspec.Struct):
+    # Read leniently from a frame that failed to decode, for the error's ref.
+    op: Any = None
+    ref: Any = None
+
+
+_json_client = msgspec.json.Decoder(ClientOp)
+_msgpack_client = msgspec.msgpack.Decoder(ClientOp, ext_hook=_reject_ext)
+_json_envelope = msgspec.json.Decoder(_Envelope)
+_msgpack_envelope = msgspec.msgpack.Decoder(_Envelope, ext_hook=_reject_ext)
+_json_server = msgspec.json.Decoder(ServerOp)
+_msgpack_server = msgspec.msgpack.Decoder(ServerOp, ext_hook=_reject_ext)
+
+# What malformed input raises inside msgspec: DecodeError (ValidationError is
+# a subclass), UnicodeEncodeError for a str frame holding lone surrogates,
+# UnicodeDecodeError for invalid UTF-8 in a msgpack string, RecursionError
+# for nesting deeper than the interpreter's recursion limit.
+_DECODE_FAILURES: Final = (msgspec.DecodeError, UnicodeError, RecursionError)
+
+
+def _readable(frame: bytes | str, fmt: Format) -> tuple[str | None, str | None]:
+    """The ``(ref, op)`` of a frame that failed to decode, where they are usable."""
+    try:
+        if isinstance(frame, str) or fmt == _JSON:
+            envelope = _json_envelope.decode(frame)
+        else:
+            envelope = _msgpack_envelope.decode(frame)
+    except _DECODE_FAILURES:
+        return None, None
+    ref = envelope.ref
+    if not (isinstance(ref, str) and 0 < len(ref) <= MAX_ID_LENGTH and _is_id(ref)):
+        ref = None
+    op = envelope.op if isinstance(envelope.op, str) else None
+    return ref, op
+
+
+def _is_id(value: str) -> bool:
+    return value.isascii() and value.isprintable() and " " not in value
+
+
+def _value_problem(value: Any) -> str | None:
+    """Why ``value`` cannot travel in both formats, or ``None`` if it can."""
+    # Iterative, so a deep value cannot exhaust the stack here.
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        kind = type(item)
+        if kind is int:
+            if not _MIN_INT <= item <= _MAX_INT:
+                return "Integer outside the 64-bit range"
+        elif kind is list or kind is dict:
+            if depth >= MAX_DEPTH:
+                return f"More than {MAX_DEPTH} nested lists/maps"
+            if kind is dict:
+                for key in item:
+                    if type(key) is not str:
+                        return "Map key is not a string"
+                children = item.values()
+            else:
+                children = item
+            stack.extend((child, depth + 1) for child in children)
+    return None
+
+
+# Per op type: its id fields, then its free-form value field (or None).
+_AFTER_DECODE: Final = {
+    cls: (
+        tuple(f for f in cls.__struct_fields__ if f in ("stream_id", "session_id", "ref")),
+        next((f for f in cls.__struct_fields__ if f in ("payload", "data")), None),
+    )
+    for cls in get_args(ClientOp)
+}
+
+
+def decode_client(frame: bytes | str, fmt: Format) -> ClientOp:
+    """Decode and validate one client WebSocket message.
+
+    :param frame: the message: ``str`` for a text frame, ``bytes`` for binary.
+    :param fmt: the connection's format (from its subprotocol).
+    :raises BadRequest: if the frame is not a valid client op, or has the
+        wrong frame type for ``fmt`` (binary on JSON, text on msgpack).
+        Nothing else is raised for any ``frame``.
+    :raises ValueError: if ``fmt`` is not a :class:`Format` (a server bug).
+    """
+    try:
+        if fmt == _JSON and isinstance(frame, str):
+            op: ClientOp = _json_client.decode(frame)
+        elif fmt == _MSGPACK and not isinstance(frame, str):
+            op = _msgpack_client.decode(frame)
+        else:
+            _wrong_frame(frame, fmt)
+    except _DECODE_FAILURES as exc:
+        _bad_frame(frame, Format(fmt), exc)
+    ids, value_field = _AFTER_DECODE[type(op)]
+    for field in ids:
+        value = getattr(op, field)
+        if value is not None and not _is_id(value):
+            _bad_field(op, field, "Expected `str` of printable ASCII without spaces")
+    if value_field is not None:
+        value = getattr(op, value_field)
+        if value is not None and type(value) is not str:
+            problem = _value_problem(value)
+            if problem is not None:
+                _bad_field(op, value_field, problem)
+    return op
+
+
+def _wrong_frame(frame: bytes | str, fmt: Format) -> NoReturn:
+    if fmt == _JSON:
+        message = f"binary frame on the {SUBPROTOCOL_JSON} subprotocol: send text frames"
+    elif fmt == _MSGPACK:
+        message = f"text frame on the {SUBPROTOCOL_MSGPACK} subprotocol: send binary frames"
+    else:
+        raise ValueError(f"unknown format {fmt!r}")
+    # The frame is most likely JSON either way (a client sending bytes, or a
+    # JSON client on the wrong subprotocol): try it for the ref.
+    raise BadRequest(message, ref=_readable(frame, _JSON)[0])
+
+
+def _bad_frame(frame: bytes | str, fmt: Format, exc: Exception) -> NoReturn:
+    ref, op = _readable(frame, fmt)
+    if isinstance(exc, RecursionError):
+        detail = "nested too deeply"
+    elif isinstance(exc, UnicodeError):
+        detail = "invalid UTF-8 in a string"
+    elif op is not None and op not in _CLIENT_OPS:
+        raise BadRequest(f"unknown op {op[:40]!r}", ref=ref) from exc
+    else:
+        detail = str(exc)
+    known = op if op in _CLIENT_OPS else None
+    raise BadRequest(f"invalid {known or 'message'}: {detail}", ref=ref, op=known) from exc
+
+
+def _bad_field(op: ClientOp, field: str, problem: str) -> NoReturn:
+    name = op.__struct_config__.tag
+    assert isinstance(name, str)
+    ref = op.ref if op.ref is not None and _is_id(op.ref) else None
+    raise BadRequest(f"invalid {name}: {problem} - at `$.{field}`", ref=ref, op=name)
+
+
+def decode_server(frame: bytes | str, fmt: Format) -> ServerOp:
+    """Decode one server message (for clients and tests); unknown fields are ignored.
+
+    JSON accepts ``str`` or ``bytes``; msgpack needs ``bytes``.
+
+    :raises DecodeError: if the frame is not a valid server op.
+    :raises ValueError: if ``fmt`` is not a :class:`Format`.
+    """
+    try:
+        if fmt == Format.JSON:
+            op: ServerOp = _json_server.decode(frame)
+        elif fmt == Format.MSGPACK:
+            if isinstance(frame, str):
+                raise DecodeError("a msgpack server op must be bytes, not str")
+            op = _msgpack_server.decode(frame)
+        else:
+            raise ValueError(f"unknown format {fmt!r}")
+    except _DECODE_FAILURES as exc:
+        raise DecodeError(f"invalid server op: {exc}") from exc
+    return op
+
+
+# -- encoding ------------------------------------------------------------------------
+
+_json_encoder = msgspec.json.Encoder()
+_msgpack_encoder = msgspec.msgpack.Encoder()
+_json_encode = _json_encoder.encode
+_msgpack_encode = _msgpack_encoder.encode
+
+# What a value the format cannot carry raises inside msgspec.
+_ENCODE_FAILURES: Final = (msgspec.EncodeError, TypeError, OverflowError, UnicodeEncodeError)
+
+
+def _encode(op: msgspec.Struct, fmt: Format) -> bytes | str:
+    try:
+        if fmt == _JSON:
+            return _json_encode(op).decode()
+        if fmt == _MSGPACK:
+            return _msgpack_encode(op)
+    except _ENCODE_FAILURES as exc:
+        name = Format(fmt).name
+        raise EncodeError(f"{type(op).__name__} cannot be encoded as {name}: {exc}") from exc
+    raise ValueError(f"unknown format {fmt!r}")
+
+
+def encode_server(op: ServerOp, fmt: Format) -> bytes | str:
+    """Encode a server op: ``str`` (a text frame) for JSON, ``bytes`` for msgpack.
+
+    :raises EncodeError: if a ``data``/``meta`` value cannot be carried in ``fmt``.
+    :raises ValueError: if ``fmt`` is not a :class:`Format`.
+    """
+    return _encode(op, fmt)
+
+
+def encode_client(op: ClientOp, fmt: Format) -> bytes | str:
+    """Encode a client op (for clients and tests), like :func:`encode_server`.
+
+    :raises EncodeError: if ``payload``/``data`` cannot be carried in ``fmt``.
+    :raises ValueError: if ``fmt`` is not a :class:`Format`.
+    """
+    return _encode(op, fmt)
+
+
+def _msgpack_prefix(op: str) -> bytes:
+    # StreamChunk encodes as a msgpack fixmap of all its fields, so the op is
+    # one more entry: a fixmap header one larger, then "op" and its name,
+    # then the chunk's own entries (its encoding without the header byte).
+    config = StreamChunk.__struct_config__
+    fields = len(StreamChunk.__struct_fields__)
+    if config.omit_defaults or config.array_like or config.tag is not None or fields >= 15:
+        raise TypeError("encode_chunk needs StreamChunk to encode as a fixed msgpack fixmap")
+    return bytes((0x80 | (fields + 1),)) + _msgpack_encode("op") + _msgpack_encode(op)
+
+
+_JSON_CHUNK: Final = b'{"op":"chunk",'
+_JSON_END: Final = b'{"op":"end",'
+_MSGPACK_CHUNK: Final = _msgpack_prefix("chunk")
+_MSGPACK_END: Final = _msgpack_prefix("end")
+
+
+def encode_chunk(chunk: StreamChunk, fmt: Format) -> bytes | str:
+    """Encode ``chunk`` as a ``chunk`` op, or ``end`` if it is the ``done`` chunk.
+
+    The output is exactly ``encode_server(Chunk(...) or End(...), fmt)``: the
+    op name, then the chunk's fields. It costs one msgspec encode of the chunk
+    and a prefix splice (plus the UTF-8 decode of a text frame for JSON).
+
+    :raises EncodeError: if ``meta`` or ``data`` cannot be carried in ``fmt``.
+    :raises ValueError: if ``fmt`` is not a :class:`Format`.
+    """
+    try:
+        if fmt == _JSON:
+            # The chunk's object without its "{", after the op's "{...,".
+            return ((_JSON_END if chunk.done else _JSON_CHUNK) + _json_encode(chunk)[1:]).decode()
+        if fmt == _MSGPACK:
+            return (_MSGPACK_END if chunk.done else _MSGPACK_CHUNK) + _msgpack_encode(chunk)[1:]
+    except _ENCODE_FAILURES as exc:
+        raise EncodeError(f"chunk cannot be encoded as {Format(fmt).name}: {exc}") from exc
+    raise ValueError(f"unknown format {fmt!r}")
