@@ -15,7 +15,7 @@ import pytest
 import uvicorn
 
 from icefloe.runtime.flow import Flow
-from icefloe.transport.app import EdgeSettings, create_app
+from icefloe.transport.app import EdgeSettings, create_app, server_options
 
 Serve = Callable[..., AbstractAsyncContextManager[str]]
 
@@ -29,8 +29,13 @@ async def serve_flow(flow: Flow, settings: EdgeSettings | None = None) -> AsyncI
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
+    settings = settings or EdgeSettings()
     config = uvicorn.Config(
-        create_app(flow, settings), log_level="warning", lifespan="on", timeout_graceful_shutdown=2
+        create_app(flow, settings),
+        log_level="warning",
+        lifespan="on",
+        timeout_graceful_shutdown=2,
+        **server_options(settings),
     )
     server = uvicorn.Server(config)
     task = asyncio.ensure_future(server.serve(sockets=[sock]))

@@ -878,3 +878,14 @@ def test_serve_would_start_when_allowed(host: str, extra: list[str], no_bind: li
     assert [(run["host"], run["port"]) for run in no_bind] == [(host, 0)]
     assert "refusing" not in output
     assert HS_SECRET not in output
+
+
+async def test_credential_guessing_is_rate_limited_per_address(serve: Serve) -> None:
+    limits = EdgeLimits(requests_per_s=1, request_burst=5)
+    async with edge(serve, Gate().flow, keyed(edge_limits=limits)) as client:
+        codes = [
+            (await client.get("/v1/streams", headers=bearer(f"guess-{i:04d}-xxxxxxxx"))).status_code
+            for i in range(8)
+        ]
+    assert codes[:5] == [401] * 5
+    assert set(codes[5:]) == {429}

@@ -88,8 +88,17 @@ def serve(
     unread_timeout: Annotated[
         float, typer.Option(min=0.1, help="Seconds a run may go unread before it is cancelled.")
     ] = 60.0,
+    window: Annotated[
+        int, typer.Option(min=1, max=2**31 - 1, help="Initial WebSocket credit per stream.")
+    ] = 256,
+    max_frame: Annotated[
+        int, typer.Option(min=1024, help="Largest WebSocket message accepted, bytes (over: 1009).")
+    ] = 1024 * 1024,
+    session_ttl: Annotated[
+        float, typer.Option(min=0.1, help="Seconds a WebSocket session can be resumed.")
+    ] = 30.0,
 ) -> None:
-    """Serve a flow over HTTP (SSE, NDJSON, long-poll) with the inspector at /."""
+    """Serve a flow over HTTP (SSE, NDJSON, long-poll) and WebSocket, with the inspector at /."""
     flow = _load_flow(target)
     authenticator = _authenticator(api_keys, jwt_secret, jwt_public_key)
     if authenticator is None and not _is_loopback(host) and not insecure:
@@ -99,7 +108,10 @@ def serve(
         )
         raise typer.Exit(2)
     settings = _settings(heartbeat, send_timeout, history, authenticator, allow_origin or [])
-    settings = dataclasses.replace(settings, unread_timeout_s=unread_timeout)
+    from icefloe.transport.websocket import WsSettings
+
+    ws = WsSettings(window=window, max_frame=max_frame, session_ttl_s=session_ttl)
+    settings = dataclasses.replace(settings, unread_timeout_s=unread_timeout, ws=ws)
     _run_server(flow, settings, host, port)
 
 
@@ -197,10 +209,16 @@ def _settings(
 def _run_server(flow: Flow, settings: EdgeSettings, host: str, port: int) -> None:
     import uvicorn
 
-    from icefloe.transport.app import create_app
+    from icefloe.transport.app import create_app, server_options
 
     err.print(f"icefloe {__version__}: inspector and API at [bold]http://{host}:{port}/[/bold]")
-    uvicorn.run(create_app(flow, settings), host=host, port=port, log_level="warning")
+    uvicorn.run(
+        create_app(flow, settings),
+        host=host,
+        port=port,
+        log_level="warning",
+        **server_options(settings),
+    )
 
 
 def _is_loopback(host: str) -> bool:

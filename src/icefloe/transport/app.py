@@ -23,9 +23,10 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 
 from icefloe.core.messages import Headers, Message, StreamChunk, new_id
+from icefloe.core.sessions import SessionTable
 from icefloe.exceptions import EndOfStream, InvalidState, StreamError, WouldBlock
 from icefloe.runtime.flow import Flow
 from icefloe.runtime.stream_types import StreamStatistics
@@ -46,6 +47,7 @@ from icefloe.transport.metrics import EdgeMetrics
 from icefloe.transport.openapi import OPENAPI
 from icefloe.transport.shared import EncodedLog
 from icefloe.transport.streaming import PumpSettings, StreamPump
+from icefloe.transport.websocket import WsConnection, WsSettings, choose_subprotocol
 
 __all__ = ["EdgeSettings", "create_app"]
 
@@ -79,6 +81,8 @@ class EdgeSettings:
     #: seconds a running stream may go without any reader before it is
     #: cancelled, so runs nobody reads do not hold node workers (None: never)
     unread_timeout_s: float | None = 60.0
+    #: the WebSocket edge: window, frame limit, sessions
+    ws: WsSettings = field(default_factory=WsSettings)
 
     def __post_init__(self) -> None:
         if not isinstance(self.history, int) or self.history < 0:
@@ -116,6 +120,11 @@ class _Edge:
         self.idempotency: ExpiringMap[Started] = ExpiringMap(
             settings.idempotency_ttl_s, settings.idempotency_max, time.monotonic
         )
+        self.sessions = SessionTable(
+            settings.ws.session_ttl_s, settings.ws.max_sessions, time.monotonic
+        )
+        # The live connection of each attached WebSocket session.
+        self._ws_live: dict[str, WsConnection] = {}
         # Encode once: each stream's events per wire format, shared by its pumps.
         self._logs: dict[tuple[str, WireFormat], EncodedLog] = {}
         # POST time per stream (perf_counter), for time to first token.
@@ -125,7 +134,12 @@ class _Edge:
 
     # -- plumbing ----------------------------------------------------------------
 
-    def principal(self, request: HTTPConnection, scope: Scope) -> Principal:
+    def principal(self, request: HTTPConnection, scope: Scope | None) -> Principal:
+        """Authenticate, count the request against the principal's rate, check ``scope``.
+
+        ``scope`` None checks authentication only (the WebSocket handshake:
+        each op checks its own scope).
+        """
         authenticator = self.settings.authenticator
         if isinstance(authenticator, NoAuth):
             # Auth off: no credentials to parse; limits apply per client address.
@@ -139,6 +153,15 @@ class _Edge:
                 )
                 principal = authenticator.authenticate(token)
             except AuthError as exc:
+                # Failed attempts count against the client address, so guessing
+                # credentials is rate limited like any other request.
+                client = request.client
+                retry = self.limiter.check_request(f"addr\x00{client.host if client else '?'}")
+                if retry is not None:
+                    self.metrics.requests_limited.inc()
+                    raise HttpError(
+                        429, "rate_limited", "too many requests", {"Retry-After": str(int(retry))}
+                    ) from None
                 headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
                 raise HttpError(exc.status, exc.code, str(exc), headers) from None
             key = f"{principal.tenant}\x00{principal.subject}"
@@ -149,7 +172,7 @@ class _Edge:
             raise HttpError(
                 429, "rate_limited", "too many requests", {"Retry-After": str(int(retry))}
             )
-        if not principal.has(scope):
+        if scope is not None and not principal.has(scope):
             raise HttpError(403, "forbidden", f"missing scope {scope.value}")
         return principal
 
@@ -383,12 +406,15 @@ class _Edge:
         principal = self.principal(request, Scope.STREAMS_READ)
         q = request.query_params
         try:
-            after = int(q.get("after_seq", "-1"))
-            wait_s = min(float(q.get("wait_s", "0")), MAX_POLL_WAIT_S)
+            raw_after = q.get("after_seq", "-1").strip()
+            after = -1 if raw_after == "-1" else parse_resume_point(raw_after, None)
+            wait_s = float(q.get("wait_s", "0"))
         except ValueError:
-            raise HttpError(400, "bad_request", "after_seq and wait_s must be numbers") from None
-        if after < -1 or not wait_s >= 0:
-            raise HttpError(400, "bad_request", "after_seq >= -1 and wait_s >= 0 required")
+            raise HttpError(
+                400, "bad_request", "after_seq must be -1 or a non-negative integer"
+            ) from None
+        if not 0 <= wait_s <= MAX_POLL_WAIT_S:
+            raise HttpError(400, "bad_request", f"wait_s must be 0..{MAX_POLL_WAIT_S:g} seconds")
         sid = request.path_params["stream_id"]
         self.owned(principal, sid)
         try:
@@ -401,6 +427,79 @@ class _Edge:
             return JSONResponse(await _poll(reader, wait_s))
         finally:
             reader.close()
+
+    # -- WebSocket ---------------------------------------------------------------------
+
+    async def websocket(self, scope: Any, receive: Any, send: Any) -> None:
+        """``/v1/ws``: the handshake checks, then a :class:`WsConnection`."""
+        if (await receive())["type"] != "websocket.connect":
+            return
+        conn = HTTPConnection(scope)
+        denial = self._ws_denial(conn)
+        principal: Principal | None = None
+        if denial is None:
+            try:
+                principal = self.principal(conn, None)
+            except HttpError as exc:
+                denial = exc
+        chosen = choose_subprotocol(list(scope.get("subprotocols") or ()))
+        if denial is None and chosen is None:
+            denial = HttpError(400, "bad_request", "offer icefloe.v1.json or icefloe.v1.msgpack")
+        if denial is None:
+            key: str = conn.state.limit_key
+            retry = self.limiter.open_connection(key)
+            if retry is not None:
+                self.metrics.requests_limited.inc()
+                denial = HttpError(
+                    429,
+                    "too_many_connections",
+                    "connection limit",
+                    {"Retry-After": str(int(retry))},
+                )
+        if denial is not None or principal is None or chosen is None:
+            assert denial is not None
+            await _deny_websocket(scope, send, denial)
+            return
+        subprotocol, fmt = chosen
+        try:
+            await send({"type": "websocket.accept", "subprotocol": subprotocol})
+            ws = WsConnection(self, self.settings.ws, principal, fmt, send, self.sessions)
+            self.sessions.expire()
+            close = await ws.run(receive)
+            if close is not None:
+                with contextlib.suppress(OSError, RuntimeError):
+                    await send({"type": "websocket.close", "code": close[0], "reason": close[1]})
+        finally:
+            self.limiter.close_connection(key)
+
+    def _ws_denial(self, conn: HTTPConnection) -> HttpError | None:
+        """Refuse cross-site WebSocket hijacking: a browser's Origin must be allowed.
+
+        Browsers always send ``Origin`` on a WebSocket; other clients need not.
+        Allowed: an origin in ``allow_origins`` (or ``*``), else the server's
+        own origin (same host and port as the ``Host`` header).
+        """
+        origin = conn.headers.get("origin")
+        if origin is None:
+            return None
+        allowed = self.settings.allow_origins
+        if "*" in allowed or origin in allowed:
+            return None
+        host = conn.headers.get("host", "")
+        if not allowed and origin.split("://", 1)[-1] == host:
+            return None
+        return HttpError(403, "forbidden", "origin not allowed")
+
+    def ws_attach(self, session_id: str, conn: WsConnection) -> None:
+        """``conn`` now holds the session; an older connection holding it is cut."""
+        old = self._ws_live.get(session_id)
+        self._ws_live[session_id] = conn
+        if old is not None and old is not conn:
+            old.take_over()
+
+    def ws_detach(self, session_id: str, conn: WsConnection) -> None:
+        if self._ws_live.get(session_id) is conn:
+            del self._ws_live[session_id]
 
     async def healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -472,6 +571,35 @@ async def _read_body(request: Request) -> bytes:
     return bytes(body)
 
 
+class _RawAsgi:
+    """A raw ASGI callable for a route (Starlette wraps plain functions as handlers)."""
+
+    def __init__(self, app: Any) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self._app(scope, receive, send)
+
+
+async def _deny_websocket(scope: Any, send: Any, denial: HttpError) -> None:
+    """Refuse a handshake with an HTTP error body when the server can, else close 1008."""
+    if "websocket.http.response" in scope.get("extensions", {}):
+        response = error_response(denial.status, denial.code, denial.message, denial.headers)
+        raw_headers = [
+            (k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers.items()
+        ]
+        await send(
+            {
+                "type": "websocket.http.response.start",
+                "status": denial.status,
+                "headers": raw_headers,
+            }
+        )
+        await send({"type": "websocket.http.response.body", "body": response.body})
+    else:
+        await send({"type": "websocket.close", "code": 1008, "reason": denial.code})
+
+
 class _AsgiResponse(Response):
     """A starlette Response that hands the connection to a raw ASGI app."""
 
@@ -499,6 +627,22 @@ class _EdgeApp(Starlette):
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         scope[RAW_SEND] = send
         await super().__call__(scope, receive, send)
+
+
+def server_options(settings: EdgeSettings) -> dict[str, Any]:
+    """The uvicorn ``Config`` options that enforce ``settings`` at the socket.
+
+    The WebSocket frame limit (1009 above it), keepalive pings every
+    heartbeat and a dead peer cut after one more heartbeat without a pong,
+    and permessage-deflate when the client offers it.
+    """
+    beat = settings.pump.heartbeat_s
+    return {
+        "ws_max_size": settings.ws.max_frame,
+        "ws_ping_interval": beat,
+        "ws_ping_timeout": beat,
+        "ws_per_message_deflate": True,
+    }
 
 
 def create_app(flow: Flow, settings: EdgeSettings | None = None) -> Starlette:
@@ -529,6 +673,7 @@ def create_app(flow: Flow, settings: EdgeSettings | None = None) -> Starlette:
         Route("/v1/streams/{stream_id}", edge.cancel, methods=["DELETE"]),
         Route("/v1/streams/{stream_id}/status", edge.status, methods=["GET"]),
         Route("/v1/streams/{stream_id}/poll", edge.poll, methods=["GET"]),
+        WebSocketRoute("/v1/ws", _RawAsgi(edge.websocket)),
     ]
     middleware = []
     if edge.settings.allow_origins:

@@ -1,0 +1,501 @@
+"""``GET /v1/ws``: streams over one WebSocket, with credit, control, input and sessions.
+
+One connection multiplexes any number of streams. Each subscribed stream
+has its own pump task and its own credit, as DESIGN.md specifies:
+
+* Every chunk sent consumes one credit; at 0 the pump stops reading, and
+  because a WebSocket reader is a *blocking* reader of its stream, the
+  producer's ``emit_chunk`` waits once the stream's buffer is full. Memory
+  stays flat: the stream holds at most its buffer, the pump nothing.
+* ``pause`` stops the pump as credit 0 does; ``resume`` continues; nothing
+  is lost either way.
+* ``ack`` records, in the connection's session, the last seq the client
+  holds durably. A client that reconnects with ``hello {session_id,
+  resume: true}`` within the session TTL gets every subscription back,
+  resent from the seq after its last ack (from the stream's history).
+* Bad input never closes the connection by itself: it gets ``error
+  bad_request``. A flood of it (see :class:`~icefloe.core.badmeter.BadMessageMeter`)
+  closes with 1008; a frame over the size limit is closed with 1009 by the
+  server's WebSocket layer (uvicorn ``ws_max_size``).
+* Every op is checked against the principal: scopes, and the tenant of
+  each stream (another tenant's stream answers ``not_found``).
+
+Limits: streams per connection (``max_streams``), credit per stream
+(``MAX_CREDIT``), one send at a time per connection, each within
+``send_timeout_s`` or the client is cut (1008, "slow consumer").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from icefloe.core.badmeter import BadMessageMeter
+from icefloe.core.codec import Format
+from icefloe.core.messages import Headers
+from icefloe.core.ops import (
+    SUBPROTOCOLS,
+    Ack,
+    BadRequest,
+    Cancel,
+    Credit,
+    Error,
+    Hello,
+    Input,
+    Pause,
+    Ping,
+    Pong,
+    Publish,
+    Resume,
+    Start,
+    Started,
+    Subscribe,
+    SubTopic,
+    Welcome,
+    decode_client,
+    encode_chunk,
+    encode_server,
+)
+from icefloe.core.sessions import SessionError, SessionTable
+from icefloe.exceptions import StreamClosedError, StreamError, WouldBlock
+from icefloe.runtime.subscription import Subscription
+from icefloe.transport.auth import Principal, Scope
+from icefloe.transport.errors import HttpError
+
+if TYPE_CHECKING:
+    from icefloe.transport.app import _Edge
+
+__all__ = ["MAX_CREDIT", "WsConnection", "WsSettings", "choose_subprotocol"]
+
+logger = logging.getLogger("icefloe.ws")
+
+#: credit one stream may hold (a client granting more is capped, not refused)
+MAX_CREDIT = 2**31 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class WsSettings:
+    """Limits of the WebSocket edge; each is a documented promise."""
+
+    #: initial credit of every stream (DESIGN.md ``--window``)
+    window: int = 256
+    #: bytes of one incoming message at most (uvicorn ``ws_max_size``; over it: 1009)
+    max_frame: int = 1024 * 1024
+    #: seconds a detached session can be resumed
+    session_ttl_s: float = 30.0
+    #: sessions kept at once (attached or waiting to be resumed)
+    max_sessions: int = 100_000
+    #: streams one connection may follow at once
+    max_streams: int = 1024
+    #: seconds one send may take before the client is cut
+    send_timeout_s: float = 10.0
+    #: bad messages allowed in a burst, and per second after it, before 1008
+    bad_burst: int = 10
+    bad_per_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.window <= MAX_CREDIT:
+            raise ValueError(f"window must be 1..{MAX_CREDIT}, got {self.window!r}")
+        if self.max_frame < 1024:
+            raise ValueError(f"max_frame must be >= 1024 bytes, got {self.max_frame!r}")
+        if not self.session_ttl_s > 0 or not self.send_timeout_s > 0:
+            raise ValueError("session_ttl_s and send_timeout_s must be > 0")
+        if self.max_sessions < 1 or self.max_streams < 1:
+            raise ValueError("max_sessions and max_streams must be >= 1")
+
+
+class _Cut(Exception):
+    """End the connection with a close code."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+class _Follow:
+    """One stream followed on one connection: its reader, credit and pump."""
+
+    __slots__ = ("credit", "paused", "reader", "stream_id", "task", "wake")
+
+    def __init__(self, reader: Subscription, credit: int) -> None:
+        self.reader = reader
+        self.stream_id = reader.stream_id
+        self.credit = credit
+        self.paused = False
+        self.wake = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+
+class WsConnection:
+    """The state of one accepted WebSocket: principal, session, followed streams."""
+
+    def __init__(
+        self,
+        edge: _Edge,
+        settings: WsSettings,
+        principal: Principal,
+        fmt: Format,
+        send: Any,
+        sessions: SessionTable,
+    ) -> None:
+        self.edge = edge
+        self.settings = settings
+        self.principal = principal
+        self.fmt = fmt
+        self._send_raw = send
+        self._send_key = "text" if fmt is Format.JSON else "bytes"
+        self.sessions = sessions
+        self.session_id: str | None = None
+        self.follows: dict[str, _Follow] = {}
+        # The seq of each stream's done chunk once it was sent, until acked.
+        self._end_seqs: dict[str, int] = {}
+        self._lock = asyncio.Lock()
+        self._bad = BadMessageMeter(
+            time.monotonic, burst=settings.bad_burst, rate=settings.bad_per_s
+        )
+        # The session's owner key (tenant and subject) and this connection's attachment.
+        self._owner_key = f"{principal.tenant}\x00{principal.subject}"
+        self._attachment: int | None = None
+        self._closing: _Cut | None = None
+        self._owner: asyncio.Task[Any] | None = None
+
+    # -- sending -------------------------------------------------------------------
+
+    async def send(self, *frames: bytes | str) -> None:
+        """Send frames in order, as one uninterrupted run, within the send timeout."""
+        key = self._send_key
+        async with self._lock:
+            try:
+                async with asyncio.timeout(self.settings.send_timeout_s):
+                    for frame in frames:
+                        await self._send_raw({"type": "websocket.send", key: frame})
+            except TimeoutError:
+                self._cut(1008, "slow consumer: a send did not finish in time")
+                raise
+
+    async def reply(self, op: Any) -> None:
+        await self.send(encode_server(op, self.fmt))
+
+    async def error(
+        self, code: str, message: str, *, ref: str | None = None, stream_id: str | None = None
+    ) -> None:
+        await self.reply(Error(code=code, message=message, ref=ref, stream_id=stream_id))
+
+    def take_over(self) -> None:
+        """Another connection resumed this session: this one ends (4000)."""
+        self.session_id = None  # the session is no longer ours to park
+        self._cut(4000, "session resumed elsewhere")
+
+    def _cut(self, code: int, reason: str) -> None:
+        """End the connection from any task: the receive loop closes with ``code``."""
+        if self._closing is None:
+            self._closing = _Cut(code, reason)
+            if self._owner is not None:
+                self._owner.cancel()
+
+    # -- the receive loop ----------------------------------------------------------
+
+    async def run(self, receive: Any) -> tuple[int, str] | None:
+        """Serve until the client leaves or is cut; the close to send, if any."""
+        self._owner = asyncio.current_task()
+        try:
+            while True:
+                message = await receive()
+                kind = message["type"]
+                if kind == "websocket.disconnect":
+                    return None
+                if kind != "websocket.receive":
+                    continue
+                frame = message.get("text")
+                if frame is None:
+                    frame = message.get("bytes") or b""
+                await self.handle(frame)
+        except asyncio.CancelledError:
+            if self._closing is None:
+                raise
+            return self._closing.code, self._closing.reason
+        except _Cut as cut:
+            return cut.code, cut.reason
+        finally:
+            self._owner = None
+            await self.detach()
+
+    async def handle(self, frame: bytes | str) -> None:
+        try:
+            op = decode_client(frame, self.fmt)
+        except BadRequest as exc:
+            if self._bad.record():
+                raise _Cut(1008, "too many malformed messages") from None
+            await self.error("bad_request", exc.message, ref=exc.ref)
+            return
+        try:
+            await self.dispatch(op)
+        except HttpError as exc:
+            await self.error(exc.code, exc.message, ref=getattr(op, "ref", None))
+        except (_Cut, asyncio.CancelledError, TimeoutError):
+            raise
+        except Exception:
+            # A bug must not become a 1011 for the client: report, keep serving.
+            logger.exception("WebSocket op %s failed", type(op).__name__)
+            await self.error("internal", "internal error", ref=getattr(op, "ref", None))
+
+    async def dispatch(self, op: Any) -> None:
+        match op:
+            case Credit():
+                self._credit(op)
+            case Ack():
+                self._ack(op)
+            case Start():
+                await self._start(op)
+            case Subscribe():
+                await self._subscribe(op.stream_id, op.from_seq, ref=op.ref)
+            case Pause():
+                self._followed(op.stream_id).paused = True
+            case Resume():
+                follow = self._followed(op.stream_id)
+                follow.paused = False
+                follow.wake.set()
+            case Cancel():
+                self._cancel(op)
+            case Input():
+                self._input(op)
+            case Hello():
+                await self._hello(op)
+            case Ping():
+                await self.reply(Pong(ref=op.ref))
+            case Publish() | SubTopic():
+                raise HttpError(501, "unsupported", "the hub is not available on this server")
+            case _:  # pragma: no cover - decode_client returns only the ops above
+                raise HttpError(400, "bad_request", "unknown op")
+
+    # -- ops -------------------------------------------------------------------------
+
+    def _require(self, scope: Scope) -> None:
+        if not self.principal.has(scope):
+            raise HttpError(403, "forbidden", f"missing scope {scope.value}")
+
+    def _owned(self, stream_id: str) -> str:
+        """The stream's tenant, if it exists and the principal may see it."""
+        state = self.edge.flow.lookup(stream_id)
+        if state is None or not self.principal.can_access_tenant(state.tenant):
+            raise HttpError(404, "not_found", "no such stream")
+        return state.tenant
+
+    def _followed(self, stream_id: str) -> _Follow:
+        follow = self.follows.get(stream_id)
+        if follow is None:
+            raise HttpError(404, "not_found", "this connection does not follow that stream")
+        return follow
+
+    def _session(self) -> str:
+        if self.session_id is None:
+            try:
+                sid = self.sessions.open(self._owner_key)
+            except SessionError as exc:
+                raise HttpError(503, exc.code, str(exc)) from None
+            self.session_id = sid
+            self._attachment = self.sessions.info(sid).attachment
+            self.edge.ws_attach(sid, self)
+        return self.session_id
+
+    async def _hello(self, op: Hello) -> None:
+        if self.session_id is not None and not op.resume:
+            raise HttpError(400, "bad_request", "hello must come first")
+        if op.resume and op.session_id:
+            try:
+                info = self.sessions.resume(op.session_id, self._owner_key)
+            except SessionError as exc:
+                await self.error(exc.code, str(exc), ref=op.ref)
+            else:
+                if self.session_id is not None:
+                    self._park()  # this connection's own fresh session, unused
+                self.session_id = op.session_id
+                self._attachment = info.attachment
+                self.edge.ws_attach(op.session_id, self)
+                await self.reply(
+                    Welcome(session_id=op.session_id, resumed=True, window=self.settings.window)
+                )
+                for stream_id, last_ack in info.subscriptions.items():
+                    try:
+                        await self._subscribe(stream_id, last_ack + 1, ref=None, resuming=True)
+                    except HttpError as exc:
+                        await self.error(exc.code, exc.message, stream_id=stream_id)
+                        self._forget(stream_id)
+                return
+        sid = self._session()
+        await self.reply(Welcome(session_id=sid, resumed=False, window=self.settings.window))
+
+    async def _start(self, op: Start) -> None:
+        self._require(Scope.STREAMS_START)
+        h = op.headers
+        tenant = h.tenant if h.tenant is not None else self.principal.tenant
+        if tenant == "*":
+            raise HttpError(400, "bad_request", "headers.tenant is required")
+        started, _ = await self.edge.start_run(
+            self.principal,
+            op.payload,
+            Headers(tenant=tenant, topic=h.topic, priority=h.priority),
+            None,
+        )
+        await self.reply(Started(ref=op.ref, stream_id=started.stream_id))
+        await self._subscribe(started.stream_id, 0, ref=op.ref)
+
+    async def _subscribe(
+        self, stream_id: str, from_seq: int | None, *, ref: str | None, resuming: bool = False
+    ) -> None:
+        self._require(Scope.STREAMS_READ)
+        if stream_id in self.follows:
+            raise HttpError(409, "bad_request", "this connection already follows that stream")
+        if len(self.follows) >= self.settings.max_streams:
+            raise HttpError(429, "overloaded", "too many streams on this connection")
+        flow = self.edge.flow
+        stats = flow.lookup(stream_id)
+        if stats is None:
+            gone = flow.finished(stream_id)
+            if gone is None or not self.principal.can_access_tenant(gone.tenant):
+                raise HttpError(404, "not_found", "no such stream")
+            if from_seq is not None and from_seq >= gone.next_seq:
+                # Everything up to the terminal was acked: nothing to resend.
+                self._forget(stream_id)
+                return
+            raise HttpError(410, "history_gone", "the stream ended and its history is gone")
+        if not self.principal.can_access_tenant(stats.tenant):
+            raise HttpError(404, "not_found", "no such stream")
+        try:
+            reader = flow.subscribe(stream_id, from_seq)
+        except StreamError as exc:
+            raise HttpError(410, exc.code.value, exc.message) from None
+        except ValueError as exc:
+            raise HttpError(400, "bad_request", str(exc)) from None
+        except KeyError:
+            raise HttpError(404, "not_found", "no such stream") from None
+        follow = _Follow(reader, self.settings.window)
+        self.follows[stream_id] = follow
+        if not resuming:
+            try:
+                self.sessions.subscribe(self._session(), stream_id, reader.next_seq)
+            except SessionError as exc:
+                reader.close()
+                del self.follows[stream_id]
+                raise HttpError(429, exc.code, str(exc)) from None
+        follow.task = asyncio.ensure_future(self._pump(follow))
+
+    def _credit(self, op: Credit) -> None:
+        follow = self._followed(op.stream_id)
+        follow.credit = min(MAX_CREDIT, follow.credit + op.n)
+        follow.wake.set()
+
+    def _ack(self, op: Ack) -> None:
+        # Acks stay valid after a stream's terminal went out (the follow is gone
+        # but the session still lists it until the terminal is acked).
+        sid = self.session_id
+        if sid is None or op.stream_id not in self.sessions.info(sid).subscriptions:
+            raise HttpError(404, "not_found", "this connection does not follow that stream")
+        self.sessions.ack(sid, op.stream_id, op.seq)
+        end = self._end_seqs.get(op.stream_id)
+        if end is not None and op.seq >= end:
+            # The client holds the terminal: nothing left to resume.
+            del self._end_seqs[op.stream_id]
+            self._forget(op.stream_id)
+
+    def _cancel(self, op: Cancel) -> None:
+        self._require(Scope.STREAMS_CANCEL)
+        self._owned(op.stream_id)
+        self.edge.flow.cancel(op.stream_id)
+
+    def _input(self, op: Input) -> None:
+        self._require(Scope.STREAMS_START)
+        self._owned(op.stream_id)
+        try:
+            self.edge.flow.send_input(op.stream_id, op.data)
+        except KeyError:
+            raise HttpError(404, "not_found", "no such stream") from None
+        except StreamClosedError:
+            raise HttpError(409, "stream_closed", "the stream has ended") from None
+        except WouldBlock as exc:
+            raise HttpError(429, "overloaded", str(exc)) from None
+
+    def _forget(self, stream_id: str) -> None:
+        if self.session_id is not None:
+            self.sessions.unsubscribe(self.session_id, stream_id)
+
+    def _park(self) -> None:
+        """Detach this connection's session, which a later hello may resume."""
+        sid = self.session_id
+        if sid is not None:
+            self.edge.ws_detach(sid, self)
+            self.sessions.detach(sid, time.monotonic(), attachment=self._attachment)
+            self.session_id = None
+
+    # -- one stream's pump -----------------------------------------------------------
+
+    async def _pump(self, follow: _Follow) -> None:
+        """Send the stream's chunks as credit allows; then its terminal."""
+        reader = follow.reader
+        fmt = self.fmt
+        try:
+            while True:
+                if follow.paused or follow.credit <= 0:
+                    follow.wake.clear()
+                    await follow.wake.wait()
+                    continue
+                n = min(follow.credit, reader.held())
+                if n:
+                    frames = [encode_chunk(reader.peek(i), fmt) for i in range(n)]
+                    last = reader.peek(n - 1)
+                    if last.done:
+                        self._end_seqs[follow.stream_id] = last.seq
+                    reader.skip(n)
+                    follow.credit -= n
+                    await self.send(*frames)
+                    continue
+                end = reader.end_reason()
+                if end is None:
+                    await reader.wait()
+                    continue
+                if isinstance(end, StreamError):
+                    # An abnormal end has no seq to ack: the session lets go now.
+                    self._forget(follow.stream_id)
+                    await self.error(end.code.value, end.message, stream_id=follow.stream_id)
+                return
+        except StreamError as exc:  # overrun: not for blocking readers, but be exact
+            await self.error(exc.code.value, exc.message, stream_id=follow.stream_id)
+        except (TimeoutError, OSError):
+            pass  # the send path already cut the connection
+        finally:
+            reader.close()
+            if self.follows.get(follow.stream_id) is follow:
+                del self.follows[follow.stream_id]
+
+    # -- the end -----------------------------------------------------------------------
+
+    async def detach(self) -> None:
+        """Stop every pump and park the session for resumption."""
+        tasks = [f.task for f in self.follows.values() if f.task is not None]
+        for task in tasks:
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for follow in list(self.follows.values()):
+            follow.reader.close()
+        self.follows.clear()
+        self._park()
+
+
+def choose_subprotocol(offered: list[str]) -> tuple[str | None, Format] | None:
+    """The subprotocol to accept and its format; None if only unknown ones were offered.
+
+    A client that offers none gets JSON (handy for ``websocat`` and tests).
+    """
+    if not offered:
+        return None, Format.JSON
+    for name in offered:
+        fmt = SUBPROTOCOLS.get(name)
+        if fmt is not None:
+            return name, fmt
+    return None
