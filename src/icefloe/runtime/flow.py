@@ -7,12 +7,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from icefloe.core.congestion import CongestionPolicy, CongestionState, shed
 from icefloe.core.messages import Headers, Message, new_id
 from icefloe.exceptions import ErrorCode, InvalidState, StreamError, WouldBlock
 from icefloe.runtime.channel import Channel, ChannelStatistics
 from icefloe.runtime.context import Context
 from icefloe.runtime.limits import Limits
-from icefloe.runtime.node import Adjacency, Node
+from icefloe.runtime.loadwatch import LoadWatch
+from icefloe.runtime.node import Adjacency, Node, Reliability
 from icefloe.runtime.registry import FinishedStream, RegistryStatistics, StreamRegistry
 from icefloe.runtime.runner import NodeRunner, NodeStatistics
 from icefloe.runtime.stream_types import StreamStatistics
@@ -23,6 +25,11 @@ __all__ = ["Flow", "FlowStatistics", "create"]
 
 #: default capacity of every inbox and of the egress, in messages
 DEFAULT_QUEUE_MAXSIZE = 64
+#: load shedding's thresholds unless create(congestion=...) says otherwise
+DEFAULT_CONGESTION = CongestionPolicy()
+#: credit starvation is a share of at least this many running streams
+STARVATION_FLOOR = 32
+_RELIABILITY_RANK = {r: i for i, r in enumerate(Reliability)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +62,7 @@ class Flow:
         *,
         queue_maxsize: int = DEFAULT_QUEUE_MAXSIZE,
         limits: Limits | None = None,
+        congestion: CongestionPolicy | None = DEFAULT_CONGESTION,
     ) -> None:
         if not adjacencies:
             raise ValueError("create() needs at least one node: create(Node(f).to())")
@@ -77,8 +85,14 @@ class Flow:
         has_pred = {s for n in self._nodes for s in succ[n]}
         ingress = [n for n in self._nodes if n not in has_pred] or [self._nodes[0]]
         self._ingress = tuple(self._inboxes[n] for n in ingress)
+        self._ingress_nodes = tuple(ingress)
         self._running = False
         self._stopped = False
+        #: the load watch behind load shedding (None: shedding off)
+        self.load: LoadWatch | None = None
+        if congestion is not None:
+            self.load = LoadWatch(self._load_sample, policy=congestion)
+            self._registry.shedder = self._shed
 
     def __repr__(self) -> str:
         names = ", ".join(n.name for n in self._nodes)
@@ -104,6 +118,8 @@ class Flow:
         asyncio.get_running_loop()  # fail early, outside a loop, with asyncio's own error
         for runner in self._runners:
             runner.start()
+        if self.load is not None:
+            self.load.start()
         self._running = True
 
     async def stop(self) -> None:
@@ -112,6 +128,8 @@ class Flow:
             return
         self._stopped = True
         self._running = False
+        if self.load is not None:
+            self.load.close()
         self._registry.cancel_all(ErrorCode.CANCELLED, "the flow stopped")
         for runner in self._runners:
             await runner.stop()
@@ -169,6 +187,14 @@ class Flow:
         except KeyError as exc:
             raise ValueError(f"{exc.args[0]!r} is not a node of this flow") from None
 
+    def _reliability(self, to: Node | Sequence[Node] | None) -> str:
+        """The strongest guarantee asked for by the nodes a run enters."""
+        if to is None:
+            nodes: Sequence[Node] = self._ingress_nodes
+        else:
+            nodes = (to,) if isinstance(to, Node) else to
+        return max((n.policy.reliability for n in nodes), key=_RELIABILITY_RANK.__getitem__)
+
     def cancel(self, trace_id: str) -> bool:
         """Cancel a run: its streams end with ``cancelled``, its invocations stop,
         its queued messages are skipped. Returns whether anything was running."""
@@ -189,6 +215,31 @@ class Flow:
             raise KeyError(f"no stream {stream_id!r}")
         state.input_queue(self.limits.stream_inputs).put_nowait(data)
 
+    @property
+    def congestion(self) -> CongestionState:
+        """``normal``, ``congested`` or ``overloaded`` (always ``normal`` with shedding off)."""
+        return CongestionState.NORMAL if self.load is None else self.load.state
+
+    def _load_sample(self) -> tuple[float, float]:
+        """(queue fill, credit starvation) for the load watch, each 0..1.
+
+        Queue fill is the fullest node inbox. Starvation is the share of
+        running streams whose producer waits for its readers, counted over at
+        least STARVATION_FLOOR streams: a few stalled clients are their own
+        business, not the server's.
+        """
+        fill = max((len(q) / q.maxsize for q in self._inboxes.values()), default=0.0)
+        starved = self._registry.producers_waiting()
+        active = max(self._registry.active, STARVATION_FLOOR)
+        return fill, starved / active
+
+    def _shed(self, headers: Headers, reliability: str) -> str | None:
+        """Why a new stream is refused under the current load (None: admitted)."""
+        state = self.congestion
+        if not shed(state, priority=headers.priority, reliability=reliability):
+            return None
+        return f"the flow is {state.value}; retry later"
+
     def _stop_run(self, trace_id: str) -> bool:
         return sum(runner.cancel_trace(trace_id) for runner in self._runners) > 0
 
@@ -206,7 +257,9 @@ class Flow:
         """
         self._check_running()
         targets = self._targets(to)
-        state = self._registry.admit(message.trace_id, message.trace_id, message.headers)
+        state = self._registry.admit(
+            message.trace_id, message.trace_id, message.headers, reliability=self._reliability(to)
+        )
         if message.deadline_s is not None:
             self._registry.set_deadline(state, message.deadline_s)
         reader = state.attach(0, owner=True)
@@ -234,7 +287,11 @@ class Flow:
         self._check_running()
         targets = self._targets(to)
         state = self._registry.admit(
-            message.trace_id, message.trace_id, message.headers, history=history
+            message.trace_id,
+            message.trace_id,
+            message.headers,
+            history=history,
+            reliability=self._reliability(to),
         )
         if message.deadline_s is not None:
             self._registry.set_deadline(state, message.deadline_s)
@@ -333,10 +390,13 @@ def create(
     *adjacencies: Adjacency,
     queue_maxsize: int = DEFAULT_QUEUE_MAXSIZE,
     limits: Limits | None = None,
+    congestion: CongestionPolicy | None = DEFAULT_CONGESTION,
 ) -> Flow:
     """Build a flow from ``node.to(...)`` adjacencies.
 
     ``queue_maxsize`` bounds every node inbox and the egress (messages);
-    ``limits`` sets stream admission and buffering (see :class:`Limits`).
+    ``limits`` sets stream admission and buffering (see :class:`Limits`);
+    ``congestion`` sets when new streams are shed under load (see
+    docs/qos.md; None turns load shedding off).
     """
-    return Flow(adjacencies, queue_maxsize=queue_maxsize, limits=limits)
+    return Flow(adjacencies, queue_maxsize=queue_maxsize, limits=limits, congestion=congestion)

@@ -74,6 +74,10 @@ class StreamRegistry:
         self.active = 0
         self.admitted = 0
         self.refused = 0
+        #: of ``refused``, those refused by load shedding
+        self.shed = 0
+        #: ``(headers, reliability) -> refusal reason or None``: load shedding (Flow sets it)
+        self.shedder: Callable[[Headers, str], str | None] | None = None
         self._emitted_done = 0
         self._delivered_done = 0
 
@@ -92,11 +96,17 @@ class StreamRegistry:
     # -- admission -------------------------------------------------------------
 
     def admit(
-        self, stream_id: str, trace_id: str, headers: Headers, *, history: int | None = None
+        self,
+        stream_id: str,
+        trace_id: str,
+        headers: Headers,
+        *,
+        history: int | None = None,
+        reliability: str = "at_most_once",
     ) -> StreamState:
         """Register a new running stream (``history`` overrides ``Limits.stream_history``).
 
-        :raises StreamError: ``overloaded`` when a limit refuses it.
+        :raises StreamError: ``overloaded`` when a limit (or load shedding) refuses it.
         :raises InvalidState: a stream with this id is registered already.
         :raises StreamClosedError: a stream with this id finished recently.
         """
@@ -105,6 +115,10 @@ class StreamRegistry:
         if stream_id in self._finished:
             raise StreamClosedError(stream_id)
         why = self._refusal(headers.tenant)
+        if why is None and self.shedder is not None:
+            why = self.shedder(headers, reliability)
+            if why is not None:
+                self.shed += 1
         if why is not None:
             self.refused += 1
             raise StreamError(ErrorCode.OVERLOADED, why, stream_id)
@@ -126,6 +140,10 @@ class StreamRegistry:
         self.active += 1
         self.admitted += 1
         return state
+
+    def producers_waiting(self) -> int:
+        """Running streams whose producer waits for its readers (O(streams))."""
+        return sum(1 for state in self._streams.values() if state._room)
 
     def _refusal(self, tenant: str) -> str | None:
         limits = self.limits

@@ -25,6 +25,7 @@ from starlette.requests import HTTPConnection, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 
+from icefloe.core.congestion import CongestionState
 from icefloe.core.messages import Headers, Message, StreamChunk, new_id
 from icefloe.core.sessions import SessionTable
 from icefloe.exceptions import EndOfStream, InvalidState, StreamError, WouldBlock
@@ -507,7 +508,12 @@ class _Edge:
     async def readyz(self, request: Request) -> Response:
         if not self.flow.running:
             return error_response(503, "unavailable", "the flow is not running")
-        return JSONResponse({"status": "ready"})
+        if self.flow.congestion is CongestionState.OVERLOADED:
+            # Tell load balancers to send new work elsewhere until load falls.
+            return error_response(
+                503, "overloaded", "the server is overloaded", {"Retry-After": "1"}
+            )
+        return JSONResponse({"status": "ready", "load": self.flow.congestion.value})
 
     async def metrics_endpoint(self, request: Request) -> Response:
         return Response(self.metrics.render(), media_type="text/plain; version=0.0.4")

@@ -45,6 +45,27 @@ class _FlowCollector(Collector):
         yield CounterMetricFamily(
             "icefloe_streams_refused", "Streams refused as overloaded", streams.refused
         )
+        flow = self._flow
+        yield CounterMetricFamily(
+            "icefloe_streams_shed", "Streams refused by load shedding", flow._registry.shed
+        )
+        state = GaugeMetricFamily(
+            "icefloe_congestion_state",
+            "Load: 0 normal, 1 congested, 2 overloaded",
+            labels=["state"],
+        )
+        state.add_metric([flow.congestion.value], flow.congestion.level)
+        yield state
+        if flow.load is not None:
+            load = flow.load.statistics()
+            yield GaugeMetricFamily(
+                "icefloe_loop_lag_seconds", "Event-loop lag at the last probe", load.last_lag_s
+            )
+            yield CounterMetricFamily(
+                "icefloe_congestion_transitions",
+                "Changes of congestion state",
+                load.congestion.transitions,
+            )
         yield CounterMetricFamily("icefloe_chunks_emitted", "Chunks released", streams.emitted)
         yield CounterMetricFamily(
             "icefloe_chunks_delivered", "Chunks handed to readers", streams.delivered
