@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable
-from typing import Any, Final, Generic, NamedTuple, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Any, Final, Generic, NamedTuple, Protocol, TypeVar
 
 from icefloe.exceptions import ClosedResourceError, EndOfStream, WouldBlock
 
@@ -42,16 +42,31 @@ class ChannelStatistics(NamedTuple):
     closed: bool
 
 
+class Store(Protocol[T]):
+    """What a channel needs of its storage: a deque, or a fair queue (runtime/fair.py)."""
+
+    def __len__(self) -> int: ...
+    def __iter__(self) -> Iterator[T]: ...
+    def append(self, item: T, /) -> None: ...
+    def popleft(self) -> T: ...
+    def clear(self) -> None: ...
+    def extend(self, items: list[T], /) -> None: ...
+
+
 class Channel(Generic[T]):
-    """Bounded multi-producer, multi-consumer FIFO of items."""
+    """Bounded multi-producer, multi-consumer FIFO of items.
+
+    ``store`` replaces the FIFO order (default: a deque) by another, such
+    as the priority-fair queue of entry nodes; the bound stays ``maxsize``.
+    """
 
     __slots__ = ("_closed", "_getters", "_items", "_maxsize", "_putters")
 
-    def __init__(self, maxsize: int) -> None:
+    def __init__(self, maxsize: int, store: Store[T] | None = None) -> None:
         if not isinstance(maxsize, int) or isinstance(maxsize, bool) or maxsize < 1:
             raise ValueError(f"maxsize must be an int >= 1, got {maxsize!r}")
         self._maxsize = maxsize
-        self._items: deque[T] = deque()
+        self._items: Store[T] = deque() if store is None else store
         self._getters: deque[asyncio.Future[None]] = deque()
         self._putters: deque[asyncio.Future[None]] = deque()
         self._closed = False

@@ -12,6 +12,7 @@ from icefloe.core.messages import Headers, Message, new_id
 from icefloe.exceptions import ErrorCode, InvalidState, StreamError, WouldBlock
 from icefloe.runtime.channel import Channel, ChannelStatistics
 from icefloe.runtime.context import Context
+from icefloe.runtime.fair import FairQueue
 from icefloe.runtime.limits import Limits
 from icefloe.runtime.loadwatch import LoadWatch
 from icefloe.runtime.node import Adjacency, Node, Reliability
@@ -73,8 +74,15 @@ class Flow:
         self._nodes, succ = _graph(adjacencies)
         self._registry = StreamRegistry(self.limits, self._stop_run)
         self._egress: Channel[Message] = Channel(queue_maxsize)
+        has_pred = {s for n in self._nodes for s in succ[n]}
+        ingress = [n for n in self._nodes if n not in has_pred] or [self._nodes[0]]
+        # Entry nodes share their workers fairly between priority classes
+        # (runtime/fair.py); inner nodes carry chunks in plain FIFO order.
         self._inboxes: dict[Node, Channel[Message]] = {
-            n: Channel(n.policy.queue_maxsize or queue_maxsize) for n in self._nodes
+            n: Channel(
+                n.policy.queue_maxsize or queue_maxsize, FairQueue() if n in ingress else None
+            )
+            for n in self._nodes
         }
         self._runners: list[NodeRunner] = []
         for node in self._nodes:
@@ -82,8 +90,6 @@ class Flow:
                 node, self._registry, {s: self._inboxes[s] for s in succ[node]}, self._egress
             )
             self._runners.append(NodeRunner(node, self._inboxes[node], ctx, self._registry))
-        has_pred = {s for n in self._nodes for s in succ[n]}
-        ingress = [n for n in self._nodes if n not in has_pred] or [self._nodes[0]]
         self._ingress = tuple(self._inboxes[n] for n in ingress)
         self._ingress_nodes = tuple(ingress)
         self._running = False
@@ -236,7 +242,11 @@ class Flow:
     def _shed(self, headers: Headers, reliability: str) -> str | None:
         """Why a new stream is refused under the current load (None: admitted)."""
         state = self.congestion
-        if not shed(state, priority=headers.priority, reliability=reliability):
+        # Only overload refuses: "congested" is reported (metrics, /readyz)
+        # but admits, since a burst of legitimate work is congestion too.
+        if state is not CongestionState.OVERLOADED or not shed(
+            state, priority=headers.priority, reliability=reliability
+        ):
             return None
         return f"the flow is {state.value}; retry later"
 
