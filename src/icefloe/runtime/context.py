@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from icefloe.core.latency import LatencyBudget, LatencyBudgetStatistics
 from icefloe.core.messages import NO_META, Message, StreamChunk
 from icefloe.exceptions import ErrorCode, StreamClosedError, StreamError
 from icefloe.runtime.channel import Channel
@@ -35,10 +36,11 @@ __all__ = ["Context"]
 class _Emitter:
     """One node's write position in one stream."""
 
-    __slots__ = ("closed", "done_seq", "mark", "mark_seq", "next_seq", "state")
+    __slots__ = ("closed", "done_seq", "last_ns", "mark", "mark_seq", "next_seq", "state")
 
     def __init__(self, state: StreamState) -> None:
         self.state = state
+        self.last_ns = state.created_ns  # for latency budgets
         self.next_seq = state.start_seq
         self.closed = False
         self.done_seq = 0  # the seq of this node's done chunk, once closed
@@ -52,6 +54,7 @@ class Context:
     """Handed to every invocation of one node."""
 
     __slots__ = (
+        "_budget",
         "_cache_em",
         "_cache_sid",
         "_egress",
@@ -72,6 +75,9 @@ class Context:
         egress: Channel[Message],
     ) -> None:
         self.node = node
+        budget_ms = node.policy.latency_budget_ms
+        #: the node's latency budget tracker (None: not measured)
+        self._budget = None if budget_ms is None else LatencyBudget(budget_ms)
         self._registry = registry
         self._key = id(node)
         self._succ = successors
@@ -169,6 +175,9 @@ class Context:
             em.closed = True
             em.done_seq = seq
         chunk = StreamChunk(sid, seq, text, done, NO_META if meta is None else meta, data)
+        if self._budget is not None:
+            self._budget.record((chunk.ts - em.last_ns) / 1e9)
+            em.last_ns = chunk.ts
         if to is None:
             if self._sink:
                 if seq == state._head and state._reorder is None:
@@ -242,6 +251,10 @@ class Context:
         sid = parent.trace_id if stream_id is None else stream_id
         state = self._emitter(sid, parent).state
         return state.input_queue(self._registry.limits.stream_inputs)
+
+    def latency(self) -> LatencyBudgetStatistics | None:
+        """The node's latency budget figures (None without ``latency_budget_ms``)."""
+        return None if self._budget is None else self._budget.statistics()
 
     def stream_progress(self, stream_id: str) -> int | None:
         """How many chunks of ``stream_id`` were released to readers so far.

@@ -40,6 +40,10 @@ class NodePolicy:
     * ``queue_maxsize``: capacity of the node's inbox in messages (None: the
       flow's ``queue_maxsize``).
     * ``reliability``: the stream guarantee the node asks for.
+    * ``latency_budget_ms``: the longest a reader should wait for each chunk
+      this node emits: for the first, from the stream's admission; for the
+      rest, from the previous chunk (None: not measured). Observations,
+      violations and quantiles are in ``flow.stats()`` and ``/metrics``.
     """
 
     timeout_s: float | None = None
@@ -50,6 +54,7 @@ class NodePolicy:
     max_concurrency: int = 1
     queue_maxsize: int | None = None
     reliability: Reliability = Reliability.AT_MOST_ONCE
+    latency_budget_ms: float | None = None
 
     def __post_init__(self) -> None:
         if self.timeout_s is not None:
@@ -62,6 +67,8 @@ class NodePolicy:
         if self.queue_maxsize is not None:
             _check_int("queue_maxsize", self.queue_maxsize, 1)
         object.__setattr__(self, "reliability", Reliability(self.reliability))
+        if self.latency_budget_ms is not None:
+            _check_number("latency_budget_ms", self.latency_budget_ms, 0, inclusive=False)
 
     def backoff(self, attempt: int) -> float:
         """Seconds to wait before retry number ``attempt`` (0-based)."""

@@ -14,6 +14,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, NamedTuple
 
+from icefloe.core.latency import LatencyBudgetStatistics
 from icefloe.exceptions import EndOfStream, ErrorCode, StreamClosedError
 from icefloe.runtime.channel import EMPTY, Channel, ChannelStatistics
 from icefloe.runtime.context import Context
@@ -47,6 +48,8 @@ class NodeStatistics(NamedTuple):
     failures: int
     #: invocations interrupted by cancellation
     cancelled: int
+    #: chunk latency against ``NodePolicy.latency_budget_ms`` (None: no budget)
+    latency: LatencyBudgetStatistics | None = None
 
 
 class _Failure(Exception):
@@ -118,6 +121,7 @@ class NodeRunner:
             self.retries,
             self.failures,
             self.cancelled,
+            self.ctx.latency(),
         )
 
     async def _work(self, index: int) -> None:

@@ -25,6 +25,7 @@ streaming tokens:
 from __future__ import annotations
 
 import asyncio
+import time
 import weakref
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -73,6 +74,7 @@ class StreamState:
         "_solo",
         "_waiting",
         "code",
+        "created_ns",
         "deadline_handle",
         "delivered",
         "duplicates",
@@ -106,6 +108,8 @@ class StreamState:
         start_seq: int = 0,
     ) -> None:
         self._registry = registry
+        #: admission time (unix ns), where a first chunk's latency starts
+        self.created_ns = time.time_ns()
         self.stream_id = stream_id
         self.trace_id = trace_id
         self.headers = headers

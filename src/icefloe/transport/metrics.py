@@ -46,6 +46,22 @@ class _FlowCollector(Collector):
             "icefloe_streams_refused", "Streams refused as overloaded", streams.refused
         )
         flow = self._flow
+        observed = CounterMetricFamily(
+            "icefloe_latency_budget_observations",
+            "Chunks measured against their node's latency budget",
+            labels=["node"],
+        )
+        violated = CounterMetricFamily(
+            "icefloe_latency_budget_violations",
+            "Chunks that took longer than their node's latency budget",
+            labels=["node"],
+        )
+        for node in stats.nodes:
+            if node.latency is not None:
+                observed.add_metric([node.name], node.latency.observations)
+                violated.add_metric([node.name], node.latency.violations)
+        yield observed
+        yield violated
         yield CounterMetricFamily(
             "icefloe_streams_shed", "Streams refused by load shedding", flow._registry.shed
         )
