@@ -1,0 +1,434 @@
+"""One hub subscriber: its bounded buffer, and the async iterator that reads it.
+
+A subscriber's buffer is a :class:`~icefloe.core.ring.Ring` of at most
+``buffer`` events and ``max_bytes`` bytes with its overflow policy; events
+replayed from history on ``subscribe(from_offset=...)`` are read first, from
+a separate list taken at subscribe time (it holds references to events the
+history already holds).
+
+How a subscription ends, by cause:
+
+=====================  ===================================================  =====================
+cause                  what the reader sees                                 buffered events
+=====================  ===================================================  =====================
+``aclose``/``close``   iteration stops; ``receive*`` raise                  discarded at once
+(or leaving ``async    ``ClosedResourceError``
+with``, or garbage)
+overflow               ``StreamError(code="overloaded")``                   discarded at once
+``disconnect``
+``Hub.close``          ``StreamError(code="cancelled")``                    read first
+=====================  ===================================================  =====================
+
+Cancelling a task blocked in ``receive``/``__anext__``/``wait`` leaves the
+subscription attached: only closing it (or the hub) detaches it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections import deque
+from collections.abc import Callable, Collection, Mapping
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias
+
+from icefloe.core.filters import Filter
+from icefloe.core.ring import Overflow, Ring
+from icefloe.core.topics import Pattern
+from icefloe.exceptions import ClosedResourceError, IcefloeError, StreamError, WouldBlock
+from icefloe.hub.event import HubEvent
+
+if TYPE_CHECKING:
+    from icefloe.hub.hub import Hub
+
+__all__ = [
+    "HubSubscription",
+    "NormalTarget",
+    "SubscriberInfo",
+    "SubscriptionStatistics",
+    "Target",
+    "check_target",
+    "wants",
+]
+
+
+class SubscriberInfo(NamedTuple):
+    """What a publisher's ``to=`` predicate may look at."""
+
+    #: the subscriber's id (given to ``subscribe`` or generated)
+    subscriber_id: str
+    #: the subscriber's tenant
+    tenant: str
+    #: the pattern it subscribed with
+    pattern: str
+    #: its filter's source, if any
+    filter: str | None
+    #: the ``meta`` mapping given to ``subscribe`` (empty if none)
+    meta: Mapping[str, Any]
+
+
+#: ``to=`` of a publish: a collection of subscriber ids, or a predicate over subscribers
+Target: TypeAlias = Collection[str] | Callable[[SubscriberInfo], bool]
+#: a checked target: a frozenset of ids, or a predicate
+NormalTarget: TypeAlias = frozenset[str] | Callable[[SubscriberInfo], bool]
+
+
+class SubscriptionStatistics(NamedTuple):
+    """A snapshot of one subscription."""
+
+    #: the subscriber's id
+    subscriber_id: str
+    #: its tenant
+    tenant: str
+    #: the pattern it subscribed with
+    pattern: str
+    #: its filter's source, if any
+    filter: str | None
+    #: its overflow policy
+    overflow: str
+    #: events in its buffer now
+    buffered: int
+    #: its buffer's capacity, in events
+    buffer: int
+    #: bytes in its buffer now
+    buffered_bytes: int
+    #: its buffer's capacity, in bytes
+    max_bytes: int
+    #: replayed events not yet read
+    replay_pending: int
+    #: events returned to the reader, replayed ones included
+    delivered: int
+    #: events evicted unread to make room (``drop_oldest``)
+    dropped_oldest: int
+    #: events discarded because the buffer was full (``drop_newest``)
+    dropped_newest: int
+    #: publish attempts that found the buffer full (``block``): waits and ``WouldBlock``
+    blocked: int
+    #: publishers waiting for room in this buffer now
+    waiting_publishers: int
+    #: why it ended (``closed``, ``overloaded``, ``cancelled``), None while live
+    ended: str | None
+
+
+class SubscriberState:
+    """The hub's side of a subscription; the handle is :class:`HubSubscription`."""
+
+    __slots__ = (
+        "blocked",
+        "blocking",
+        "cause",
+        "delivered",
+        "filter",
+        "hub",
+        "info",
+        "low_bytes",
+        "low_items",
+        "pattern",
+        "replay",
+        "ring",
+        "room",
+        "subscriber_id",
+        "tenant",
+        "waiters",
+    )
+
+    def __init__(
+        self,
+        hub: Hub,
+        info: SubscriberInfo,
+        pattern: Pattern,
+        filter: Filter | None,
+        ring: Ring[HubEvent],
+    ) -> None:
+        self.hub = hub
+        self.info = info
+        self.subscriber_id = info.subscriber_id
+        self.tenant = info.tenant
+        self.pattern = pattern
+        self.filter: Callable[[Any], bool] | None = None if filter is None else filter.predicate
+        self.ring = ring
+        self.blocking = ring.overflow is Overflow.BLOCK
+        # Events replayed from history, read before the buffer; only resuming
+        # subscribers have one (an empty deque alone costs about 600 bytes).
+        self.replay: deque[HubEvent] | None = None
+        # Readers parked until an event (or the end) arrives.
+        self.waiters: list[asyncio.Future[None]] = []
+        # Publishers parked until this buffer has room (overflow=block).
+        self.room: list[asyncio.Future[None]] = []
+        self.cause: IcefloeError | None = None
+        self.delivered = 0
+        #: publishes that found this buffer full (overflow=block)
+        self.blocked = 0
+        # Blocked publishers are woken once the buffer is half drained, so a
+        # reader and a publisher exchange batches, not single events.
+        self.low_items = ring.max_items // 2
+        max_bytes = ring.max_bytes
+        self.low_bytes: float = max_bytes // 2 if max_bytes is not None else math.inf
+
+    def wake_readers(self) -> None:
+        waiters, self.waiters = self.waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def wake_publishers(self) -> None:
+        room, self.room = self.room, []
+        for waiter in room:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def take(self) -> HubEvent | None:
+        """The next event to read, or None; the per-event path of every reader."""
+        replay = self.replay
+        if replay:
+            self.delivered += 1
+            event = replay.popleft()
+            if not replay:
+                self.replay = None
+            return event
+        ring = self.ring
+        if not ring:
+            return None
+        event = ring.take()
+        self.delivered += 1
+        if self.room and (
+            not ring or (len(ring) <= self.low_items and ring.used_bytes <= self.low_bytes)
+        ):
+            self.wake_publishers()
+        return event
+
+    def held(self) -> int:
+        replay = self.replay
+        return len(self.ring) + (len(replay) if replay else 0)
+
+    def statistics(self) -> SubscriptionStatistics:
+        ring = self.ring.statistics()
+        cause = self.cause
+        ended: str | None = None
+        if isinstance(cause, StreamError):
+            ended = cause.code.value
+        elif cause is not None:
+            ended = "closed"
+        return SubscriptionStatistics(
+            subscriber_id=self.subscriber_id,
+            tenant=self.tenant,
+            pattern=self.pattern.source,
+            filter=self.info.filter,
+            overflow=ring.overflow.value,
+            buffered=ring.used,
+            buffer=ring.max_items,
+            buffered_bytes=ring.used_bytes,
+            max_bytes=ring.max_bytes or 0,
+            replay_pending=len(self.replay) if self.replay else 0,
+            delivered=self.delivered,
+            dropped_oldest=ring.dropped_oldest,
+            dropped_newest=ring.dropped_newest,
+            blocked=self.blocked,
+            waiting_publishers=len(self.room),
+            ended=ended,
+        )
+
+
+def check_target(to: Target | None) -> NormalTarget | None:
+    """``to`` as a frozenset of ids or a predicate.
+
+    :raises ValueError: if it is neither a collection of str nor a callable
+        (a str alone is refused: it would read as a set of characters).
+    """
+    if to is None or callable(to):
+        return to
+    if isinstance(to, str | bytes) or not isinstance(to, Collection):
+        raise ValueError(f"to= must be a collection of subscriber ids or a predicate, got {to!r}")
+    ids = frozenset(to)
+    for sid in ids:
+        if not isinstance(sid, str):
+            raise ValueError(f"to= must hold subscriber ids (str), got {sid!r}")
+    return ids
+
+
+def wants(s: SubscriberState, event: HubEvent, target: NormalTarget | None) -> bool:
+    """Whether ``s`` receives ``event`` published with ``target``: the target, then the filter."""
+    if target is not None:
+        if isinstance(target, frozenset):
+            if s.subscriber_id not in target:
+                return False
+        elif not target(s.info):
+            return False
+    flt = s.filter
+    return flt is None or flt(event)
+
+
+def _fresh(cause: IcefloeError) -> IcefloeError:
+    # Raise a new instance each time: re-raising one would grow its traceback.
+    if isinstance(cause, StreamError):
+        return StreamError(cause.code, cause.message, cause.stream_id)
+    return ClosedResourceError(str(cause))
+
+
+class HubSubscription:
+    """An async iterator over the events a subscriber receives, oldest first.
+
+    Made by :meth:`Hub.subscribe <icefloe.hub.Hub.subscribe>`. Use it as an
+    async context manager (or call :meth:`aclose`) so that it detaches from
+    the hub as soon as you are done; dropping the last reference detaches
+    it too. Iteration ends after :meth:`aclose`; it raises
+    :class:`~icefloe.exceptions.StreamError` when the subscription is ended
+    by the hub (see the module docstring for the causes).
+
+    Events of one topic arrive in offset order. A subscription is read by
+    one task at a time; several may wait, and all are woken.
+    """
+
+    __slots__ = ("__weakref__", "_s")
+
+    def __init__(self, subscriber: SubscriberState) -> None:
+        self._s = subscriber
+
+    def __repr__(self) -> str:
+        s = self._s
+        return (
+            f"HubSubscription(id={s.subscriber_id!r}, tenant={s.tenant!r}, "
+            f"pattern={s.pattern.source!r}, buffered={s.held()})"
+        )
+
+    @property
+    def subscriber_id(self) -> str:
+        return self._s.subscriber_id
+
+    @property
+    def tenant(self) -> str:
+        return self._s.tenant
+
+    @property
+    def pattern(self) -> str:
+        return self._s.pattern.source
+
+    @property
+    def filter(self) -> str | None:
+        """The filter's source, or None."""
+        return self._s.info.filter
+
+    @property
+    def overflow(self) -> Overflow:
+        return self._s.ring.overflow
+
+    @property
+    def closed(self) -> bool:
+        """Whether the subscription has ended (for any cause); buffered events may remain."""
+        return self._s.cause is not None
+
+    def statistics(self) -> SubscriptionStatistics:
+        """A snapshot of this subscription's buffer and counters."""
+        return self._s.statistics()
+
+    # -- reading -----------------------------------------------------------------------
+
+    def __aiter__(self) -> HubSubscription:
+        return self
+
+    async def __anext__(self) -> HubEvent:
+        s = self._s
+        while True:
+            event = s.take()
+            if event is not None:
+                return event
+            cause = s.cause
+            if cause is not None:
+                if isinstance(cause, ClosedResourceError):
+                    raise StopAsyncIteration
+                raise _fresh(cause)
+            await self._park()
+
+    async def receive(self) -> HubEvent:
+        """The next event, waiting for one.
+
+        :raises ClosedResourceError: the subscription was closed here.
+        :raises StreamError: the hub ended it (``overloaded``, ``cancelled``).
+        """
+        s = self._s
+        while True:
+            event = s.take()
+            if event is not None:
+                return event
+            if s.cause is not None:
+                raise _fresh(s.cause)
+            await self._park()
+
+    def receive_nowait(self) -> HubEvent:
+        """The next event if one is buffered now.
+
+        :raises WouldBlock: nothing is buffered yet.
+        :raises ClosedResourceError: the subscription was closed here.
+        :raises StreamError: the hub ended it (``overloaded``, ``cancelled``).
+        """
+        s = self._s
+        event = s.take()
+        if event is not None:
+            return event
+        if s.cause is not None:
+            raise _fresh(s.cause)
+        raise WouldBlock(f"no event for subscriber {s.subscriber_id!r} yet")
+
+    def held(self) -> int:
+        """How many events :meth:`receive_nowait` would return now without waiting."""
+        return self._s.held()
+
+    def end_reason(self) -> IcefloeError | None:
+        """Why nothing more will come, once nothing is :meth:`held`; None: more may."""
+        s = self._s
+        if s.cause is None or s.held():
+            return None
+        return _fresh(s.cause)
+
+    async def wait(self) -> None:
+        """Wait until :meth:`receive_nowait` has something to say (an event or the end)."""
+        s = self._s
+        if s.held() or s.cause is not None:
+            return
+        await self._park()
+
+    def interrupt(self) -> None:
+        """End a pending :meth:`wait` early, e.g. to write a heartbeat; stays attached."""
+        self._s.wake_readers()
+
+    async def _park(self) -> None:
+        s = self._s
+        waiter = asyncio.get_running_loop().create_future()
+        s.waiters.append(waiter)
+        try:
+            await waiter
+        finally:
+            # A wake-up takes the waiter off the list; a cancellation does not.
+            if not waiter.done():
+                waiter.cancel()
+            if waiter.cancelled():
+                try:
+                    s.waiters.remove(waiter)
+                except ValueError:
+                    pass
+
+    # -- closing -----------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Detach from the hub and discard what is buffered. Idempotent."""
+        s = self._s
+        if s.cause is None:
+            s.hub._end(s, ClosedResourceError("the subscription was closed"), keep=False)
+        elif s.held():
+            s.hub._discard(s)
+
+    async def aclose(self) -> None:
+        """Asynchronous :meth:`close`."""
+        self.close()
+
+    async def __aenter__(self) -> HubSubscription:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        # An ``async for`` left with ``break`` drops the handle without closing it.
+        try:
+            self.close()
+        except Exception:  # pragma: no cover - interpreter shutdown
+            pass
