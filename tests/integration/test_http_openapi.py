@@ -129,7 +129,9 @@ def fuzz(base_url: str, sid: str) -> list[str]:
         for op in operations
         if op.label in STREAM_OPERATIONS
     ]
-    variants += [(op, {}) for op in operations]
+    # A topic subscription streams until the client leaves: every request would
+    # wait out the read timeout, so it is tested in test_topics.py instead.
+    variants += [(op, {}) for op in operations if op.label != "GET /v1/topics/{pattern}"]
     failures: list[str] = []
     for op, fixed in variants:
         for mode in (schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE):

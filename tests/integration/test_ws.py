@@ -471,11 +471,3 @@ async def test_a_missing_scope_is_forbidden_per_op(serve: Serve) -> None:
         await c.send("start", ref="s", payload=1, headers=HEADERS)
         err = await c.recv()
         assert (err["code"], err["ref"]) == ("forbidden", "s")
-
-
-async def test_publish_and_sub_topic_are_unsupported_for_now(serve: Serve) -> None:
-    counter = Counter()
-    async with serve(counter.flow) as base, client(base) as c, asyncio.timeout(20):
-        await c.send("publish", topic="a.b", data=1, ref="p")
-        err = await c.recv()
-        assert (err["code"], err["ref"]) == ("unsupported", "p")

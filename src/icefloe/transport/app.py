@@ -29,6 +29,7 @@ from icefloe.core.congestion import CongestionState
 from icefloe.core.messages import Headers, Message, StreamChunk, new_id
 from icefloe.core.sessions import SessionTable
 from icefloe.exceptions import EndOfStream, InvalidState, StreamError, WouldBlock
+from icefloe.hub import Hub
 from icefloe.runtime.flow import Flow
 from icefloe.runtime.stream_types import StreamStatistics
 from icefloe.runtime.subscription import Subscription
@@ -48,7 +49,14 @@ from icefloe.transport.metrics import EdgeMetrics
 from icefloe.transport.openapi import OPENAPI
 from icefloe.transport.shared import EncodedLog
 from icefloe.transport.streaming import PumpSettings, StreamPump
-from icefloe.transport.websocket import WsConnection, WsSettings, choose_subprotocol
+from icefloe.transport.topics import (
+    ndjson_event,
+    publish_topic,
+    read_topic,
+    sse_event,
+    take_events,
+)
+from icefloe.transport.websocket import WsConnection, WsSettings, serve_websocket
 
 __all__ = ["EdgeSettings", "create_app"]
 
@@ -110,8 +118,9 @@ _decode_start = msgspec.json.Decoder(_StartIn).decode
 class _Edge:
     """The handlers, sharing one flow and its edge state."""
 
-    def __init__(self, flow: Flow, settings: EdgeSettings) -> None:
+    def __init__(self, flow: Flow, settings: EdgeSettings, hub: Hub) -> None:
         self.flow = flow
+        self.hub = hub
         self.settings = settings
         self.metrics = EdgeMetrics(flow)
         self.limiter = PrincipalLimiter(settings.edge_limits)
@@ -429,67 +438,10 @@ class _Edge:
         finally:
             reader.close()
 
-    # -- WebSocket ---------------------------------------------------------------------
+    # -- WebSocket and topics --------------------------------------------------------
 
     async def websocket(self, scope: Any, receive: Any, send: Any) -> None:
-        """``/v1/ws``: the handshake checks, then a :class:`WsConnection`."""
-        if (await receive())["type"] != "websocket.connect":
-            return
-        conn = HTTPConnection(scope)
-        denial = self._ws_denial(conn)
-        principal: Principal | None = None
-        if denial is None:
-            try:
-                principal = self.principal(conn, None)
-            except HttpError as exc:
-                denial = exc
-        chosen = choose_subprotocol(list(scope.get("subprotocols") or ()))
-        if denial is None and chosen is None:
-            denial = HttpError(400, "bad_request", "offer icefloe.v1.json or icefloe.v1.msgpack")
-        if denial is None:
-            key: str = conn.state.limit_key
-            retry = self.limiter.open_connection(key)
-            if retry is not None:
-                self.metrics.requests_limited.inc()
-                denial = HttpError(
-                    429,
-                    "too_many_connections",
-                    "connection limit",
-                    {"Retry-After": str(int(retry))},
-                )
-        if denial is not None or principal is None or chosen is None:
-            assert denial is not None
-            await _deny_websocket(scope, send, denial)
-            return
-        subprotocol, fmt = chosen
-        try:
-            await send({"type": "websocket.accept", "subprotocol": subprotocol})
-            ws = WsConnection(self, self.settings.ws, principal, fmt, send, self.sessions)
-            self.sessions.expire()
-            close = await ws.run(receive)
-            if close is not None:
-                with contextlib.suppress(OSError, RuntimeError):
-                    await send({"type": "websocket.close", "code": close[0], "reason": close[1]})
-        finally:
-            self.limiter.close_connection(key)
-
-    def _ws_denial(self, conn: HTTPConnection) -> HttpError | None:
-        """Refuse cross-site WebSocket hijacking: a browser's Origin must be allowed.
-
-        Browsers always send ``Origin`` on a WebSocket; other clients need not.
-        Allowed: an origin in ``allow_origins`` (or ``*``), else the server's
-        own origin (same host and port as the ``Host`` header).
-        """
-        origin = conn.headers.get("origin")
-        if origin is None:
-            return None
-        allowed = self.settings.allow_origins
-        if "*" in allowed or origin in allowed:
-            return None
-        host = conn.headers.get("host", "")
-        if not allowed and origin.split("://", 1)[-1] == host:
-            return None
-        return HttpError(403, "forbidden", "origin not allowed")
+        await serve_websocket(self, scope, receive, send)
 
     def ws_attach(self, session_id: str, conn: WsConnection) -> None:
         """``conn`` now holds the session; an older connection holding it is cut."""
@@ -501,6 +453,33 @@ class _Edge:
     def ws_detach(self, session_id: str, conn: WsConnection) -> None:
         if self._ws_live.get(session_id) is conn:
             del self._ws_live[session_id]
+
+    async def publish(self, request: Request) -> Response:
+        return await publish_topic(self, request, await _read_body(request))
+
+    async def read_topic(self, request: Request) -> Response:
+        sub, fmt = read_topic(self, request)
+        key: str = request.state.limit_key
+        retry = self.limiter.open_connection(key)
+        if retry is not None:
+            sub.close()
+            self.metrics.requests_limited.inc()
+            raise HttpError(
+                429, "too_many_connections", "connection limit", {"Retry-After": str(int(retry))}
+            )
+        self.metrics.connections.inc()
+
+        def ended(outcome: str) -> None:
+            self.limiter.close_connection(key)
+            self.metrics.connections.dec()
+            self.metrics.disconnects.labels(outcome).inc()
+
+        gzip = "gzip" in request.headers.get("accept-encoding", "").lower()
+        encode = sse_event if fmt is WireFormat.SSE else ndjson_event
+        pump = StreamPump(
+            sub, fmt, self.settings.pump, gzip=gzip, take=take_events(encode), on_end=ended
+        )
+        return _AsgiResponse(pump)
 
     async def healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -587,25 +566,6 @@ class _RawAsgi:
         await self._app(scope, receive, send)
 
 
-async def _deny_websocket(scope: Any, send: Any, denial: HttpError) -> None:
-    """Refuse a handshake with an HTTP error body when the server can, else close 1008."""
-    if "websocket.http.response" in scope.get("extensions", {}):
-        response = error_response(denial.status, denial.code, denial.message, denial.headers)
-        raw_headers = [
-            (k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers.items()
-        ]
-        await send(
-            {
-                "type": "websocket.http.response.start",
-                "status": denial.status,
-                "headers": raw_headers,
-            }
-        )
-        await send({"type": "websocket.http.response.body", "body": response.body})
-    else:
-        await send({"type": "websocket.close", "code": 1008, "reason": denial.code})
-
-
 class _AsgiResponse(Response):
     """A starlette Response that hands the connection to a raw ASGI app."""
 
@@ -651,9 +611,13 @@ def server_options(settings: EdgeSettings) -> dict[str, Any]:
     }
 
 
-def create_app(flow: Flow, settings: EdgeSettings | None = None) -> Starlette:
-    """The ASGI app serving ``flow`` over HTTP; see docs/wire-protocol.md."""
-    edge = _Edge(flow, settings or EdgeSettings())
+def create_app(
+    flow: Flow, settings: EdgeSettings | None = None, *, hub: Hub | None = None
+) -> Starlette:
+    """The ASGI app serving ``flow`` (and ``hub``: a fresh one when None) over HTTP
+    and WebSocket; see docs/wire-protocol.md and docs/websocket.md."""
+    owned_hub = hub is None
+    edge = _Edge(flow, settings or EdgeSettings(), hub or Hub())
 
     async def on_http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HttpError)
@@ -679,6 +643,8 @@ def create_app(flow: Flow, settings: EdgeSettings | None = None) -> Starlette:
         Route("/v1/streams/{stream_id}", edge.cancel, methods=["DELETE"]),
         Route("/v1/streams/{stream_id}/status", edge.status, methods=["GET"]),
         Route("/v1/streams/{stream_id}/poll", edge.poll, methods=["GET"]),
+        Route("/v1/topics/{topic}", edge.publish, methods=["POST"]),
+        Route("/v1/topics/{pattern}", edge.read_topic, methods=["GET"]),
         WebSocketRoute("/v1/ws", _RawAsgi(edge.websocket)),
     ]
     middleware = []
@@ -701,6 +667,8 @@ def create_app(flow: Flow, settings: EdgeSettings | None = None) -> Starlette:
         try:
             yield
         finally:
+            if owned_hub:
+                await edge.hub.aclose()
             if owned:
                 await flow.stop()
 

@@ -29,6 +29,12 @@ _STREAM_ID = {
     "required": True,
     "schema": {"type": "string", "maxLength": 200},
 }
+_TOPIC = {
+    "name": "topic",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "maxLength": 256},
+}
 _COMMON_ERRORS = {
     "401": _error("missing or bad credentials"),
     "403": _error("missing scope or foreign tenant"),
@@ -51,6 +57,23 @@ OPENAPI: dict[str, Any] = {
                         "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
                     }
                 },
+            },
+            "Publish": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "data": {},
+                    "headers": {
+                        "type": "object",
+                        "additionalProperties": {"type": ["string", "number", "boolean", "null"]},
+                    },
+                    "tenant": {"type": "string", "minLength": 1, "maxLength": 200},
+                },
+            },
+            "Published": {
+                "type": "object",
+                "required": ["topic", "offset"],
+                "properties": {"topic": {"type": "string"}, "offset": {"type": "integer"}},
             },
             "Headers": {
                 "type": "object",
@@ -212,6 +235,59 @@ OPENAPI: dict[str, Any] = {
                     "400": _error("bad parameters"),
                     "404": _error("unknown stream"),
                     "410": _error("history_gone"),
+                    **_COMMON_ERRORS,
+                },
+            },
+        },
+        "/v1/topics/{topic}": {
+            "parameters": [_TOPIC],
+            "post": {
+                "summary": "Publish an event to the hub",
+                "requestBody": {
+                    "required": False,
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/Publish"}}
+                    },
+                },
+                "responses": {
+                    "201": _json("Published", "published"),
+                    "400": _error("bad topic, headers or body"),
+                    "413": _error("body too large"),
+                    "503": _error("overloaded; see Retry-After"),
+                    **_COMMON_ERRORS,
+                },
+            },
+        },
+        "/v1/topics/{pattern}": {
+            "parameters": [
+                {
+                    "name": "pattern",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string", "maxLength": 256},
+                }
+            ],
+            "get": {
+                "summary": "Subscribe to the hub's events on matching topics (SSE or NDJSON)",
+                "parameters": [
+                    {"name": "filter", "in": "query", "schema": {"type": "string"}},
+                    {"name": "from_offset", "in": "query", "schema": {"type": "integer"}},
+                    {
+                        "name": "buffer",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 4096},
+                    },
+                ],
+                "responses": {
+                    "200": {
+                        "description": "events, until the client leaves",
+                        "content": {
+                            "text/event-stream": {"schema": {"type": "string"}},
+                            "application/x-ndjson": {"schema": {"type": "string"}},
+                        },
+                    },
+                    "400": _error("bad pattern, filter or parameters"),
+                    "410": _error("from_offset no longer retained"),
                     **_COMMON_ERRORS,
                 },
             },

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from icefloe.core.messages import StreamChunk
 from icefloe.runtime.subscription import Subscription
@@ -32,7 +32,8 @@ class Taken(NamedTuple):
 
     data: bytes
     chunks: int
-    first: StreamChunk
+    #: the first chunk (a StreamChunk; a HubEvent for topic readers)
+    first: Any
 
 
 class EncodedLog:

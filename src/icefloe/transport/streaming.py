@@ -24,11 +24,10 @@ import asyncio
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from icefloe.core.messages import StreamChunk
-from icefloe.exceptions import StreamError
-from icefloe.runtime.subscription import Subscription
+from icefloe.exceptions import IcefloeError, StreamError
 from icefloe.transport.encoding import (
     NDJSON_HEARTBEAT,
     SSE_PING,
@@ -39,7 +38,7 @@ from icefloe.transport.encoding import (
     sse_error,
     sse_retry,
 )
-from icefloe.transport.shared import EncodedLog
+from icefloe.transport.shared import EncodedLog, Taken
 
 __all__ = ["PumpSettings", "StreamPump"]
 
@@ -73,12 +72,27 @@ class SlowClient(Exception):
     """A write did not finish within ``send_timeout_s``."""
 
 
-class StreamPump:
-    """An ASGI app streaming one :class:`Subscription` as SSE or NDJSON.
+class PumpReader(Protocol):
+    """What a pump reads: a stream :class:`Subscription` or a hub subscription."""
 
-    ``log`` is the stream's :class:`EncodedLog` for this wire format, shared
-    with the stream's other pumps (encode once); the pump makes a private one
-    when none is given.
+    def held(self) -> int: ...
+    async def wait(self) -> None: ...
+    def interrupt(self) -> None: ...
+    def end_reason(self) -> IcefloeError | None: ...
+    def close(self) -> None: ...
+
+
+#: moves a reader past what it holds, up to a byte budget, and returns the bytes
+Take = Callable[[Any, int], Taken | None]
+
+
+class StreamPump:
+    """An ASGI app streaming one reader as SSE or NDJSON.
+
+    By default the reader is a stream :class:`Subscription` and ``log`` is
+    the stream's :class:`EncodedLog` for this wire format, shared with the
+    stream's other pumps (encode once; a private one when none is given).
+    Any other :class:`PumpReader` comes with its own ``take`` (hub topics).
 
     Timers are armed lazily, never per write or per wait: the send watchdog
     and the heartbeat each fire at most once per period and re-arm from the
@@ -88,12 +102,13 @@ class StreamPump:
 
     def __init__(
         self,
-        reader: Subscription,
+        reader: PumpReader,
         fmt: WireFormat,
         settings: PumpSettings,
         *,
         gzip: bool = False,
         log: EncodedLog | None = None,
+        take: Take | None = None,
         on_chunks: Callable[[StreamChunk, int, int], None] | None = None,
         on_end: Callable[[str], None] | None = None,
     ) -> None:
@@ -110,7 +125,9 @@ class StreamPump:
         else:
             self._error, self._beat = ndjson_error, NDJSON_HEARTBEAT
             encode = ndjson_chunk
-        self._log = log if log is not None else EncodedLog(encode)
+        if take is None:
+            take = (log if log is not None else EncodedLog(encode)).take
+        self._take: Take = take
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[str] | None = None
         #: loop time the current write started (None: not writing)
@@ -166,7 +183,7 @@ class StreamPump:
 
     async def _pump(self, send: Send) -> str:
         reader = self.reader
-        take = self._log.take
+        take = self._take
         parts: list[bytes] = []
         if self.fmt is WireFormat.SSE:
             parts.append(sse_retry(self.settings.retry_ms))

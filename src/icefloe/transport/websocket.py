@@ -34,8 +34,11 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from starlette.requests import HTTPConnection
+
 from icefloe.core.badmeter import BadMessageMeter
 from icefloe.core.codec import Format
+from icefloe.core.filters import FilterError
 from icefloe.core.messages import Headers
 from icefloe.core.ops import (
     SUBPROTOCOLS,
@@ -61,15 +64,30 @@ from icefloe.core.ops import (
     encode_server,
 )
 from icefloe.core.sessions import SessionError, SessionTable
-from icefloe.exceptions import StreamClosedError, StreamError, WouldBlock
+from icefloe.core.topics import TopicError
+from icefloe.exceptions import (
+    ClosedResourceError,
+    EncodeError,
+    StreamClosedError,
+    StreamError,
+    WouldBlock,
+)
+from icefloe.hub import HubSubscription
 from icefloe.runtime.subscription import Subscription
 from icefloe.transport.auth import Principal, Scope
-from icefloe.transport.errors import HttpError
+from icefloe.transport.errors import HttpError, error_response
 
 if TYPE_CHECKING:
     from icefloe.transport.app import _Edge
 
-__all__ = ["MAX_CREDIT", "WsConnection", "WsSettings", "choose_subprotocol"]
+__all__ = [
+    "MAX_CREDIT",
+    "WsConnection",
+    "WsSettings",
+    "choose_subprotocol",
+    "origin_denial",
+    "serve_websocket",
+]
 
 logger = logging.getLogger("icefloe.ws")
 
@@ -152,6 +170,8 @@ class WsConnection:
         self.sessions = sessions
         self.session_id: str | None = None
         self.follows: dict[str, _Follow] = {}
+        # Hub subscriptions by subscriber id, each with its pump task.
+        self.topics: dict[str, tuple[HubSubscription, asyncio.Task[None]]] = {}
         # The seq of each stream's done chunk once it was sent, until acked.
         self._end_seqs: dict[str, int] = {}
         self._lock = asyncio.Lock()
@@ -268,8 +288,10 @@ class WsConnection:
                 await self._hello(op)
             case Ping():
                 await self.reply(Pong(ref=op.ref))
-            case Publish() | SubTopic():
-                raise HttpError(501, "unsupported", "the hub is not available on this server")
+            case Publish():
+                await self._publish(op)
+            case SubTopic():
+                self._sub_topic(op)
             case _:  # pragma: no cover - decode_client returns only the ops above
                 raise HttpError(400, "bad_request", "unknown op")
 
@@ -420,6 +442,59 @@ class WsConnection:
         except WouldBlock as exc:
             raise HttpError(429, "overloaded", str(exc)) from None
 
+    async def _publish(self, op: Publish) -> None:
+        self._require(Scope.TOPICS_PUBLISH)
+        try:
+            self.edge.hub.publish_nowait(op.topic, op.data, tenant=self.principal.tenant)
+        except (TopicError, ValueError, EncodeError) as exc:
+            raise HttpError(400, "bad_request", str(exc)) from None
+        except WouldBlock as exc:
+            raise HttpError(503, "overloaded", str(exc)) from None
+        except StreamError as exc:
+            raise HttpError(503, exc.code.value, exc.message) from None
+
+    def _sub_topic(self, op: SubTopic) -> None:
+        self._require(Scope.TOPICS_READ)
+        if len(self.follows) + len(self.topics) >= self.settings.max_streams:
+            raise HttpError(429, "limit_exceeded", "too many subscriptions on this connection")
+        try:
+            sub = self.edge.hub.subscribe(
+                op.pattern, tenant=self.principal.tenant, filter=op.filter
+            )
+        except FilterError as exc:
+            raise HttpError(400, "bad_request", f"bad filter: {exc}") from None
+        except (TopicError, ValueError) as exc:
+            raise HttpError(400, "bad_request", str(exc)) from None
+        except StreamError as exc:
+            raise HttpError(503, exc.code.value, exc.message) from None
+        task = asyncio.ensure_future(self._pump_topic(sub))
+        self.topics[sub.subscriber_id] = (sub, task)
+
+    async def _pump_topic(self, sub: HubSubscription) -> None:
+        """Send a topic subscription's events as ``event`` ops (no credit: the
+        hub's buffer and its ``drop_oldest`` policy bound a slow client)."""
+        text = self.fmt is Format.JSON
+        try:
+            while True:
+                frames: list[bytes | str] = []
+                while sub.held():
+                    data = sub.receive_nowait().encoded(self.fmt)
+                    frames.append(data.decode() if text else data)
+                if frames:
+                    await self.send(*frames)
+                    continue
+                end = sub.end_reason()
+                if end is not None:
+                    if isinstance(end, StreamError):
+                        await self.error(end.code.value, end.message)
+                    return
+                await sub.wait()
+        except (TimeoutError, OSError, ClosedResourceError):
+            pass
+        finally:
+            sub.close()
+            self.topics.pop(sub.subscriber_id, None)
+
     def _forget(self, stream_id: str) -> None:
         if self.session_id is not None:
             self.sessions.unsubscribe(self.session_id, stream_id)
@@ -477,6 +552,7 @@ class WsConnection:
     async def detach(self) -> None:
         """Stop every pump and park the session for resumption."""
         tasks = [f.task for f in self.follows.values() if f.task is not None]
+        tasks += [task for _, task in self.topics.values()]
         for task in tasks:
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -484,6 +560,9 @@ class WsConnection:
         for follow in list(self.follows.values()):
             follow.reader.close()
         self.follows.clear()
+        for sub, _ in list(self.topics.values()):
+            sub.close()
+        self.topics.clear()
         self._park()
 
 
@@ -499,3 +578,75 @@ def choose_subprotocol(offered: list[str]) -> tuple[str | None, Format] | None:
         if fmt is not None:
             return name, fmt
     return None
+
+
+# -- the handshake -----------------------------------------------------------------------
+
+
+async def serve_websocket(edge: _Edge, scope: Any, receive: Any, send: Any) -> None:
+    """``/v1/ws``: the handshake checks, then a :class:`WsConnection` until it ends."""
+    if (await receive())["type"] != "websocket.connect":
+        return
+    conn = HTTPConnection(scope)
+    denial = origin_denial(conn, edge.settings.allow_origins)
+    principal: Principal | None = None
+    if denial is None:
+        try:
+            principal = edge.principal(conn, None)  # each op checks its own scope
+        except HttpError as exc:
+            denial = exc
+    chosen = choose_subprotocol(list(scope.get("subprotocols") or ()))
+    if denial is None and chosen is None:
+        denial = HttpError(400, "bad_request", "offer icefloe.v1.json or icefloe.v1.msgpack")
+    key = ""
+    if denial is None:
+        key = conn.state.limit_key
+        retry = edge.limiter.open_connection(key)
+        if retry is not None:
+            edge.metrics.requests_limited.inc()
+            denial = HttpError(
+                429, "too_many_connections", "connection limit", {"Retry-After": str(int(retry))}
+            )
+    if denial is not None or principal is None or chosen is None:
+        await _deny(scope, send, denial or HttpError(403, "forbidden", "refused"))
+        return
+    subprotocol, fmt = chosen
+    try:
+        await send({"type": "websocket.accept", "subprotocol": subprotocol})
+        ws = WsConnection(edge, edge.settings.ws, principal, fmt, send, edge.sessions)
+        edge.sessions.expire()
+        close = await ws.run(receive)
+        if close is not None:
+            with contextlib.suppress(OSError, RuntimeError):
+                await send({"type": "websocket.close", "code": close[0], "reason": close[1]})
+    finally:
+        edge.limiter.close_connection(key)
+
+
+def origin_denial(conn: HTTPConnection, allowed: tuple[str, ...]) -> HttpError | None:
+    """Refuse cross-site WebSocket hijacking: a browser's Origin must be allowed.
+
+    Browsers always send ``Origin`` on a WebSocket; other clients need not.
+    Allowed: an origin in ``allowed`` (or ``*``), else (with none configured)
+    the server's own origin: the same host and port as the ``Host`` header.
+    """
+    origin = conn.headers.get("origin")
+    if origin is None or "*" in allowed or origin in allowed:
+        return None
+    host = conn.headers.get("host", "")
+    if not allowed and origin.split("://", 1)[-1] == host:
+        return None
+    return HttpError(403, "forbidden", "origin not allowed")
+
+
+async def _deny(scope: Any, send: Any, denial: HttpError) -> None:
+    """Refuse a handshake with the API's JSON error when the server can, else close 1008."""
+    if "websocket.http.response" in scope.get("extensions", {}):
+        response = error_response(denial.status, denial.code, denial.message, denial.headers)
+        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers.items()]
+        await send(
+            {"type": "websocket.http.response.start", "status": denial.status, "headers": headers}
+        )
+        await send({"type": "websocket.http.response.body", "body": response.body})
+    else:
+        await send({"type": "websocket.close", "code": 1008, "reason": denial.code})
