@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from icefloe.core.credit import CreditWindow, CreditWindowStatistics
     from icefloe.core.dedup import DedupWindow, DedupWindowStatistics
     from icefloe.core.drr import DeficitRoundRobin, DeficitRoundRobinStatistics, DrrKeyStatistics
+    from icefloe.core.filters import Filter, FilterError, compile_filter
     from icefloe.core.framing import (
         Frame,
         FrameReader,
@@ -43,7 +44,8 @@ if TYPE_CHECKING:
     )
     from icefloe.core.latency import LatencyBudget, LatencyBudgetStatistics
     from icefloe.core.messages import Headers, Message, StreamChunk, new_id
-    from icefloe.core.ops import BadRequest, decode_client, encode_server
+    from icefloe.core.ops import BadRequest, decode_client, encode_chunk, encode_server
+    from icefloe.core.ring import ByteLedger, OfferResult, Outcome, Overflow, Ring, RingStatistics
     from icefloe.core.sequencer import ReorderBuffer, ReorderBufferStatistics, Sequencer
     from icefloe.core.sessions import (
         SessionInfo,
@@ -52,8 +54,23 @@ if TYPE_CHECKING:
         SessionTableStatistics,
     )
     from icefloe.core.token_bucket import TokenBucket, TokenBucketStatistics
+    from icefloe.core.topics import Pattern, TopicError, TopicIndex, validate_topic
 
 _WHERE = {
+    "ByteLedger": "ring",
+    "OfferResult": "ring",
+    "Outcome": "ring",
+    "Overflow": "ring",
+    "Ring": "ring",
+    "RingStatistics": "ring",
+    "Pattern": "topics",
+    "TopicError": "topics",
+    "TopicIndex": "topics",
+    "validate_topic": "topics",
+    "Filter": "filters",
+    "FilterError": "filters",
+    "compile_filter": "filters",
+    "encode_chunk": "ops",
     "BadMessageMeter": "badmeter",
     "BadMessageMeterStatistics": "badmeter",
     "CongestionMonitor": "congestion",
@@ -110,6 +127,7 @@ __all__ = [
     "BadMessageMeter",
     "BadMessageMeterStatistics",
     "BadRequest",
+    "ByteLedger",
     "CongestionMonitor",
     "CongestionPolicy",
     "CongestionState",
@@ -121,6 +139,8 @@ __all__ = [
     "DeficitRoundRobin",
     "DeficitRoundRobinStatistics",
     "DrrKeyStatistics",
+    "Filter",
+    "FilterError",
     "Format",
     "Frame",
     "FrameReader",
@@ -129,9 +149,15 @@ __all__ = [
     "LatencyBudget",
     "LatencyBudgetStatistics",
     "Message",
+    "OfferResult",
+    "Outcome",
+    "Overflow",
+    "Pattern",
     "ReaderState",
     "ReorderBuffer",
     "ReorderBufferStatistics",
+    "Ring",
+    "RingStatistics",
     "Sequencer",
     "SessionInfo",
     "SessionState",
@@ -141,11 +167,15 @@ __all__ = [
     "Thresholds",
     "TokenBucket",
     "TokenBucketStatistics",
+    "TopicError",
+    "TopicIndex",
+    "compile_filter",
     "decode",
     "decode_chunk_json",
     "decode_chunk_msgpack",
     "decode_client",
     "encode",
+    "encode_chunk",
     "encode_chunk_json",
     "encode_chunk_msgpack",
     "encode_frame",
@@ -153,6 +183,7 @@ __all__ = [
     "new_id",
     "shed",
     "shed_order",
+    "validate_topic",
 ]
 
 
