@@ -103,6 +103,8 @@ HEAVY_ROUNDS = 3
 LIGHT_ROUNDS = 5
 #: events per write of the raw fan-out floor (icefloe's stream window is 64 too)
 RAW_EVENTS_PER_WRITE = 64
+#: POSTs tried while the server sheds load (503 + Retry-After)
+START_ATTEMPTS = 10
 LISTEN_BACKLOG = 2048
 #: bytes asked per client read (the reader buffers twice that before pausing the socket)
 READ_SIZE = 256 * 1024
@@ -567,10 +569,19 @@ async def spawned(
 
 
 async def _start_stream(client: httpx.AsyncClient, payload: object) -> str:
-    """POST a stream; its path."""
-    created = await client.post(
-        "/v1/streams", json={"payload": payload, "headers": {"tenant": "bench"}}
-    )
+    """POST a stream; its path.
+
+    A server saturated by the previous run may shed the POST (503 while it
+    is overloaded, about 2 s after the load ends): like any client, wait
+    ``Retry-After`` and try again, a bounded number of times.
+    """
+    for _ in range(START_ATTEMPTS):
+        created = await client.post(
+            "/v1/streams", json={"payload": payload, "headers": {"tenant": "bench"}}
+        )
+        if created.status_code != 503:
+            break
+        await asyncio.sleep(float(created.headers.get("retry-after", "1")))
     if created.status_code != 201:
         raise RuntimeError(f"POST /v1/streams answered {created.status_code}: {created.text}")
     return f"/v1/streams/{created.json()['stream_id']}"

@@ -128,7 +128,8 @@ async def test_start_streams_every_chunk_in_order_in_both_formats(serve: Serve) 
 
 async def test_credit_stops_the_stream_and_blocks_the_producer(serve: Serve) -> None:
     counter = Counter(buffer=16)
-    settings = EdgeSettings(ws=WsSettings(window=10))
+    # The producer may run stream_window chunks ahead of its (blocking) reader.
+    settings = EdgeSettings(ws=WsSettings(window=10), stream_window=16)
     async with serve(counter.flow, settings) as base, client(base) as c:
         async with asyncio.timeout(20):
             sid = await c.start(10_000)
@@ -172,23 +173,29 @@ async def test_pause_and_resume_lose_nothing(serve: Serve) -> None:
     counter = Counter()
     async with serve(counter.flow) as base, client(base) as c, asyncio.timeout(20):
         sid = await c.start(2000)
-        seqs = [(await c.recv())["seq"] for _ in range(5)]
+        seqs: list[int] = []
+
+        async def take() -> None:
+            msg = await c.recv()
+            assert msg["op"] in ("chunk", "end")
+            seqs.append(msg["seq"])
+            if msg["seq"] % 200 == 0:  # keep credit ahead of the stream
+                await c.send("credit", stream_id=sid, n=256)
+
+        for _ in range(5):
+            await take()
         await c.send("pause", stream_id=sid)
         # Chunks already in flight before the pause may still arrive; then silence.
         while True:
             try:
                 async with asyncio.timeout(0.3):
-                    seqs.append((await c.recv())["seq"])
+                    await take()
             except TimeoutError:
                 break
         paused_at = len(seqs)
         await c.send("resume", stream_id=sid)
         while seqs[-1] != 2000:
-            msg = await c.recv()
-            if msg["op"] in ("chunk", "end"):
-                seqs.append(msg["seq"])
-                if msg["seq"] % 200 == 0:
-                    await c.send("credit", stream_id=sid, n=256)
+            await take()
         assert seqs == list(range(2001))
         assert paused_at < 2001
 

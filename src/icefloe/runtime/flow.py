@@ -18,7 +18,7 @@ from icefloe.runtime.loadwatch import LoadWatch
 from icefloe.runtime.node import Adjacency, Node, Reliability
 from icefloe.runtime.registry import FinishedStream, RegistryStatistics, StreamRegistry
 from icefloe.runtime.runner import NodeRunner, NodeStatistics
-from icefloe.runtime.stream_types import StreamStatistics
+from icefloe.runtime.stream_types import StreamBrief, StreamStatistics
 from icefloe.runtime.subscription import Subscription
 from icefloe.runtime.writer import StreamWriter
 
@@ -282,6 +282,7 @@ class Flow:
         to: Node | Sequence[Node] | None = None,
         *,
         history: int | None = None,
+        window: int | None = None,
     ) -> str:
         """Start a run whose stream lives on its own; returns the stream id.
 
@@ -290,17 +291,23 @@ class Flow:
         the producer waits once ``stream_buffer`` chunks are held.
         ``history`` overrides ``Limits.stream_history`` for this stream, so
         readers can resume; such a stream lingers ``linger_s`` after it ends.
+        ``window`` overrides ``Limits.stream_buffer``: how far the producer may
+        run ahead of the readers it waits for (the HTTP edge raises it so that
+        lagging and fan-out readers take bigger writes).
 
         :raises InvalidState: the flow is not running, or the stream exists.
         :raises StreamError: ``overloaded`` (a limit, or the ingress inbox is full).
         """
         self._check_running()
+        if window is not None and (not isinstance(window, int) or window < 1):
+            raise ValueError(f"window must be an int >= 1, got {window!r}")
         targets = self._targets(to)
         state = self._registry.admit(
             message.trace_id,
             message.trace_id,
             message.headers,
             history=history,
+            window=window,
             reliability=self._reliability(to),
         )
         if message.deadline_s is not None:
@@ -319,6 +326,14 @@ class Flow:
             state.cancel(ErrorCode.CANCELLED, "the run could not start")
             raise
         return state.stream_id
+
+    def brief(self, stream_id: str) -> StreamBrief | None:
+        """Tenant, state and last seq of a registered stream in O(1), or None.
+
+        For per-request checks; :meth:`lookup` counts bytes and readers.
+        """
+        state = self._registry.get(stream_id)
+        return None if state is None else state.brief()
 
     def lookup(self, stream_id: str) -> StreamStatistics | None:
         """The statistics of a registered stream, or None."""

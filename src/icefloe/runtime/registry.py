@@ -102,9 +102,11 @@ class StreamRegistry:
         headers: Headers,
         *,
         history: int | None = None,
+        window: int | None = None,
         reliability: str = "at_most_once",
     ) -> StreamState:
-        """Register a new running stream (``history`` overrides ``Limits.stream_history``).
+        """Register a new running stream (``history`` and ``window`` override
+        ``Limits.stream_history`` and ``Limits.stream_buffer``).
 
         :raises StreamError: ``overloaded`` when a limit (or load shedding) refuses it.
         :raises InvalidState: a stream with this id is registered already.
@@ -128,7 +130,7 @@ class StreamRegistry:
             stream_id,
             trace_id,
             headers,
-            window=limits.stream_buffer,
+            window=limits.stream_buffer if window is None else window,
             max_bytes=limits.stream_max_bytes,
             history=limits.stream_history if history is None else history,
             reorder_limit=limits.reorder_limit,

@@ -40,7 +40,7 @@ from icefloe.exceptions import (
     StreamError,
 )
 from icefloe.runtime.inputs import StreamInputs
-from icefloe.runtime.stream_types import StreamPhase, StreamStatistics, chunk_size
+from icefloe.runtime.stream_types import StreamBrief, StreamPhase, StreamStatistics, chunk_size
 from icefloe.runtime.subscription import Subscription
 
 if TYPE_CHECKING:
@@ -374,7 +374,11 @@ class StreamState:
             self.linger_handle = None
         self._readers.append(reader._ref)
         self._solo = self._is_solo()
-        self._recompute_floor()
+        if self._solo or from_seq < self._floor:
+            self._recompute_floor()
+        # Otherwise the floor can only rise with this reader: the stale one is
+        # conservative (less room, and the producer's slow path recounts), and
+        # a thousand clients attaching cost O(1) each instead of O(readers).
         return reader
 
     def _detach(self, reader: Subscription) -> None:
@@ -479,6 +483,10 @@ class StreamState:
             self.duplicates,
             self.code.value if self.code is not None else None,
         )
+
+    def brief(self) -> StreamBrief:
+        """Who owns the stream and where it stands, in O(1) (no recount)."""
+        return StreamBrief(self.stream_id, self.headers.tenant, self.phase.label, self._head - 1)
 
     def held_bytes(self) -> int:
         """Bytes held now, counted exactly."""

@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 from icefloe.core.messages import StreamChunk
 
-__all__ = ["StreamPhase", "StreamStatistics", "chunk_size"]
+__all__ = ["StreamBrief", "StreamPhase", "StreamStatistics", "chunk_size"]
 
 
 class StreamPhase(enum.IntEnum):
@@ -21,6 +21,18 @@ class StreamPhase(enum.IntEnum):
     @property
     def label(self) -> str:
         return self.name.lower()
+
+
+class StreamBrief(NamedTuple):
+    """The O(1) facts about a stream (:meth:`Flow.brief`): for per-request checks."""
+
+    stream_id: str
+    #: owning tenant
+    tenant: str
+    #: ``running``, ``done``, ``failed`` or ``cancelled``
+    state: str
+    #: highest released seq, -1 before the first chunk
+    last_seq: int
 
 
 class StreamStatistics(NamedTuple):

@@ -275,6 +275,24 @@ class Subscription:
             if not waiter.done():
                 waiter.cancel()
 
+    async def wait_changed(self) -> None:
+        """Wait for the stream's next publish or end (or :meth:`interrupt`), even
+        while chunks are held: for an edge that holds back for credit but must
+        still notice the end of the stream."""
+        state = self._state
+        if self._closed:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        if not state.phase:  # an ended stream changes no more: only interrupt() wakes
+            state._waiting.append(waiter)
+        self._waiter = waiter
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+            if not waiter.done():
+                waiter.cancel()
+
     def interrupt(self) -> None:
         """End a pending :meth:`wait` early, as if something had arrived.
 

@@ -77,6 +77,9 @@ class EdgeSettings:
     pump: PumpSettings = field(default_factory=PumpSettings)
     #: chunks each stream keeps for resumption
     history: int = 1024
+    #: chunks a run started here may produce ahead of its fastest reader
+    #: (``Flow.start(window=)``): bigger writes for lagging and fan-out readers
+    stream_window: int = 256
     #: who may do what
     authenticator: Authenticator = field(default_factory=NoAuth)
     #: per-principal request rate and connection limits
@@ -96,6 +99,8 @@ class EdgeSettings:
     def __post_init__(self) -> None:
         if not isinstance(self.history, int) or self.history < 0:
             raise ValueError(f"history must be an int >= 0, got {self.history!r}")
+        if not isinstance(self.stream_window, int) or self.stream_window < 1:
+            raise ValueError(f"stream_window must be an int >= 1, got {self.stream_window!r}")
         if self.unread_timeout_s is not None and not self.unread_timeout_s > 0:
             raise ValueError(f"unread_timeout_s must be > 0 or None, got {self.unread_timeout_s!r}")
 
@@ -246,7 +251,9 @@ class _Edge:
             self.idempotency.put(f"{tenant}\x00{key}", started)
         self._posted_at.put(started.stream_id, time.perf_counter())
         try:
-            await self.flow.start(message, history=self.settings.history)
+            await self.flow.start(
+                message, history=self.settings.history, window=self.settings.stream_window
+            )
         except StreamError as exc:
             self._forget(tenant, key)
             raise HttpError(503, exc.code.value, exc.message, {"Retry-After": "1"}) from None
@@ -335,7 +342,7 @@ class _Edge:
             )
         except ValueError as exc:
             raise HttpError(400, "bad_request", str(exc)) from None
-        stats = self.flow.lookup(sid)
+        stats = self.flow.brief(sid)  # O(1): a thousand tabs may reconnect at once
         if stats is None:
             gone = self.flow.finished(sid)
             if gone is None or not principal.can_access_tenant(gone.tenant):

@@ -138,14 +138,13 @@ class _Cut(Exception):
 class _Follow:
     """One stream followed on one connection: its reader, credit and pump."""
 
-    __slots__ = ("credit", "paused", "reader", "stream_id", "task", "wake")
+    __slots__ = ("credit", "paused", "reader", "stream_id", "task")
 
     def __init__(self, reader: Subscription, credit: int) -> None:
         self.reader = reader
         self.stream_id = reader.stream_id
         self.credit = credit
         self.paused = False
-        self.wake = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
 
 
@@ -197,6 +196,11 @@ class WsConnection:
             except TimeoutError:
                 self._cut(1008, "slow consumer: a send did not finish in time")
                 raise
+            except RuntimeError as exc:
+                # uvicorn refuses sends once its WebSocket layer has closed the
+                # connection itself (1007 invalid UTF-8, keepalive timeout): the
+                # peer is gone, as when a send raises OSError.
+                raise ConnectionResetError("the connection is closed") from exc
 
     async def reply(self, op: Any) -> None:
         await self.send(encode_server(op, self.fmt))
@@ -241,6 +245,8 @@ class WsConnection:
             return self._closing.code, self._closing.reason
         except _Cut as cut:
             return cut.code, cut.reason
+        except OSError:
+            return None  # the peer is gone: a send found the connection closed
         finally:
             self._owner = None
             await self.detach()
@@ -257,8 +263,8 @@ class WsConnection:
             await self.dispatch(op)
         except HttpError as exc:
             await self.error(exc.code, exc.message, ref=getattr(op, "ref", None))
-        except (_Cut, asyncio.CancelledError, TimeoutError):
-            raise
+        except (_Cut, asyncio.CancelledError, TimeoutError, OSError):
+            raise  # OSError: the peer is gone, not a failed op
         except Exception:
             # A bug must not become a 1011 for the client: report, keep serving.
             logger.exception("WebSocket op %s failed", type(op).__name__)
@@ -279,7 +285,7 @@ class WsConnection:
             case Resume():
                 follow = self._followed(op.stream_id)
                 follow.paused = False
-                follow.wake.set()
+                follow.reader.interrupt()
             case Cancel():
                 self._cancel(op)
             case Input():
@@ -303,7 +309,7 @@ class WsConnection:
 
     def _owned(self, stream_id: str) -> str:
         """The stream's tenant, if it exists and the principal may see it."""
-        state = self.edge.flow.lookup(stream_id)
+        state = self.edge.flow.brief(stream_id)
         if state is None or not self.principal.can_access_tenant(state.tenant):
             raise HttpError(404, "not_found", "no such stream")
         return state.tenant
@@ -376,7 +382,7 @@ class WsConnection:
         if len(self.follows) >= self.settings.max_streams:
             raise HttpError(429, "overloaded", "too many streams on this connection")
         flow = self.edge.flow
-        stats = flow.lookup(stream_id)
+        stats = flow.brief(stream_id)
         if stats is None:
             gone = flow.finished(stream_id)
             if gone is None or not self.principal.can_access_tenant(gone.tenant):
@@ -410,7 +416,7 @@ class WsConnection:
     def _credit(self, op: Credit) -> None:
         follow = self._followed(op.stream_id)
         follow.credit = min(MAX_CREDIT, follow.credit + op.n)
-        follow.wake.set()
+        follow.reader.interrupt()
 
     def _ack(self, op: Ack) -> None:
         # Acks stay valid after a stream's terminal went out (the follow is gone
@@ -515,29 +521,30 @@ class WsConnection:
         fmt = self.fmt
         try:
             while True:
+                if not reader.held():
+                    end = reader.end_reason()
+                    if isinstance(end, StreamError):
+                        # An abnormal end has no seq to ack: the session lets go now.
+                        self._forget(follow.stream_id)
+                        await self.error(end.code.value, end.message, stream_id=follow.stream_id)
+                        return
+                    if end is not None:
+                        return
                 if follow.paused or follow.credit <= 0:
-                    follow.wake.clear()
-                    await follow.wake.wait()
+                    # Held back, but an end (a cancel) must still get through.
+                    await reader.wait_changed()
                     continue
                 n = min(follow.credit, reader.held())
-                if n:
-                    frames = [encode_chunk(reader.peek(i), fmt) for i in range(n)]
-                    last = reader.peek(n - 1)
-                    if last.done:
-                        self._end_seqs[follow.stream_id] = last.seq
-                    reader.skip(n)
-                    follow.credit -= n
-                    await self.send(*frames)
-                    continue
-                end = reader.end_reason()
-                if end is None:
+                if not n:
                     await reader.wait()
                     continue
-                if isinstance(end, StreamError):
-                    # An abnormal end has no seq to ack: the session lets go now.
-                    self._forget(follow.stream_id)
-                    await self.error(end.code.value, end.message, stream_id=follow.stream_id)
-                return
+                frames = [encode_chunk(reader.peek(i), fmt) for i in range(n)]
+                last = reader.peek(n - 1)
+                if last.done:
+                    self._end_seqs[follow.stream_id] = last.seq
+                reader.skip(n)
+                follow.credit -= n
+                await self.send(*frames)
         except StreamError as exc:  # overrun: not for blocking readers, but be exact
             await self.error(exc.code.value, exc.message, stream_id=follow.stream_id)
         except (TimeoutError, OSError):
