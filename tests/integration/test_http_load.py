@@ -38,7 +38,9 @@ async def test_overloaded_server_answers_503_and_recovers(serve: Serve) -> None:
         httpx.AsyncClient(base_url=url, timeout=10) as client,
         asyncio.timeout(30),
     ):
-        r = await client.post("/v1/streams", json={"payload": 50, "headers": TENANT})
+        # Longer than its window: it waits for a reader, so a stream is running
+        # while the load comes (with none running, nothing is shed).
+        r = await client.post("/v1/streams", json={"payload": 2000, "headers": TENANT})
         assert r.status_code == 201
         accepted = r.json()["stream_id"]
         await overload(flow)
@@ -57,7 +59,7 @@ async def test_overloaded_server_answers_503_and_recovers(serve: Serve) -> None:
             await client.get(f"/v1/streams/{accepted}", headers={"accept": "application/x-ndjson"})
         ).text
         seqs = [line for line in body.splitlines() if line.strip()]
-        assert len(seqs) == 51
+        assert len(seqs) == 2001
         started = time.monotonic()
         while flow.congestion is not CongestionState.NORMAL:
             await asyncio.sleep(0.02)

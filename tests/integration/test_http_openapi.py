@@ -130,7 +130,7 @@ def fuzz(base_url: str, sid: str) -> list[str]:
         if op.label in STREAM_OPERATIONS
     ]
     # A topic subscription streams until the client leaves: every request would
-    # wait out the read timeout, so it is tested in test_topics.py instead.
+    # wait out the read timeout, so it is tested in test_hub_edge.py instead.
     variants += [(op, {}) for op in operations if op.label != "GET /v1/topics/{pattern}"]
     failures: list[str] = []
     for op, fixed in variants:

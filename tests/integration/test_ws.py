@@ -478,3 +478,16 @@ async def test_a_missing_scope_is_forbidden_per_op(serve: Serve) -> None:
         await c.send("start", ref="s", payload=1, headers=HEADERS)
         err = await c.recv()
         assert (err["code"], err["ref"]) == ("forbidden", "s")
+
+
+async def test_credit_and_ack_crossing_the_end_are_no_ops(serve: Serve) -> None:
+    counter = Counter()
+    async with serve(counter.flow) as base, client(base) as c, asyncio.timeout(20):
+        sid = await c.start(3)
+        chunks = [await c.recv() for _ in range(4)]
+        assert chunks[-1]["op"] == "end"
+        for op, extra in (("credit", {"n": 5}), ("pause", {}), ("ack", {"seq": 3})):
+            await c.send(op, stream_id=sid, **extra)
+        await c.send("ack", stream_id=sid, seq=3)  # after the end was acked
+        await c.send("ping", ref="after")
+        assert await c.recv() == {"op": "pong", "ref": "after"}  # no error came first

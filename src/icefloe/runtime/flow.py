@@ -242,6 +242,8 @@ class Flow:
     def _shed(self, headers: Headers, reliability: str) -> str | None:
         """Why a new stream is refused under the current load (None: admitted)."""
         state = self.congestion
+        if not self._registry.active:
+            return None  # no stream runs: the pressure is not ours to shed
         # Only overload refuses: "congested" is reported (metrics, /readyz)
         # but admits, since a burst of legitimate work is congestion too.
         if state is not CongestionState.OVERLOADED or not shed(

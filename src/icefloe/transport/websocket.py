@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -93,6 +94,8 @@ logger = logging.getLogger("icefloe.ws")
 
 #: credit one stream may hold (a client granting more is capped, not refused)
 MAX_CREDIT = 2**31 - 1
+#: ended streams a connection remembers, so that ops crossing their end are no-ops
+MAX_ENDED = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +174,8 @@ class WsConnection:
         self.follows: dict[str, _Follow] = {}
         # Hub subscriptions by subscriber id, each with its pump task.
         self.topics: dict[str, tuple[HubSubscription, asyncio.Task[None]]] = {}
+        # Streams that ended on this connection lately: ops crossing the end are no-ops.
+        self._ended: OrderedDict[str, None] = OrderedDict()
         # The seq of each stream's done chunk once it was sent, until acked.
         self._end_seqs: dict[str, int] = {}
         self._lock = asyncio.Lock()
@@ -281,11 +286,14 @@ class WsConnection:
             case Subscribe():
                 await self._subscribe(op.stream_id, op.from_seq, ref=op.ref)
             case Pause():
-                self._followed(op.stream_id).paused = True
+                follow = self._followed(op.stream_id)
+                if follow is not None:
+                    follow.paused = True
             case Resume():
                 follow = self._followed(op.stream_id)
-                follow.paused = False
-                follow.reader.interrupt()
+                if follow is not None:
+                    follow.paused = False
+                    follow.reader.interrupt()
             case Cancel():
                 self._cancel(op)
             case Input():
@@ -314,9 +322,13 @@ class WsConnection:
             raise HttpError(404, "not_found", "no such stream")
         return state.tenant
 
-    def _followed(self, stream_id: str) -> _Follow:
+    def _followed(self, stream_id: str) -> _Follow | None:
+        """The stream's follow; None if it just ended here (an op crossing the end
+        on the wire is a no-op, as Reactive Streams' request(n) after the end)."""
         follow = self.follows.get(stream_id)
         if follow is None:
+            if stream_id in self._ended:
+                return None
             raise HttpError(404, "not_found", "this connection does not follow that stream")
         return follow
 
@@ -415,14 +427,17 @@ class WsConnection:
 
     def _credit(self, op: Credit) -> None:
         follow = self._followed(op.stream_id)
-        follow.credit = min(MAX_CREDIT, follow.credit + op.n)
-        follow.reader.interrupt()
+        if follow is not None:
+            follow.credit = min(MAX_CREDIT, follow.credit + op.n)
+            follow.reader.interrupt()
 
     def _ack(self, op: Ack) -> None:
         # Acks stay valid after a stream's terminal went out (the follow is gone
         # but the session still lists it until the terminal is acked).
         sid = self.session_id
         if sid is None or op.stream_id not in self.sessions.info(sid).subscriptions:
+            if op.stream_id in self._ended:
+                return  # the end was acked already: a late duplicate
             raise HttpError(404, "not_found", "this connection does not follow that stream")
         self.sessions.ack(sid, op.stream_id, op.seq)
         end = self._end_seqs.get(op.stream_id)
@@ -553,6 +568,9 @@ class WsConnection:
             reader.close()
             if self.follows.get(follow.stream_id) is follow:
                 del self.follows[follow.stream_id]
+                self._ended[follow.stream_id] = None
+                if len(self._ended) > MAX_ENDED:
+                    self._ended.popitem(last=False)
 
     # -- the end -----------------------------------------------------------------------
 

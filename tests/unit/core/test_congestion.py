@@ -38,7 +38,7 @@ def test_default_policy() -> None:
     assert policy.queue_congested == Thresholds(0.75, 0.5)
     assert policy.queue_overloaded == Thresholds(0.95, 0.8)
     assert policy.lag_congested_s == Thresholds(0.05, 0.02)
-    assert policy.lag_overloaded_s == Thresholds(0.2, 0.1)
+    assert policy.lag_overloaded_s == Thresholds(0.5, 0.25)
     assert policy.credit_overloaded is None
     assert (policy.alpha, policy.dwell_s) == (0.5, 2.0)
 
@@ -119,8 +119,9 @@ def test_starts_normal() -> None:
         ({"credit_starved": 1.0}, CONGESTED),
         ({"loop_lag_s": 0.049}, NORMAL),
         ({"loop_lag_s": 0.05}, CONGESTED),
-        ({"loop_lag_s": 0.2}, OVERLOADED),
-        ({"queue_fill": 0.1, "loop_lag_s": 0.3}, OVERLOADED),
+        ({"loop_lag_s": 0.49}, CONGESTED),
+        ({"loop_lag_s": 0.5}, OVERLOADED),
+        ({"queue_fill": 0.1, "loop_lag_s": 0.6}, OVERLOADED),
     ],
 )
 def test_enter_thresholds(sample: dict[str, float], state: CongestionState) -> None:
@@ -142,7 +143,7 @@ def test_hysteresis_holds_between_exit_and_enter() -> None:
 
 def test_dwell_delays_stepping_down() -> None:
     monitor = CongestionMonitor(CongestionPolicy(alpha=1.0, dwell_s=2.0))
-    assert monitor.observe(10.0, loop_lag_s=0.3) is OVERLOADED
+    assert monitor.observe(10.0, loop_lag_s=0.6) is OVERLOADED
     assert monitor.observe(10.5, loop_lag_s=0.0) is OVERLOADED
     assert monitor.observe(11.9, loop_lag_s=0.0) is OVERLOADED
     # Two seconds after overloaded was last held, straight back to normal.
