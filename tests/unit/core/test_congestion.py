@@ -339,7 +339,9 @@ def test_a_state_entered_by_stepping_up_lasts_at_least_the_dwell(
     policy: CongestionPolicy, samples: list[tuple[float, float, float, float]]
 ) -> None:
     monitor = CongestionMonitor(policy)
-    entered = {NORMAL: 0.0}
+    # When each state was entered by stepping up (None: entered stepping down,
+    # where the dwell counts from when its level was last held, not from entry).
+    entered: dict[CongestionState, float | None] = {NORMAL: 0.0}
     now = 0.0
     for q, c, lag, dt in samples:
         now += dt
@@ -348,9 +350,11 @@ def test_a_state_entered_by_stepping_up_lasts_at_least_the_dwell(
         if after.level > before.level:
             entered[after] = now
         elif after.level < before.level:
-            # It leaves ``before`` (and anything between) only after the dwell.
-            assert now - entered[before] >= policy.dwell_s
-            entered[after] = now
+            since = entered[before]
+            if since is not None:
+                # It leaves ``before`` (and anything between) only after the dwell.
+                assert now - since >= policy.dwell_s
+            entered[after] = None
 
 
 _sample = st.tuples(_unit, _unit, st.floats(0.0, 2.0), st.floats(0.0, 1.0))
