@@ -15,6 +15,7 @@ import pytest
 from icefloe import Context, Message, Node, create
 from icefloe.core.sse import SseParser
 from icefloe.transport.app import EdgeSettings
+from icefloe.transport.limits import EdgeLimits
 from icefloe.transport.streaming import PumpSettings
 
 TENANT = {"tenant": "acme"}
@@ -209,7 +210,12 @@ async def test_resume_at_random_disconnect_points_is_exact(serve: Serve) -> None
     rng = random.Random(7)
     total = int(os.environ.get("RESUME_TOTAL", 10_000))
     # Small writes: each reconnect parses a few events past its cut, not 64 KiB.
-    settings = EdgeSettings(history=total + 1, pump=PumpSettings(max_write_bytes=4096))
+    # A thousand reconnects in seconds: the per-address request rate is off.
+    settings = EdgeSettings(
+        history=total + 1,
+        pump=PumpSettings(max_write_bytes=4096),
+        edge_limits=EdgeLimits(requests_per_s=None),
+    )
     async with serve(counting_flow(), settings) as url, httpx.AsyncClient(base_url=url) as client:
         sid = await start(client, total)
         cuts = sorted(rng.sample(range(1, total), total // 10))
