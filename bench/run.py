@@ -37,6 +37,13 @@ after its last round, and its rounds run back to back (3 for the heavy ones,
   200 sequential iterations with httpx; p50/p99 ms (floor: the same two
   exchanges as bare TCP round trips).
 * ``sse_idle_memory``: server RSS per idle SSE connection (1,000), KiB.
+
+WebSocket scenarios (``bench/ws.py``; after the HTTP ones, run the same way,
+and skipped with them by ``--no-http``): chunks/s over one ``/v1/ws``
+connection (``ws_{json,msgpack}_{1,100}[_deflate]``: 1 or 100 multiplexed
+streams, each format, with and without permessage-deflate) against a bare
+``websockets`` server sending the same pre-encoded frames, and
+``ws_first_chunk`` (start to first chunk, p50/p99 ms).
 """
 
 from __future__ import annotations
@@ -66,6 +73,7 @@ from floors import (
     floor_paced_latency,
     floor_pipeline_3,
 )
+from hub import hub_scenarios, idle_subscriber_bytes
 from measure import (
     CHUNKS_PER_S,
     FAN_OUT_METRICS,
@@ -194,7 +202,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     parser.add_argument("--uvloop", action="store_true", help="run on uvloop instead of asyncio")
     parser.add_argument("--quick", action="store_true", help="divide every size by 10")
     parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS, help="interleaved rounds")
-    parser.add_argument("--no-http", action="store_true", help="skip the HTTP edge scenarios")
+    parser.add_argument(
+        "--no-http", action="store_true", help="skip the HTTP and WebSocket edge scenarios"
+    )
     parser.add_argument(
         "--only", default="", help="comma-separated scenario names to run (default: all)"
     )
@@ -239,6 +249,10 @@ def build_scenarios(quick: bool) -> tuple[Scenario, ...]:
             icefloe_paced_latency,
         ),
         Scenario("fan_out_4", n, deliveries, FAN_OUT_METRICS, floor_fan_out_4, icefloe_fan_out_4),
+        *(
+            Scenario(name, n, deliveries, FAN_OUT_METRICS, floor, ice)
+            for name, floor, ice in hub_scenarios()
+        ),
     )
 
 
@@ -285,11 +299,11 @@ async def collect(scenarios: Sequence[Scenario], rounds: int) -> dict[str, Colle
     return collected
 
 
-def load_http_bench() -> ModuleType:
-    """``bench/edge.py``, loaded by path (only when the HTTP scenarios run)."""
-    spec = spec_from_file_location("bench_edge", Path(__file__).with_name("edge.py"))
+def load_http_bench(file: str = "edge.py") -> ModuleType:
+    """``bench/edge.py`` (or ``ws.py``), loaded by path (only when the HTTP scenarios run)."""
+    spec = spec_from_file_location(f"bench_{Path(file).stem}", Path(__file__).with_name(file))
     if spec is None or spec.loader is None:
-        raise ImportError("cannot load bench/edge.py")
+        raise ImportError(f"cannot load bench/{file}")
     module = module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up while it executes
     spec.loader.exec_module(module)
@@ -382,6 +396,9 @@ def targets(results: dict[str, ScenarioResult], memory: MemoryReport) -> dict[st
         ratio = results["loaded_latency"].ratios[P99_US.ratio_key]
         goals["loaded_latency_p99_ratio"] = Target(ratio, "<=", 1.5)
     goals["rss_after_import_mb"] = Target(memory["rss_after_import_mb"], "<", 25.0)
+    for name in ("hub_fan_out_1", "hub_fan_out_100", "hub_fan_out_1000"):
+        if name in results:
+            goals[f"{name}_ratio"] = Target(results[name].ratios["ratio"], ">=", 0.5)
     if "sse_fan_out" in results:
         goals["sse_fan_out_ratio"] = Target(results["sse_fan_out"].ratios["ratio"], ">=", 0.5)
     return {name: goal.to_json() for name, goal in goals.items()}
@@ -426,14 +443,19 @@ def run(options: Options) -> dict[str, object]:
     results = {s.name: scenario_result(s, collected[s.name]) for s in scenarios}
     progress("measuring memory")
     memory = memory_report()
+    with asyncio.Runner(loop_factory=loop_factory(options.uvloop)) as runner:
+        hub_memory = runner.run(idle_subscriber_bytes())
     http: dict[str, object] = {"ran": options.http}
     if options.http:
         started = time.perf_counter()
         bench_http = load_http_bench()
+        bench_ws = load_http_bench("ws.py")
+        divisor = QUICK_DIVISOR if options.quick else 1
         http_scenarios = tuple(
             hs
-            for hs in bench_http.http_scenarios(
-                QUICK_DIVISOR if options.quick else 1, options.uvloop
+            for hs in (
+                *bench_http.http_scenarios(divisor, options.uvloop),
+                *bench_ws.ws_scenarios(divisor, options.uvloop),
             )
             if options.wants(hs.name)
         )
@@ -443,11 +465,12 @@ def run(options: Options) -> dict[str, object]:
             scenario, samples, rounds = http_collected[hs.name]
             results[hs.name] = http_result(hs, scenario, samples, rounds)
         http["layout"] = bench_http.LAYOUT
+        http["ws_layout"] = bench_ws.LAYOUT
         http["seconds"] = round(time.perf_counter() - started, 1)
     return {
         "meta": metadata(options, event_loop, http),
         "scenarios": {name: result.to_json() for name, result in results.items()},
-        "memory": memory,
+        "memory": {**memory, **hub_memory},
         "targets": targets(results, memory),
     }
 

@@ -491,3 +491,14 @@ async def test_credit_and_ack_crossing_the_end_are_no_ops(serve: Serve) -> None:
         await c.send("ack", stream_id=sid, seq=3)  # after the end was acked
         await c.send("ping", ref="after")
         assert await c.recv() == {"op": "pong", "ref": "after"}  # no error came first
+
+
+async def test_a_start_over_the_stream_limit_starts_nothing(serve: Serve) -> None:
+    counter = Counter()
+    settings = EdgeSettings(ws=WsSettings(max_streams=1))
+    async with serve(counter.flow, settings) as base, client(base) as c, asyncio.timeout(20):
+        await c.start(1_000_000)
+        await c.send("start", ref="second", payload=1, headers=HEADERS)
+        err = await c.until("error")
+        assert (err["code"], err["ref"]) == ("limit_exceeded", "second")
+        assert counter.flow._registry.statistics().admitted == 1

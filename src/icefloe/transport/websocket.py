@@ -94,6 +94,8 @@ logger = logging.getLogger("icefloe.ws")
 
 #: credit one stream may hold (a client granting more is capped, not refused)
 MAX_CREDIT = 2**31 - 1
+#: streams one session follows at most (SessionTable's default bound)
+MAX_SESSION_STREAMS = 1024
 #: ended streams a connection remembers, so that ops crossing their end are no-ops
 MAX_ENDED = 1024
 
@@ -376,6 +378,9 @@ class WsConnection:
         tenant = h.tenant if h.tenant is not None else self.principal.tenant
         if tenant == "*":
             raise HttpError(400, "bad_request", "headers.tenant is required")
+        # Checked before the run starts: a refused start must not leave a run behind.
+        self._require(Scope.STREAMS_READ)
+        self._check_room()
         started, _ = await self.edge.start_run(
             self.principal,
             op.payload,
@@ -385,14 +390,20 @@ class WsConnection:
         await self.reply(Started(ref=op.ref, stream_id=started.stream_id))
         await self._subscribe(started.stream_id, 0, ref=op.ref)
 
+    def _check_room(self) -> None:
+        if len(self.follows) + len(self.topics) >= self.settings.max_streams:
+            raise HttpError(429, "limit_exceeded", "too many streams on this connection")
+        sid = self.session_id
+        if sid is not None and len(self.sessions.info(sid).subscriptions) >= MAX_SESSION_STREAMS:
+            raise HttpError(429, "limit_exceeded", "too many streams in this session")
+
     async def _subscribe(
         self, stream_id: str, from_seq: int | None, *, ref: str | None, resuming: bool = False
     ) -> None:
         self._require(Scope.STREAMS_READ)
         if stream_id in self.follows:
             raise HttpError(409, "bad_request", "this connection already follows that stream")
-        if len(self.follows) >= self.settings.max_streams:
-            raise HttpError(429, "overloaded", "too many streams on this connection")
+        self._check_room()
         flow = self.edge.flow
         stats = flow.brief(stream_id)
         if stats is None:
