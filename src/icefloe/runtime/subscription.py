@@ -265,26 +265,22 @@ class Subscription:
         if self._pending is not None:
             await self._start_run()
             return
-        waiter = asyncio.get_running_loop().create_future()
-        state._waiting.append(waiter)
-        self._waiter = waiter
-        try:
-            await waiter
-        finally:
-            self._waiter = None
-            if not waiter.done():
-                waiter.cancel()
+        await self._park(register=True)
 
     async def wait_changed(self) -> None:
         """Wait for the stream's next publish or end (or :meth:`interrupt`), even
         while chunks are held: for an edge that holds back for credit but must
         still notice the end of the stream."""
-        state = self._state
         if self._closed:
             return
+        # An ended stream changes no more: only interrupt() wakes it then.
+        await self._park(register=not self._state.phase)
+
+    async def _park(self, *, register: bool) -> None:
+        """Wait on a future that interrupt() (and, registered, the stream) resolves."""
         waiter = asyncio.get_running_loop().create_future()
-        if not state.phase:  # an ended stream changes no more: only interrupt() wakes
-            state._waiting.append(waiter)
+        if register:
+            self._state._waiting.append(waiter)
         self._waiter = waiter
         try:
             await waiter

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -366,22 +366,40 @@ class _Edge:
         except KeyError:
             raise HttpError(404, "not_found", "no such stream") from None
 
+    def _open_connection(
+        self, request: Request, release: Callable[[], None]
+    ) -> Callable[[str], None]:
+        """Count a streaming response against the principal's connection limit.
+
+        Returns what to call with the outcome when it ends.
+
+        :raises HttpError: 429 over the limit (``release`` is called first).
+        """
+        key: str = request.state.limit_key
+        retry = self.limiter.open_connection(key)
+        if retry is not None:
+            release()
+            self.metrics.requests_limited.inc()
+            raise HttpError(
+                429, "too_many_connections", "connection limit", {"Retry-After": str(int(retry))}
+            )
+        self.metrics.connections.inc()
+
+        def ended(outcome: str) -> None:
+            self.limiter.close_connection(key)
+            self.metrics.connections.dec()
+            self.metrics.disconnects.labels(outcome).inc()
+
+        return ended
+
     async def read(self, request: Request) -> Response:
         principal = self.principal(request, Scope.STREAMS_READ)
         reader = self._reader(request, principal)
         if isinstance(reader, Response):
             return reader
-        key: str = request.state.limit_key
-        retry = self.limiter.open_connection(key)
-        if retry is not None:
-            reader.close()
-            self.metrics.requests_limited.inc()
-            raise HttpError(
-                429, "too_many_connections", "connection limit", {"Retry-After": str(int(retry))}
-            )
+        connection_ended = self._open_connection(request, reader.close)
         fmt = WireFormat.negotiate(request.headers.get("accept"))
         gzip = "gzip" in request.headers.get("accept-encoding", "").lower()
-        self.metrics.connections.inc()
         log_key = (reader.stream_id, fmt)
         log = self._logs.get(log_key)
         if log is None:
@@ -394,9 +412,7 @@ class _Edge:
             log.users -= 1
             if not log.users:
                 del self._logs[log_key]
-            self.limiter.close_connection(key)
-            self.metrics.connections.dec()
-            self.metrics.disconnects.labels(outcome).inc()
+            connection_ended(outcome)
 
         pump = StreamPump(
             reader,
@@ -466,21 +482,7 @@ class _Edge:
 
     async def read_topic(self, request: Request) -> Response:
         sub, fmt = read_topic(self, request)
-        key: str = request.state.limit_key
-        retry = self.limiter.open_connection(key)
-        if retry is not None:
-            sub.close()
-            self.metrics.requests_limited.inc()
-            raise HttpError(
-                429, "too_many_connections", "connection limit", {"Retry-After": str(int(retry))}
-            )
-        self.metrics.connections.inc()
-
-        def ended(outcome: str) -> None:
-            self.limiter.close_connection(key)
-            self.metrics.connections.dec()
-            self.metrics.disconnects.labels(outcome).inc()
-
+        ended = self._open_connection(request, sub.close)
         gzip = "gzip" in request.headers.get("accept-encoding", "").lower()
         encode = sse_event if fmt is WireFormat.SSE else ndjson_event
         pump = StreamPump(
