@@ -410,6 +410,20 @@ class SessionTable:
 
     # -- inspection ----------------------------------------------------------------
 
+    def follows(self, session_id: str, stream_id: str) -> bool:
+        """Whether the session follows ``stream_id`` (O(1), unlike :meth:`info`).
+
+        :raises SessionExpired: if the session is not held (reason ``unknown``).
+        """
+        return stream_id in self._get(session_id).streams
+
+    def has_room(self, session_id: str) -> bool:
+        """Whether :meth:`subscribe` of one more stream would pass the bound.
+
+        :raises SessionExpired: if the session is not held (reason ``unknown``).
+        """
+        return len(self._get(session_id).streams) < self._max_streams
+
     def info(self, session_id: str) -> SessionInfo:
         """A snapshot of the session (``taken_over`` is ``False``).
 

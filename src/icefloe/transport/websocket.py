@@ -94,8 +94,6 @@ logger = logging.getLogger("icefloe.ws")
 
 #: credit one stream may hold (a client granting more is capped, not refused)
 MAX_CREDIT = 2**31 - 1
-#: streams one session follows at most (SessionTable's default bound)
-MAX_SESSION_STREAMS = 1024
 #: ended streams a connection remembers, so that ops crossing their end are no-ops
 MAX_ENDED = 1024
 
@@ -394,7 +392,7 @@ class WsConnection:
         if len(self.follows) + len(self.topics) >= self.settings.max_streams:
             raise HttpError(429, "limit_exceeded", "too many streams on this connection")
         sid = self.session_id
-        if sid is not None and len(self.sessions.info(sid).subscriptions) >= MAX_SESSION_STREAMS:
+        if sid is not None and not self.sessions.has_room(sid):
             raise HttpError(429, "limit_exceeded", "too many streams in this session")
 
     async def _subscribe(
@@ -446,7 +444,7 @@ class WsConnection:
         # Acks stay valid after a stream's terminal went out (the follow is gone
         # but the session still lists it until the terminal is acked).
         sid = self.session_id
-        if sid is None or op.stream_id not in self.sessions.info(sid).subscriptions:
+        if sid is None or not self.sessions.follows(sid, op.stream_id):
             if op.stream_id in self._ended:
                 return  # the end was acked already: a late duplicate
             raise HttpError(404, "not_found", "this connection does not follow that stream")

@@ -402,3 +402,18 @@ def test_random_use_keeps_the_table_consistent(
         assert stats.subscriptions == sum(len(i.subscriptions) for i in live)
         assert all(len(i.subscriptions) <= 2 for i in live)
         assert stats.detached == sum(i.state is SessionState.DETACHED for i in live)
+
+
+def test_follows_and_has_room_answer_without_a_snapshot() -> None:
+    table = SessionTable(30.0, 10, lambda: 0.0, max_streams_per_session=2)
+    sid = table.open("acme")
+    assert not table.follows(sid, "s1")
+    assert table.has_room(sid)
+    table.subscribe(sid, "s1")
+    table.subscribe(sid, "s2")
+    assert table.follows(sid, "s1")
+    assert not table.has_room(sid)
+    table.unsubscribe(sid, "s1")
+    assert table.has_room(sid)
+    with pytest.raises(SessionExpired):
+        table.follows("no-such-session", "s1")
