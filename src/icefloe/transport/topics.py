@@ -18,6 +18,7 @@ lost, go through ``/v1/streams`` instead.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
@@ -57,7 +58,9 @@ def ndjson_event(event: HubEvent) -> bytes:
     return event.encoded(Format.JSON) + b"\n"
 
 
-def take_events(encode: Any) -> Any:
+def take_events(
+    encode: Callable[[HubEvent], bytes],
+) -> Callable[[HubSubscription, int], Taken | None]:
     """A pump ``take`` for a hub subscription: its held events, up to a byte budget."""
 
     def take(sub: HubSubscription, max_bytes: int) -> Taken | None:
