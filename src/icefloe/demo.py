@@ -12,9 +12,10 @@ import random
 import re
 from dataclasses import dataclass
 
+from icefloe.core.congestion import CongestionPolicy
 from icefloe.core.messages import Message
 from icefloe.runtime.context import Context
-from icefloe.runtime.flow import Flow, create
+from icefloe.runtime.flow import DEFAULT_CONGESTION, Flow, create
 from icefloe.runtime.limits import Limits
 from icefloe.runtime.node import Node, NodePolicy
 
@@ -74,6 +75,10 @@ def simulated_llm(
     return Node(llm, name="llm", policy=NodePolicy(max_concurrency=max_concurrency))
 
 
-def build_demo_flow(pacing: Pacing = Pacing(), limits: Limits | None = None) -> Flow:
+def build_demo_flow(
+    pacing: Pacing = Pacing(),
+    limits: Limits | None = None,
+    congestion: CongestionPolicy | None = DEFAULT_CONGESTION,
+) -> Flow:
     """A one-node flow around :func:`simulated_llm`."""
-    return create(simulated_llm(pacing).to(), limits=limits)
+    return create(simulated_llm(pacing).to(), limits=limits, congestion=congestion)

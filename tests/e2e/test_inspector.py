@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
@@ -297,4 +299,27 @@ async def test_event_source_resumes_across_cut_connections(
     assert len(resumed) == 3
     assert resumed == sorted(resumed)
     assert all(last >= count - 1 for last, count in zip(resumed, cut_at, strict=True))
+    assert page_errors == []
+
+
+async def test_inspector_shows_the_server_load_and_its_changes(
+    serve: Serve, page: Page, page_errors: list[str]
+) -> None:
+    sys.path.insert(0, str(Path(__file__).parents[1] / "unit" / "runtime"))
+    from test_shedding import FAST, overload
+
+    # Overloaded holds 1.5 s after the load, so a poll of the page lands in it.
+    hold = dataclasses.replace(FAST, dwell_s=1.5)
+    flow = build_demo_flow(Pacing(first_token_s=0.0, inter_token_s=0.005), congestion=hold)
+    async with asyncio.timeout(30), serve(flow) as url:
+        await page.goto(f"{url}/")
+        state = page.locator("#load-state")
+        await expect(state).to_have_text("normal", timeout=UI_TIMEOUT_MS)
+        await overload(flow)
+        await expect(state).to_have_text("overloaded", timeout=UI_TIMEOUT_MS)
+        await expect(state).to_have_class("load-overloaded")
+        await expect(state).to_have_text("normal", timeout=UI_TIMEOUT_MS)
+        detail = page.locator("#load-detail")
+        await expect(detail).to_contain_text("transitions")
+        await expect(detail).to_contain_text("overloaded → normal")
     assert page_errors == []

@@ -501,7 +501,20 @@ class _Edge:
             return error_response(
                 503, "overloaded", "the server is overloaded", {"Retry-After": "1"}
             )
-        return JSONResponse({"status": "ready", "load": self.flow.congestion.value})
+        return JSONResponse({"status": "ready", **self._load_report()})
+
+    def _load_report(self) -> dict[str, Any]:
+        """The congestion state, its changes so far and how long it has held."""
+        report: dict[str, Any] = {"load": self.flow.congestion.value, "transitions": 0}
+        watch = self.flow.load
+        if watch is not None:
+            congestion = watch.statistics().congestion
+            report["transitions"] = congestion.transitions
+            if congestion.last_transition_at is not None:
+                # LoadWatch samples with the loop's clock.
+                held = asyncio.get_running_loop().time() - congestion.last_transition_at
+                report["load_for_s"] = round(max(held, 0.0), 3)
+        return report
 
     async def metrics_endpoint(self, request: Request) -> Response:
         return Response(self.metrics.render(), media_type="text/plain; version=0.0.4")
