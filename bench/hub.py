@@ -6,7 +6,10 @@ for the same work: one producer putting the same object into K bounded
 ``asyncio.Queue``s (awaiting ``put``, so a full queue holds the producer
 back) and K consumers draining them. The hub runs its subscribers with the
 ``block`` overflow policy and the same buffer size, so neither side drops
-anything and both apply the same backpressure.
+anything and both apply the same backpressure. Both hand one object per event
+to every subscriber and wake a consumer per batch; the hub's extra work is
+its own (sizing the payload, the event's offset and time, the topic's
+history), which the floor has no reason to do.
 
 ``hub_idle_subscriber_bytes``: memory per subscriber that nobody publishes
 to (tracemalloc), beside a bare ``asyncio.Queue`` per subscriber.

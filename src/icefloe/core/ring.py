@@ -176,10 +176,8 @@ class Ring(Generic[T]):
         "_ledger",
         "_max_bytes",
         "_max_items",
-        "_offered",
         "_overflow",
         "_sizes",
-        "_taken",
         "_would_block",
     )
 
@@ -209,9 +207,9 @@ class Ring(Generic[T]):
         self._bytes = 0
         # A private ledger when none is shared: one code path, no None checks.
         self._ledger = ledger if ledger is not None else ByteLedger()
-        self._offered = 0
+        # ``offered`` and ``taken`` are not counted but derived from these
+        # (see the module docstring): offer and take run once per item.
         self._accepted = 0
-        self._taken = 0
         self._dropped_oldest = 0
         self._dropped_newest = 0
         self._would_block = 0
@@ -256,19 +254,20 @@ class Ring(Generic[T]):
         :raises ValueError: if ``size`` is negative or above ``max_bytes``
             (such an item can never fit); nothing is counted or changed.
         """
+        items = self._items
+        held = self._bytes + size
+        # The common case first; it implies 0 <= size <= max_bytes.
+        if len(items) < self._max_items and held <= self._byte_limit and size >= 0:
+            items.append(item)
+            self._sizes.append(size)
+            self._bytes = held
+            self._ledger.held += size
+            self._accepted += 1
+            return _ACCEPTED
         if size < 0 or size > self._byte_limit:
             raise ValueError(
                 f"item size must be between 0 and max_bytes ({self._max_bytes}), got {size}"
             )
-        self._offered += 1
-        items = self._items
-        if len(items) < self._max_items and self._bytes + size <= self._byte_limit:
-            items.append(item)
-            self._sizes.append(size)
-            self._bytes += size
-            self._ledger.held += size
-            self._accepted += 1
-            return _ACCEPTED
         policy = self._overflow
         if policy is _DROP_OLDEST:
             return self._evict_for(item, size)
@@ -311,13 +310,14 @@ class Ring(Generic[T]):
 
         :raises IndexError: if the ring is empty.
         """
-        if not self._items:
-            raise IndexError("take from an empty ring")
+        try:
+            item = self._items.popleft()
+        except IndexError:
+            raise IndexError("take from an empty ring") from None
         size = self._sizes.popleft()
         self._bytes -= size
         self._ledger.held -= size
-        self._taken += 1
-        return self._items.popleft()
+        return item
 
     def peek(self) -> T:
         """The oldest item, left in place.
@@ -335,7 +335,6 @@ class Ring(Generic[T]):
         self._sizes.clear()
         self._ledger.held -= self._bytes
         self._bytes = 0
-        self._taken += len(drained)
         return drained
 
     def snapshot(self, start: int = 0) -> list[T]:
@@ -350,9 +349,9 @@ class Ring(Generic[T]):
             used_bytes=self._bytes,
             max_bytes=self._max_bytes,
             overflow=self._overflow,
-            offered=self._offered,
+            offered=(self._accepted + self._dropped_newest + self._would_block + self._disconnects),
             accepted=self._accepted,
-            taken=self._taken,
+            taken=self._accepted - self._dropped_oldest - len(self._items),
             dropped_oldest=self._dropped_oldest,
             dropped_newest=self._dropped_newest,
             would_block=self._would_block,

@@ -23,8 +23,9 @@ import msgspec
 
 from icefloe.core.codec import Format
 from icefloe.exceptions import EncodeError
+from icefloe.runtime.node import Reliability
 
-__all__ = ["HubEvent", "event_size"]
+__all__ = ["ENCODE_FAILURES", "HubEvent", "event_size", "pack"]
 
 #: what a None, bool or number counts against byte limits
 SCALAR_SIZE: Final = 8
@@ -35,7 +36,9 @@ class HubEvent(msgspec.Struct, frozen=True, dict=True):
 
     ``offset`` is its position in its topic: consecutive integers per topic
     and tenant, strictly increasing; ``ts`` is the publish time in unix
-    nanoseconds. ``data`` and ``headers`` must not be changed in place: other
+    nanoseconds; ``reliability`` is what its publisher asked for (an
+    ``at_least_once`` or ``exactly_once`` event is never dropped by the
+    hub). ``data`` and ``headers`` must not be changed in place: other
     subscribers hold the same objects.
 
     (``dict=True`` gives the frozen struct a ``__dict__``, which is where the
@@ -48,6 +51,7 @@ class HubEvent(msgspec.Struct, frozen=True, dict=True):
     data: Any = None
     headers: dict[str, Any] = {}
     ts: int = 0
+    reliability: Reliability = Reliability.AT_MOST_ONCE
 
     def encoded(self, fmt: Format) -> bytes:
         """The event's wire bytes in ``fmt``, encoded on first use and then shared.
@@ -80,8 +84,11 @@ _ENCODERS: dict[Format, Callable[[Any], bytes]] = {
     Format.JSON: _json.encode,
     Format.MSGPACK: _msgpack.encode,
 }
-# What msgspec raises for a value a format cannot carry (see core.codec).
-_ENCODE_FAILURES = (msgspec.EncodeError, TypeError, OverflowError, UnicodeEncodeError)
+#: what msgspec raises for a value a format cannot carry (see core.codec)
+ENCODE_FAILURES: Final = (msgspec.EncodeError, TypeError, OverflowError, UnicodeEncodeError)
+_ENCODE_FAILURES = ENCODE_FAILURES
+#: msgpack bytes of a value, whose length is its size against byte limits
+pack: Final = _msgpack.encode
 
 
 def _encode(event: HubEvent, fmt: Format) -> bytes:
@@ -130,7 +137,17 @@ def event_size(topic: str, data: Any, headers: dict[str, Any]) -> int:
     :raises EncodeError: if ``data`` is a container msgspec cannot encode:
         hub events must be encodable, because any subscriber may be remote.
     """
-    size = len(topic) + _value_size(data)
+    # The usual payloads, a str or a dict, are sized inline: this runs on every publish.
+    kind = type(data)
+    if kind is str:
+        size = len(topic) + len(data)
+    elif kind is dict:
+        try:
+            size = len(topic) + len(_msgpack.encode(data))
+        except _ENCODE_FAILURES as exc:
+            raise EncodeError(f"hub event data cannot be encoded: {exc}") from exc
+    else:
+        size = len(topic) + _value_size(data)
     if not headers:
         return size
     for name, value in headers.items():

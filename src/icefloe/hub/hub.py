@@ -31,6 +31,13 @@ Concepts:
   ends with ``StreamError(code="overloaded")``) or ``block`` (``publish``
   waits for room: at-least-once delivery, with backpressure on the
   publisher; ``publish_nowait`` raises ``WouldBlock`` instead).
+* **Reliability.** ``publish(..., reliability=...)``: an ``at_most_once``
+  event (the default) meets each subscriber's policy; an ``at_least_once``
+  or ``exactly_once`` one is never dropped: ``publish`` waits for room in
+  any full ``drop_oldest``, ``drop_newest`` or ``block`` buffer, and a
+  ``disconnect`` subscriber is cut (it may resume from the history). A
+  ``drop_oldest`` buffer holding reliable events drops a new
+  ``at_most_once`` event rather than evict them.
 * **Fairness.** Publishers of one topic that must wait queue in order; a
   new publish of that topic does not overtake them.
 * **Encode once.** Every subscriber of an event receives the same
@@ -46,7 +53,6 @@ and :mod:`icefloe.core.ring` for the per-subscriber policies.
 from __future__ import annotations
 
 import asyncio
-import heapq
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Collection, Mapping
@@ -58,12 +64,21 @@ from icefloe.core.ring import ByteLedger, Outcome, Overflow, Ring
 from icefloe.core.topics import Pattern, validate_topic
 from icefloe.exceptions import (
     ClosedResourceError,
+    EncodeError,
     ErrorCode,
     IcefloeError,
     StreamError,
     WouldBlock,
 )
-from icefloe.hub.event import HubEvent, event_size
+from icefloe.hub.checks import (
+    MAX_ID_LENGTH,
+    check_headers,
+    check_name,
+    check_range,
+    check_reliability,
+    refuse_size,
+)
+from icefloe.hub.event import ENCODE_FAILURES, HubEvent, event_size, pack
 from icefloe.hub.limits import MIB, HubLimits
 from icefloe.hub.subscription import (
     HubSubscription,
@@ -73,21 +88,22 @@ from icefloe.hub.subscription import (
     SubscriptionStatistics,
     Target,
     check_target,
-    wants,
+    lacking_room,
+    select_targets,
 )
-from icefloe.hub.topic import TenantState, TopicState
+from icefloe.hub.topic import TenantState, TopicState, replay
+from icefloe.runtime.node import Reliability
 
 __all__ = ["Hub", "HubStatistics"]
 
-#: the longest subscriber id or tenant name accepted
-MAX_ID_LENGTH = 256
-
-# A tuple, not a union: isinstance with ``a | b`` builds the union on every call.
-_HEADER_TYPES = (str, int, float, bool)
 # Bound once: the fan-out loop compares every offer's outcome.
 _ACCEPTED = Outcome.ACCEPTED
 _DROPPED_OLDEST = Outcome.DROPPED_OLDEST
 _DROPPED_NEWEST = Outcome.DROPPED_NEWEST
+_AT_MOST_ONCE = Reliability.AT_MOST_ONCE
+_now_ns = time.time_ns
+_pack = pack
+_ENCODE_FAILURES = ENCODE_FAILURES
 
 
 class HubStatistics(NamedTuple):
@@ -111,7 +127,7 @@ class HubStatistics(NamedTuple):
     bytes_held: int
     #: of which in topic histories
     history_bytes: int
-    #: publishers waiting for room (``block``)
+    #: publishers waiting for room (``block``, or a reliable event)
     waiting_publishers: int
     #: whether the hub is closed
     closed: bool
@@ -135,7 +151,10 @@ class Hub:
         "_dropped_oldest",
         "_history_bytes",
         "_limits",
+        "_max_event_bytes",
         "_published",
+        "_recent",
+        "_recent_from",
         "_subscribers",
         "_tenants",
         "_topics",
@@ -146,16 +165,25 @@ class Hub:
         self, limits: HubLimits | None = None, *, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self._limits = limits if limits is not None else HubLimits()
+        # Read on every publish (limits are frozen).
+        self._max_event_bytes = self._limits.max_event_bytes
         self._clock = clock
         self._tenants: dict[str, TenantState] = {}
         # Least recently published first, for eviction.
         self._topics: OrderedDict[tuple[str, str], TopicState] = OrderedDict()
+        # The topic published to last (so the last in ``_topics``), or None,
+        # and its next offset when it became so (see _published_now).
+        self._recent: TopicState | None = None
+        self._recent_from = 0
         self._subscribers = 0
         self._closed = False
         # Bytes held in subscriber buffers and in topic histories, kept by the rings.
         self._buffer_bytes = ByteLedger()
         self._history_bytes = ByteLedger()
+        # Events published, but for the recent topic's since it became recent,
+        # which its offsets count: one counter less to bump on every publish.
         self._published = 0
+        # Events placed in the buffers of ended subscribers (live ones count their own).
         self._delivered = 0
         self._dropped_oldest = 0
         self._dropped_newest = 0
@@ -186,30 +214,34 @@ class Hub:
         tenant: str,
         headers: Mapping[str, Any] | None = None,
         to: Target | None = None,
+        reliability: Reliability | str = Reliability.AT_MOST_ONCE,
     ) -> HubEvent:
         """Publish an event now, or refuse.
 
         Returns the event delivered (with its offset).
 
-        :raises WouldBlock: a matching ``block`` subscriber has no room, or
-            publishers of this topic are already waiting.
+        :raises WouldBlock: a target that must not lose the event has no room
+            (a ``block`` subscriber, or for an ``at_least_once`` or
+            ``exactly_once`` event any subscriber but a ``disconnect`` one),
+            or publishers of this topic are already waiting.
         :raises ClosedResourceError: the hub is closed.
         :raises TopicError: ``topic`` is not a valid topic name.
-        :raises ValueError: a bad tenant, headers or ``to``, or an event over
-            ``max_event_bytes``.
+        :raises ValueError: a bad tenant, headers, ``to`` or ``reliability``,
+            or an event over ``max_event_bytes``.
         :raises EncodeError: ``data`` is not encodable.
         :raises StreamError: ``overloaded``: a new topic past ``max_topics``
             or ``max_bytes_total``.
         """
-        clean, size, target = self._prepare(topic, data, tenant, headers, to)
-        state = self._topic_for(tenant, topic)
+        state, clean, size, target, level = self._prepare(
+            topic, data, tenant, headers, to, reliability
+        )
         if state.queue:
             raise WouldBlock(f"publishers of topic {topic!r} are waiting for room")
-        outcome = self._deliver(state, data, clean, size, target)
+        outcome = self._deliver(state, data, clean, size, target, level)
         if isinstance(outcome, SubscriberState):
             raise WouldBlock(
                 f"subscriber {outcome.subscriber_id!r} of topic {topic!r} is full "
-                "(overflow='block')"
+                f"(overflow={outcome.ring.overflow.value!r}, reliability={level.value!r})"
             )
         return outcome
 
@@ -221,29 +253,69 @@ class Hub:
         tenant: str,
         headers: Mapping[str, Any] | None = None,
         to: Target | None = None,
+        reliability: Reliability | str = Reliability.AT_MOST_ONCE,
     ) -> HubEvent:
-        """Publish an event, waiting while a matching ``block`` subscriber is full.
+        """Publish an event, waiting while a target that must not lose it is full.
 
-        Returns the event delivered (with its offset). Without ``block``
-        subscribers it never waits. ``headers`` values must be str, numbers,
-        bools or None; ``to`` limits delivery to some of the tenant's
-        subscribers (ids, or a predicate over ``SubscriberInfo``).
+        Returns the event delivered (with its offset). ``headers`` values must
+        be str, numbers, bools or None; ``to`` limits delivery to some of the
+        tenant's subscribers (ids, or a predicate over ``SubscriberInfo``).
+
+        ``reliability`` says what may happen to the event at a full buffer:
+        an ``at_most_once`` event (the default) meets each subscriber's
+        overflow policy, and the publish waits only for ``block``
+        subscribers; an ``at_least_once`` or ``exactly_once`` event is never
+        dropped: the publish waits for room in every full target, whatever
+        its policy, except that a ``disconnect`` subscriber is still cut
+        (it may resume from the topic's history).
 
         :raises ClosedResourceError: the hub is or becomes closed.
         :raises TopicError: ``topic`` is not a valid topic name.
-        :raises ValueError: a bad tenant, headers or ``to``, or an event over
-            ``max_event_bytes``.
+        :raises ValueError: a bad tenant, headers, ``to`` or ``reliability``,
+            or an event over ``max_event_bytes``.
         :raises EncodeError: ``data`` is not encodable.
         :raises StreamError: ``overloaded``: a new topic past ``max_topics``
             or ``max_bytes_total``.
         """
-        clean, size, target = self._prepare(topic, data, tenant, headers, to)
-        state = self._topic_for(tenant, topic)
+        state = self._recent
+        if (
+            state is not None
+            and headers is None
+            and to is None
+            and type(reliability) is Reliability
+            and type(topic) is str
+            and topic == state.name
+            and tenant == state.tenant
+        ):
+            # The usual publish, checked inline: to the topic published last,
+            # which is found without a lookup and is already last in the LRU
+            # order; its name and tenant were checked when it was created (a
+            # closed hub has no recent topic). The usual payloads, a str or a
+            # dict, are sized as event_size would, without a Python call.
+            kind = type(data)
+            if kind is str:
+                size = len(topic) + len(data)
+            elif kind is dict:
+                try:
+                    size = len(topic) + len(_pack(data))
+                except _ENCODE_FAILURES as exc:
+                    raise EncodeError(f"hub event data cannot be encoded: {exc}") from exc
+            else:
+                size = event_size(topic, data, NO_META)
+            if size > self._max_event_bytes:
+                refuse_size(size, self._limits)
+            clean: dict[str, Any] = NO_META
+            target = None
+            level = reliability
+        else:
+            state, clean, size, target, level = self._prepare(
+                topic, data, tenant, headers, to, reliability
+            )
         if not state.queue:
-            outcome = self._deliver(state, data, clean, size, target)
+            outcome = self._deliver(state, data, clean, size, target, level)
             if type(outcome) is HubEvent:
                 return outcome
-        return await self._publish_waiting(state, data, clean, size, target)
+        return await self._publish_waiting(state, data, clean, size, target, level)
 
     async def _publish_waiting(
         self,
@@ -252,6 +324,7 @@ class Hub:
         headers: dict[str, Any],
         size: int,
         target: NormalTarget | None,
+        level: Reliability,
     ) -> HubEvent:
         loop = asyncio.get_running_loop()
         turn = loop.create_future()
@@ -263,60 +336,72 @@ class Hub:
             while True:
                 if self._closed:
                     raise ClosedResourceError("the hub is closed")
-                outcome = self._deliver(state, data, headers, size, target)
+                outcome = self._deliver(state, data, headers, size, target, level)
                 if isinstance(outcome, HubEvent):
                     return outcome
-                room = loop.create_future()
-                outcome.room.append(room)
-                self._waiting_publishers += 1
-                try:
-                    await room
-                finally:
-                    self._waiting_publishers -= 1
-                    # A wake-up takes the waiter off the list; a cancellation does not.
-                    if not room.done():
-                        room.cancel()
-                    if room.cancelled():
-                        try:
-                            outcome.room.remove(room)
-                        except ValueError:
-                            pass
+                await self._wait_for_room(loop, outcome)
         finally:
             head = queue[0] is turn
             queue.remove(turn)
             if head and queue and not queue[0].done():
                 queue[0].set_result(None)
 
+    async def _wait_for_room(self, loop: asyncio.AbstractEventLoop, s: SubscriberState) -> None:
+        room = loop.create_future()
+        s.park_publisher(room)
+        self._waiting_publishers += 1
+        try:
+            await room
+        finally:
+            self._waiting_publishers -= 1
+            # A wake-up takes the waiter off the list; a cancellation does not.
+            if not room.done():
+                room.cancel()
+            if room.cancelled():
+                try:
+                    s.room.remove(room)
+                except ValueError:
+                    pass
+
     def _prepare(
         self,
-        topic: object,
+        topic: str,
         data: Any,
-        tenant: object,
+        tenant: str,
         headers: Mapping[str, Any] | None,
         to: Target | None,
-    ) -> tuple[dict[str, Any], int, NormalTarget | None]:
-        """Check a publish's arguments; its clean headers, size and target."""
+        reliability: Reliability | str,
+    ) -> tuple[TopicState, dict[str, Any], int, NormalTarget | None, Reliability]:
+        """Check a publish's arguments and find its topic (creating it if new).
+
+        Returns the topic, the clean headers, the event's size, the target
+        and the reliability. Nothing changes (no topic is created) unless
+        every argument is valid.
+        """
         if self._closed:
             raise ClosedResourceError("the hub is closed")
-        # The common case first, checked inline: this runs on every publish.
         if type(tenant) is not str or not tenant or len(tenant) > MAX_ID_LENGTH:
-            _check_name("tenant", tenant)
-        clean = NO_META if headers is None else _check_headers(headers)
+            check_name("tenant", tenant)
+        clean = NO_META if headers is None else check_headers(headers)
         target = None if to is None else check_target(to)
+        level = reliability if type(reliability) is Reliability else check_reliability(reliability)
         if type(topic) is not str:
             validate_topic(topic)
-        size = event_size(topic, data, clean)  # type: ignore[arg-type]
-        limit = self._limits.max_event_bytes
-        if size > limit:
-            raise ValueError(f"an event of {size} bytes exceeds max_event_bytes ({limit})")
-        return clean, size, target
+        size = event_size(topic, data, clean)
+        if size > self._max_event_bytes:
+            refuse_size(size, self._limits)
+        return self._topic_for(tenant, topic), clean, size, target, level
 
     def _topic_for(self, tenant: str, name: str) -> TopicState:
+        state = self._recent
+        if state is not None and state.name == name and state.tenant == tenant:
+            return state  # already last in the LRU order
         key = (tenant, name)
         topics = self._topics
         state = topics.get(key)
         if state is not None:
             topics.move_to_end(key)
+            self._make_recent(state)
             return state
         validate_topic(name)
         limits = self._limits
@@ -333,19 +418,36 @@ class Hub:
         # The first offset is the hub's publish count, so that a topic evicted
         # and created again never reuses an offset a subscriber may remember.
         state = TopicState(
-            owner, tenant, name, self._published, limits, self._clock(), self._history_bytes
+            owner, tenant, name, self._published_now(), limits, self._clock(), self._history_bytes
         )
         owner.topics += 1
         topics[key] = state
+        self._make_recent(state)
         return state
+
+    def _make_recent(self, state: TopicState | None) -> None:
+        recent = self._recent
+        if recent is not None:
+            self._published += recent.next_offset - self._recent_from
+        self._recent = state
+        self._recent_from = state.next_offset if state is not None else 0
+
+    def _published_now(self) -> int:
+        """Events published so far (each was given an offset)."""
+        recent = self._recent
+        if recent is None:
+            return self._published
+        return self._published + recent.next_offset - self._recent_from
 
     def _evict_idle_topic(self) -> bool:
         key, state = next(iter(self._topics.items()))
         if state.queue or self._clock() - state.last_used < self._limits.topic_idle_s:
             return False
         del self._topics[key]
+        if state is self._recent:
+            self._make_recent(None)
         if state.history is not None:
-            state.history.drain()
+            state.history.clear()
         owner = state.owner
         owner.topics -= 1
         self._forget_tenant_if_empty(state.tenant, owner)
@@ -358,42 +460,74 @@ class Hub:
         headers: dict[str, Any],
         size: int,
         target: NormalTarget | None,
+        level: Reliability,
     ) -> HubEvent | SubscriberState:
-        """Deliver now and return the event, or return the ``block`` subscriber lacking room.
+        """Deliver now and return the event, or return a target it must wait for.
 
         Nothing changes unless the event is delivered: the offset, history and
         buffers are all updated together, after every check (and every ``to``
-        predicate) has run.
+        predicate) has run. This is the hot path of every publish, hence one
+        function with its loops inline.
         """
         if state.generation != state.owner.generation:
             state.route()
-        event = HubEvent(state.name, state.next_offset, state.tenant, data, headers, time.time_ns())
-        targets: Collection[SubscriberState] = state.subscribers
-        if target is not None or state.filtered:
-            targets = [s for s in targets if wants(s, event, target)]
-        if state.blocking:
-            for s in targets:
-                if s.blocking and not s.ring.has_room(size):
+        event = HubEvent(
+            state.name, state.next_offset, state.tenant, data, headers, _now_ns(), level
+        )
+        reliable = level is not _AT_MOST_ONCE
+        targets: Collection[SubscriberState]
+        if target is None and not state.filtered and not reliable:
+            # Every subscriber is a target; only ``block`` ones may refuse.
+            for s in state.checked:
+                if not s.ring.has_room(size):
                     s.blocked += 1
                     return s
+            lead = state.lead
+            if lead is not None:
+                # A ``block`` buffer's refusal changes nothing: offering is the check.
+                if lead.ring.offer(event, size)[0] is not _ACCEPTED:
+                    lead.blocked += 1
+                    return lead
+                if lead.waiters:
+                    lead.wake_readers()
+            targets = state.rest
+        else:
+            targets = state.subscribers
+            if target is not None or state.filtered:
+                targets = select_targets(targets, event, target)
+            full = lacking_room(targets, size, reliable)
+            if full is not None:
+                full.blocked += 1
+                return full
         state.next_offset += 1
         state.last_used = self._clock()
-        self._published += 1
-        if state.history is not None:
-            state.history.offer((event, target), size)
-        if targets:
-            self._fan_out(event, size, targets)
-        return event
-
-    def _fan_out(self, event: HubEvent, size: int, targets: Collection[SubscriberState]) -> None:
-        accepted = 0
+        if state is not self._recent:
+            self._published += 1
+        history = state.history
+        if history is not None:
+            # History.append, inline: it runs on every publish.
+            sizes = history.sizes
+            if len(sizes) == history.max_items:
+                # Appending pushes the oldest out of both deques. Sizes are
+                # alike, so the change is small (no int to allocate) or none.
+                grown = size - sizes[0]
+            else:
+                grown = size
+            sizes.append(size)
+            history.entries.append(event if target is None else (event, target))
+            if grown:
+                history.grow(grown)
         for s in targets:
+            # A drop_oldest buffer holding reliable events must not evict them.
+            if s.reliable and not reliable and s.spare(size):
+                self._dropped_newest += 1
+                continue
             result = s.ring.offer(event, size)
             outcome = result[0]
             if outcome is _ACCEPTED:
-                accepted += 1
+                if reliable:
+                    s.reliable += 1
             elif outcome is _DROPPED_OLDEST:
-                accepted += 1
                 self._dropped_oldest += result[1]
             elif outcome is _DROPPED_NEWEST:
                 self._dropped_newest += 1
@@ -403,7 +537,7 @@ class Hub:
                 continue
             if s.waiters:
                 s.wake_readers()
-        self._delivered += accepted
+        return event
 
     def _overflowed(self, s: SubscriberState) -> None:
         ring = s.ring
@@ -458,20 +592,20 @@ class Hub:
         """
         if self._closed:
             raise ClosedResourceError("the hub is closed")
-        _check_name("tenant", tenant)
+        check_name("tenant", tenant)
         compiled = Pattern(pattern)
         flt = filter if isinstance(filter, Filter) or filter is None else compile_filter(filter)
         limits = self._limits
-        _check_range("buffer", buffer, 1, limits.max_buffer)
+        check_range("buffer", buffer, 1, limits.max_buffer)
         if max_bytes is None:
             max_bytes = max(limits.max_event_bytes, min(MIB, limits.max_subscriber_bytes))
-        _check_range("max_bytes", max_bytes, limits.max_event_bytes, limits.max_subscriber_bytes)
+        check_range("max_bytes", max_bytes, limits.max_event_bytes, limits.max_subscriber_bytes)
         ring: Ring[HubEvent] = Ring(buffer, max_bytes, overflow, ledger=self._buffer_bytes)
         owner = self._tenants.get(tenant)
         if subscriber_id is None:
             subscriber_id = new_id()
         else:
-            _check_name("subscriber_id", subscriber_id)
+            check_name("subscriber_id", subscriber_id)
             if owner is not None and subscriber_id in owner.ids:
                 raise ValueError(f"subscriber id {subscriber_id!r} is in use by tenant {tenant!r}")
         self._admit_subscriber(tenant, owner)
@@ -484,7 +618,7 @@ class Hub:
         )
         s = SubscriberState(self, info, compiled, flt, ring)
         if from_offset is not None:
-            replayed = self._replay(s, from_offset)
+            replayed = replay(self._topics, s, from_offset)
             if replayed:
                 s.replay = deque(replayed)
         owner = self._tenant(tenant)
@@ -519,42 +653,6 @@ class Hub:
                 topic,
             )
 
-    def _replay(self, s: SubscriberState, from_offset: int | Mapping[str, int]) -> list[HubEvent]:
-        pattern = s.pattern
-        if isinstance(from_offset, Mapping):
-            starts = dict(from_offset)
-            for name, offset in starts.items():
-                validate_topic(name)
-                if not pattern.matches(name):
-                    raise ValueError(
-                        f"from_offset names topic {name!r}, which pattern "
-                        f"{pattern.source!r} does not match"
-                    )
-                _check_range("from_offset", offset, 0, None)
-        else:
-            _check_range("from_offset", from_offset, 0, None)
-            if not pattern.is_exact:
-                raise ValueError(
-                    f"an int from_offset needs an exact topic, not the pattern "
-                    f"{pattern.source!r}; pass {{topic: offset}} instead"
-                )
-            starts = {pattern.source: from_offset}
-        runs = [self._retained(s, name, offset) for name, offset in starts.items()]
-        if len(runs) == 1:
-            return runs[0]
-        # Topics are interleaved in publish order, as a live subscriber saw them.
-        return list(heapq.merge(*runs, key=lambda event: event.ts))
-
-    def _retained(self, s: SubscriberState, name: str, offset: int) -> list[HubEvent]:
-        state = self._topics.get((s.tenant, name))
-        if state is None:
-            raise StreamError(
-                ErrorCode.HISTORY_GONE,
-                f"topic {name!r} holds no history to resume from offset {offset}",
-                name,
-            )
-        return state.retained(s, offset)
-
     # -- ending ------------------------------------------------------------------------
 
     def _end(self, s: SubscriberState, cause: IcefloeError, *, keep: bool) -> None:
@@ -569,15 +667,15 @@ class Hub:
             owner.generation += 1
             self._forget_tenant_if_empty(s.tenant, owner)
         self._subscribers -= 1
+        # Its buffer's count of accepted events goes to the hub's ``delivered``.
+        self._delivered += s.ring.statistics().accepted
         if not keep:
             self._discard(s)
         s.wake_readers()
         s.wake_publishers()
 
     def _discard(self, s: SubscriberState) -> None:
-        ring = s.ring
-        ring.drain()
-        s.replay = None
+        s.discard()
 
     def _tenant(self, tenant: str) -> TenantState:
         owner = self._tenants.get(tenant)
@@ -598,6 +696,7 @@ class Hub:
         if self._closed:
             return
         self._closed = True
+        self._make_recent(None)
         for owner in list(self._tenants.values()):
             for s in list(owner.ids.values()):
                 cause = StreamError(ErrorCode.CANCELLED, "the hub was closed", s.pattern.source)
@@ -607,7 +706,7 @@ class Hub:
                 if not turn.done():
                     turn.set_result(None)
             if state.history is not None:
-                state.history.drain()
+                state.history.clear()
             state.owner.topics -= 1
         self._topics.clear()
         self._tenants.clear()
@@ -625,12 +724,16 @@ class Hub:
     # -- observing ---------------------------------------------------------------------
 
     def statistics(self) -> HubStatistics:
-        """A snapshot of the hub's size, counters and memory held."""
+        """A snapshot of the hub's size, counters and memory held.
+
+        It visits every live subscriber (their buffers count ``delivered``,
+        so that publishing need not): meant for metrics, not for every event.
+        """
         return HubStatistics(
             topics=len(self._topics),
             subscribers=self._subscribers,
-            published=self._published,
-            delivered=self._delivered,
+            published=self._published_now(),
+            delivered=self._delivered + self._live_deliveries(),
             dropped_oldest=self._dropped_oldest,
             dropped_newest=self._dropped_newest,
             disconnected=self._disconnected,
@@ -638,6 +741,14 @@ class Hub:
             history_bytes=self._history_bytes.held,
             waiting_publishers=self._waiting_publishers,
             closed=self._closed,
+        )
+
+    def _live_deliveries(self) -> int:
+        # Counted by the live subscribers' buffers, not on every publish.
+        return sum(
+            s.ring.statistics().accepted
+            for owner in self._tenants.values()
+            for s in owner.ids.values()
         )
 
     def subscriber_statistics(self, tenant: str | None = None) -> list[SubscriptionStatistics]:
@@ -648,40 +759,3 @@ class Hub:
             else [o for t, o in self._tenants.items() if t == tenant]
         )
         return [s.statistics() for owner in owners for s in owner.ids.values()]
-
-
-def _check_name(what: str, value: object) -> None:
-    if not isinstance(value, str) or not value or len(value) > MAX_ID_LENGTH:
-        raise ValueError(
-            f"{what} must be a non-empty str of at most {MAX_ID_LENGTH} characters, got {value!r}"
-        )
-
-
-def _check_range(what: str, value: object, low: int, high: int | None) -> None:
-    if (
-        not isinstance(value, int)
-        or isinstance(value, bool)
-        or value < low
-        or (high is not None and value > high)
-    ):
-        bound = f"between {low} and {high}" if high is not None else f">= {low}"
-        raise ValueError(f"{what} must be an int {bound}, got {value!r}")
-
-
-def _check_headers(headers: Mapping[str, Any] | None) -> dict[str, Any]:
-    if headers is None:
-        return NO_META
-    if not isinstance(headers, Mapping):
-        raise ValueError(f"headers must be a mapping, got {type(headers).__name__}")
-    if not headers:
-        return NO_META
-    clean: dict[str, Any] = {}
-    for name, value in headers.items():
-        if not isinstance(name, str):
-            raise ValueError(f"header names must be str, got {name!r}")
-        if value is not None and not isinstance(value, _HEADER_TYPES):
-            raise ValueError(
-                f"header {name!r} must be a str, number, bool or None, got {type(value).__name__}"
-            )
-        clean[name] = value
-    return clean

@@ -36,6 +36,7 @@ from icefloe.core.ring import Overflow, Ring
 from icefloe.core.topics import Pattern
 from icefloe.exceptions import ClosedResourceError, IcefloeError, StreamError, WouldBlock
 from icefloe.hub.event import HubEvent
+from icefloe.runtime.node import Reliability
 
 if TYPE_CHECKING:
     from icefloe.hub.hub import Hub
@@ -47,6 +48,8 @@ __all__ = [
     "SubscriptionStatistics",
     "Target",
     "check_target",
+    "lacking_room",
+    "select_targets",
     "wants",
 ]
 
@@ -99,9 +102,11 @@ class SubscriptionStatistics(NamedTuple):
     delivered: int
     #: events evicted unread to make room (``drop_oldest``)
     dropped_oldest: int
-    #: events discarded because the buffer was full (``drop_newest``)
+    #: events discarded because the buffer was full (``drop_newest``; or
+    #: at-most-once events that found a ``drop_oldest`` buffer full of reliable ones)
     dropped_newest: int
-    #: publish attempts that found the buffer full (``block``): waits and ``WouldBlock``
+    #: publish attempts that found the buffer full and waited or got ``WouldBlock``
+    #: (``block``; or any policy but ``disconnect`` for a reliable event)
     blocked: int
     #: publishers waiting for room in this buffer now
     waiting_publishers: int
@@ -116,18 +121,23 @@ class SubscriberState:
         "blocked",
         "blocking",
         "cause",
-        "delivered",
+        "cut",
+        "discarded",
         "filter",
         "hub",
         "info",
         "low_bytes",
         "low_items",
         "pattern",
+        "reliable",
         "replay",
+        "replayed",
         "ring",
         "room",
+        "spared",
         "subscriber_id",
         "tenant",
+        "until_wake",
         "waiters",
     )
 
@@ -147,6 +157,13 @@ class SubscriberState:
         self.filter: Callable[[Any], bool] | None = None if filter is None else filter.predicate
         self.ring = ring
         self.blocking = ring.overflow is Overflow.BLOCK
+        #: whether a full buffer ends the subscriber even for a reliable event
+        self.cut = ring.overflow is Overflow.DISCONNECT
+        # At-least-once and exactly-once events in the buffer: while there are
+        # any, a drop_oldest buffer drops new at-most-once events instead.
+        self.reliable = 0
+        #: at-most-once events dropped to keep reliable ones (counted as dropped_newest)
+        self.spared = 0
         # Events replayed from history, read before the buffer; only resuming
         # subscribers have one (an empty deque alone costs about 600 bytes).
         self.replay: deque[HubEvent] | None = None
@@ -155,7 +172,10 @@ class SubscriberState:
         # Publishers parked until this buffer has room (overflow=block).
         self.room: list[asyncio.Future[None]] = []
         self.cause: IcefloeError | None = None
-        self.delivered = 0
+        # Events read are counted by the buffer (as taken) less those discarded
+        # unread when the subscription ended, plus the replayed ones read.
+        self.discarded = 0
+        self.replayed = 0
         #: publishes that found this buffer full (overflow=block)
         self.blocked = 0
         # Blocked publishers are woken once the buffer is half drained, so a
@@ -163,6 +183,8 @@ class SubscriberState:
         self.low_items = ring.max_items // 2
         max_bytes = ring.max_bytes
         self.low_bytes: float = max_bytes // 2 if max_bytes is not None else math.inf
+        # Takes left before the buffer can be at its low-water mark (see park_publisher).
+        self.until_wake = 0
 
     def wake_readers(self) -> None:
         waiters, self.waiters = self.waiters, []
@@ -170,31 +192,76 @@ class SubscriberState:
             if not waiter.done():
                 waiter.set_result(None)
 
+    def park_publisher(self, room: asyncio.Future[None]) -> None:
+        """Wake ``room`` once this buffer is half drained (or the subscription ends)."""
+        self.room.append(room)
+        # Only takes (and evictions) shrink the buffer: until this many takes,
+        # it cannot be at the low-water mark, and take() need not look.
+        self.until_wake = len(self.ring) - self.low_items
+
     def wake_publishers(self) -> None:
         room, self.room = self.room, []
         for waiter in room:
             if not waiter.done():
                 waiter.set_result(None)
 
+    def spare(self, size: int) -> bool:
+        """Whether an at-most-once event of ``size`` must be dropped to keep reliable ones.
+
+        Called only while the buffer holds reliable events: a ``drop_oldest``
+        buffer without room would evict one, so the new event is dropped
+        (and counted) instead. Other policies never evict.
+        """
+        ring = self.ring
+        if ring.overflow is not Overflow.DROP_OLDEST or ring.has_room(size):
+            return False
+        self.spared += 1
+        return True
+
     def take(self) -> HubEvent | None:
         """The next event to read, or None; the per-event path of every reader."""
         replay = self.replay
         if replay:
-            self.delivered += 1
+            self.replayed += 1
             event = replay.popleft()
             if not replay:
                 self.replay = None
             return event
-        ring = self.ring
-        if not ring:
+        try:
+            event = self.ring.take()
+        except IndexError:
+            # Empty: cheaper to find out this way, once per wait, than to ask every time.
+            if self.room:
+                self.wake_publishers()
             return None
-        event = ring.take()
-        self.delivered += 1
-        if self.room and (
-            not ring or (len(ring) <= self.low_items and ring.used_bytes <= self.low_bytes)
-        ):
-            self.wake_publishers()
+        if self.reliable or self.room:
+            self.taken(event)
         return event
+
+    def taken(self, event: HubEvent) -> None:
+        """Count off ``event``, just taken from the buffer.
+
+        Only needed while the buffer holds reliable events or publishers wait
+        for room in it; readers call it only then.
+        """
+        if self.reliable and event.reliability != _AT_MOST_ONCE:
+            self.reliable -= 1
+        if self.room:
+            self.until_wake -= 1
+            ring = self.ring
+            # Evictions may drain it sooner than counted: then the empty take wakes them.
+            if (
+                self.until_wake <= 0
+                and len(ring) <= self.low_items
+                and ring.used_bytes <= self.low_bytes
+            ):
+                self.wake_publishers()
+
+    def discard(self) -> None:
+        """Free the buffer and the replay list (the subscription has ended)."""
+        self.discarded += len(self.ring.drain())
+        self.replay = None
+        self.reliable = 0
 
     def held(self) -> int:
         replay = self.replay
@@ -219,13 +286,16 @@ class SubscriberState:
             buffered_bytes=ring.used_bytes,
             max_bytes=ring.max_bytes or 0,
             replay_pending=len(self.replay) if self.replay else 0,
-            delivered=self.delivered,
+            delivered=ring.taken - self.discarded + self.replayed,
             dropped_oldest=ring.dropped_oldest,
-            dropped_newest=ring.dropped_newest,
+            dropped_newest=ring.dropped_newest + self.spared,
             blocked=self.blocked,
             waiting_publishers=len(self.room),
             ended=ended,
         )
+
+
+_AT_MOST_ONCE = Reliability.AT_MOST_ONCE
 
 
 def check_target(to: Target | None) -> NormalTarget | None:
@@ -255,6 +325,28 @@ def wants(s: SubscriberState, event: HubEvent, target: NormalTarget | None) -> b
             return False
     flt = s.filter
     return flt is None or flt(event)
+
+
+def select_targets(
+    subscribers: Collection[SubscriberState], event: HubEvent, target: NormalTarget | None
+) -> list[SubscriberState]:
+    """Those of ``subscribers`` that ``target`` and their filters select for ``event``."""
+    return [s for s in subscribers if wants(s, event, target)]
+
+
+def lacking_room(
+    targets: Collection[SubscriberState], size: int, reliable: bool
+) -> SubscriberState | None:
+    """The first of ``targets`` an event of ``size`` must wait for, or None.
+
+    That is a ``block`` subscriber without room for it or, for a reliable
+    event, any subscriber without room whose policy would drop it
+    (``drop_oldest``, ``drop_newest``); a ``disconnect`` one is cut instead.
+    """
+    for s in targets:
+        if (s.blocking or (reliable and not s.cut)) and not s.ring.has_room(size):
+            return s
+    return None
 
 
 def _fresh(cause: IcefloeError) -> IcefloeError:
@@ -327,16 +419,31 @@ class HubSubscription:
 
     async def __anext__(self) -> HubEvent:
         s = self._s
-        while True:
+        if s.replay is None:
+            # SubscriberState.take without a replay, inline: one call fewer per event.
+            try:
+                taken = s.ring.take()
+            except IndexError:
+                if s.room:
+                    s.wake_publishers()
+            else:
+                if s.reliable or s.room:
+                    s.taken(taken)
+                return taken
+        else:
             event = s.take()
             if event is not None:
                 return event
+        while True:
             cause = s.cause
             if cause is not None:
                 if isinstance(cause, ClosedResourceError):
                     raise StopAsyncIteration
                 raise _fresh(cause)
             await self._park()
+            event = s.take()
+            if event is not None:
+                return event
 
     async def receive(self) -> HubEvent:
         """The next event, waiting for one.

@@ -1,10 +1,10 @@
 """One tenant's routing state, and one topic's offsets, history and route cache.
 
-Internal to the hub. A topic's history is a :class:`~icefloe.core.ring.Ring`
-with policy ``drop_oldest``, bounded by ``history_per_topic`` events and
-``history_bytes_per_topic`` bytes: the oldest retained event is forgotten
-first. Each entry keeps the publish's ``to=`` target, so a replay reaches
-only the subscribers the live event did.
+Internal to the hub. A topic's history is a :class:`History`, bounded by
+``history_per_topic`` events and ``history_bytes_per_topic`` bytes: the
+oldest retained event is forgotten first. An entry published with ``to=``
+keeps its target, so a replay reaches only the subscribers the live event
+did.
 
 The subscribers a topic reaches are cached on the topic and recomputed from
 the tenant's :class:`~icefloe.core.topics.TopicIndex` only after a
@@ -15,20 +15,71 @@ costs no pattern matching at all in the steady state.
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 from collections import deque
+from collections.abc import Mapping
 from typing import TypeAlias
 
-from icefloe.core.ring import ByteLedger, Ring
-from icefloe.core.topics import TopicIndex
+from icefloe.core.ring import ByteLedger
+from icefloe.core.topics import TopicIndex, validate_topic
 from icefloe.exceptions import ErrorCode, StreamError
+from icefloe.hub.checks import check_range
 from icefloe.hub.event import HubEvent
 from icefloe.hub.limits import HubLimits
 from icefloe.hub.subscription import NormalTarget, SubscriberState, wants
 
-__all__ = ["Entry", "TenantState", "TopicState"]
+__all__ = ["Entry", "History", "TenantState", "TopicState", "replay"]
 
-#: what a topic's history holds: the event and who it was for
-Entry: TypeAlias = tuple[HubEvent, NormalTarget | None]
+#: what a topic's history holds: the event, or the event and who it was for
+#: (a tuple only for a publish with ``to=``, so the common case allocates nothing)
+Entry: TypeAlias = HubEvent | tuple[HubEvent, NormalTarget]
+
+
+class History:
+    """A topic's last events, at most ``max_items`` of them and ``max_bytes`` bytes.
+
+    ``Hub._deliver`` appends, inline since it runs on every publish: the
+    entry to ``entries`` and its size to ``sizes`` (whose ``maxlen`` pushes
+    the oldest out of both once ``max_items`` are held), then, if that
+    changed the bytes held, :meth:`grow` counts them (in ``held`` and the
+    shared ``ledger``) and evicts down to ``max_bytes``.
+    """
+
+    __slots__ = ("entries", "held", "ledger", "max_bytes", "max_items", "sizes")
+
+    def __init__(self, max_items: int, max_bytes: int, ledger: ByteLedger) -> None:
+        self.max_items = max_items
+        self.max_bytes = max_bytes
+        self.entries: deque[Entry] = deque(maxlen=max_items)
+        self.sizes: deque[int] = deque(maxlen=max_items)
+        #: bytes retained
+        self.held = 0
+        self.ledger = ledger
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def grow(self, grown: int) -> None:
+        """Count ``grown`` more bytes (fewer if negative), then evict down to ``max_bytes``."""
+        held = self.held + grown
+        entries, sizes = self.entries, self.sizes
+        while held > self.max_bytes:
+            entries.popleft()
+            held -= sizes.popleft()
+        self.ledger.held += held - self.held
+        self.held = held
+
+    def snapshot(self, start: int) -> list[Entry]:
+        """The entries from position ``start`` (0 = oldest) on."""
+        return list(itertools.islice(self.entries, start, None))
+
+    def clear(self) -> None:
+        """Forget everything retained."""
+        self.entries.clear()
+        self.sizes.clear()
+        self.ledger.held -= self.held
+        self.held = 0
 
 
 class TenantState:
@@ -53,14 +104,17 @@ class TopicState:
 
     __slots__ = (
         "blocking",
+        "checked",
         "filtered",
         "generation",
         "history",
         "last_used",
+        "lead",
         "name",
         "next_offset",
         "owner",
         "queue",
+        "rest",
         "subscribers",
         "tenant",
     )
@@ -79,8 +133,8 @@ class TopicState:
         self.tenant = tenant
         self.name = name
         self.next_offset = first_offset
-        self.history: Ring[Entry] | None = (
-            Ring(limits.history_per_topic, limits.history_bytes_per_topic, ledger=ledger)
+        self.history: History | None = (
+            History(limits.history_per_topic, limits.history_bytes_per_topic, ledger)
             if limits.history_per_topic
             else None
         )
@@ -89,6 +143,13 @@ class TopicState:
         self.generation = -1
         #: whether one of them has overflow=block (publish must check room)
         self.blocking = False
+        # The same subscribers split for an unfiltered at-most-once publish:
+        # the ``block`` ones whose room is checked first, one ``block`` one
+        # (the lead) offered the event next, since its refusal changes nothing
+        # and so needs no separate check, then the rest.
+        self.checked: tuple[SubscriberState, ...] = ()
+        self.lead: SubscriberState | None = None
+        self.rest: tuple[SubscriberState, ...] = ()
         #: whether one of them has a filter (publish must evaluate it)
         self.filtered = False
         # Publishers waiting their turn; the head is the one waiting for room.
@@ -102,7 +163,11 @@ class TopicState:
             return
         subscribers = tuple(owner.index.match(self.name))
         self.subscribers = subscribers
-        self.blocking = any(s.blocking for s in subscribers)
+        blockers = [s for s in subscribers if s.blocking]
+        self.blocking = bool(blockers)
+        lead = self.lead = blockers.pop() if blockers else None
+        self.checked = tuple(blockers)
+        self.rest = tuple(s for s in subscribers if s is not lead)
         self.filtered = any(s.filter is not None for s in subscribers)
         self.generation = owner.generation
 
@@ -133,8 +198,63 @@ class TopicState:
             )
         if self.history is None:
             return []
-        return [
-            event
-            for event, target in self.history.snapshot(offset - first)
-            if wants(s, event, target)
-        ]
+        events = []
+        for entry in self.history.snapshot(offset - first):
+            if isinstance(entry, tuple):
+                event, target = entry
+                if wants(s, event, target):
+                    events.append(event)
+            elif wants(s, entry, None):
+                events.append(entry)
+        return events
+
+
+def replay(
+    topics: Mapping[tuple[str, str], TopicState],
+    s: SubscriberState,
+    from_offset: int | Mapping[str, int],
+) -> list[HubEvent]:
+    """What ``s`` replays from ``from_offset`` (an offset, or ``{topic: offset}``).
+
+    :raises TopicError: a topic named is invalid.
+    :raises ValueError: a bad offset, a topic the pattern does not match, or
+        an int offset for a wildcard pattern.
+    :raises StreamError: ``history_gone``: a resume point is not retained.
+    """
+    pattern = s.pattern
+    if isinstance(from_offset, Mapping):
+        starts = dict(from_offset)
+        for name, offset in starts.items():
+            validate_topic(name)
+            if not pattern.matches(name):
+                raise ValueError(
+                    f"from_offset names topic {name!r}, which pattern "
+                    f"{pattern.source!r} does not match"
+                )
+            check_range("from_offset", offset, 0, None)
+    else:
+        check_range("from_offset", from_offset, 0, None)
+        if not pattern.is_exact:
+            raise ValueError(
+                f"an int from_offset needs an exact topic, not the pattern "
+                f"{pattern.source!r}; pass {{topic: offset}} instead"
+            )
+        starts = {pattern.source: from_offset}
+    runs = [_retained(topics, s, name, offset) for name, offset in starts.items()]
+    if len(runs) == 1:
+        return runs[0]
+    # Topics are interleaved in publish order, as a live subscriber saw them.
+    return list(heapq.merge(*runs, key=lambda event: event.ts))
+
+
+def _retained(
+    topics: Mapping[tuple[str, str], TopicState], s: SubscriberState, name: str, offset: int
+) -> list[HubEvent]:
+    state = topics.get((s.tenant, name))
+    if state is None:
+        raise StreamError(
+            ErrorCode.HISTORY_GONE,
+            f"topic {name!r} holds no history to resume from offset {offset}",
+            name,
+        )
+    return state.retained(s, offset)
