@@ -16,6 +16,12 @@ to read it. In short:
   per frame, the frames made in advance with ``ops.encode_chunk`` (same
   sizes, count and stream order as icefloe's, see :data:`RUN`). Timed from
   opening the gate to the last ``end``.
+* ``ws_msgpack_{1,100}_zstd``: the same over ``icefloe.v1.msgpack+zstd``
+  (every server message is the next flushed piece of one zstd stream, see
+  docs/websocket.md); the floor compresses each frame the same way as it
+  sends it (a ``ZstdMessageCompressor`` per connection), the client inflates
+  each message. ``wire_bytes_per_frame`` against the plain and ``_deflate``
+  rows gives the bytes saved; ``server_cpu_us_per_frame`` the CPU it costs.
 * ``ws_first_chunk``: ``start`` sent to first ``chunk`` received, 200
   sequential starts on one JSON connection, p50/p99 ms; the floor answers
   each ``start`` with ``started``, ``chunk`` and ``end`` made in advance.
@@ -62,6 +68,7 @@ from icefloe import Context, Message, Node, NodePolicy, StreamChunk, create
 from icefloe.core.codec import Format
 from icefloe.core.messages import new_id
 from icefloe.core.ops import (
+    SUBPROTOCOL_MSGPACK_ZSTD,
     SUBPROTOCOLS,
     Ack,
     Credit,
@@ -74,6 +81,7 @@ from icefloe.core.ops import (
     encode_client,
     encode_server,
 )
+from icefloe.core.wszstd import ZstdMessageCompressor, ZstdMessageDecompressor
 from icefloe.transport.app import EdgeSettings, create_app, server_options
 from icefloe.transport.limits import EdgeLimits
 from measure import CHUNKS_PER_S, Sample, percentile
@@ -263,12 +271,21 @@ class _RawWs:
     async def start(self, sock: socket.socket) -> None:
         # compression="deflate" is the default: used when the client offers it.
         self._server = await serve(
-            self._handler, sock=sock, subprotocols=list(SUBPROTOCOLS), compression="deflate"
+            self._handler,
+            sock=sock,
+            subprotocols=[*SUBPROTOCOLS, SUBPROTOCOL_MSGPACK_ZSTD],
+            compression="deflate",
         )
 
     async def _handler(self, ws: ServerConnection) -> None:
-        fmt = SUBPROTOCOLS[ws.subprotocol or ""]
+        zstd = ws.subprotocol == SUBPROTOCOL_MSGPACK_ZSTD
+        fmt = Format.MSGPACK if zstd else SUBPROTOCOLS[ws.subprotocol or ""]
         decode = msgspec.json.decode if fmt is Format.JSON else msgspec.msgpack.decode
+        if zstd:
+            # One zstd stream per connection, every message compressed as it goes.
+            squeeze = ZstdMessageCompressor().compress
+            send = ws.send
+            ws.send = lambda frame: send(squeeze(frame))  # type: ignore[assignment,method-assign,arg-type]
         try:
             if self.shape == "first":
                 await self._first(ws, fmt, decode)
@@ -434,11 +451,18 @@ class LeanClient:
     """
 
     def __init__(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, fmt: Format
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        fmt: Format,
+        zstd: bool = False,
     ) -> None:
         self._reader = reader
         self._writer = writer
         self.fmt = fmt
+        self.subprotocol = SUBPROTOCOL_MSGPACK_ZSTD if zstd else SUBPROTOCOL[fmt]
+        #: set on icefloe.v1.msgpack+zstd: every server message is a piece of one zstd stream
+        self.unzstd = ZstdMessageDecompressor().decompress if zstd else None
         self._opcode = 0x1 if fmt is Format.JSON else 0x2
         #: set when the server accepted permessage-deflate
         self.inflate: Callable[[bytes], bytes] | None = None
@@ -448,9 +472,9 @@ class LeanClient:
         self.wire_bytes = 0
 
     @classmethod
-    async def open(cls, port: int, fmt: Format, deflate: bool) -> LeanClient:
+    async def open(cls, port: int, fmt: Format, deflate: bool, zstd: bool = False) -> LeanClient:
         reader, writer = await asyncio.open_connection(LOOPBACK, port, limit=2 * READ_SIZE)
-        client = cls(reader, writer, fmt)
+        client = cls(reader, writer, fmt, zstd)
         try:
             await client._handshake(port, deflate)
         except BaseException:
@@ -467,7 +491,7 @@ class LeanClient:
             "Connection: Upgrade",
             f"Sec-WebSocket-Key: {key}",
             "Sec-WebSocket-Version: 13",
-            f"Sec-WebSocket-Protocol: {SUBPROTOCOL[self.fmt]}",
+            f"Sec-WebSocket-Protocol: {self.subprotocol}",
         ]
         if deflate:
             lines.append("Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits")
@@ -516,6 +540,7 @@ class LeanClient:
         buffer = self._buffer + data if self._buffer else data
         end = len(buffer)
         inflate = self.inflate
+        unzstd = self.unzstd
         messages: list[bytes] = []
         pos = 0
         while end - pos >= 2:
@@ -541,6 +566,8 @@ class LeanClient:
                     if inflate is None:
                         raise RuntimeError("compressed frame without permessage-deflate")
                     payload = inflate(payload)
+                if unzstd is not None:
+                    payload = unzstd(payload)
                 messages.append(payload)
             elif opcode == 0x9:
                 self._write_frame(0xA, payload)
@@ -623,9 +650,9 @@ class LeanClient:
 
 @asynccontextmanager
 async def _connected(
-    server: ServerProcess, fmt: Format, deflate: bool
+    server: ServerProcess, fmt: Format, deflate: bool, zstd: bool = False
 ) -> AsyncIterator[LeanClient]:
-    client = await LeanClient.open(server.port, fmt, deflate)
+    client = await LeanClient.open(server.port, fmt, deflate, zstd)
     try:
         yield client
     finally:
@@ -648,14 +675,14 @@ async def _open_streams(client: LeanClient, streams: int, chunks: int) -> None:
 
 
 async def _stream_run(
-    server: ServerProcess, fmt: Format, streams: int, deflate: bool, frames: int
+    server: ServerProcess, fmt: Format, streams: int, deflate: bool, zstd: bool, frames: int
 ) -> Sample:
     """``frames`` chunk and end messages over one connection, on ``streams`` streams."""
     chunks = max(1, frames // streams - 1)
     expected = streams * (chunks + 1)
     fmt_name = "json" if fmt is Format.JSON else "msgpack"
     await server.command(f"prepare {fmt_name} {streams} {chunks}")
-    async with _connected(server, fmt, deflate) as client:
+    async with _connected(server, fmt, deflate, zstd) as client:
         await _open_streams(client, streams, chunks)
         await server.command("gc")
         gc.collect()
@@ -734,12 +761,12 @@ async def _session(
 
 @asynccontextmanager
 async def stream_session(
-    fmt: Format, streams: int, deflate: bool, uvloop: bool
+    fmt: Format, streams: int, deflate: bool, uvloop: bool, zstd: bool = False
 ) -> AsyncIterator[tuple[RunFn, RunFn]]:
     async with _session("stream", uvloop) as (raw, ice):
         yield (
-            partial(_stream_run, raw, fmt, streams, deflate),
-            partial(_stream_run, ice, fmt, streams, deflate),
+            partial(_stream_run, raw, fmt, streams, deflate, zstd),
+            partial(_stream_run, ice, fmt, streams, deflate, zstd),
         )
 
 
@@ -768,6 +795,19 @@ def ws_scenarios(divisor: int, uvloop: bool) -> tuple[HttpScenario, ...]:
         for fmt_name, fmt in FORMATS.items()
         for streams in (1, MANY)
         for deflate in (False, True)
+    ]
+    table += [
+        HttpScenario(
+            f"ws_msgpack_{streams}_zstd",
+            frames,
+            "chunks/s",
+            (CHUNKS_PER_S,),
+            partial(stream_session, Format.MSGPACK, streams, False, uvloop, True),
+            warm_up=True,
+            rounds=STREAM_ROUNDS,
+            params={"streams": streams, "zstd": 1},
+        )
+        for streams in (1, MANY)
     ]
     table.append(
         HttpScenario(

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Annotated, Any, ClassVar, Final, NoReturn, TypeAlias, get_args
 
@@ -58,10 +58,12 @@ __all__ = [
     "SUBPROTOCOLS",
     "SUBPROTOCOL_JSON",
     "SUBPROTOCOL_MSGPACK",
+    "SUBPROTOCOL_MSGPACK_ZSTD",
     "Ack",
     "BadRequest",
     "Cancel",
     "Chunk",
+    "Chunks",
     "ClientOp",
     "Credit",
     "End",
@@ -85,6 +87,7 @@ __all__ = [
     "decode_client",
     "decode_server",
     "encode_chunk",
+    "encode_chunks",
     "encode_client",
     "encode_server",
     "negotiate_subprotocol",
@@ -115,7 +118,9 @@ MAX_ERROR_MESSAGE_LENGTH: Final = 200
 SUBPROTOCOL_JSON: Final = "icefloe.v1.json"
 #: subprotocol of msgpack in binary frames
 SUBPROTOCOL_MSGPACK: Final = "icefloe.v1.msgpack"
-#: every subprotocol the server speaks, with its format
+#: subprotocol of msgpack in binary frames, zstd-compressed (:mod:`icefloe.core.wszstd`)
+SUBPROTOCOL_MSGPACK_ZSTD: Final = "icefloe.v1.msgpack+zstd"
+#: every uncompressed subprotocol the server speaks, with its format
 SUBPROTOCOLS: Final[Mapping[str, Format]] = MappingProxyType(
     {SUBPROTOCOL_JSON: Format.JSON, SUBPROTOCOL_MSGPACK: Format.MSGPACK}
 )
@@ -128,15 +133,17 @@ _MIN_INT: Final = -(2**63)
 _MAX_INT: Final = 2**64 - 1
 
 
-def negotiate_subprotocol(offered: Iterable[str]) -> str | None:
+def negotiate_subprotocol(offered: Iterable[str], *, zstd: bool = False) -> str | None:
     """The first of the client's ``offered`` subprotocols this server speaks.
 
     The client lists them in its order of preference. ``None`` if it offered
-    none of :data:`SUBPROTOCOLS`; what to do then is the endpoint's choice
-    (``docs/websocket.md`` proposes JSON when nothing was offered).
+    none of :data:`SUBPROTOCOLS` (nor :data:`SUBPROTOCOL_MSGPACK_ZSTD` when
+    ``zstd`` is true: the server can compress); what to do then is the
+    endpoint's choice (``docs/websocket.md`` proposes JSON when nothing was
+    offered). Its format is msgpack.
     """
     for name in offered:
-        if name in SUBPROTOCOLS:
+        if name in SUBPROTOCOLS or (zstd and name == SUBPROTOCOL_MSGPACK_ZSTD):
             return name
     return None
 
@@ -225,10 +232,13 @@ class Hello(_ClientOp, tag="hello", frozen=True, kw_only=True):
 
     ``resume=True`` needs the ``session_id`` of a session that is still within
     its TTL; a ``session_id`` without ``resume`` is ignored (a fresh session).
+    ``batch=True`` lets the server pack chunks that are ready together into
+    one ``chunks`` op (the connection lags); ``welcome`` confirms it.
     """
 
     session_id: Id | None = None
     resume: bool = False
+    batch: bool = False
     ref: Id | None = None
 
     def __post_init__(self) -> None:
@@ -349,13 +359,15 @@ class _ServerOp(msgspec.Struct, frozen=True, tag_field="op"):
     """
 
 
-class Welcome(_ServerOp, tag="welcome", frozen=True, kw_only=True):
+class Welcome(_ServerOp, tag="welcome", frozen=True, kw_only=True, omit_defaults=True):
     """Answer to ``hello``: the session, whether it was resumed, the initial credit."""
 
     session_id: str
     resumed: bool
     #: initial credit of every stream on this connection (``--window``)
     window: int
+    #: present (true) when the hello asked for ``chunks`` batches and got them
+    batch: bool = False
 
 
 class Started(_ServerOp, tag="started", frozen=True, kw_only=True):
@@ -391,6 +403,17 @@ class End(_ChunkFields, tag="end", frozen=True, kw_only=True):
     """The ``done`` chunk of a stream: a :class:`StreamChunk` plus ``op``."""
 
 
+class Chunks(_ServerOp, tag="chunks", frozen=True, kw_only=True):
+    """Several ``chunk``/``end`` ops sent as one message (``hello {batch: true}``).
+
+    Each element is exactly the op it would have been on its own, so it
+    keeps its own ``stream_id`` and ``seq`` and consumes its own credit; the
+    list is in send order, which may interleave streams.
+    """
+
+    chunks: list[Chunk | End]
+
+
 class Error(_ServerOp, tag="error", frozen=True, kw_only=True, omit_defaults=True):
     """Something went wrong; absent ``ref`` / ``stream_id`` are omitted on the wire.
 
@@ -418,7 +441,7 @@ class Pong(_ServerOp, tag="pong", frozen=True, kw_only=True, omit_defaults=True)
     ref: str | None = None
 
 
-ServerOp: TypeAlias = Welcome | Started | Chunk | End | Error | Event | Pong
+ServerOp: TypeAlias = Welcome | Started | Chunk | End | Chunks | Error | Event | Pong
 
 
 # -- errors --------------------------------------------------------------------------
@@ -710,3 +733,36 @@ def encode_chunk(chunk: StreamChunk, fmt: Format) -> bytes | str:
     except _ENCODE_FAILURES as exc:
         raise EncodeError(f"chunk cannot be encoded as {Format(fmt).name}: {exc}") from exc
     raise ValueError(f"unknown format {fmt!r}")
+
+
+_JSON_CHUNKS: Final = '{"op":"chunks","chunks":['
+# fixmap of 2, "op": "chunks", "chunks": then the array header
+_MSGPACK_CHUNKS: Final = b"\x82" + _msgpack_encode("op") + _msgpack_encode("chunks") * 2
+
+
+def encode_chunks(frames: Sequence[bytes | str], fmt: Format) -> bytes | str:
+    """One ``chunks`` op carrying ``frames``, each an :func:`encode_chunk` output.
+
+    A splice, not a re-encode: the frames are copied in as they are. The
+    result is what ``encode_server(Chunks(chunks=[...]), fmt)`` gives.
+
+    :raises ValueError: if ``fmt`` is not a :class:`Format`, or a frame's type
+        does not match it (``str`` for JSON, ``bytes`` for msgpack).
+    """
+    if fmt == _JSON:
+        if not all(type(frame) is str for frame in frames):
+            raise ValueError("JSON chunk frames must be str")
+        return _JSON_CHUNKS + ",".join(frames) + "]}"  # type: ignore[arg-type]
+    if fmt == _MSGPACK:
+        if not all(type(frame) is bytes for frame in frames):
+            raise ValueError("msgpack chunk frames must be bytes")
+        return _MSGPACK_CHUNKS + _array_header(len(frames)) + b"".join(frames)  # type: ignore[arg-type]
+    raise ValueError(f"unknown format {fmt!r}")
+
+
+def _array_header(n: int) -> bytes:
+    if n < 16:
+        return bytes((0x90 | n,))
+    if n < 1 << 16:
+        return b"\xdc" + n.to_bytes(2, "big")
+    return b"\xdd" + n.to_bytes(4, "big")

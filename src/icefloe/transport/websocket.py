@@ -20,9 +20,17 @@ has its own pump task and its own credit, as DESIGN.md specifies:
 * Every op is checked against the principal: scopes, and the tenant of
   each stream (another tenant's stream answers ``not_found``).
 
+Sending is :class:`~icefloe.transport.ws_sender.WsSender`'s: the streams of
+a connection share it by weighted fair queueing on their priority, chunks
+ready together may go out packed in one ``chunks`` op (``hello {batch:
+true}``), every message may be zstd-compressed (``icefloe.v1.msgpack+zstd``)
+and the connection may have a bandwidth limit (``bytes_per_s``).
+
 Limits: streams per connection (``max_streams``), credit per stream
-(``MAX_CREDIT``), one send at a time per connection, each within
-``send_timeout_s`` or the client is cut (1008, "slow consumer").
+(``MAX_CREDIT``), bytes queued per stream (``stream_queue_bytes``), one send
+at a time per connection, each within ``send_timeout_s`` or the client is
+cut (1008, "slow consumer"); a zstd client message inflating past
+``max_frame`` is cut with 1009.
 """
 
 from __future__ import annotations
@@ -42,7 +50,6 @@ from icefloe.core.codec import Format
 from icefloe.core.filters import FilterError
 from icefloe.core.messages import Headers
 from icefloe.core.ops import (
-    SUBPROTOCOLS,
     Ack,
     BadRequest,
     Cancel,
@@ -66,17 +73,24 @@ from icefloe.core.ops import (
 )
 from icefloe.core.sessions import SessionError, SessionTable
 from icefloe.core.topics import TopicError
+from icefloe.core.wszstd import available as zstd_available
+from icefloe.core.wszstd import decompress_client_frame, is_zstd
 from icefloe.exceptions import (
     ClosedResourceError,
+    DecodeError,
     EncodeError,
+    FrameTooLarge,
     StreamClosedError,
     StreamError,
     WouldBlock,
 )
 from icefloe.hub import HubSubscription
+from icefloe.runtime.fair import priority_weight
 from icefloe.runtime.subscription import Subscription
 from icefloe.transport.auth import Principal, Scope
-from icefloe.transport.errors import HttpError, error_response
+from icefloe.transport.errors import HttpError
+from icefloe.transport.ws_handshake import choose_subprotocol, deny, origin_denial
+from icefloe.transport.ws_sender import WsSender, WsSendStatistics
 
 if TYPE_CHECKING:
     from icefloe.transport.app import _Edge
@@ -117,6 +131,19 @@ class WsSettings:
     #: bad messages allowed in a burst, and per second after it, before 1008
     bad_burst: int = 10
     bad_per_s: float = 1.0
+    #: bandwidth limit of one connection, bytes per second (``None``: unlimited)
+    bytes_per_s: float | None = None
+    #: bytes a connection may send at once above that pace (the bucket's size)
+    burst_bytes: int = 64 * 1024
+    #: bytes a stream of priority 0 may send per fair-queueing turn; priority p
+    #: gets ``2 ** p`` times as much
+    quantum_bytes: int = 1024
+    #: encoded bytes one stream may have waiting for the connection (plus one chunk)
+    stream_queue_bytes: int = 32 * 1024
+    #: bytes of chunks written per run, and most packed into one ``chunks`` op
+    batch_bytes: int = 16 * 1024
+    #: accept ``icefloe.v1.msgpack+zstd`` (when the zstandard package is installed)
+    zstd: bool = True
 
     def __post_init__(self) -> None:
         if not 1 <= self.window <= MAX_CREDIT:
@@ -127,6 +154,11 @@ class WsSettings:
             raise ValueError("session_ttl_s and send_timeout_s must be > 0")
         if self.max_sessions < 1 or self.max_streams < 1:
             raise ValueError("max_sessions and max_streams must be >= 1")
+        if self.bytes_per_s is not None and not 0 < self.bytes_per_s < float("inf"):
+            raise ValueError(f"bytes_per_s must be > 0 or None, got {self.bytes_per_s!r}")
+        for name in ("burst_bytes", "quantum_bytes", "stream_queue_bytes", "batch_bytes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
 
 
 class _Cut(Exception):
@@ -139,7 +171,10 @@ class _Cut(Exception):
 
 
 class _Follow:
-    """One stream followed on one connection: its reader, credit and pump."""
+    """One stream followed on one connection: its reader, credit and pump.
+
+    Its chunks wait in the connection's :class:`WsSender` under its stream id.
+    """
 
     __slots__ = ("credit", "paused", "reader", "stream_id", "task")
 
@@ -162,13 +197,28 @@ class WsConnection:
         fmt: Format,
         send: Any,
         sessions: SessionTable,
+        *,
+        compress: bool = False,
     ) -> None:
         self.edge = edge
         self.settings = settings
         self.principal = principal
         self.fmt = fmt
-        self._send_raw = send
-        self._send_key = "text" if fmt is Format.JSON else "bytes"
+        #: zstd in both directions (``icefloe.v1.msgpack+zstd``)
+        self.compress = compress
+        self._sender = WsSender(
+            send,
+            fmt,
+            compress=compress,
+            send_timeout_s=settings.send_timeout_s,
+            cut=self._cut,
+            quantum_bytes=settings.quantum_bytes,
+            stream_queue_bytes=settings.stream_queue_bytes,
+            batch_bytes=settings.batch_bytes,
+            bytes_per_s=settings.bytes_per_s,
+            burst_bytes=settings.burst_bytes,
+            weight=priority_weight,
+        )
         self.sessions = sessions
         self.session_id: str | None = None
         self.follows: dict[str, _Follow] = {}
@@ -178,7 +228,6 @@ class WsConnection:
         self._ended: OrderedDict[str, None] = OrderedDict()
         # The seq of each stream's done chunk once it was sent, until acked.
         self._end_seqs: dict[str, int] = {}
-        self._lock = asyncio.Lock()
         self._bad = BadMessageMeter(
             time.monotonic, burst=settings.bad_burst, rate=settings.bad_per_s
         )
@@ -192,20 +241,11 @@ class WsConnection:
 
     async def send(self, *frames: bytes | str) -> None:
         """Send frames in order, as one uninterrupted run, within the send timeout."""
-        key = self._send_key
-        async with self._lock:
-            try:
-                async with asyncio.timeout(self.settings.send_timeout_s):
-                    for frame in frames:
-                        await self._send_raw({"type": "websocket.send", key: frame})
-            except TimeoutError:
-                self._cut(1008, "slow consumer: a send did not finish in time")
-                raise
-            except RuntimeError as exc:
-                # uvicorn refuses sends once its WebSocket layer has closed the
-                # connection itself (1007 invalid UTF-8, keepalive timeout): the
-                # peer is gone, as when a send raises OSError.
-                raise ConnectionResetError("the connection is closed") from exc
+        await self._sender.send(*frames)
+
+    def statistics(self) -> WsSendStatistics:
+        """The connection's send path: messages, bytes, batches, queues, pacing."""
+        return self._sender.statistics()
 
     async def reply(self, op: Any) -> None:
         await self.send(encode_server(op, self.fmt))
@@ -258,6 +298,8 @@ class WsConnection:
 
     async def handle(self, frame: bytes | str) -> None:
         try:
+            if self.compress and isinstance(frame, bytes) and is_zstd(frame):
+                frame = self._inflate(frame)
             op = decode_client(frame, self.fmt)
         except BadRequest as exc:
             if self._bad.record():
@@ -274,6 +316,15 @@ class WsConnection:
             # A bug must not become a 1011 for the client: report, keep serving.
             logger.exception("WebSocket op %s failed", type(op).__name__)
             await self.error("internal", "internal error", ref=getattr(op, "ref", None))
+
+    def _inflate(self, frame: bytes) -> bytes:
+        """A zstd client message, decompressed within ``max_frame`` (over it: 1009)."""
+        try:
+            return decompress_client_frame(frame, self.settings.max_frame)
+        except FrameTooLarge:
+            raise _Cut(1009, "message too big once decompressed") from None
+        except DecodeError as exc:
+            raise BadRequest(str(exc)) from None
 
     async def dispatch(self, op: Any) -> None:
         match op:
@@ -346,6 +397,8 @@ class WsConnection:
     async def _hello(self, op: Hello) -> None:
         if self.session_id is not None and not op.resume:
             raise HttpError(400, "bad_request", "hello must come first")
+        sender = self._sender
+        sender.batch = op.batch  # the latest accepted hello decides
         if op.resume and op.session_id:
             try:
                 info = self.sessions.resume(op.session_id, self._owner_key)
@@ -358,7 +411,12 @@ class WsConnection:
                 self._attachment = info.attachment
                 self.edge.ws_attach(op.session_id, self)
                 await self.reply(
-                    Welcome(session_id=op.session_id, resumed=True, window=self.settings.window)
+                    Welcome(
+                        session_id=op.session_id,
+                        resumed=True,
+                        window=self.settings.window,
+                        batch=sender.batch,
+                    )
                 )
                 for stream_id, last_ack in info.subscriptions.items():
                     try:
@@ -368,7 +426,9 @@ class WsConnection:
                         self._forget(stream_id)
                 return
         sid = self._session()
-        await self.reply(Welcome(session_id=sid, resumed=False, window=self.settings.window))
+        await self.reply(
+            Welcome(session_id=sid, resumed=False, window=self.settings.window, batch=sender.batch)
+        )
 
     async def _start(self, op: Start) -> None:
         self._require(Scope.STREAMS_START)
@@ -386,7 +446,7 @@ class WsConnection:
             None,
         )
         await self.reply(Started(ref=op.ref, stream_id=started.stream_id))
-        await self._subscribe(started.stream_id, 0, ref=op.ref)
+        await self._subscribe(started.stream_id, 0, ref=op.ref, priority=h.priority)
 
     def _check_room(self) -> None:
         if len(self.follows) + len(self.topics) >= self.settings.max_streams:
@@ -396,7 +456,13 @@ class WsConnection:
             raise HttpError(429, "limit_exceeded", "too many streams in this session")
 
     async def _subscribe(
-        self, stream_id: str, from_seq: int | None, *, ref: str | None, resuming: bool = False
+        self,
+        stream_id: str,
+        from_seq: int | None,
+        *,
+        ref: str | None,
+        resuming: bool = False,
+        priority: int | None = None,
     ) -> None:
         self._require(Scope.STREAMS_READ)
         if stream_id in self.follows:
@@ -432,7 +498,15 @@ class WsConnection:
                 reader.close()
                 del self.follows[stream_id]
                 raise HttpError(429, exc.code, str(exc)) from None
+        if priority is None:
+            priority = self._priority(stream_id)
+        self._sender.add_stream(stream_id, priority)
         follow.task = asyncio.ensure_future(self._pump(follow))
+
+    def _priority(self, stream_id: str) -> int:
+        """``Headers.priority`` of the stream's start (0 if it is already gone)."""
+        brief = self.edge.flow.brief(stream_id)
+        return 0 if brief is None else brief.priority
 
     def _credit(self, op: Credit) -> None:
         follow = self._followed(op.stream_id)
@@ -540,17 +614,19 @@ class WsConnection:
     # -- one stream's pump -----------------------------------------------------------
 
     async def _pump(self, follow: _Follow) -> None:
-        """Send the stream's chunks as credit allows; then its terminal."""
+        """Queue the stream's chunks on the send path as credit and room allow;
+        then its terminal. Each chunk taken consumes one credit."""
         reader = follow.reader
-        fmt = self.fmt
+        sender = self._sender
+        key = follow.stream_id
         try:
             while True:
                 if not reader.held():
                     end = reader.end_reason()
                     if isinstance(end, StreamError):
                         # An abnormal end has no seq to ack: the session lets go now.
-                        self._forget(follow.stream_id)
-                        await self.error(end.code.value, end.message, stream_id=follow.stream_id)
+                        self._forget(key)
+                        self._push_error(key, end)
                         return
                     if end is not None:
                         return
@@ -558,28 +634,54 @@ class WsConnection:
                     # Held back, but an end (a cancel) must still get through.
                     await reader.wait_changed()
                     continue
+                room = sender.room(key)
+                if room <= 0:
+                    await sender.wait_room(key)
+                    continue
                 n = min(follow.credit, reader.held())
                 if not n:
                     await reader.wait()
                     continue
-                frames = [encode_chunk(reader.peek(i), fmt) for i in range(n)]
+                frames = self._encode_run(reader, n, room)
+                n = len(frames)
                 last = reader.peek(n - 1)
                 if last.done:
-                    self._end_seqs[follow.stream_id] = last.seq
+                    self._end_seqs[key] = last.seq
                 reader.skip(n)
                 follow.credit -= n
-                await self.send(*frames)
+                if sender.push_chunks(key, frames):
+                    await sender.drain()  # an idle connection: no hand-over
         except StreamError as exc:  # overrun: not for blocking readers, but be exact
-            await self.error(exc.code.value, exc.message, stream_id=follow.stream_id)
+            with contextlib.suppress(OSError):
+                self._push_error(key, exc)
         except (TimeoutError, OSError):
-            pass  # the send path already cut the connection
+            pass  # the send path failed (and cut the connection), or it is ending
         finally:
             reader.close()
-            if self.follows.get(follow.stream_id) is follow:
+            sender.forget(key)
+            if self.follows.get(key) is follow:
                 del self.follows[follow.stream_id]
                 self._ended[follow.stream_id] = None
                 if len(self._ended) > MAX_ENDED:
                     self._ended.popitem(last=False)
+
+    def _encode_run(self, reader: Subscription, n: int, room: int) -> list[bytes | str]:
+        """Up to ``n`` held chunks, encoded, stopping once ``room`` bytes are used."""
+        frames: list[bytes | str] = []
+        used = 0
+        fmt = self.fmt
+        for i in range(n):
+            frame = encode_chunk(reader.peek(i), fmt)
+            frames.append(frame)
+            used += len(frame)
+            if used >= room:
+                break
+        return frames
+
+    def _push_error(self, stream_id: str, exc: StreamError) -> None:
+        """The stream's terminal ``error``, queued behind its chunks."""
+        error = Error(code=exc.code.value, message=exc.message, stream_id=stream_id)
+        self._sender.push_tail(stream_id, encode_server(error, self.fmt))
 
     # -- the end -----------------------------------------------------------------------
 
@@ -591,6 +693,7 @@ class WsConnection:
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.gather(*tasks, return_exceptions=True)
+        await self._sender.aclose()
         for follow in list(self.follows.values()):
             follow.reader.close()
         self.follows.clear()
@@ -598,20 +701,6 @@ class WsConnection:
             sub.close()
         self.topics.clear()
         self._park()
-
-
-def choose_subprotocol(offered: list[str]) -> tuple[str | None, Format] | None:
-    """The subprotocol to accept and its format; None if only unknown ones were offered.
-
-    A client that offers none gets JSON (handy for ``websocat`` and tests).
-    """
-    if not offered:
-        return None, Format.JSON
-    for name in offered:
-        fmt = SUBPROTOCOLS.get(name)
-        if fmt is not None:
-            return name, fmt
-    return None
 
 
 # -- the handshake -----------------------------------------------------------------------
@@ -629,7 +718,10 @@ async def serve_websocket(edge: _Edge, scope: Any, receive: Any, send: Any) -> N
             principal = edge.principal(conn, None)  # each op checks its own scope
         except HttpError as exc:
             denial = exc
-    chosen = choose_subprotocol(list(scope.get("subprotocols") or ()))
+    settings = edge.settings.ws
+    chosen = choose_subprotocol(
+        list(scope.get("subprotocols") or ()), zstd=settings.zstd and zstd_available()
+    )
     if denial is None and chosen is None:
         denial = HttpError(400, "bad_request", "offer icefloe.v1.json or icefloe.v1.msgpack")
     key = ""
@@ -642,12 +734,12 @@ async def serve_websocket(edge: _Edge, scope: Any, receive: Any, send: Any) -> N
                 429, "too_many_connections", "connection limit", {"Retry-After": str(int(retry))}
             )
     if denial is not None or principal is None or chosen is None:
-        await _deny(scope, send, denial or HttpError(403, "forbidden", "refused"))
+        await deny(scope, send, denial or HttpError(403, "forbidden", "refused"))
         return
-    subprotocol, fmt = chosen
+    subprotocol, fmt, compress = chosen
     try:
         await send({"type": "websocket.accept", "subprotocol": subprotocol})
-        ws = WsConnection(edge, edge.settings.ws, principal, fmt, send, edge.sessions)
+        ws = WsConnection(edge, settings, principal, fmt, send, edge.sessions, compress=compress)
         edge.sessions.expire()
         close = await ws.run(receive)
         if close is not None:
@@ -655,32 +747,3 @@ async def serve_websocket(edge: _Edge, scope: Any, receive: Any, send: Any) -> N
                 await send({"type": "websocket.close", "code": close[0], "reason": close[1]})
     finally:
         edge.limiter.close_connection(key)
-
-
-def origin_denial(conn: HTTPConnection, allowed: tuple[str, ...]) -> HttpError | None:
-    """Refuse cross-site WebSocket hijacking: a browser's Origin must be allowed.
-
-    Browsers always send ``Origin`` on a WebSocket; other clients need not.
-    Allowed: an origin in ``allowed`` (or ``*``), else (with none configured)
-    the server's own origin: the same host and port as the ``Host`` header.
-    """
-    origin = conn.headers.get("origin")
-    if origin is None or "*" in allowed or origin in allowed:
-        return None
-    host = conn.headers.get("host", "")
-    if not allowed and origin.split("://", 1)[-1] == host:
-        return None
-    return HttpError(403, "forbidden", "origin not allowed")
-
-
-async def _deny(scope: Any, send: Any, denial: HttpError) -> None:
-    """Refuse a handshake with the API's JSON error when the server can, else close 1008."""
-    if "websocket.http.response" in scope.get("extensions", {}):
-        response = error_response(denial.status, denial.code, denial.message, denial.headers)
-        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers.items()]
-        await send(
-            {"type": "websocket.http.response.start", "status": denial.status, "headers": headers}
-        )
-        await send({"type": "websocket.http.response.body", "body": response.body})
-    else:
-        await send({"type": "websocket.close", "code": 1008, "reason": denial.code})
