@@ -63,6 +63,8 @@ class ErrorCode(enum.StrEnum):
     HISTORY_GONE = "history_gone"
     #: admission refused: a concurrency or memory limit is reached
     OVERLOADED = "overloaded"
+    #: admission refused: the tenant's own budget is used up (HTTP 429, not 503)
+    LIMIT_EXCEEDED = "limit_exceeded"
 
 
 class IcefloeError(Exception):

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from icefloe.core.dedup import DedupWindow, DedupWindowStatistics
     from icefloe.core.drr import DeficitRoundRobin, DeficitRoundRobinStatistics, DrrKeyStatistics
     from icefloe.core.filters import Filter, FilterError, compile_filter
+    from icefloe.core.flowwindow import FlowWindow, FlowWindowPolicy, FlowWindowStatistics
     from icefloe.core.framing import (
         Frame,
         FrameReader,
@@ -68,6 +69,9 @@ _WHERE = {
     "TopicIndex": "topics",
     "validate_topic": "topics",
     "Filter": "filters",
+    "FlowWindow": "flowwindow",
+    "FlowWindowPolicy": "flowwindow",
+    "FlowWindowStatistics": "flowwindow",
     "FilterError": "filters",
     "compile_filter": "filters",
     "encode_chunk": "ops",
@@ -141,6 +145,9 @@ __all__ = [
     "DrrKeyStatistics",
     "Filter",
     "FilterError",
+    "FlowWindow",
+    "FlowWindowPolicy",
+    "FlowWindowStatistics",
     "Format",
     "Frame",
     "FrameReader",

@@ -27,6 +27,7 @@ from icefloe.runtime.node import Node
 from icefloe.runtime.stream_types import chunk_size
 
 if TYPE_CHECKING:
+    from icefloe.runtime.budgets import Budgets, Gate
     from icefloe.runtime.registry import StreamRegistry
     from icefloe.runtime.stream import StreamState
 
@@ -36,10 +37,12 @@ __all__ = ["Context"]
 class _Emitter:
     """One node's write position in one stream."""
 
-    __slots__ = ("closed", "done_seq", "last_ns", "mark", "mark_seq", "next_seq", "state")
+    __slots__ = ("closed", "done_seq", "gate", "last_ns", "mark", "mark_seq", "next_seq", "state")
 
-    def __init__(self, state: StreamState) -> None:
+    def __init__(self, state: StreamState, gate: Gate | None) -> None:
         self.state = state
+        #: the stream's byte budgets (None: the flow has none, the common case)
+        self.gate = gate
         self.last_ns = state.created_ns  # for latency budgets
         self.next_seq = state.start_seq
         self.closed = False
@@ -55,6 +58,7 @@ class Context:
 
     __slots__ = (
         "_budget",
+        "_budgets",
         "_cache_em",
         "_cache_sid",
         "_egress",
@@ -73,8 +77,11 @@ class Context:
         registry: StreamRegistry,
         successors: dict[Node, Channel[Message]],
         egress: Channel[Message],
+        budgets: Budgets | None = None,
     ) -> None:
         self.node = node
+        #: the flow's byte budgets (None: no byte limit is set)
+        self._budgets = budgets
         budget_ms = node.policy.latency_budget_ms
         #: the node's latency budget tracker (None: not measured)
         self._budget = None if budget_ms is None else LatencyBudget(budget_ms)
@@ -178,6 +185,17 @@ class Context:
         if self._budget is not None:
             self._budget.record((chunk.ts - em.last_ns) / 1e9)
             em.last_ns = chunk.ts
+        gate = em.gate
+        if (
+            gate is not None
+            and ((to is None and self._sink) or (to is not None and not targets))
+            and seq >= state.next_seq  # replays are dropped by the stream: free
+        ):
+            # Bytes/s and in-flight budgets, paid where the chunk enters the
+            # stream (a pipeline's upstream stages are paced by its inboxes).
+            await gate.acquire(len(text) if data is None else chunk_size(chunk))
+            if state.phase:
+                raise StreamClosedError(sid, state.code)  # it ended while we waited
         if to is None:
             if self._sink:
                 if seq == state._head and state._reorder is None:
@@ -209,14 +227,20 @@ class Context:
 
     def _emitter(self, sid: str, parent: Message) -> _Emitter:
         state = self._registry.get(sid)
+        budgets = self._budgets
         if state is None:
+            refused = None if budgets is None else budgets.refusal(parent.headers.tenant)
+            if refused is not None:
+                self._registry.refused += 1
+                raise StreamClosedError(sid, refused[0])
             try:
                 state = self._registry.admit(sid, parent.trace_id, parent.headers)
             except StreamError as exc:
                 raise StreamClosedError(sid, ErrorCode.OVERLOADED) from exc
         em: _Emitter | None = state.emitters.get(self._key)
         if em is None:
-            em = state.emitters[self._key] = _Emitter(state)
+            gate = None if budgets is None else budgets.gate(state)
+            em = state.emitters[self._key] = _Emitter(state, gate)
         self._cache_sid = sid
         self._cache_em = em
         return em

@@ -7,9 +7,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from icefloe.core.congestion import CongestionPolicy, CongestionState, shed
+from icefloe.core.congestion import CongestionPolicy, CongestionState
 from icefloe.core.messages import Headers, Message, new_id
 from icefloe.exceptions import ErrorCode, InvalidState, StreamError, WouldBlock
+from icefloe.runtime.budgets import Budgets, BudgetStatistics
 from icefloe.runtime.channel import Channel, ChannelStatistics
 from icefloe.runtime.context import Context
 from icefloe.runtime.fair import FairQueue
@@ -18,8 +19,11 @@ from icefloe.runtime.loadwatch import LoadWatch
 from icefloe.runtime.node import Adjacency, Node, Reliability
 from icefloe.runtime.registry import FinishedStream, RegistryStatistics, StreamRegistry
 from icefloe.runtime.runner import NodeRunner, NodeStatistics
-from icefloe.runtime.stream_types import StreamBrief, StreamStatistics
+from icefloe.runtime.shedding import LoadShedder, ShedStatistics
+from icefloe.runtime.stream import StreamState, window_totals
+from icefloe.runtime.stream_types import StreamBrief, StreamStatistics, WindowTotals
 from icefloe.runtime.subscription import Subscription
+from icefloe.runtime.throttle import SheddingPolicy
 from icefloe.runtime.writer import StreamWriter
 
 __all__ = ["Flow", "FlowStatistics", "create"]
@@ -28,8 +32,12 @@ __all__ = ["Flow", "FlowStatistics", "create"]
 DEFAULT_QUEUE_MAXSIZE = 64
 #: load shedding's thresholds unless create(congestion=...) says otherwise
 DEFAULT_CONGESTION = CongestionPolicy()
+#: throttling and shedding unless create(shedding=...) says otherwise
+DEFAULT_SHEDDING = SheddingPolicy()
 #: credit starvation is a share of at least this many running streams
 STARVATION_FLOOR = 32
+#: seconds between tries of a throttled start that found the ingress full
+DEFERRED_RETRY_S = 0.01
 _RELIABILITY_RANK = {r: i for i, r in enumerate(Reliability)}
 
 
@@ -47,6 +55,12 @@ class FlowStatistics:
     streams: RegistryStatistics
     #: chunks producers may still release before waiting, summed over running streams
     credit_available: int
+    #: the adaptive windows of the running streams (sizes, cuts, growth)
+    windows: WindowTotals
+    #: byte budgets (bytes/s, in-flight bytes per tenant); None: no byte limit set
+    budgets: BudgetStatistics | None = None
+    #: load shedding and congested-admission throttling; None: shedding off
+    shedding: ShedStatistics | None = None
 
     @property
     def queue_depth(self) -> int:
@@ -64,6 +78,7 @@ class Flow:
         queue_maxsize: int = DEFAULT_QUEUE_MAXSIZE,
         limits: Limits | None = None,
         congestion: CongestionPolicy | None = DEFAULT_CONGESTION,
+        shedding: SheddingPolicy = DEFAULT_SHEDDING,
     ) -> None:
         if not adjacencies:
             raise ValueError("create() needs at least one node: create(Node(f).to())")
@@ -73,6 +88,11 @@ class Flow:
         self._queue_maxsize = queue_maxsize
         self._nodes, succ = _graph(adjacencies)
         self._registry = StreamRegistry(self.limits, self._stop_run)
+        # Byte budgets exist only when Limits sets one: otherwise producers
+        # pay a single ``is None`` test per chunk.
+        self._budgets = (
+            Budgets(self.limits, self._registry) if Budgets.wanted(self.limits) else None
+        )
         self._egress: Channel[Message] = Channel(queue_maxsize)
         has_pred = {s for n in self._nodes for s in succ[n]}
         ingress = [n for n in self._nodes if n not in has_pred] or [self._nodes[0]]
@@ -87,7 +107,11 @@ class Flow:
         self._runners: list[NodeRunner] = []
         for node in self._nodes:
             ctx = Context(
-                node, self._registry, {s: self._inboxes[s] for s in succ[node]}, self._egress
+                node,
+                self._registry,
+                {s: self._inboxes[s] for s in succ[node]},
+                self._egress,
+                self._budgets,
             )
             self._runners.append(NodeRunner(node, self._inboxes[node], ctx, self._registry))
         self._ingress = tuple(self._inboxes[n] for n in ingress)
@@ -96,9 +120,14 @@ class Flow:
         self._stopped = False
         #: the load watch behind load shedding (None: shedding off)
         self.load: LoadWatch | None = None
+        self._shedder: LoadShedder | None = None
+        # Throttled runs waiting to enter the flow, by stream id (bounded:
+        # the throttle refuses a start that would wait past max_delay_s).
+        self._deferred: dict[str, asyncio.TimerHandle] = {}
         if congestion is not None:
             self.load = LoadWatch(self._load_sample, policy=congestion)
-            self._registry.shedder = self._shed
+            self._shedder = LoadShedder(self.load, self._registry, shedding, self._stop_run)
+            self._registry.shedder = self._shedder.refusal
 
     def __repr__(self) -> str:
         names = ", ".join(n.name for n in self._nodes)
@@ -136,6 +165,11 @@ class Flow:
         self._running = False
         if self.load is not None:
             self.load.close()
+        for handle in self._deferred.values():
+            handle.cancel()
+        self._deferred.clear()
+        if self._budgets is not None:
+            self._budgets.close()
         self._registry.cancel_all(ErrorCode.CANCELLED, "the flow stopped")
         for runner in self._runners:
             await runner.stop()
@@ -239,18 +273,83 @@ class Flow:
         active = max(self._registry.active, STARVATION_FLOOR)
         return fill, starved / active
 
-    def _shed(self, headers: Headers, reliability: str) -> str | None:
-        """Why a new stream is refused under the current load (None: admitted)."""
-        state = self.congestion
-        if not self._registry.active:
-            return None  # no stream runs: the pressure is not ours to shed
-        # Only overload refuses: "congested" is reported (metrics, /readyz)
-        # but admits, since a burst of legitimate work is congestion too.
-        if state is not CongestionState.OVERLOADED or not shed(
-            state, priority=headers.priority, reliability=reliability
-        ):
-            return None
-        return f"the flow is {state.value}; retry later"
+    def _admit(
+        self,
+        message: Message,
+        reliability: str,
+        *,
+        history: int | None = None,
+        window: int | None = None,
+    ) -> tuple[StreamState, float]:
+        """Admit the stream of ``message``; returns it and how many seconds its run
+        must wait before entering the flow (0.0: at once; more: throttled).
+
+        :raises StreamError: ``overloaded`` or ``limit_exceeded``.
+        """
+        sid, headers = message.trace_id, message.headers
+        delay = 0.0
+        shedder = self._shedder
+        if shedder is not None:
+            wait = shedder.start_delay(headers, reliability, asyncio.get_running_loop().time())
+            if wait is None:
+                self._registry.refused += 1
+                raise StreamError(ErrorCode.OVERLOADED, "the flow is congested; retry later", sid)
+            delay = wait
+        self._check_budgets(sid, headers)
+        state = self._registry.admit(
+            sid, sid, headers, history=history, window=window, reliability=reliability
+        )
+        if shedder is not None:
+            shedder.track(state, reliability)
+        if message.deadline_s is not None:
+            self._registry.set_deadline(state, message.deadline_s)
+        return state, delay
+
+    def _check_budgets(self, sid: str, headers: Headers) -> None:
+        if self._budgets is not None:
+            refused = self._budgets.refusal(headers.tenant)
+            if refused is not None:
+                self._registry.refused += 1
+                raise StreamError(refused[0], refused[1], sid)
+
+    def _defer(
+        self,
+        state: StreamState,
+        targets: tuple[Channel[Message], ...],
+        message: Message,
+        delay: float,
+    ) -> None:
+        """Send a throttled run's message into the flow in ``delay`` seconds."""
+        loop = asyncio.get_running_loop()
+        assert self._shedder is not None
+        give_up = loop.time() + delay + self._shedder.policy.max_delay_s
+        self._deferred[state.stream_id] = loop.call_later(
+            delay, self._release_deferred, state, targets, message, give_up
+        )
+
+    def _release_deferred(
+        self,
+        state: StreamState,
+        targets: tuple[Channel[Message], ...],
+        message: Message,
+        give_up: float,
+    ) -> None:
+        sid = state.stream_id
+        del self._deferred[sid]
+        if state.phase:
+            return  # cancelled, timed out or shed while it waited
+        if any(len(inbox) >= inbox.maxsize for inbox in targets):
+            # Never queue behind a full inbox: try again shortly, up to a bound.
+            loop = asyncio.get_running_loop()
+            if loop.time() >= give_up:
+                state.fail(ErrorCode.OVERLOADED, "the flow's ingress queue stayed full")
+                return
+            self._deferred[sid] = loop.call_later(
+                DEFERRED_RETRY_S, self._release_deferred, state, targets, message, give_up
+            )
+            return
+        for inbox in targets:
+            inbox.send_nowait(message)
 
     def _stop_run(self, trace_id: str) -> bool:
         return sum(runner.cancel_trace(trace_id) for runner in self._runners) > 0
@@ -269,13 +368,12 @@ class Flow:
         """
         self._check_running()
         targets = self._targets(to)
-        state = self._registry.admit(
-            message.trace_id, message.trace_id, message.headers, reliability=self._reliability(to)
-        )
-        if message.deadline_s is not None:
-            self._registry.set_deadline(state, message.deadline_s)
+        state, delay = self._admit(message, self._reliability(to))
         reader = state.attach(0, owner=True)
-        reader._pending = (targets, message)
+        if delay:
+            self._defer(state, targets, message, delay)
+        else:
+            reader._pending = (targets, message)
         return reader
 
     async def start(
@@ -293,9 +391,11 @@ class Flow:
         the producer waits once ``stream_buffer`` chunks are held.
         ``history`` overrides ``Limits.stream_history`` for this stream, so
         readers can resume; such a stream lingers ``linger_s`` after it ends.
-        ``window`` overrides ``Limits.stream_buffer``: how far the producer may
-        run ahead of the readers it waits for (the HTTP edge raises it so that
-        lagging and fan-out readers take bigger writes).
+        ``window`` overrides ``Limits.stream_buffer``: the most the producer
+        may run ahead of the readers it waits for (the HTTP edge raises it so
+        that lagging and fan-out readers take bigger writes). With
+        ``Limits.adaptive_window`` on, it is the ceiling of the stream's
+        adaptive window, not a fixed size.
 
         :raises InvalidState: the flow is not running, or the stream exists.
         :raises StreamError: ``overloaded`` (a limit, or the ingress inbox is full).
@@ -304,16 +404,10 @@ class Flow:
         if window is not None and (not isinstance(window, int) or window < 1):
             raise ValueError(f"window must be an int >= 1, got {window!r}")
         targets = self._targets(to)
-        state = self._registry.admit(
-            message.trace_id,
-            message.trace_id,
-            message.headers,
-            history=history,
-            window=window,
-            reliability=self._reliability(to),
-        )
-        if message.deadline_s is not None:
-            self._registry.set_deadline(state, message.deadline_s)
+        state, delay = self._admit(message, self._reliability(to), history=history, window=window)
+        if delay:
+            self._defer(state, targets, message, delay)
+            return state.stream_id
         try:
             # Admission never queues: a full ingress inbox is overload, now.
             for inbox in targets:
@@ -372,7 +466,11 @@ class Flow:
         :raises InvalidState: a stream with this id exists.
         """
         sid = stream_id or new_id()
-        return StreamWriter(self._registry.admit(sid, sid, headers))
+        self._check_budgets(sid, headers)
+        state = self._registry.admit(sid, sid, headers)
+        if self._shedder is not None:
+            self._shedder.track(state, "at_most_once")
+        return StreamWriter(state, None if self._budgets is None else self._budgets.gate(state))
 
     def streams(self) -> list[StreamStatistics]:
         """Every registered stream with its state, last seq and subscribers."""
@@ -380,12 +478,16 @@ class Flow:
 
     def stats(self) -> FlowStatistics:
         credit = sum(s.credit for s in self._registry if not s.phase)
+        running = (s for s in self._registry if not s.phase)
         return FlowStatistics(
             self._running,
             tuple(r.statistics() for r in self._runners),
             self._egress.statistics(),
             self._registry.statistics(),
             credit,
+            window_totals(running, self.limits.adaptive_window is not None),
+            None if self._budgets is None else self._budgets.statistics(),
+            None if self._shedder is None else self._shedder.statistics(),
         )
 
 
@@ -418,12 +520,21 @@ def create(
     queue_maxsize: int = DEFAULT_QUEUE_MAXSIZE,
     limits: Limits | None = None,
     congestion: CongestionPolicy | None = DEFAULT_CONGESTION,
+    shedding: SheddingPolicy = DEFAULT_SHEDDING,
 ) -> Flow:
     """Build a flow from ``node.to(...)`` adjacencies.
 
     ``queue_maxsize`` bounds every node inbox and the egress (messages);
     ``limits`` sets stream admission and buffering (see :class:`Limits`);
     ``congestion`` sets when new streams are shed under load (see
-    docs/qos.md; None turns load shedding off).
+    docs/qos.md; None turns load shedding off); ``shedding`` sets how a
+    congested flow throttles new low-priority runs and how an overloaded one
+    sheds accepted ones (see :class:`SheddingPolicy`).
     """
-    return Flow(adjacencies, queue_maxsize=queue_maxsize, limits=limits, congestion=congestion)
+    return Flow(
+        adjacencies,
+        queue_maxsize=queue_maxsize,
+        limits=limits,
+        congestion=congestion,
+        shedding=shedding,
+    )

@@ -20,9 +20,21 @@ Every limit has a default, a unit and, where it makes sense, ``None`` for
   or it keeps history (streams started with ``Flow.start(history=...)``).
 * ``reorder_limit``: chunks a stream holds out of order while waiting for a
   missing seq (concurrent nodes, fan-in); past it the stream fails.
+* ``stream_bytes_per_s`` / ``tenant_bytes_per_s``: *bandwidth* budgets, token
+  buckets of bytes per second (bursts of ``bytes_burst_s`` seconds' worth)
+  for each stream and each tenant. A producer whose bucket is empty waits in
+  ``emit_chunk``; nothing is dropped (:mod:`icefloe.runtime.budgets`).
+* ``max_inflight_bytes_per_tenant`` / ``max_inflight_bytes``: *memory*
+  budgets, bytes released into streams and not yet read, per tenant and for
+  the whole flow. Over the limit, producers of that tenant (or every
+  producer) wait for readers, and new streams are refused at once:
+  ``limit_exceeded`` for a tenant (HTTP 429), ``overloaded`` for the flow (503).
 * ``stream_inputs``: interactive inputs (``flow.send_input``, WebSocket
   ``input``) a stream queues until its node reads them; past it a sender is
   refused at once (``WouldBlock``), never made to wait.
+* ``adaptive_window``: how a stream's window adapts within ``[floor,
+  stream_buffer]`` from its reader's queue latency and drain rate
+  (docs/qos.md); ``None`` keeps every window at ``stream_buffer``.
 """
 
 from __future__ import annotations
@@ -30,9 +42,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from icefloe.core.flowwindow import FlowWindowPolicy
+
 __all__ = ["Limits"]
 
 MIB = 1024 * 1024
+#: the adaptive window's default policy (immutable, so shared)
+DEFAULT_WINDOW_POLICY = FlowWindowPolicy()
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +73,18 @@ class Limits:
     reorder_limit: int = 1024
     #: interactive inputs one stream queues for its node before senders are refused
     stream_inputs: int = 64
+    #: bytes per second one stream's producers may release (None: no limit)
+    stream_bytes_per_s: float | None = None
+    #: bytes per second all of one tenant's producers may release together (None: no limit)
+    tenant_bytes_per_s: float | None = None
+    #: the burst of each bytes/s bucket, in seconds of its rate (> 0)
+    bytes_burst_s: float = 0.1
+    #: unread bytes in one tenant's streams before its producers wait (None: no limit)
+    max_inflight_bytes_per_tenant: int | None = None
+    #: unread bytes in all streams before every producer waits (None: no limit)
+    max_inflight_bytes: int | None = None
+    #: the adaptive window's target latency, floor and steps (None: fixed windows)
+    adaptive_window: FlowWindowPolicy | None = DEFAULT_WINDOW_POLICY
 
     def __post_init__(self) -> None:
         for name in ("max_streams", "max_streams_per_tenant", "max_bytes"):
@@ -68,6 +96,18 @@ class Limits:
         _check_int("stream_history", self.stream_history, 0)
         _check_int("reorder_limit", self.reorder_limit, 1)
         _check_int("stream_inputs", self.stream_inputs, 1)
+        for name in ("max_inflight_bytes_per_tenant", "max_inflight_bytes"):
+            value = getattr(self, name)
+            if value is not None:
+                _check_int(name, value, 1)
+        for name in ("stream_bytes_per_s", "tenant_bytes_per_s"):
+            value = getattr(self, name)
+            if value is not None:
+                _check_positive(name, value)
+        _check_positive("bytes_burst_s", self.bytes_burst_s)
+        window = self.adaptive_window
+        if window is not None and not isinstance(window, FlowWindowPolicy):
+            raise ValueError(f"adaptive_window must be a FlowWindowPolicy or None, got {window!r}")
         linger = self.linger_s
         if (
             not isinstance(linger, int | float)
@@ -76,6 +116,16 @@ class Limits:
             or linger < 0
         ):
             raise ValueError(f"linger_s must be a finite number >= 0, got {linger!r}")
+
+
+def _check_positive(name: str, value: object) -> None:
+    if (
+        not isinstance(value, int | float)
+        or isinstance(value, bool)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
 
 
 def _check_int(name: str, value: object, minimum: int) -> None:

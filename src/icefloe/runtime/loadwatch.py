@@ -28,7 +28,7 @@ from icefloe.core.congestion import (
 )
 from icefloe.exceptions import InvalidState
 
-__all__ = ["LoadWatch", "LoadWatchStatistics", "Sampler", "TransitionListener"]
+__all__ = ["LoadWatch", "LoadWatchStatistics", "ProbeListener", "Sampler", "TransitionListener"]
 
 log = logging.getLogger("icefloe.runtime")
 
@@ -36,6 +36,8 @@ log = logging.getLogger("icefloe.runtime")
 Sampler = Callable[[], tuple[float, float]]
 #: called as ``listener(old_state, new_state)`` on every state change
 TransitionListener = Callable[[CongestionState, CongestionState], None]
+#: called as ``listener(state)`` after every probe, changed or not
+ProbeListener = Callable[[CongestionState], None]
 
 
 class _Phase(enum.IntEnum):
@@ -105,6 +107,7 @@ class LoadWatch:
         "_max_lag",
         "_monitor",
         "_phase",
+        "_probe_listeners",
         "_probes",
         "_sample",
         "_sample_errors",
@@ -128,6 +131,7 @@ class LoadWatch:
         self._monitor = CongestionMonitor(policy)
         self._interval = float(interval_s)
         self._listeners: list[TransitionListener] = []
+        self._probe_listeners: list[ProbeListener] = []
         self._phase = _Phase.NEW
         self._loop: asyncio.AbstractEventLoop | None = None
         self._handle: asyncio.TimerHandle | None = None
@@ -154,6 +158,18 @@ class LoadWatch:
         A listener that raises is logged and counted; the others still run.
         """
         self._listeners.append(listener)
+
+    @property
+    def policy(self) -> CongestionPolicy:
+        """The monitor's thresholds."""
+        return self._monitor.policy
+
+    def add_probe_listener(self, listener: ProbeListener) -> None:
+        """Call ``listener(state)`` after every probe, on the loop (after the
+        transition listeners): for responses that act while a state lasts,
+        such as shedding under overload. Errors are counted as for listeners.
+        """
+        self._probe_listeners.append(listener)
 
     def remove_listener(self, listener: TransitionListener) -> None:
         """Stop calling ``listener``; no error if it was not added."""
@@ -231,6 +247,12 @@ class LoadWatch:
                 except Exception:
                     self._listener_errors += 1
                     log.exception("LoadWatch listener %r failed", listener)
+        for on_probe in tuple(self._probe_listeners):
+            try:
+                on_probe(new)
+            except Exception:
+                self._listener_errors += 1
+                log.exception("LoadWatch probe listener %r failed", on_probe)
 
     def _read_sample(self) -> tuple[float, float]:
         if self._sample is None:

@@ -20,6 +20,14 @@ streaming tokens:
   and ``len(log)`` *is* the reader's lag. With several readers (or history)
   each reader indexes the log and the floor is moved lazily.
 * A reader with buffered chunks returns them without suspending.
+
+The window is adaptive (``Limits.adaptive_window``): each time the producer
+finds it full, :meth:`StreamState.wait_room` feeds a
+:class:`~icefloe.core.flowwindow.FlowWindow` with the age of the oldest chunk
+the pace reader has not taken (queue latency) and how far it has read (drain
+rate), and the window moves within ``[floor, stream_buffer]``. That is one
+clock read per full window, never per chunk, and nothing for a producer that
+never waits.
 """
 
 from __future__ import annotations
@@ -28,8 +36,10 @@ import asyncio
 import time
 import weakref
 from collections import deque
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from icefloe.core.flowwindow import FlowWindow, FlowWindowPolicy
 from icefloe.core.messages import Headers, StreamChunk
 from icefloe.core.sequencer import ReorderBuffer
 from icefloe.exceptions import (
@@ -40,13 +50,26 @@ from icefloe.exceptions import (
     StreamError,
 )
 from icefloe.runtime.inputs import StreamInputs
-from icefloe.runtime.stream_types import StreamBrief, StreamPhase, StreamStatistics, chunk_size
+from icefloe.runtime.stream_types import (
+    StreamBrief,
+    StreamPhase,
+    StreamStatistics,
+    WindowTotals,
+    chunk_size,
+)
 from icefloe.runtime.subscription import Subscription
 
 if TYPE_CHECKING:
     from icefloe.runtime.registry import StreamRegistry
 
-__all__ = ["StreamPhase", "StreamState", "StreamStatistics", "Subscription", "chunk_size"]
+__all__ = [
+    "StreamPhase",
+    "StreamState",
+    "StreamStatistics",
+    "Subscription",
+    "chunk_size",
+    "window_totals",
+]
 
 #: consumed chunks trimmed at once; the log may hold this many beyond its limits
 TRIM_BATCH = 32
@@ -58,13 +81,16 @@ class StreamState:
     Invariant: ``_buf`` holds the contiguous seqs ``_head - len(_buf)`` to
     ``_head - 1``; ``_floor`` (the producer's pace: where the readers it waits
     for are) is exact after :meth:`_recompute_floor`; ``_bytes`` is at least
-    the bytes held and exact after :meth:`_recount`.
+    the bytes held and exact after :meth:`_recount`; ``window`` (the
+    effective window) stays within ``[1, window_limit]``.
     """
 
     __slots__ = (
         "_buf",
         "_bytes",
         "_floor",
+        "_fw",
+        "_fw_policy",
         "_head",
         "_readers",
         "_registry",
@@ -92,6 +118,7 @@ class StreamState:
         "terminal_seen",
         "trace_id",
         "window",
+        "window_limit",
     )
 
     def __init__(
@@ -113,7 +140,13 @@ class StreamState:
         self.stream_id = stream_id
         self.trace_id = trace_id
         self.headers = headers
+        #: the producer's window now, in chunks (adaptive: <= window_limit)
         self.window = window
+        #: the configured window (``stream_buffer``, or ``Flow.start(window=)``)
+        self.window_limit = window
+        # The adaptive window's controller, made when the producer first waits.
+        self._fw_policy: FlowWindowPolicy | None = registry.limits.adaptive_window
+        self._fw: FlowWindow | None = None
         self.max_bytes = max_bytes
         self.history = history
         self.reorder_limit = reorder_limit
@@ -250,9 +283,18 @@ class StreamState:
         return max(0, self.window - (self._head - self._floor))
 
     async def wait_room(self) -> None:
-        """Wait until the slowest reader makes room, or the stream ends."""
+        """Wait until the slowest reader makes room, or the stream ends.
+
+        Finding the window full is the adaptive window's sample point: the
+        window may shrink (the producer waits longer) or grow (it may not
+        have to wait at all).
+        """
+        if self.phase or self.has_room():
+            return
+        if self._fw_policy is not None and self._readers and self._feedback() and self.has_room():
+            return
         loop = asyncio.get_running_loop()
-        while not self.phase and not self.has_room():
+        while True:
             fut = loop.create_future()
             self._room.append(fut)
             try:
@@ -264,6 +306,39 @@ class StreamState:
                     self._room.remove(fut)
                 except ValueError:
                     pass
+            if self.phase or self.has_room():
+                return
+
+    def _feedback(self) -> bool:
+        """Feed the window controller one sample; whether the window grew.
+
+        Called with the floor exact (after :meth:`has_room`). The queue
+        latency is the age of the oldest chunk the pace reader has not taken;
+        chunks are stamped at creation (``StreamChunk.ts``), so the stream
+        keeps no timestamps of its own.
+        """
+        buf = self._buf
+        floor = self._floor
+        base = self._head - len(buf)
+        index = floor - base
+        if not 0 <= index < len(buf):
+            return False  # nothing unread: a byte limit stopped the producer
+        now = time.time_ns()
+        latency = (now - buf[index].ts) / 1e9
+        fw = self._fw
+        if fw is None:
+            assert self._fw_policy is not None
+            fw = self._fw = FlowWindow(self.window_limit, self._fw_policy)
+        elif latency <= fw.quiet_latency:
+            return False  # the common case: a reader keeping up at the full window
+        before = self.window
+        start = self.start_seq
+        window = fw.observe(now / 1e9, latency, floor - start, self._head - start)
+        if window == before:
+            return False
+        self.window = window
+        self._room_len = window + max(0, index)
+        return window > before
 
     # -- ending ----------------------------------------------------------------
 
@@ -482,11 +557,15 @@ class StreamState:
             pending,
             self.duplicates,
             self.code.value if self.code is not None else None,
+            None if self._fw is None else self._fw.statistics(),
         )
 
     def brief(self) -> StreamBrief:
         """Who owns the stream and where it stands, in O(1) (no recount)."""
-        return StreamBrief(self.stream_id, self.headers.tenant, self.phase.label, self._head - 1)
+        headers = self.headers
+        return StreamBrief(
+            self.stream_id, headers.tenant, self.phase.label, self._head - 1, headers.priority
+        )
 
     def held_bytes(self) -> int:
         """Bytes held now, counted exactly."""
@@ -501,3 +580,20 @@ class StreamState:
         """Chunks handed to readers so far, attached or not."""
         live = (ref() for ref in self._readers)
         return self.delivered + sum(r._pos - r._start for r in live if r is not None)
+
+
+def window_totals(states: Iterable[StreamState], adaptive: bool) -> WindowTotals:
+    """The adaptive windows of ``states`` summed up, for ``flow.stats()``. O(streams)."""
+    adapted = sum_window = increases = decreases = 0
+    smallest: int | None = None
+    for state in states:
+        fw = state._fw
+        if fw is None:
+            continue
+        stats = fw.statistics()
+        adapted += 1
+        sum_window += stats.window
+        smallest = stats.window if smallest is None else min(smallest, stats.window)
+        increases += stats.increases
+        decreases += stats.decreases
+    return WindowTotals(adaptive, adapted, sum_window, smallest, increases, decreases)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import enum
 from typing import NamedTuple
 
+from icefloe.core.flowwindow import FlowWindowStatistics
 from icefloe.core.messages import StreamChunk
 
-__all__ = ["StreamBrief", "StreamPhase", "StreamStatistics", "chunk_size"]
+__all__ = ["StreamBrief", "StreamPhase", "StreamStatistics", "WindowTotals", "chunk_size"]
 
 
 class StreamPhase(enum.IntEnum):
@@ -33,6 +34,8 @@ class StreamBrief(NamedTuple):
     state: str
     #: highest released seq, -1 before the first chunk
     last_seq: int
+    #: ``Headers.priority`` of the stream's start
+    priority: int = 0
 
 
 class StreamStatistics(NamedTuple):
@@ -60,6 +63,26 @@ class StreamStatistics(NamedTuple):
     duplicates: int
     #: the terminal code, if it ended abnormally
     code: str | None
+    #: the adaptive window (its size, signals and adjustments); None until the
+    #: producer first found the window full, or with ``Limits.adaptive_window=None``
+    window: FlowWindowStatistics | None = None
+
+
+class WindowTotals(NamedTuple):
+    """The adaptive windows of a flow's running streams (``flow.stats().windows``)."""
+
+    #: whether windows adapt (``Limits.adaptive_window`` is set)
+    adaptive: bool
+    #: running streams whose window has been sampled (their producer waited)
+    adapted: int
+    #: the sum of those streams' windows, in chunks
+    window_sum: int
+    #: the smallest of those windows (None: none adapted)
+    window_min: int | None
+    #: rounds that grew a window, summed over those streams
+    increases: int
+    #: window cuts (queue latency over target), summed over those streams
+    decreases: int
 
 
 def chunk_size(chunk: StreamChunk) -> int:

@@ -12,11 +12,15 @@ backpressure and clean-up rules as a node::
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from icefloe.core.messages import NO_META, StreamChunk
 from icefloe.exceptions import ErrorCode, StreamClosedError, WouldBlock
 from icefloe.runtime.stream import StreamState, StreamStatistics
+from icefloe.runtime.stream_types import chunk_size
+
+if TYPE_CHECKING:
+    from icefloe.runtime.budgets import Gate
 
 __all__ = ["StreamWriter"]
 
@@ -24,10 +28,12 @@ __all__ = ["StreamWriter"]
 class StreamWriter:
     """The producing end of one stream. Not safe to share between tasks."""
 
-    __slots__ = ("_closed", "_state")
+    __slots__ = ("_closed", "_gate", "_state")
 
-    def __init__(self, state: StreamState) -> None:
+    def __init__(self, state: StreamState, gate: Gate | None = None) -> None:
         self._state = state
+        #: the stream's byte budgets (None: the flow has none)
+        self._gate = gate
         self._closed = False
 
     @property
@@ -52,13 +58,46 @@ class StreamWriter:
         """Release the next chunk now.
 
         :raises StreamClosedError: the writer or the stream already ended.
-        :raises WouldBlock: the slowest reader is a full buffer behind.
+        :raises WouldBlock: the slowest reader is a full buffer behind, or a
+            byte budget (bytes/s, in-flight bytes) has no room now.
         """
+        state = self._check_open()
+        if not state.has_room():
+            raise WouldBlock(f"stream {state.stream_id!r} is full")
+        gate = self._gate
+        if gate is not None and not gate.try_acquire(_size(text, data)):
+            raise WouldBlock(f"stream {state.stream_id!r} is over a byte budget")
+        return self._release(text, meta, data, done)
+
+    async def emit(
+        self, text: str, *, meta: dict[str, Any] | None = None, data: Any = None, done: bool = False
+    ) -> StreamChunk:
+        """Release the next chunk, waiting while the slowest reader is full or a
+        byte budget (bytes/s, in-flight bytes) has no room.
+
+        :raises StreamClosedError: the writer or the stream already ended,
+            including while waiting (a reader cancelled it, its deadline passed).
+        """
+        state = self._check_open()
+        gate = self._gate
+        if gate is not None:
+            await gate.acquire(_size(text, data))
+            state = self._check_open()
+        if not state.has_room():
+            await state.wait_room()
+            state = self._check_open()
+        return self._release(text, meta, data, done)
+
+    def _check_open(self) -> StreamState:
         state = self._state
         if self._closed or state.phase:
             raise StreamClosedError(state.stream_id, state.code)
-        if not state.has_room():
-            raise WouldBlock(f"stream {state.stream_id!r} is full")
+        return state
+
+    def _release(
+        self, text: str, meta: dict[str, Any] | None, data: Any, done: bool
+    ) -> StreamChunk:
+        state = self._state
         chunk = StreamChunk(
             state.stream_id, state.next_seq, text, done, NO_META if meta is None else meta, data
         )
@@ -66,19 +105,6 @@ class StreamWriter:
         if done:
             self._closed = True
         return chunk
-
-    async def emit(
-        self, text: str, *, meta: dict[str, Any] | None = None, data: Any = None, done: bool = False
-    ) -> StreamChunk:
-        """Release the next chunk, waiting while the slowest reader is full.
-
-        :raises StreamClosedError: the writer or the stream already ended,
-            including while waiting (a reader cancelled it, its deadline passed).
-        """
-        state = self._state
-        if not state.has_room() and not state.phase:
-            await state.wait_room()
-        return self.emit_nowait(text, meta=meta, data=data, done=done)
 
     async def close(self, text: str = "", *, meta: dict[str, Any] | None = None) -> None:
         """Send the ``done`` chunk. Idempotent; a no-op if the stream already ended."""
@@ -116,3 +142,8 @@ class StreamWriter:
                 self.abort(ErrorCode.FAILED, "writer was garbage-collected")
             except Exception:  # pragma: no cover - interpreter shutdown
                 pass
+
+
+def _size(text: str, data: Any) -> int:
+    # What the chunk will count against byte budgets (see chunk_size).
+    return len(text) if data is None else chunk_size(StreamChunk("", 0, text, False, NO_META, data))

@@ -28,7 +28,7 @@ from starlette.routing import Route, WebSocketRoute
 from icefloe.core.congestion import CongestionState
 from icefloe.core.messages import Headers, Message, StreamChunk, new_id
 from icefloe.core.sessions import SessionTable
-from icefloe.exceptions import EndOfStream, InvalidState, StreamError, WouldBlock
+from icefloe.exceptions import EndOfStream, ErrorCode, InvalidState, StreamError, WouldBlock
 from icefloe.hub import Hub
 from icefloe.runtime.flow import Flow
 from icefloe.runtime.stream_types import StreamStatistics
@@ -256,7 +256,9 @@ class _Edge:
             )
         except StreamError as exc:
             self._forget(tenant, key)
-            raise HttpError(503, exc.code.value, exc.message, {"Retry-After": "1"}) from None
+            # A tenant over its own budget is told 429; a flow over its limits, 503.
+            status = 429 if exc.code is ErrorCode.LIMIT_EXCEEDED else 503
+            raise HttpError(status, exc.code.value, exc.message, {"Retry-After": "1"}) from None
         except InvalidState as exc:
             self._forget(tenant, key)
             raise HttpError(503, "unavailable", str(exc), {"Retry-After": "1"}) from None

@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from icefloe.runtime.flow import Flow
+from icefloe.runtime.flow import Flow, FlowStatistics
 
 __all__ = ["EdgeMetrics"]
 
@@ -82,10 +82,55 @@ class _FlowCollector(Collector):
                 "Changes of congestion state",
                 load.congestion.transitions,
             )
+        yield from _budget_metrics(stats)
         yield CounterMetricFamily("icefloe_chunks_emitted", "Chunks released", streams.emitted)
         yield CounterMetricFamily(
             "icefloe_chunks_delivered", "Chunks handed to readers", streams.delivered
         )
+
+
+def _budget_metrics(stats: FlowStatistics) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+    """Throttling, shedding of accepted streams, and byte budgets per tenant."""
+    shedding = stats.shedding
+    if shedding is not None:
+        yield CounterMetricFamily(
+            "icefloe_streams_shed_accepted",
+            "Accepted low-priority at_most_once streams ended as overloaded",
+            shedding.shed_accepted,
+        )
+        yield CounterMetricFamily(
+            "icefloe_runs_throttled", "Runs whose start was delayed", shedding.throttle.delayed
+        )
+        yield GaugeMetricFamily(
+            "icefloe_throttle_rate", "Throttled admissions per second", shedding.throttle.rate
+        )
+    budgets = stats.budgets
+    if budgets is None:
+        return
+    yield GaugeMetricFamily(
+        "icefloe_inflight_bytes", "Bytes released and not yet read", budgets.inflight_bytes
+    )
+    yield CounterMetricFamily(
+        "icefloe_budget_memory_waits", "Producer waits for in-flight bytes", budgets.memory_waits
+    )
+    inflight = GaugeMetricFamily(
+        "icefloe_tenant_inflight_bytes", "Bytes in flight per tenant", labels=["tenant"]
+    )
+    throttled = CounterMetricFamily(
+        "icefloe_tenant_throttled_seconds",
+        "Seconds producers waited on bytes/s budgets",
+        labels=["tenant"],
+    )
+    refused = CounterMetricFamily(
+        "icefloe_tenant_refused", "Streams refused as limit_exceeded", labels=["tenant"]
+    )
+    for tenant in budgets.tenants:
+        inflight.add_metric([tenant.tenant], tenant.inflight_bytes)
+        throttled.add_metric([tenant.tenant], tenant.throttled_s)
+        refused.add_metric([tenant.tenant], tenant.refused)
+    yield inflight
+    yield throttled
+    yield refused
 
 
 class _SentCollector(Collector):

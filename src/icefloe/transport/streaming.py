@@ -14,6 +14,10 @@ explicit:
   it is noticed within two heartbeats even when no token flows.
 * A parallel watcher reads ASGI ``receive`` and ends the pump as soon as the
   client disconnects.
+* ``PumpSettings.bytes_per_s`` caps the connection's body bytes per second
+  with a token bucket: the pump waits before a write the bucket cannot pay
+  for, the reader falls behind (and, past its lag limit, gets
+  ``history_gone``), and nothing is dropped or reordered.
 * ``Accept-Encoding: gzip`` is honoured with a sync flush per write, so
   compression never holds a token back.
 """
@@ -21,13 +25,16 @@ explicit:
 from __future__ import annotations
 
 import asyncio
+import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from icefloe.core.messages import StreamChunk
+from icefloe.core.token_bucket import TokenBucket
 from icefloe.exceptions import IcefloeError, StreamError
+from icefloe.runtime.throttle import pace
 from icefloe.transport.encoding import (
     NDJSON_HEARTBEAT,
     SSE_PING,
@@ -60,12 +67,30 @@ class PumpSettings:
     retry_ms: int = 2000
     #: bytes gathered into one write at most (a lagging client gets several writes)
     max_write_bytes: int = 64 * 1024
+    #: body bytes per second on one connection (after gzip); None: no limit
+    bytes_per_s: float | None = None
+    #: the bucket's burst in bytes (None: a tenth of a second of ``bytes_per_s``,
+    #: at least 1 KiB); writes are cut to it, so it also caps the write size
+    burst_bytes: int | None = None
 
     def __post_init__(self) -> None:
         if not self.heartbeat_s > 0 or not self.send_timeout_s > 0 or self.retry_ms < 0:
             raise ValueError("heartbeat_s and send_timeout_s must be > 0, retry_ms >= 0")
         if self.max_write_bytes < 1:
             raise ValueError("max_write_bytes must be >= 1")
+        rate = self.bytes_per_s
+        if rate is not None and not (isinstance(rate, int | float) and 0 < rate < float("inf")):
+            raise ValueError(f"bytes_per_s must be a finite number > 0 or None, got {rate!r}")
+        if self.burst_bytes is not None and self.burst_bytes < 1:
+            raise ValueError(f"burst_bytes must be >= 1 or None, got {self.burst_bytes!r}")
+
+    def bucket(self) -> TokenBucket | None:
+        """A fresh bytes/s bucket for one connection (None: no limit)."""
+        rate = self.bytes_per_s
+        if rate is None:
+            return None
+        burst = self.burst_bytes or max(1024, int(rate / 10))
+        return TokenBucket(rate, burst, time.monotonic)
 
 
 class SlowClient(Exception):
@@ -137,6 +162,9 @@ class StreamPump:
         self._beat_due = False
         self._watchdog: asyncio.TimerHandle | None = None
         self._beater: asyncio.TimerHandle | None = None
+        self._bucket = settings.bucket()
+        #: seconds this connection waited on its bytes/s limit
+        self.throttled_s = 0.0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = [
@@ -189,6 +217,9 @@ class StreamPump:
             parts.append(sse_retry(self.settings.retry_ms))
         size = len(parts[0]) if parts else 0
         limit = self.settings.max_write_bytes
+        if self._bucket is not None:
+            # One write is one payment: never ask the bucket for more than it holds.
+            limit = max(1, min(limit, int(self._bucket.burst)))
         while True:
             outcome = None
             first: StreamChunk | None = None
@@ -233,6 +264,8 @@ class StreamPump:
             body = self._gzip.compress(body) + (
                 self._gzip.flush(zlib.Z_SYNC_FLUSH) if more else self._gzip.flush()
             )
+        if self._bucket is not None:
+            self.throttled_s += await pace(self._bucket, len(body))
         assert self._loop is not None
         now = self._loop.time()
         self._writing_since = now
