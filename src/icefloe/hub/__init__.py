@@ -13,6 +13,7 @@ from icefloe.core.topics import Pattern, TopicError
 from icefloe.hub.event import HubEvent
 from icefloe.hub.hub import Hub, HubStatistics
 from icefloe.hub.limits import HubLimits
+from icefloe.hub.relay import relay_stream
 from icefloe.hub.subscription import (
     HubSubscription,
     SubscriberInfo,
@@ -35,4 +36,5 @@ __all__ = [
     "Target",
     "TopicError",
     "compile_filter",
+    "relay_stream",
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -28,8 +29,9 @@ from starlette.routing import Route, WebSocketRoute
 from icefloe.core.congestion import CongestionState
 from icefloe.core.messages import Headers, Message, StreamChunk, new_id
 from icefloe.core.sessions import SessionTable
+from icefloe.core.topics import TopicError, validate_topic
 from icefloe.exceptions import EndOfStream, ErrorCode, InvalidState, StreamError, WouldBlock
-from icefloe.hub import Hub
+from icefloe.hub import Hub, relay_stream
 from icefloe.runtime.flow import Flow
 from icefloe.runtime.stream_types import StreamStatistics
 from icefloe.runtime.subscription import Subscription
@@ -67,6 +69,8 @@ MAX_BODY = 1024 * 1024
 MAX_POLL_WAIT_S = 30.0
 #: most chunks one long-poll answer carries
 MAX_POLL_CHUNKS = 1000
+
+log = logging.getLogger("icefloe.edge")
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +146,8 @@ class _Edge:
         self._ws_live: dict[str, WsConnection] = {}
         # Encode once: each stream's events per wire format, shared by its pumps.
         self._logs: dict[tuple[str, WireFormat], EncodedLog] = {}
+        # Streams started with headers.topic, relayed into the hub while they run.
+        self.relays: set[asyncio.Task[int]] = set()
         # POST time per stream (perf_counter), for time to first token.
         self._posted_at: ExpiringMap[float] = ExpiringMap(
             60.0, settings.idempotency_max, time.monotonic
@@ -237,6 +243,8 @@ class _Edge:
             raise HttpError(400, "bad_request", "headers.tenant must be 1-200 characters")
         if not principal.can_access_tenant(tenant):
             raise HttpError(403, "forbidden", "tenant not allowed for this principal")
+        if headers.topic is not None:
+            self._check_relay_topic(principal, headers.topic)
         key = idempotency_key
         if key is not None:
             if not 0 < len(key) <= 200:
@@ -262,9 +270,39 @@ class _Edge:
         except InvalidState as exc:
             self._forget(tenant, key)
             raise HttpError(503, "unavailable", str(exc), {"Retry-After": "1"}) from None
+        if headers.topic is not None:
+            self._relay(started.stream_id, headers.topic, tenant)
         if self.settings.unread_timeout_s is not None:
             self._watch_unread(started.stream_id, time.monotonic())
         return started, True
+
+    def _check_relay_topic(self, principal: Principal, topic: str) -> None:
+        """A stream started with ``headers.topic`` is published there: check it now."""
+        try:
+            validate_topic(topic)
+        except TopicError as exc:
+            raise HttpError(400, "bad_request", f"headers.topic: {exc}") from None
+        if not principal.has(Scope.TOPICS_PUBLISH):
+            raise HttpError(403, "forbidden", "headers.topic needs scope topics:publish")
+
+    def _relay(self, stream_id: str, topic: str, tenant: str) -> None:
+        """Relay the stream's chunks into the hub topic until it ends (docs/hub.md)."""
+        task = asyncio.ensure_future(
+            relay_stream(self.flow, self.hub, stream_id, topic, tenant=tenant)
+        )
+        self.relays.add(task)
+        task.add_done_callback(self._relay_done)
+
+    def _relay_done(self, task: asyncio.Task[int]) -> None:
+        self.relays.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # The hub closed under it, or the stream vanished: nothing to retry.
+            log.info("stream relay ended early: %r", task.exception())
+
+    async def close_relays(self) -> None:
+        for task in self.relays:
+            task.cancel()
+        await asyncio.gather(*self.relays, return_exceptions=True)
 
     def _watch_unread(self, stream_id: str, last_read: float) -> None:
         """Cancel the stream once it has had no reader for ``unread_timeout_s``.
@@ -691,6 +729,7 @@ def create_app(
         try:
             yield
         finally:
+            await edge.close_relays()
             if owned_hub:
                 await edge.hub.aclose()
             if owned:
