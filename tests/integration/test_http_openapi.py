@@ -150,11 +150,23 @@ def fuzz(base_url: str, sid: str) -> list[str]:
     return failures
 
 
+def schema_flow() -> Any:
+    """The demo flow with load shedding off.
+
+    The fuzzer's request burst lags the shared loop on a small machine, and a
+    congested flow throttles new low-priority streams and refuses them (503
+    overloaded) past the throttle's longest delay: correct under load, but a
+    5xx that schemathesis counts as a server error. This test is about the
+    schema; shedding has its own tests (test_http_load.py, test_load_response.py).
+    """
+    return build_demo_flow(Pacing(0, 0), congestion=None)
+
+
 async def test_every_operation_conforms_to_the_served_schema(serve: Serve) -> None:
     started = time.monotonic()
     async with (
         asyncio.timeout(BUDGET_S + 30),
-        serve(build_demo_flow(Pacing(0, 0)), UNLIMITED) as url,
+        serve(schema_flow(), UNLIMITED) as url,
         httpx.AsyncClient(base_url=url, timeout=10) as client,
     ):
         # A short stream, read to its end before the fuzzer starts others: the
