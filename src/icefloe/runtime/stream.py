@@ -323,8 +323,10 @@ class StreamState:
         index = floor - base
         if not 0 <= index < len(buf):
             return False  # nothing unread: a byte limit stopped the producer
-        now = time.time_ns()
-        latency = (now - buf[index].ts) / 1e9
+        # Chunk stamps are wall-clock: a clock step makes one odd sample at
+        # most (a backward step reads as no wait); the controller's own
+        # clock is monotonic, so its drain rate never sees the step.
+        latency = max(0.0, (time.time_ns() - buf[index].ts) / 1e9)
         fw = self._fw
         if fw is None:
             assert self._fw_policy is not None
@@ -333,7 +335,7 @@ class StreamState:
             return False  # the common case: a reader keeping up at the full window
         before = self.window
         start = self.start_seq
-        window = fw.observe(now / 1e9, latency, floor - start, self._head - start)
+        window = fw.observe(time.monotonic(), latency, floor - start, self._head - start)
         if window == before:
             return False
         self.window = window
