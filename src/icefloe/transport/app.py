@@ -131,7 +131,7 @@ class _Edge:
         self.flow = flow
         self.hub = hub
         self.settings = settings
-        self.metrics = EdgeMetrics(flow)
+        self.metrics = EdgeMetrics(flow, hub)
         self.limiter = PrincipalLimiter(settings.edge_limits)
         # A network client never holds its stream back by more than the
         # history it could resume from (see Subscription lag limits).

@@ -13,9 +13,16 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from icefloe.hub import Hub
 from icefloe.runtime.flow import Flow, FlowStatistics
+from icefloe.runtime.stream_types import WindowTotals
 
 __all__ = ["EdgeMetrics"]
+
+#: subscribers listed by name in the per-subscriber drop series (the most
+#: dropping first): the rest are in the hub-wide totals, so a scrape stays
+#: small however many subscribers there are.
+MAX_SUBSCRIBER_SERIES = 100
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 
@@ -83,6 +90,7 @@ class _FlowCollector(Collector):
                 load.congestion.transitions,
             )
         yield from _budget_metrics(stats)
+        yield from _window_metrics(stats.windows)
         yield CounterMetricFamily("icefloe_chunks_emitted", "Chunks released", streams.emitted)
         yield CounterMetricFamily(
             "icefloe_chunks_delivered", "Chunks handed to readers", streams.delivered
@@ -133,6 +141,69 @@ def _budget_metrics(stats: FlowStatistics) -> Iterator[GaugeMetricFamily | Count
     yield refused
 
 
+def _window_metrics(windows: WindowTotals) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+    """The adaptive stream windows (docs/qos.md, "Adaptive windows")."""
+    yield GaugeMetricFamily(
+        "icefloe_adapted_windows", "Running streams whose window has adapted", windows.adapted
+    )
+    yield GaugeMetricFamily(
+        "icefloe_adapted_window_chunks", "Sum of the adapted windows, in chunks", windows.window_sum
+    )
+    changes = CounterMetricFamily(
+        "icefloe_window_changes",
+        "Adaptive window changes of running streams",
+        labels=["direction"],
+    )
+    changes.add_metric(["increase"], windows.increases)
+    changes.add_metric(["decrease"], windows.decreases)
+    yield changes
+
+
+class _HubCollector(Collector):
+    """The hub's totals, and drops per subscriber for the worst droppers."""
+
+    def __init__(self, hub: Hub) -> None:
+        self._hub = hub
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        stats = self._hub.statistics()
+        yield GaugeMetricFamily("icefloe_hub_topics", "Hub topics held", stats.topics)
+        yield GaugeMetricFamily(
+            "icefloe_hub_subscribers", "Hub subscriptions open", stats.subscribers
+        )
+        yield GaugeMetricFamily(
+            "icefloe_hub_bytes_held", "Bytes held by hub buffers and histories", stats.bytes_held
+        )
+        yield CounterMetricFamily("icefloe_hub_published", "Events published", stats.published)
+        yield CounterMetricFamily(
+            "icefloe_hub_delivered", "Events handed to subscribers", stats.delivered
+        )
+        dropped = CounterMetricFamily(
+            "icefloe_hub_dropped", "Events dropped by overflow policies", labels=["policy"]
+        )
+        dropped.add_metric(["drop_oldest"], stats.dropped_oldest)
+        dropped.add_metric(["drop_newest"], stats.dropped_newest)
+        yield dropped
+        yield CounterMetricFamily(
+            "icefloe_hub_disconnected",
+            "Subscribers cut by the disconnect policy",
+            stats.disconnected,
+        )
+        per = CounterMetricFamily(
+            "icefloe_hub_subscriber_dropped",
+            f"Events dropped per subscriber (the {MAX_SUBSCRIBER_SERIES} most dropping)",
+            labels=["tenant", "subscriber", "policy"],
+        )
+        droppers = [
+            s for s in self._hub.subscriber_statistics() if s.dropped_oldest or s.dropped_newest
+        ]
+        droppers.sort(key=lambda s: s.dropped_oldest + s.dropped_newest, reverse=True)
+        for sub in droppers[:MAX_SUBSCRIBER_SERIES]:
+            per.add_metric([sub.tenant, sub.subscriber_id, "drop_oldest"], sub.dropped_oldest)
+            per.add_metric([sub.tenant, sub.subscriber_id, "drop_newest"], sub.dropped_newest)
+        yield per
+
+
 class _SentCollector(Collector):
     def __init__(self, metrics: EdgeMetrics) -> None:
         self._metrics = metrics
@@ -150,9 +221,11 @@ class _SentCollector(Collector):
 class EdgeMetrics:
     """The registry behind ``/metrics`` for one app."""
 
-    def __init__(self, flow: Flow) -> None:
+    def __init__(self, flow: Flow, hub: Hub | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_FlowCollector(flow))
+        if hub is not None:
+            self.registry.register(_HubCollector(hub))
         r = self.registry
         self.connections = Gauge(
             "icefloe_http_stream_connections", "Open streaming responses", registry=r
