@@ -97,6 +97,12 @@ def serve(
     session_ttl: Annotated[
         float, typer.Option(min=0.1, help="Seconds a WebSocket session can be resumed.")
     ] = 30.0,
+    connection_bytes_per_s: Annotated[
+        float | None,
+        typer.Option(
+            min=1024, help="Bandwidth cap of each streaming connection (SSE, NDJSON, WebSocket)."
+        ),
+    ] = None,
 ) -> None:
     """Serve a flow over HTTP (SSE, NDJSON, long-poll) and WebSocket, with the inspector at /."""
     flow = _load_flow(target)
@@ -110,8 +116,14 @@ def serve(
     settings = _settings(heartbeat, send_timeout, history, authenticator, allow_origin or [])
     from icefloe.transport.websocket import WsSettings
 
-    ws = WsSettings(window=window, max_frame=max_frame, session_ttl_s=session_ttl)
-    settings = dataclasses.replace(settings, unread_timeout_s=unread_timeout, ws=ws)
+    ws = WsSettings(
+        window=window,
+        max_frame=max_frame,
+        session_ttl_s=session_ttl,
+        bytes_per_s=connection_bytes_per_s,
+    )
+    pump = dataclasses.replace(settings.pump, bytes_per_s=connection_bytes_per_s)
+    settings = dataclasses.replace(settings, unread_timeout_s=unread_timeout, ws=ws, pump=pump)
     _run_server(flow, settings, host, port)
 
 
