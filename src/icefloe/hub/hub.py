@@ -37,7 +37,9 @@ Concepts:
   any full ``drop_oldest``, ``drop_newest`` or ``block`` buffer, and a
   ``disconnect`` subscriber is cut (it may resume from the history). A
   ``drop_oldest`` buffer holding reliable events drops a new
-  ``at_most_once`` event rather than evict them.
+  ``at_most_once`` event rather than evict them, and any buffer a reliable
+  publisher waits for drops new ``at_most_once`` events until it is woken,
+  so that they cannot starve it.
 * **Fairness.** Publishers of one topic that must wait queue in order; a
   new publish of that topic does not overtake them.
 * **Encode once.** Every subscriber of an event receives the same
@@ -480,11 +482,11 @@ class Hub:
             # Every subscriber is a target; only ``block`` ones may refuse.
             for s in state.checked:
                 if not s.ring.has_room(size):
-                    s.blocked += 1
-                    return s
+                    return s.refuse(event, size)
             lead = state.lead
             if lead is not None:
-                # A ``block`` buffer's refusal changes nothing: offering is the check.
+                # A ``block`` buffer's refusal changes nothing: offering is the
+                # check (and counts the refusal, as refuse() does for the others).
                 if lead.ring.offer(event, size)[0] is not _ACCEPTED:
                     lead.blocked += 1
                     return lead
@@ -497,8 +499,7 @@ class Hub:
                 targets = select_targets(targets, event, target)
             full = lacking_room(targets, size, reliable)
             if full is not None:
-                full.blocked += 1
-                return full
+                return full.refuse(event, size)
         state.next_offset += 1
         state.last_used = self._clock()
         if state is not self._recent:
@@ -518,8 +519,9 @@ class Hub:
             if grown:
                 history.grow(grown)
         for s in targets:
-            # A drop_oldest buffer holding reliable events must not evict them.
-            if s.reliable and not reliable and s.spare(size):
+            # An at-most-once event must not take the room of reliable ones:
+            # those a drop_oldest buffer holds, or one a publisher waits to put in.
+            if (s.reliable or s.room) and not reliable and s.spare(size):
                 self._dropped_newest += 1
                 continue
             result = s.ring.offer(event, size)
@@ -529,6 +531,8 @@ class Hub:
                     s.reliable += 1
             elif outcome is _DROPPED_OLDEST:
                 self._dropped_oldest += result[1]
+                if s.room:
+                    s.evicted(result[1])
             elif outcome is _DROPPED_NEWEST:
                 self._dropped_newest += 1
                 continue

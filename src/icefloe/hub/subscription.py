@@ -102,8 +102,9 @@ class SubscriptionStatistics(NamedTuple):
     delivered: int
     #: events evicted unread to make room (``drop_oldest``)
     dropped_oldest: int
-    #: events discarded because the buffer was full (``drop_newest``; or
-    #: at-most-once events that found a ``drop_oldest`` buffer full of reliable ones)
+    #: events discarded because the buffer was full (``drop_newest``); or
+    #: at-most-once events that found a ``drop_oldest`` buffer full of reliable
+    #: ones, or a reliable publisher waiting for room in the buffer
     dropped_newest: int
     #: publish attempts that found the buffer full and waited or got ``WouldBlock``
     #: (``block``; or any policy but ``disconnect`` for a reliable event)
@@ -169,7 +170,8 @@ class SubscriberState:
         self.replay: deque[HubEvent] | None = None
         # Readers parked until an event (or the end) arrives.
         self.waiters: list[asyncio.Future[None]] = []
-        # Publishers parked until this buffer has room (overflow=block).
+        # Publishers parked until this buffer has room: of any reliability if
+        # overflow=block, else reliable ones only.
         self.room: list[asyncio.Future[None]] = []
         self.cause: IcefloeError | None = None
         # Events read are counted by the buffer (as taken) less those discarded
@@ -195,8 +197,10 @@ class SubscriberState:
     def park_publisher(self, room: asyncio.Future[None]) -> None:
         """Wake ``room`` once this buffer is half drained (or the subscription ends)."""
         self.room.append(room)
-        # Only takes (and evictions) shrink the buffer: until this many takes,
-        # it cannot be at the low-water mark, and take() need not look.
+        # Takes left before the buffer can be at its low-water mark, so that
+        # taken() need not look before then. Never more than the real number:
+        # takes count it down, evictions too (evicted()); appends, which only
+        # delay the mark, leave it be, and taken() then looks at the buffer.
         self.until_wake = len(self.ring) - self.low_items
 
     def wake_publishers(self) -> None:
@@ -206,17 +210,55 @@ class SubscriberState:
                 waiter.set_result(None)
 
     def spare(self, size: int) -> bool:
-        """Whether an at-most-once event of ``size`` must be dropped to keep reliable ones.
+        """Whether an at-most-once event of ``size`` must be dropped to keep room for reliable ones.
 
-        Called only while the buffer holds reliable events: a ``drop_oldest``
-        buffer without room would evict one, so the new event is dropped
-        (and counted) instead. Other policies never evict.
+        Called only while the buffer holds reliable events or publishers wait
+        for room in it. While a reliable publisher waits here (in a buffer
+        whose policy is not ``block``, only reliable ones do), the buffer
+        has no room for at-most-once events: each one taken in would keep it
+        from draining to the low-water mark that wakes the publisher. Else a
+        ``drop_oldest`` buffer without room would evict a reliable event.
+        Either way the new event is dropped (and counted) instead. Other
+        policies never evict.
         """
+        if self.room and not self.blocking:
+            self.spared += 1
+            return True
         ring = self.ring
-        if ring.overflow is not Overflow.DROP_OLDEST or ring.has_room(size):
+        if not self.reliable or ring.overflow is not Overflow.DROP_OLDEST or ring.has_room(size):
             return False
         self.spared += 1
         return True
+
+    def evicted(self, count: int) -> None:
+        """Count off ``count`` events evicted from the buffer while publishers wait for room.
+
+        Evictions drain the buffer as takes do, and the publishers are woken
+        as soon as it is at its low-water mark, whatever drained it. (None
+        happen while only reliable publishers wait, see :meth:`spare`, but
+        the count must not depend on that.)
+        """
+        self.until_wake -= count
+        ring = self.ring
+        if (
+            self.until_wake <= 0
+            and len(ring) <= self.low_items
+            and ring.used_bytes <= self.low_bytes
+        ):
+            self.wake_publishers()
+
+    def refuse(self, event: HubEvent, size: int) -> SubscriberState:
+        """Count a publish of ``event`` that must wait for room here; returns self.
+
+        A ``block`` buffer is offered the event, which it refuses (it has no
+        room) and counts as ``would_block``, as it does for the one ``block``
+        subscriber of a topic that publishing offers the event to first: the
+        counts are the same whichever subscriber that is.
+        """
+        self.blocked += 1
+        if self.blocking:
+            self.ring.offer(event, size)
+        return self
 
     def take(self) -> HubEvent | None:
         """The next event to read, or None; the per-event path of every reader."""
@@ -230,7 +272,7 @@ class SubscriberState:
         try:
             event = self.ring.take()
         except IndexError:
-            # Empty: cheaper to find out this way, once per wait, than to ask every time.
+            # Empty, so at the low-water mark whatever the count says.
             if self.room:
                 self.wake_publishers()
             return None
@@ -249,7 +291,6 @@ class SubscriberState:
         if self.room:
             self.until_wake -= 1
             ring = self.ring
-            # Evictions may drain it sooner than counted: then the empty take wakes them.
             if (
                 self.until_wake <= 0
                 and len(ring) <= self.low_items

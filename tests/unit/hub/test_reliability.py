@@ -228,3 +228,128 @@ async def test_a_flow_stream_relayed_through_the_hub_as_docs_hub_md_shows() -> N
         for chunks in await asyncio.gather(*watching):
             assert "".join(c.text for c in chunks) == "Hello! How are you?"
             assert [c.seq for c in chunks] == list(range(7))
+
+
+# -- waking and protecting parked reliable publishers --------------------------------
+
+
+async def test_a_publisher_is_woken_when_evictions_and_nowait_reads_empty_the_buffer() -> None:
+    limits = HubLimits(max_event_bytes=1024, max_subscriber_bytes=4096)
+    async with Hub(limits) as hub, asyncio.timeout(5):
+        sub = hub.subscribe("a.*", tenant="t", buffer=8, max_bytes=1024)
+        for i in range(8):
+            hub.publish_nowait("a.x", f"s{i:04}", tenant="t")  # 8 bytes each
+        publisher = asyncio.ensure_future(
+            hub.publish("a.x", "r", tenant="t", reliability="at_least_once")
+        )
+        await until(lambda: hub.statistics().waiting_publishers == 1)
+        # An event too big for what is left of the buffer: it would evict six to fit.
+        hub.publish_nowait("a.y", "B" * 1000, tenant="t")
+        # Read as the WebSocket and SSE pumps do: only what is held, never an empty take.
+        read: list[str] = []
+        while sub.held():
+            read.append(sub.receive_nowait().data)
+        assert sub.held() == 0
+        event = await publisher
+        assert event.data == "r"
+        # The topic is not stuck behind it either.
+        later = await hub.publish("a.x", "later", tenant="t", reliability="at_least_once")
+        assert [e.data for e in drain(sub)] == ["r", "later"]
+        assert later.offset == event.offset + 1
+        assert "r" not in read
+        assert hub.statistics().waiting_publishers == 0
+
+
+async def test_a_publisher_is_woken_by_nowait_reads_to_the_low_water_mark(hub: Hub) -> None:
+    sub = hub.subscribe("a", tenant="t", buffer=8)
+    for i in range(8):
+        hub.publish_nowait("a", i, tenant="t")
+    async with asyncio.timeout(5):
+        publisher = asyncio.ensure_future(
+            hub.publish("a", "r", tenant="t", reliability="exactly_once")
+        )
+        await until(lambda: sub.statistics().waiting_publishers == 1)
+        for i in range(3):
+            assert sub.receive_nowait().data == i
+        assert not publisher.done()
+        assert sub.receive_nowait().data == 3  # four left: half drained
+        await publisher
+    assert [e.data for e in drain(sub)] == [4, 5, 6, 7, "r"]
+
+
+@pytest.mark.parametrize("overflow", DROPPING)
+async def test_a_waiting_reliable_publish_is_not_starved_by_at_most_once_traffic(
+    hub: Hub, overflow: str
+) -> None:
+    sub = hub.subscribe("t.*", tenant="t", buffer=8, overflow=overflow)
+    for i in range(8):
+        await hub.publish("t.b", i, tenant="t")
+    async with asyncio.timeout(5):
+        reliable = asyncio.ensure_future(
+            hub.publish("t.a", "r", tenant="t", reliability="at_least_once")
+        )
+        await until(lambda: hub.statistics().waiting_publishers == 1)
+        queued = asyncio.ensure_future(hub.publish("t.a", "after", tenant="t"))
+        # Topic b keeps pace with the reader: one event in for every one read,
+        # then a turn of the loop for the other tasks, the waiting publisher's.
+        read = []
+        for i in range(8, 40):
+            read.append((await sub.receive()).data)
+            await hub.publish("t.b", i, tenant="t")
+            await asyncio.sleep(0)
+            if reliable.done():
+                break
+        assert reliable.done(), "the reliable publish is starved"
+        await reliable
+        await queued
+    read += [e.data for e in drain(sub)]
+    assert "r" in read
+    assert read.index("r") < read.index("after")
+    stats = sub.statistics()
+    # What topic b lost meanwhile was dropped, never an event already buffered.
+    assert stats.dropped_oldest == 0
+    assert stats.dropped_newest > 0
+    assert hub.statistics().dropped_newest == stats.dropped_newest
+    b_events = [x for x in read if isinstance(x, int)]
+    assert b_events == sorted(b_events)
+    assert b_events[:8] == list(range(8))
+
+
+async def _block_counts(subscribe_order: list[str]) -> dict[str, tuple[int, ...]]:
+    """Refuse x's and y's publishes as below; their counters, with y the lead or not."""
+    async with Hub() as hub:
+        subs = {
+            sid: hub.subscribe("a", tenant="t", buffer=1, overflow="block", subscriber_id=sid)
+            for sid in subscribe_order
+        }
+        await hub.publish("a", 0, tenant="t")
+        drain(subs["x"])
+        for _ in range(3):  # x has room, y has none
+            with pytest.raises(WouldBlock, match="subscriber 'y'"):
+                hub.publish_nowait("a", 1, tenant="t")
+        async with asyncio.timeout(5):
+            publisher = asyncio.ensure_future(hub.publish("a", 1, tenant="t"))
+            await until(lambda: hub.statistics().waiting_publishers == 1)
+            assert subs["y"].receive_nowait().data == 0
+            await publisher
+        lead = hub._topics[("t", "a")].lead
+        assert lead is not None
+        assert lead.subscriber_id == subscribe_order[-1]
+        counts = {}
+        for sid, sub in subs.items():
+            ring = sub._s.ring.statistics()
+            stats = sub.statistics()
+            counts[sid] = (ring.offered, ring.accepted, ring.would_block, stats.blocked)
+        return counts
+
+
+async def test_block_counters_do_not_depend_on_which_subscriber_leads() -> None:
+    y_leads = await _block_counts(["x", "y"])
+    x_leads = await _block_counts(["y", "x"])
+    assert y_leads == x_leads
+    # Every refusal counts once, in the refusing buffer only.
+    offered, accepted, would_block, blocked = y_leads["y"]
+    assert accepted == 2
+    assert would_block == blocked >= 4  # three publish_nowait, and the publish that waited
+    assert offered == accepted + would_block
+    assert y_leads["x"] == (2, 2, 0, 0)
