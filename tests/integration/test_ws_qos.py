@@ -236,6 +236,9 @@ async def test_without_batch_every_chunk_is_its_own_message(serve: Serve) -> Non
 
 
 # -- fair sharing by priority, and the bandwidth limit --------------------------------
+#
+# The assertions below are about counts and hard bounds, not about how fast a
+# loaded machine runs: a slow machine only makes the client read less, later.
 
 
 async def test_a_high_priority_stream_is_not_starved_by_a_low_priority_flood(
@@ -244,52 +247,107 @@ async def test_a_high_priority_stream_is_not_starved_by_a_low_priority_flood(
     rate = 50_000
     settings = EdgeSettings(ws=WsSettings(bytes_per_s=rate, burst_bytes=2048))
     async with serve(padded_flow(), settings) as base, client(base) as c:
-        async with asyncio.timeout(30):
+        async with asyncio.timeout(60):
             low = await c.start(10**6, ref="low", priority=0)
             await c.send("credit", stream_id=low, n=10**9)
-            # The flood has filled its queue on the connection (32 KiB: 0.65 s at the limit).
+            # The flood fills its queue on the connection: 32 KiB, ~170 chunks.
             await c.chunks()
-            asked = time.monotonic()
             high = await c.start(10**6, ref="high", priority=3)
             await c.send("credit", stream_id=high, n=10**9)
             got: dict[str, int] = {low: 0, high: 0}
-            while True:
+            while not got[high]:
                 for op in await c.chunks():
                     got[op["stream_id"]] += 1
-                if got[high]:
-                    break
-            first_chunk_s = time.monotonic() - asked
-            # FIFO would make it wait for the whole queued flood; DRR, about one run.
-            assert first_chunk_s < 0.3, first_chunk_s
+            # FIFO would send the whole queued flood (~170 chunks) first; DRR about
+            # one run (2 KiB, ~12 chunks) and one turn of the low stream.
+            assert got[low] < 80, got
             got = {low: 0, high: 0}
-            began = time.monotonic()
-            while time.monotonic() - began < 1.2:
+            while sum(got.values()) < 400:
                 for op in await c.chunks():
                     got[op["stream_id"]] += 1
             share = got[high] / (got[high] + got[low])
-            # Weights 2**3 : 2**0 give the high stream 8/9 of the bytes; FIFO or
-            # plain round robin would give it about half.
-            assert 0.8 <= share <= 0.95, got
+            # Weights 2**3 : 2**0 give the high stream 8/9 of the bytes (the chunks
+            # are of one size); FIFO or plain round robin would give it about half.
+            assert 0.75 <= share <= 0.97, got
             assert got[low] > 0  # the low stream is slowed, not starved
             for sid in (low, high):
                 await c.send("cancel", stream_id=sid)
 
 
 async def test_the_bandwidth_limit_holds_the_delivered_rate(serve: Serve) -> None:
-    rate = 200_000
-    settings = EdgeSettings(ws=WsSettings(bytes_per_s=rate, burst_bytes=4096))
-    async with serve(padded_flow(), settings) as base, client(base) as c:
-        async with asyncio.timeout(30):
+    rate, burst = 200_000, 4096
+    settings = EdgeSettings(ws=WsSettings(bytes_per_s=rate, burst_bytes=burst))
+    async with serve(padded_flow(), settings) as base:
+        connecting = time.monotonic()  # the connection's budget starts after this
+        async with client(base) as c, asyncio.timeout(60):
             sid = await c.start(10**6, ref="bw")
             await c.send("credit", stream_id=sid, n=10**9)
-            await c.chunks()  # running: the burst is spent within the first 20 ms
-            began = time.monotonic()
-            counted = c.wire_bytes
-            while time.monotonic() - began < 0.2:  # steady state first
-                await c.chunks()
             began, counted = time.monotonic(), c.wire_bytes
-            while time.monotonic() - began < 1.0:
+            while time.monotonic() - began < 1.5:
                 await c.chunks()
+                # The hard bound: never more than the burst plus the rate since the
+                # connection opened (every message counts, control ops too).
+                assert c.wire_bytes <= burst + rate * (time.monotonic() - connecting), c.wire_bytes
             measured = (c.wire_bytes - counted) / (time.monotonic() - began)
-            assert abs(measured - rate) / rate < 0.05, measured
+            assert measured > rate / 2, measured  # a loose floor: the limit is not far lower
             await c.send("cancel", stream_id=sid)
+
+
+async def round_trip(c: Client, ref: str) -> float:
+    """Seconds from sending ``ping`` to its ``pong``, whatever comes in between."""
+    sent = time.monotonic()
+    await c.send("ping", ref=ref)
+    while True:
+        msg = await c.recv()
+        if msg["op"] == "pong":
+            assert msg["ref"] == ref
+            return time.monotonic() - sent
+
+
+async def test_control_ops_do_not_wait_for_paced_runs(serve: Serve) -> None:
+    # At 10 kB/s the queued events (200 kB) and chunks take ~25 s to go out: a
+    # pong or a cancel stuck behind them would be seconds late, not milliseconds.
+    settings = EdgeSettings(ws=WsSettings(bytes_per_s=10_000, burst_bytes=4096))
+    flow = padded_flow()
+    async with serve(flow, settings) as base, client(base) as c, asyncio.timeout(60):
+        await c.send("sub_topic", pattern="load.>")
+        sid = await c.start(10**6, ref="flood")
+        await c.send("credit", stream_id=sid, n=10**9)
+        for i in range(200):
+            await c.send("publish", topic=f"load.{i % 4}", data="y" * 1000)
+        while (await c.recv())["op"] != "event":
+            pass  # the topic pump is sending: its backlog is paced from now on
+        # Generous for a loaded machine, and still far below the backlog's 25 s.
+        assert await round_trip(c, "p1") < 3.0
+        await c.send("cancel", stream_id=sid)
+        assert await round_trip(c, "p2") < 3.0  # ops are handled in order: cancel was
+        brief = flow.brief(sid)
+        assert brief is None or brief.state == "cancelled", brief
+
+
+async def test_what_zstd_messages_inflate_to_is_paced(serve: Serve) -> None:
+    # Each frame is ~130 bytes on the wire and a valid ~1 MB ping once inflated
+    # (one ``ref`` key repeated: the last one wins).
+    n = 60_000
+    rate, burst = 2_000_000, 1_000_000
+    settings = EdgeSettings(ws=WsSettings(inflate_bytes_per_s=rate, inflate_burst_bytes=burst))
+    assert WsSettings().inflate_bytes_per_s == 8 * 1024 * 1024  # the documented default
+    async with serve(padded_flow(), settings) as base, client(base, ZSTD) as c:
+        async with asyncio.timeout(60):
+            frames = []
+            for i in range(5):
+                entry = msgspec.msgpack.encode("ref") + msgspec.msgpack.encode(f"bomb{i:08}")
+                op = b"\xdf" + n.to_bytes(4, "big") + msgspec.msgpack.encode("op")
+                op += msgspec.msgpack.encode("ping") + entry * (n - 1)
+                frames.append(compress_client_frame(op))
+            inflated = len(op)
+            assert inflated > 1000 * max(map(len, frames))
+            began = time.monotonic()
+            for frame in frames:
+                await c.ws.send(frame)
+            for i in range(5):
+                assert await c.recv() == {"op": "pong", "ref": f"bomb{i:08}"}
+            elapsed = time.monotonic() - began
+            # The fifth is inflated once the budget has earned back the first four
+            # (less the burst): a lower bound, which a slow machine only helps.
+            assert elapsed >= (4 * inflated - burst) / rate * 0.95, elapsed

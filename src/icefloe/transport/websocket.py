@@ -30,7 +30,9 @@ Limits: streams per connection (``max_streams``), credit per stream
 (``MAX_CREDIT``), bytes queued per stream (``stream_queue_bytes``), one send
 at a time per connection, each within ``send_timeout_s`` or the client is
 cut (1008, "slow consumer"); a zstd client message inflating past
-``max_frame`` is cut with 1009.
+``max_frame`` is cut with 1009, and the bytes a connection's zstd messages
+inflate to are paced (``inflate_bytes_per_s``): a 1 KiB frame may inflate
+to ``max_frame``, so the wire bytes alone do not bound a client's cost.
 """
 
 from __future__ import annotations
@@ -40,7 +42,6 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import HTTPConnection
@@ -90,7 +91,8 @@ from icefloe.runtime.subscription import Subscription
 from icefloe.transport.auth import Principal, Scope
 from icefloe.transport.errors import HttpError
 from icefloe.transport.ws_handshake import choose_subprotocol, deny, origin_denial
-from icefloe.transport.ws_sender import WsSender, WsSendStatistics
+from icefloe.transport.ws_sender import ByteBudget, WsSender, WsSendStatistics
+from icefloe.transport.ws_settings import MAX_CREDIT, WsSettings
 
 if TYPE_CHECKING:
     from icefloe.transport.app import _Edge
@@ -106,59 +108,8 @@ __all__ = [
 
 logger = logging.getLogger("icefloe.ws")
 
-#: credit one stream may hold (a client granting more is capped, not refused)
-MAX_CREDIT = 2**31 - 1
 #: ended streams a connection remembers, so that ops crossing their end are no-ops
 MAX_ENDED = 1024
-
-
-@dataclass(frozen=True, slots=True)
-class WsSettings:
-    """Limits of the WebSocket edge; each is a documented promise."""
-
-    #: initial credit of every stream (DESIGN.md ``--window``)
-    window: int = 256
-    #: bytes of one incoming message at most (uvicorn ``ws_max_size``; over it: 1009)
-    max_frame: int = 1024 * 1024
-    #: seconds a detached session can be resumed
-    session_ttl_s: float = 30.0
-    #: sessions kept at once (attached or waiting to be resumed)
-    max_sessions: int = 100_000
-    #: streams one connection may follow at once
-    max_streams: int = 1024
-    #: seconds one send may take before the client is cut
-    send_timeout_s: float = 10.0
-    #: bad messages allowed in a burst, and per second after it, before 1008
-    bad_burst: int = 10
-    bad_per_s: float = 1.0
-    #: bandwidth limit of one connection, bytes per second (``None``: unlimited)
-    bytes_per_s: float | None = None
-    #: bytes a connection may send at once above that pace (the bucket's size)
-    burst_bytes: int = 64 * 1024
-    #: bytes a stream of priority 0 may send per fair-queueing turn; priority p
-    #: gets ``2 ** p`` times as much
-    quantum_bytes: int = 1024
-    #: encoded bytes one stream may have waiting for the connection (plus one chunk)
-    stream_queue_bytes: int = 32 * 1024
-    #: bytes of chunks written per run, and most packed into one ``chunks`` op
-    batch_bytes: int = 16 * 1024
-    #: accept ``icefloe.v1.msgpack+zstd`` (when the zstandard package is installed)
-    zstd: bool = True
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.window <= MAX_CREDIT:
-            raise ValueError(f"window must be 1..{MAX_CREDIT}, got {self.window!r}")
-        if self.max_frame < 1024:
-            raise ValueError(f"max_frame must be >= 1024 bytes, got {self.max_frame!r}")
-        if not self.session_ttl_s > 0 or not self.send_timeout_s > 0:
-            raise ValueError("session_ttl_s and send_timeout_s must be > 0")
-        if self.max_sessions < 1 or self.max_streams < 1:
-            raise ValueError("max_sessions and max_streams must be >= 1")
-        if self.bytes_per_s is not None and not 0 < self.bytes_per_s < float("inf"):
-            raise ValueError(f"bytes_per_s must be > 0 or None, got {self.bytes_per_s!r}")
-        for name in ("burst_bytes", "quantum_bytes", "stream_queue_bytes", "batch_bytes"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
 
 
 class _Cut(Exception):
@@ -231,6 +182,14 @@ class WsConnection:
         self._bad = BadMessageMeter(
             time.monotonic, burst=settings.bad_burst, rate=settings.bad_per_s
         )
+        rate = settings.inflate_bytes_per_s
+        self._inflate_budget = (
+            None
+            if rate is None or not compress
+            else ByteBudget(rate, settings.inflate_burst_bytes, time.monotonic)
+        )
+        #: bytes the client's zstd messages inflated to
+        self.inflated_bytes = 0
         # The session's owner key (tenant and subject) and this connection's attachment.
         self._owner_key = f"{principal.tenant}\x00{principal.subject}"
         self._attachment: int | None = None
@@ -299,7 +258,7 @@ class WsConnection:
     async def handle(self, frame: bytes | str) -> None:
         try:
             if self.compress and isinstance(frame, bytes) and is_zstd(frame):
-                frame = self._inflate(frame)
+                frame = await self._inflate(frame)
             op = decode_client(frame, self.fmt)
         except BadRequest as exc:
             if self._bad.record():
@@ -317,14 +276,24 @@ class WsConnection:
             logger.exception("WebSocket op %s failed", type(op).__name__)
             await self.error("internal", "internal error", ref=getattr(op, "ref", None))
 
-    def _inflate(self, frame: bytes) -> bytes:
-        """A zstd client message, decompressed within ``max_frame`` (over it: 1009)."""
+    async def _inflate(self, frame: bytes) -> bytes:
+        """A zstd client message, decompressed within ``max_frame`` (over it: 1009)
+        once the connection's inflate budget is no longer overdrawn."""
+        budget = self._inflate_budget
+        if budget is not None:
+            wait = budget.charge(0)
+            if wait > 0:
+                await asyncio.sleep(wait)  # pacing the client's input, not synchronisation
         try:
-            return decompress_client_frame(frame, self.settings.max_frame)
+            out = decompress_client_frame(frame, self.settings.max_frame)
         except FrameTooLarge:
             raise _Cut(1009, "message too big once decompressed") from None
         except DecodeError as exc:
             raise BadRequest(str(exc)) from None
+        if budget is not None:
+            budget.charge(len(out))
+        self.inflated_bytes += len(out)
+        return out
 
     async def dispatch(self, op: Any) -> None:
         match op:
@@ -578,14 +547,18 @@ class WsConnection:
         """Send a topic subscription's events as ``event`` ops (no credit: the
         hub's buffer and its ``drop_oldest`` policy bound a slow client)."""
         text = self.fmt is Format.JSON
+        sender = self._sender
         try:
             while True:
+                # Runs as the writer's: a paced run never holds the write lock.
                 frames: list[bytes | str] = []
-                while sub.held():
+                left = sender.run_bytes
+                while left > 0 and sub.held():
                     data = sub.receive_nowait().encoded(self.fmt)
                     frames.append(data.decode() if text else data)
+                    left -= len(data)
                 if frames:
-                    await self.send(*frames)
+                    await sender.send_bulk(frames)
                     continue
                 end = sub.end_reason()
                 if end is not None:

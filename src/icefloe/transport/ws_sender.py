@@ -17,17 +17,23 @@ through one :class:`WsSender`, in one of two ways:
   queued behind its chunks (:meth:`WsSender.push_tail`), so it never
   overtakes them.
 
-Whatever the writer finds queued at once (the connection lags) it writes as
-one run under the write lock, at most ``batch_bytes`` per run; when the
-client asked for batches (``hello {batch: true}``), the chunks of the run
-are packed into ``chunks`` ops, one WebSocket message (and one transport
-write) for many chunks. Each chunk keeps its own seq and has already
-consumed its own credit.
+Whatever the writer finds queued at once (the connection lags) it takes as
+one run, at most ``batch_bytes`` per run; when the client asked for batches
+(``hello {batch: true}``), the chunks of the run are packed into ``chunks``
+ops, one WebSocket message (and one transport write) for many chunks. Each
+chunk keeps its own seq and has already consumed its own credit. Topic
+``event`` ops take the same paced path (:meth:`WsSender.send_bulk`), in
+runs of the same size.
 
-Then each message is compressed (``icefloe.v1.msgpack+zstd``), paced by the
-connection's bandwidth limit (a :class:`~icefloe.core.token_bucket.TokenBucket`
-over the bytes handed to the WebSocket layer) and sent within the send
-timeout; the pacing wait does not count against that timeout.
+Then each message is compressed (``icefloe.v1.msgpack+zstd``) and sent under
+the write lock, within the send timeout. The connection's bandwidth limit (a
+:class:`ByteBudget` over the bytes handed to the WebSocket layer) is waited
+for *before* the write lock is taken: a paced run reserves its bytes, waits
+until the budget covers them, and only then takes the lock to write, so a
+control op never waits for the limit, only for the write in progress. Paced
+runs wait for their turn one at a time (a second lock, ``_bulk``), so runs
+go out in the order they were taken. Control ops are charged to the budget
+without waiting. The pacing wait does not count against the send timeout.
 
 Bounds: each stream queues at most ``stream_queue_bytes`` of encoded chunks
 (plus one chunk); its pump waits for room. The DRR holds nothing else.
@@ -44,14 +50,58 @@ from typing import Any, NamedTuple
 from icefloe.core.codec import Format
 from icefloe.core.drr import DeficitRoundRobin
 from icefloe.core.ops import encode_chunks
-from icefloe.core.token_bucket import TokenBucket
 from icefloe.core.wszstd import ZstdMessageCompressor
 
-__all__ = ["WsSendStatistics", "WsSender"]
+__all__ = ["ByteBudget", "WsSendStatistics", "WsSender"]
 
 Frame = bytes | str
 
 logger = logging.getLogger("icefloe.ws")
+
+
+class ByteBudget:
+    """``rate`` bytes per second with bursts of ``burst``, that may be overdrawn (sans-I/O).
+
+    A token bucket whose level may go below zero: :meth:`charge` takes bytes
+    at once, whatever the level, and says how long until the level is back
+    at zero. A caller that charges before it acts and waits that long before
+    acting never exceeds ``burst + rate * elapsed`` bytes; one that acts first
+    (a control op) is charged all the same, and the next waiter pays for it.
+    Unlike :class:`~icefloe.core.token_bucket.TokenBucket` it takes requests
+    larger than the burst: they wait for the bytes over it to accrue.
+
+    :param rate: bytes per second; finite and > 0.
+    :param burst: the level's ceiling, in bytes; > 0. The budget starts full.
+    :param clock: monotonic seconds (``time.monotonic``, or a fake one in tests).
+    """
+
+    __slots__ = ("_clock", "_last", "_level", "burst", "rate")
+
+    def __init__(self, rate: float, burst: float, clock: Callable[[], float]) -> None:
+        if not (0 < rate < float("inf") and 0 < burst < float("inf")):
+            raise ValueError(f"rate and burst must be finite and > 0, got {rate!r}, {burst!r}")
+        self.rate = float(rate)
+        self.burst = float(burst)
+        self._clock = clock
+        self._level = self.burst
+        self._last = clock()
+
+    @property
+    def level(self) -> float:
+        """Bytes available now; negative while overdrawn."""
+        now = self._clock()
+        if now > self._last:
+            level = self._level + (now - self._last) * self.rate
+            self._level = level if level < self.burst else self.burst
+            self._last = now
+        return self._level
+
+    def charge(self, n: float) -> float:
+        """Take ``n`` bytes now (a negative ``n`` gives them back); the seconds
+        until the level is back at zero (0.0 if it is not overdrawn)."""
+        level = self.level - n
+        self._level = level if level < self.burst else self.burst
+        return 0.0 if level >= 0 else -level / self.rate
 
 
 class _Tail:
@@ -71,11 +121,11 @@ class WsSendStatistics(NamedTuple):
     #: their payload bytes as handed to the WebSocket layer (after zstd, before
     #: permessage-deflate and framing); text frames count their UTF-8 bytes
     bytes: int
-    #: ``chunk``/``end`` ops sent, alone or in ``chunks`` ops
+    #: ``chunk``/``end`` ops sent (written without error), alone or in ``chunks`` ops
     chunks: int
     #: ``chunks`` ops sent (each carries two or more chunks)
     batches: int
-    #: chunks queued now, waiting for their turn
+    #: chunks queued now, waiting for their turn (a queued terminal ``error`` is not one)
     queued_chunks: int
     #: encoded bytes of those chunks
     queued_bytes: int
@@ -111,6 +161,7 @@ class WsSender:
     :param bytes_per_s: the connection's bandwidth limit; ``None``: unlimited.
     :param burst_bytes: bytes that may go out at once above the limit's pace.
     :param weight: the DRR weight of a priority.
+    :param clock: the bandwidth limit's clock (monotonic seconds).
     """
 
     def __init__(
@@ -127,6 +178,7 @@ class WsSender:
         bytes_per_s: float | None,
         burst_bytes: int,
         weight: Callable[[int], float],
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._raw = send
         self._fmt = fmt
@@ -138,18 +190,19 @@ class WsSender:
         self._stream_queue_bytes = stream_queue_bytes
         # Under a bandwidth limit a run takes at most a burst: what is taken is
         # committed to the wire, and a stream arriving later waits behind it.
-        self._batch_bytes = batch_bytes if bytes_per_s is None else min(batch_bytes, burst_bytes)
-        self._bucket = (
-            None if bytes_per_s is None else TokenBucket(bytes_per_s, burst_bytes, time.monotonic)
-        )
+        #: bytes per run (of chunks, or of topic events)
+        self.run_bytes = batch_bytes if bytes_per_s is None else min(batch_bytes, burst_bytes)
+        self._budget = None if bytes_per_s is None else ByteBudget(bytes_per_s, burst_bytes, clock)
         #: pack the chunks of a run into ``chunks`` ops (the client's ``hello``)
         self.batch = False
-        self._lock = asyncio.Lock()
+        self._lock = asyncio.Lock()  # held while writing, never while pacing
+        self._bulk = asyncio.Lock()  # paced runs, one at a time, in the order taken
         self._drr: DeficitRoundRobin[str, Frame | _Tail] = DeficitRoundRobin(
             quantum=quantum_bytes,
             max_items=None,  # bounded per stream in bytes, below
         )
-        self._queued: dict[str, int] = {}  # encoded bytes queued per stream
+        self._queued: dict[str, int] = {}  # encoded bytes of chunks queued per stream
+        self._tails = 0  # terminal frames queued (in the DRR, not counted as chunks)
         self._finished: set[str] = set()  # streams to forget once their queue drains
         self._room: dict[str, asyncio.Future[None]] = {}  # pumps waiting for room
         self._wakeup: asyncio.Future[None] | None = None
@@ -165,12 +218,36 @@ class WsSender:
     async def send(self, *frames: Frame) -> None:
         """Send frames in order, as one uninterrupted run, within the send timeout.
 
+        They never wait for the bandwidth limit (only for a write in progress),
+        but are charged to it.
+
         :raises TimeoutError: the client did not take them in time (``on_timeout``
             was called first).
         :raises ConnectionResetError: the connection is closed.
         """
         async with self._lock:
-            await self._write(frames)
+            await self._write(frames, 0)
+
+    async def send_bulk(self, frames: Sequence[Frame]) -> None:
+        """Send frames in order (topic ``event`` ops), paced like stream chunks.
+
+        The caller keeps a run under :attr:`run_bytes`. A failure cuts the
+        connection as the writer's would.
+
+        :raises TimeoutError: the client did not take them in time (the connection is cut).
+        :raises ConnectionResetError: the connection is closed or broken.
+        """
+        try:
+            if self._budget is None:
+                async with self._lock:
+                    await self._write(frames, 0)
+            else:
+                async with self._bulk:
+                    await self._paced(frames)
+        except Exception as exc:
+            if self._broken(exc):
+                raise ConnectionResetError("the connection is broken") from exc
+            raise
 
     # -- stream chunks -------------------------------------------------------------
 
@@ -210,24 +287,24 @@ class WsSender:
             push(key, frame, cost or 1)
             total += cost
         self._queued[key] = self._queued.get(key, 0) + total
-        if self._idle and not self._lock.locked():
+        if self._idle and not self._lock.locked() and not self._bulk.locked():
             return True
         self._wake()
         return False
 
     async def drain(self) -> None:
         """Write one run now, in this task (see :meth:`push_chunks`); the writer
-        task takes over if more is queued.
+        task takes over if more is queued. A failure is handled as the writer
+        handles it (a bug cuts the connection with 1011).
 
         :raises TimeoutError: the client did not take it in time (the connection is cut).
-        :raises ConnectionResetError: the connection is closed.
+        :raises ConnectionResetError: the connection is closed or broken.
         """
         try:
-            async with self._lock:
-                if self._drr:
-                    await self._write(self._take())
-        except (TimeoutError, OSError) as exc:
-            self._fail(exc)
+            await self._write_run()
+        except Exception as exc:
+            if self._broken(exc):
+                raise ConnectionResetError("the connection is broken") from exc
             raise
         if self._drr:
             self._wake()
@@ -236,7 +313,7 @@ class WsSender:
         """Queue a control frame (the stream's terminal ``error``) behind its chunks."""
         self._check()
         self._drr.push(key, _Tail(frame), len(frame) or 1)
-        self._queued[key] = self._queued.get(key, 0) + len(frame)
+        self._tails += 1
         self._wake()
 
     def forget(self, key: str) -> None:
@@ -283,57 +360,81 @@ class WsSender:
                     finally:
                         self._idle = False
                     continue
-                async with self._lock:
-                    await self._write(self._take())
-        except (TimeoutError, OSError) as exc:
-            self._fail(exc)  # cut (timeout) or gone (OSError): the pumps must stop
+                await self._write_run()
         except Exception as exc:
-            # A bug: the client must learn the connection is broken, not wait on it.
-            logger.exception("WebSocket writer failed")
-            self._fail(exc)
-            self._cut(1011, "internal error")
+            self._broken(exc)
         except asyncio.CancelledError:
             self._fail(ConnectionResetError("the connection is closing"))
             raise
 
+    async def _write_run(self) -> None:
+        """Take one run of queued chunks and write it (paced, under a limit)."""
+        if self._budget is None:
+            async with self._lock:
+                if self._drr:
+                    frames, chunks, batches = self._take()
+                    await self._write(frames, 0)
+                    self._chunks += chunks
+                    self._batches += batches
+            return
+        async with self._bulk:
+            if self._drr:
+                frames, chunks, batches = self._take()
+                await self._paced(frames)
+                self._chunks += chunks
+                self._batches += batches
+
+    def _broken(self, exc: Exception) -> bool:
+        """The send path failed: stop the pumps; on a bug, cut the connection
+        (1011) and return True (a caller then raises ConnectionResetError)."""
+        self._fail(exc)  # cut (timeout) or gone (OSError): the pumps must stop
+        if isinstance(exc, TimeoutError | OSError):
+            return False
+        # A bug: the client must learn the connection is broken, not wait on it.
+        logger.error("WebSocket send failed", exc_info=exc)
+        self._cut(1011, "internal error")
+        return True
+
     def _fail(self, exc: BaseException) -> None:
-        self._failure = exc
+        if self._failure is None:
+            self._failure = exc
         for waiter in self._room.values():
             if not waiter.done():
                 waiter.set_exception(ConnectionResetError("the connection is closed"))
                 waiter.exception()  # retrieved: a pump that is gone must not warn
         self._room.clear()
 
-    def _take(self) -> list[Frame]:
-        """Pop one run (up to ``batch_bytes``) in fair order; the messages to send."""
+    def _take(self) -> tuple[list[Frame], int, int]:
+        """Pop one run (up to ``run_bytes``) in fair order: the messages to send,
+        the chunks they carry and the ``chunks`` ops among them (counted once sent)."""
         drr = self._drr
         queued = self._queued
         batch = self.batch
-        budget = self._batch_bytes
+        budget = self.run_bytes
         out: list[Frame] = []
         run: list[Frame] = []
-        chunks = 0
+        chunks = batches = 0
         while drr and budget > 0:
             key, item = drr.pop()
             if type(item) is _Tail:
                 frame = item.frame
+                self._tails -= 1
                 if run:
-                    self._flush(run, out)
+                    batches += self._flush(run, out)
                     run = []
                 out.append(frame)
+                left = queued.get(key, 0)
             else:
                 frame = item  # type: ignore[assignment]
                 chunks += 1
                 (run if batch else out).append(frame)
-            cost = len(frame)
-            budget -= cost
-            left = queued[key] = queued[key] - cost
+                left = queued[key] = queued[key] - len(frame)
+            budget -= len(frame)
             if left <= self._stream_queue_bytes // 2:
                 self._room_for(key, left)
         if run:
-            self._flush(run, out)
-        self._chunks += chunks
-        return out
+            batches += self._flush(run, out)
+        return out, chunks, batches
 
     def _room_for(self, key: str, left: int) -> None:
         waiter = self._room.pop(key, None)
@@ -342,34 +443,52 @@ class WsSender:
         if not left and key in self._finished and not self._drr.queued(key):
             self._drop(key)
 
-    def _flush(self, run: list[Frame], out: list[Frame]) -> None:
+    def _flush(self, run: list[Frame], out: list[Frame]) -> int:
+        """Append ``run`` to ``out``, packed when it is two or more; the ``chunks`` ops made."""
         if len(run) == 1:
             out.append(run[0])
-        else:
-            out.append(encode_chunks(run, self._fmt))
-            self._batches += 1
+            return 0
+        out.append(encode_chunks(run, self._fmt))
+        return 1
 
     # -- the wire ------------------------------------------------------------------
 
-    async def _write(self, frames: Sequence[Frame]) -> None:
-        """Compress, pace and send ``frames``; the caller holds the lock."""
+    async def _paced(self, frames: Sequence[Frame]) -> None:
+        """Reserve ``frames``' bytes, wait (without the write lock) until the
+        bandwidth limit covers them, then write; the caller holds ``_bulk``.
+
+        With zstd the reservation is the bytes before compression (an upper
+        bound, give or take a few bytes of zstd block header); :meth:`_write`
+        settles the difference once it knows the compressed size.
+        """
+        budget = self._budget
+        assert budget is not None
+        reserved = sum(map(_size, frames))
+        wait = budget.charge(reserved)
+        if wait > 0:
+            began = time.monotonic()
+            await asyncio.sleep(wait)  # pacing, not synchronisation
+            self._paced_s += time.monotonic() - began
+        async with self._lock:
+            await self._write(frames, reserved)
+
+    async def _write(self, frames: Sequence[Frame], reserved: int) -> None:
+        """Compress and send ``frames`` within the send timeout, charging the
+        bandwidth limit for their bytes beyond the ``reserved`` ones; the caller
+        holds the write lock."""
         raw = self._raw
         key = self._key
         zstd = self._zstd
-        wire: list[Frame] = list(frames)
+        wire: Sequence[Frame] = frames
         if zstd is not None:
-            wire = [zstd.compress(f if isinstance(f, bytes) else f.encode()) for f in wire]
-        sizes = [_size(f) for f in wire]
+            wire = [zstd.compress(f if isinstance(f, bytes) else f.encode()) for f in frames]
+        size = sum(map(_size, wire))
+        if self._budget is not None:
+            self._budget.charge(size - reserved)
         try:
-            if self._bucket is None:
-                async with asyncio.timeout(self._timeout):
-                    for frame in wire:
-                        await raw({"type": "websocket.send", key: frame})
-            else:
-                for frame, size in zip(wire, sizes, strict=True):
-                    await self._pace(size)
-                    async with asyncio.timeout(self._timeout):
-                        await raw({"type": "websocket.send", key: frame})
+            async with asyncio.timeout(self._timeout):
+                for frame in wire:
+                    await raw({"type": "websocket.send", key: frame})
         except TimeoutError:
             self._cut(1008, "slow consumer: a send did not finish in time")
             raise
@@ -379,27 +498,7 @@ class WsSender:
             # peer is gone, as when a send raises OSError.
             raise ConnectionResetError("the connection is closed") from exc
         self._messages += len(wire)
-        self._bytes += sum(sizes)
-
-    async def _pace(self, size: int) -> None:
-        """Wait until the bandwidth limit lets ``size`` more bytes out, and take them.
-
-        A message larger than the burst is taken in burst-sized parts, so it
-        goes out at the limit's pace too.
-        """
-        bucket = self._bucket
-        assert bucket is not None
-        burst = int(bucket.burst)
-        while size > 0:
-            part = min(size, burst)
-            wait = bucket.time_until(part)
-            if wait > 0:
-                began = time.monotonic()
-                await asyncio.sleep(wait)  # pacing, not synchronisation
-                self._paced_s += time.monotonic() - began
-                continue
-            if bucket.try_take(part):
-                size -= part
+        self._bytes += size
 
     # -- the end -------------------------------------------------------------------
 
@@ -415,15 +514,16 @@ class WsSender:
     def statistics(self) -> WsSendStatistics:
         """A snapshot of the counters and queues."""
         zstd = self._zstd
+        budget = self._budget
         return WsSendStatistics(
             messages=self._messages,
             bytes=self._bytes,
             chunks=self._chunks,
             batches=self._batches,
-            queued_chunks=len(self._drr),
+            queued_chunks=len(self._drr) - self._tails,
             queued_bytes=sum(self._queued.values()),
             backlogged_streams=sum(1 for n in self._queued.values() if n),
-            bytes_per_s=None if self._bucket is None else self._bucket.rate,
+            bytes_per_s=None if budget is None else budget.rate,
             paced_s=self._paced_s,
             uncompressed_bytes=0 if zstd is None else zstd.statistics().bytes_in,
         )
