@@ -15,9 +15,20 @@ Four optional :class:`~icefloe.runtime.limits.Limits` feed this module:
 Counting is kept off the per-chunk path. Each release adds its size to an
 upper bound of the in-flight bytes (readers only ever lower the truth); only
 when that bound crosses a limit is the exact figure counted, over every
-registered stream. Waiting producers are re-checked by one loop timer every
-``RECHECK_S`` while any wait: readers never call in here, so the token path
-of every consumer stays untouched.
+registered stream. Each stream's gate remembers its last count (where its
+readers and producer stood, and the unread bytes between), so a recount
+costs O(1) for a stream that did not move and O(chunks moved) for one that
+did; only a stream whose only reader popped past the remembered point is
+summed again (O(its unread chunks)). Waiting producers are re-checked by one
+loop timer, every ``RECHECK_S`` while readers make progress, backing off to
+``RECHECK_MAX_S`` while nothing moves: readers never call in here, so the
+token path of every consumer stays untouched.
+
+A memory budget cannot stall for good: if it stays full for
+``Limits.inflight_stall_s`` without any reader progress (a stream nobody
+reads, a paused client), the running stream holding the most unread bytes is
+ended (``limit_exceeded`` for a tenant's budget, ``overloaded`` for the
+flow's), its bytes are dropped, and the others go on.
 
 With none of the four limits set, a flow has no :class:`Budgets` at all and
 a producer pays one ``is None`` test per chunk.
@@ -47,6 +58,8 @@ __all__ = ["BudgetStatistics", "Budgets", "Gate", "TenantBudgetStatistics"]
 GATE_KEY = -1
 #: seconds between re-checks of producers waiting for in-flight bytes to drain
 RECHECK_S = 0.005
+#: the re-check interval doubles up to this while no reader makes progress
+RECHECK_MAX_S = 0.1
 #: a waiting producer resumes once in-flight bytes are at most this share of the limit
 RESUME_AT = 0.75
 
@@ -86,28 +99,60 @@ class BudgetStatistics(NamedTuple):
     refused: int
     #: one entry per tenant with a stream or a budget in use
     tenants: tuple[TenantBudgetStatistics, ...]
+    #: streams ended because a memory budget stayed full with no reader progress
+    stalled: int = 0
 
 
 class _Account:
     """One tenant's share of the budgets."""
 
-    __slots__ = ("blocked", "bucket", "inflight", "lock", "refused", "released", "throttled_s")
+    __slots__ = (
+        "blocked",
+        "bucket",
+        "free_at",
+        "inflight",
+        "lock",
+        "refused",
+        "released",
+        "seen",
+        "since",
+        "throttled_s",
+    )
 
     def __init__(self, bucket: TokenBucket | None) -> None:
         self.bucket = bucket
         # FIFO between the tenant's producers, so one bucket wakes one waiter.
         self.lock = asyncio.Lock() if bucket is not None else None
+        self.free_at = 0.0  # the bucket repays an oversize chunk until then (0: no debt)
         self.inflight = 0  # upper bound; exact after Budgets.recount
         self.released = 0
         self.throttled_s = 0.0
         self.blocked = 0
         self.refused = 0
+        # Stall detection while producers wait: the last exact in-flight
+        # figure, and when it last went down (or the wait began).
+        self.seen = 0
+        self.since = 0.0
 
 
 class Gate:
-    """What one stream's producers pass before releasing a chunk."""
+    """What one stream's producers pass before releasing a chunk.
 
-    __slots__ = ("_account", "_bucket", "_budgets", "_state")
+    It also remembers the stream's last exact count of unread bytes
+    (``c_floor``, ``c_head``, ``c_unread``), so :meth:`Budgets.recount` only
+    sums what moved since.
+    """
+
+    __slots__ = (
+        "_account",
+        "_bucket",
+        "_budgets",
+        "_state",
+        "c_floor",
+        "c_head",
+        "c_unread",
+        "free_at",
+    )
 
     def __init__(
         self,
@@ -120,34 +165,47 @@ class Gate:
         self._state = state
         self._account = account
         self._bucket = bucket
+        self.free_at = 0.0  # the stream's bucket repays an oversize chunk until then
+        self.c_floor = -1  # no count yet
+        self.c_head = -1
+        self.c_unread = 0
 
     def try_acquire(self, size: int) -> bool:
         """Pay for ``size`` bytes now if every budget has room; False takes nothing.
 
-        A chunk bigger than a bucket's burst needs a full bucket and empties it
-        (a non-waiting caller cannot be charged in pieces).
+        A chunk bigger than a bucket's burst needs a full bucket; it takes the
+        burst now and the rest as debt: the bucket refuses everything until
+        its refill has paid the whole size (a non-waiting caller cannot be
+        charged in pieces, so it is charged ahead).
         """
         own, shared = self._bucket, self._account.bucket
         account = self._account
-        if (own is not None and own.tokens < min(size, own.burst)) or (
-            shared is not None
-            and (
-                (account.lock is not None and account.lock.locked())
-                or shared.tokens < min(size, shared.burst)
-            )
+        budgets = self._budgets
+        clock = budgets._clock
+        if own is not None and (
+            (self.free_at and _in_debt(own, self, clock)) or own.tokens < min(size, own.burst)
         ):
             return False
-        budgets = self._budgets
+        if shared is not None and (
+            (account.lock is not None and account.lock.locked())
+            or (account.free_at and _in_debt(shared, account, clock))
+            or shared.tokens < min(size, shared.burst)
+        ):
+            return False
         if budgets.memory and (
             account.inflight + size >= budgets.tenant_limit
             or budgets.inflight + size >= budgets.flow_limit
         ):
-            budgets.recount()
+            # Over the bound: count exactly, but at most once per RECHECK_S,
+            # so a caller retrying emit_nowait in a loop does not recount each time.
+            if clock() - budgets.counted_at >= RECHECK_S:
+                budgets.recount()
             if not budgets._drained(account):
                 return False
-        for bucket in (own, shared):
-            if bucket is not None:
-                bucket.try_take(min(size, bucket.burst))
+        if own is not None:
+            _charge(own, self, size, clock)
+        if shared is not None:
+            _charge(shared, account, size, clock)
         account.released += size
         if budgets.memory:
             account.inflight += size
@@ -161,21 +219,74 @@ class Gate:
         while this waited.
         """
         account = self._account
-        account.released += size
-        if self._bucket is not None:
-            account.throttled_s += await pace(self._bucket, size)
+        clock = self._budgets._clock
+        own = self._bucket
+        if own is not None:
+            if self.free_at:
+                account.throttled_s += await _repay(own, self, clock)
+            account.throttled_s += await pace(own, size)
         bucket = account.bucket
         if bucket is not None:
-            assert account.lock is not None
-            if account.lock.locked() or not (size <= bucket.burst and bucket.try_take(size)):
-                async with account.lock:
+            lock = account.lock
+            assert lock is not None
+            if (
+                lock.locked()
+                or account.free_at
+                or not (size <= bucket.burst and bucket.try_take(size))
+            ):
+                async with lock:
+                    if account.free_at:
+                        account.throttled_s += await _repay(bucket, account, clock)
                     account.throttled_s += await pace(bucket, size)
+        # Released once every bytes/s bucket has paid (not while it waits).
+        account.released += size
         budgets = self._budgets
         if budgets.memory:
             account.inflight += size
             budgets.inflight += size
             if account.inflight >= budgets.tenant_limit or budgets.inflight >= budgets.flow_limit:
                 await budgets.drain(account, self._state)
+
+
+def _charge(
+    bucket: TokenBucket, holder: Gate | _Account, size: int, clock: Callable[[], float]
+) -> None:
+    """Take ``size`` from ``bucket`` (checked to have room); above its burst,
+    the rest is debt that ``holder`` repays by ``free_at``."""
+    burst = bucket.burst
+    if size <= burst:
+        bucket.try_take(size)
+        return
+    bucket.try_take(burst)
+    holder.free_at = clock() + (size - burst) / bucket.rate
+
+
+def _in_debt(bucket: TokenBucket, holder: Gate | _Account, clock: Callable[[], float]) -> bool:
+    """Whether ``holder`` still repays an oversize chunk; settles the debt once due.
+
+    Nobody takes from a bucket in debt, so what it refilled up to ``free_at``
+    belongs to the debt and is taken now; only the refill since is free.
+    """
+    now = clock()
+    free_at = holder.free_at
+    if now < free_at:
+        return True
+    free = min(bucket.burst, (now - free_at) * bucket.rate)
+    owed = bucket.tokens - free
+    if owed > 0:
+        bucket.try_take(owed)
+    holder.free_at = 0.0
+    return False
+
+
+async def _repay(bucket: TokenBucket, holder: Gate | _Account, clock: Callable[[], float]) -> float:
+    """Wait until ``holder``'s debt is paid; the seconds waited."""
+    waited = 0.0
+    while _in_debt(bucket, holder, clock):
+        delay = holder.free_at - clock()
+        await asyncio.sleep(delay)
+        waited += delay
+    return waited
 
 
 class Budgets:
@@ -201,9 +312,17 @@ class Budgets:
         self._accounts: dict[str, _Account] = {}
         self._waiters: list[tuple[_Account, StreamState, asyncio.Future[None]]] = []
         self._timer: asyncio.TimerHandle | None = None
+        self._delay = RECHECK_S  # the re-check timer's interval now (backs off)
+        self._stall_s = limits.inflight_stall_s
+        # Stall detection of the flow's own budget (as _Account.seen / since).
+        self._seen = 0
+        self._since = 0.0
+        #: when the last exact count was made (the budgets' clock)
+        self.counted_at = -float("inf")
         self.recounts = 0
         self.memory_waits = 0
         self.refused = 0
+        self.stalled = 0
 
     @staticmethod
     def wanted(limits: Limits) -> bool:
@@ -254,17 +373,26 @@ class Budgets:
         with hysteresis: the producer goes on only at ``RESUME_AT`` of the
         limit or below, so every count is followed by at least a quarter of
         the limit's bytes before the next, and steady pressure does not
-        recount on every chunk.
+        recount on every chunk. The wait is bounded: see :meth:`_stalled`.
         """
         self.recount()
         if self._drained(account):
             return
         self.memory_waits += 1
         loop = asyncio.get_running_loop()
+        now = self._clock()
+        if not account.blocked:
+            account.seen, account.since = account.inflight, now
+        if not self._waiters:
+            self._seen, self._since = self.inflight, now
         fut: asyncio.Future[None] = loop.create_future()
         self._waiters.append((account, state, fut))
         account.blocked += 1
-        if self._timer is None:
+        if self._timer is None or self._delay > RECHECK_S:
+            # A new waiter is re-checked soon, even while others have stalled.
+            if self._timer is not None:
+                self._timer.cancel()
+            self._delay = RECHECK_S
             self._timer = loop.call_later(RECHECK_S, self._recheck)
         try:
             await fut
@@ -274,7 +402,8 @@ class Budgets:
                 fut.cancel()  # the producer was cancelled; _recheck forgets it
 
     def _recheck(self) -> None:
-        """The re-check timer: wake producers whose budgets drained enough."""
+        """The re-check timer: wake producers whose budgets drained enough,
+        end what stalled, and back off while nothing moves."""
         self._timer = None
         self.recount()
         still = []
@@ -286,8 +415,72 @@ class Budgets:
             else:
                 still.append((account, state, fut))
         self._waiters = still
-        if still:
-            self._timer = asyncio.get_running_loop().call_later(RECHECK_S, self._recheck)
+        if not still:
+            self._delay = RECHECK_S
+            return
+        moved = self._stalled(still)
+        self._delay = RECHECK_S if moved else min(self._delay * 2, RECHECK_MAX_S)
+        self._timer = asyncio.get_running_loop().call_later(self._delay, self._recheck)
+
+    def _stalled(self, waiters: list[tuple[_Account, StreamState, asyncio.Future[None]]]) -> bool:
+        """Track reader progress of the budgets producers wait on; end the
+        biggest unread stream of one that made none for ``inflight_stall_s``.
+
+        Progress is an exact in-flight figure going down. Returns whether
+        anything moved (progress, or a stream ended), which resets the
+        re-check interval.
+        """
+        now = self._clock()
+        moved = False
+        flow_full = self.inflight > self.flow_limit * RESUME_AT
+        for account in dict.fromkeys(waiter[0] for waiter in waiters):
+            if account.inflight < account.seen:
+                account.since = now
+                moved = True
+            account.seen = account.inflight
+            if (
+                account.inflight > self.tenant_limit * RESUME_AT
+                and now - account.since >= self._stall_s
+                and self._end_biggest(account, ErrorCode.LIMIT_EXCEEDED)
+            ):
+                account.since = now
+                moved = True
+        if self.inflight < self._seen:
+            self._since = now
+            moved = True
+        self._seen = self.inflight
+        if (
+            flow_full
+            and now - self._since >= self._stall_s
+            and self._end_biggest(None, ErrorCode.OVERLOADED)
+        ):
+            self._since = now
+            moved = True
+        return moved
+
+    def _end_biggest(self, account: _Account | None, code: ErrorCode) -> bool:
+        """End the running stream (of ``account``'s tenant, or any) holding the
+        most unread bytes; whether there was one. Uses the counts just made."""
+        victim: StreamState | None = None
+        most = 0
+        accounts = self._accounts
+        for state in self._registry:
+            if state.phase or (
+                account is not None and accounts.get(state.headers.tenant) is not account
+            ):
+                continue
+            unread = _unread_bytes(state)
+            if unread > most:
+                victim, most = state, unread
+        if victim is None:
+            return False
+        self.stalled += 1
+        victim.cancel(
+            code,
+            f"{most} unread bytes and no reader progress for {self._stall_s:g} s "
+            f"while the {'tenant' if account is not None else 'flow'}'s in-flight budget is full",
+        )
+        return True
 
     def _drained(self, account: _Account) -> bool:
         return (
@@ -304,6 +497,7 @@ class Budgets:
             if not fut.done():
                 fut.set_result(None)
         self._waiters = []
+        self._delay = RECHECK_S
 
     # -- admission ---------------------------------------------------------------
 
@@ -350,7 +544,11 @@ class Budgets:
     # -- counting ----------------------------------------------------------------
 
     def recount(self) -> None:
-        """Count the unread bytes of every stream exactly; O(streams + unread chunks)."""
+        """Count the unread bytes of every stream exactly.
+
+        O(streams + chunks released or read since the last count); see
+        :func:`_unread_bytes`.
+        """
         self.recounts += 1
         for account in self._accounts.values():
             account.inflight = 0
@@ -363,6 +561,7 @@ class Budgets:
             if owner is not None:
                 owner.inflight += unread
         self.inflight = total
+        self.counted_at = self._clock()
 
     def _prune(self) -> None:
         # Forget tenants with nothing in flight, nobody waiting and a full
@@ -396,6 +595,7 @@ class Budgets:
             self.memory_waits,
             self.refused,
             tenants,
+            self.stalled,
         )
 
 
@@ -404,8 +604,35 @@ def _unread_bytes(state: StreamState) -> int:
 
     Retained history (chunks every reader has consumed, kept for resumption)
     is not in flight: it is bounded by ``stream_history`` and ``max_bytes``.
+
+    Exact, and incremental through the stream's gate: unchanged since the
+    last count, O(1); else O(chunks released or read since) while the chunks
+    read since are still held, and O(unread chunks) when they are not (a
+    solo reader pops what it reads).
     """
     state._recompute_floor()
     buf = state._buf
-    skip = state._floor - (state._head - len(buf))
-    return sum(map(chunk_size, islice(buf, skip if skip > 0 else 0, None)))
+    head = state._head
+    floor = state._floor
+    base = head - len(buf)
+    gate: Gate | None = state.emitters.get(GATE_KEY)
+    if gate is None:
+        skip = floor - base
+        return sum(map(chunk_size, islice(buf, skip if skip > 0 else 0, None)))
+    c_floor, c_head = gate.c_floor, gate.c_head
+    if c_floor == floor and c_head == head:
+        return gate.c_unread
+    if (
+        base <= c_floor <= floor
+        and c_floor <= c_head <= head
+        and (floor - c_floor) + (head - c_head) < head - floor
+    ):
+        # unread = sum[c_floor, c_head) - sum[c_floor, floor) + sum[c_head, head)
+        read = sum(map(chunk_size, islice(buf, c_floor - base, floor - base)))
+        new = sum(map(chunk_size, islice(reversed(buf), 0, head - c_head)))
+        unread = gate.c_unread - read + new
+    else:
+        skip = floor - base
+        unread = sum(map(chunk_size, islice(buf, skip if skip > 0 else 0, None)))
+    gate.c_floor, gate.c_head, gate.c_unread = floor, head, unread
+    return unread

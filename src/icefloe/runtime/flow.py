@@ -295,10 +295,15 @@ class Flow:
                 self._registry.refused += 1
                 raise StreamError(ErrorCode.OVERLOADED, "the flow is congested; retry later", sid)
             delay = wait
-        self._check_budgets(sid, headers)
-        state = self._registry.admit(
-            sid, sid, headers, history=history, window=window, reliability=reliability
-        )
+        try:
+            self._check_budgets(sid, headers)
+            state = self._registry.admit(
+                sid, sid, headers, history=history, window=window, reliability=reliability
+            )
+        except BaseException:
+            if shedder is not None:
+                shedder.refund()  # a refused run must not hold a throttle slot
+            raise
         if shedder is not None:
             shedder.track(state, reliability)
         if message.deadline_s is not None:
@@ -415,6 +420,8 @@ class Flow:
         except WouldBlock:
             state.cancel(ErrorCode.CANCELLED, "the run could not start")
             self._registry.refused += 1
+            if self._shedder is not None:
+                self._shedder.refund()
             raise StreamError(
                 ErrorCode.OVERLOADED, "the flow's ingress queue is full", state.stream_id
             ) from None

@@ -29,6 +29,8 @@ Every limit has a default, a unit and, where it makes sense, ``None`` for
   the whole flow. Over the limit, producers of that tenant (or every
   producer) wait for readers, and new streams are refused at once:
   ``limit_exceeded`` for a tenant (HTTP 429), ``overloaded`` for the flow (503).
+  A budget that stays full for ``inflight_stall_s`` with no reader progress
+  (a stream nobody reads) ends the stream holding the most unread bytes.
 * ``stream_inputs``: interactive inputs (``flow.send_input``, WebSocket
   ``input``) a stream queues until its node reads them; past it a sender is
   refused at once (``WouldBlock``), never made to wait.
@@ -83,6 +85,9 @@ class Limits:
     max_inflight_bytes_per_tenant: int | None = None
     #: unread bytes in all streams before every producer waits (None: no limit)
     max_inflight_bytes: int | None = None
+    #: seconds a memory budget may stay full with no reader progress before the
+    #: stream holding the most unread bytes is ended (``limit_exceeded``)
+    inflight_stall_s: float = 5.0
     #: the adaptive window's target latency, floor and steps (None: fixed windows)
     adaptive_window: FlowWindowPolicy | None = DEFAULT_WINDOW_POLICY
 
@@ -105,6 +110,7 @@ class Limits:
             if value is not None:
                 _check_positive(name, value)
         _check_positive("bytes_burst_s", self.bytes_burst_s)
+        _check_positive("inflight_stall_s", self.inflight_stall_s)
         window = self.adaptive_window
         if window is not None and not isinstance(window, FlowWindowPolicy):
             raise ValueError(f"adaptive_window must be a FlowWindowPolicy or None, got {window!r}")

@@ -81,6 +81,9 @@ class LoadShedder:
         self._candidates: dict[str, tuple[tuple[int, int, int], StreamState]] = {}
         self.refused = 0
         self.shed_accepted = 0
+        # The delay of the slot the last start_delay reserved (None: none), so
+        # a start refused after it can give the slot back (refund).
+        self._reserved: float | None = None
         watch.add_probe_listener(self._on_probe)
 
     # -- admission ---------------------------------------------------------------
@@ -101,6 +104,7 @@ class LoadShedder:
     def start_delay(self, headers: Headers, reliability: str, now: float) -> float | None:
         """Seconds before a run admitted now may start (0.0: at once), or None:
         refused, because the throttled start would wait longer than ``max_delay_s``."""
+        self._reserved = None
         state = self.watch.state
         if state is not CongestionState.CONGESTED or not shed(
             state, priority=headers.priority, reliability=reliability
@@ -109,7 +113,16 @@ class LoadShedder:
         delay = self.throttle.reserve(now)
         if delay is None:
             self.refused += 1
+        else:
+            self._reserved = delay
         return delay
+
+    def refund(self) -> None:
+        """The run of the last :meth:`start_delay` was refused after all (a limit,
+        a budget): give its throttle slot back so later runs are not pushed back."""
+        if self._reserved is not None:
+            self.throttle.refund(self._reserved)
+            self._reserved = None
 
     def track(self, state: StreamState, reliability: str) -> None:
         """Remember an admitted stream if it may be shed when overloaded."""

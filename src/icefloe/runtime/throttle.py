@@ -151,6 +151,14 @@ class AdmissionThrottle:
             self._delayed_s += delay
         return delay
 
+    def refund(self, delay: float) -> None:
+        """Give back the last reservation (it returned ``delay``): the run it was
+        for did not start. Call it before any other reservation."""
+        self._tat -= 1.0 / self._rate
+        if delay:
+            self._delayed -= 1
+            self._delayed_s -= delay
+
     def on_probe(self, congested: bool) -> None:
         """Adapt the rate: multiplicative decrease while congested, additive increase after."""
         policy = self._policy

@@ -8,7 +8,7 @@ import time
 import pytest
 from flowkit import MakeFlow, read_all
 
-from icefloe import Context, Headers, Message, Node, NodePolicy, StreamError
+from icefloe import Context, Headers, Limits, Message, Node, NodePolicy, StreamError
 from icefloe.core.congestion import CongestionPolicy, CongestionState, Thresholds
 from icefloe.exceptions import ErrorCode
 from icefloe.runtime.flow import Flow
@@ -107,6 +107,35 @@ async def test_throttled_start_cancelled_while_waiting_never_runs(make_flow: Mak
     assert flow.stats().nodes[0].invocations <= 1
 
 
+async def test_refused_starts_give_their_throttle_slot_back(make_flow: MakeFlow) -> None:
+    async def hold(msg: Message, ctx: Context) -> None:
+        await ctx.emit_chunk(parent=msg, text="held")
+        await asyncio.Event().wait()  # runs until the flow stops
+
+    flow = make_flow(
+        Node(hold, name="hold", policy=NodePolicy(max_concurrency=4)).to(),
+        congestion=CongestionPolicy(alpha=1.0, dwell_s=60.0),
+        shedding=SheddingPolicy(rate=10.0, burst=1, decrease=0.999, max_delay_s=0.35),
+        limits=Limits(max_streams_per_tenant=1),
+    )
+    assert flow.load is not None
+    flow.load._monitor.observe(time.monotonic(), loop_lag_s=0.07)
+    assert flow.congestion is CongestionState.CONGESTED
+    # The tenant's one stream (high priority: never throttled).
+    await flow.start(Message("hog", Headers(tenant="full", priority=5)))
+    for i in range(10):
+        with pytest.raises(StreamError):  # max_streams_per_tenant, after the throttle
+            await flow.start(Message(i, Headers(tenant="full", priority=0)))
+    # The refused starts held no slot: the next run is the first, and starts at once.
+    genuine = Message("genuine", LOW)
+    await flow.start(genuine)
+    assert genuine.trace_id not in flow._deferred
+    stats = flow.stats().shedding
+    assert stats is not None
+    assert stats.throttle.delayed == 0
+    assert stats.throttle.refused == 0
+
+
 def block_loop(seconds: float) -> None:
     """Hold the event loop, as a CPU-bound handler would (this is the load)."""
     end = time.perf_counter() + seconds
@@ -117,10 +146,14 @@ def block_loop(seconds: float) -> None:
 async def press(flow: Flow, done: object) -> None:
     """Block the loop, one late probe at a time, until ``done()`` (bounded)."""
     assert callable(done)
+    assert flow.load is not None
+    probed = asyncio.Event()
+    flow.load.add_probe_listener(lambda _state: probed.set())
     async with asyncio.timeout(15):
         while not done():
+            probed.clear()
             block_loop(0.3)
-            await asyncio.sleep(0.01)  # let the late probe run
+            await probed.wait()  # the late probe ran (and saw the lag)
 
 
 async def test_overload_sheds_low_priority_at_most_once_only(make_flow: MakeFlow) -> None:
