@@ -8,6 +8,15 @@ Limit: ``maxsize`` items (>= 1). At the limit :meth:`Channel.send` waits and
 :meth:`Channel.send_nowait` raises :class:`~icefloe.exceptions.WouldBlock`.
 Closing wakes every waiter: senders get ``ClosedResourceError``, receivers
 drain what is buffered and then get ``EndOfStream``.
+
+:class:`AdaptiveChannel` (inner node inboxes) adds an adaptive window: its
+effective capacity moves within ``[floor, maxsize]`` from the consumer's
+queue latency, estimated by Little's law as depth / drain rate (the drain
+rate is the count of takes between two samples over the monotonic time
+between them, so no item carries a timestamp). It samples only when a
+sender finds the channel full, and feeds a
+:class:`~icefloe.core.flowwindow.FlowWindow`, so its rules are those of a
+stream's window (docs/qos.md).
 """
 
 from __future__ import annotations
@@ -15,11 +24,13 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable, Iterator
+from time import monotonic
 from typing import Any, Final, Generic, NamedTuple, Protocol, TypeVar
 
+from icefloe.core.flowwindow import FlowWindow, FlowWindowPolicy, FlowWindowStatistics
 from icefloe.exceptions import ClosedResourceError, EndOfStream, WouldBlock
 
-__all__ = ["Channel", "ChannelStatistics"]
+__all__ = ["AdaptiveChannel", "Channel", "ChannelStatistics"]
 
 T = TypeVar("T")
 
@@ -60,16 +71,38 @@ class Channel(Generic[T]):
     as the priority-fair queue of entry nodes; the bound stays ``maxsize``.
     """
 
-    __slots__ = ("_closed", "_getters", "_items", "_maxsize", "_putters")
+    __slots__ = (
+        "_base_got",
+        "_base_t",
+        "_cap",
+        "_closed",
+        "_every",
+        "_fw",
+        "_getters",
+        "_got",
+        "_items",
+        "_maxsize",
+        "_putters",
+    )
 
     def __init__(self, maxsize: int, store: Store[T] | None = None) -> None:
         if not isinstance(maxsize, int) or isinstance(maxsize, bool) or maxsize < 1:
             raise ValueError(f"maxsize must be an int >= 1, got {maxsize!r}")
         self._maxsize = maxsize
+        #: the effective capacity: a sender waits at it; maxsize unless adaptive
+        self._cap = maxsize
         self._items: Store[T] = deque() if store is None else store
         self._getters: deque[asyncio.Future[None]] = deque()
         self._putters: deque[asyncio.Future[None]] = deque()
         self._closed = False
+        # The adaptive window (AdaptiveChannel): its controller, items taken
+        # so far, the last sample's time (-1.0: none, or the consumer found
+        # the channel empty since) and count, and takes between samples.
+        self._fw: FlowWindow | None = None
+        self._got = 0
+        self._base_t = -1.0
+        self._base_got = 0
+        self._every = 1
 
     def __len__(self) -> int:
         return len(self._items)
@@ -79,6 +112,11 @@ class Channel(Generic[T]):
         return self._maxsize
 
     @property
+    def capacity(self) -> int:
+        """The effective capacity: ``maxsize``, or the adaptive window (<= maxsize)."""
+        return self._cap
+
+    @property
     def closed(self) -> bool:
         return self._closed
 
@@ -86,6 +124,11 @@ class Channel(Generic[T]):
         return ChannelStatistics(
             len(self._items), self._maxsize, len(self._putters), len(self._getters), self._closed
         )
+
+    def window_statistics(self) -> FlowWindowStatistics | None:
+        """The adaptive window (effective capacity, signals, adjustments); None: fixed."""
+        fw = self._fw
+        return None if fw is None else fw.statistics()
 
     # -- sending ---------------------------------------------------------------
 
@@ -97,7 +140,7 @@ class Channel(Generic[T]):
         """
         if self._closed:
             raise ClosedResourceError("channel is closed")
-        if len(self._items) >= self._maxsize:
+        if len(self._items) >= self._cap and (self._fw is None or not self._full()):
             raise WouldBlock("channel is full")
         self._items.append(item)
         if self._getters:
@@ -110,7 +153,7 @@ class Channel(Generic[T]):
         """
         items = self._items
         # Fast path: room and nobody queued ahead of us (keeps FIFO fairness).
-        if len(items) < self._maxsize and not self._putters and not self._closed:
+        if len(items) < self._cap and not self._putters and not self._closed:
             items.append(item)
             if self._getters:
                 _wake_one(self._getters)
@@ -120,11 +163,14 @@ class Channel(Generic[T]):
             if self._closed:
                 raise ClosedResourceError("channel is closed")
             # A woken sender has its turn even if others queued behind it.
-            if len(items) < self._maxsize and (woken or not self._putters):
+            if len(items) < self._cap and (woken or not self._putters):
                 items.append(item)
                 if self._getters:
                     _wake_one(self._getters)
                 return
+            # Full at the effective capacity: the adaptive window's sample point.
+            if self._fw is not None and len(items) >= self._cap and self._full():
+                continue  # the window grew: there may be room now
             fut = asyncio.get_running_loop().create_future()
             if woken:
                 self._putters.appendleft(fut)
@@ -135,7 +181,7 @@ class Channel(Generic[T]):
             except BaseException:
                 # A cancelled sender that had been woken passes the wake-up on.
                 _discard(self._putters, fut)
-                if fut.done() and not fut.cancelled() and len(items) < self._maxsize:
+                if fut.done() and not fut.cancelled() and len(items) < self._cap:
                     _wake_one(self._putters)
                 raise
             woken = True
@@ -175,6 +221,8 @@ class Channel(Generic[T]):
                 return item
             if self._closed:
                 raise EndOfStream("channel is closed and drained")
+            # The consumer idles: the time until the next sample is not drain time.
+            self._base_t = -1.0
             fut = asyncio.get_running_loop().create_future()
             self._getters.append(fut)
             try:
@@ -184,6 +232,58 @@ class Channel(Generic[T]):
                 if fut.done() and not fut.cancelled() and self._items:
                     _wake_one(self._getters)
                 raise
+
+    def _full(self) -> bool:
+        """A sender found the channel full: sample the adaptive window.
+
+        Returns whether the window grew with room to spare. Called only with
+        a controller (``_fw``), on the slow path: one clock read per
+        ``_every`` takes at most (an eighth of the window), not per item.
+        """
+        fw = self._fw
+        assert fw is not None
+        got = self._got
+        depth = len(self._items)
+        if self._base_t < 0.0:
+            # First sample, or the consumer went idle since the last: that
+            # interval says nothing about its drain rate, so it starts a new
+            # one. Items did not queue behind a busy consumer then, which
+            # counts as a sample under target (rounds, so the window can
+            # grow back; FlowWindow's drain-rate rule bounds the growth).
+            now = self._base_t = monotonic()
+            self._base_got = got
+            if self._cap == self._maxsize:
+                return False
+            return self._observe(fw, now, 0.0, got, depth)
+        drained = got - self._base_got
+        if drained < self._every:
+            return False
+        now = monotonic()
+        elapsed = now - self._base_t
+        self._base_t = now
+        self._base_got = got
+        if elapsed <= 0.0:
+            return False
+        # Little's law: depth items drained at drained / elapsed per second wait
+        # about depth * elapsed / drained; the consumer was busy all along.
+        latency = depth * elapsed / drained
+        if latency <= fw.quiet_latency:
+            return False  # the common case: a consumer keeping up at the full window
+        return self._observe(fw, now, latency, got, depth)
+
+    def _observe(self, fw: FlowWindow, now: float, latency: float, got: int, depth: int) -> bool:
+        before = self._cap
+        window = fw.observe(now, latency, got, got + depth)
+        if window == before:
+            return False
+        self._cap = window
+        self._every = max(1, window >> 3)
+        if window < before:
+            return False
+        # Senders queued behind the new room get their turn.
+        for _ in range(window - max(before, depth)):
+            _wake_one(self._putters)
+        return depth < window
 
     def close(self) -> None:
         """Refuse new items; wake every waiter. Idempotent."""
@@ -219,6 +319,34 @@ class Channel(Generic[T]):
             if not fut.done():
                 fut.set_result(None)
         return drained
+
+
+class AdaptiveChannel(Channel[T]):
+    """A FIFO channel whose capacity adapts within ``[floor, maxsize]``.
+
+    It starts at ``maxsize``; a consumer whose queue latency (depth / drain
+    rate) goes over the policy's target shrinks it, and one that keeps up
+    grows it back. It never exceeds ``maxsize``, so memory stays bounded as
+    for a fixed channel; items are never dropped or reordered, a sender just
+    waits at the smaller capacity. Taking an item costs one counter
+    increment more than in :class:`Channel`.
+    """
+
+    __slots__ = ()
+
+    def __init__(self, maxsize: int, policy: FlowWindowPolicy) -> None:
+        super().__init__(maxsize)
+        self._fw = FlowWindow(maxsize, policy)
+        self._every = max(1, maxsize >> 3)
+
+    def _take(self) -> T:
+        if self._items:
+            self._got += 1
+            item = self._items.popleft()
+            if self._putters:
+                _wake_one(self._putters)
+            return item
+        return EMPTY  # type: ignore[no-any-return]
 
 
 def _wake_one(waiters: deque[asyncio.Future[None]]) -> None:

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from icefloe.core.congestion import CongestionPolicy, CongestionState
+from icefloe.core.flowwindow import FlowWindowStatistics
 from icefloe.core.messages import Headers, Message, new_id
 from icefloe.exceptions import ErrorCode, InvalidState, StreamError, WouldBlock
 from icefloe.runtime.budgets import Budgets, BudgetStatistics
-from icefloe.runtime.channel import Channel, ChannelStatistics
+from icefloe.runtime.channel import AdaptiveChannel, Channel, ChannelStatistics
 from icefloe.runtime.context import Context
 from icefloe.runtime.fair import FairQueue
 from icefloe.runtime.limits import Limits
@@ -61,6 +62,8 @@ class FlowStatistics:
     budgets: BudgetStatistics | None = None
     #: load shedding and congested-admission throttling; None: shedding off
     shedding: ShedStatistics | None = None
+    #: the adaptive inbox windows (``Limits.inbox_window``), by node name; empty: fixed
+    inbox_windows: Mapping[str, FlowWindowStatistics] = field(default_factory=dict)
 
     @property
     def queue_depth(self) -> int:
@@ -97,13 +100,18 @@ class Flow:
         has_pred = {s for n in self._nodes for s in succ[n]}
         ingress = [n for n in self._nodes if n not in has_pred] or [self._nodes[0]]
         # Entry nodes share their workers fairly between priority classes
-        # (runtime/fair.py); inner nodes carry chunks in plain FIFO order.
-        self._inboxes: dict[Node, Channel[Message]] = {
-            n: Channel(
-                n.policy.queue_maxsize or queue_maxsize, FairQueue() if n in ingress else None
-            )
-            for n in self._nodes
-        }
+        # (runtime/fair.py); inner nodes carry chunks in plain FIFO order,
+        # in an adaptive window with Limits.inbox_window (runtime/channel.py).
+        inbox_window = self.limits.inbox_window
+        self._inboxes: dict[Node, Channel[Message]] = {}
+        for n in self._nodes:
+            size = n.policy.queue_maxsize or queue_maxsize
+            if n in ingress:
+                self._inboxes[n] = Channel(size, FairQueue())
+            elif inbox_window is not None:
+                self._inboxes[n] = AdaptiveChannel(size, inbox_window)
+            else:
+                self._inboxes[n] = Channel(size)
         self._runners: list[NodeRunner] = []
         for node in self._nodes:
             ctx = Context(
@@ -263,7 +271,9 @@ class Flow:
     def _load_sample(self) -> tuple[float, float]:
         """(queue fill, credit starvation) for the load watch, each 0..1.
 
-        Queue fill is the fullest node inbox. Starvation is the share of
+        Queue fill is the fullest node inbox, against its configured maxsize
+        (an adaptive inbox's window is not: a shrunken window is the inbox
+        holding less, not pressure). Starvation is the share of
         running streams whose producer waits for its readers, counted over at
         least STARVATION_FLOOR streams: a few stalled clients are their own
         business, not the server's.
@@ -343,7 +353,7 @@ class Flow:
         del self._deferred[sid]
         if state.phase:
             return  # cancelled, timed out or shed while it waited
-        if any(len(inbox) >= inbox.maxsize for inbox in targets):
+        if any(len(inbox) >= inbox.capacity for inbox in targets):
             # Never queue behind a full inbox: try again shortly, up to a bound.
             loop = asyncio.get_running_loop()
             if loop.time() >= give_up:
@@ -495,6 +505,11 @@ class Flow:
             window_totals(running, self.limits.adaptive_window is not None),
             None if self._budgets is None else self._budgets.statistics(),
             None if self._shedder is None else self._shedder.statistics(),
+            {
+                n.name: w
+                for n, q in self._inboxes.items()
+                if (w := q.window_statistics()) is not None
+            },
         )
 
 

@@ -37,6 +37,10 @@ Every limit has a default, a unit and, where it makes sense, ``None`` for
 * ``adaptive_window``: how a stream's window adapts within ``[floor,
   stream_buffer]`` from its reader's queue latency and drain rate
   (docs/qos.md); ``None`` keeps every window at ``stream_buffer``.
+* ``inbox_window``: how the inbox of each inner node (every node but the
+  flow's entry nodes) adapts its capacity within ``[floor, queue_maxsize]``
+  from its node's queue latency and drain rate (docs/qos.md); ``None`` (the
+  default) keeps every inbox at ``queue_maxsize``.
 """
 
 from __future__ import annotations
@@ -90,6 +94,8 @@ class Limits:
     inflight_stall_s: float = 5.0
     #: the adaptive window's target latency, floor and steps (None: fixed windows)
     adaptive_window: FlowWindowPolicy | None = DEFAULT_WINDOW_POLICY
+    #: the adaptive inner-node inboxes' target latency, floor and steps (None: fixed inboxes)
+    inbox_window: FlowWindowPolicy | None = None
 
     def __post_init__(self) -> None:
         for name in ("max_streams", "max_streams_per_tenant", "max_bytes"):
@@ -111,9 +117,10 @@ class Limits:
                 _check_positive(name, value)
         _check_positive("bytes_burst_s", self.bytes_burst_s)
         _check_positive("inflight_stall_s", self.inflight_stall_s)
-        window = self.adaptive_window
-        if window is not None and not isinstance(window, FlowWindowPolicy):
-            raise ValueError(f"adaptive_window must be a FlowWindowPolicy or None, got {window!r}")
+        for name in ("adaptive_window", "inbox_window"):
+            window = getattr(self, name)
+            if window is not None and not isinstance(window, FlowWindowPolicy):
+                raise ValueError(f"{name} must be a FlowWindowPolicy or None, got {window!r}")
         linger = self.linger_s
         if (
             not isinstance(linger, int | float)
