@@ -8,6 +8,7 @@ and histograms updated per write, never per chunk per client.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -16,6 +17,7 @@ from prometheus_client.registry import Collector
 from icefloe.hub import Hub
 from icefloe.runtime.flow import Flow, FlowStatistics
 from icefloe.runtime.stream_types import WindowTotals
+from icefloe.transport.ws_sender import WsSendStatistics
 
 __all__ = ["EdgeMetrics"]
 
@@ -204,6 +206,56 @@ class _HubCollector(Collector):
         yield per
 
 
+class _WsConnection(Protocol):
+    def statistics(self) -> WsSendStatistics: ...
+
+
+#: WsSendStatistics fields that only grow: summed over closed and open connections
+_WS_COUNTERS = {
+    "messages": "WebSocket messages sent",
+    "bytes": "WebSocket payload bytes sent (after zstd)",
+    "chunks": "Stream chunks sent over WebSocket, alone or batched",
+    "batches": "WebSocket chunks ops sent (two or more chunks each)",
+    "paced_s": "Seconds WebSocket sends waited for a bandwidth limit",
+    "uncompressed_bytes": "WebSocket bytes before zstd (zstd connections only)",
+}
+
+
+class WsTotals:
+    """Send figures of every WebSocket connection: the closed ones summed at
+    close, the open ones read at scrape time."""
+
+    def __init__(self) -> None:
+        self.open: set[_WsConnection] = set()
+        self.closed = dict.fromkeys(_WS_COUNTERS, 0.0)
+
+    def opened(self, conn: _WsConnection) -> None:
+        self.open.add(conn)
+
+    def closed_conn(self, conn: _WsConnection) -> None:
+        self.open.discard(conn)
+        stats = conn.statistics()
+        for name in _WS_COUNTERS:
+            self.closed[name] += getattr(stats, name)
+
+
+class _WsCollector(Collector):
+    def __init__(self, totals: WsTotals) -> None:
+        self._totals = totals
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        live = [conn.statistics() for conn in self._totals.open]
+        yield GaugeMetricFamily("icefloe_ws_connections", "Open WebSocket connections", len(live))
+        yield GaugeMetricFamily(
+            "icefloe_ws_queued_chunks",
+            "Chunks queued in WebSocket send paths, waiting for their turn",
+            sum(s.queued_chunks for s in live),
+        )
+        for name, doc in _WS_COUNTERS.items():
+            total = self._totals.closed[name] + sum(getattr(s, name) for s in live)
+            yield CounterMetricFamily(f"icefloe_ws_{name}", doc, total)
+
+
 class _SentCollector(Collector):
     def __init__(self, metrics: EdgeMetrics) -> None:
         self._metrics = metrics
@@ -226,6 +278,8 @@ class EdgeMetrics:
         self.registry.register(_FlowCollector(flow))
         if hub is not None:
             self.registry.register(_HubCollector(hub))
+        self.ws = WsTotals()
+        self.registry.register(_WsCollector(self.ws))
         r = self.registry
         self.connections = Gauge(
             "icefloe_http_stream_connections", "Open streaming responses", registry=r

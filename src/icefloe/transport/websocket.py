@@ -713,10 +713,14 @@ async def serve_websocket(edge: _Edge, scope: Any, receive: Any, send: Any) -> N
     try:
         await send({"type": "websocket.accept", "subprotocol": subprotocol})
         ws = WsConnection(edge, settings, principal, fmt, send, edge.sessions, compress=compress)
-        edge.sessions.expire()
-        close = await ws.run(receive)
-        if close is not None:
-            with contextlib.suppress(OSError, RuntimeError):
-                await send({"type": "websocket.close", "code": close[0], "reason": close[1]})
+        edge.metrics.ws.opened(ws)
+        try:
+            edge.sessions.expire()
+            close = await ws.run(receive)
+            if close is not None:
+                with contextlib.suppress(OSError, RuntimeError):
+                    await send({"type": "websocket.close", "code": close[0], "reason": close[1]})
+        finally:
+            edge.metrics.ws.closed_conn(ws)
     finally:
         edge.limiter.close_connection(key)
