@@ -11,16 +11,13 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
+from icefloe.core.checks import check_int
+
 __all__ = ["AimdWindow", "AimdWindowStatistics"]
 
 # The window is kept as a float; above 2**53 floats skip integers, and
 # rounding could then report a window above the ceiling.
 _MAX_CEILING = 2**53
-
-
-def _check_int(name: str, value: int, minimum: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
 
 
 class AimdWindowStatistics(NamedTuple):
@@ -80,11 +77,11 @@ class AimdWindow:
         increase: float = 1.0,
         decrease: float = 0.5,
     ) -> None:
-        _check_int("floor", floor, 1)
-        _check_int("ceiling", ceiling, floor)
+        check_int("floor", floor, 1)
+        check_int("ceiling", ceiling, floor)
         if ceiling > _MAX_CEILING:
             raise ValueError(f"ceiling must be <= 2**53, got {ceiling}")
-        _check_int("initial", initial, floor)
+        check_int("initial", initial, floor)
         if initial > ceiling:
             raise ValueError(f"initial ({initial}) must not exceed ceiling ({ceiling})")
         if not (math.isfinite(increase) and increase > 0):

@@ -27,6 +27,8 @@ import math
 from dataclasses import dataclass
 from typing import Final, NamedTuple
 
+from icefloe.core.checks import check_fraction
+
 __all__ = [
     "CongestionMonitor",
     "CongestionPolicy",
@@ -190,11 +192,6 @@ class CongestionStatistics(NamedTuple):
     seconds_overloaded: float
 
 
-def _check_fraction(name: str, value: float) -> None:
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name} must be between 0 and 1, got {value!r}")
-
-
 def _reached(value: float, pair: Thresholds | None, *, enter: bool) -> bool:
     if pair is None:
         return False
@@ -284,8 +281,8 @@ class CongestionMonitor:
             0..1, or ``loop_lag_s`` is negative or not finite (NaN included);
             nothing changes then.
         """
-        _check_fraction("queue_fill", queue_fill)
-        _check_fraction("credit_starved", credit_starved)
+        check_fraction("queue_fill", queue_fill)
+        check_fraction("credit_starved", credit_starved)
         if not 0.0 <= loop_lag_s < math.inf:
             raise ValueError(f"loop_lag_s must be a finite number >= 0, got {loop_lag_s!r}")
         if not math.isfinite(now):

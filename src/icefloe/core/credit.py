@@ -9,15 +9,10 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from icefloe.core.checks import check_int
 from icefloe.exceptions import CreditOverrun
 
 __all__ = ["CreditWindow", "CreditWindowStatistics"]
-
-
-def _check_count(name: str, n: int) -> None:
-    # bool is an int subclass, but grant(True) is certainly a bug.
-    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
-        raise ValueError(f"{name} must be an int >= 0, got {n!r}")
 
 
 class CreditWindowStatistics(NamedTuple):
@@ -53,9 +48,9 @@ class CreditWindow:
     __slots__ = ("_available", "_ceiling", "_clipped", "_consumed", "_granted")
 
     def __init__(self, initial: int = 0, ceiling: int | None = None) -> None:
-        _check_count("initial", initial)
+        check_int("initial", initial, 0)
         if ceiling is not None:
-            _check_count("ceiling", ceiling)
+            check_int("ceiling", ceiling, 0)
             if ceiling < 1:
                 raise ValueError(f"ceiling must be >= 1 or None, got {ceiling}")
             if initial > ceiling:
@@ -94,7 +89,7 @@ class CreditWindow:
 
         :raises ValueError: if ``n`` is not an int >= 0.
         """
-        _check_count("n", n)
+        check_int("n", n, 0)
         added = n
         ceiling = self._ceiling
         if ceiling is not None:

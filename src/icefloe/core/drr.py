@@ -32,23 +32,13 @@ from collections import deque
 from collections.abc import Hashable, Mapping
 from typing import Generic, NamedTuple, TypeVar
 
+from icefloe.core.checks import check_positive
 from icefloe.exceptions import WouldBlock
 
 __all__ = ["DeficitRoundRobin", "DeficitRoundRobinStatistics", "DrrKeyStatistics"]
 
 K = TypeVar("K", bound=Hashable)
 T = TypeVar("T")
-
-
-def _check_positive(name: str, value: float) -> float:
-    if (
-        not isinstance(value, int | float)
-        or isinstance(value, bool)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)
 
 
 def _check_turn(quantum: float, weight: float) -> None:
@@ -161,13 +151,13 @@ class DeficitRoundRobin(Generic[K, T]):
         max_items: int | None = 64,
         default_weight: float = 1.0,
     ) -> None:
-        self._quantum = _check_positive("quantum", quantum)
+        self._quantum = check_positive("quantum", quantum)
         if max_items is not None and (
             not isinstance(max_items, int) or isinstance(max_items, bool) or max_items < 1
         ):
             raise ValueError(f"max_items must be an int >= 1 or None, got {max_items!r}")
         self._max_items = max_items
-        self._default_weight = _check_positive("default_weight", default_weight)
+        self._default_weight = check_positive("default_weight", default_weight)
         _check_turn(self._quantum, self._default_weight)
         self._keys: dict[K, _Key[T]] = {}
         # The ring of backlogged keys; the key at the left end has the turn.
@@ -222,7 +212,7 @@ class DeficitRoundRobin(Generic[K, T]):
         :raises ValueError: if ``weight`` is not a finite number > 0, or
             ``quantum * weight`` underflows to 0 or overflows.
         """
-        weight = _check_positive("weight", weight)
+        weight = check_positive("weight", weight)
         _check_turn(self._quantum, weight)
         state = self._keys.get(key)
         if state is None:
@@ -241,7 +231,7 @@ class DeficitRoundRobin(Generic[K, T]):
             (counted as refused; nothing changes otherwise).
         :raises ValueError: if ``cost`` is not a finite number > 0.
         """
-        cost = _check_positive("cost", cost)
+        cost = check_positive("cost", cost)
         state = self._keys.get(key)
         if state is None:
             state = self._keys[key] = _Key(self._default_weight)

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from icefloe.core.aimd import AimdWindow
+from icefloe.core.checks import check_int, check_positive
 
 __all__ = ["FlowWindow", "FlowWindowPolicy", "FlowWindowStatistics"]
 
@@ -59,28 +60,14 @@ class FlowWindowPolicy:
     decrease: float = 0.5
 
     def __post_init__(self) -> None:
-        target = self.target_latency_s
-        if not _finite_positive(target):
-            raise ValueError(f"target_latency_s must be a finite number > 0, got {target!r}")
-        floor = self.floor
-        if not isinstance(floor, int) or isinstance(floor, bool) or floor < 1:
-            raise ValueError(f"floor must be an int >= 1, got {floor!r}")
-        if not _finite_positive(self.increase):
-            raise ValueError(f"increase must be a finite number > 0, got {self.increase!r}")
+        check_positive("target_latency_s", self.target_latency_s)
+        check_int("floor", self.floor, 1)
+        check_positive("increase", self.increase)
         decrease = self.decrease
         if isinstance(decrease, bool) or not isinstance(decrease, int | float):
             raise ValueError(f"decrease must be a number, got {decrease!r}")
         if not 0 < decrease < 1:
             raise ValueError(f"decrease must be strictly between 0 and 1, got {decrease!r}")
-
-
-def _finite_positive(value: object) -> bool:
-    return (
-        isinstance(value, int | float)
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and value > 0
-    )
 
 
 class FlowWindowStatistics(NamedTuple):
@@ -145,8 +132,7 @@ class FlowWindow:
 
     def __init__(self, ceiling: int, policy: FlowWindowPolicy | None = None) -> None:
         policy = policy or FlowWindowPolicy()
-        if not isinstance(ceiling, int) or isinstance(ceiling, bool) or ceiling < 1:
-            raise ValueError(f"ceiling must be an int >= 1, got {ceiling!r}")
+        check_int("ceiling", ceiling, 1)
         floor = min(policy.floor, ceiling)
         self._aimd = AimdWindow(ceiling, floor, ceiling, policy.increase, policy.decrease)
         self._ceiling = ceiling

@@ -23,6 +23,8 @@ from __future__ import annotations
 import math
 from typing import Final, NamedTuple
 
+from icefloe.core.checks import check_fraction, check_positive
+
 __all__ = ["RESOLUTION_S", "LatencyBudget", "LatencyBudgetStatistics"]
 
 #: the smallest latency the histogram resolves, in seconds
@@ -81,13 +83,7 @@ class LatencyBudget:
     )
 
     def __init__(self, budget_ms: float, *, buckets_per_octave: int = 8) -> None:
-        if (
-            not isinstance(budget_ms, int | float)
-            or isinstance(budget_ms, bool)
-            or not math.isfinite(budget_ms)
-            or budget_ms <= 0
-        ):
-            raise ValueError(f"budget_ms must be a finite number > 0, got {budget_ms!r}")
+        check_positive("budget_ms", budget_ms)
         if (
             not isinstance(buckets_per_octave, int)
             or isinstance(buckets_per_octave, bool)
@@ -172,8 +168,7 @@ class LatencyBudget:
         :returns: ``None`` if nothing was recorded.
         :raises ValueError: if ``q`` is not between 0 and 1.
         """
-        if not 0.0 <= q <= 1.0:
-            raise ValueError(f"q must be between 0 and 1, got {q!r}")
+        check_fraction("q", q)
         if not self._count:
             return None
         if q == 0.0:

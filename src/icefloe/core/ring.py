@@ -39,6 +39,8 @@ import math
 from collections import deque
 from typing import Final, Generic, NamedTuple, TypeVar
 
+from icefloe.core.checks import check_int
+
 __all__ = ["ByteLedger", "OfferResult", "Outcome", "Overflow", "Ring", "RingStatistics"]
 
 T = TypeVar("T")
@@ -146,11 +148,6 @@ class RingStatistics(NamedTuple):
     disconnects: int
 
 
-def _check_limit(name: str, value: object) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-
-
 class Ring(Generic[T]):
     """A bounded FIFO in items and bytes with an :class:`Overflow` policy.
 
@@ -189,9 +186,9 @@ class Ring(Generic[T]):
         *,
         ledger: ByteLedger | None = None,
     ) -> None:
-        _check_limit("max_items", max_items)
+        check_int("max_items", max_items, 1)
         if max_bytes is not None:
-            _check_limit("max_bytes", max_bytes)
+            check_int("max_bytes", max_bytes, 1)
         try:
             policy = Overflow(overflow)
         except ValueError:

@@ -45,9 +45,9 @@ Every limit has a default, a unit and, where it makes sense, ``None`` for
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
+from icefloe.core.checks import check_finite_non_negative, check_int, check_positive
 from icefloe.core.flowwindow import FlowWindowPolicy
 
 __all__ = ["Limits"]
@@ -101,46 +101,24 @@ class Limits:
         for name in ("max_streams", "max_streams_per_tenant", "max_bytes"):
             value = getattr(self, name)
             if value is not None:
-                _check_int(name, value, 1)
-        _check_int("stream_buffer", self.stream_buffer, 1)
-        _check_int("stream_max_bytes", self.stream_max_bytes, 1)
-        _check_int("stream_history", self.stream_history, 0)
-        _check_int("reorder_limit", self.reorder_limit, 1)
-        _check_int("stream_inputs", self.stream_inputs, 1)
+                check_int(name, value, 1)
+        check_int("stream_buffer", self.stream_buffer, 1)
+        check_int("stream_max_bytes", self.stream_max_bytes, 1)
+        check_int("stream_history", self.stream_history, 0)
+        check_int("reorder_limit", self.reorder_limit, 1)
+        check_int("stream_inputs", self.stream_inputs, 1)
         for name in ("max_inflight_bytes_per_tenant", "max_inflight_bytes"):
             value = getattr(self, name)
             if value is not None:
-                _check_int(name, value, 1)
+                check_int(name, value, 1)
         for name in ("stream_bytes_per_s", "tenant_bytes_per_s"):
             value = getattr(self, name)
             if value is not None:
-                _check_positive(name, value)
-        _check_positive("bytes_burst_s", self.bytes_burst_s)
-        _check_positive("inflight_stall_s", self.inflight_stall_s)
+                check_positive(name, value)
+        check_positive("bytes_burst_s", self.bytes_burst_s)
+        check_positive("inflight_stall_s", self.inflight_stall_s)
         for name in ("adaptive_window", "inbox_window"):
             window = getattr(self, name)
             if window is not None and not isinstance(window, FlowWindowPolicy):
                 raise ValueError(f"{name} must be a FlowWindowPolicy or None, got {window!r}")
-        linger = self.linger_s
-        if (
-            not isinstance(linger, int | float)
-            or isinstance(linger, bool)
-            or not math.isfinite(linger)
-            or linger < 0
-        ):
-            raise ValueError(f"linger_s must be a finite number >= 0, got {linger!r}")
-
-
-def _check_positive(name: str, value: object) -> None:
-    if (
-        not isinstance(value, int | float)
-        or isinstance(value, bool)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-
-
-def _check_int(name: str, value: object, minimum: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+        check_finite_non_negative("linger_s", self.linger_s)

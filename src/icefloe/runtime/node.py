@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import enum
 import inspect
-import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from icefloe.core.checks import check_int, check_number
 
 if TYPE_CHECKING:
     from icefloe.core.messages import Message
@@ -58,38 +59,21 @@ class NodePolicy:
 
     def __post_init__(self) -> None:
         if self.timeout_s is not None:
-            _check_number("timeout_s", self.timeout_s, 0, inclusive=False)
-        _check_int("max_retries", self.max_retries, 0)
-        _check_number("backoff_s", self.backoff_s, 0)
-        _check_number("backoff_factor", self.backoff_factor, 1)
-        _check_number("backoff_max_s", self.backoff_max_s, 0)
-        _check_int("max_concurrency", self.max_concurrency, 1)
+            check_number("timeout_s", self.timeout_s, 0, strict=True)
+        check_int("max_retries", self.max_retries, 0)
+        check_number("backoff_s", self.backoff_s, 0)
+        check_number("backoff_factor", self.backoff_factor, 1)
+        check_number("backoff_max_s", self.backoff_max_s, 0)
+        check_int("max_concurrency", self.max_concurrency, 1)
         if self.queue_maxsize is not None:
-            _check_int("queue_maxsize", self.queue_maxsize, 1)
+            check_int("queue_maxsize", self.queue_maxsize, 1)
         object.__setattr__(self, "reliability", Reliability(self.reliability))
         if self.latency_budget_ms is not None:
-            _check_number("latency_budget_ms", self.latency_budget_ms, 0, inclusive=False)
+            check_number("latency_budget_ms", self.latency_budget_ms, 0, strict=True)
 
     def backoff(self, attempt: int) -> float:
         """Seconds to wait before retry number ``attempt`` (0-based)."""
         return float(min(self.backoff_s * self.backoff_factor**attempt, self.backoff_max_s))
-
-
-def _check_number(name: str, value: object, low: float, *, inclusive: bool = True) -> None:
-    ok = (
-        isinstance(value, int | float)
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and (value >= low if inclusive else value > low)
-    )
-    if not ok:
-        bound = ">=" if inclusive else ">"
-        raise ValueError(f"{name} must be a finite number {bound} {low}, got {value!r}")
-
-
-def _check_int(name: str, value: object, low: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
 
 
 class Node:

@@ -20,6 +20,7 @@ import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from icefloe.core.checks import check_finite_non_negative, check_int, check_positive
 from icefloe.core.token_bucket import TokenBucket
 
 __all__ = ["AdmissionThrottle", "SheddingPolicy", "ThrottleStatistics", "pace"]
@@ -43,18 +44,6 @@ async def pace(bucket: TokenBucket, n: float) -> float:
         await asyncio.sleep(delay)
         waited += delay
     return waited
-
-
-def _check_number(name: str, value: object, *, minimum: float, strict: bool) -> None:
-    ok = (
-        isinstance(value, int | float)
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and (value > minimum if strict else value >= minimum)
-    )
-    if not ok:
-        sign = ">" if strict else ">="
-        raise ValueError(f"{name} must be a finite number {sign} {minimum}, got {value!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,20 +70,17 @@ class SheddingPolicy:
     shed_per_probe: int = 2
 
     def __post_init__(self) -> None:
-        _check_number("rate", self.rate, minimum=0, strict=True)
-        _check_number("min_rate", self.min_rate, minimum=0, strict=True)
+        check_positive("rate", self.rate)
+        check_positive("min_rate", self.min_rate)
         if self.min_rate > self.rate:
             raise ValueError(f"min_rate ({self.min_rate}) must not exceed rate ({self.rate})")
-        if not isinstance(self.burst, int) or isinstance(self.burst, bool) or self.burst < 1:
-            raise ValueError(f"burst must be an int >= 1, got {self.burst!r}")
-        _check_number("decrease", self.decrease, minimum=0, strict=True)
+        check_int("burst", self.burst, 1)
+        check_positive("decrease", self.decrease)
         if self.decrease >= 1:
             raise ValueError(f"decrease must be below 1, got {self.decrease!r}")
-        _check_number("increase", self.increase, minimum=0, strict=True)
-        _check_number("max_delay_s", self.max_delay_s, minimum=0, strict=False)
-        shed = self.shed_per_probe
-        if not isinstance(shed, int) or isinstance(shed, bool) or shed < 0:
-            raise ValueError(f"shed_per_probe must be an int >= 0, got {shed!r}")
+        check_positive("increase", self.increase)
+        check_finite_non_negative("max_delay_s", self.max_delay_s)
+        check_int("shed_per_probe", self.shed_per_probe, 0)
 
 
 class ThrottleStatistics(NamedTuple):

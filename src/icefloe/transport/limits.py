@@ -31,6 +31,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from icefloe.core.checks import check_int
 from icefloe.core.token_bucket import TokenBucket
 from icefloe.exceptions import IcefloeError, InvalidState
 
@@ -79,15 +80,10 @@ class EdgeLimits:
             or not (math.isfinite(rate) and rate > 0)
         ):
             raise ValueError(f"requests_per_s must be a finite number > 0 or None, got {rate!r}")
-        _check_int("request_burst", self.request_burst)
+        check_int("request_burst", self.request_burst, 1)
         if self.max_connections is not None:
-            _check_int("max_connections", self.max_connections)
-        _check_int("max_principals", self.max_principals)
-
-
-def _check_int(name: str, value: object) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+            check_int("max_connections", self.max_connections, 1)
+        check_int("max_principals", self.max_principals, 1)
 
 
 def _whole_seconds(seconds: float) -> int:
