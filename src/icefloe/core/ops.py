@@ -13,7 +13,7 @@ type.
 
 Client ops are validated strictly (see ``docs/websocket.md`` for the table):
 
-- ids (``stream_id``, ``session_id``, ``ref``) are 1 to :data:`MAX_ID_LENGTH`
+- ids (``stream_id``, ``session_id``, ``sub_id``, ``ref``) are 1 to :data:`MAX_ID_LENGTH`
   characters of printable ASCII without spaces;
 - ``tenant``, ``topic``, ``pattern`` and ``filter`` are bounded and hold no
   control characters; ``priority`` is within ±:data:`MAX_PRIORITY`;
@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Annotated, Any, ClassVar, Final, NoReturn, TypeAlias, get_args
 
@@ -43,7 +43,8 @@ import msgspec
 
 from icefloe.core.codec import Format
 from icefloe.core.messages import StreamChunk
-from icefloe.exceptions import DecodeError, EncodeError
+from icefloe.core.op_encoding import encode_chunk, encode_chunks, encode_client, encode_server
+from icefloe.exceptions import DecodeError
 
 __all__ = [
     "MAX_CREDIT",
@@ -83,6 +84,9 @@ __all__ = [
     "Started",
     "SubTopic",
     "Subscribe",
+    "UnsubTopic",
+    "Unsubscribe",
+    "Unsubscribed",
     "Welcome",
     "decode_client",
     "decode_server",
@@ -315,11 +319,31 @@ class Publish(_ClientOp, tag="publish", frozen=True, kw_only=True):
     ref: Id | None = None
 
 
+class Unsubscribe(_ClientOp, tag="unsubscribe", frozen=True, kw_only=True):
+    """Stop following a stream on this connection (and in its session); the
+    run goes on for its other readers. The server answers ``unsubscribed``."""
+
+    stream_id: Id
+    ref: Id | None = None
+
+
 class SubTopic(_ClientOp, tag="sub_topic", frozen=True, kw_only=True):
-    """Subscribe to the hub topics matching ``pattern``, optionally filtered."""
+    """Subscribe to the hub topics matching ``pattern``, optionally filtered.
+
+    ``sub_id`` names the subscription on this connection, so that
+    ``unsub_topic`` can end it; without one it lasts as long as the connection.
+    """
 
     pattern: Topic
     filter: Filter | None = None
+    sub_id: Id | None = None
+    ref: Id | None = None
+
+
+class UnsubTopic(_ClientOp, tag="unsub_topic", frozen=True, kw_only=True):
+    """End the topic subscription named ``sub_id``; the server answers ``unsubscribed``."""
+
+    sub_id: Id
     ref: Id | None = None
 
 
@@ -342,6 +366,8 @@ ClientOp: TypeAlias = (
     | Publish
     | SubTopic
     | Ping
+    | Unsubscribe
+    | UnsubTopic
 )
 
 #: the op names a client may send
@@ -441,7 +467,16 @@ class Pong(_ServerOp, tag="pong", frozen=True, kw_only=True, omit_defaults=True)
     ref: str | None = None
 
 
-ServerOp: TypeAlias = Welcome | Started | Chunk | End | Chunks | Error | Event | Pong
+class Unsubscribed(_ServerOp, tag="unsubscribed", frozen=True, kw_only=True, omit_defaults=True):
+    """Answer to ``unsubscribe`` (with its ``stream_id``) or ``unsub_topic``
+    (with its ``sub_id``), echoing the op's ``ref``."""
+
+    stream_id: str | None = None
+    sub_id: str | None = None
+    ref: str | None = None
+
+
+ServerOp: TypeAlias = Welcome | Started | Chunk | End | Chunks | Error | Event | Pong | Unsubscribed
 
 
 # -- errors --------------------------------------------------------------------------
@@ -561,7 +596,9 @@ def _value_problem(value: Any) -> str | None:
 # Per op type: its id fields, then its free-form value field (or None).
 _AFTER_DECODE: Final = {
     cls: (
-        tuple(f for f in cls.__struct_fields__ if f in ("stream_id", "session_id", "ref")),
+        tuple(
+            f for f in cls.__struct_fields__ if f in ("stream_id", "session_id", "sub_id", "ref")
+        ),
         next((f for f in cls.__struct_fields__ if f in ("payload", "data")), None),
     )
     for cls in get_args(ClientOp)
@@ -654,115 +691,3 @@ def decode_server(frame: bytes | str, fmt: Format) -> ServerOp:
     except _DECODE_FAILURES as exc:
         raise DecodeError(f"invalid server op: {exc}") from exc
     return op
-
-
-# -- encoding ------------------------------------------------------------------------
-
-_json_encoder = msgspec.json.Encoder()
-_msgpack_encoder = msgspec.msgpack.Encoder()
-_json_encode = _json_encoder.encode
-_msgpack_encode = _msgpack_encoder.encode
-
-# What a value the format cannot carry raises inside msgspec.
-_ENCODE_FAILURES: Final = (msgspec.EncodeError, TypeError, OverflowError, UnicodeEncodeError)
-
-
-def _encode(op: msgspec.Struct, fmt: Format) -> bytes | str:
-    try:
-        if fmt == _JSON:
-            return _json_encode(op).decode()
-        if fmt == _MSGPACK:
-            return _msgpack_encode(op)
-    except _ENCODE_FAILURES as exc:
-        name = Format(fmt).name
-        raise EncodeError(f"{type(op).__name__} cannot be encoded as {name}: {exc}") from exc
-    raise ValueError(f"unknown format {fmt!r}")
-
-
-def encode_server(op: ServerOp, fmt: Format) -> bytes | str:
-    """Encode a server op: ``str`` (a text frame) for JSON, ``bytes`` for msgpack.
-
-    :raises EncodeError: if a ``data``/``meta`` value cannot be carried in ``fmt``.
-    :raises ValueError: if ``fmt`` is not a :class:`Format`.
-    """
-    return _encode(op, fmt)
-
-
-def encode_client(op: ClientOp, fmt: Format) -> bytes | str:
-    """Encode a client op (for clients and tests), like :func:`encode_server`.
-
-    :raises EncodeError: if ``payload``/``data`` cannot be carried in ``fmt``.
-    :raises ValueError: if ``fmt`` is not a :class:`Format`.
-    """
-    return _encode(op, fmt)
-
-
-def _msgpack_prefix(op: str) -> bytes:
-    # StreamChunk encodes as a msgpack fixmap of all its fields, so the op is
-    # one more entry: a fixmap header one larger, then "op" and its name,
-    # then the chunk's own entries (its encoding without the header byte).
-    config = StreamChunk.__struct_config__
-    fields = len(StreamChunk.__struct_fields__)
-    if config.omit_defaults or config.array_like or config.tag is not None or fields >= 15:
-        raise TypeError("encode_chunk needs StreamChunk to encode as a fixed msgpack fixmap")
-    return bytes((0x80 | (fields + 1),)) + _msgpack_encode("op") + _msgpack_encode(op)
-
-
-_JSON_CHUNK: Final = b'{"op":"chunk",'
-_JSON_END: Final = b'{"op":"end",'
-_MSGPACK_CHUNK: Final = _msgpack_prefix("chunk")
-_MSGPACK_END: Final = _msgpack_prefix("end")
-
-
-def encode_chunk(chunk: StreamChunk, fmt: Format) -> bytes | str:
-    """Encode ``chunk`` as a ``chunk`` op, or ``end`` if it is the ``done`` chunk.
-
-    The output is exactly ``encode_server(Chunk(...) or End(...), fmt)``: the
-    op name, then the chunk's fields. It costs one msgspec encode of the chunk
-    and a prefix splice (plus the UTF-8 decode of a text frame for JSON).
-
-    :raises EncodeError: if ``meta`` or ``data`` cannot be carried in ``fmt``.
-    :raises ValueError: if ``fmt`` is not a :class:`Format`.
-    """
-    try:
-        if fmt == _JSON:
-            # The chunk's object without its "{", after the op's "{...,".
-            return ((_JSON_END if chunk.done else _JSON_CHUNK) + _json_encode(chunk)[1:]).decode()
-        if fmt == _MSGPACK:
-            return (_MSGPACK_END if chunk.done else _MSGPACK_CHUNK) + _msgpack_encode(chunk)[1:]
-    except _ENCODE_FAILURES as exc:
-        raise EncodeError(f"chunk cannot be encoded as {Format(fmt).name}: {exc}") from exc
-    raise ValueError(f"unknown format {fmt!r}")
-
-
-_JSON_CHUNKS: Final = '{"op":"chunks","chunks":['
-# fixmap of 2, "op": "chunks", "chunks": then the array header
-_MSGPACK_CHUNKS: Final = b"\x82" + _msgpack_encode("op") + _msgpack_encode("chunks") * 2
-
-
-def encode_chunks(frames: Sequence[bytes | str], fmt: Format) -> bytes | str:
-    """One ``chunks`` op carrying ``frames``, each an :func:`encode_chunk` output.
-
-    A splice, not a re-encode: the frames are copied in as they are. The
-    result is what ``encode_server(Chunks(chunks=[...]), fmt)`` gives.
-
-    :raises ValueError: if ``fmt`` is not a :class:`Format`, or a frame's type
-        does not match it (``str`` for JSON, ``bytes`` for msgpack).
-    """
-    if fmt == _JSON:
-        if not all(type(frame) is str for frame in frames):
-            raise ValueError("JSON chunk frames must be str")
-        return _JSON_CHUNKS + ",".join(frames) + "]}"  # type: ignore[arg-type]
-    if fmt == _MSGPACK:
-        if not all(type(frame) is bytes for frame in frames):
-            raise ValueError("msgpack chunk frames must be bytes")
-        return _MSGPACK_CHUNKS + _array_header(len(frames)) + b"".join(frames)  # type: ignore[arg-type]
-    raise ValueError(f"unknown format {fmt!r}")
-
-
-def _array_header(n: int) -> bytes:
-    if n < 16:
-        return bytes((0x90 | n,))
-    if n < 1 << 16:
-        return b"\xdc" + n.to_bytes(2, "big")
-    return b"\xdd" + n.to_bytes(4, "big")

@@ -13,6 +13,10 @@ has its own pump task and its own credit, as DESIGN.md specifies:
   holds durably. A client that reconnects with ``hello {session_id,
   resume: true}`` within the session TTL gets every subscription back,
   resent from the seq after its last ack (from the stream's history).
+* ``unsubscribe`` stops one stream's pump, drops its queued chunks and
+  takes it out of the session; the run goes on for its other readers.
+  Topic subscriptions (``sub_topic``, ``unsub_topic``) are
+  :class:`~icefloe.transport.ws_topics.WsTopics`'.
 * Bad input never closes the connection by itself: it gets ``error
   bad_request``. A flood of it (see :class:`~icefloe.core.badmeter.BadMessageMeter`)
   closes with 1008; a frame over the size limit is closed with 1009 by the
@@ -48,7 +52,6 @@ from starlette.requests import HTTPConnection
 
 from icefloe.core.badmeter import BadMessageMeter
 from icefloe.core.codec import Format
-from icefloe.core.filters import FilterError
 from icefloe.core.messages import Headers
 from icefloe.core.ops import (
     Ack,
@@ -67,25 +70,24 @@ from icefloe.core.ops import (
     Started,
     Subscribe,
     SubTopic,
+    Unsubscribe,
+    Unsubscribed,
+    UnsubTopic,
     Welcome,
     decode_client,
     encode_chunk,
     encode_server,
 )
 from icefloe.core.sessions import SessionError, SessionTable
-from icefloe.core.topics import TopicError
 from icefloe.core.wszstd import available as zstd_available
 from icefloe.core.wszstd import decompress_client_frame, is_zstd
 from icefloe.exceptions import (
-    ClosedResourceError,
     DecodeError,
-    EncodeError,
     FrameTooLarge,
     StreamClosedError,
     StreamError,
     WouldBlock,
 )
-from icefloe.hub import HubSubscription
 from icefloe.runtime.fair import priority_weight
 from icefloe.runtime.subscription import Subscription
 from icefloe.transport.auth import Principal, Scope
@@ -93,6 +95,7 @@ from icefloe.transport.errors import HttpError
 from icefloe.transport.ws_handshake import choose_subprotocol, deny, origin_denial
 from icefloe.transport.ws_sender import ByteBudget, WsSender, WsSendStatistics
 from icefloe.transport.ws_settings import MAX_CREDIT, WsSettings
+from icefloe.transport.ws_topics import WsTopics
 
 if TYPE_CHECKING:
     from icefloe.transport.app import _Edge
@@ -127,13 +130,15 @@ class _Follow:
     Its chunks wait in the connection's :class:`WsSender` under its stream id.
     """
 
-    __slots__ = ("credit", "paused", "reader", "stream_id", "task")
+    __slots__ = ("credit", "paused", "reader", "stopped", "stream_id", "task")
 
     def __init__(self, reader: Subscription, credit: int) -> None:
         self.reader = reader
         self.stream_id = reader.stream_id
         self.credit = credit
         self.paused = False
+        #: unsubscribed: the pump stops at its next turn
+        self.stopped = False
         self.task: asyncio.Task[None] | None = None
 
 
@@ -173,8 +178,8 @@ class WsConnection:
         self.sessions = sessions
         self.session_id: str | None = None
         self.follows: dict[str, _Follow] = {}
-        # Hub subscriptions by subscriber id, each with its pump task.
-        self.topics: dict[str, tuple[HubSubscription, asyncio.Task[None]]] = {}
+        #: the connection's hub topic subscriptions
+        self.topics = WsTopics(edge, principal, fmt, self._sender, self.error)
         # Streams that ended on this connection lately: ops crossing the end are no-ops.
         self._ended: OrderedDict[str, None] = OrderedDict()
         # The seq of each stream's done chunk once it was sent, until acked.
@@ -208,6 +213,10 @@ class WsConnection:
 
     async def reply(self, op: Any) -> None:
         await self.send(encode_server(op, self.fmt))
+
+    async def reply_in_order(self, op: Any) -> None:
+        """Reply behind the chunk and event runs already taken (paced like them)."""
+        await self._sender.send_bulk([encode_server(op, self.fmt)])
 
     async def error(
         self, code: str, message: str, *, ref: str | None = None, stream_id: str | None = None
@@ -323,9 +332,15 @@ class WsConnection:
             case Ping():
                 await self.reply(Pong(ref=op.ref))
             case Publish():
-                await self._publish(op)
+                self._require(Scope.TOPICS_PUBLISH)
+                self.topics.publish(op)
             case SubTopic():
                 self._sub_topic(op)
+            case Unsubscribe():
+                await self._unsubscribe(op)
+            case UnsubTopic():
+                await self.topics.unsubscribe(op.sub_id)
+                await self.reply_in_order(Unsubscribed(sub_id=op.sub_id, ref=op.ref))
             case _:  # pragma: no cover - decode_client returns only the ops above
                 raise HttpError(400, "bad_request", "unknown op")
 
@@ -515,62 +530,36 @@ class WsConnection:
         except WouldBlock as exc:
             raise HttpError(429, "overloaded", str(exc)) from None
 
-    async def _publish(self, op: Publish) -> None:
-        self._require(Scope.TOPICS_PUBLISH)
-        try:
-            self.edge.hub.publish_nowait(op.topic, op.data, tenant=self.principal.tenant)
-        except (TopicError, ValueError, EncodeError) as exc:
-            raise HttpError(400, "bad_request", str(exc)) from None
-        except WouldBlock as exc:
-            raise HttpError(503, "overloaded", str(exc)) from None
-        except StreamError as exc:
-            raise HttpError(503, exc.code.value, exc.message) from None
-
     def _sub_topic(self, op: SubTopic) -> None:
         self._require(Scope.TOPICS_READ)
         if len(self.follows) + len(self.topics) >= self.settings.max_streams:
             raise HttpError(429, "limit_exceeded", "too many subscriptions on this connection")
-        try:
-            sub = self.edge.hub.subscribe(
-                op.pattern, tenant=self.principal.tenant, filter=op.filter
-            )
-        except FilterError as exc:
-            raise HttpError(400, "bad_request", f"bad filter: {exc}") from None
-        except (TopicError, ValueError) as exc:
-            raise HttpError(400, "bad_request", str(exc)) from None
-        except StreamError as exc:
-            raise HttpError(503, exc.code.value, exc.message) from None
-        task = asyncio.ensure_future(self._pump_topic(sub))
-        self.topics[sub.subscriber_id] = (sub, task)
+        self.topics.subscribe(op)
 
-    async def _pump_topic(self, sub: HubSubscription) -> None:
-        """Send a topic subscription's events as ``event`` ops (no credit: the
-        hub's buffer and its ``drop_oldest`` policy bound a slow client)."""
-        text = self.fmt is Format.JSON
-        sender = self._sender
-        try:
-            while True:
-                # Runs as the writer's: a paced run never holds the write lock.
-                frames: list[bytes | str] = []
-                left = sender.run_bytes
-                while left > 0 and sub.held():
-                    data = sub.receive_nowait().encoded(self.fmt)
-                    frames.append(data.decode() if text else data)
-                    left -= len(data)
-                if frames:
-                    await sender.send_bulk(frames)
-                    continue
-                end = sub.end_reason()
-                if end is not None:
-                    if isinstance(end, StreamError):
-                        await self.error(end.code.value, end.message)
-                    return
-                await sub.wait()
-        except (TimeoutError, OSError, ClosedResourceError):
-            pass
-        finally:
-            sub.close()
-            self.topics.pop(sub.subscriber_id, None)
+    async def _unsubscribe(self, op: Unsubscribe) -> None:
+        """Stop following a stream here and in the session; the run goes on.
+
+        The pump stops at its next turn (it may finish a write in progress)
+        and the stream's queued chunks are dropped unsent. An unsubscribe
+        crossing the stream's end on the wire is answered all the same.
+        """
+        key = op.stream_id
+        follow = self.follows.get(key)
+        if follow is None and key not in self._ended:
+            raise HttpError(404, "not_found", "this connection does not follow that stream")
+        if follow is not None:
+            follow.stopped = True
+            self._sender.discard(key)
+            follow.reader.interrupt()
+            if follow.task is not None:
+                await asyncio.wait([follow.task])  # its finally marks the stream ended
+            follow.reader.close()
+            if self.follows.get(key) is follow:
+                del self.follows[key]
+        self._end_seqs.pop(key, None)
+        self._forget(key)
+        # A run already taken with the stream's chunks goes out first.
+        await self.reply_in_order(Unsubscribed(stream_id=key, ref=op.ref))
 
     def _forget(self, stream_id: str) -> None:
         if self.session_id is not None:
@@ -593,7 +582,7 @@ class WsConnection:
         sender = self._sender
         key = follow.stream_id
         try:
-            while True:
+            while not follow.stopped:
                 if not reader.held():
                     end = reader.end_reason()
                     if isinstance(end, StreamError):
@@ -661,18 +650,15 @@ class WsConnection:
     async def detach(self) -> None:
         """Stop every pump and park the session for resumption."""
         tasks = [f.task for f in self.follows.values() if f.task is not None]
-        tasks += [task for _, task in self.topics.values()]
         for task in tasks:
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
+            await self.topics.aclose()
             await asyncio.gather(*tasks, return_exceptions=True)
         await self._sender.aclose()
         for follow in list(self.follows.values()):
             follow.reader.close()
         self.follows.clear()
-        for sub, _ in list(self.topics.values()):
-            sub.close()
-        self.topics.clear()
         self._park()
 
 

@@ -323,6 +323,18 @@ class WsSender:
         else:
             self._drop(key)
 
+    def discard(self, key: str) -> None:
+        """Stream ``key`` is unsubscribed: drop what it has queued now, unsent.
+
+        A run the writer has already taken still goes out (under a bandwidth
+        limit it may still be waiting for its bytes).
+        """
+        if key in self._drr:
+            for item in self._drr.remove(key):
+                if type(item) is _Tail:
+                    self._tails -= 1
+        self._drop(key)
+
     def _drop(self, key: str) -> None:
         if key in self._drr:
             self._drr.remove(key)

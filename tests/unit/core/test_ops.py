@@ -52,6 +52,9 @@ from icefloe.core.ops import (
     StartHeaders,
     Subscribe,
     SubTopic,
+    Unsubscribe,
+    Unsubscribed,
+    UnsubTopic,
     Welcome,
     decode_client,
     decode_server,
@@ -78,6 +81,8 @@ CLIENT_OP_TYPES = (
     Publish,
     SubTopic,
     Ping,
+    Unsubscribe,
+    UnsubTopic,
 )
 
 
@@ -140,9 +145,12 @@ _client_ops: st.SearchStrategy[ClientOp] = st.one_of(
         SubTopic,
         pattern=_topics,
         filter=st.none() | st.text(_clean, max_size=80),
+        sub_id=_opt_ids,
         ref=_opt_ids,
     ),
     st.builds(Ping, ref=_opt_ids),
+    st.builds(Unsubscribe, stream_id=_ids, ref=_opt_ids),
+    st.builds(UnsubTopic, sub_id=_ids, ref=_opt_ids),
 )
 
 
@@ -185,6 +193,7 @@ _server_ops: st.SearchStrategy[ServerOp] = st.one_of(
     ),
     st.builds(Event, topic=_topics, data=_values, offset=st.none() | _seqs),
     st.builds(Pong, ref=_opt_ids),
+    st.builds(Unsubscribed, stream_id=_opt_ids, sub_id=_opt_ids, ref=_opt_ids),
 )
 
 
@@ -250,6 +259,12 @@ def test_server_ops_wire_form_omits_absent_optionals() -> None:
         '{"op":"error","code":"not_found","message":"no such stream"}'
     )
     assert encode_server(Pong(), Format.JSON) == '{"op":"pong"}'
+    assert encode_server(Unsubscribed(stream_id="s"), Format.JSON) == (
+        '{"op":"unsubscribed","stream_id":"s"}'
+    )
+    assert encode_server(Unsubscribed(sub_id="t", ref="r"), Format.JSON) == (
+        '{"op":"unsubscribed","sub_id":"t","ref":"r"}'
+    )
     assert encode_server(Welcome(session_id="s", resumed=False, window=256), Format.JSON) == (
         '{"op":"welcome","session_id":"s","resumed":false,"window":256}'
     )
@@ -357,6 +372,9 @@ _OK_CASES: list[dict[str, Any]] = [
     {"op": "sub_topic", "pattern": "a.*", "filter": "f" * MAX_FILTER_LENGTH},
     {"op": "input", "stream_id": "s", "data": [2**64 - 1, -(2**63), {"k": "v"}]},
     {"op": "ping", "ref": "r" * MAX_ID_LENGTH},
+    {"op": "unsubscribe", "stream_id": "s" * MAX_ID_LENGTH},
+    {"op": "sub_topic", "pattern": "a.*", "sub_id": "~" * MAX_ID_LENGTH},
+    {"op": "unsub_topic", "sub_id": "t" * MAX_ID_LENGTH, "ref": "u"},
 ]
 
 
@@ -419,6 +437,16 @@ _BAD_CASES: list[tuple[dict[str, Any] | list[Any] | int | str | None, str]] = [
     ({"op": "publish", "topic": "t" * 201, "data": 1}, "length <= 200"),
     ({"op": "sub_topic", "pattern": "a", "filter": "f" * 1025}, "length <= 1024"),
     ({"op": "sub_topic", "pattern": "a\nb"}, "at `$.pattern`"),
+    ({"op": "sub_topic", "pattern": "a", "sub_id": ""}, "length >= 1 - at `$.sub_id`"),
+    ({"op": "sub_topic", "pattern": "a", "sub_id": "a b"}, "printable ASCII without spaces"),
+    # unsubscribe and unsub_topic
+    ({"op": "unsubscribe"}, "missing required field `stream_id`"),
+    ({"op": "unsubscribe", "stream_id": "s" * 129}, "length <= 128 - at `$.stream_id`"),
+    ({"op": "unsubscribe", "stream_id": "s", "from_seq": 1}, "unknown field `from_seq`"),
+    ({"op": "unsub_topic"}, "missing required field `sub_id`"),
+    ({"op": "unsub_topic", "sub_id": "é"}, "printable ASCII without spaces"),
+    ({"op": "unsub_topic", "sub_id": 7}, "Expected `str`, got `int`"),
+    ({"op": "unsub_topic", "sub_id": "x", "pattern": "a"}, "unknown field `pattern`"),
     # payload / data values
     ({"op": "input", "stream_id": "s", "data": -(2**63) - 1}, "Integer outside the 64-bit range"),
     ({"op": "start", "ref": "r", "payload": [2**64]}, "Integer outside the 64-bit range"),
@@ -609,8 +637,10 @@ _VALID_OBJECTS: list[dict[str, Any]] = [
     {"op": "ack", "stream_id": "s", "seq": 9},
     {"op": "input", "stream_id": "s", "data": ["x", 1]},
     {"op": "publish", "topic": "t", "data": {"k": [1.5, None]}},
-    {"op": "sub_topic", "pattern": "a.*", "filter": "x > 1"},
+    {"op": "sub_topic", "pattern": "a.*", "filter": "x > 1", "sub_id": "t1"},
     {"op": "ping"},
+    {"op": "unsubscribe", "stream_id": "s"},
+    {"op": "unsub_topic", "sub_id": "t1"},
 ]
 _OP_NAMES = [obj["op"] for obj in _VALID_OBJECTS]
 _FIELDS = sorted({key for obj in _VALID_OBJECTS for key in obj} | {"headers.tenant", "zz"})
