@@ -451,7 +451,10 @@ class StreamState:
             self.linger_handle = None
         self._readers.append(reader._ref)
         self._solo = self._is_solo()
-        if self._solo or from_seq < self._floor:
+        if self._solo or from_seq < self._floor or self._room:
+            # With a producer parked for room, recount now: this reader may
+            # raise the floor (the first reader of an unread stream, or the
+            # new fastest lag-tolerant one) and nothing else would wake it.
             self._recompute_floor()
         # Otherwise the floor can only rise with this reader: the stale one is
         # conservative (less room, and the producer's slow path recounts), and
