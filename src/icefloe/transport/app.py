@@ -47,6 +47,7 @@ from icefloe.transport.encoding import WireFormat, ndjson_chunk, parse_resume_po
 from icefloe.transport.errors import HttpError, error_response
 from icefloe.transport.idempotency import ExpiringMap, Started
 from icefloe.transport.limits import EdgeLimits, PrincipalLimiter
+from icefloe.transport.logfilter import install_protocol_log_filter
 from icefloe.transport.metrics import EdgeMetrics
 from icefloe.transport.openapi import OPENAPI
 from icefloe.transport.shared import EncodedLog
@@ -679,6 +680,7 @@ def create_app(
     """The ASGI app serving ``flow`` (and ``hub``: a fresh one when None) over HTTP
     and WebSocket; see docs/wire-protocol.md and docs/websocket.md."""
     owned_hub = hub is None
+    install_protocol_log_filter()
     edge = _Edge(flow, settings or EdgeSettings(), hub or Hub())
 
     async def on_http_error(request: Request, exc: Exception) -> Response:
