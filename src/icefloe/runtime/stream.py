@@ -86,6 +86,7 @@ class StreamState:
     """
 
     __slots__ = (
+        "_blocking_min",
         "_buf",
         "_bytes",
         "_floor",
@@ -154,6 +155,9 @@ class StreamState:
         self._buf: deque[StreamChunk] = deque()
         self._head = start_seq  # next seq to release
         self._floor = start_seq
+        # The slowest blocking reader's seq when the floor was last made exact
+        # (the head if none): readers only move forward, so it is never too high.
+        self._blocking_min = start_seq
         self._room_len = window  # see _recompute_floor
         self._bytes = 0
         # One reader and no history: the reader pops what it reads.
@@ -451,15 +455,29 @@ class StreamState:
             self.linger_handle = None
         self._readers.append(reader._ref)
         self._solo = self._is_solo()
-        if self._solo or from_seq < self._floor or self._room:
-            # With a producer parked for room, recount now: this reader may
-            # raise the floor (the first reader of an unread stream, or the
-            # new fastest lag-tolerant one) and nothing else would wake it.
+        if self._solo or from_seq < self._floor or len(self._readers) == 1:
             self._recompute_floor()
+        elif lag_limit is None:
+            # A stale floor is conservative; the blocking minimum must not be.
+            if from_seq < self._blocking_min:
+                self._blocking_min = from_seq
+        elif self._room and from_seq > self._floor:
+            # A new fastest lag-tolerant reader may raise the pace of a parked
+            # producer, and nothing else would wake it: raise the floor in
+            # O(1), up to the slowest blocking reader.
+            self._raise_floor(min(self._blocking_min, from_seq))
         # Otherwise the floor can only rise with this reader: the stale one is
         # conservative (less room, and the producer's slow path recounts), and
         # a thousand clients attaching cost O(1) each instead of O(readers).
         return reader
+
+    def _raise_floor(self, floor: int) -> None:
+        if floor <= self._floor:
+            return
+        self._floor = floor
+        self._room_len = self.window + max(0, floor - self.base)
+        if floor + self.window > self._head and self._bytes < self.max_bytes:
+            self._wake_room()
 
     def _detach(self, reader: Subscription) -> None:
         try:
@@ -512,6 +530,7 @@ class StreamState:
                 else:
                     fastest = max(fastest, pos)
                     keep = min(keep, max(pos, head - limit))
+            self._blocking_min = floor
             if fastest >= 0:
                 floor = min(floor, fastest)
         self._floor = floor

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 from icefloe import Context, Flow, Headers, Message, Node, create
 
@@ -55,5 +56,51 @@ async def test_new_fastest_lag_tolerant_reader_unblocks_the_producer() -> None:
             assert seqs == list(range(seqs[0], seqs[0] + 100))
             fresh.close()
             stalled.close()
+    finally:
+        await flow.stop()
+
+
+async def test_attaching_stays_cheap_while_the_producer_is_parked() -> None:
+    flow = flood_flow()
+    flow.run()
+    try:
+        async with asyncio.timeout(30):
+            message = Message(payload=None, headers=Headers(tenant="t"))
+            sid = await flow.start(message, history=0, window=16)
+            holder = flow.subscribe(sid, 0)  # blocking, reads nothing: the producer parks
+            await parked(flow, sid, 15)
+            started = time.perf_counter()
+            readers = [flow.subscribe(sid, None, lag_limit=1000) for _ in range(5_000)]
+            elapsed = time.perf_counter() - started
+            # O(1) each: about 0.005 s here; O(readers) each took about 4 s.
+            assert elapsed < 1.0, elapsed
+            assert len(readers) == 5_000
+            holder.close()
+            # Not closed one by one: a running stream recounts per leaving
+            # reader (O(readers) each); stopping the flow ends it first.
+    finally:
+        await flow.stop()
+
+
+async def test_a_fast_reader_never_lets_the_producer_overrun_a_blocking_one() -> None:
+    flow = flood_flow()
+    flow.run()
+    try:
+        async with asyncio.timeout(10):
+            message = Message(payload=None, headers=Headers(tenant="t"))
+            sid = await flow.start(message, history=1000, window=16)
+            first = flow.subscribe(sid, 0, lag_limit=1000)
+            for _ in range(100):
+                await anext(first)
+            await parked(flow, sid, 115)  # the pace reader is at 100: 16 ahead
+            # Ahead of the floor (100), behind the head (116): it now holds the pace.
+            blocking = flow.subscribe(sid, 110)
+            fast = flow.subscribe(sid, None, lag_limit=1000)  # raises the floor to 110
+            await parked(flow, sid, 110 + 16 - 1)
+            for _ in range(5):
+                await asyncio.sleep(0)  # let a wrongly woken producer run on
+            assert flow.brief(sid).last_seq == 110 + 16 - 1
+            for reader in (first, blocking, fast):
+                reader.close()
     finally:
         await flow.stop()
