@@ -11,7 +11,7 @@ import httpx
 
 from icefloe import Context, Headers, Message, Node, create
 from icefloe.core.sse import SseParser
-from icefloe.hub import Hub, relay_stream
+from icefloe.hub import Hub, HubLimits, relay_stream
 from icefloe.transport.app import EdgeSettings
 from icefloe.transport.auth import ApiKeyAuthenticator
 
@@ -130,7 +130,31 @@ async def test_relay_stream_reports_an_abnormal_end_as_a_last_event() -> None:
         finally:
             await hub.aclose()
             await flow.stop()
-    assert relayed == 1
+    assert relayed == (1, 0)
     assert first.data.text == "a"
     assert last.data["stream_id"] == sid
     assert last.data["error"]["code"] == "failed"
+
+
+async def test_an_event_the_hub_refuses_is_skipped_and_the_relay_goes_on() -> None:
+    async def sizes(msg: Message, ctx: Context) -> None:
+        for text in ("small", "x" * 4096, "small again"):
+            await ctx.emit_chunk(parent=msg, text=text)
+        await ctx.emit_chunk(parent=msg, text="", done=True)
+
+    flow = create(Node(sizes, name="sizes").to())
+    hub = Hub(HubLimits(max_event_bytes=1024))
+    async with asyncio.timeout(10):
+        flow.run()
+        try:
+            watcher = hub.subscribe("runs.>", tenant="acme")
+            message = Message(payload=None, headers=Headers(tenant="acme"))
+            sid = await flow.start(message, history=16)
+            result = await relay_stream(flow, hub, sid, "runs.y", tenant="acme")
+            got = [(await anext(watcher)).data for _ in range(3)]
+        finally:
+            await hub.aclose()
+            await flow.stop()
+    assert result == (3, 1)
+    assert [c.text for c in got] == ["small", "small again", ""]
+    assert [c.seq for c in got] == [0, 2, 3]

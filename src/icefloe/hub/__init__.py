@@ -13,7 +13,7 @@ from icefloe.core.topics import Pattern, TopicError
 from icefloe.hub.event import HubEvent
 from icefloe.hub.hub import Hub, HubStatistics
 from icefloe.hub.limits import HubLimits
-from icefloe.hub.relay import relay_stream
+from icefloe.hub.relay import RelayResult, relay_reader, relay_stream
 from icefloe.hub.subscription import (
     HubSubscription,
     SubscriberInfo,
@@ -31,10 +31,12 @@ __all__ = [
     "HubSubscription",
     "Overflow",
     "Pattern",
+    "RelayResult",
     "SubscriberInfo",
     "SubscriptionStatistics",
     "Target",
     "TopicError",
     "compile_filter",
+    "relay_reader",
     "relay_stream",
 ]

@@ -10,6 +10,13 @@ event, in seq order, whose data is the chunk (``{"stream_id", "seq", "text",
 ends its relay with one last event ``{"stream_id", "error": {"code",
 "message"}}``.
 
+An event the hub refuses is skipped and logged, and the relay goes on: one
+over ``HubLimits.max_event_bytes`` (``ValueError``), one whose data the wire
+formats cannot carry (``EncodeError``), or one refused while the hub is over
+a global limit (``StreamError("overloaded")``); the count is in the return
+value. A closed hub or an invalid topic ends the relay with the
+exception.
+
 What a slow watcher does to the relay is the watcher's overflow policy
 (docs/hub.md): with the default ``at_most_once`` events, ``drop_oldest`` and
 ``drop_newest`` watchers lose events and never hold the relay, a ``block``
@@ -18,16 +25,30 @@ watcher holds it (and so the stream's producer) until it has room.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import logging
+from typing import TYPE_CHECKING, NamedTuple
 
+from icefloe.core.topics import TopicError
 from icefloe.exceptions import StreamError
 from icefloe.runtime.node import Reliability
 
 if TYPE_CHECKING:
     from icefloe.hub.hub import Hub
     from icefloe.runtime.flow import Flow
+    from icefloe.runtime.subscription import Subscription
 
-__all__ = ["relay_stream"]
+__all__ = ["RelayResult", "relay_reader", "relay_stream"]
+
+log = logging.getLogger("icefloe.hub")
+
+
+class RelayResult(NamedTuple):
+    """What a relay did by the time its stream ended."""
+
+    #: chunks published to the topic
+    relayed: int
+    #: chunks the hub refused (too big, or the hub over a global limit)
+    skipped: int
 
 
 async def relay_stream(
@@ -39,26 +60,67 @@ async def relay_stream(
     tenant: str,
     reliability: Reliability | str = Reliability.AT_MOST_ONCE,
     from_seq: int = 0,
-) -> int:
+) -> RelayResult:
     """Publish every chunk of ``stream_id`` from ``from_seq`` to ``topic``.
 
-    Returns when the stream has ended, with the number of chunks relayed.
+    Returns when the stream has ended.
 
     :raises KeyError: no such stream is registered.
     :raises StreamError: ``history_gone`` if ``from_seq`` is no longer held.
     :raises TopicError: ``topic`` is not a valid topic name.
     """
-    relayed = 0
     reader = flow.subscribe(stream_id, from_seq)
+    return await relay_reader(reader, hub, stream_id, topic, tenant=tenant, reliability=reliability)
+
+
+async def relay_reader(
+    reader: Subscription,
+    hub: Hub,
+    stream_id: str,
+    topic: str,
+    *,
+    tenant: str,
+    reliability: Reliability | str = Reliability.AT_MOST_ONCE,
+) -> RelayResult:
+    """:func:`relay_stream` from a reader already attached (closed at the end).
+
+    Attach the reader where the run starts, so that no chunk can be trimmed
+    before the relay's task first runs.
+    """
+    relayed = skipped = 0
     try:
-        async for chunk in reader:
-            await hub.publish(topic, chunk, tenant=tenant, reliability=reliability)
-            relayed += 1
-    except StreamError as exc:
-        error = {"code": exc.code.value, "message": exc.message}
-        await hub.publish(
-            topic, {"stream_id": stream_id, "error": error}, tenant=tenant, reliability=reliability
-        )
+        while True:
+            try:
+                chunk = await anext(reader)
+            except StopAsyncIteration:
+                break
+            except StreamError as exc:
+                error = {"code": exc.code.value, "message": exc.message}
+                await _publish(
+                    hub, topic, {"stream_id": stream_id, "error": error}, tenant, reliability
+                )
+                break
+            if await _publish(hub, topic, chunk, tenant, reliability):
+                relayed += 1
+            else:
+                skipped += 1
     finally:
         reader.close()
-    return relayed
+    return RelayResult(relayed, skipped)
+
+
+async def _publish(
+    hub: Hub, topic: str, data: object, tenant: str, reliability: Reliability | str
+) -> bool:
+    """Publish one event; False (logged) if the hub refused this one event."""
+    try:
+        await hub.publish(topic, data, tenant=tenant, reliability=reliability)
+    except StreamError as exc:
+        log.warning("relay to %r: event skipped: %s", topic, exc.message)
+        return False
+    except TopicError:
+        raise  # a bad topic is the caller's error: every event would fail
+    except ValueError as exc:  # too big, or EncodeError: this event only
+        log.warning("relay to %r: event skipped: %s", topic, exc)
+        return False
+    return True

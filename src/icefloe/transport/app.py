@@ -31,7 +31,7 @@ from icefloe.core.messages import Headers, Message, StreamChunk, new_id
 from icefloe.core.sessions import SessionTable
 from icefloe.core.topics import TopicError, validate_topic
 from icefloe.exceptions import EndOfStream, ErrorCode, InvalidState, StreamError, WouldBlock
-from icefloe.hub import Hub, relay_stream
+from icefloe.hub import Hub, RelayResult, relay_reader
 from icefloe.runtime.flow import Flow
 from icefloe.runtime.stream_types import StreamStatistics
 from icefloe.runtime.subscription import Subscription
@@ -148,7 +148,8 @@ class _Edge:
         # Encode once: each stream's events per wire format, shared by its pumps.
         self._logs: dict[tuple[str, WireFormat], EncodedLog] = {}
         # Streams started with headers.topic, relayed into the hub while they run.
-        self.relays: set[asyncio.Task[int]] = set()
+        self.relays: set[asyncio.Task[RelayResult]] = set()
+        self.relays_closed = False
         # POST time per stream (perf_counter), for time to first token.
         self._posted_at: ExpiringMap[float] = ExpiringMap(
             60.0, settings.idempotency_max, time.monotonic
@@ -288,19 +289,24 @@ class _Edge:
 
     def _relay(self, stream_id: str, topic: str, tenant: str) -> None:
         """Relay the stream's chunks into the hub topic until it ends (docs/hub.md)."""
+        if self.relays_closed:
+            return  # shutting down: the hub is about to close
+        # Attached now, not when the task first runs: no chunk can be trimmed first.
+        reader = self.flow.subscribe(stream_id, 0)
         task = asyncio.ensure_future(
-            relay_stream(self.flow, self.hub, stream_id, topic, tenant=tenant)
+            relay_reader(reader, self.hub, stream_id, topic, tenant=tenant)
         )
         self.relays.add(task)
         task.add_done_callback(self._relay_done)
 
-    def _relay_done(self, task: asyncio.Task[int]) -> None:
+    def _relay_done(self, task: asyncio.Task[RelayResult]) -> None:
         self.relays.discard(task)
         if not task.cancelled() and task.exception() is not None:
             # The hub closed under it, or the stream vanished: nothing to retry.
-            log.info("stream relay ended early: %r", task.exception())
+            log.warning("stream relay ended early: %r", task.exception())
 
     async def close_relays(self) -> None:
+        self.relays_closed = True
         for task in self.relays:
             task.cancel()
         await asyncio.gather(*self.relays, return_exceptions=True)
