@@ -158,3 +158,40 @@ async def test_an_event_the_hub_refuses_is_skipped_and_the_relay_goes_on() -> No
     assert result == (3, 1)
     assert [c.text for c in got] == ["small", "small again", ""]
     assert [c.seq for c in got] == [0, 2, 3]
+
+
+def paced_flow() -> Any:
+    async def paced(msg: Message, ctx: Context) -> None:
+        for i in range(int(msg.payload)):
+            await ctx.emit_chunk(parent=msg, text=str(i))
+            await asyncio.sleep(0.005)  # the run's own pace (about 1 s), not a sync
+        await ctx.emit_chunk(parent=msg, text="", done=True)
+
+    return create(Node(paced, name="paced").to())
+
+
+async def test_a_relayed_run_nobody_watches_is_cancelled_as_unread(serve: Serve) -> None:
+    settings = EdgeSettings(authenticator=ApiKeyAuthenticator(KEYS), unread_timeout_s=0.2)
+    auth = {"Authorization": f"Bearer {RELAYER}"}
+    async with (
+        serve(paced_flow(), settings) as base,
+        httpx.AsyncClient(base_url=base, timeout=10, headers=auth) as client,
+        asyncio.timeout(20),
+    ):
+        ready = asyncio.Event()
+        watched = asyncio.ensure_future(watch(client, ready))
+        await ready.wait()
+
+        async def start(topic: str) -> str:
+            body = {"payload": 200, "headers": {"tenant": "acme", "topic": topic}}
+            r = await client.post("/v1/streams", json=body)
+            assert r.status_code == 201
+            return str(r.json()["stream_id"])
+
+        unwatched = await start("elsewhere.r1")  # no subscriber matches it
+        kept = await start("runs.r9")  # the watcher's runs.* matches it
+        got = await watched  # the whole run: it outlived the unread timeout
+        status = (await client.get(f"/v1/streams/{unwatched}/status")).json()
+    assert [c["seq"] for c in got] == list(range(201))
+    assert {c["stream_id"] for c in got} == {kept}
+    assert status["state"] == "cancelled"

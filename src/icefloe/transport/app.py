@@ -29,7 +29,7 @@ from starlette.routing import Route, WebSocketRoute
 from icefloe.core.congestion import CongestionState
 from icefloe.core.messages import Headers, Message, StreamChunk, new_id
 from icefloe.core.sessions import SessionTable
-from icefloe.core.topics import TopicError, validate_topic
+from icefloe.core.topics import Pattern, TopicError, validate_topic
 from icefloe.exceptions import EndOfStream, ErrorCode, InvalidState, StreamError, WouldBlock
 from icefloe.hub import Hub, RelayResult, relay_reader
 from icefloe.runtime.flow import Flow
@@ -150,6 +150,8 @@ class _Edge:
         # Streams started with headers.topic, relayed into the hub while they run.
         self.relays: set[asyncio.Task[RelayResult]] = set()
         self.relays_closed = False
+        # stream id -> (topic, tenant) of each running relay
+        self._relayed: dict[str, tuple[str, str]] = {}
         # POST time per stream (perf_counter), for time to first token.
         self._posted_at: ExpiringMap[float] = ExpiringMap(
             60.0, settings.idempotency_max, time.monotonic
@@ -278,6 +280,19 @@ class _Edge:
             self._watch_unread(started.stream_id, time.monotonic())
         return started, True
 
+    def _is_read(self, stream_id: str, stats: StreamStatistics) -> bool:
+        """Whether anyone reads the stream: its relay counts only while some
+        subscriber of its tenant watches the topic (an abandoned relayed run
+        is cancelled like any other)."""
+        relay = self._relayed.get(stream_id)
+        if relay is None:
+            return stats.subscribers > 0
+        if stats.subscribers > 1:
+            return True
+        topic, tenant = relay
+        watchers = self.hub.subscriber_statistics(tenant)
+        return any(Pattern(w.pattern).matches(topic) for w in watchers)
+
     def _check_relay_topic(self, principal: Principal, topic: str) -> None:
         """A stream started with ``headers.topic`` is published there: check it now."""
         try:
@@ -297,10 +312,12 @@ class _Edge:
             relay_reader(reader, self.hub, stream_id, topic, tenant=tenant)
         )
         self.relays.add(task)
-        task.add_done_callback(self._relay_done)
+        self._relayed[stream_id] = (topic, tenant)
+        task.add_done_callback(lambda done: self._relay_done(stream_id, done))
 
-    def _relay_done(self, task: asyncio.Task[RelayResult]) -> None:
+    def _relay_done(self, stream_id: str, task: asyncio.Task[RelayResult]) -> None:
         self.relays.discard(task)
+        self._relayed.pop(stream_id, None)
         if not task.cancelled() and task.exception() is not None:
             # The hub closed under it, or the stream vanished: nothing to retry.
             log.warning("stream relay ended early: %r", task.exception())
@@ -323,7 +340,7 @@ class _Edge:
         if stats is None or stats.state != "running":
             return
         now = time.monotonic()
-        if stats.subscribers:
+        if self._is_read(stream_id, stats):
             last_read = now
         elif now - last_read >= timeout:
             self.flow.cancel(stream_id)
