@@ -12,8 +12,6 @@ import httpx
 sys.path.insert(0, str(Path(__file__).parent))
 from test_ws import JSON, Counter, client
 
-from icefloe.transport.metrics import WsTotals
-
 Serve = Any
 CHUNKS = 50
 
@@ -48,9 +46,3 @@ async def test_ws_send_figures_survive_the_connection(serve: Serve) -> None:
             after = (await http.get("/metrics")).text
         assert value(after, "icefloe_ws_chunks_total") == CHUNKS + 1
         assert value(after, "icefloe_ws_bytes_total") >= value(live, "icefloe_ws_bytes_total")
-
-
-def test_totals_start_at_zero() -> None:
-    totals = WsTotals()
-    assert totals.open == set()
-    assert set(totals.closed.values()) == {0.0}
