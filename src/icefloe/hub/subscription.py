@@ -238,6 +238,10 @@ class SubscriberState:
         happen while only reliable publishers wait, see :meth:`spare`, but
         the count must not depend on that.)
         """
+        self._drained(count)
+
+    def _drained(self, count: int) -> None:
+        """``count`` events left the buffer: wake the publishers at low water."""
         self.until_wake -= count
         ring = self.ring
         if (
@@ -289,14 +293,7 @@ class SubscriberState:
         if self.reliable and event.reliability != _AT_MOST_ONCE:
             self.reliable -= 1
         if self.room:
-            self.until_wake -= 1
-            ring = self.ring
-            if (
-                self.until_wake <= 0
-                and len(ring) <= self.low_items
-                and ring.used_bytes <= self.low_bytes
-            ):
-                self.wake_publishers()
+            self._drained(1)
 
     def discard(self) -> None:
         """Free the buffer and the replay list (the subscription has ended)."""
