@@ -11,6 +11,7 @@ from typing import Any
 import msgspec
 import pytest
 import zstandard
+from test_ws import close_draining
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -101,13 +102,7 @@ async def client(base: str, *subprotocols: str) -> AsyncIterator[Client]:
     try:
         yield Client(ws)
     finally:
-        closing = asyncio.ensure_future(ws.close())
-        try:
-            while True:
-                await ws.recv()
-        except ConnectionClosed:
-            pass
-        await closing
+        await close_draining(ws)
 
 
 # -- zstd --------------------------------------------------------------------------------

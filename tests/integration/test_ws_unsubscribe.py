@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from test_ws import close_draining
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
 
 from icefloe import Context, Limits, Message, Node, NodePolicy, create
 from icefloe.runtime.flow import Flow
@@ -64,13 +64,7 @@ async def client(base: str, key: str | None = None) -> AsyncIterator[Client]:
     try:
         yield Client(ws)
     finally:
-        closing = asyncio.ensure_future(ws.close())
-        try:
-            while True:
-                await ws.recv()
-        except ConnectionClosed:
-            pass
-        await closing
+        await close_draining(ws)
 
 
 def echo_flow() -> Flow:
