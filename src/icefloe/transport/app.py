@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -29,9 +28,8 @@ from starlette.routing import Route, WebSocketRoute
 from icefloe.core.congestion import CongestionState
 from icefloe.core.messages import Headers, Message, StreamChunk, new_id
 from icefloe.core.sessions import SessionTable
-from icefloe.core.topics import Pattern, TopicError, validate_topic
 from icefloe.exceptions import EndOfStream, ErrorCode, InvalidState, StreamError, WouldBlock
-from icefloe.hub import Hub, RelayResult, relay_reader
+from icefloe.hub import Hub
 from icefloe.runtime.flow import Flow
 from icefloe.runtime.stream_types import StreamStatistics
 from icefloe.runtime.subscription import Subscription
@@ -50,6 +48,7 @@ from icefloe.transport.limits import EdgeLimits, PrincipalLimiter
 from icefloe.transport.logfilter import install_protocol_log_filter
 from icefloe.transport.metrics import EdgeMetrics
 from icefloe.transport.openapi import OPENAPI
+from icefloe.transport.relays import StreamRelays, check_relay_topic
 from icefloe.transport.shared import EncodedLog
 from icefloe.transport.streaming import PumpSettings, StreamPump
 from icefloe.transport.topics import (
@@ -70,8 +69,6 @@ MAX_BODY = 1024 * 1024
 MAX_POLL_WAIT_S = 30.0
 #: most chunks one long-poll answer carries
 MAX_POLL_CHUNKS = 1000
-
-log = logging.getLogger("icefloe.edge")
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,10 +145,7 @@ class _Edge:
         # Encode once: each stream's events per wire format, shared by its pumps.
         self._logs: dict[tuple[str, WireFormat], EncodedLog] = {}
         # Streams started with headers.topic, relayed into the hub while they run.
-        self.relays: set[asyncio.Task[RelayResult]] = set()
-        self.relays_closed = False
-        # stream id -> (topic, tenant) of each running relay
-        self._relayed: dict[str, tuple[str, str]] = {}
+        self.relays = StreamRelays(flow, hub)
         # POST time per stream (perf_counter), for time to first token.
         self._posted_at: ExpiringMap[float] = ExpiringMap(
             60.0, settings.idempotency_max, time.monotonic
@@ -248,7 +242,7 @@ class _Edge:
         if not principal.can_access_tenant(tenant):
             raise HttpError(403, "forbidden", "tenant not allowed for this principal")
         if headers.topic is not None:
-            self._check_relay_topic(principal, headers.topic)
+            check_relay_topic(principal, headers.topic)
         key = idempotency_key
         if key is not None:
             if not 0 < len(key) <= 200:
@@ -275,58 +269,10 @@ class _Edge:
             self._forget(tenant, key)
             raise HttpError(503, "unavailable", str(exc), {"Retry-After": "1"}) from None
         if headers.topic is not None:
-            self._relay(started.stream_id, headers.topic, tenant)
+            self.relays.start(started.stream_id, headers.topic, tenant)
         if self.settings.unread_timeout_s is not None:
             self._watch_unread(started.stream_id, time.monotonic())
         return started, True
-
-    def _is_read(self, stream_id: str, stats: StreamStatistics) -> bool:
-        """Whether anyone reads the stream: its relay counts only while some
-        subscriber of its tenant watches the topic (an abandoned relayed run
-        is cancelled like any other)."""
-        relay = self._relayed.get(stream_id)
-        if relay is None:
-            return stats.subscribers > 0
-        if stats.subscribers > 1:
-            return True
-        topic, tenant = relay
-        watchers = self.hub.subscriber_statistics(tenant)
-        return any(Pattern(w.pattern).matches(topic) for w in watchers)
-
-    def _check_relay_topic(self, principal: Principal, topic: str) -> None:
-        """A stream started with ``headers.topic`` is published there: check it now."""
-        try:
-            validate_topic(topic)
-        except TopicError as exc:
-            raise HttpError(400, "bad_request", f"headers.topic: {exc}") from None
-        if not principal.has(Scope.TOPICS_PUBLISH):
-            raise HttpError(403, "forbidden", "headers.topic needs scope topics:publish")
-
-    def _relay(self, stream_id: str, topic: str, tenant: str) -> None:
-        """Relay the stream's chunks into the hub topic until it ends (docs/hub.md)."""
-        if self.relays_closed:
-            return  # shutting down: the hub is about to close
-        # Attached now, not when the task first runs: no chunk can be trimmed first.
-        reader = self.flow.subscribe(stream_id, 0)
-        task = asyncio.ensure_future(
-            relay_reader(reader, self.hub, stream_id, topic, tenant=tenant)
-        )
-        self.relays.add(task)
-        self._relayed[stream_id] = (topic, tenant)
-        task.add_done_callback(lambda done: self._relay_done(stream_id, done))
-
-    def _relay_done(self, stream_id: str, task: asyncio.Task[RelayResult]) -> None:
-        self.relays.discard(task)
-        self._relayed.pop(stream_id, None)
-        if not task.cancelled() and task.exception() is not None:
-            # The hub closed under it, or the stream vanished: nothing to retry.
-            log.warning("stream relay ended early: %r", task.exception())
-
-    async def close_relays(self) -> None:
-        self.relays_closed = True
-        for task in self.relays:
-            task.cancel()
-        await asyncio.gather(*self.relays, return_exceptions=True)
 
     def _watch_unread(self, stream_id: str, last_read: float) -> None:
         """Cancel the stream once it has had no reader for ``unread_timeout_s``.
@@ -340,7 +286,7 @@ class _Edge:
         if stats is None or stats.state != "running":
             return
         now = time.monotonic()
-        if self._is_read(stream_id, stats):
+        if self.relays.is_read(stream_id, stats.subscribers):
             last_read = now
         elif now - last_read >= timeout:
             self.flow.cancel(stream_id)
@@ -754,7 +700,7 @@ def create_app(
         try:
             yield
         finally:
-            await edge.close_relays()
+            await edge.relays.aclose()
             if owned_hub:
                 await edge.hub.aclose()
             if owned:
