@@ -472,12 +472,9 @@ class StreamState:
         return reader
 
     def _raise_floor(self, floor: int) -> None:
-        if floor <= self._floor:
-            return
-        self._floor = floor
-        self._room_len = self.window + max(0, floor - self.base)
-        if floor + self.window > self._head and self._bytes < self.max_bytes:
-            self._wake_room()
+        if floor > self._floor:
+            self._floor = floor
+            self._floor_moved()
 
     def _detach(self, reader: Subscription) -> None:
         try:
@@ -535,11 +532,16 @@ class StreamState:
                 floor = min(floor, fastest)
         self._floor = floor
         self._trim(keep)
+        self._floor_moved()
+
+    def _floor_moved(self) -> None:
+        """After ``_floor`` changed (and the log was trimmed): room and producers."""
+        floor = self._floor
         # The log length at which the pace reader is a window behind, given
         # what is held before the floor now: until then publish needs no
         # recount (readers only move forward, so this never says yes wrongly).
         self._room_len = self.window + max(0, floor - self.base)
-        if self._room and floor + self.window > head and self._bytes < self.max_bytes:
+        if self._room and floor + self.window > self._head and self._bytes < self.max_bytes:
             self._wake_room()
 
     def _trim(self, keep_from: int) -> None:
