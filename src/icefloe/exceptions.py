@@ -27,7 +27,7 @@ producer finished, consumer gone, would block), after anyio's memory streams.
 
 from __future__ import annotations
 
-import enum
+from icefloe.core.wire_errors import ErrorCode
 
 __all__ = [
     "BrokenResourceError",
@@ -48,23 +48,6 @@ __all__ = [
     "StreamError",
     "WouldBlock",
 ]
-
-
-class ErrorCode(enum.StrEnum):
-    """Why a stream ended abnormally; the same strings travel on the wire."""
-
-    #: a consumer, an operator or ``flow.cancel`` stopped the stream
-    CANCELLED = "cancelled"
-    #: the producing node raised (after its retries) or the producer aborted
-    FAILED = "failed"
-    #: ``Message.deadline_s`` passed before the stream finished
-    TIMEOUT = "timeout"
-    #: a resume point that retained history no longer covers
-    HISTORY_GONE = "history_gone"
-    #: admission refused: a concurrency or memory limit is reached
-    OVERLOADED = "overloaded"
-    #: admission refused: the tenant's own budget is used up (HTTP 429, not 503)
-    LIMIT_EXCEEDED = "limit_exceeded"
 
 
 class IcefloeError(Exception):
