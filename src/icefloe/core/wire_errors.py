@@ -51,11 +51,11 @@ class ErrorCode(enum.StrEnum):
     UNAUTHORIZED = "unauthorized"
     #: the principal lacks the scope, or the resource is another tenant's
     FORBIDDEN = "forbidden"
-    #: no such stream, topic, route or session (or another tenant's, where existence must not leak)
+    #: no such stream, topic, route or session (or hidden: existence must not leak)
     NOT_FOUND = "not_found"
     #: the route exists but not for this HTTP method
     METHOD_NOT_ALLOWED = "method_not_allowed"
-    #: the request is valid but clashes with the resource's current state (already following, id in use)
+    #: valid, but clashes with the current state (already following, id in use)
     CONFLICT = "conflict"
     #: an op that needs a live stream (``input``) on a stream that has ended
     STREAM_CLOSED = "stream_closed"
