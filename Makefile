@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit browser bench clean
+.PHONY: demo test lint typecheck unit perf browser bench clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "icefloe needs Python >= 3.11")'
@@ -27,6 +27,11 @@ typecheck: $(STAMP)
 
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit -q
+
+# The timing- and memory-sensitive tests (wall-clock rates, latencies, RSS) on
+# their own; `make test` runs them too.
+perf: $(STAMP)
+	$(BIN)/pytest -q -p no:cacheprovider -m perf tests/perf
 
 # The browser tests (tests/e2e) drive Debian's chromium; Playwright's own
 # browser downloads (`playwright install`) are never used. Installing needs root.

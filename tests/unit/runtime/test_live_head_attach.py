@@ -1,9 +1,11 @@
-"""A reader joining at the live head wakes a producer parked for room."""
+"""A reader joining at the live head wakes a producer parked for room.
+
+How fast 5,000 readers attach is timed in tests/perf/runtime/test_live_head_attach_timing.py.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import time
 
 from icefloe import Context, Flow, Headers, Message, Node, create
 
@@ -56,28 +58,6 @@ async def test_new_fastest_lag_tolerant_reader_unblocks_the_producer() -> None:
             assert seqs == list(range(seqs[0], seqs[0] + 100))
             fresh.close()
             stalled.close()
-    finally:
-        await flow.stop()
-
-
-async def test_attaching_stays_cheap_while_the_producer_is_parked() -> None:
-    flow = flood_flow()
-    flow.run()
-    try:
-        async with asyncio.timeout(30):
-            message = Message(payload=None, headers=Headers(tenant="t"))
-            sid = await flow.start(message, history=0, window=16)
-            holder = flow.subscribe(sid, 0)  # blocking, reads nothing: the producer parks
-            await parked(flow, sid, 15)
-            started = time.perf_counter()
-            readers = [flow.subscribe(sid, None, lag_limit=1000) for _ in range(5_000)]
-            elapsed = time.perf_counter() - started
-            # O(1) each: about 0.005 s here; O(readers) each took about 4 s.
-            assert elapsed < 1.0, elapsed
-            assert len(readers) == 5_000
-            holder.close()
-            # Not closed one by one: a running stream recounts per leaving
-            # reader (O(readers) each); stopping the flow ends it first.
     finally:
         await flow.stop()
 

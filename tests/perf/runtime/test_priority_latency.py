@@ -6,11 +6,16 @@ import asyncio
 import time
 from itertools import pairwise
 
+import pytest
 from flowkit import MakeFlow, until
 
 from icefloe import Context, Headers, Message, Node, NodePolicy
 
-BUDGET_MS = 250.0
+pytestmark = pytest.mark.perf
+
+#: generous for a loaded machine (was 250 ms): served after the queued flood,
+#: a high-priority stream would wait about 5 s for its first token and fail
+BUDGET_MS = 1000.0
 TOKENS = 10
 GAP_S = 0.01  # a token every 10 ms, as an LLM would
 
