@@ -11,6 +11,11 @@ the run starter), and the checks every request goes through:
 * :meth:`EdgeContext.open_connection` counts a streaming response against
   the principal's connection limit.
 
+Beside it, the two pieces of request plumbing every route module uses:
+:func:`read_body` (the body, within :data:`MAX_BODY`) and
+:class:`PumpResponse` (a streaming response handed to a
+:class:`~icefloe.transport.streaming.StreamPump`).
+
 The route modules (:mod:`~icefloe.transport.routes_streams`,
 :mod:`~icefloe.transport.routes_topics`, :mod:`~icefloe.transport.routes_ops`)
 and :mod:`~icefloe.transport.websocket` take this object and nothing else of
