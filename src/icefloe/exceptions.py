@@ -2,11 +2,13 @@
 
 Every error icefloe raises on purpose derives from :class:`IcefloeError`; no
 ``asyncio`` or ``queue`` exception crosses the public API. Misuse errors also
-inherit a builtin so that generic handlers keep working::
+inherit a builtin so that generic handlers keep working. The whole tree, with
+the module of each class defined elsewhere::
 
     IcefloeError
     ├── InvalidState (+ AssertionError)      an object used in a state that forbids it
     │   └── StreamClosedError                emit after the stream ended
+    ├── StreamNotFound (+ KeyError)          no stream with that id is registered
     ├── WouldBlock                           a ``*_nowait`` call could not finish now
     ├── EndOfStream                          every producer finished (iteration ends)
     ├── ClosedResourceError                  this handle was closed locally
@@ -18,8 +20,23 @@ inherit a builtin so that generic handlers keep working::
     ├── CreditOverrun (+ ValueError)         more consumed than granted
     ├── DecodeError (+ ValueError)           bytes that are not a valid chunk or frame
     │   ├── FrameTooLarge
-    │   └── ChecksumMismatch
-    └── EncodeError (+ ValueError)           a chunk holds a value the wire format cannot carry
+    │   ├── ChecksumMismatch
+    │   └── BadRequest                       core.ops: a client op that does not decode
+    ├── EncodeError (+ ValueError)           a chunk holds a value the wire format cannot carry
+    ├── FilterError (+ ValueError)           core.filters: a hub filter that does not compile
+    ├── TopicError (+ ValueError)            core.topics: a bad topic name or pattern
+    ├── SessionError                         core.sessions: a WebSocket session op refused
+    │   ├── SessionExpired                   no session to resume
+    │   ├── TooManySessions                  the session table is full
+    │   └── TooManyStreams                   a session follows its limit of streams
+    ├── HttpError                            transport.errors: a request refused with a code
+    ├── AuthError                            transport.principals: credentials refused (401/403)
+    └── RateLimited                          transport.limits: a principal over its limit (429)
+
+The classes outside this module live with the code that raises them and are
+imported from there (the transport ones need the ``server`` extra). Every
+error a peer sees carries an :class:`ErrorCode`; its HTTP status and
+WebSocket close are in :mod:`icefloe.core.wire_errors`, the one table.
 
 End-of-stream conditions are named by who ended the stream (closed here,
 producer finished, consumer gone, would block), after anyio's memory streams.
@@ -46,6 +63,7 @@ __all__ = [
     "SequenceError",
     "StreamClosedError",
     "StreamError",
+    "StreamNotFound",
     "WouldBlock",
 ]
 
@@ -70,6 +88,21 @@ class StreamClosedError(InvalidState):
         self.code = code
         why = "it is done" if code is None else f"it ended with {code.value!r}"
         super().__init__(f"cannot emit on stream {stream_id!r}: {why}")
+
+
+class StreamNotFound(IcefloeError, KeyError):
+    """No stream with this id is registered (it never existed or has left).
+
+    A ``KeyError`` too, so ``except KeyError`` around a lookup keeps working.
+    """
+
+    def __init__(self, stream_id: str) -> None:
+        self.stream_id = stream_id
+        super().__init__(f"no stream {stream_id!r}")
+
+    def __str__(self) -> str:
+        # KeyError's own __str__ would quote the message as a repr.
+        return f"no stream {self.stream_id!r}"
 
 
 class WouldBlock(IcefloeError):

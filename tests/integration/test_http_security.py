@@ -563,7 +563,7 @@ async def test_second_concurrent_stream_connection_is_429_until_the_first_closes
         async with client.stream("GET", url, headers=bearer(ACME_KEY)) as first:
             assert first.status_code == 200
             second = await call(client, "GET", url, ACME_KEY)
-            assert_error(second, 429, "too_many_connections")
+            assert_error(second, 429, "limit_exceeded")  # its own connection budget
             assert_retry_after(second)
             # Another principal has its own connection budget.
             assert (await first_event(client, sid, bearer(ADMIN_KEY)))["text"] == "first"

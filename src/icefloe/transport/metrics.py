@@ -7,6 +7,7 @@ and histograms updated per write, never per chunk per client.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Protocol
 
@@ -14,9 +15,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from icefloe.core.messages import StreamChunk
 from icefloe.hub import Hub
 from icefloe.runtime.flow import Flow, FlowStatistics
 from icefloe.runtime.stream_types import WindowTotals
+from icefloe.transport.idempotency import ExpiringMap
 from icefloe.transport.ws_sender import WsSendStatistics
 
 __all__ = ["EdgeMetrics"]
@@ -25,6 +28,9 @@ __all__ = ["EdgeMetrics"]
 #: dropping first): the rest are in the hub-wide totals, so a scrape stays
 #: small however many subscribers there are.
 MAX_SUBSCRIBER_SERIES = 100
+
+#: seconds a start time is kept for its stream's time to first token
+POSTED_TTL_S = 60.0
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 
@@ -71,9 +77,9 @@ class _FlowCollector(Collector):
                 violated.add_metric([node.name], node.latency.violations)
         yield observed
         yield violated
-        yield CounterMetricFamily(
-            "icefloe_streams_shed", "Streams refused by load shedding", flow._registry.shed
-        )
+        # Zero with shedding off: the family is always there for dashboards.
+        shed = 0 if stats.shedding is None else stats.shedding.refused
+        yield CounterMetricFamily("icefloe_streams_shed", "Streams refused by load shedding", shed)
         state = GaugeMetricFamily(
             "icefloe_congestion_state",
             "Load: 0 normal, 1 congested, 2 overloaded",
@@ -271,9 +277,15 @@ class _SentCollector(Collector):
 
 
 class EdgeMetrics:
-    """The registry behind ``/metrics`` for one app."""
+    """The registry behind ``/metrics`` for one app.
 
-    def __init__(self, flow: Flow, hub: Hub | None = None) -> None:
+    ``max_posted`` bounds the start times kept for time to first token
+    (streams started over the edge and not yet written to a client).
+    """
+
+    def __init__(self, flow: Flow, hub: Hub | None = None, *, max_posted: int = 100_000) -> None:
+        # Start time per stream (perf_counter), for time to first token.
+        self._posted_at: ExpiringMap[float] = ExpiringMap(POSTED_TTL_S, max_posted, time.monotonic)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_FlowCollector(flow))
         if hub is not None:
@@ -314,6 +326,20 @@ class EdgeMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+
+    def stream_started(self, stream_id: str) -> None:
+        """A run started over the edge: its first written chunk is its time to first token."""
+        self._posted_at.put(stream_id, time.perf_counter())
+
+    def chunks_written(self, first: StreamChunk, count: int, size: int) -> None:
+        """A streaming response wrote ``count`` chunks (``size`` bytes) from ``first`` on."""
+        self.chunks_sent += count
+        self.bytes_sent += size
+        self.chunk_latency.observe(max(0.0, (time.time_ns() - first.ts) / 1e9))
+        if first.seq == 0:
+            posted = self._posted_at.pop(first.stream_id)
+            if posted is not None:
+                self.time_to_first_token.observe(time.perf_counter() - posted)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

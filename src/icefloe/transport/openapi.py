@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from icefloe._version import __version__
+from icefloe.core.wire_errors import ErrorCode
+from icefloe.runtime.stream_types import StreamPhase
 
 __all__ = ["OPENAPI"]
 
@@ -54,7 +56,11 @@ OPENAPI: dict[str, Any] = {
                     "error": {
                         "type": "object",
                         "required": ["code", "message"],
-                        "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+                        "properties": {
+                            # every code of the wire-error table (docs/wire-protocol.md)
+                            "code": {"type": "string", "enum": [c.value for c in ErrorCode]},
+                            "message": {"type": "string"},
+                        },
                     }
                 },
             },
@@ -106,7 +112,7 @@ OPENAPI: dict[str, Any] = {
                 "properties": {
                     "stream_id": {"type": "string"},
                     "tenant": {"type": "string"},
-                    "state": {"enum": ["running", "done", "failed", "cancelled"]},
+                    "state": {"enum": [p.label for p in StreamPhase]},
                     "last_seq": {"type": "integer"},
                     "subscribers": {"type": "integer"},
                     "code": {"type": ["string", "null"]},
@@ -187,7 +193,9 @@ OPENAPI: dict[str, Any] = {
                     "204": {"description": "the terminal was already delivered"},
                     "400": _error("bad resume point"),
                     "404": _error("unknown stream"),
-                    "410": _error("history_gone: the resume point is no longer held"),
+                    "410": _error(
+                        f"{ErrorCode.HISTORY_GONE.value}: the resume point is no longer held"
+                    ),
                     **_COMMON_ERRORS,
                 },
             },
@@ -234,7 +242,7 @@ OPENAPI: dict[str, Any] = {
                     },
                     "400": _error("bad parameters"),
                     "404": _error("unknown stream"),
-                    "410": _error("history_gone"),
+                    "410": _error(f"{ErrorCode.HISTORY_GONE.value}: after_seq is no longer held"),
                     **_COMMON_ERRORS,
                 },
             },

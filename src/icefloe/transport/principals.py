@@ -22,6 +22,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal, Protocol, TypeGuard
 
+from icefloe.core.wire_errors import ErrorCode, http_status
 from icefloe.exceptions import IcefloeError
 
 __all__ = [
@@ -62,16 +63,17 @@ class Scope(enum.StrEnum):
 class AuthError(IcefloeError):
     """Credentials were refused (401) or do not allow the operation (403).
 
-    ``status`` is 401 or 403, ``code`` the matching wire code
-    (``"unauthorized"`` / ``"forbidden"``) and ``message`` (also ``str(exc)``)
+    ``status`` is 401 or 403, ``code`` the matching :class:`ErrorCode`
+    (``UNAUTHORIZED`` / ``FORBIDDEN``) and ``message`` (also ``str(exc)``)
     a reason safe to send to the client: it never contains the token.
     """
 
     def __init__(self, status: Literal[401, 403], message: str) -> None:
-        if status not in (401, 403):
+        codes = {http_status(c): c for c in (ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN)}
+        if status not in codes:
             raise ValueError(f"AuthError status must be 401 or 403, got {status!r}")
         self.status: Literal[401, 403] = status
-        self.code = "unauthorized" if status == 401 else "forbidden"
+        self.code = codes[status]
         self.message = message
         super().__init__(message)
 

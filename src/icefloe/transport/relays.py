@@ -13,6 +13,7 @@ import logging
 from typing import NamedTuple
 
 from icefloe.core.topics import Pattern, TopicError, validate_topic
+from icefloe.core.wire_errors import ErrorCode
 from icefloe.hub import Hub, RelayResult, relay_reader
 from icefloe.runtime.flow import Flow
 from icefloe.transport.auth import Principal, Scope
@@ -24,13 +25,17 @@ log = logging.getLogger("icefloe.edge")
 
 
 def check_relay_topic(principal: Principal, topic: str) -> None:
-    """Refuse a ``headers.topic`` before anything starts: 400 bad name, 403 scope."""
+    """Refuse a ``headers.topic`` before anything starts.
+
+    :raises HttpError: ``bad_request`` for a bad name, ``forbidden`` without
+        scope ``topics:publish``.
+    """
     try:
         validate_topic(topic)
     except TopicError as exc:
-        raise HttpError(400, "bad_request", f"headers.topic: {exc}") from None
+        raise HttpError(ErrorCode.BAD_REQUEST, f"headers.topic: {exc}") from None
     if not principal.has(Scope.TOPICS_PUBLISH):
-        raise HttpError(403, "forbidden", "headers.topic needs scope topics:publish")
+        raise HttpError(ErrorCode.FORBIDDEN, "headers.topic needs scope topics:publish")
 
 
 class _Relay(NamedTuple):

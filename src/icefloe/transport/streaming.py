@@ -46,13 +46,9 @@ from icefloe.transport.encoding import (
     sse_retry,
 )
 from icefloe.transport.shared import EncodedLog, Taken
+from icefloe.transport.types import RAW_SEND, Receive, Scope, Send
 
 __all__ = ["PumpSettings", "StreamPump"]
-
-Scope = dict[str, Any]
-Message = dict[str, Any]
-Receive = Callable[[], Any]
-Send = Callable[[Message], Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,10 +87,6 @@ class PumpSettings:
             return None
         burst = self.burst_bytes or max(1024, int(rate / 10))
         return TokenBucket(rate, burst, time.monotonic)
-
-
-class SlowClient(Exception):
-    """A write did not finish within ``send_timeout_s``."""
 
 
 class PumpReader(Protocol):
@@ -181,7 +173,7 @@ class StreamPump:
             await send({"type": "http.response.start", "status": 200, "headers": headers})
             self._last_write = loop.time()
             # The server's own send, past middleware wrappers (see create_app).
-            body_send: Send = scope.get("icefloe.send", send)
+            body_send: Send = scope.get(RAW_SEND, send)
             self._task = pump = asyncio.ensure_future(self._pump(body_send))
             watch = asyncio.ensure_future(_wait_disconnect(receive))
             self._beater = loop.call_at(self._last_write + self.settings.heartbeat_s, self._tick)

@@ -79,6 +79,7 @@ from icefloe.core.ops import (
     encode_server,
 )
 from icefloe.core.sessions import SessionError, SessionTable
+from icefloe.core.wire_errors import ErrorCode
 from icefloe.core.wszstd import available as zstd_available
 from icefloe.core.wszstd import decompress_client_frame, is_zstd
 from icefloe.exceptions import (
@@ -98,7 +99,7 @@ from icefloe.transport.ws_settings import MAX_CREDIT, WsSettings
 from icefloe.transport.ws_topics import WsTopics
 
 if TYPE_CHECKING:
-    from icefloe.transport.app import _Edge
+    from icefloe.transport.edge import EdgeContext
 
 __all__ = [
     "MAX_CREDIT",
@@ -147,7 +148,7 @@ class WsConnection:
 
     def __init__(
         self,
-        edge: _Edge,
+        edge: EdgeContext,
         settings: WsSettings,
         principal: Principal,
         fmt: Format,
@@ -272,7 +273,7 @@ class WsConnection:
         except BadRequest as exc:
             if self._bad.record():
                 raise _Cut(1008, "too many malformed messages") from None
-            await self.error("bad_request", exc.message, ref=exc.ref)
+            await self.error(ErrorCode.BAD_REQUEST, exc.message, ref=exc.ref)
             return
         try:
             await self.dispatch(op)
@@ -283,7 +284,7 @@ class WsConnection:
         except Exception:
             # A bug must not become a 1011 for the client: report, keep serving.
             logger.exception("WebSocket op %s failed", type(op).__name__)
-            await self.error("internal", "internal error", ref=getattr(op, "ref", None))
+            await self.error(ErrorCode.INTERNAL, "internal error", ref=getattr(op, "ref", None))
 
     async def _inflate(self, frame: bytes) -> bytes:
         """A zstd client message, decompressed within ``max_frame`` (over it: 1009)
@@ -342,19 +343,19 @@ class WsConnection:
                 await self.topics.unsubscribe(op.sub_id)
                 await self.reply_in_order(Unsubscribed(sub_id=op.sub_id, ref=op.ref))
             case _:  # pragma: no cover - decode_client returns only the ops above
-                raise HttpError(400, "bad_request", "unknown op")
+                raise HttpError(ErrorCode.BAD_REQUEST, "unknown op")
 
     # -- ops -------------------------------------------------------------------------
 
     def _require(self, scope: Scope) -> None:
         if not self.principal.has(scope):
-            raise HttpError(403, "forbidden", f"missing scope {scope.value}")
+            raise HttpError(ErrorCode.FORBIDDEN, f"missing scope {scope.value}")
 
     def _owned(self, stream_id: str) -> str:
         """The stream's tenant, if it exists and the principal may see it."""
         state = self.edge.flow.brief(stream_id)
         if state is None or not self.principal.can_access_tenant(state.tenant):
-            raise HttpError(404, "not_found", "no such stream")
+            raise HttpError(ErrorCode.NOT_FOUND, "no such stream")
         return state.tenant
 
     def _followed(self, stream_id: str) -> _Follow | None:
@@ -364,7 +365,7 @@ class WsConnection:
         if follow is None:
             if stream_id in self._ended:
                 return None
-            raise HttpError(404, "not_found", "this connection does not follow that stream")
+            raise HttpError(ErrorCode.NOT_FOUND, "this connection does not follow that stream")
         return follow
 
     def _session(self) -> str:
@@ -372,7 +373,7 @@ class WsConnection:
             try:
                 sid = self.sessions.open(self._owner_key)
             except SessionError as exc:
-                raise HttpError(503, exc.code, str(exc)) from None
+                raise HttpError(exc.code, str(exc)) from None
             self.session_id = sid
             self._attachment = self.sessions.info(sid).attachment
             self.edge.ws_attach(sid, self)
@@ -380,7 +381,7 @@ class WsConnection:
 
     async def _hello(self, op: Hello) -> None:
         if self.session_id is not None and not op.resume:
-            raise HttpError(400, "bad_request", "hello must come first")
+            raise HttpError(ErrorCode.BAD_REQUEST, "hello must come first")
         sender = self._sender
         sender.batch = op.batch  # the latest accepted hello decides
         if op.resume and op.session_id:
@@ -419,7 +420,7 @@ class WsConnection:
         h = op.headers
         tenant = h.tenant if h.tenant is not None else self.principal.tenant
         if tenant == "*":
-            raise HttpError(400, "bad_request", "headers.tenant is required")
+            raise HttpError(ErrorCode.BAD_REQUEST, "headers.tenant is required")
         # Checked before the run starts: a refused start must not leave a run behind.
         self._require(Scope.STREAMS_READ)
         self._check_room()
@@ -434,10 +435,10 @@ class WsConnection:
 
     def _check_room(self) -> None:
         if len(self.follows) + len(self.topics) >= self.settings.max_streams:
-            raise HttpError(429, "limit_exceeded", "too many streams on this connection")
+            raise HttpError(ErrorCode.LIMIT_EXCEEDED, "too many streams on this connection")
         sid = self.session_id
         if sid is not None and not self.sessions.has_room(sid):
-            raise HttpError(429, "limit_exceeded", "too many streams in this session")
+            raise HttpError(ErrorCode.LIMIT_EXCEEDED, "too many streams in this session")
 
     async def _subscribe(
         self,
@@ -450,29 +451,29 @@ class WsConnection:
     ) -> None:
         self._require(Scope.STREAMS_READ)
         if stream_id in self.follows:
-            raise HttpError(409, "bad_request", "this connection already follows that stream")
+            raise HttpError(ErrorCode.CONFLICT, "this connection already follows that stream")
         self._check_room()
         flow = self.edge.flow
         stats = flow.brief(stream_id)
         if stats is None:
             gone = flow.finished(stream_id)
             if gone is None or not self.principal.can_access_tenant(gone.tenant):
-                raise HttpError(404, "not_found", "no such stream")
+                raise HttpError(ErrorCode.NOT_FOUND, "no such stream")
             if from_seq is not None and from_seq >= gone.next_seq:
                 # Everything up to the terminal was acked: nothing to resend.
                 self._forget(stream_id)
                 return
-            raise HttpError(410, "history_gone", "the stream ended and its history is gone")
+            raise HttpError(ErrorCode.HISTORY_GONE, "the stream ended and its history is gone")
         if not self.principal.can_access_tenant(stats.tenant):
-            raise HttpError(404, "not_found", "no such stream")
+            raise HttpError(ErrorCode.NOT_FOUND, "no such stream")
         try:
             reader = flow.subscribe(stream_id, from_seq)
         except StreamError as exc:
-            raise HttpError(410, exc.code.value, exc.message) from None
+            raise HttpError(exc.code, exc.message) from None
         except ValueError as exc:
-            raise HttpError(400, "bad_request", str(exc)) from None
+            raise HttpError(ErrorCode.BAD_REQUEST, str(exc)) from None
         except KeyError:
-            raise HttpError(404, "not_found", "no such stream") from None
+            raise HttpError(ErrorCode.NOT_FOUND, "no such stream") from None
         follow = _Follow(reader, self.settings.window)
         self.follows[stream_id] = follow
         if not resuming:
@@ -481,7 +482,7 @@ class WsConnection:
             except SessionError as exc:
                 reader.close()
                 del self.follows[stream_id]
-                raise HttpError(429, exc.code, str(exc)) from None
+                raise HttpError(exc.code, str(exc)) from None
         if priority is None:
             priority = self._priority(stream_id)
         self._sender.add_stream(stream_id, priority)
@@ -505,7 +506,7 @@ class WsConnection:
         if sid is None or not self.sessions.follows(sid, op.stream_id):
             if op.stream_id in self._ended:
                 return  # the end was acked already: a late duplicate
-            raise HttpError(404, "not_found", "this connection does not follow that stream")
+            raise HttpError(ErrorCode.NOT_FOUND, "this connection does not follow that stream")
         self.sessions.ack(sid, op.stream_id, op.seq)
         end = self._end_seqs.get(op.stream_id)
         if end is not None and op.seq >= end:
@@ -524,16 +525,16 @@ class WsConnection:
         try:
             self.edge.flow.send_input(op.stream_id, op.data)
         except KeyError:
-            raise HttpError(404, "not_found", "no such stream") from None
+            raise HttpError(ErrorCode.NOT_FOUND, "no such stream") from None
         except StreamClosedError:
-            raise HttpError(409, "stream_closed", "the stream has ended") from None
+            raise HttpError(ErrorCode.STREAM_CLOSED, "the stream has ended") from None
         except WouldBlock as exc:
-            raise HttpError(429, "overloaded", str(exc)) from None
+            raise HttpError(ErrorCode.LIMIT_EXCEEDED, str(exc)) from None
 
     def _sub_topic(self, op: SubTopic) -> None:
         self._require(Scope.TOPICS_READ)
         if len(self.follows) + len(self.topics) >= self.settings.max_streams:
-            raise HttpError(429, "limit_exceeded", "too many subscriptions on this connection")
+            raise HttpError(ErrorCode.LIMIT_EXCEEDED, "too many subscriptions on this connection")
         self.topics.subscribe(op)
 
     async def _unsubscribe(self, op: Unsubscribe) -> None:
@@ -546,7 +547,7 @@ class WsConnection:
         key = op.stream_id
         follow = self.follows.get(key)
         if follow is None and key not in self._ended:
-            raise HttpError(404, "not_found", "this connection does not follow that stream")
+            raise HttpError(ErrorCode.NOT_FOUND, "this connection does not follow that stream")
         if follow is not None:
             follow.stopped = True
             self._sender.discard(key)
@@ -665,7 +666,7 @@ class WsConnection:
 # -- the handshake -----------------------------------------------------------------------
 
 
-async def serve_websocket(edge: _Edge, scope: Any, receive: Any, send: Any) -> None:
+async def serve_websocket(edge: EdgeContext, scope: Any, receive: Any, send: Any) -> None:
     """``/v1/ws``: the handshake checks, then a :class:`WsConnection` until it ends."""
     if (await receive())["type"] != "websocket.connect":
         return
@@ -682,7 +683,7 @@ async def serve_websocket(edge: _Edge, scope: Any, receive: Any, send: Any) -> N
         list(scope.get("subprotocols") or ()), zstd=settings.zstd and zstd_available()
     )
     if denial is None and chosen is None:
-        denial = HttpError(400, "bad_request", "offer icefloe.v1.json or icefloe.v1.msgpack")
+        denial = HttpError(ErrorCode.BAD_REQUEST, "offer icefloe.v1.json or icefloe.v1.msgpack")
     key = ""
     if denial is None:
         key = conn.state.limit_key
@@ -690,10 +691,10 @@ async def serve_websocket(edge: _Edge, scope: Any, receive: Any, send: Any) -> N
         if retry is not None:
             edge.metrics.requests_limited.inc()
             denial = HttpError(
-                429, "too_many_connections", "connection limit", {"Retry-After": str(int(retry))}
+                ErrorCode.LIMIT_EXCEEDED, "connection limit", {"Retry-After": str(int(retry))}
             )
     if denial is not None or principal is None or chosen is None:
-        await deny(scope, send, denial or HttpError(403, "forbidden", "refused"))
+        await deny(scope, send, denial or HttpError(ErrorCode.FORBIDDEN, "refused"))
         return
     subprotocol, fmt, compress = chosen
     try:

@@ -12,7 +12,8 @@ from starlette.requests import HTTPConnection
 
 from icefloe.core.codec import Format
 from icefloe.core.ops import SUBPROTOCOL_MSGPACK_ZSTD, SUBPROTOCOLS
-from icefloe.transport.errors import HttpError, error_response
+from icefloe.core.wire_errors import ErrorCode
+from icefloe.transport.errors import HttpError
 
 __all__ = ["choose_subprotocol", "deny", "origin_denial"]
 
@@ -52,13 +53,13 @@ def origin_denial(conn: HTTPConnection, allowed: tuple[str, ...]) -> HttpError |
     host = conn.headers.get("host", "")
     if not allowed and origin.split("://", 1)[-1] == host:
         return None
-    return HttpError(403, "forbidden", "origin not allowed")
+    return HttpError(ErrorCode.FORBIDDEN, "origin not allowed")
 
 
 async def deny(scope: Any, send: Any, denial: HttpError) -> None:
     """Refuse a handshake with the API's JSON error when the server can, else close 1008."""
     if "websocket.http.response" in scope.get("extensions", {}):
-        response = error_response(denial.status, denial.code, denial.message, denial.headers)
+        response = denial.response()
         headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers.items()]
         await send(
             {"type": "websocket.http.response.start", "status": denial.status, "headers": headers}

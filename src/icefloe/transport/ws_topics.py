@@ -17,6 +17,7 @@ from icefloe.core.codec import Format
 from icefloe.core.filters import FilterError
 from icefloe.core.ops import Publish, SubTopic
 from icefloe.core.topics import TopicError
+from icefloe.core.wire_errors import ErrorCode
 from icefloe.exceptions import ClosedResourceError, EncodeError, StreamError, WouldBlock
 from icefloe.hub import HubSubscription
 from icefloe.transport.auth import Principal
@@ -24,7 +25,7 @@ from icefloe.transport.errors import HttpError
 from icefloe.transport.ws_sender import WsSender
 
 if TYPE_CHECKING:
-    from icefloe.transport.app import _Edge
+    from icefloe.transport.edge import EdgeContext
 
 __all__ = ["WsTopics"]
 
@@ -38,7 +39,7 @@ class WsTopics:
 
     def __init__(
         self,
-        edge: _Edge,
+        edge: EdgeContext,
         principal: Principal,
         fmt: Format,
         sender: WsSender,
@@ -65,26 +66,26 @@ class WsTopics:
         try:
             self._edge.hub.publish_nowait(op.topic, op.data, tenant=self._principal.tenant)
         except (TopicError, ValueError, EncodeError) as exc:
-            raise HttpError(400, "bad_request", str(exc)) from None
+            raise HttpError(ErrorCode.BAD_REQUEST, str(exc)) from None
         except WouldBlock as exc:
-            raise HttpError(503, "overloaded", str(exc)) from None
+            raise HttpError(ErrorCode.OVERLOADED, str(exc)) from None
         except StreamError as exc:
-            raise HttpError(503, exc.code.value, exc.message) from None
+            raise HttpError(exc.code, exc.message) from None
 
     def subscribe(self, op: SubTopic) -> None:
         """Open a hub subscription and its pump; the caller checked scope and room."""
         if op.sub_id is not None and op.sub_id in self._names:
-            raise HttpError(409, "bad_request", "this connection already uses that sub_id")
+            raise HttpError(ErrorCode.CONFLICT, "this connection already uses that sub_id")
         try:
             sub = self._edge.hub.subscribe(
                 op.pattern, tenant=self._principal.tenant, filter=op.filter
             )
         except FilterError as exc:
-            raise HttpError(400, "bad_request", f"bad filter: {exc}") from None
+            raise HttpError(ErrorCode.BAD_REQUEST, f"bad filter: {exc}") from None
         except (TopicError, ValueError) as exc:
-            raise HttpError(400, "bad_request", str(exc)) from None
+            raise HttpError(ErrorCode.BAD_REQUEST, str(exc)) from None
         except StreamError as exc:
-            raise HttpError(503, exc.code.value, exc.message) from None
+            raise HttpError(exc.code, exc.message) from None
         task = asyncio.ensure_future(self._pump(sub, op.sub_id))
         self._subs[sub.subscriber_id] = (sub, task)
         if op.sub_id is not None:
@@ -99,7 +100,7 @@ class WsTopics:
         key = self._names.pop(sub_id, None)
         entry = None if key is None else self._subs.get(key)
         if key is None or entry is None:
-            raise HttpError(404, "not_found", "no topic subscription with that sub_id")
+            raise HttpError(ErrorCode.NOT_FOUND, "no topic subscription with that sub_id")
         sub, task = entry
         # Not task.cancel(): a write cut short would desynchronise a zstd stream.
         self._stopping.add(key)

@@ -1,0 +1,263 @@
+"""The edge context: what every route module and the WebSocket endpoint share.
+
+One :class:`EdgeContext` per app holds the flow, the hub, the settings and the
+edge's own state (metrics, per-principal limits, WebSocket sessions, relays,
+the run starter), and the checks every request goes through:
+
+* :meth:`EdgeContext.principal` authenticates a request, counts it against
+  its principal's rate and checks its scope;
+* :meth:`EdgeContext.owned` answers a stream the principal may see (another
+  tenant's reads as missing);
+* :meth:`EdgeContext.open_connection` counts a streaming response against
+  the principal's connection limit.
+
+Beside it, the two pieces of request plumbing every route module uses:
+:func:`read_body` (the body, within :data:`MAX_BODY`) and
+:class:`PumpResponse` (a streaming response handed to a
+:class:`~icefloe.transport.streaming.StreamPump`).
+
+The route modules (:mod:`~icefloe.transport.routes_streams`,
+:mod:`~icefloe.transport.routes_topics`, :mod:`~icefloe.transport.routes_ops`)
+and :mod:`~icefloe.transport.websocket` take this object and nothing else of
+the app; :func:`~icefloe.transport.app.create_app` builds it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import Response
+
+from icefloe.core.messages import Headers
+from icefloe.core.sessions import SessionTable
+from icefloe.core.wire_errors import ErrorCode
+from icefloe.hub import Hub
+from icefloe.runtime.flow import Flow
+from icefloe.runtime.stream_types import StreamStatistics
+from icefloe.transport.auth import (
+    Authenticator,
+    AuthError,
+    NoAuth,
+    Principal,
+    Scope,
+    token_from_headers,
+)
+from icefloe.transport.errors import HttpError
+from icefloe.transport.idempotency import Started
+from icefloe.transport.limits import EdgeLimits, PrincipalLimiter
+from icefloe.transport.metrics import EdgeMetrics
+from icefloe.transport.relays import StreamRelays
+from icefloe.transport.runs import RunStarter
+from icefloe.transport.streaming import PumpSettings, StreamPump
+from icefloe.transport.types import Receive, Send
+from icefloe.transport.types import Scope as AsgiScope
+from icefloe.transport.ws_settings import WsSettings
+
+if TYPE_CHECKING:
+    from icefloe.transport.websocket import WsConnection
+
+__all__ = ["MAX_BODY", "EdgeContext", "EdgeSettings", "PumpResponse", "read_body"]
+
+#: largest request body accepted, bytes
+MAX_BODY = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeSettings:
+    """How the HTTP edge behaves; every field is a documented limit."""
+
+    #: streaming-response limits (heartbeat, send timeout, retry hint)
+    pump: PumpSettings = field(default_factory=PumpSettings)
+    #: chunks each stream keeps for resumption
+    history: int = 1024
+    #: chunks a run started here may produce ahead of its fastest reader
+    #: (``Flow.start(window=)``): bigger writes for lagging and fan-out readers
+    stream_window: int = 256
+    #: who may do what
+    authenticator: Authenticator = field(default_factory=NoAuth)
+    #: per-principal request rate and connection limits
+    edge_limits: EdgeLimits = field(default_factory=EdgeLimits)
+    #: browser origins allowed by CORS (empty: CORS off)
+    allow_origins: tuple[str, ...] = ()
+    #: seconds an idempotency key is remembered
+    idempotency_ttl_s: float = 600.0
+    #: idempotency keys remembered at most
+    idempotency_max: int = 100_000
+    #: seconds a running stream may go without any reader before it is
+    #: cancelled, so runs nobody reads do not hold node workers (None: never)
+    unread_timeout_s: float | None = 60.0
+    #: the WebSocket edge: window, frame limit, sessions
+    ws: WsSettings = field(default_factory=WsSettings)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.history, int) or self.history < 0:
+            raise ValueError(f"history must be an int >= 0, got {self.history!r}")
+        if not isinstance(self.stream_window, int) or self.stream_window < 1:
+            raise ValueError(f"stream_window must be an int >= 1, got {self.stream_window!r}")
+        if self.unread_timeout_s is not None and not self.unread_timeout_s > 0:
+            raise ValueError(f"unread_timeout_s must be > 0 or None, got {self.unread_timeout_s!r}")
+
+
+class EdgeContext:
+    """One app's shared state, and the checks every request goes through."""
+
+    def __init__(self, flow: Flow, settings: EdgeSettings, hub: Hub) -> None:
+        self.flow = flow
+        self.hub = hub
+        self.settings = settings
+        self.metrics = EdgeMetrics(flow, hub, max_posted=settings.idempotency_max)
+        self.limiter = PrincipalLimiter(settings.edge_limits)
+        #: chunks a network reader may hold its stream back at most: never more
+        #: than the history it could resume from (see Subscription lag limits)
+        self.lag_limit = max(settings.history, 1)
+        self.sessions = SessionTable(
+            settings.ws.session_ttl_s, settings.ws.max_sessions, time.monotonic
+        )
+        #: streams started with ``headers.topic``, relayed into the hub while they run
+        self.relays = StreamRelays(flow, hub)
+        self.runs = RunStarter(
+            flow,
+            self.relays,
+            self.metrics,
+            history=settings.history,
+            window=settings.stream_window,
+            unread_timeout_s=settings.unread_timeout_s,
+            idempotency_ttl_s=settings.idempotency_ttl_s,
+            idempotency_max=settings.idempotency_max,
+        )
+        # The live connection of each attached WebSocket session.
+        self._ws_live: dict[str, WsConnection] = {}
+
+    def principal(self, request: HTTPConnection, scope: Scope | None) -> Principal:
+        """Authenticate, count the request against the principal's rate, check ``scope``.
+
+        ``scope`` None checks authentication only (the WebSocket handshake:
+        each op checks its own scope).
+
+        :raises HttpError: ``unauthorized``, ``forbidden`` or ``rate_limited``.
+        """
+        authenticator = self.settings.authenticator
+        if isinstance(authenticator, NoAuth):
+            # Auth off: no credentials to parse; limits apply per client address.
+            principal = authenticator.authenticate(None)
+            key = _address_key(request)
+        else:
+            try:
+                token = token_from_headers(
+                    request.headers.get("authorization"), request.query_params.get("access_token")
+                )
+                principal = authenticator.authenticate(token)
+            except AuthError as exc:
+                # Failed attempts count against the client address, so guessing
+                # credentials is rate limited like any other request.
+                self._check_rate(_address_key(request))
+                challenge = exc.code is ErrorCode.UNAUTHORIZED
+                headers = {"WWW-Authenticate": "Bearer"} if challenge else None
+                raise HttpError(exc.code, str(exc), headers) from None
+            key = f"{principal.tenant}\x00{principal.subject}"
+        request.state.limit_key = key
+        self._check_rate(key)
+        if scope is not None and not principal.has(scope):
+            raise HttpError(ErrorCode.FORBIDDEN, f"missing scope {scope.value}")
+        return principal
+
+    def _check_rate(self, key: str) -> None:
+        retry = self.limiter.check_request(key)
+        if retry is not None:
+            self.metrics.requests_limited.inc()
+            raise HttpError(
+                ErrorCode.RATE_LIMITED, "too many requests", {"Retry-After": str(int(retry))}
+            )
+
+    def owned(self, principal: Principal, stream_id: str) -> StreamStatistics:
+        """The stream's statistics if it exists and the principal may see it.
+
+        Another tenant's stream answers ``not_found``, as if it did not exist.
+        """
+        stats = self.flow.lookup(stream_id)
+        if stats is None or not principal.can_access_tenant(stats.tenant):
+            raise HttpError(ErrorCode.NOT_FOUND, "no such stream")
+        return stats
+
+    def open_connection(
+        self, request: HTTPConnection, release: Callable[[], None]
+    ) -> Callable[[str], None]:
+        """Count a streaming response against the principal's connection limit.
+
+        Returns what to call with the outcome when it ends.
+
+        :raises HttpError: ``limit_exceeded`` over the limit (``release`` is
+            called first).
+        """
+        key: str = request.state.limit_key
+        retry = self.limiter.open_connection(key)
+        if retry is not None:
+            release()
+            self.metrics.requests_limited.inc()
+            raise HttpError(
+                ErrorCode.LIMIT_EXCEEDED, "connection limit", {"Retry-After": str(int(retry))}
+            )
+        self.metrics.connections.inc()
+
+        def ended(outcome: str) -> None:
+            self.limiter.close_connection(key)
+            self.metrics.connections.dec()
+            self.metrics.disconnects.labels(outcome).inc()
+
+        return ended
+
+    async def start_run(
+        self, principal: Principal, payload: Any, headers: Headers, idempotency_key: str | None
+    ) -> tuple[Started, bool]:
+        """Start a run for ``principal`` (HTTP POST and WebSocket ``start``);
+        see :meth:`RunStarter.start`."""
+        return await self.runs.start(principal, payload, headers, idempotency_key)
+
+    def ws_attach(self, session_id: str, conn: WsConnection) -> None:
+        """``conn`` now holds the session; an older connection holding it is cut."""
+        old = self._ws_live.get(session_id)
+        self._ws_live[session_id] = conn
+        if old is not None and old is not conn:
+            old.take_over()
+
+    def ws_detach(self, session_id: str, conn: WsConnection) -> None:
+        """``conn`` no longer holds the session (a newer one may)."""
+        if self._ws_live.get(session_id) is conn:
+            del self._ws_live[session_id]
+
+
+def _address_key(request: HTTPConnection) -> str:
+    client = request.client
+    return f"addr\x00{client.host if client else '?'}"
+
+
+async def read_body(request: Request) -> bytes:
+    """The request body, at most :data:`MAX_BODY` bytes.
+
+    :raises HttpError: ``too_large`` past the limit (declared or read).
+    """
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY):
+        raise HttpError(ErrorCode.TOO_LARGE, f"request bodies are limited to {MAX_BODY} bytes")
+    body = bytearray()
+    async for part in request.stream():
+        body += part
+        if len(body) > MAX_BODY:
+            raise HttpError(ErrorCode.TOO_LARGE, f"request bodies are limited to {MAX_BODY} bytes")
+    return bytes(body)
+
+
+class PumpResponse(Response):
+    """A Starlette response that hands the connection to a :class:`StreamPump`."""
+
+    def __init__(self, pump: StreamPump) -> None:
+        # Response.__init__ is skipped on purpose: the pump writes the headers.
+        self._pump = pump
+        self.background = None
+
+    async def __call__(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
+        await self._pump(scope, receive, send)

@@ -1,0 +1,77 @@
+"""The operations routes: ``/healthz``, ``/readyz``, ``/metrics``,
+``/openapi.json`` and the inspector page at ``/``.
+
+None of them needs credentials: they say whether the server lives and takes
+work, what it is doing, and what its API is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+
+from icefloe.core.congestion import CongestionState
+from icefloe.core.wire_errors import ErrorCode
+from icefloe.transport.edge import EdgeContext
+from icefloe.transport.errors import error_response
+from icefloe.transport.openapi import OPENAPI
+
+__all__ = ["OpsRoutes"]
+
+_STATIC = Path(__file__).parent / "static"
+
+
+class OpsRoutes:
+    """Liveness, readiness, metrics, the API description and the inspector."""
+
+    def __init__(self, edge: EdgeContext) -> None:
+        self.edge = edge
+
+    async def healthz(self, request: Request) -> Response:
+        """Liveness: the process answers."""
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(self, request: Request) -> Response:
+        """Readiness: 503 until the flow runs, and while it is overloaded."""
+        flow = self.edge.flow
+        if not flow.running:
+            return error_response(ErrorCode.UNAVAILABLE, "the flow is not running")
+        if flow.congestion is CongestionState.OVERLOADED:
+            # Tell load balancers to send new work elsewhere until load falls.
+            return error_response(
+                ErrorCode.OVERLOADED, "the server is overloaded", {"Retry-After": "1"}
+            )
+        return JSONResponse({"status": "ready", **self._load_report()})
+
+    def _load_report(self) -> dict[str, Any]:
+        """The congestion state, its changes so far and how long it has held."""
+        flow = self.edge.flow
+        report: dict[str, Any] = {"load": flow.congestion.value, "transitions": 0}
+        watch = flow.load
+        if watch is not None:
+            congestion = watch.statistics().congestion
+            report["transitions"] = congestion.transitions
+            if congestion.last_transition_at is not None:
+                # LoadWatch samples with the loop's clock.
+                held = asyncio.get_running_loop().time() - congestion.last_transition_at
+                report["load_for_s"] = round(max(held, 0.0), 3)
+        return report
+
+    async def metrics(self, request: Request) -> Response:
+        """Prometheus text."""
+        return Response(self.edge.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    async def openapi(self, request: Request) -> Response:
+        """This API in OpenAPI 3.1."""
+        return JSONResponse(OPENAPI)
+
+    async def inspector(self, request: Request) -> Response:
+        """The inspector page (a stub when the static file is not installed)."""
+        page = _STATIC / "inspector.html"
+        if not page.exists():
+            return HTMLResponse("<!doctype html><title>icefloe</title><p>icefloe</p>")
+        return HTMLResponse(page.read_text(encoding="utf-8"))

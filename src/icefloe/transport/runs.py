@@ -1,0 +1,129 @@
+"""Starting runs over the edge: ``POST /v1/streams`` and the WebSocket ``start`` op.
+
+:class:`RunStarter` checks the request (tenant, relay topic, idempotency
+key), starts the run with the edge's history and window, answers an
+admission refusal with its wire code, relays the run into the hub when it
+names ``headers.topic``, and cancels it once nobody has read it for
+``unread_timeout_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from icefloe.core.messages import Headers, Message, new_id
+from icefloe.core.wire_errors import ErrorCode
+from icefloe.exceptions import InvalidState, StreamError
+from icefloe.runtime.flow import Flow
+from icefloe.transport.auth import Principal
+from icefloe.transport.errors import HttpError
+from icefloe.transport.idempotency import ExpiringMap, Started
+from icefloe.transport.metrics import EdgeMetrics
+from icefloe.transport.relays import StreamRelays, check_relay_topic
+
+__all__ = ["MAX_KEY_LENGTH", "RunStarter"]
+
+#: longest tenant name and idempotency key, characters
+MAX_KEY_LENGTH = 200
+
+
+class RunStarter:
+    """Starts the runs of one app and watches them for readers."""
+
+    def __init__(
+        self,
+        flow: Flow,
+        relays: StreamRelays,
+        metrics: EdgeMetrics,
+        *,
+        history: int,
+        window: int,
+        unread_timeout_s: float | None,
+        idempotency_ttl_s: float,
+        idempotency_max: int,
+    ) -> None:
+        self._flow = flow
+        self._relays = relays
+        self._metrics = metrics
+        self._history = history
+        self._window = window
+        self._unread_timeout_s = unread_timeout_s
+        self._seen: ExpiringMap[Started] = ExpiringMap(
+            idempotency_ttl_s, idempotency_max, time.monotonic
+        )
+
+    async def start(
+        self, principal: Principal, payload: Any, headers: Headers, idempotency_key: str | None
+    ) -> tuple[Started, bool]:
+        """Start a run for ``principal``.
+
+        Returns the stream and whether it is new (False: the idempotency key
+        named an earlier one).
+
+        :raises HttpError: ``bad_request`` bad headers or key, ``forbidden``
+            foreign tenant or relay without the scope, ``overloaded`` /
+            ``limit_exceeded`` / ``unavailable`` refused admission.
+        """
+        tenant = headers.tenant
+        if not tenant or len(tenant) > MAX_KEY_LENGTH:
+            raise HttpError(ErrorCode.BAD_REQUEST, "headers.tenant must be 1-200 characters")
+        if not principal.can_access_tenant(tenant):
+            raise HttpError(ErrorCode.FORBIDDEN, "tenant not allowed for this principal")
+        if headers.topic is not None:
+            check_relay_topic(principal, headers.topic)
+        key = idempotency_key
+        if key is not None:
+            if not 0 < len(key) <= MAX_KEY_LENGTH:
+                raise HttpError(ErrorCode.BAD_REQUEST, "idempotency_key must be 1-200 characters")
+            seen = self._seen.get(f"{tenant}\x00{key}")
+            if seen is not None:
+                return seen, False
+        message = Message(payload=payload, headers=headers, trace_id=new_id())
+        started = Started(message.trace_id, message.trace_id)
+        if key is not None:
+            # Recorded before the await, so a concurrent retry finds it.
+            self._seen.put(f"{tenant}\x00{key}", started)
+        self._metrics.stream_started(started.stream_id)
+        try:
+            await self._flow.start(message, history=self._history, window=self._window)
+        except StreamError as exc:
+            self._forget(tenant, key)
+            # The table tells a tenant over its own budget (429) from a flow
+            # over its limits (503); both may retry.
+            raise HttpError(exc.code, exc.message, {"Retry-After": "1"}) from None
+        except InvalidState as exc:
+            self._forget(tenant, key)
+            raise HttpError(ErrorCode.UNAVAILABLE, str(exc), {"Retry-After": "1"}) from None
+        if headers.topic is not None:
+            self._relays.start(started.stream_id, headers.topic, tenant)
+        if self._unread_timeout_s is not None:
+            self._watch_unread(started.stream_id, time.monotonic())
+        return started, True
+
+    def _forget(self, tenant: str, key: str | None) -> None:
+        if key is not None:
+            self._seen.pop(f"{tenant}\x00{key}")
+
+    def _watch_unread(self, stream_id: str, last_read: float) -> None:
+        """Cancel the stream once it has had no reader for ``unread_timeout_s``.
+
+        Checked on a timer, never per chunk: a reader that reconnects within
+        the window (Last-Event-ID) keeps the run alive.
+        """
+        timeout = self._unread_timeout_s
+        assert timeout is not None
+        stats = self._flow.lookup(stream_id)
+        if stats is None or stats.state != "running":
+            return
+        now = time.monotonic()
+        if self._relays.is_read(stream_id, stats.subscribers):
+            last_read = now
+        elif now - last_read >= timeout:
+            self._flow.cancel(stream_id)
+            self._metrics.unread_cancelled.inc()
+            return
+        asyncio.get_running_loop().call_later(
+            timeout - (now - last_read), self._watch_unread, stream_id, last_read
+        )
