@@ -62,6 +62,7 @@ from typing import Any, NamedTuple
 
 from icefloe.core.filters import Filter, compile_filter
 from icefloe.core.messages import NO_META, new_id
+from icefloe.core.reliability import Reliability
 from icefloe.core.ring import ByteLedger, Outcome, Overflow, Ring
 from icefloe.core.topics import Pattern, validate_topic
 from icefloe.exceptions import (
@@ -94,7 +95,6 @@ from icefloe.hub.subscription import (
     select_targets,
 )
 from icefloe.hub.topic import TenantState, TopicState, replay
-from icefloe.runtime.node import Reliability
 
 __all__ = ["Hub", "HubStatistics"]
 

@@ -32,11 +32,11 @@ from collections.abc import Callable, Collection, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias
 
 from icefloe.core.filters import Filter
+from icefloe.core.reliability import Reliability
 from icefloe.core.ring import Overflow, Ring
 from icefloe.core.topics import Pattern
 from icefloe.exceptions import ClosedResourceError, IcefloeError, StreamError, WouldBlock
 from icefloe.hub.event import HubEvent
-from icefloe.runtime.node import Reliability
 
 if TYPE_CHECKING:
     from icefloe.hub.hub import Hub
