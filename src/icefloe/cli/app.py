@@ -3,6 +3,10 @@
 ``icefloe serve module:flow`` serves a flow over HTTP; ``icefloe demo`` serves
 the built-in simulated LLM with the inspector page; ``icefloe tail URL``
 prints a stream live and resumes after a disconnect; ``icefloe --version``.
+
+The console script is :func:`icefloe.cli.main` (re-exported here as ``main``
+for scripts installed before it moved), which turns a missing ``server``
+extra into one line naming it.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import typer
 from rich.console import Console
 
 from icefloe._version import __version__
+from icefloe.cli import main
 from icefloe.core.messages import Headers, Message
 from icefloe.demo import DEMO_TEXT, Pacing, build_demo_flow
 
@@ -258,8 +263,3 @@ async def _terminal_demo(text: str, pacing: Pacing, console: Console) -> None:
             f"[dim]{count} chunks in {elapsed:.2f} s, first token after "
             f"{(first or 0) * 1000:.0f} ms[/dim]"
         )
-
-
-def main() -> None:
-    """Console-script entry point."""
-    app()

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from icefloe.core.latency import LatencyBudget, LatencyBudgetStatistics
     from icefloe.core.messages import Headers, Message, StreamChunk, new_id
     from icefloe.core.ops import BadRequest, decode_client, encode_chunk, encode_server
+    from icefloe.core.reliability import Reliability
     from icefloe.core.ring import ByteLedger, OfferResult, Outcome, Overflow, Ring, RingStatistics
     from icefloe.core.sequencer import ReorderBuffer, ReorderBufferStatistics, Sequencer
     from icefloe.core.sessions import (
@@ -56,6 +57,15 @@ if TYPE_CHECKING:
     )
     from icefloe.core.token_bucket import TokenBucket, TokenBucketStatistics
     from icefloe.core.topics import Pattern, TopicError, TopicIndex, validate_topic
+    from icefloe.core.wire_errors import (
+        WIRE_ERRORS,
+        CloseCode,
+        CloseReason,
+        ErrorCode,
+        WireError,
+        close_frame,
+        http_status,
+    )
 
 _WHERE = {
     "ByteLedger": "ring",
@@ -123,15 +133,26 @@ _WHERE = {
     "encode_chunk_msgpack": "codec",
     "encode_frame": "framing",
     "new_id": "messages",
+    "Reliability": "reliability",
+    "WIRE_ERRORS": "wire_errors",
+    "CloseCode": "wire_errors",
+    "CloseReason": "wire_errors",
+    "ErrorCode": "wire_errors",
+    "WireError": "wire_errors",
+    "close_frame": "wire_errors",
+    "http_status": "wire_errors",
 }
 
 __all__ = [
+    "WIRE_ERRORS",
     "AimdWindow",
     "AimdWindowStatistics",
     "BadMessageMeter",
     "BadMessageMeterStatistics",
     "BadRequest",
     "ByteLedger",
+    "CloseCode",
+    "CloseReason",
     "CongestionMonitor",
     "CongestionPolicy",
     "CongestionState",
@@ -143,6 +164,7 @@ __all__ = [
     "DeficitRoundRobin",
     "DeficitRoundRobinStatistics",
     "DrrKeyStatistics",
+    "ErrorCode",
     "Filter",
     "FilterError",
     "FlowWindow",
@@ -161,6 +183,7 @@ __all__ = [
     "Overflow",
     "Pattern",
     "ReaderState",
+    "Reliability",
     "ReorderBuffer",
     "ReorderBufferStatistics",
     "Ring",
@@ -176,6 +199,8 @@ __all__ = [
     "TokenBucketStatistics",
     "TopicError",
     "TopicIndex",
+    "WireError",
+    "close_frame",
     "compile_filter",
     "decode",
     "decode_chunk_json",
@@ -187,6 +212,7 @@ __all__ = [
     "encode_chunk_msgpack",
     "encode_frame",
     "encode_server",
+    "http_status",
     "new_id",
     "shed",
     "shed_order",

@@ -8,6 +8,17 @@ Decoding is strict: malformed input, wrong types, missing required fields and
 a ``seq`` outside ``0 <= seq < 2**63`` all raise
 :exc:`~icefloe.exceptions.DecodeError`, with msgspec's error as the cause. No
 other exception escapes a decode, whatever the bytes.
+
+Who uses what: :class:`Format` is the product's wire-format enum (the
+WebSocket subprotocols, the op encoders, hub events, the format byte of a
+:mod:`icefloe.core.framing` frame). The chunk functions are not called by
+the product today (the edge encodes chunks with the op encoders of
+:mod:`icefloe.core.ops`); they are kept, tested, for the next issues. The
+durable store writes each chunk as a CRC32C-checked frame with
+:func:`encode` and reads it back with :func:`decode` by the frame's format
+byte (an unknown byte, say from a newer writer, is a ``DecodeError``); the
+broker connectors carry chunks as JSON or msgpack messages with the
+``*_chunk_json`` / ``*_chunk_msgpack`` pairs.
 """
 
 from __future__ import annotations

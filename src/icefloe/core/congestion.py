@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Final, NamedTuple
 
 from icefloe.core.checks import check_fraction
+from icefloe.core.reliability import Reliability
 
 __all__ = [
     "CongestionMonitor",
@@ -360,17 +361,10 @@ class CongestionMonitor:
 
 # -- shedding ---------------------------------------------------------------------
 
-_RELIABILITY_RANK: Final = {"at_most_once": 0, "at_least_once": 1, "exactly_once": 2}
 
-
-def _check_reliability(reliability: str) -> int:
-    rank = _RELIABILITY_RANK.get(reliability)
-    if rank is None:
-        raise ValueError(
-            "reliability must be 'at_most_once', 'at_least_once' or 'exactly_once', "
-            f"got {reliability!r}"
-        )
-    return rank
+def _rank(reliability: str) -> int:
+    # Reliability.parse raises the ValueError that shed documents.
+    return Reliability.parse(reliability).rank
 
 
 def shed(
@@ -399,8 +393,8 @@ def shed(
 
     :param state: a :class:`CongestionState` or its string value.
     :param priority: ``Headers.priority``; higher is more important.
-    :param reliability: ``"at_most_once"``, ``"at_least_once"`` or
-        ``"exactly_once"`` (the runtime's ``Reliability`` values are these strings).
+    :param reliability: a :class:`~icefloe.core.reliability.Reliability` or its
+        string value (``"at_most_once"``, ``"at_least_once"``, ``"exactly_once"``).
     :param accepted: ``True`` for work of a stream already admitted,
         ``False`` for a new stream (or new work) asking to start.
     :param low_priority_below: priorities below this are low; default 1, so
@@ -408,7 +402,7 @@ def shed(
     :raises ValueError: if ``state`` or ``reliability`` is not a known value.
     """
     state = CongestionState(state)
-    rank = _check_reliability(reliability)
+    rank = _rank(reliability)
     if state is CongestionState.NORMAL:
         return False
     low = priority < low_priority_below
@@ -427,4 +421,4 @@ def shed_order(*, priority: int, reliability: str) -> tuple[int, int]:
 
     :raises ValueError: if ``reliability`` is not a known value.
     """
-    return (_check_reliability(reliability), priority)
+    return (_rank(reliability), priority)

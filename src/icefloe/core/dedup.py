@@ -3,6 +3,11 @@
 :class:`DedupWindow` answers "have I seen this key in the last ``ttl_s``
 seconds?" (idempotency keys, redelivered broker messages) in O(1), with
 memory bounded by ``max_size`` keys.
+
+The product does not run it yet; it is kept for the next issues, which
+will: exactly-once delivery drops a seq a producer re-emits after a retry
+(the key is the stream id and seq), and the broker connectors drop a
+message the broker redelivers. Remove it if those land without it.
 """
 
 from __future__ import annotations

@@ -18,6 +18,12 @@ bounded by ``max_frame`` plus whatever one ``feed_data`` call brings.
 feeds bytes in (:meth:`~FrameReader.feed_data`, :meth:`~FrameReader.feed_eof`)
 and drains parsed frames (:meth:`~FrameReader.events_received`); a generator
 coroutine does the parsing and suspends whenever it runs out of bytes.
+
+The product does not run it yet; it is kept for the next issue, which
+will: the durable store writes each chunk as one frame (a CRC32C-checked
+record) and reads its files back through :class:`FrameReader`, so that a
+torn or corrupted record is detected, never replayed. Remove it if the
+store lands without it.
 """
 
 from __future__ import annotations

@@ -212,7 +212,7 @@ class Pattern:
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Pattern):
-            return self._source == other._source
+            return self._source == other.source
         return NotImplemented
 
     def __hash__(self) -> int:

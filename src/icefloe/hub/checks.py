@@ -10,8 +10,8 @@ from collections.abc import Mapping
 from typing import Any, NoReturn
 
 from icefloe.core.messages import NO_META
+from icefloe.core.reliability import Reliability
 from icefloe.hub.limits import HubLimits
-from icefloe.runtime.node import Reliability
 
 __all__ = [
     "MAX_ID_LENGTH",
@@ -27,7 +27,6 @@ MAX_ID_LENGTH = 256
 
 # A tuple, not a union: isinstance with ``a | b`` builds the union on every call.
 _HEADER_TYPES = (str, int, float, bool)
-_RELIABILITIES = frozenset(r.value for r in Reliability)
 
 
 def check_name(what: str, value: object) -> None:
@@ -57,10 +56,7 @@ def refuse_size(size: int, limits: HubLimits) -> NoReturn:
 
 def check_reliability(value: object) -> Reliability:
     """``value`` as a :class:`Reliability`; it may be given as its string value."""
-    if isinstance(value, str) and value in _RELIABILITIES:
-        return Reliability(value)
-    allowed = ", ".join(repr(r.value) for r in Reliability)
-    raise ValueError(f"reliability must be one of {allowed}, got {value!r}")
+    return Reliability.parse(value)
 
 
 def check_headers(headers: Mapping[str, Any] | None) -> dict[str, Any]:

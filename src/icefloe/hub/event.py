@@ -22,8 +22,8 @@ from typing import Any, Final
 import msgspec
 
 from icefloe.core.codec import Format
+from icefloe.core.reliability import Reliability
 from icefloe.exceptions import EncodeError
-from icefloe.runtime.node import Reliability
 
 __all__ = ["ENCODE_FAILURES", "HubEvent", "event_size", "pack"]
 

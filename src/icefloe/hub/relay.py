@@ -28,9 +28,9 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, NamedTuple
 
+from icefloe.core.reliability import Reliability
 from icefloe.core.topics import TopicError
 from icefloe.exceptions import StreamError
-from icefloe.runtime.node import Reliability
 
 if TYPE_CHECKING:
     from icefloe.hub.hub import Hub

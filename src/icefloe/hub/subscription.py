@@ -32,14 +32,14 @@ from collections.abc import Callable, Collection, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias
 
 from icefloe.core.filters import Filter
+from icefloe.core.reliability import Reliability
 from icefloe.core.ring import Overflow, Ring
 from icefloe.core.topics import Pattern
 from icefloe.exceptions import ClosedResourceError, IcefloeError, StreamError, WouldBlock
 from icefloe.hub.event import HubEvent
-from icefloe.runtime.node import Reliability
 
 if TYPE_CHECKING:
-    from icefloe.hub.hub import Hub
+    from icefloe.hub.registry import HubRegistry
 
 __all__ = [
     "HubSubscription",
@@ -113,6 +113,8 @@ class SubscriptionStatistics(NamedTuple):
     waiting_publishers: int
     #: why it ended (``closed``, ``overloaded``, ``cancelled``), None while live
     ended: str | None
+    #: readers waiting for an event (or the end) now
+    waiting_readers: int = 0
 
 
 class SubscriberState:
@@ -125,11 +127,11 @@ class SubscriberState:
         "cut",
         "discarded",
         "filter",
-        "hub",
         "info",
         "low_bytes",
         "low_items",
         "pattern",
+        "registry",
         "reliable",
         "replay",
         "replayed",
@@ -144,13 +146,14 @@ class SubscriberState:
 
     def __init__(
         self,
-        hub: Hub,
+        registry: HubRegistry,
         info: SubscriberInfo,
         pattern: Pattern,
         filter: Filter | None,
         ring: Ring[HubEvent],
     ) -> None:
-        self.hub = hub
+        #: the registry that attached it, which detaches it (see HubSubscription.close)
+        self.registry = registry
         self.info = info
         self.subscriber_id = info.subscriber_id
         self.tenant = info.tenant
@@ -202,6 +205,13 @@ class SubscriberState:
         # takes count it down, evictions too (evicted()); appends, which only
         # delay the mark, leave it be, and taken() then looks at the buffer.
         self.until_wake = len(self.ring) - self.low_items
+
+    def unpark_publisher(self, room: asyncio.Future[None]) -> None:
+        """Forget ``room``, a publisher's cancelled wait (a wake-up forgets it already)."""
+        try:
+            self.room.remove(room)
+        except ValueError:
+            pass
 
     def wake_publishers(self) -> None:
         room, self.room = self.room, []
@@ -330,6 +340,7 @@ class SubscriberState:
             blocked=self.blocked,
             waiting_publishers=len(self.room),
             ended=ended,
+            waiting_readers=len(self.waiters),
         )
 
 
@@ -557,9 +568,9 @@ class HubSubscription:
         """Detach from the hub and discard what is buffered. Idempotent."""
         s = self._s
         if s.cause is None:
-            s.hub._end(s, ClosedResourceError("the subscription was closed"), keep=False)
+            s.registry.end(s, ClosedResourceError("the subscription was closed"), keep=False)
         elif s.held():
-            s.hub._discard(s)
+            s.discard()
 
     async def aclose(self) -> None:
         """Asynchronous :meth:`close`."""

@@ -39,11 +39,12 @@ Entry: TypeAlias = HubEvent | tuple[HubEvent, NormalTarget]
 class History:
     """A topic's last events, at most ``max_items`` of them and ``max_bytes`` bytes.
 
-    ``Hub._deliver`` appends, inline since it runs on every publish: the
-    entry to ``entries`` and its size to ``sizes`` (whose ``maxlen`` pushes
-    the oldest out of both once ``max_items`` are held), then, if that
-    changed the bytes held, :meth:`grow` counts them (in ``held`` and the
-    shared ``ledger``) and evicts down to ``max_bytes``.
+    The publish path (:mod:`icefloe.hub.publish`) appends, inline since it
+    runs on every publish: the entry to ``entries`` and its size to
+    ``sizes`` (whose ``maxlen`` pushes the oldest out of both once
+    ``max_items`` are held), then, if that changed the bytes held,
+    :meth:`grow` counts them (in ``held`` and the shared ``ledger``) and
+    evicts down to ``max_bytes``.
     """
 
     __slots__ = ("entries", "held", "ledger", "max_bytes", "max_items", "sizes")

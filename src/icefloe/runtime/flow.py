@@ -17,7 +17,7 @@ from icefloe.runtime.context import Context
 from icefloe.runtime.fair import FairQueue
 from icefloe.runtime.limits import Limits
 from icefloe.runtime.loadwatch import LoadWatch
-from icefloe.runtime.node import Adjacency, Node, Reliability
+from icefloe.runtime.node import Adjacency, Node
 from icefloe.runtime.registry import FinishedStream, RegistryStatistics, StreamRegistry
 from icefloe.runtime.runner import NodeRunner, NodeStatistics
 from icefloe.runtime.shedding import LoadShedder, ShedStatistics
@@ -39,7 +39,6 @@ DEFAULT_SHEDDING = SheddingPolicy()
 STARVATION_FLOOR = 32
 #: seconds between tries of a throttled start that found the ingress full
 DEFERRED_RETRY_S = 0.01
-_RELIABILITY_RANK = {r: i for i, r in enumerate(Reliability)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,7 +240,7 @@ class Flow:
             nodes: Sequence[Node] = self._ingress_nodes
         else:
             nodes = (to,) if isinstance(to, Node) else to
-        return max((n.policy.reliability for n in nodes), key=_RELIABILITY_RANK.__getitem__)
+        return max((n.policy.reliability for n in nodes), key=lambda level: level.rank)
 
     def cancel(self, trace_id: str) -> bool:
         """Cancel a run: its streams end with ``cancelled``, its invocations stop,

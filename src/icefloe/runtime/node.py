@@ -2,29 +2,23 @@
 
 from __future__ import annotations
 
-import enum
 import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from icefloe.core.checks import check_int, check_number
+from icefloe.core.reliability import Reliability
 
 if TYPE_CHECKING:
     from icefloe.core.messages import Message
     from icefloe.runtime.context import Context
 
+# Reliability lives in the core (one ranking for the runtime, the hub and
+# load shedding); it is re-exported here, where it was first defined.
 __all__ = ["Adjacency", "Node", "NodeFunc", "NodePolicy", "Reliability"]
 
 NodeFunc = Callable[["Message", "Context"], Awaitable[None]]
-
-
-class Reliability(enum.StrEnum):
-    """How hard a stream tries not to lose chunks (see docs/python-api.md)."""
-
-    AT_MOST_ONCE = "at_most_once"
-    AT_LEAST_ONCE = "at_least_once"
-    EXACTLY_ONCE = "exactly_once"
 
 
 @dataclass(frozen=True, slots=True)

@@ -125,7 +125,7 @@ async def test_a_waiting_reader_is_woken_by_a_publish(hub: Hub) -> None:
     sub = hub.subscribe("a", tenant="t")
     async with asyncio.timeout(5):
         reader = asyncio.ensure_future(sub.receive())
-        await until(lambda: bool(sub._s.waiters))
+        await until(lambda: sub.statistics().waiting_readers > 0)
         await hub.publish("a", "hi", tenant="t")
         assert (await reader).data == "hi"
 
@@ -134,7 +134,7 @@ async def test_several_waiting_readers_are_all_woken(hub: Hub) -> None:
     sub = hub.subscribe("a", tenant="t")
     async with asyncio.timeout(5):
         readers = [asyncio.ensure_future(sub.receive()) for _ in range(2)]
-        await until(lambda: len(sub._s.waiters) == 2)
+        await until(lambda: sub.statistics().waiting_readers == 2)
         await hub.publish("a", 1, tenant="t")
         await hub.publish("a", 2, tenant="t")
         assert sorted([(await r).data for r in readers]) == [1, 2]
@@ -146,7 +146,7 @@ async def test_cancelling_a_read_keeps_the_subscription(hub: Hub) -> None:
         async with asyncio.timeout(0.01):
             await sub.receive()
     assert not sub.closed
-    assert not sub._s.waiters
+    assert sub.statistics().waiting_readers == 0
     await hub.publish("a", 1, tenant="t")
     assert sub.receive_nowait().data == 1
 
@@ -159,12 +159,12 @@ async def test_wait_interrupt_held_and_end_reason(hub: Hub) -> None:
         sub.receive_nowait()
     async with asyncio.timeout(5):
         waiting = asyncio.ensure_future(sub.wait())
-        await until(lambda: bool(sub._s.waiters))
+        await until(lambda: sub.statistics().waiting_readers > 0)
         sub.interrupt()
         await waiting
         assert sub.held() == 0
         waiting = asyncio.ensure_future(sub.wait())
-        await until(lambda: bool(sub._s.waiters))
+        await until(lambda: sub.statistics().waiting_readers > 0)
         await hub.publish("a", 1, tenant="t")
         await waiting
         assert sub.held() == 1

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sized
+from collections.abc import Callable
 
 import pytest
 from hubkit import drain, until
@@ -70,7 +70,7 @@ async def test_disconnect_wakes_a_waiting_reader(hub: Hub) -> None:
     slow = hub.subscribe("a", tenant="t", buffer=1, overflow="disconnect")
     async with asyncio.timeout(5):
         reader = asyncio.ensure_future(slow.receive())
-        await until(lambda: bool(slow._s.waiters))
+        await until(lambda: bool(slow.statistics().waiting_readers))
         # Two events before the reader runs: the second overflows the buffer of one.
         hub.publish_nowait("a", 0, tenant="t")
         hub.publish_nowait("a", 1, tenant="t")
@@ -139,11 +139,10 @@ async def test_waiting_publishers_of_a_topic_go_in_order(hub: Hub) -> None:
     sub = hub.subscribe("a", tenant="t", buffer=1, overflow="block")
     await hub.publish("a", "first", tenant="t")
     async with asyncio.timeout(5):
-        queue = hub._topics[("t", "a")].queue
         publishers = []
         for name in ("p1", "p2", "p3"):
             publishers.append(asyncio.ensure_future(hub.publish("a", name, tenant="t")))
-            await until(queued(queue, len(publishers)))
+            await until(queued(hub, len(publishers)))
         with pytest.raises(WouldBlock, match="publishers of topic 'a' are waiting"):
             hub.publish_nowait("a", "cheater", tenant="t")
         received = [(await sub.receive()).data for _ in range(4)]
@@ -151,8 +150,8 @@ async def test_waiting_publishers_of_a_topic_go_in_order(hub: Hub) -> None:
     assert received == ["first", "p1", "p2", "p3"]
 
 
-def queued(queue: Sized, n: int) -> Callable[[], bool]:
-    return lambda: len(queue) == n
+def queued(hub: Hub, n: int) -> Callable[[], bool]:
+    return lambda: hub.statistics().queued_publishers == n
 
 
 async def test_a_cancelled_waiting_publisher_delivers_nothing(hub: Hub) -> None:
@@ -161,14 +160,14 @@ async def test_a_cancelled_waiting_publisher_delivers_nothing(hub: Hub) -> None:
     async with asyncio.timeout(5):
         first = asyncio.ensure_future(hub.publish("a", "cancelled", tenant="t"))
         second = asyncio.ensure_future(hub.publish("a", "kept", tenant="t"))
-        await until(lambda: len(hub._topics[("t", "a")].queue) == 2)
+        await until(queued(hub, 2))
         first.cancel()
         await asyncio.gather(first, return_exceptions=True)
         await until(lambda: sub.statistics().waiting_publishers == 1)  # only the second
         assert [(await sub.receive()).data for _ in range(2)] == [0, "kept"]
         await second
     assert hub.statistics().waiting_publishers == 0
-    assert not hub._topics[("t", "a")].queue
+    assert hub.statistics().queued_publishers == 0
 
 
 async def test_closing_the_full_subscriber_releases_the_publisher(hub: Hub) -> None:
