@@ -10,22 +10,24 @@ from collections.abc import Mapping
 
 from starlette.responses import JSONResponse
 
+from icefloe.core.wire_errors import ErrorCode, http_status
 from icefloe.exceptions import IcefloeError
 
 __all__ = ["HttpError", "error_response"]
 
 
 class HttpError(IcefloeError):
-    """A request that gets a 4xx/5xx answer with a wire code."""
+    """A request that gets a 4xx/5xx answer with a wire code; the status is the code's
+    (:data:`~icefloe.core.wire_errors.WIRE_ERRORS`)."""
 
     def __init__(
-        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
+        self, code: ErrorCode, message: str, headers: Mapping[str, str] | None = None
     ) -> None:
-        self.status = status
+        self.status = http_status(code)
         self.code = code
         self.message = message
-        self.headers = headers or {}
-        super().__init__(f"{status} {code}: {message}")
+        self.headers: Mapping[str, str] = headers or {}
+        super().__init__(f"{self.status} {code.value}: {message}")
 
 
 def error_response(
