@@ -33,7 +33,6 @@ endpoint's ``--max-frame`` limit, checked before decoding.
 
 from __future__ import annotations
 
-import enum
 import re
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
@@ -44,6 +43,7 @@ import msgspec
 from icefloe.core.codec import Format
 from icefloe.core.messages import StreamChunk
 from icefloe.core.op_encoding import encode_chunk, encode_chunks, encode_client, encode_server
+from icefloe.core.wire_errors import ErrorCode
 from icefloe.exceptions import DecodeError
 
 __all__ = [
@@ -72,7 +72,6 @@ __all__ = [
     "Event",
     "Hello",
     "Input",
-    "OpErrorCode",
     "Pause",
     "Ping",
     "Pong",
@@ -150,31 +149,6 @@ def negotiate_subprotocol(offered: Iterable[str], *, zstd: bool = False) -> str 
         if name in SUBPROTOCOLS or (zstd and name == SUBPROTOCOL_MSGPACK_ZSTD):
             return name
     return None
-
-
-class OpErrorCode(enum.StrEnum):
-    """The ``code`` of an ``error`` op about a client op.
-
-    A stream that ends abnormally reports an :class:`~icefloe.exceptions.ErrorCode`
-    (``cancelled``, ``failed``, ...) in the same field, with its ``stream_id``.
-    """
-
-    #: malformed frame, unknown op, wrong field type or value out of range
-    BAD_REQUEST = "bad_request"
-    #: a valid op this server does not offer (yet), e.g. ``publish`` without a hub
-    UNSUPPORTED = "unsupported"
-    #: no such stream, or another tenant's (existence must not leak)
-    NOT_FOUND = "not_found"
-    #: the principal lacks the scope, or names another tenant in ``start``
-    FORBIDDEN = "forbidden"
-    #: ``hello`` resume of an unknown, expired or foreign session; a fresh one follows
-    SESSION_EXPIRED = "session_expired"
-    #: ``input`` (or another op needing a live stream) on a stream that has ended
-    STREAM_CLOSED = "stream_closed"
-    #: a per-connection or per-session bound (streams, subscriptions) is reached
-    LIMIT_EXCEEDED = "limit_exceeded"
-    #: admission refused: a server-wide concurrency or memory limit is reached
-    OVERLOADED = "overloaded"
 
 
 # -- field types -------------------------------------------------------------------
@@ -443,8 +417,10 @@ class Chunks(_ServerOp, tag="chunks", frozen=True, kw_only=True):
 class Error(_ServerOp, tag="error", frozen=True, kw_only=True, omit_defaults=True):
     """Something went wrong; absent ``ref`` / ``stream_id`` are omitted on the wire.
 
-    ``code`` is an :class:`OpErrorCode` about an op, or an
-    :class:`~icefloe.exceptions.ErrorCode` ending the stream ``stream_id``.
+    ``code`` is an :class:`~icefloe.core.wire_errors.ErrorCode`: about an op
+    (``bad_request``, ``not_found``...), or the terminal of the stream
+    ``stream_id`` (``cancelled``, ``failed``...). A client should accept codes
+    it does not know: docs/websocket.md lists the ones a server sends.
     """
 
     code: str
@@ -492,7 +468,7 @@ class BadRequest(DecodeError):
     could be read and is known.
     """
 
-    code: ClassVar[str] = OpErrorCode.BAD_REQUEST.value
+    code: ClassVar[ErrorCode] = ErrorCode.BAD_REQUEST
 
     def __init__(self, message: str, *, ref: str | None = None, op: str | None = None) -> None:
         self.message = _safe_message(message)

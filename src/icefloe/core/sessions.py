@@ -30,6 +30,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import ClassVar, Literal, NamedTuple
 
+from icefloe.core.wire_errors import ErrorCode
 from icefloe.exceptions import IcefloeError
 
 __all__ = [
@@ -63,7 +64,7 @@ class SessionError(IcefloeError):
     ``code`` is the wire code of that error.
     """
 
-    code: ClassVar[str]
+    code: ClassVar[ErrorCode]
 
 
 class SessionExpired(SessionError):
@@ -74,7 +75,7 @@ class SessionExpired(SessionError):
     ``reason`` tells them apart for logs and metrics.
     """
 
-    code = "session_expired"
+    code = ErrorCode.SESSION_EXPIRED
 
     def __init__(self, session_id: str, reason: Literal["unknown", "expired", "tenant"]) -> None:
         self.session_id = session_id
@@ -85,7 +86,7 @@ class SessionExpired(SessionError):
 class TooManySessions(SessionError):
     """The table holds ``max_sessions`` sessions and every one is attached."""
 
-    code = "overloaded"
+    code = ErrorCode.OVERLOADED
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -95,7 +96,7 @@ class TooManySessions(SessionError):
 class TooManyStreams(SessionError):
     """A session already follows ``max_streams_per_session`` streams."""
 
-    code = "limit_exceeded"
+    code = ErrorCode.LIMIT_EXCEEDED
 
     def __init__(self, session_id: str, limit: int) -> None:
         self.session_id = session_id
