@@ -226,7 +226,7 @@ async def test_unsub_topic_stops_its_events_only(serve: Serve) -> None:
         await reader.send("sub_topic", pattern="jobs.*")  # no sub_id: as before
         await reader.send("sub_topic", pattern="x", sub_id="named", ref="dup")
         err = await reader.recv()  # also: both subscriptions are in place
-        assert (err["code"], err["ref"]) == ("bad_request", "dup")
+        assert (err["code"], err["ref"]) == ("conflict", "dup")
         await publish(writer, "jobs.a", 1)
         events = [await reader.recv() for _ in range(2)]
         assert [(e["op"], e["topic"]) for e in events] == [("event", "jobs.a")] * 2

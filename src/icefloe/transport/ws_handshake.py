@@ -12,6 +12,7 @@ from starlette.requests import HTTPConnection
 
 from icefloe.core.codec import Format
 from icefloe.core.ops import SUBPROTOCOL_MSGPACK_ZSTD, SUBPROTOCOLS
+from icefloe.core.wire_errors import CloseReason, ErrorCode, close_frame
 from icefloe.transport.errors import HttpError, error_response
 
 __all__ = ["choose_subprotocol", "deny", "origin_denial"]
@@ -52,11 +53,12 @@ def origin_denial(conn: HTTPConnection, allowed: tuple[str, ...]) -> HttpError |
     host = conn.headers.get("host", "")
     if not allowed and origin.split("://", 1)[-1] == host:
         return None
-    return HttpError(403, "forbidden", "origin not allowed")
+    return HttpError(ErrorCode.FORBIDDEN, "origin not allowed")
 
 
 async def deny(scope: Any, send: Any, denial: HttpError) -> None:
-    """Refuse a handshake with the API's JSON error when the server can, else close 1008."""
+    """Refuse a handshake with the API's JSON error when the server can, else close
+    (1008, which the server's WebSocket layer turns into an HTTP 403 before the upgrade)."""
     if "websocket.http.response" in scope.get("extensions", {}):
         response = error_response(denial.status, denial.code, denial.message, denial.headers)
         headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers.items()]
@@ -65,4 +67,5 @@ async def deny(scope: Any, send: Any, denial: HttpError) -> None:
         )
         await send({"type": "websocket.http.response.body", "body": response.body})
     else:
-        await send({"type": "websocket.close", "code": 1008, "reason": denial.code})
+        code, reason = close_frame(CloseReason.HANDSHAKE_REFUSED)
+        await send({"type": "websocket.close", "code": code, "reason": reason})

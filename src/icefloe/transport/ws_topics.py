@@ -11,20 +11,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
 
 from icefloe.core.codec import Format
 from icefloe.core.filters import FilterError
 from icefloe.core.ops import Publish, SubTopic
 from icefloe.core.topics import TopicError
+from icefloe.core.wire_errors import ErrorCode
 from icefloe.exceptions import ClosedResourceError, EncodeError, StreamError, WouldBlock
-from icefloe.hub import HubSubscription
+from icefloe.hub import Hub, HubSubscription
 from icefloe.transport.auth import Principal
 from icefloe.transport.errors import HttpError
 from icefloe.transport.ws_sender import WsSender
-
-if TYPE_CHECKING:
-    from icefloe.transport.app import _Edge
 
 __all__ = ["WsTopics"]
 
@@ -32,19 +29,20 @@ __all__ = ["WsTopics"]
 class WsTopics:
     """The topic subscriptions of one connection, each with its pump task.
 
+    :param hub: the hub of ``publish`` and ``sub_topic``.
     :param error: ``await error(code, message)`` sends an ``error`` op (the
         end of a subscription the hub ended abnormally).
     """
 
     def __init__(
         self,
-        edge: _Edge,
+        hub: Hub,
         principal: Principal,
         fmt: Format,
         sender: WsSender,
-        error: Callable[[str, str], Awaitable[None]],
+        error: Callable[[ErrorCode, str], Awaitable[None]],
     ) -> None:
-        self._edge = edge
+        self._hub = hub
         self._principal = principal
         self._fmt = fmt
         self._sender = sender
@@ -63,28 +61,26 @@ class WsTopics:
     def publish(self, op: Publish) -> None:
         """Publish ``op.data`` on ``op.topic`` under the principal's tenant."""
         try:
-            self._edge.hub.publish_nowait(op.topic, op.data, tenant=self._principal.tenant)
+            self._hub.publish_nowait(op.topic, op.data, tenant=self._principal.tenant)
         except (TopicError, ValueError, EncodeError) as exc:
-            raise HttpError(400, "bad_request", str(exc)) from None
+            raise HttpError(ErrorCode.BAD_REQUEST, str(exc)) from None
         except WouldBlock as exc:
-            raise HttpError(503, "overloaded", str(exc)) from None
+            raise HttpError(ErrorCode.OVERLOADED, str(exc)) from None
         except StreamError as exc:
-            raise HttpError(503, exc.code.value, exc.message) from None
+            raise HttpError(exc.code, exc.message) from None
 
     def subscribe(self, op: SubTopic) -> None:
         """Open a hub subscription and its pump; the caller checked scope and room."""
         if op.sub_id is not None and op.sub_id in self._names:
-            raise HttpError(409, "bad_request", "this connection already uses that sub_id")
+            raise HttpError(ErrorCode.CONFLICT, "this connection already uses that sub_id")
         try:
-            sub = self._edge.hub.subscribe(
-                op.pattern, tenant=self._principal.tenant, filter=op.filter
-            )
+            sub = self._hub.subscribe(op.pattern, tenant=self._principal.tenant, filter=op.filter)
         except FilterError as exc:
-            raise HttpError(400, "bad_request", f"bad filter: {exc}") from None
+            raise HttpError(ErrorCode.BAD_REQUEST, f"bad filter: {exc}") from None
         except (TopicError, ValueError) as exc:
-            raise HttpError(400, "bad_request", str(exc)) from None
+            raise HttpError(ErrorCode.BAD_REQUEST, str(exc)) from None
         except StreamError as exc:
-            raise HttpError(503, exc.code.value, exc.message) from None
+            raise HttpError(exc.code, exc.message) from None
         task = asyncio.ensure_future(self._pump(sub, op.sub_id))
         self._subs[sub.subscriber_id] = (sub, task)
         if op.sub_id is not None:
@@ -99,7 +95,7 @@ class WsTopics:
         key = self._names.pop(sub_id, None)
         entry = None if key is None else self._subs.get(key)
         if key is None or entry is None:
-            raise HttpError(404, "not_found", "no topic subscription with that sub_id")
+            raise HttpError(ErrorCode.NOT_FOUND, "no topic subscription with that sub_id")
         sub, task = entry
         # Not task.cancel(): a write cut short would desynchronise a zstd stream.
         self._stopping.add(key)
@@ -128,7 +124,7 @@ class WsTopics:
                 end = sub.end_reason()
                 if end is not None:
                     if isinstance(end, StreamError):
-                        await self._error(end.code.value, end.message)
+                        await self._error(end.code, end.message)
                     return
                 await sub.wait()
         except (TimeoutError, OSError, ClosedResourceError):

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from icefloe.core.codec import Format
+from icefloe.core.wire_errors import CloseReason
 from icefloe.transport.ws_sender import ByteBudget, WsSender
 
 
@@ -33,14 +34,14 @@ class Wire:
 
 
 def make_sender(
-    wire: Wire, cuts: list[int], *, bytes_per_s: float | None = None, burst: int = 1000
+    wire: Wire, cuts: list[CloseReason], *, bytes_per_s: float | None = None, burst: int = 1000
 ) -> WsSender:
     return WsSender(
         wire,
         Format.MSGPACK,
         compress=False,
         send_timeout_s=5.0,
-        cut=lambda code, reason: cuts.append(code),
+        cut=cuts.append,
         quantum_bytes=1024,
         stream_queue_bytes=32 * 1024,
         batch_bytes=16 * 1024,
@@ -113,7 +114,7 @@ async def test_a_bug_in_drain_cuts_the_connection_as_the_writer_does() -> None:
     wire.fail = ValueError("a bug")
     with pytest.raises(ConnectionResetError):
         await sender.drain()
-    assert cuts == [1011]
+    assert cuts == [CloseReason.INTERNAL]
     with pytest.raises(ConnectionResetError):  # the pumps stop
         sender.push_chunks("a", [b"z"])
     assert sender.statistics().chunks == 0  # nothing was sent
@@ -130,7 +131,7 @@ async def test_a_bug_in_the_writer_cuts_the_connection() -> None:
     assert writer is not None
     async with asyncio.timeout(5):
         await asyncio.wait([writer])
-    assert cuts == [1011]
+    assert cuts == [CloseReason.INTERNAL]
     with pytest.raises(ConnectionResetError):  # the pumps stop
         sender.push_chunks("a", [b"z"])
     await sender.aclose()
