@@ -205,9 +205,8 @@ class WsOps:
     def _ack(self, op: Ack) -> None:
         # Acks stay valid after a stream's terminal went out (the follow is gone
         # but the session still lists it until the terminal is acked).
-        if not self._session.ack(op.stream_id, op.seq) and not self._streams.ended_here(
-            op.stream_id
-        ):
+        stream_id = op.stream_id
+        if not self._session.ack(stream_id, op.seq) and not self._streams.ended_here(stream_id):
             raise HttpError(ErrorCode.NOT_FOUND, "this connection does not follow that stream")
 
     # -- stream ops --------------------------------------------------------------------
