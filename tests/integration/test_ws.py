@@ -16,6 +16,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from icefloe import Context, Limits, Message, Node, create
+from icefloe.core.wire_errors import CloseReason, close_frame
 from icefloe.runtime.flow import Flow
 from icefloe.transport.app import EdgeSettings
 from icefloe.transport.auth import ApiKeyAuthenticator
@@ -158,6 +159,31 @@ async def test_credit_stops_the_stream_and_blocks_the_producer(serve: Serve) -> 
             assert rest[-1]["op"] == "end"
 
 
+async def test_credit_past_the_cap_is_capped_not_refused(serve: Serve) -> None:
+    counter = Counter()
+    settings = EdgeSettings(ws=WsSettings(window=2))
+    async with serve(counter.flow, settings) as base, client(base) as c, asyncio.timeout(20):
+        sid = await c.start(50)
+        assert [(await c.recv())["seq"] for _ in range(2)] == [0, 1]
+        for _ in range(2):  # 2 * (2**31 - 1) in all: held at 2**31 - 1
+            await c.send("credit", stream_id=sid, n=2**31 - 1, ref="big")
+        rest = [await c.recv() for _ in range(49)]
+        assert [r["seq"] for r in rest] == list(range(2, 51))  # no error among them
+        assert rest[-1]["op"] == "end"
+
+
+async def test_subscribing_to_a_stream_followed_already_is_a_conflict(serve: Serve) -> None:
+    counter = Counter()
+    async with serve(counter.flow) as base, client(base) as c, asyncio.timeout(20):
+        sid = await c.start(1_000_000)
+        await c.send("subscribe", stream_id=sid, from_seq=0, ref="again")
+        err = await c.until("error")
+        assert (err["code"], err["ref"]) == ("conflict", "again")
+        await c.send("cancel", stream_id=sid)
+        end = await c.until("error")
+        assert (end["code"], end["stream_id"]) == ("cancelled", sid)  # still followed once
+
+
 def stalled(flow: Flow, sid: str) -> bool:
     stats = flow.lookup(sid)
     return stats is not None and stats.credit == 0
@@ -264,6 +290,28 @@ async def test_session_resume_over_1000_disconnects_gives_every_seq_once(serve: 
         assert seen == list(range(total + 1))
 
 
+async def test_resuming_a_session_held_elsewhere_closes_the_old_connection_with_4000(
+    serve: Serve,
+) -> None:
+    counter = Counter()
+    async with serve(counter.flow) as base, asyncio.timeout(20), client(base) as old:
+        await old.send("hello")
+        session = (await old.recv())["session_id"]
+        async with client(base) as new:
+            await new.send("hello", session_id=session, resume=True)
+            welcome = await new.recv()
+            assert (welcome["session_id"], welcome["resumed"]) == (session, True)
+            with pytest.raises(ConnectionClosed) as closed:
+                await old.recv()
+            assert closed.value.rcvd is not None
+            assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (
+                4000,
+                "session resumed elsewhere",
+            )
+            await new.send("ping", ref="still")
+            assert await new.recv() == {"op": "pong", "ref": "still"}
+
+
 async def test_an_expired_or_unknown_session_gets_an_error_and_a_fresh_one(serve: Serve) -> None:
     counter = Counter()
     async with serve(counter.flow) as base, client(base) as c, asyncio.timeout(20):
@@ -309,6 +357,9 @@ async def test_a_flood_of_bad_messages_closes_with_1008(serve: Serve) -> None:
             await send_bad_until_closed(c)
         assert closed.value.rcvd is not None
         assert closed.value.rcvd.code == 1008
+        # The reason docs/websocket.md gives for it.
+        assert closed.value.rcvd.reason == "too many malformed messages"
+        assert close_frame(CloseReason.BAD_MESSAGE_FLOOD) == (1008, "too many malformed messages")
 
 
 async def send_bad_until_closed(c: Client) -> None:

@@ -93,7 +93,7 @@ SCOPES = ["streams:start", "streams:read", "streams:cancel"]
 KEYS = {ACME: {"tenant": "acme", "scopes": SCOPES}, GLOBEX: {"tenant": "globex", "scopes": SCOPES}}
 #: codes an error may carry: docs/websocket.md's op errors and stream terminals
 ERROR_CODES = {"bad_request", "unsupported", "not_found", "forbidden", "session_expired"}
-ERROR_CODES |= {"stream_closed", "limit_exceeded", "overloaded", "conflict"}
+ERROR_CODES |= {"conflict", "stream_closed", "limit_exceeded", "overloaded"}
 ERROR_CODES |= {"cancelled", "failed", "timeout", "history_gone"}
 #: what an error message must not contain
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")

@@ -4,7 +4,9 @@ A malformed or unknown WebSocket message is answered with ``error
 bad_request`` and the connection stays open: one mistake should not cost a
 client its streams. A *flood* of them is abuse (or a broken client stuck in
 a loop), and each answer costs the server work, so past a limit the
-connection is closed with 1008 (policy violation).
+connection is closed with 1008 (policy violation) and the reason "too many
+malformed messages": ``close_frame(CloseReason.BAD_MESSAGE_FLOOD)`` of
+:mod:`icefloe.core.wire_errors`, where every close the server sends is mapped.
 
 :class:`BadMessageMeter` is that limit for one connection: a token bucket
 (:class:`~icefloe.core.token_bucket.TokenBucket`) of ``burst`` tokens
@@ -21,13 +23,15 @@ from collections.abc import Callable
 from typing import Final, NamedTuple
 
 from icefloe.core.token_bucket import TokenBucket
+from icefloe.core.wire_errors import CloseReason, close_frame
 
 __all__ = ["CLOSE_CODE", "CLOSE_REASON", "BadMessageMeter", "BadMessageMeterStatistics"]
 
-#: the WebSocket close code for a flood of bad messages (policy violation)
-CLOSE_CODE: Final = 1008
+_FLOOD_CLOSE: Final = close_frame(CloseReason.BAD_MESSAGE_FLOOD)
+#: the WebSocket close code for a flood of bad messages (policy violation, 1008)
+CLOSE_CODE: Final = _FLOOD_CLOSE[0]
 #: the close reason sent with it
-CLOSE_REASON: Final = "too many bad messages"
+CLOSE_REASON: Final = _FLOOD_CLOSE[1]
 
 
 class BadMessageMeterStatistics(NamedTuple):

@@ -2,7 +2,11 @@
 
 The consumer grants credit; the producer consumes one credit per chunk and
 sends nothing while none is available. :class:`CreditWindow` is the
-bookkeeping for one stream; waiting for credit is the runtime's job.
+bookkeeping for one stream; waiting for credit is the caller's job: each
+stream a WebSocket connection follows has one
+(:class:`~icefloe.transport.ws_pump.WsStreams`: ``welcome.window`` initial
+credit, ``credit {n}`` grants capped at ``MAX_CREDIT``, one consumed per
+chunk sent).
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from icefloe.core.messages import StreamChunk
 from icefloe.exceptions import EncodeError
 
 if TYPE_CHECKING:
-    from icefloe.core.ops import ClientOp, ServerOp
+    from icefloe.core.op_types import ClientOp, ServerOp
 
 __all__ = ["encode_chunk", "encode_chunks", "encode_client", "encode_server"]
 

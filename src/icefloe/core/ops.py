@@ -3,7 +3,10 @@
 One WebSocket message carries one op: an object whose ``op`` field names it.
 Each op is a frozen msgspec Struct tagged on ``op``, so a whole client message
 decodes and validates in one C-level call. This module is sans-I/O: it turns
-frames into ops and ops into frames; the endpoint does the rest.
+frames into ops and ops into frames; the endpoint does the rest. It is the
+public face of three modules: the op types and limits are
+:mod:`icefloe.core.op_types`', the encoders :mod:`icefloe.core.op_encoding`'
+(both re-exported here); the subprotocols and decoding are here.
 
 Subprotocols choose the format, and the format fixes the frame type:
 ``icefloe.v1.json`` speaks JSON in text frames, ``icefloe.v1.msgpack`` speaks
@@ -33,17 +36,54 @@ endpoint's ``--max-frame`` limit, checked before decoding.
 
 from __future__ import annotations
 
-import enum
 import re
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
-from typing import Annotated, Any, ClassVar, Final, NoReturn, TypeAlias, get_args
+from typing import Any, ClassVar, Final, NoReturn, get_args
 
 import msgspec
 
 from icefloe.core.codec import Format
-from icefloe.core.messages import StreamChunk
 from icefloe.core.op_encoding import encode_chunk, encode_chunks, encode_client, encode_server
+from icefloe.core.op_types import (
+    CLIENT_OP_NAMES,
+    MAX_CREDIT,
+    MAX_DEPTH,
+    MAX_ERROR_MESSAGE_LENGTH,
+    MAX_FILTER_LENGTH,
+    MAX_ID_LENGTH,
+    MAX_PRIORITY,
+    MAX_SEQ,
+    MAX_TENANT_LENGTH,
+    MAX_TOPIC_LENGTH,
+    Ack,
+    Cancel,
+    Chunk,
+    Chunks,
+    ClientOp,
+    Credit,
+    End,
+    Error,
+    Event,
+    Hello,
+    Input,
+    Pause,
+    Ping,
+    Pong,
+    Publish,
+    Resume,
+    ServerOp,
+    Start,
+    Started,
+    StartHeaders,
+    Subscribe,
+    SubTopic,
+    Unsubscribe,
+    Unsubscribed,
+    UnsubTopic,
+    Welcome,
+)
+from icefloe.core.wire_errors import ErrorCode
 from icefloe.exceptions import DecodeError
 
 __all__ = [
@@ -72,7 +112,6 @@ __all__ = [
     "Event",
     "Hello",
     "Input",
-    "OpErrorCode",
     "Pause",
     "Ping",
     "Pong",
@@ -96,27 +135,6 @@ __all__ = [
     "encode_server",
     "negotiate_subprotocol",
 ]
-
-# -- limits and names ------------------------------------------------------------
-
-#: longest ``stream_id``, ``session_id`` or ``ref``, in characters
-MAX_ID_LENGTH: Final = 128
-#: longest ``headers.tenant``, in characters (as ``POST /v1/streams``)
-MAX_TENANT_LENGTH: Final = 200
-#: longest ``topic`` or topic ``pattern``, in characters (as ``POST /v1/streams``)
-MAX_TOPIC_LENGTH: Final = 200
-#: longest ``sub_topic`` ``filter``, in characters
-MAX_FILTER_LENGTH: Final = 1024
-#: ``headers.priority`` lies in ``-MAX_PRIORITY..MAX_PRIORITY``
-MAX_PRIORITY: Final = 1000
-#: largest ``credit.n``; credit is granted in ``1..MAX_CREDIT`` per op
-MAX_CREDIT: Final = 2**31 - 1
-#: largest ``seq`` / ``from_seq`` (stores keep seqs as signed 64-bit integers)
-MAX_SEQ: Final = 2**63 - 1
-#: most nested lists/maps in a ``payload`` or ``data`` value
-MAX_DEPTH: Final = 64
-#: longest :exc:`BadRequest` message, in characters; longer ones are cut in the middle
-MAX_ERROR_MESSAGE_LENGTH: Final = 200
 
 #: subprotocol of JSON in text frames
 SUBPROTOCOL_JSON: Final = "icefloe.v1.json"
@@ -152,333 +170,6 @@ def negotiate_subprotocol(offered: Iterable[str], *, zstd: bool = False) -> str 
     return None
 
 
-class OpErrorCode(enum.StrEnum):
-    """The ``code`` of an ``error`` op about a client op.
-
-    A stream that ends abnormally reports an :class:`~icefloe.exceptions.ErrorCode`
-    (``cancelled``, ``failed``, ...) in the same field, with its ``stream_id``.
-    """
-
-    #: malformed frame, unknown op, wrong field type or value out of range
-    BAD_REQUEST = "bad_request"
-    #: a valid op this server does not offer (yet), e.g. ``publish`` without a hub
-    UNSUPPORTED = "unsupported"
-    #: no such stream, or another tenant's (existence must not leak)
-    NOT_FOUND = "not_found"
-    #: the principal lacks the scope, or names another tenant in ``start``
-    FORBIDDEN = "forbidden"
-    #: ``hello`` resume of an unknown, expired or foreign session; a fresh one follows
-    SESSION_EXPIRED = "session_expired"
-    #: ``input`` (or another op needing a live stream) on a stream that has ended
-    STREAM_CLOSED = "stream_closed"
-    #: a per-connection or per-session bound (streams, subscriptions) is reached
-    LIMIT_EXCEEDED = "limit_exceeded"
-    #: admission refused: a server-wide concurrency or memory limit is reached
-    OVERLOADED = "overloaded"
-
-
-# -- field types -------------------------------------------------------------------
-
-# \A and \Z, not ^ and $: "$" also matches before a final newline.
-_TEXT_PATTERN: Final = "\\A[^\\x00-\\x1f\\x7f]*\\Z"  # no control characters
-
-# An id's characters (printable ASCII, no space) are checked by decode_client
-# after msgspec: a regex here would make the hot credit/ack ops 4x dearer.
-Id: TypeAlias = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH)]
-Tenant: TypeAlias = Annotated[
-    str, msgspec.Meta(min_length=1, max_length=MAX_TENANT_LENGTH, pattern=_TEXT_PATTERN)
-]
-Topic: TypeAlias = Annotated[
-    str, msgspec.Meta(min_length=1, max_length=MAX_TOPIC_LENGTH, pattern=_TEXT_PATTERN)
-]
-OptionalTopic: TypeAlias = Annotated[
-    str, msgspec.Meta(max_length=MAX_TOPIC_LENGTH, pattern=_TEXT_PATTERN)
-]
-Filter: TypeAlias = Annotated[
-    str, msgspec.Meta(max_length=MAX_FILTER_LENGTH, pattern=_TEXT_PATTERN)
-]
-Priority: TypeAlias = Annotated[int, msgspec.Meta(ge=-MAX_PRIORITY, le=MAX_PRIORITY)]
-Seq: TypeAlias = Annotated[int, msgspec.Meta(ge=0, le=MAX_SEQ)]
-CreditCount: TypeAlias = Annotated[int, msgspec.Meta(ge=1, le=MAX_CREDIT)]
-
-
-# -- client -> server ----------------------------------------------------------------
-
-
-class _ClientOp(
-    msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True, tag_field="op"
-):
-    """Base of the client ops: strict (unknown fields refused), tagged on ``op``.
-
-    Every client op accepts an optional ``ref`` (an :data:`Id`): the server
-    copies it into any ``error`` the op causes, so a client can match errors
-    to the ops that caused them. ``start`` requires it.
-    """
-
-
-class StartHeaders(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
-    """The headers of a ``start``; the server builds the run's :class:`Headers` from them.
-
-    ``tenant`` may be omitted: the server fills it from the principal, and
-    refuses (``forbidden``) a tenant the principal may not act for.
-    """
-
-    #: the owning tenant; ``None``: the principal's
-    tenant: Tenant | None = None
-    #: optional hub topic the run relates to
-    topic: OptionalTopic | None = None
-    #: scheduling class; higher is more urgent
-    priority: Priority = 0
-
-
-class Hello(_ClientOp, tag="hello", frozen=True, kw_only=True):
-    """The first op of a connection: open a session, or resume one.
-
-    ``resume=True`` needs the ``session_id`` of a session that is still within
-    its TTL; a ``session_id`` without ``resume`` is ignored (a fresh session).
-    ``batch=True`` lets the server pack chunks that are ready together into
-    one ``chunks`` op (the connection lags); ``welcome`` confirms it.
-    """
-
-    session_id: Id | None = None
-    resume: bool = False
-    batch: bool = False
-    ref: Id | None = None
-
-    def __post_init__(self) -> None:
-        if self.resume and self.session_id is None:
-            raise ValueError("resume requires a session_id")
-
-
-class Start(_ClientOp, tag="start", frozen=True, kw_only=True):
-    """Start a run; the server answers ``started {ref, stream_id}``."""
-
-    ref: Id
-    payload: Any = None
-    headers: StartHeaders = msgspec.field(default_factory=StartHeaders)
-
-
-class Subscribe(_ClientOp, tag="subscribe", frozen=True, kw_only=True):
-    """Read an existing stream from ``from_seq`` (``None``: from seq 0)."""
-
-    stream_id: Id
-    from_seq: Seq | None = None
-    ref: Id | None = None
-
-
-class Credit(_ClientOp, tag="credit", frozen=True, kw_only=True):
-    """Allow ``n`` more chunks on a stream."""
-
-    stream_id: Id
-    n: CreditCount
-    ref: Id | None = None
-
-
-class Pause(_ClientOp, tag="pause", frozen=True, kw_only=True):
-    """Stop sending chunks on a stream (nothing is lost) until ``resume``."""
-
-    stream_id: Id
-    ref: Id | None = None
-
-
-class Resume(_ClientOp, tag="resume", frozen=True, kw_only=True):
-    """Continue a paused stream (within its remaining credit)."""
-
-    stream_id: Id
-    ref: Id | None = None
-
-
-class Cancel(_ClientOp, tag="cancel", frozen=True, kw_only=True):
-    """Cancel a stream's run; every reader gets the ``cancelled`` terminal."""
-
-    stream_id: Id
-    ref: Id | None = None
-
-
-class Ack(_ClientOp, tag="ack", frozen=True, kw_only=True):
-    """Record that the client durably holds a stream up to ``seq`` (for session resume)."""
-
-    stream_id: Id
-    seq: Seq
-    ref: Id | None = None
-
-
-class Input(_ClientOp, tag="input", frozen=True, kw_only=True):
-    """Interactive input into the node producing a running stream."""
-
-    stream_id: Id
-    data: Any
-    ref: Id | None = None
-
-
-class Publish(_ClientOp, tag="publish", frozen=True, kw_only=True):
-    """Publish an event on a hub topic."""
-
-    topic: Topic
-    data: Any
-    ref: Id | None = None
-
-
-class Unsubscribe(_ClientOp, tag="unsubscribe", frozen=True, kw_only=True):
-    """Stop following a stream on this connection (and in its session); the
-    run goes on for its other readers. The server answers ``unsubscribed``."""
-
-    stream_id: Id
-    ref: Id | None = None
-
-
-class SubTopic(_ClientOp, tag="sub_topic", frozen=True, kw_only=True):
-    """Subscribe to the hub topics matching ``pattern``, optionally filtered.
-
-    ``sub_id`` names the subscription on this connection, so that
-    ``unsub_topic`` can end it; without one it lasts as long as the connection.
-    """
-
-    pattern: Topic
-    filter: Filter | None = None
-    sub_id: Id | None = None
-    ref: Id | None = None
-
-
-class UnsubTopic(_ClientOp, tag="unsub_topic", frozen=True, kw_only=True):
-    """End the topic subscription named ``sub_id``; the server answers ``unsubscribed``."""
-
-    sub_id: Id
-    ref: Id | None = None
-
-
-class Ping(_ClientOp, tag="ping", frozen=True, kw_only=True):
-    """Application-level ping; the server answers ``pong`` with the same ``ref``."""
-
-    ref: Id | None = None
-
-
-ClientOp: TypeAlias = (
-    Hello
-    | Start
-    | Subscribe
-    | Credit
-    | Pause
-    | Resume
-    | Cancel
-    | Ack
-    | Input
-    | Publish
-    | SubTopic
-    | Ping
-    | Unsubscribe
-    | UnsubTopic
-)
-
-#: the op names a client may send
-_CLIENT_OPS: Final = frozenset(cls.__struct_config__.tag for cls in get_args(ClientOp))
-
-
-# -- server -> client ----------------------------------------------------------------
-
-
-class _ServerOp(msgspec.Struct, frozen=True, tag_field="op"):
-    """Base of the server ops.
-
-    Decoding them (a client's job) ignores unknown fields, so a client keeps
-    working when a newer server adds one.
-    """
-
-
-class Welcome(_ServerOp, tag="welcome", frozen=True, kw_only=True, omit_defaults=True):
-    """Answer to ``hello``: the session, whether it was resumed, the initial credit."""
-
-    session_id: str
-    resumed: bool
-    #: initial credit of every stream on this connection (``--window``)
-    window: int
-    #: present (true) when the hello asked for ``chunks`` batches and got them
-    batch: bool = False
-
-
-class Started(_ServerOp, tag="started", frozen=True, kw_only=True):
-    """Answer to ``start``: the new stream's id, with the client's ``ref``."""
-
-    ref: str
-    stream_id: str
-
-
-class _ChunkFields(_ServerOp, frozen=True, kw_only=True):
-    # The fields of StreamChunk, in its order: encode_chunk's output must
-    # decode to Chunk/End exactly as if they had been encoded by encode_server.
-    stream_id: str
-    seq: int
-    text: str
-    done: bool = False
-    meta: dict[str, Any] = {}
-    data: Any = None
-    ts: int
-
-    def as_stream_chunk(self) -> StreamChunk:
-        """The :class:`StreamChunk` this op carries."""
-        return StreamChunk(
-            self.stream_id, self.seq, self.text, self.done, self.meta, self.data, self.ts
-        )
-
-
-class Chunk(_ChunkFields, tag="chunk", frozen=True, kw_only=True):
-    """One chunk of a stream (not the last): a :class:`StreamChunk` plus ``op``."""
-
-
-class End(_ChunkFields, tag="end", frozen=True, kw_only=True):
-    """The ``done`` chunk of a stream: a :class:`StreamChunk` plus ``op``."""
-
-
-class Chunks(_ServerOp, tag="chunks", frozen=True, kw_only=True):
-    """Several ``chunk``/``end`` ops sent as one message (``hello {batch: true}``).
-
-    Each element is exactly the op it would have been on its own, so it
-    keeps its own ``stream_id`` and ``seq`` and consumes its own credit; the
-    list is in send order, which may interleave streams.
-    """
-
-    chunks: list[Chunk | End]
-
-
-class Error(_ServerOp, tag="error", frozen=True, kw_only=True, omit_defaults=True):
-    """Something went wrong; absent ``ref`` / ``stream_id`` are omitted on the wire.
-
-    ``code`` is an :class:`OpErrorCode` about an op, or an
-    :class:`~icefloe.exceptions.ErrorCode` ending the stream ``stream_id``.
-    """
-
-    code: str
-    message: str
-    ref: str | None = None
-    stream_id: str | None = None
-
-
-class Event(_ServerOp, tag="event", frozen=True, kw_only=True, omit_defaults=True):
-    """A hub event on a subscribed topic; ``offset`` when the hub keeps one."""
-
-    topic: str
-    data: Any
-    offset: int | None = None
-
-
-class Pong(_ServerOp, tag="pong", frozen=True, kw_only=True, omit_defaults=True):
-    """Answer to ``ping``, echoing its ``ref``."""
-
-    ref: str | None = None
-
-
-class Unsubscribed(_ServerOp, tag="unsubscribed", frozen=True, kw_only=True, omit_defaults=True):
-    """Answer to ``unsubscribe`` (with its ``stream_id``) or ``unsub_topic``
-    (with its ``sub_id``), echoing the op's ``ref``."""
-
-    stream_id: str | None = None
-    sub_id: str | None = None
-    ref: str | None = None
-
-
-ServerOp: TypeAlias = Welcome | Started | Chunk | End | Chunks | Error | Event | Pong | Unsubscribed
-
-
 # -- errors --------------------------------------------------------------------------
 
 
@@ -492,7 +183,7 @@ class BadRequest(DecodeError):
     could be read and is known.
     """
 
-    code: ClassVar[str] = OpErrorCode.BAD_REQUEST.value
+    code: ClassVar[ErrorCode] = ErrorCode.BAD_REQUEST
 
     def __init__(self, message: str, *, ref: str | None = None, op: str | None = None) -> None:
         self.message = _safe_message(message)
@@ -656,11 +347,11 @@ def _bad_frame(frame: bytes | str, fmt: Format, exc: Exception) -> NoReturn:
         detail = "nested too deeply"
     elif isinstance(exc, UnicodeError):
         detail = "invalid UTF-8 in a string"
-    elif op is not None and op not in _CLIENT_OPS:
+    elif op is not None and op not in CLIENT_OP_NAMES:
         raise BadRequest(f"unknown op {op[:40]!r}", ref=ref) from exc
     else:
         detail = str(exc)
-    known = op if op in _CLIENT_OPS else None
+    known = op if op in CLIENT_OP_NAMES else None
     raise BadRequest(f"invalid {known or 'message'}: {detail}", ref=ref, op=known) from exc
 
 

@@ -94,10 +94,10 @@ class CloseCode(enum.IntEnum):
     """WebSocket close codes the server sends (RFC 6455 section 7.4, plus 4000)."""
 
     NORMAL = 1000
-    GOING_AWAY = 1001
     POLICY_VIOLATION = 1008
     MESSAGE_TOO_BIG = 1009
     INTERNAL_ERROR = 1011
+    #: sent by the WebSocket layer (uvicorn) to every open connection at shutdown
     SERVICE_RESTART = 1012
     TRY_AGAIN_LATER = 1013
     #: private range: the session was taken over by another connection
@@ -151,8 +151,6 @@ def http_status(code: ErrorCode) -> int:
 class CloseReason(enum.Enum):
     """Why the server closes a WebSocket; :func:`close_frame` maps each to the wire."""
 
-    #: the server is shutting down
-    SHUTDOWN = enum.auto()
     #: the handshake was refused (bad credentials, origin, subprotocol, limit)
     HANDSHAKE_REFUSED = enum.auto()
     #: a flood of malformed messages
@@ -169,7 +167,6 @@ class CloseReason(enum.Enum):
 
 _CLOSES: Final[Mapping[CloseReason, tuple[CloseCode, str]]] = MappingProxyType(
     {
-        CloseReason.SHUTDOWN: (CloseCode.GOING_AWAY, "server shutting down"),
         CloseReason.HANDSHAKE_REFUSED: (CloseCode.POLICY_VIOLATION, "handshake refused"),
         CloseReason.BAD_MESSAGE_FLOOD: (CloseCode.POLICY_VIOLATION, "too many malformed messages"),
         CloseReason.SLOW_CONSUMER: (CloseCode.POLICY_VIOLATION, "slow consumer"),

@@ -12,7 +12,7 @@ from starlette.requests import HTTPConnection
 
 from icefloe.core.codec import Format
 from icefloe.core.ops import SUBPROTOCOL_MSGPACK_ZSTD, SUBPROTOCOLS
-from icefloe.core.wire_errors import ErrorCode
+from icefloe.core.wire_errors import CloseReason, ErrorCode, close_frame
 from icefloe.transport.errors import HttpError
 
 __all__ = ["choose_subprotocol", "deny", "origin_denial"]
@@ -57,7 +57,8 @@ def origin_denial(conn: HTTPConnection, allowed: tuple[str, ...]) -> HttpError |
 
 
 async def deny(scope: Any, send: Any, denial: HttpError) -> None:
-    """Refuse a handshake with the API's JSON error when the server can, else close 1008."""
+    """Refuse a handshake with the API's JSON error when the server can, else close
+    (1008, which the server's WebSocket layer turns into an HTTP 403 before the upgrade)."""
     if "websocket.http.response" in scope.get("extensions", {}):
         response = denial.response()
         headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers.items()]
@@ -66,4 +67,5 @@ async def deny(scope: Any, send: Any, denial: HttpError) -> None:
         )
         await send({"type": "websocket.http.response.body", "body": response.body})
     else:
-        await send({"type": "websocket.close", "code": 1008, "reason": denial.code})
+        code, reason = close_frame(CloseReason.HANDSHAKE_REFUSED)
+        await send({"type": "websocket.close", "code": code, "reason": reason})

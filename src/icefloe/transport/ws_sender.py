@@ -50,6 +50,7 @@ from typing import Any, NamedTuple
 from icefloe.core.codec import Format
 from icefloe.core.drr import DeficitRoundRobin
 from icefloe.core.ops import encode_chunks
+from icefloe.core.wire_errors import CloseReason
 from icefloe.core.wszstd import ZstdMessageCompressor
 
 __all__ = ["ByteBudget", "WsSendStatistics", "WsSender"]
@@ -153,8 +154,9 @@ class WsSender:
     :param fmt: the connection's format: JSON (text frames) or msgpack (binary).
     :param compress: zstd-compress every message (``icefloe.v1.msgpack+zstd``).
     :param send_timeout_s: seconds one run of sends may take.
-    :param cut: ``cut(code, reason)`` ends the connection: called with 1008 when
-        a send times out (before ``TimeoutError`` is raised), 1011 on a bug.
+    :param cut: ``cut(reason)`` ends the connection: called with
+        :attr:`~CloseReason.SLOW_CONSUMER` (1008) when a send times out (before
+        ``TimeoutError`` is raised), :attr:`~CloseReason.INTERNAL` (1011) on a bug.
     :param quantum_bytes: bytes a stream of priority 0 may send per DRR turn.
     :param stream_queue_bytes: encoded bytes one stream may have queued.
     :param batch_bytes: bytes of chunks the writer takes per run (and per ``chunks`` op).
@@ -171,7 +173,7 @@ class WsSender:
         *,
         compress: bool,
         send_timeout_s: float,
-        cut: Callable[[int, str], None],
+        cut: Callable[[CloseReason], None],
         quantum_bytes: int,
         stream_queue_bytes: int,
         batch_bytes: int,
@@ -221,8 +223,8 @@ class WsSender:
         They never wait for the bandwidth limit (only for a write in progress),
         but are charged to it.
 
-        :raises TimeoutError: the client did not take them in time (``on_timeout``
-            was called first).
+        :raises TimeoutError: the client did not take them in time (``cut`` was
+            called first).
         :raises ConnectionResetError: the connection is closed.
         """
         async with self._lock:
@@ -404,7 +406,7 @@ class WsSender:
             return False
         # A bug: the client must learn the connection is broken, not wait on it.
         logger.error("WebSocket send failed", exc_info=exc)
-        self._cut(1011, "internal error")
+        self._cut(CloseReason.INTERNAL)
         return True
 
     def _fail(self, exc: BaseException) -> None:
@@ -502,7 +504,7 @@ class WsSender:
                 for frame in wire:
                     await raw({"type": "websocket.send", key: frame})
         except TimeoutError:
-            self._cut(1008, "slow consumer: a send did not finish in time")
+            self._cut(CloseReason.SLOW_CONSUMER)
             raise
         except RuntimeError as exc:
             # uvicorn refuses sends once its WebSocket layer has closed the

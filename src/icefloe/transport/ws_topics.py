@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
 
 from icefloe.core.codec import Format
 from icefloe.core.filters import FilterError
@@ -19,13 +18,10 @@ from icefloe.core.ops import Publish, SubTopic
 from icefloe.core.topics import TopicError
 from icefloe.core.wire_errors import ErrorCode
 from icefloe.exceptions import ClosedResourceError, EncodeError, StreamError, WouldBlock
-from icefloe.hub import HubSubscription
+from icefloe.hub import Hub, HubSubscription
 from icefloe.transport.auth import Principal
 from icefloe.transport.errors import HttpError
 from icefloe.transport.ws_sender import WsSender
-
-if TYPE_CHECKING:
-    from icefloe.transport.edge import EdgeContext
 
 __all__ = ["WsTopics"]
 
@@ -33,19 +29,20 @@ __all__ = ["WsTopics"]
 class WsTopics:
     """The topic subscriptions of one connection, each with its pump task.
 
+    :param hub: the hub of ``publish`` and ``sub_topic``.
     :param error: ``await error(code, message)`` sends an ``error`` op (the
         end of a subscription the hub ended abnormally).
     """
 
     def __init__(
         self,
-        edge: EdgeContext,
+        hub: Hub,
         principal: Principal,
         fmt: Format,
         sender: WsSender,
-        error: Callable[[str, str], Awaitable[None]],
+        error: Callable[[ErrorCode, str], Awaitable[None]],
     ) -> None:
-        self._edge = edge
+        self._hub = hub
         self._principal = principal
         self._fmt = fmt
         self._sender = sender
@@ -64,7 +61,7 @@ class WsTopics:
     def publish(self, op: Publish) -> None:
         """Publish ``op.data`` on ``op.topic`` under the principal's tenant."""
         try:
-            self._edge.hub.publish_nowait(op.topic, op.data, tenant=self._principal.tenant)
+            self._hub.publish_nowait(op.topic, op.data, tenant=self._principal.tenant)
         except (TopicError, ValueError, EncodeError) as exc:
             raise HttpError(ErrorCode.BAD_REQUEST, str(exc)) from None
         except WouldBlock as exc:
@@ -77,9 +74,7 @@ class WsTopics:
         if op.sub_id is not None and op.sub_id in self._names:
             raise HttpError(ErrorCode.CONFLICT, "this connection already uses that sub_id")
         try:
-            sub = self._edge.hub.subscribe(
-                op.pattern, tenant=self._principal.tenant, filter=op.filter
-            )
+            sub = self._hub.subscribe(op.pattern, tenant=self._principal.tenant, filter=op.filter)
         except FilterError as exc:
             raise HttpError(ErrorCode.BAD_REQUEST, f"bad filter: {exc}") from None
         except (TopicError, ValueError) as exc:
@@ -129,7 +124,7 @@ class WsTopics:
                 end = sub.end_reason()
                 if end is not None:
                     if isinstance(end, StreamError):
-                        await self._error(end.code.value, end.message)
+                        await self._error(end.code, end.message)
                     return
                 await sub.wait()
         except (TimeoutError, OSError, ClosedResourceError):

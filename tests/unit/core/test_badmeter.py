@@ -12,6 +12,7 @@ from icefloe.core.badmeter import (
     BadMessageMeter,
     BadMessageMeterStatistics,
 )
+from icefloe.core.wire_errors import CloseReason, close_frame
 
 
 class FakeClock:
@@ -79,7 +80,9 @@ def test_statistics_and_constants() -> None:
     assert meter.statistics() == BadMessageMeterStatistics(
         bad_total=1, tripped=False, allowance=2.0, burst=3, rate=0.5
     )
-    assert (CLOSE_CODE, CLOSE_REASON) == (1008, "too many bad messages")
+    # The close the server sends for a flood, as docs/websocket.md says.
+    assert (CLOSE_CODE, CLOSE_REASON) == (1008, "too many malformed messages")
+    assert close_frame(CloseReason.BAD_MESSAGE_FLOOD) == (CLOSE_CODE, CLOSE_REASON)
     assert repr(meter) == "BadMessageMeter(bad_total=1, tripped=False)"
 
 

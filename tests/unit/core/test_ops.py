@@ -40,7 +40,6 @@ from icefloe.core.ops import (
     Event,
     Hello,
     Input,
-    OpErrorCode,
     Pause,
     Ping,
     Pong,
@@ -186,7 +185,7 @@ _server_ops: st.SearchStrategy[ServerOp] = st.one_of(
     _stream_chunks().map(_chunk_op),
     st.builds(
         Error,
-        code=st.sampled_from([*OpErrorCode, *ErrorCode]).map(str),
+        code=st.sampled_from(list(ErrorCode)).map(str),
         message=st.text(),
         ref=_opt_ids,
         stream_id=_opt_ids,

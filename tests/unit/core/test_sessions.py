@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from icefloe.core.codec import Format
-from icefloe.core.ops import Hello, OpErrorCode, decode_client
+from icefloe.core.ops import Hello, decode_client
 from icefloe.core.sessions import (
     SessionExpired,
     SessionInfo,
@@ -20,6 +20,7 @@ from icefloe.core.sessions import (
     TooManySessions,
     TooManyStreams,
 )
+from icefloe.core.wire_errors import ErrorCode
 from icefloe.exceptions import IcefloeError
 
 
@@ -150,7 +151,7 @@ def test_refusals_read_the_same_whatever_the_reason(table: SessionTable, clock: 
     assert [e.reason for e in errors] == ["unknown", "tenant", "expired"]
     assert len({str(e) for e in errors}) == 1
     assert "expired" in str(errors[0])
-    assert all(OpErrorCode(e.code) is OpErrorCode.SESSION_EXPIRED for e in errors)
+    assert all(e.code is ErrorCode.SESSION_EXPIRED for e in errors)
     assert all(isinstance(e, IcefloeError) for e in errors)
     assert table.statistics().refused == 3
 
@@ -236,7 +237,7 @@ def test_streams_per_session_are_bounded(table: SessionTable) -> None:
     with pytest.raises(TooManyStreams) as info:
         table.subscribe(sid, "d")
     assert (info.value.limit, info.value.code) == (3, "limit_exceeded")
-    assert OpErrorCode(info.value.code) is OpErrorCode.LIMIT_EXCEEDED
+    assert info.value.code is ErrorCode.LIMIT_EXCEEDED
     table.subscribe(sid, "a", from_seq=5)  # an existing stream is fine
     assert table.unsubscribe(sid, "a")
     assert not table.unsubscribe(sid, "a")
@@ -266,7 +267,7 @@ def test_full_table_of_attached_sessions_refuses(table: SessionTable) -> None:
     with pytest.raises(TooManySessions) as info:
         table.open("acme")
     assert (info.value.limit, info.value.code) == (4, "overloaded")
-    assert OpErrorCode(info.value.code) is OpErrorCode.OVERLOADED
+    assert info.value.code is ErrorCode.OVERLOADED
 
 
 def test_full_table_evicts_the_detached_session_closest_to_expiry(

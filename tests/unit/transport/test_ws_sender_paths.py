@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from icefloe.core.codec import Format
+from icefloe.core.wire_errors import CloseReason, close_frame
 from icefloe.transport.ws_sender import ByteBudget, WsSender
 
 
@@ -33,14 +34,14 @@ class Wire:
 
 
 def make_sender(
-    wire: Wire, cuts: list[int], *, bytes_per_s: float | None = None, burst: int = 1000
+    wire: Wire, cuts: list[CloseReason], *, bytes_per_s: float | None = None, burst: int = 1000
 ) -> WsSender:
     return WsSender(
         wire,
         Format.MSGPACK,
         compress=False,
         send_timeout_s=5.0,
-        cut=lambda code, reason: cuts.append(code),
+        cut=cuts.append,
         quantum_bytes=1024,
         stream_queue_bytes=32 * 1024,
         batch_bytes=16 * 1024,
@@ -113,7 +114,7 @@ async def test_a_bug_in_drain_cuts_the_connection_as_the_writer_does() -> None:
     wire.fail = ValueError("a bug")
     with pytest.raises(ConnectionResetError):
         await sender.drain()
-    assert cuts == [1011]
+    assert cuts == [CloseReason.INTERNAL]
     with pytest.raises(ConnectionResetError):  # the pumps stop
         sender.push_chunks("a", [b"z"])
     assert sender.statistics().chunks == 0  # nothing was sent
@@ -130,9 +131,38 @@ async def test_a_bug_in_the_writer_cuts_the_connection() -> None:
     assert writer is not None
     async with asyncio.timeout(5):
         await asyncio.wait([writer])
-    assert cuts == [1011]
+    assert cuts == [CloseReason.INTERNAL]
     with pytest.raises(ConnectionResetError):  # the pumps stop
         sender.push_chunks("a", [b"z"])
+    await sender.aclose()
+
+
+async def test_a_send_past_the_timeout_cuts_a_slow_consumer() -> None:
+    cuts: list[CloseReason] = []
+    stuck: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def never(message: dict[str, Any]) -> None:
+        await stuck  # the client stopped reading: the write never completes
+
+    sender = WsSender(
+        never,
+        Format.MSGPACK,
+        compress=False,
+        send_timeout_s=0.05,
+        cut=cuts.append,
+        quantum_bytes=1024,
+        stream_queue_bytes=32 * 1024,
+        batch_bytes=16 * 1024,
+        bytes_per_s=None,
+        burst_bytes=1000,
+        weight=lambda priority: 2.0**priority,
+    )
+    async with asyncio.timeout(5):
+        with pytest.raises(TimeoutError):
+            await sender.send(b"pong")
+    assert cuts == [CloseReason.SLOW_CONSUMER]
+    # The close the connection then sends, as docs/websocket.md says.
+    assert close_frame(CloseReason.SLOW_CONSUMER) == (1008, "slow consumer")
     await sender.aclose()
 
 

@@ -1,0 +1,301 @@
+"""The ops of one ``/v1/ws`` connection: each client op checked and carried out.
+
+:class:`WsOps` takes every decoded client op (:mod:`icefloe.core.ops`),
+checks it against the principal (scopes, and the tenant of each stream:
+another tenant's stream answers ``not_found``) and the connection's limits,
+and hands it to the part that owns it: the followed streams
+(:class:`~icefloe.transport.ws_pump.WsStreams`), the session
+(:class:`~icefloe.transport.ws_session.WsSession`), the topic subscriptions
+(:class:`~icefloe.transport.ws_topics.WsTopics`) or the flow. A refused op
+raises :class:`~icefloe.transport.errors.HttpError`, which the connection
+answers with an ``error`` op carrying its :class:`~icefloe.core.wire_errors.ErrorCode`;
+the connection stays open.
+
+:class:`WsReplies` sends the server ops that answer client ops.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from icefloe.core.codec import Format
+from icefloe.core.messages import Headers
+from icefloe.core.ops import (
+    Ack,
+    Cancel,
+    ClientOp,
+    Credit,
+    Error,
+    Hello,
+    Input,
+    Pause,
+    Ping,
+    Pong,
+    Publish,
+    Resume,
+    ServerOp,
+    Start,
+    Started,
+    Subscribe,
+    SubTopic,
+    Unsubscribe,
+    Unsubscribed,
+    UnsubTopic,
+    Welcome,
+    encode_server,
+)
+from icefloe.core.sessions import SessionError
+from icefloe.core.wire_errors import ErrorCode
+from icefloe.exceptions import StreamClosedError, StreamError, WouldBlock
+from icefloe.transport.auth import Principal, Scope
+from icefloe.transport.errors import HttpError
+from icefloe.transport.ws_pump import WsStreams
+from icefloe.transport.ws_sender import WsSender
+from icefloe.transport.ws_session import WsSession
+from icefloe.transport.ws_settings import WsSettings
+from icefloe.transport.ws_topics import WsTopics
+
+if TYPE_CHECKING:
+    from icefloe.transport.ws_edge import WsEdge
+
+__all__ = ["WsOps", "WsReplies"]
+
+
+class WsReplies:
+    """Sends the server ops of one connection that are not stream chunks."""
+
+    __slots__ = ("_fmt", "_sender")
+
+    def __init__(self, sender: WsSender, fmt: Format) -> None:
+        self._sender = sender
+        self._fmt = fmt
+
+    async def reply(self, op: ServerOp) -> None:
+        """Send ``op`` at once (it waits at most for the write in progress)."""
+        await self._sender.send(encode_server(op, self._fmt))
+
+    async def reply_in_order(self, op: ServerOp) -> None:
+        """Send ``op`` behind the chunk and event runs already taken (paced like them)."""
+        await self._sender.send_bulk([encode_server(op, self._fmt)])
+
+    async def error(
+        self,
+        code: ErrorCode,
+        message: str,
+        *,
+        ref: str | None = None,
+        stream_id: str | None = None,
+    ) -> None:
+        """Send an ``error`` op."""
+        await self.reply(Error(code=code, message=message, ref=ref, stream_id=stream_id))
+
+
+class WsOps:
+    """Carries out the client ops of one connection (see the module docstring)."""
+
+    def __init__(
+        self,
+        edge: WsEdge,
+        settings: WsSettings,
+        principal: Principal,
+        sender: WsSender,
+        replies: WsReplies,
+        session: WsSession,
+        streams: WsStreams,
+        topics: WsTopics,
+    ) -> None:
+        self._edge = edge
+        self._settings = settings
+        self._principal = principal
+        self._sender = sender
+        self._replies = replies
+        self._session = session
+        self._streams = streams
+        self._topics = topics
+
+    async def dispatch(self, op: ClientOp) -> None:
+        """Carry out ``op``.
+
+        :raises HttpError: the op is refused; answer it with an ``error`` op.
+        """
+        # The hot ops first: a match tries its cases in order.
+        match op:
+            case Credit():
+                self._streams.grant(op.stream_id, op.n)
+            case Ack():
+                self._ack(op)
+            case Start():
+                await self._start(op)
+            case Subscribe():
+                await self._subscribe(op.stream_id, op.from_seq, ref=op.ref)
+            case Pause():
+                self._streams.pause(op.stream_id)
+            case Resume():
+                self._streams.resume(op.stream_id)
+            case Cancel():
+                self._cancel(op)
+            case Input():
+                self._input(op)
+            case Hello():
+                await self._hello(op)
+            case Ping():
+                await self._replies.reply(Pong(ref=op.ref))
+            case Publish():
+                self._require(Scope.TOPICS_PUBLISH)
+                self._topics.publish(op)
+            case SubTopic():
+                self._sub_topic(op)
+            case Unsubscribe():
+                await self._streams.stop(op.stream_id)
+                # A run already taken with the stream's chunks goes out first.
+                await self._replies.reply_in_order(Unsubscribed(stream_id=op.stream_id, ref=op.ref))
+            case UnsubTopic():
+                await self._topics.unsubscribe(op.sub_id)
+                await self._replies.reply_in_order(Unsubscribed(sub_id=op.sub_id, ref=op.ref))
+            case _:  # pragma: no cover - decode_client returns only the ops above
+                raise HttpError(ErrorCode.BAD_REQUEST, "unknown op")
+
+    # -- checks ----------------------------------------------------------------------
+
+    def _require(self, scope: Scope) -> None:
+        if not self._principal.has(scope):
+            raise HttpError(ErrorCode.FORBIDDEN, f"missing scope {scope.value}")
+
+    def _owned(self, stream_id: str) -> None:
+        """Refuse a stream that does not exist or that the principal may not see."""
+        state = self._edge.flow.brief(stream_id)
+        if state is None or not self._principal.can_access_tenant(state.tenant):
+            raise HttpError(ErrorCode.NOT_FOUND, "no such stream")
+
+    def _check_room(self) -> None:
+        if len(self._streams) + len(self._topics) >= self._settings.max_streams:
+            raise HttpError(ErrorCode.LIMIT_EXCEEDED, "too many streams on this connection")
+        if not self._session.has_room():
+            raise HttpError(ErrorCode.LIMIT_EXCEEDED, "too many streams in this session")
+
+    # -- session ops -------------------------------------------------------------------
+
+    async def _hello(self, op: Hello) -> None:
+        session = self._session
+        if session.id is not None and not op.resume:
+            raise HttpError(ErrorCode.BAD_REQUEST, "hello must come first")
+        batch = self._sender.batch = op.batch  # the latest accepted hello decides
+        window = self._settings.window
+        if op.resume and op.session_id:
+            try:
+                info = session.resume(op.session_id)
+            except SessionError as exc:
+                await self._replies.error(exc.code, str(exc), ref=op.ref)
+            else:
+                await self._replies.reply(
+                    Welcome(session_id=op.session_id, resumed=True, window=window, batch=batch)
+                )
+                for stream_id, last_ack in info.subscriptions.items():
+                    try:
+                        await self._subscribe(stream_id, last_ack + 1, ref=None, resuming=True)
+                    except HttpError as exc:
+                        await self._replies.error(exc.code, exc.message, stream_id=stream_id)
+                        session.forget(stream_id)
+                return
+        sid = session.ensure()
+        await self._replies.reply(
+            Welcome(session_id=sid, resumed=False, window=window, batch=batch)
+        )
+
+    def _ack(self, op: Ack) -> None:
+        # Acks stay valid after a stream's terminal went out (the follow is gone
+        # but the session still lists it until the terminal is acked).
+        stream_id = op.stream_id
+        if not self._session.ack(stream_id, op.seq) and not self._streams.ended_here(stream_id):
+            raise HttpError(ErrorCode.NOT_FOUND, "this connection does not follow that stream")
+
+    # -- stream ops --------------------------------------------------------------------
+
+    async def _start(self, op: Start) -> None:
+        self._require(Scope.STREAMS_START)
+        h = op.headers
+        tenant = h.tenant if h.tenant is not None else self._principal.tenant
+        if tenant == "*":
+            raise HttpError(ErrorCode.BAD_REQUEST, "headers.tenant is required")
+        # Checked before the run starts: a refused start must not leave a run behind.
+        self._require(Scope.STREAMS_READ)
+        self._check_room()
+        started, _ = await self._edge.start_run(
+            self._principal,
+            op.payload,
+            Headers(tenant=tenant, topic=h.topic, priority=h.priority),
+            None,
+        )
+        await self._replies.reply(Started(ref=op.ref, stream_id=started.stream_id))
+        await self._subscribe(started.stream_id, 0, ref=op.ref, priority=h.priority)
+
+    async def _subscribe(
+        self,
+        stream_id: str,
+        from_seq: int | None,
+        *,
+        ref: str | None,
+        resuming: bool = False,
+        priority: int | None = None,
+    ) -> None:
+        self._require(Scope.STREAMS_READ)
+        if stream_id in self._streams:
+            raise HttpError(ErrorCode.CONFLICT, "this connection already follows that stream")
+        self._check_room()
+        flow = self._edge.flow
+        brief = flow.brief(stream_id)
+        if brief is None:
+            gone = flow.finished(stream_id)
+            if gone is None or not self._principal.can_access_tenant(gone.tenant):
+                raise HttpError(ErrorCode.NOT_FOUND, "no such stream")
+            if from_seq is not None and from_seq >= gone.next_seq:
+                # Everything up to the terminal was acked: nothing to resend.
+                self._session.forget(stream_id)
+                return
+            raise HttpError(ErrorCode.HISTORY_GONE, "the stream ended and its history is gone")
+        if not self._principal.can_access_tenant(brief.tenant):
+            raise HttpError(ErrorCode.NOT_FOUND, "no such stream")
+        try:
+            reader = flow.subscribe(stream_id, from_seq)
+        except StreamError as exc:
+            raise HttpError(exc.code, exc.message) from None
+        except ValueError as exc:
+            raise HttpError(ErrorCode.BAD_REQUEST, str(exc)) from None
+        except KeyError:
+            raise HttpError(ErrorCode.NOT_FOUND, "no such stream") from None
+        if not resuming:
+            try:
+                self._session.follow(stream_id, reader.next_seq)
+            except HttpError:
+                reader.close()
+                raise
+        if priority is None:
+            # Headers.priority of the stream's start (0 if it is already gone).
+            now = flow.brief(stream_id)
+            priority = 0 if now is None else now.priority
+        self._streams.follow(reader, priority)
+
+    def _cancel(self, op: Cancel) -> None:
+        self._require(Scope.STREAMS_CANCEL)
+        self._owned(op.stream_id)
+        self._edge.flow.cancel(op.stream_id)
+
+    def _input(self, op: Input) -> None:
+        self._require(Scope.STREAMS_START)
+        self._owned(op.stream_id)
+        try:
+            self._edge.flow.send_input(op.stream_id, op.data)
+        except KeyError:
+            raise HttpError(ErrorCode.NOT_FOUND, "no such stream") from None
+        except StreamClosedError:
+            raise HttpError(ErrorCode.STREAM_CLOSED, "the stream has ended") from None
+        except WouldBlock as exc:
+            raise HttpError(ErrorCode.LIMIT_EXCEEDED, str(exc)) from None
+
+    # -- topic ops ---------------------------------------------------------------------
+
+    def _sub_topic(self, op: SubTopic) -> None:
+        self._require(Scope.TOPICS_READ)
+        if len(self._streams) + len(self._topics) >= self._settings.max_streams:
+            raise HttpError(ErrorCode.LIMIT_EXCEEDED, "too many subscriptions on this connection")
+        self._topics.subscribe(op)
