@@ -218,7 +218,7 @@ async def test_stream_nobody_reads_is_ended_not_its_tenant(make_flow: MakeFlow) 
     stalled = await flow.start(Message("A", ACME))  # nobody ever reads it
     budgets = flow._budgets
     assert budgets is not None
-    await eventually(lambda: budgets.memory_waits == 1)
+    await eventually(lambda: budgets.in_flight.memory_waits == 1)
     with pytest.raises(StreamError) as refused:
         flow.stream(Message("early", ACME))
     assert refused.value.code is ErrorCode.LIMIT_EXCEEDED
@@ -268,31 +268,33 @@ async def test_slow_reader_that_progresses_is_not_ended(make_flow: MakeFlow) -> 
 async def test_recheck_backs_off_and_recounts_cheaply_while_stalled(
     make_flow: MakeFlow, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from icefloe.runtime import budgets as budgets_module
+    from icefloe.runtime import stream as stream_module
+    from icefloe.runtime.inflight import RECHECK_MAX_S
 
     limits = Limits(max_inflight_bytes_per_tenant=2_000, inflight_stall_s=60.0)
     flow = make_flow(emitter(50).to(), limits=limits)
     await flow.start(Message("A", ACME))
     budgets = flow._budgets
     assert budgets is not None
-    await eventually(lambda: budgets.memory_waits == 1)
+    in_flight = budgets.in_flight
+    await eventually(lambda: in_flight.memory_waits == 1)
     sized = 0
-    real = budgets_module.chunk_size
+    real = stream_module.chunk_size
 
     def counting(chunk: Any) -> int:
         nonlocal sized
         sized += 1
         return real(chunk)
 
-    monkeypatch.setattr(budgets_module, "chunk_size", counting)
-    before = budgets.recounts
+    monkeypatch.setattr(stream_module, "chunk_size", counting)
+    before = in_flight.recounts
     budgets.recount()
     budgets.recount()
-    assert budgets.recounts == before + 2
+    assert in_flight.recounts == before + 2
     assert sized == 0  # an unchanged stream costs O(1), not O(its unread chunks)
-    assert budgets.inflight == 1_900  # the 20th chunk waits to be released
+    assert in_flight.inflight == 1_900  # the 20th chunk waits to be released
     # Nothing moves: the re-check interval doubles up to its ceiling.
-    await eventually(lambda: budgets._delay == budgets_module.RECHECK_MAX_S)
+    await eventually(lambda: in_flight.recheck_s == RECHECK_MAX_S)
 
 
 async def test_emit_nowait_over_the_limit_does_not_recount_every_call(
@@ -304,12 +306,12 @@ async def test_emit_nowait_over_the_limit_does_not_recount_every_call(
     fill(writer)
     budgets = flow._budgets
     assert budgets is not None
-    before = budgets.recounts
+    before = budgets.in_flight.recounts
     for _ in range(1_000):
         with pytest.raises(WouldBlock):
             writer.emit_nowait(CHUNK)
     # At most one exact count per RECHECK_S (5 ms) of retries.
-    assert budgets.recounts - before <= 2
+    assert budgets.in_flight.recounts - before <= 2
     writer.abort("cancelled")
 
 
@@ -327,7 +329,7 @@ class FakeClock:
 def bare_gate(limits: Limits, clock: FakeClock) -> tuple[Budgets, Gate]:
     """A gate of one stream of tenant acme, on a fake clock (no flow)."""
     budgets = Budgets(limits, [], clock)  # type: ignore[arg-type]
-    state = SimpleNamespace(emitters={}, headers=ACME)
+    state = SimpleNamespace(budget_gate=None, headers=ACME)
     return budgets, budgets.gate(state)  # type: ignore[arg-type]
 
 
