@@ -371,3 +371,17 @@ async def test_acquire_counts_bytes_released_only_after_the_wait() -> None:
         clock.now = 1.0
         await waiting
     assert budgets.statistics().tenants[0].released_bytes == 200
+
+
+async def test_a_waiting_producer_is_not_overtaken_by_emit_nowait() -> None:
+    clock = FakeClock()
+    budgets, gate = bare_gate(Limits(tenant_bytes_per_s=1_000.0, bytes_burst_s=0.1), clock)
+    await gate.acquire(100)  # the burst: no wait
+    async with asyncio.timeout(5):
+        waiting = asyncio.ensure_future(gate.acquire(100))  # pays ahead, waits 0.1 s
+        await asyncio.sleep(0)
+        clock.now = 0.15  # 150 bytes of refill, 100 of them promised to the waiter
+        assert not gate.try_acquire(100)
+        assert gate.try_acquire(50)
+        await waiting
+    assert budgets.statistics().tenants[0].released_bytes == 250
