@@ -37,6 +37,7 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Iterable
+from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 from icefloe.core.flowwindow import FlowWindow, FlowWindowPolicy
@@ -89,6 +90,9 @@ class StreamState:
         "_blocking_min",
         "_buf",
         "_bytes",
+        "_c_floor",
+        "_c_head",
+        "_c_unread",
         "_floor",
         "_fw",
         "_fw_policy",
@@ -100,6 +104,7 @@ class StreamState:
         "_room_len",
         "_solo",
         "_waiting",
+        "budget_gate",
         "code",
         "created_ns",
         "deadline_handle",
@@ -175,6 +180,12 @@ class StreamState:
         self.delivered = 0  # chunks handed to readers that have since detached
         self.terminal_seen = False
         self.emitters: dict[int, Any] = {}  # per producing node, see context.py
+        #: the stream's byte budgets gate (icefloe.runtime.budgets; None: none)
+        self.budget_gate: Any = None
+        # The last exact count of unread bytes (see unread_bytes): -1, none yet.
+        self._c_floor = -1
+        self._c_head = -1
+        self._c_unread = 0
         self.deadline_handle: asyncio.TimerHandle | None = None
         self.linger_handle: asyncio.TimerHandle | None = None
         #: interactive inputs for the producing node, created on first use
@@ -405,6 +416,38 @@ class StreamState:
         self._bytes = 0
         self._floor = self._head
         self._room_len = self.window
+
+    def unread_bytes(self) -> int:
+        """Bytes released but not yet read by the readers that pace the stream.
+
+        Retained history (chunks every reader has consumed, kept for
+        resumption) is not counted. Exact, and incremental: unchanged since
+        the last count, O(1); else O(chunks released or read since) while the
+        chunks read since are still held, and O(unread chunks) when they are
+        not (a solo reader pops what it reads).
+        """
+        self._recompute_floor()
+        buf = self._buf
+        head = self._head
+        floor = self._floor
+        base = head - len(buf)
+        c_floor, c_head = self._c_floor, self._c_head
+        if c_floor == floor and c_head == head:
+            return self._c_unread
+        if (
+            base <= c_floor <= floor
+            and c_floor <= c_head <= head
+            and (floor - c_floor) + (head - c_head) < head - floor
+        ):
+            # unread = sum[c_floor, c_head) - sum[c_floor, floor) + sum[c_head, head)
+            read = sum(map(chunk_size, islice(buf, c_floor - base, floor - base)))
+            new = sum(map(chunk_size, islice(reversed(buf), 0, head - c_head)))
+            unread = self._c_unread - read + new
+        else:
+            skip = floor - base
+            unread = sum(map(chunk_size, islice(buf, skip if skip > 0 else 0, None)))
+        self._c_floor, self._c_head, self._c_unread = floor, head, unread
+        return unread
 
     def input_queue(self, limit: int) -> StreamInputs:
         """This stream's interactive input queue (created on first use).

@@ -1,22 +1,25 @@
 """Rate pacing for asyncio callers, and the adaptive admission throttle.
 
-Two small pieces built on pure core objects:
+Two small pieces built on the one rate limiter,
+:class:`~icefloe.core.token_bucket.TokenBucket`:
 
-* :func:`pace` takes ``n`` tokens from a :class:`~icefloe.core.token_bucket.TokenBucket`,
-  sleeping for exactly as long as the bucket says. Producers (bytes/s budgets)
-  and HTTP pumps (bytes/s per connection) use it.
+* :func:`pace` is the only place anything sleeps for a bucket: it charges
+  ``n`` tokens and sleeps for exactly as long as the bucket says. Producers
+  (bytes/s budgets), HTTP pumps (bytes/s per connection) and the WebSocket
+  send path (bytes/s per connection) use it.
 * :class:`AdmissionThrottle` spaces the starts of new low-priority
   ``at_most_once`` runs while the flow is ``congested`` (the "throttled" row of
-  :func:`~icefloe.core.congestion.shed`): a virtual-time token bucket (GCRA)
-  that hands out *delays* instead of refusals, with a rate that shrinks
+  :func:`~icefloe.core.congestion.shed`): a bucket charged one token per run,
+  that hands out *delays* instead of refusals (the generic cell rate
+  algorithm, which a charged bucket is), with a rate that shrinks
   multiplicatively on every congested probe and grows back additively once
-  the flow is calm again (AIMD).
+  the flow is calm again (AIMD). The adaptation and the ``max_delay_s``
+  refusal are its own; the spacing is the bucket's.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -27,23 +30,23 @@ __all__ = ["AdmissionThrottle", "SheddingPolicy", "ThrottleStatistics", "pace"]
 
 
 async def pace(bucket: TokenBucket, n: float) -> float:
-    """Take ``n`` tokens from ``bucket``, waiting until they are there.
+    """Take ``n`` tokens from ``bucket``, waiting until they are paid for.
 
-    A request above the bucket's burst is charged in burst-sized pieces, so a
-    big chunk costs its full size without ever asking for more than the
-    bucket can hold. Returns the seconds spent waiting (0.0 on the fast path).
+    They are charged at once (:meth:`~icefloe.core.token_bucket.TokenBucket.charge`),
+    which reserves the bucket's next ``n`` tokens: concurrent pacers of one
+    bucket go in the order they called, and a request above the burst simply
+    waits for its excess to refill. A pacer cancelled while it waits gives its
+    tokens back, since it never used them. Returns the seconds it waited (0.0
+    on the fast path).
     """
-    waited = 0.0
-    burst = bucket.burst
-    while n > 0:
-        piece = n if n < burst else burst
-        if bucket.try_take(piece):
-            n -= piece
-            continue
-        delay = bucket.time_until(piece)
-        await asyncio.sleep(delay)
-        waited += delay
-    return waited
+    delay = bucket.charge(n)
+    if delay > 0:
+        try:
+            await asyncio.sleep(delay)  # pacing, not synchronisation
+        except asyncio.CancelledError:
+            bucket.charge(-n)
+            raise
+    return delay
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,39 +102,41 @@ class ThrottleStatistics(NamedTuple):
 class AdmissionThrottle:
     """Hands out start delays for throttled runs; pure, the caller passes ``now``.
 
-    The spacing is the generic cell rate algorithm: a theoretical arrival
-    time advances by ``1 / rate`` per run, and a run may start ``burst - 1``
-    intervals ahead of it. Unlike a token bucket that says "no", it says
-    "in this many seconds", and each answer reserves its slot, so concurrent
-    runs queue up in admission order without a queue.
+    Each run charges one token of a :class:`~icefloe.core.token_bucket.TokenBucket`
+    of ``burst`` tokens: up to ``burst`` runs start at once, then one every
+    ``1 / rate`` seconds. Unlike a refusal it says "in this many seconds", and
+    each answer reserves its slot, so concurrent runs queue up in admission
+    order without a queue.
     """
 
-    __slots__ = ("_delayed", "_delayed_s", "_policy", "_rate", "_refused", "_tat")
+    __slots__ = ("_bucket", "_delayed", "_delayed_s", "_now", "_policy", "_refused")
 
     def __init__(self, policy: SheddingPolicy) -> None:
         self._policy = policy
-        self._rate = policy.rate
-        self._tat = -math.inf
+        # The bucket reads the ``now`` of the last call: the throttle stays pure.
+        # Minus infinity at first, so the first reservation finds it full.
+        self._now = -float("inf")
+        self._bucket = TokenBucket(policy.rate, policy.burst, self._clock)
         self._delayed = 0
         self._delayed_s = 0.0
         self._refused = 0
 
+    def _clock(self) -> float:
+        return self._now
+
     @property
     def rate(self) -> float:
-        return self._rate
+        return self._bucket.rate
 
     def reserve(self, now: float) -> float | None:
         """The delay before a run admitted at ``now`` may start (seconds, >= 0),
         or ``None`` when it would exceed ``max_delay_s`` (nothing is reserved)."""
-        interval = 1.0 / self._rate
-        tat = self._tat if self._tat > now else now
-        delay = tat - (self._policy.burst - 1) * interval - now
-        if delay < 0:
-            delay = 0.0
-        if delay > self._policy.max_delay_s:
+        self._now = now
+        bucket = self._bucket
+        if bucket.time_until(1.0) > self._policy.max_delay_s:
             self._refused += 1
             return None
-        self._tat = tat + interval
+        delay = bucket.charge(1.0)
         if delay:
             self._delayed += 1
             self._delayed_s += delay
@@ -140,7 +145,7 @@ class AdmissionThrottle:
     def refund(self, delay: float) -> None:
         """Give back the last reservation (it returned ``delay``): the run it was
         for did not start. Call it before any other reservation."""
-        self._tat -= 1.0 / self._rate
+        self._bucket.charge(-1.0)
         if delay:
             self._delayed -= 1
             self._delayed_s -= delay
@@ -148,10 +153,11 @@ class AdmissionThrottle:
     def on_probe(self, congested: bool) -> None:
         """Adapt the rate: multiplicative decrease while congested, additive increase after."""
         policy = self._policy
+        rate = self._bucket.rate
         if congested:
-            self._rate = max(policy.min_rate, self._rate * policy.decrease)
-        elif self._rate < policy.rate:
-            self._rate = min(policy.rate, self._rate + policy.increase)
+            self._bucket.rate = max(policy.min_rate, rate * policy.decrease)
+        elif rate < policy.rate:
+            self._bucket.rate = min(policy.rate, rate + policy.increase)
 
     def statistics(self) -> ThrottleStatistics:
-        return ThrottleStatistics(self._rate, self._delayed, self._delayed_s, self._refused)
+        return ThrottleStatistics(self._bucket.rate, self._delayed, self._delayed_s, self._refused)

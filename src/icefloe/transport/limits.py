@@ -179,11 +179,12 @@ class PrincipalLimiter:
             return float(CONNECTION_RETRY_AFTER_S)
         bucket = entry.bucket
         assert bucket is not None  # every entry has one while requests_per_s is set
-        if bucket.try_take():
+        wait = bucket.take()
+        if not wait:
             self._allowed += 1
             return None
         self._limited += 1
-        return float(_whole_seconds(bucket.time_until()))
+        return float(_whole_seconds(wait))
 
     def open_connection(self, key: str) -> float | None:
         """Count a streaming connection opened by ``key``, if it is within the limit.

@@ -27,7 +27,8 @@ runs of the same size.
 
 Then each message is compressed (``icefloe.v1.msgpack+zstd``) and sent under
 the write lock, within the send timeout. The connection's bandwidth limit (a
-:class:`ByteBudget` over the bytes handed to the WebSocket layer) is waited
+:class:`~icefloe.core.token_bucket.TokenBucket` over the bytes handed to the
+WebSocket layer, paid through :func:`~icefloe.runtime.throttle.pace`) is waited
 for *before* the write lock is taken: a paced run reserves its bytes, waits
 until the budget covers them, and only then takes the lock to write, so a
 control op never waits for the limit, only for the write in progress. Paced
@@ -50,8 +51,10 @@ from typing import Any, NamedTuple
 from icefloe.core.codec import Format
 from icefloe.core.drr import DeficitRoundRobin
 from icefloe.core.ops import encode_chunks
+from icefloe.core.token_bucket import TokenBucket
 from icefloe.core.wire_errors import CloseReason
 from icefloe.core.wszstd import ZstdMessageCompressor
+from icefloe.runtime.throttle import pace
 
 __all__ = ["ByteBudget", "WsSendStatistics", "WsSender"]
 
@@ -60,49 +63,10 @@ Frame = bytes | str
 logger = logging.getLogger("icefloe.ws")
 
 
-class ByteBudget:
-    """``rate`` bytes per second with bursts of ``burst``, that may be overdrawn (sans-I/O).
-
-    A token bucket whose level may go below zero: :meth:`charge` takes bytes
-    at once, whatever the level, and says how long until the level is back
-    at zero. A caller that charges before it acts and waits that long before
-    acting never exceeds ``burst + rate * elapsed`` bytes; one that acts first
-    (a control op) is charged all the same, and the next waiter pays for it.
-    Unlike :class:`~icefloe.core.token_bucket.TokenBucket` it takes requests
-    larger than the burst: they wait for the bytes over it to accrue.
-
-    :param rate: bytes per second; finite and > 0.
-    :param burst: the level's ceiling, in bytes; > 0. The budget starts full.
-    :param clock: monotonic seconds (``time.monotonic``, or a fake one in tests).
-    """
-
-    __slots__ = ("_clock", "_last", "_level", "burst", "rate")
-
-    def __init__(self, rate: float, burst: float, clock: Callable[[], float]) -> None:
-        if not (0 < rate < float("inf") and 0 < burst < float("inf")):
-            raise ValueError(f"rate and burst must be finite and > 0, got {rate!r}, {burst!r}")
-        self.rate = float(rate)
-        self.burst = float(burst)
-        self._clock = clock
-        self._level = self.burst
-        self._last = clock()
-
-    @property
-    def level(self) -> float:
-        """Bytes available now; negative while overdrawn."""
-        now = self._clock()
-        if now > self._last:
-            level = self._level + (now - self._last) * self.rate
-            self._level = level if level < self.burst else self.burst
-            self._last = now
-        return self._level
-
-    def charge(self, n: float) -> float:
-        """Take ``n`` bytes now (a negative ``n`` gives them back); the seconds
-        until the level is back at zero (0.0 if it is not overdrawn)."""
-        level = self.level - n
-        self._level = level if level < self.burst else self.burst
-        return 0.0 if level >= 0 else -level / self.rate
+#: The connection's bandwidth limit is the one rate limiter, charged ahead (a
+#: bucket that may be overdrawn): kept under this name for the callers that
+#: import it from here (the inflate budget of ``transport.websocket``).
+ByteBudget = TokenBucket
 
 
 class _Tail:
@@ -194,7 +158,7 @@ class WsSender:
         # committed to the wire, and a stream arriving later waits behind it.
         #: bytes per run (of chunks, or of topic events)
         self.run_bytes = batch_bytes if bytes_per_s is None else min(batch_bytes, burst_bytes)
-        self._budget = None if bytes_per_s is None else ByteBudget(bytes_per_s, burst_bytes, clock)
+        self._budget = None if bytes_per_s is None else TokenBucket(bytes_per_s, burst_bytes, clock)
         #: pack the chunks of a run into ``chunks`` ops (the client's ``hello``)
         self.batch = False
         self._lock = asyncio.Lock()  # held while writing, never while pacing
@@ -478,11 +442,7 @@ class WsSender:
         budget = self._budget
         assert budget is not None
         reserved = sum(map(_size, frames))
-        wait = budget.charge(reserved)
-        if wait > 0:
-            began = time.monotonic()
-            await asyncio.sleep(wait)  # pacing, not synchronisation
-            self._paced_s += time.monotonic() - began
+        self._paced_s += await pace(budget, reserved)
         async with self._lock:
             await self._write(frames, reserved)
 

@@ -65,14 +65,31 @@ def test_fractional_tokens() -> None:
     assert bucket.time_until(0.5) == pytest.approx(0.25)
 
 
-@pytest.mark.parametrize("n", [1.5, -0.1, math.nan])
+@pytest.mark.parametrize("n", [-0.1, math.nan, math.inf])
 def test_impossible_requests_raise(n: float) -> None:
     bucket = TokenBucket(rate=1.0, burst=1.0, clock=FakeClock())
-    with pytest.raises(ValueError, match="between 0 and burst"):
+    with pytest.raises(ValueError, match="finite number >= 0"):
         bucket.time_until(n)
-    with pytest.raises(ValueError, match="between 0 and burst"):
+    with pytest.raises(ValueError, match="finite number >= 0"):
         bucket.try_take(n)
+    with pytest.raises(ValueError, match="finite number >= 0"):
+        bucket.take(n)
     assert bucket.tokens == 1.0
+
+
+def test_a_request_above_the_burst_needs_a_full_bucket_and_leaves_debt() -> None:
+    clock = FakeClock()
+    bucket = TokenBucket(rate=1.0, burst=1.0, clock=clock)
+    assert bucket.try_take(0.5)
+    assert bucket.time_until(1.5) == pytest.approx(0.5)  # a full bucket, not 1.5 tokens
+    assert bucket.take(1.5) == pytest.approx(0.5)
+    clock.advance(0.5)
+    assert bucket.try_take(1.5)
+    assert bucket.tokens == pytest.approx(-0.5)  # the excess is owed
+    assert bucket.time_until(0.0) == pytest.approx(0.5)  # repaid before anything else
+    assert not bucket.try_take(0.1)
+    clock.advance(0.6)
+    assert bucket.try_take(0.1)
 
 
 def test_clock_going_back_does_not_refill_twice() -> None:

@@ -171,7 +171,7 @@ async def test_stream_nobody_reads_is_ended_not_its_tenant(make_flow: MakeFlow) 
     stalled = await flow.start(Message("A", ACME))  # nobody ever reads it
     budgets = flow._budgets
     assert budgets is not None
-    await eventually(lambda: budgets.memory_waits == 1)
+    await eventually(lambda: budgets.in_flight.memory_waits == 1)
     with pytest.raises(StreamError) as refused:
         flow.stream(Message("early", ACME))
     assert refused.value.code is ErrorCode.LIMIT_EXCEEDED
@@ -204,31 +204,33 @@ async def test_paused_reader_is_ended_with_limit_exceeded(make_flow: MakeFlow) -
 async def test_recheck_backs_off_and_recounts_cheaply_while_stalled(
     make_flow: MakeFlow, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from icefloe.runtime import budgets as budgets_module
+    from icefloe.runtime import stream as stream_module
+    from icefloe.runtime.inflight import RECHECK_MAX_S
 
     limits = Limits(max_inflight_bytes_per_tenant=2_000, inflight_stall_s=60.0)
     flow = make_flow(emitter(50).to(), limits=limits)
     await flow.start(Message("A", ACME))
     budgets = flow._budgets
     assert budgets is not None
-    await eventually(lambda: budgets.memory_waits == 1)
+    in_flight = budgets.in_flight
+    await eventually(lambda: in_flight.memory_waits == 1)
     sized = 0
-    real = budgets_module.chunk_size
+    real = stream_module.chunk_size
 
     def counting(chunk: Any) -> int:
         nonlocal sized
         sized += 1
         return real(chunk)
 
-    monkeypatch.setattr(budgets_module, "chunk_size", counting)
-    before = budgets.recounts
+    monkeypatch.setattr(stream_module, "chunk_size", counting)
+    before = in_flight.recounts
     budgets.recount()
     budgets.recount()
-    assert budgets.recounts == before + 2
+    assert in_flight.recounts == before + 2
     assert sized == 0  # an unchanged stream costs O(1), not O(its unread chunks)
-    assert budgets.inflight == 1_900  # the 20th chunk waits to be released
+    assert in_flight.inflight == 1_900  # the 20th chunk waits to be released
     # Nothing moves: the re-check interval doubles up to its ceiling.
-    await eventually(lambda: budgets._delay == budgets_module.RECHECK_MAX_S)
+    await eventually(lambda: in_flight.recheck_s == RECHECK_MAX_S)
 
 
 # -- bytes/s: oversize chunks, and what counts as released -------------------------
@@ -245,7 +247,7 @@ class FakeClock:
 def bare_gate(limits: Limits, clock: FakeClock) -> tuple[Budgets, Gate]:
     """A gate of one stream of tenant acme, on a fake clock (no flow)."""
     budgets = Budgets(limits, [], clock)  # type: ignore[arg-type]
-    state = SimpleNamespace(emitters={}, headers=ACME)
+    state = SimpleNamespace(budget_gate=None, headers=ACME)
     return budgets, budgets.gate(state)  # type: ignore[arg-type]
 
 
@@ -287,3 +289,17 @@ async def test_acquire_counts_bytes_released_only_after_the_wait() -> None:
         clock.now = 1.0
         await waiting
     assert budgets.statistics().tenants[0].released_bytes == 200
+
+
+async def test_a_waiting_producer_is_not_overtaken_by_emit_nowait() -> None:
+    clock = FakeClock()
+    budgets, gate = bare_gate(Limits(tenant_bytes_per_s=1_000.0, bytes_burst_s=0.1), clock)
+    await gate.acquire(100)  # the burst: no wait
+    async with asyncio.timeout(5):
+        waiting = asyncio.ensure_future(gate.acquire(100))  # pays ahead, waits 0.1 s
+        await asyncio.sleep(0)
+        clock.now = 0.15  # 150 bytes of refill, 100 of them promised to the waiter
+        assert not gate.try_acquire(100)
+        assert gate.try_acquire(50)
+        await waiting
+    assert budgets.statistics().tenants[0].released_bytes == 250

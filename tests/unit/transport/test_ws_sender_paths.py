@@ -72,9 +72,9 @@ def test_a_budget_gives_back_and_never_holds_more_than_its_burst() -> None:
     budget = ByteBudget(100, 1000, clock)
     assert budget.charge(1500) == pytest.approx(5.0)  # overdrawn by 500 at 100/s
     assert budget.charge(-2000) == 0.0
-    assert budget.level == 1000  # capped
+    assert budget.tokens == 1000  # capped
     clock.now += 60
-    assert budget.level == 1000
+    assert budget.tokens == 1000
     with pytest.raises(ValueError):
         ByteBudget(0, 10, clock)
 
