@@ -55,18 +55,20 @@ from icefloe.core.badmeter import BadMessageMeter
 from icefloe.core.codec import Format
 from icefloe.core.ops import BadRequest, ClientOp, ServerOp, decode_client
 from icefloe.core.sessions import SessionTable
+from icefloe.core.token_bucket import TokenBucket
 from icefloe.core.wire_errors import CloseReason, ErrorCode, close_frame
 from icefloe.core.wszstd import available as zstd_available
 from icefloe.core.wszstd import decompress_client_frame, is_zstd
 from icefloe.exceptions import DecodeError, FrameTooLarge
 from icefloe.runtime.fair import priority_weight
+from icefloe.runtime.throttle import pace
 from icefloe.transport.auth import Principal
 from icefloe.transport.errors import HttpError
 from icefloe.transport.ws_dispatch import WsOps, WsReplies
 from icefloe.transport.ws_edge import WsEdge
 from icefloe.transport.ws_handshake import choose_subprotocol, deny, origin_denial
 from icefloe.transport.ws_pump import WsStreams
-from icefloe.transport.ws_sender import ByteBudget, WsSender, WsSendStatistics
+from icefloe.transport.ws_sender import WsSender, WsSendStatistics
 from icefloe.transport.ws_session import WsSession
 from icefloe.transport.ws_settings import MAX_CREDIT, WsSettings
 from icefloe.transport.ws_topics import WsTopics
@@ -143,7 +145,7 @@ class WsConnection:
         self._inflate_budget = (
             None
             if rate is None or not compress
-            else ByteBudget(rate, settings.inflate_burst_bytes, time.monotonic)
+            else TokenBucket(rate, settings.inflate_burst_bytes, time.monotonic)
         )
         #: bytes the client's zstd messages inflated to
         self.inflated_bytes = 0
@@ -256,9 +258,7 @@ class WsConnection:
         once the connection's inflate budget is no longer overdrawn."""
         budget = self._inflate_budget
         if budget is not None:
-            wait = budget.charge(0)
-            if wait > 0:
-                await asyncio.sleep(wait)  # pacing the client's input, not synchronisation
+            await pace(budget, 0)  # wait out the debt of earlier messages
         try:
             out = decompress_client_frame(frame, self.settings.max_frame)
         except FrameTooLarge:

@@ -56,17 +56,11 @@ from icefloe.core.wire_errors import CloseReason
 from icefloe.core.wszstd import ZstdMessageCompressor
 from icefloe.runtime.throttle import pace
 
-__all__ = ["ByteBudget", "WsSendStatistics", "WsSender"]
+__all__ = ["WsSendStatistics", "WsSender"]
 
 Frame = bytes | str
 
 logger = logging.getLogger("icefloe.ws")
-
-
-#: The connection's bandwidth limit is the one rate limiter, charged ahead (a
-#: bucket that may be overdrawn): kept under this name for the callers that
-#: import it from here (the inflate budget of ``transport.websocket``).
-ByteBudget = TokenBucket
 
 
 class _Tail:

@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 
 from icefloe.core.codec import Format
+from icefloe.core.token_bucket import TokenBucket
 from icefloe.core.wire_errors import CloseReason, close_frame
-from icefloe.transport.ws_sender import ByteBudget, WsSender
+from icefloe.transport.ws_sender import WsSender
 
 
 class FakeClock:
@@ -51,13 +52,13 @@ def make_sender(
     )
 
 
-# -- ByteBudget --------------------------------------------------------------------------
+# -- the connection budget: the core TokenBucket, charged ahead ----------------------
 
 
 def test_a_budget_that_is_waited_for_never_exceeds_burst_plus_rate_times_elapsed() -> None:
     clock = FakeClock()
     began = clock.now
-    budget = ByteBudget(1000, 500, clock)
+    budget = TokenBucket(1000, 500, clock)
     sent = 0
     for size in [300, 300, 2000, 1, 700, 50, 50, 4000, 10]:  # some over the burst
         clock.now += budget.charge(size)  # wait as long as told, then send
@@ -69,14 +70,14 @@ def test_a_budget_that_is_waited_for_never_exceeds_burst_plus_rate_times_elapsed
 
 def test_a_budget_gives_back_and_never_holds_more_than_its_burst() -> None:
     clock = FakeClock()
-    budget = ByteBudget(100, 1000, clock)
+    budget = TokenBucket(100, 1000, clock)
     assert budget.charge(1500) == pytest.approx(5.0)  # overdrawn by 500 at 100/s
     assert budget.charge(-2000) == 0.0
     assert budget.tokens == 1000  # capped
     clock.now += 60
     assert budget.tokens == 1000
     with pytest.raises(ValueError):
-        ByteBudget(0, 10, clock)
+        TokenBucket(0, 10, clock)
 
 
 # -- pacing happens outside the write lock ------------------------------------------------
