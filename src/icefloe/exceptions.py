@@ -12,6 +12,7 @@ inherit a builtin so that generic handlers keep working::
     ├── ClosedResourceError                  this handle was closed locally
     ├── BrokenResourceError                  the other side went away
     ├── StreamError                          a stream ended abnormally; ``.code`` says why
+    ├── StreamNotFound (+ KeyError)          no stream with this id is registered
     ├── SequenceError (+ ValueError)         ordering violations in the sequencer
     │   ├── DuplicateSeq
     │   └── ReorderOverflow                  reorder buffer over its limit (a gap too wide)
@@ -46,6 +47,7 @@ __all__ = [
     "SequenceError",
     "StreamClosedError",
     "StreamError",
+    "StreamNotFound",
     "WouldBlock",
 ]
 
@@ -99,6 +101,18 @@ class StreamError(IcefloeError):
         self.stream_id = stream_id
         self.message = message or self.code.value
         super().__init__(f"stream {stream_id!r} ended: {self.code.value}: {self.message}")
+
+
+class StreamNotFound(IcefloeError, KeyError):
+    """No stream with this id is registered (``Flow.subscribe``, ``Flow.send_input``)."""
+
+    def __init__(self, stream_id: str) -> None:
+        super().__init__(f"no stream {stream_id!r}")
+        self.stream_id = stream_id
+
+    def __str__(self) -> str:
+        # KeyError's str() quotes its argument; this is a message, not a key.
+        return str(self.args[0])
 
 
 class SequenceError(IcefloeError, ValueError):

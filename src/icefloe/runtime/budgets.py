@@ -39,13 +39,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from itertools import islice
 from typing import TYPE_CHECKING, NamedTuple
 
 from icefloe.core.token_bucket import TokenBucket
 from icefloe.exceptions import ErrorCode
 from icefloe.runtime.limits import Limits
-from icefloe.runtime.stream_types import chunk_size
+from icefloe.runtime.stream_types import chunk_size  # noqa: F401  (TEMP, tests patch it)
 from icefloe.runtime.throttle import pace
 
 if TYPE_CHECKING:
@@ -602,37 +601,7 @@ class Budgets:
 def _unread_bytes(state: StreamState) -> int:
     """Bytes of ``state`` released but not yet read by the readers that pace it.
 
-    Retained history (chunks every reader has consumed, kept for resumption)
-    is not in flight: it is bounded by ``stream_history`` and ``max_bytes``.
-
-    Exact, and incremental through the stream's gate: unchanged since the
-    last count, O(1); else O(chunks released or read since) while the chunks
-    read since are still held, and O(unread chunks) when they are not (a
-    solo reader pops what it reads).
+    TEMP (helper A): the count moved to ``StreamState.unread_bytes()``; helper
+    B's version of this module replaces this function.
     """
-    state._recompute_floor()
-    buf = state._buf
-    head = state._head
-    floor = state._floor
-    base = head - len(buf)
-    gate: Gate | None = state.emitters.get(GATE_KEY)
-    if gate is None:
-        skip = floor - base
-        return sum(map(chunk_size, islice(buf, skip if skip > 0 else 0, None)))
-    c_floor, c_head = gate.c_floor, gate.c_head
-    if c_floor == floor and c_head == head:
-        return gate.c_unread
-    if (
-        base <= c_floor <= floor
-        and c_floor <= c_head <= head
-        and (floor - c_floor) + (head - c_head) < head - floor
-    ):
-        # unread = sum[c_floor, c_head) - sum[c_floor, floor) + sum[c_head, head)
-        read = sum(map(chunk_size, islice(buf, c_floor - base, floor - base)))
-        new = sum(map(chunk_size, islice(reversed(buf), 0, head - c_head)))
-        unread = gate.c_unread - read + new
-    else:
-        skip = floor - base
-        unread = sum(map(chunk_size, islice(buf, skip if skip > 0 else 0, None)))
-    gate.c_floor, gate.c_head, gate.c_unread = floor, head, unread
-    return unread
+    return state.unread_bytes()

@@ -43,7 +43,7 @@ def drop(held: list[StreamWriter]) -> None:
 
 def writer_is_waiting(flow: Flow, writer: StreamWriter) -> bool:
     state = flow._registry.get(writer.stream_id)
-    return state is not None and len(state._room) == 1
+    return state is not None and state.producers_waiting == 1
 
 
 # -- writing -----------------------------------------------------------------------------
