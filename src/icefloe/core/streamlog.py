@@ -38,7 +38,10 @@ Invariants (checked against a model in tests/unit/core/test_streamlog_model.py):
 4. ``bytes_bound`` is at least the bytes held, and exact after
    :meth:`StreamLog.held_bytes`.
 5. ``held < room_len`` implies the pace is less than ``window`` chunks behind
-   the head: the O(1) room check never says yes wrongly.
+   the head: the O(1) room check never says yes wrongly (unless the pace is
+   an overrun lag-tolerant cursor, below ``base``: the exact check still
+   counts it, the O(1) check counts from ``base``, as before the log moved
+   into the core).
 6. With a cursor attached, consumed chunks beyond ``history`` are trimmed in
    batches of :data:`TRIM_BATCH` (at once with a solo reader); under byte
    pressure retained history is trimmed down to the floor. With no cursor,
@@ -402,6 +405,7 @@ class StreamLog:
         for cursor in self._cursors:
             cursor.start += head - cursor.pos
             cursor.pos = head
+        self._floor_moved()  # room for a waiting producer, if any
 
     # -- room ------------------------------------------------------------------
 
@@ -710,8 +714,9 @@ class StreamLog:
         self.refresh()
         buf = self._buf
         head = self._head
-        floor = self._floor
         base = head - len(buf)
+        # An overrun lag-tolerant pace may be below the log: count from its start.
+        floor = max(self._floor, base)
         c_floor, c_head = self._c_floor, self._c_head
         if c_floor == floor and c_head == head:
             return self._c_unread
