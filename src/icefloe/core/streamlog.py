@@ -64,7 +64,7 @@ from typing import NamedTuple
 
 from icefloe.core.messages import StreamChunk
 from icefloe.core.sequencer import ReorderBuffer
-from icefloe.exceptions import DuplicateSeq, InvalidState
+from icefloe.exceptions import DuplicateSeq, InvalidState, ReorderOverflow
 
 __all__ = [
     "TRIM_BATCH",
@@ -114,13 +114,20 @@ class Cursor:
     shell (the runtime keeps a weak reference to the reader object there).
     """
 
-    __slots__ = ("lag_limit", "owner", "pos", "start")
+    __slots__ = ("lag_limit", "owner", "pos", "solo_queue", "start")
 
     def __init__(self, pos: int, lag_limit: int | None, owner: object = None) -> None:
         self.pos = pos
         self.start = pos
         self.lag_limit = lag_limit
         self.owner = owner
+        #: The solo fast path: while this is the log's only cursor (blocking,
+        #: no history), the log's queue of chunks, which then holds exactly
+        #: ``[pos, next_seq)``; else None. Its reader may take a chunk with
+        #: ``solo_queue.popleft()``, then must add 1 to ``pos`` and call
+        #: :meth:`StreamLog.popped` if :attr:`StreamLog.room_wanted`: exactly
+        #: what :meth:`StreamLog.take` does, without a call per chunk.
+        self.solo_queue: deque[StreamChunk] | None = None
 
     def __repr__(self) -> str:
         return f"Cursor(pos={self.pos}, start={self.start}, lag_limit={self.lag_limit})"
@@ -180,17 +187,18 @@ class StreamLog:
         "_floor",
         "_head",
         "_history",
+        "_in_order",
         "_max_bytes",
         "_on_room",
         "_reorder",
         "_reorder_limit",
         "_room_len",
-        "_room_wanted",
         "_solo",
         "_start_seq",
         "_state",
         "_window",
         "_window_limit",
+        "room_wanted",
     )
 
     def __init__(
@@ -229,8 +237,12 @@ class StreamLog:
         self._bytes = 0  # an upper bound of the bytes held
         self._solo = False  # one blocking cursor and no history: it pops
         self._reorder: ReorderBuffer[StreamChunk] | None = None
+        # OPEN and nothing held out of order: append's fast path (one check).
+        self._in_order = True
         self._cursors: list[Cursor] = []
-        self._room_wanted = False
+        #: whether a producer waits for room (:meth:`want_room`, not yet
+        #: signalled); read-only outside the log (the solo fast path reads it)
+        self.room_wanted = False
         self._data_wanted = False
         self._duplicates = 0
         self._delivered = 0  # by cursors since detached
@@ -339,13 +351,14 @@ class StreamLog:
         :raises InvalidState: the log is CLOSED and ``chunk`` is not a duplicate.
         """
         seq = chunk.seq
-        if seq == self._head and self._reorder is None and not self._state:
+        if seq == self._head and self._in_order:
             buf = self._buf
             buf.append(chunk)
             self._head = seq + 1
             self._bytes += len(chunk.text) if chunk.data is None else chunk_size(chunk)
             if chunk.done:
                 self._state = LogState.CLOSED
+                self._in_order = False
                 return False
             if self._data_wanted:
                 self._data_wanted = False
@@ -368,6 +381,10 @@ class StreamLog:
         except DuplicateSeq:
             self._duplicates += 1
             released = []
+        except ReorderOverflow:
+            if not reorder.pending:
+                self._reorder = None  # nothing held: the next append is in order again
+            raise
         for item in released:
             self._buf.append(item)
             self._head = item.seq + 1
@@ -377,6 +394,7 @@ class StreamLog:
                 break
         if self._state or not reorder.pending:
             self._reorder = None
+        self._in_order = not self._state and self._reorder is None
         self._data_wanted = False
 
     def close(self) -> bool:
@@ -388,6 +406,7 @@ class StreamLog:
             return False
         self._state = LogState.CLOSED
         self._reorder = None
+        self._in_order = False
         return True
 
     def discard(self) -> None:
@@ -400,6 +419,7 @@ class StreamLog:
         self._buf.clear()
         self._bytes = 0
         self._reorder = None
+        self._in_order = not self._state
         self._floor = self._blocking_min = head
         self._room_len = self._window
         for cursor in self._cursors:
@@ -441,7 +461,7 @@ class StreamLog:
 
     def want_room(self) -> None:
         """A producer is about to wait: call ``on_room`` once room may have appeared."""
-        self._room_wanted = True
+        self.room_wanted = True
 
     def want_data(self) -> None:
         """A reader is about to wait: the next :meth:`append` returns False."""
@@ -486,14 +506,14 @@ class StreamLog:
             raise ValueError(f"from_seq {from_seq} is not within [{self.base}, {head}]")
         cursor = Cursor(from_seq, lag_limit, owner)
         self._cursors.append(cursor)
-        self._solo = self._is_solo()
+        self._set_solo()
         if self._solo or from_seq < self._floor or len(self._cursors) == 1:
             self.refresh()
         elif lag_limit is None:
             # A stale floor is conservative; the blocking minimum must not be.
             if from_seq < self._blocking_min:
                 self._blocking_min = from_seq
-        elif self._room_wanted and from_seq > self._floor:
+        elif self.room_wanted and from_seq > self._floor:
             # A new fastest lag-tolerant cursor may raise the pace of a waiting
             # producer, and nothing else would wake it: raise the floor in
             # O(1), up to the slowest blocking cursor.
@@ -517,7 +537,8 @@ class StreamLog:
             return False
         self._delivered += cursor.pos - cursor.start
         cursor.pos = cursor.start = _PARKED
-        self._solo = self._is_solo()
+        cursor.solo_queue = None
+        self._set_solo()
         if not self._state or self._solo:
             # A CLOSED log has no producer to pace: skip the O(readers)
             # recount, or a thousand readers leaving at the end cost a
@@ -526,9 +547,23 @@ class StreamLog:
             self.refresh()
         return True
 
-    def _is_solo(self) -> bool:
+    def _set_solo(self) -> None:
         cursors = self._cursors
-        return len(cursors) == 1 and not self._history and cursors[0].lag_limit is None
+        solo = len(cursors) == 1 and not self._history and cursors[0].lag_limit is None
+        was = self._solo
+        self._solo = solo
+        if solo:
+            self.refresh()  # trims the queue to the cursor: it holds [pos, next_seq)
+            cursors[0].solo_queue = self._buf
+        elif was:
+            for cursor in cursors:
+                cursor.solo_queue = None
+
+    def popped(self) -> None:
+        """A solo reader popped a chunk from ``Cursor.solo_queue``: call ``on_room``
+        if a producer waits."""
+        if self.room_wanted:
+            self._room_freed()
 
     def take(self, cursor: Cursor) -> StreamChunk | None:
         """The chunk at ``cursor``, moving it one on; None if there is none.
@@ -543,7 +578,7 @@ class StreamLog:
             # The only reader pops what it reads (see the module docstring).
             cursor.pos = pos + 1
             chunk = self._buf.popleft()
-            if self._room_wanted:
+            if self.room_wanted:
                 self._room_freed()
             return chunk
         buf = self._buf
@@ -552,7 +587,7 @@ class StreamLog:
             return None
         cursor.pos = pos + 1
         chunk = buf[index]  # before refresh(): it may trim this chunk
-        if self._room_wanted and pos >= self._floor:
+        if self.room_wanted and pos >= self._floor:
             # A producer waits, and this cursor may be what it waits for
             # (only one at or past the floor can move it): recompute.
             self.refresh()
@@ -600,7 +635,7 @@ class StreamLog:
                 for _ in range(count):
                     buf.popleft()
             cursor.pos = pos + count
-            if self._room_wanted:
+            if self.room_wanted:
                 self._room_freed()
             return last
         index = pos - head + len(buf)
@@ -608,7 +643,7 @@ class StreamLog:
             raise InvalidState(f"cursor at {pos} was overrun; the log starts at {self.base}")
         last = buf[index + count - 1]
         cursor.pos = pos + count
-        if self._room_wanted and pos + count > self._floor:
+        if self.room_wanted and pos + count > self._floor:
             self.refresh()
         return last
 
@@ -659,14 +694,14 @@ class StreamLog:
         # (cursors only move forward, so this never says yes wrongly).
         self._room_len = self._window + max(0, floor - self.base)
         if (
-            self._room_wanted
+            self.room_wanted
             and floor + self._window > self._head
             and self._bytes < self._max_bytes
         ):
             self._room_freed()
 
     def _room_freed(self) -> None:
-        self._room_wanted = False
+        self.room_wanted = False
         if self._on_room is not None:
             self._on_room()
 
