@@ -2,7 +2,8 @@
 
 It is a cursor into the stream's log (:class:`~icefloe.core.streamlog.StreamLog`)
 and reads through the log's public API: one :meth:`StreamLog.take` per chunk,
-the per-token path of every consumer, kept free of any other call.
+or, for the only reader of a stream without history (``flow.stream``), the
+log's solo fast path (``Cursor.solo_queue``), which needs no call per chunk.
 """
 
 from __future__ import annotations
