@@ -22,6 +22,7 @@ from icefloe import (
     StreamWriter,
     WouldBlock,
 )
+from icefloe.exceptions import StreamNotFound
 
 H = Headers(tenant="acme")
 
@@ -280,8 +281,9 @@ async def test_a_reader_leaving_does_not_end_a_written_stream(flow: Flow) -> Non
 
 
 async def test_subscribe_to_an_unknown_stream_is_key_error(flow: Flow) -> None:
-    with pytest.raises(KeyError):
+    with pytest.raises(StreamNotFound) as info:
         flow.subscribe("nope")
+    assert isinstance(info.value, KeyError)  # the builtin it also is
 
 
 async def test_subscribe_rejects_negative_from_seq(flow: Flow) -> None:
