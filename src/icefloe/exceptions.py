@@ -14,7 +14,7 @@ the module of each class defined elsewhere::
     ├── ClosedResourceError                  this handle was closed locally
     ├── BrokenResourceError                  the other side went away
     ├── StreamError                          a stream ended abnormally; ``.code`` says why
-    ├── SequenceError (+ ValueError)         ordering violations in the sequencer
+    ├── SequenceError (+ ValueError)         ordering violations in the reorder buffer
     │   ├── DuplicateSeq
     │   └── ReorderOverflow                  reorder buffer over its limit (a gap too wide)
     ├── CreditOverrun (+ ValueError)         more consumed than granted

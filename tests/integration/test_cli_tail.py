@@ -47,8 +47,7 @@ async def test_tail_prints_every_token_once_across_a_reconnect(serve: Serve) -> 
             state = flow._registry.get(sid)
             assert state is not None
             assert state.subscribers == 1
-            reader = state._readers[0]()
-            assert reader is not None
+            (reader,) = state.readers()
             reader.close()
             gate.set()
             code = await tail

@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from icefloe.core.ops import BadRequest, decode_client, encode_chunk, encode_server
     from icefloe.core.reliability import Reliability
     from icefloe.core.ring import ByteLedger, OfferResult, Outcome, Overflow, Ring, RingStatistics
-    from icefloe.core.sequencer import ReorderBuffer, ReorderBufferStatistics, Sequencer
+    from icefloe.core.sequencer import ReorderBuffer, ReorderBufferStatistics
     from icefloe.core.sessions import (
         SessionInfo,
         SessionState,
@@ -121,7 +121,6 @@ _WHERE = {
     "ReaderState": "framing",
     "ReorderBuffer": "sequencer",
     "ReorderBufferStatistics": "sequencer",
-    "Sequencer": "sequencer",
     "StreamChunk": "messages",
     "TokenBucket": "token_bucket",
     "TokenBucketStatistics": "token_bucket",
@@ -188,7 +187,6 @@ __all__ = [
     "ReorderBufferStatistics",
     "Ring",
     "RingStatistics",
-    "Sequencer",
     "SessionInfo",
     "SessionState",
     "SessionTable",

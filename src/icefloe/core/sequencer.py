@@ -1,19 +1,20 @@
-"""Sequence numbers: assigned by the producer, put back in order by the consumer.
+"""Sequence numbers put back in order by the consumer.
 
-A stream's chunks carry ``seq`` 0, 1, 2, ... (see :class:`~icefloe.core.messages.StreamChunk`).
-:class:`Sequencer` hands them out. :class:`ReorderBuffer` takes items that may
-arrive out of order (parallel paths, broker partitions, retries) and releases
-them strictly in ``seq`` order, holding at most ``limit`` items while it waits
-for a gap to fill.
+A stream's chunks carry ``seq`` 0, 1, 2, ... (see :class:`~icefloe.core.messages.StreamChunk`),
+assigned per producing node by ``runtime/context.py`` (a retry rewinds them,
+which a forward-only counter could not express, so no sequencer object is
+kept). :class:`ReorderBuffer` takes items that may arrive out of order
+(parallel paths, broker partitions, retries) and releases them strictly in
+``seq`` order, holding at most ``limit`` items while it waits for a gap to fill.
 """
 
 from __future__ import annotations
 
 from typing import Generic, NamedTuple, TypeVar
 
-from icefloe.exceptions import DuplicateSeq, ReorderOverflow, SequenceError
+from icefloe.exceptions import DuplicateSeq, ReorderOverflow
 
-__all__ = ["ReorderBuffer", "ReorderBufferStatistics", "Sequencer"]
+__all__ = ["ReorderBuffer", "ReorderBufferStatistics"]
 
 T = TypeVar("T")
 
@@ -24,48 +25,6 @@ DEFAULT_REORDER_LIMIT = 1024
 def _check_seq_start(start: int) -> None:
     if start < 0:
         raise ValueError(f"start must be >= 0, got {start}")
-
-
-class Sequencer:
-    """Hands out the seqs of one stream: ``start``, ``start + 1``, ...
-
-    :param start: the first seq :meth:`next` returns; ``0`` for a new stream,
-        the checkpointed seq + 1 for a resumed one.
-    :raises ValueError: if ``start`` is negative.
-    """
-
-    __slots__ = ("_next",)
-
-    def __init__(self, start: int = 0) -> None:
-        _check_seq_start(start)
-        self._next = start
-
-    def __repr__(self) -> str:
-        return f"Sequencer(next_seq={self._next})"
-
-    @property
-    def next_seq(self) -> int:
-        """The seq the next call to :meth:`next` returns (a peek; assigns nothing)."""
-        return self._next
-
-    def next(self) -> int:
-        """Assign and return the next seq."""
-        seq = self._next
-        self._next = seq + 1
-        return seq
-
-    def advance_to(self, seq: int) -> None:
-        """Make ``seq`` the next seq assigned, e.g. after restoring a checkpoint.
-
-        Advancing to the current :attr:`next_seq` is a no-op.
-
-        :raises SequenceError: (a :class:`ValueError`) if ``seq`` is below
-            :attr:`next_seq`: handing out a seq twice would break the stream's
-            no-duplicate promise.
-        """
-        if seq < self._next:
-            raise SequenceError(f"cannot move the sequencer back from {self._next} to {seq}")
-        self._next = seq
 
 
 class ReorderBufferStatistics(NamedTuple):

@@ -1,7 +1,7 @@
 """A bounded, awaitable FIFO used for node inboxes and the flow's egress.
 
 It exists instead of ``asyncio.Queue`` for two reasons: the hot path wants a
-non-raising "take if there is one" (``_take``), and icefloe's errors and
+non-raising "take if there is one" (:meth:`Channel.take`), and icefloe's errors and
 statistics must be its own, never ``asyncio.QueueFull``.
 
 Limit: ``maxsize`` items (>= 1). At the limit :meth:`Channel.send` waits and
@@ -34,7 +34,7 @@ __all__ = ["AdaptiveChannel", "Channel", "ChannelStatistics"]
 
 T = TypeVar("T")
 
-#: returned by ``_take`` when nothing is buffered; never a user value
+#: returned by ``take`` when nothing is buffered; never a user value
 EMPTY: Final[Any] = object()
 
 
@@ -188,7 +188,7 @@ class Channel(Generic[T]):
 
     # -- receiving -------------------------------------------------------------
 
-    def _take(self) -> T:
+    def take(self) -> T:
         """The next item, or ``EMPTY``; the hot path's non-raising form."""
         if self._items:
             item = self._items.popleft()
@@ -203,7 +203,7 @@ class Channel(Generic[T]):
         :raises WouldBlock: nothing is buffered.
         :raises EndOfStream: the channel is closed and drained.
         """
-        item = self._take()
+        item = self.take()
         if item is not EMPTY:
             return item
         if self._closed:
@@ -216,7 +216,7 @@ class Channel(Generic[T]):
         :raises EndOfStream: the channel is closed and drained.
         """
         while True:
-            item = self._take()
+            item = self.take()
             if item is not EMPTY:
                 return item
             if self._closed:
@@ -339,7 +339,7 @@ class AdaptiveChannel(Channel[T]):
         self._fw = FlowWindow(maxsize, policy)
         self._every = max(1, maxsize >> 3)
 
-    def _take(self) -> T:
+    def take(self) -> T:
         if self._items:
             self._got += 1
             item = self._items.popleft()

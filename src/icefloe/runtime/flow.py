@@ -10,7 +10,7 @@ from typing import Any
 from icefloe.core.congestion import CongestionPolicy, CongestionState
 from icefloe.core.flowwindow import FlowWindowStatistics
 from icefloe.core.messages import Headers, Message, new_id
-from icefloe.exceptions import ErrorCode, InvalidState, StreamError, WouldBlock
+from icefloe.exceptions import ErrorCode, InvalidState, StreamError, StreamNotFound, WouldBlock
 from icefloe.runtime.budgets import Budgets, BudgetStatistics
 from icefloe.runtime.channel import AdaptiveChannel, Channel, ChannelStatistics
 from icefloe.runtime.context import Context
@@ -253,13 +253,13 @@ class Flow:
 
         The node reads it with ``ctx.inputs(parent=msg)``. Never waits.
 
-        :raises KeyError: no such stream is registered.
+        :raises StreamNotFound: (a ``KeyError``) no such stream is registered.
         :raises StreamClosedError: the stream has ended.
         :raises WouldBlock: ``Limits.stream_inputs`` inputs are still unread.
         """
         state = self._registry.get(stream_id)
         if state is None:
-            raise KeyError(f"no stream {stream_id!r}")
+            raise StreamNotFound(stream_id)
         state.input_queue(self.limits.stream_inputs).put_nowait(data)
 
     @property
@@ -383,11 +383,9 @@ class Flow:
         self._check_running()
         targets = self._targets(to)
         state, delay = self._admit(message, self._reliability(to))
-        reader = state.attach(0, owner=True)
+        reader = state.attach(0, owner=True, kickoff=None if delay else (targets, message))
         if delay:
             self._defer(state, targets, message, delay)
-        else:
-            reader._pending = (targets, message)
         return reader
 
     async def start(
@@ -468,11 +466,11 @@ class Flow:
         holds gets ``StreamError("history_gone")`` (network clients use this).
 
         :raises StreamError: ``history_gone`` if ``from_seq`` is no longer held.
-        :raises KeyError: no such stream is registered.
+        :raises StreamNotFound: (a ``KeyError``) no such stream is registered.
         """
         state = self._registry.get(stream_id)
         if state is None:
-            raise KeyError(f"no stream {stream_id!r}")
+            raise StreamNotFound(stream_id)
         return state.attach(from_seq, lag_limit=lag_limit)
 
     def open_stream(self, headers: Headers, stream_id: str | None = None) -> StreamWriter:

@@ -145,7 +145,7 @@ class StreamRegistry:
 
     def producers_waiting(self) -> int:
         """Running streams whose producer waits for its readers (O(streams))."""
-        return sum(1 for state in self._streams.values() if state._room)
+        return sum(1 for state in self._streams.values() if state.producers_waiting)
 
     def _refusal(self, tenant: str) -> str | None:
         limits = self.limits
@@ -162,7 +162,7 @@ class StreamRegistry:
         # Streams keep an upper bound of their bytes (exact counting is off the
         # per-chunk path); count exactly only when the cheap sum says "over".
         states = self._streams.values()
-        if sum(s._bytes for s in states) < limit:
+        if sum(s.bytes_bound for s in states) < limit:
             return False
         return self.bytes_in_flight() >= limit
 
@@ -204,14 +204,15 @@ class StreamRegistry:
         for state in list(self._streams.values()):
             state.cancel(code, message)
 
-    def _abandon(self, state: StreamState) -> None:
+    # -- callbacks from StreamState (the StreamHost protocol) --------------------
+
+    def stream_abandoned(self, state: StreamState) -> None:
         """The owning reader left early: cancel the stream and its run."""
         state.cancel(ErrorCode.CANCELLED, "the reader left")
         self._on_abandon(state.trace_id)
 
-    # -- callbacks from StreamState ---------------------------------------------
-
-    def _on_terminal(self, state: StreamState) -> None:
+    def stream_ended(self, state: StreamState) -> None:
+        """``state`` reached its terminal phase: it is no longer active."""
         self.active -= 1
         tenant = state.headers.tenant
         left = self._tenant_active[tenant] - 1
@@ -220,9 +221,10 @@ class StreamRegistry:
         else:
             del self._tenant_active[tenant]
         if not state.subscribers:
-            self._on_unread(state)
+            self.stream_unread(state)
 
-    def _on_unread(self, state: StreamState) -> None:
+    def stream_unread(self, state: StreamState) -> None:
+        """The last reader left: an ended stream goes now, or after ``linger_s``."""
         if not state.phase:
             return
         # Keep a finished stream for linger_s when someone may still resume it:
@@ -250,8 +252,7 @@ class StreamRegistry:
         if state.linger_handle is not None:
             state.linger_handle.cancel()
             state.linger_handle = None
-        state._drop_buffer()
-        state.emitters.clear()
+        state.release()
         finished = self._finished
         finished[state.stream_id] = FinishedStream(
             state.next_seq,
@@ -262,7 +263,7 @@ class StreamRegistry:
         if len(finished) > FINISHED_IDS:
             finished.popitem(last=False)
         self._emitted_done += state.next_seq - state.start_seq
-        self._delivered_done += state.delivered
+        self._delivered_done += state.delivered_total()
 
     def statistics(self) -> RegistryStatistics:
         emitted = self._emitted_done

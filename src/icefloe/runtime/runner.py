@@ -126,7 +126,7 @@ class NodeRunner:
 
     async def _work(self, index: int) -> None:
         inbox = self.inbox
-        take = inbox._take
+        take = inbox.take
         func = self.node.func
         ctx = self.ctx
         policy = self.node.policy
@@ -197,7 +197,7 @@ class NodeRunner:
                     attempt + 1,
                     type(exc).__name__,
                 )
-                self.ctx._rewind(msg)
+                self.ctx.rewind(msg)
                 await asyncio.sleep(policy.backoff(attempt))
                 attempt += 1
 

@@ -1,4 +1,8 @@
-"""The small shared vocabulary of streams: phases, statistics, chunk sizes."""
+"""The small shared vocabulary of streams: phases, statistics, chunk sizes.
+
+``chunk_size`` lives in :mod:`icefloe.core.streamlog` (the log counts bytes
+with it) and is re-exported here for the runtime.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import enum
 from typing import NamedTuple
 
 from icefloe.core.flowwindow import FlowWindowStatistics
-from icefloe.core.messages import StreamChunk
+from icefloe.core.streamlog import chunk_size
 
 __all__ = ["StreamBrief", "StreamPhase", "StreamStatistics", "WindowTotals", "chunk_size"]
 
@@ -83,17 +87,3 @@ class WindowTotals(NamedTuple):
     increases: int
     #: window cuts (queue latency over target), summed over those streams
     decreases: int
-
-
-def chunk_size(chunk: StreamChunk) -> int:
-    """What a chunk counts against byte limits: its text plus str/bytes data.
-
-    It is an estimate of the memory held, cheap enough for the hot path, not
-    the wire size (that depends on the transport's encoding).
-    """
-    data = chunk.data
-    if data is None:
-        return len(chunk.text)
-    if isinstance(data, str | bytes | bytearray):
-        return len(chunk.text) + len(data)
-    return len(chunk.text) + 64

@@ -1,17 +1,18 @@
 """A reader of one stream: an async iterator over its chunks, in seq order.
 
-It is a cursor into the stream's log (see :mod:`icefloe.runtime.stream`) and
-reads the log's internals directly: this is the per-token path of every
-consumer, kept free of calls it does not need.
+It is a cursor into the stream's log (:class:`~icefloe.core.streamlog.StreamLog`)
+and reads through the log's public API: one :meth:`StreamLog.take` per chunk,
+or, for the only reader of a stream without history (``flow.stream``), the
+log's solo fast path (``Cursor.solo_queue``), which needs no call per chunk.
 """
 
 from __future__ import annotations
 
 import asyncio
-import weakref
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeAlias
 
 from icefloe.core.messages import Message, StreamChunk
+from icefloe.core.streamlog import Cursor
 from icefloe.exceptions import (
     ClosedResourceError,
     EndOfStream,
@@ -25,10 +26,10 @@ if TYPE_CHECKING:
     from icefloe.runtime.channel import Channel
     from icefloe.runtime.stream import StreamState
 
-__all__ = ["Subscription"]
+#: the inboxes and the message that start a run, sent on its reader's first wait
+Kickoff: TypeAlias = "tuple[tuple[Channel[Message], ...], Message]"
 
-#: where a closed reader's cursor is parked (beyond any real seq)
-_CLOSED_POS = 1 << 62
+__all__ = ["Kickoff", "Subscription"]
 
 
 class Subscription:
@@ -44,31 +45,29 @@ class Subscription:
     __slots__ = (
         "__weakref__",
         "_closed",
+        "_cursor",
         "_delivered",
-        "_lag_limit",
+        "_log",
+        "_next_seq",
         "_owner",
         "_pending",
-        "_pos",
-        "_ref",
-        "_start",
         "_state",
         "_waiter",
     )
 
     def __init__(
-        self, state: StreamState, pos: int, owner: bool, lag_limit: int | None = None
+        self, state: StreamState, cursor: Cursor, owner: bool, kickoff: Kickoff | None = None
     ) -> None:
         self._state = state
-        self._lag_limit = lag_limit
+        self._log = state.log
+        self._cursor = cursor
         # The message that starts the run, sent on the first wait: where to.
-        self._pending: tuple[tuple[Channel[Message], ...], Message] | None = None
-        self._ref = weakref.ref(self)
-        self._pos = pos
-        self._start = pos
+        self._pending = kickoff
         self._owner = owner
         self._waiter: asyncio.Future[None] | None = None
         self._closed = False
-        self._delivered = 0
+        self._delivered = 0  # once closed
+        self._next_seq = 0  # once closed
 
     @property
     def stream_id(self) -> str:
@@ -79,42 +78,49 @@ class Subscription:
         return self._state.trace_id
 
     @property
+    def owner(self) -> bool:
+        """Whether this reader owns the run (leaving early cancels it)."""
+        return self._owner
+
+    @property
     def next_seq(self) -> int:
         """The seq this reader returns next (where it stopped, once closed)."""
-        return self._start + self.delivered if self._closed else self._pos
+        return self._next_seq if self._closed else self._cursor.pos
 
     @property
     def delivered(self) -> int:
         """Chunks this reader has returned."""
-        return self._delivered if self._closed else self._pos - self._start
+        if self._closed:
+            return self._delivered
+        cursor = self._cursor
+        return cursor.pos - cursor.start
 
     def __aiter__(self) -> Subscription:
         return self
 
     async def __anext__(self) -> StreamChunk:
-        state = self._state
+        cursor = self._cursor
+        chunk: StreamChunk | None
         while True:
-            # _take() inlined: this is the per-token path of every in-process
-            # reader, and the call alone costs ~4% of a one-hop stream.
-            pos = self._pos
-            if pos < state._head:
-                self._pos = pos + 1
-                if state._solo:
-                    chunk = state._buf.popleft()
-                    if state._room:
-                        state._wake_room()
-                else:
-                    buf = state._buf
-                    index = pos - state._head + len(buf)
-                    if index < 0:
-                        raise self._overrun()
-                    chunk = buf[index]
-                    if state._room and pos >= state._floor:
-                        state._recompute_floor()
+            queue = cursor.solo_queue
+            if queue:
+                # StreamLog's solo fast path (see Cursor.solo_queue): the only
+                # reader pops the log's queue itself. This is the per-token
+                # path of every in-process reader; a call to StreamLog.take
+                # here costs ~5% of a one-hop stream (bench/run.py one_hop).
+                chunk = queue.popleft()
+                cursor.pos += 1
+                if self._log.room_wanted:
+                    self._log.popped()
+            else:
+                chunk = self._log.take(cursor)
+            if chunk is not None:
                 if chunk.done:
-                    state.terminal_seen = True
+                    self._state.terminal_seen = True
                     self._release(cancel=False)
                 return chunk
+            if not self._closed and self._log.lost(self._cursor):
+                raise self._overrun()
             ended = self._ended()
             if ended is not None:
                 raise StopAsyncIteration if isinstance(ended, EndOfStream) else ended
@@ -123,7 +129,7 @@ class Subscription:
                 continue
             waiter = asyncio.get_running_loop().create_future()
             self._waiter = waiter
-            state._waiting.append(waiter)
+            self._state.park_reader(waiter)
             try:
                 await waiter
             except BaseException:
@@ -142,40 +148,18 @@ class Subscription:
         :raises EndOfStream: the ``done`` chunk was already returned (or closed).
         :raises StreamError: the stream ended abnormally.
         """
-        chunk = self._take()
+        chunk = self._log.take(self._cursor)
         if chunk is not None:
+            if chunk.done:
+                self._state.terminal_seen = True
+                self._release(cancel=False)
             return chunk
+        if not self._closed and self._log.lost(self._cursor):
+            raise self._overrun()
         ended = self._ended()
         if ended is not None:
             raise ended
         raise WouldBlock(f"no chunk of {self._state.stream_id!r} yet")
-
-    def _take(self) -> StreamChunk | None:
-        """The next held chunk, or None; the per-chunk path of every read."""
-        state = self._state
-        pos = self._pos
-        if pos >= state._head:
-            return None
-        self._pos = pos + 1
-        if state._solo:
-            # The only reader pops what it reads (see the module docstring).
-            chunk = state._buf.popleft()
-            if state._room:
-                state._wake_room()
-        else:
-            buf = state._buf
-            index = pos - state._head + len(buf)
-            if index < 0:
-                raise self._overrun()
-            chunk = buf[index]
-            if state._room and pos >= state._floor:
-                # A producer waits, and this reader may be what it waits for
-                # (only one at or past the floor can move it): recompute.
-                state._recompute_floor()
-        if chunk.done:
-            state.terminal_seen = True
-            self._release(cancel=False)
-        return chunk
 
     def held(self) -> int:
         """How many chunks :meth:`receive_nowait` would return now without waiting.
@@ -185,7 +169,7 @@ class Subscription:
         still counts what it missed: its next :meth:`peek`, :meth:`skip` or
         :meth:`receive_nowait` raises ``StreamError("history_gone")``.
         """
-        return max(0, self._state._head - self._pos)
+        return self._log.available(self._cursor)
 
     def peek(self, offset: int = 0) -> StreamChunk:
         """The held chunk ``offset`` places ahead, without moving the cursor.
@@ -193,14 +177,12 @@ class Subscription:
         :raises IndexError: ``offset`` is not below :meth:`held`.
         :raises StreamError: ``history_gone``: this lag-tolerant reader was overrun.
         """
-        state = self._state
-        buf = state._buf
-        if not 0 <= offset < state._head - self._pos:
+        log = self._log
+        if not 0 <= offset < log.available(self._cursor):
             raise IndexError(f"peek offset {offset} is not below held()")
-        index = self._pos - state._head + len(buf)
-        if index < 0:
+        if log.lost(self._cursor):
             raise self._overrun()
-        return buf[index + offset]
+        return log.peek(self._cursor, offset)
 
     def skip(self, count: int) -> None:
         """Move past ``count`` held chunks, exactly as ``count`` reads would.
@@ -211,33 +193,16 @@ class Subscription:
         :raises ValueError: ``count`` is negative or more than :meth:`held`.
         :raises StreamError: ``history_gone``: this lag-tolerant reader was overrun.
         """
-        state = self._state
-        pos = self._pos
-        if not 0 <= count <= state._head - pos:
+        log = self._log
+        if not 0 <= count <= log.available(self._cursor):
             raise ValueError(f"cannot skip {count} chunks; {self.held()} held")
         if count == 0:
             return
-        buf = state._buf
-        if state._solo:
-            last = buf[count - 1]
-            if count == len(buf):
-                buf.clear()
-            else:
-                for _ in range(count):
-                    buf.popleft()
-            self._pos = pos + count
-            if state._room:
-                state._wake_room()
-        else:
-            index = pos - state._head + len(buf)
-            if index < 0:
-                raise self._overrun()
-            last = buf[index + count - 1]
-            self._pos = pos + count
-            if state._room and pos + count > state._floor:
-                state._recompute_floor()
+        if log.lost(self._cursor):
+            raise self._overrun()
+        last = log.skip(self._cursor, count)
         if last.done:
-            state.terminal_seen = True
+            self._state.terminal_seen = True
             self._release(cancel=False)
 
     def _ended(self) -> EndOfStream | StreamError | None:
@@ -259,8 +224,7 @@ class Subscription:
 
         Cancelling the wait (a timeout, for heartbeats) keeps the reader attached.
         """
-        state = self._state
-        if self._pos < state._head or self._closed or state.phase:
+        if self._log.available(self._cursor) or self._closed or self._state.phase:
             return
         if self._pending is not None:
             await self._start_run()
@@ -280,7 +244,7 @@ class Subscription:
         """Wait on a future that interrupt() (and, registered, the stream) resolves."""
         waiter = asyncio.get_running_loop().create_future()
         if register:
-            self._state._waiting.append(waiter)
+            self._state.park_reader(waiter)
         self._waiter = waiter
         try:
             await waiter
@@ -304,17 +268,17 @@ class Subscription:
 
         An end detaches the reader, as reading it would.
         """
-        if self._pos < self._state._head and not self._closed:
+        if not self._closed and self._log.available(self._cursor):
             return None
         return self._ended()
 
     def _overrun(self) -> StreamError:
         # A lag-tolerant reader fell behind what the log holds: it is cut.
-        self._pos -= 1
+        lag_limit = self._cursor.lag_limit
         self._release(cancel=False)
         return StreamError(
             ErrorCode.HISTORY_GONE,
-            f"the reader fell more than {self._lag_limit} chunks behind",
+            f"the reader fell more than {lag_limit} chunks behind",
             self._state.stream_id,
         )
 
@@ -335,14 +299,12 @@ class Subscription:
         if self._closed:
             return
         self._closed = True
-        state = self._state
-        state._detach(self)
-        # Park the cursor past any seq, so the hot path in __anext__ falls
-        # through to the closed check instead of reading the log again.
-        self._delivered = self._pos - self._start
-        self._pos = _CLOSED_POS
-        if cancel and self._owner and not state.phase:
-            state._registry._abandon(state)
+        cursor = self._cursor
+        self._delivered = cursor.pos - cursor.start
+        self._next_seq = cursor.pos
+        # The log parks the detached cursor past any seq, so the hot path in
+        # __anext__ falls through to the closed check.
+        self._state.detach(cursor, abandon=cancel and self._owner)
 
     async def aclose(self) -> None:
         """Stop reading. Idempotent; an owner that leaves early cancels the stream."""

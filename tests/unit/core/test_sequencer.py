@@ -1,4 +1,4 @@
-"""Tests for icefloe.core.sequencer: Sequencer and ReorderBuffer."""
+"""Tests for icefloe.core.sequencer: ReorderBuffer."""
 
 from __future__ import annotations
 
@@ -6,70 +6,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from icefloe.core.sequencer import ReorderBuffer, Sequencer
-from icefloe.exceptions import DuplicateSeq, ReorderOverflow, SequenceError
+from icefloe.core.sequencer import ReorderBuffer
+from icefloe.exceptions import DuplicateSeq, ReorderOverflow
 
 PROPERTY = settings(max_examples=200, deadline=None)
-
-
-# -- Sequencer ---------------------------------------------------------------
-
-
-def test_sequencer_counts_from_zero() -> None:
-    seq = Sequencer()
-    assert seq.next_seq == 0
-    assert [seq.next() for _ in range(3)] == [0, 1, 2]
-    assert seq.next_seq == 3
-
-
-def test_sequencer_next_seq_is_a_peek() -> None:
-    seq = Sequencer(start=5)
-    assert seq.next_seq == 5
-    assert seq.next_seq == 5
-    assert seq.next() == 5
-
-
-def test_sequencer_advance_to_resumes_after_checkpoint() -> None:
-    seq = Sequencer()
-    seq.next()
-    seq.advance_to(42)
-    assert seq.next() == 42
-    seq.advance_to(43)  # the current position: a no-op
-    assert seq.next() == 43
-
-
-def test_sequencer_refuses_to_go_back() -> None:
-    seq = Sequencer(start=10)
-    with pytest.raises(SequenceError, match="from 10 to 9"):
-        seq.advance_to(9)
-    assert seq.next_seq == 10
-
-
-def test_sequencer_go_back_error_is_a_value_error() -> None:
-    with pytest.raises(ValueError, match="back"):
-        Sequencer(start=1).advance_to(0)
-
-
-def test_sequencer_rejects_negative_start() -> None:
-    with pytest.raises(ValueError, match="start"):
-        Sequencer(start=-1)
-
-
-@PROPERTY
-@given(
-    start=st.integers(0, 1000),
-    ops=st.lists(st.one_of(st.none(), st.integers(0, 50)), max_size=100),
-)
-def test_sequencer_never_hands_out_a_seq_twice(start: int, ops: list[int | None]) -> None:
-    seq = Sequencer(start)
-    assigned: list[int] = []
-    for op in ops:
-        if op is None:
-            assigned.append(seq.next())
-        else:
-            seq.advance_to(seq.next_seq + op)
-    assert assigned == sorted(set(assigned))
-    assert all(s >= start for s in assigned)
 
 
 # -- ReorderBuffer: examples -------------------------------------------------

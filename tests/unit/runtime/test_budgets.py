@@ -204,7 +204,7 @@ async def test_paused_reader_is_ended_with_limit_exceeded(make_flow: MakeFlow) -
 async def test_recheck_backs_off_and_recounts_cheaply_while_stalled(
     make_flow: MakeFlow, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from icefloe.runtime import stream as stream_module
+    from icefloe.core import streamlog as stream_module
     from icefloe.runtime.inflight import RECHECK_MAX_S
 
     limits = Limits(max_inflight_bytes_per_tenant=2_000, inflight_stall_s=60.0)

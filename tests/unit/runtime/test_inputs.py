@@ -8,7 +8,7 @@ import pytest
 from flowkit import MakeFlow, until
 
 from icefloe import Context, Headers, Limits, Message, Node, StreamClosedError
-from icefloe.exceptions import WouldBlock
+from icefloe.exceptions import StreamNotFound, WouldBlock
 
 H = Headers(tenant="t")
 
@@ -48,8 +48,10 @@ async def test_input_to_an_ended_or_unknown_stream_is_refused(make_flow: MakeFlo
         assert [c.text async for c in reader] == [""]
     with pytest.raises(StreamClosedError):
         flow.send_input(sid, "late")
-    with pytest.raises(KeyError):
+    with pytest.raises(StreamNotFound, match="no stream 'no-such-stream'") as info:
         flow.send_input("no-such-stream", "x")
+    assert isinstance(info.value, KeyError)
+    assert info.value.stream_id == "no-such-stream"
 
 
 async def test_inputs_are_bounded_and_never_make_the_sender_wait(make_flow: MakeFlow) -> None:

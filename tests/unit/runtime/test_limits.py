@@ -271,7 +271,7 @@ async def test_stream_max_bytes_stops_a_writer_until_bytes_are_read(make_flow: M
         with pytest.raises(WouldBlock):
             writer.emit_nowait("y")
         blocked = asyncio.create_task(writer.emit("y"))
-        await until(lambda: len(state._room) == 1)
+        await until(lambda: state.producers_waiting == 1)
         assert not blocked.done()
         assert (await anext(reader)).text == "x" * 6  # 6 bytes held: room again
         assert (await blocked).seq == 2

@@ -22,6 +22,7 @@ from icefloe import (
     StreamWriter,
     WouldBlock,
 )
+from icefloe.exceptions import StreamNotFound
 
 H = Headers(tenant="acme")
 
@@ -43,7 +44,7 @@ def drop(held: list[StreamWriter]) -> None:
 
 def writer_is_waiting(flow: Flow, writer: StreamWriter) -> bool:
     state = flow._registry.get(writer.stream_id)
-    return state is not None and len(state._room) == 1
+    return state is not None and state.producers_waiting == 1
 
 
 # -- writing -----------------------------------------------------------------------------
@@ -280,8 +281,9 @@ async def test_a_reader_leaving_does_not_end_a_written_stream(flow: Flow) -> Non
 
 
 async def test_subscribe_to_an_unknown_stream_is_key_error(flow: Flow) -> None:
-    with pytest.raises(KeyError):
+    with pytest.raises(StreamNotFound) as info:
         flow.subscribe("nope")
+    assert isinstance(info.value, KeyError)  # the builtin it also is
 
 
 async def test_subscribe_rejects_negative_from_seq(flow: Flow) -> None:

@@ -1,0 +1,788 @@
+"""The log of one stream and the cursors of its readers: a pure state machine.
+
+A :class:`StreamLog` holds the chunks of one stream in seq order and one
+:class:`Cursor` per reader; nothing is copied per reader. It keeps what the
+slowest reader it waits for has not consumed yet, plus ``history`` consumed
+chunks for late joiners and resumption. It does no I/O and never waits: the
+asyncio shell (:mod:`icefloe.runtime.stream`) owns the futures, and the log
+tells it when to wake them:
+
+* :meth:`StreamLog.append` returns False when the producer has something to
+  check (readers asked for data with :meth:`StreamLog.want_data`, the log
+  closed on a ``done`` chunk, or the cheap room check said no);
+* after :meth:`StreamLog.want_room`, the log calls ``on_room`` once when room
+  may have appeared (the producer re-checks with :meth:`StreamLog.has_room`).
+
+Readers come in two kinds. A *blocking* cursor (``lag_limit`` None) is never
+overrun: the producer waits for it. A *lag-tolerant* cursor (network clients)
+holds the producer back only while it is less than ``lag_limit`` chunks
+behind; past that its chunks may be trimmed and :meth:`StreamLog.lost` says
+so. The *floor* (the producer's pace) is the slowest blocking cursor and the
+fastest lag-tolerant one: a single network client still paces its producer,
+but one slow client among many does not slow the rest.
+
+Limits: ``window`` chunks between the floor and the head (adaptive within
+``[1, window_limit]``, see :meth:`StreamLog.set_window`), ``max_bytes`` bytes
+held (as counted by :func:`chunk_size`), ``reorder_limit`` chunks held out of
+order (beyond it :meth:`StreamLog.append` raises
+:class:`~icefloe.exceptions.ReorderOverflow` and changes nothing). At a limit
+the log never blocks: :meth:`StreamLog.has_room` says no and the caller waits.
+
+Invariants (checked against a model in tests/unit/core/test_streamlog_model.py):
+
+1. The log holds the contiguous seqs ``[base, next_seq)``; chunks enter in
+   seq order, early ones wait in a :class:`~icefloe.core.sequencer.ReorderBuffer`.
+2. Every attached cursor has ``start <= pos <= next_seq``; a blocking cursor
+   never has ``pos < base`` (nothing it has not read is ever trimmed).
+3. ``floor`` is never above the exact pace, and exact after :meth:`StreamLog.refresh`.
+4. ``bytes_bound`` is at least the bytes held, and exact after
+   :meth:`StreamLog.held_bytes`.
+5. ``held < room_len`` implies the pace is less than ``window`` chunks behind
+   the head: the O(1) room check never says yes wrongly (unless the pace is
+   an overrun lag-tolerant cursor, below ``base``: the exact check still
+   counts it, the O(1) check counts from ``base``, as before the log moved
+   into the core).
+6. With a cursor attached, consumed chunks beyond ``history`` are trimmed in
+   batches of :data:`TRIM_BATCH` (at once with a solo reader); under byte
+   pressure retained history is trimmed down to the floor. With no cursor,
+   nothing is trimmed: unread chunks wait for a first reader.
+
+The per-chunk path is flat on purpose (it is most of the cost of streaming
+tokens): an in-order :meth:`StreamLog.append` appends, adds to the byte upper
+bound and checks ``held < room_len``; the slow path counts exactly. With one
+blocking reader and no history (*solo*), the log is a queue: the reader pops
+what it reads, so memory is released chunk by chunk.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from collections.abc import Callable
+from itertools import islice
+from typing import NamedTuple
+
+from icefloe.core.messages import StreamChunk
+from icefloe.core.sequencer import ReorderBuffer
+from icefloe.exceptions import DuplicateSeq, InvalidState, ReorderOverflow
+
+__all__ = [
+    "TRIM_BATCH",
+    "Cursor",
+    "LogState",
+    "StreamLog",
+    "StreamLogStatistics",
+    "chunk_size",
+]
+
+#: consumed chunks trimmed at once; the log may hold this many beyond its limits
+TRIM_BATCH = 32
+
+#: where a detached cursor is parked (beyond any real seq): it reads nothing more
+_PARKED = 1 << 62
+
+
+def chunk_size(chunk: StreamChunk) -> int:
+    """What a chunk counts against byte limits: its text plus str/bytes data.
+
+    It is an estimate of the memory held, cheap enough for the hot path, not
+    the wire size (that depends on the transport's encoding).
+    """
+    data = chunk.data
+    if data is None:
+        return len(chunk.text)
+    if isinstance(data, str | bytes | bytearray):
+        return len(chunk.text) + len(data)
+    return len(chunk.text) + 64
+
+
+class LogState(enum.IntEnum):
+    """Whether the log takes new chunks; reading goes on in both states."""
+
+    #: appends are taken
+    OPEN = 0
+    #: the ``done`` chunk was appended, or :meth:`StreamLog.close` was called
+    CLOSED = 1
+
+
+class Cursor:
+    """One reader's position in a :class:`StreamLog`.
+
+    ``pos`` is the seq it reads next and ``start`` where it started (so
+    ``pos - start`` chunks were delivered); both are moved by the log only.
+    ``lag_limit`` None makes a blocking reader. ``owner`` is free for the
+    shell (the runtime keeps a weak reference to the reader object there).
+    """
+
+    __slots__ = ("lag_limit", "owner", "pos", "solo_queue", "start")
+
+    def __init__(self, pos: int, lag_limit: int | None, owner: object = None) -> None:
+        self.pos = pos
+        self.start = pos
+        self.lag_limit = lag_limit
+        self.owner = owner
+        #: The solo fast path: while this is the log's only cursor (blocking,
+        #: no history), the log's queue of chunks, which then holds exactly
+        #: ``[pos, next_seq)``; else None. Its reader may take a chunk with
+        #: ``solo_queue.popleft()``, then must add 1 to ``pos`` and call
+        #: :meth:`StreamLog.popped` if :attr:`StreamLog.room_wanted`: exactly
+        #: what :meth:`StreamLog.take` does, without a call per chunk.
+        self.solo_queue: deque[StreamChunk] | None = None
+
+    def __repr__(self) -> str:
+        return f"Cursor(pos={self.pos}, start={self.start}, lag_limit={self.lag_limit})"
+
+
+class StreamLogStatistics(NamedTuple):
+    """A snapshot of a :class:`StreamLog` (bytes counted exactly)."""
+
+    #: ``open`` or ``closed``
+    state: str
+    #: the seq appended next
+    next_seq: int
+    #: the oldest seq held
+    base: int
+    #: chunks held
+    held: int
+    #: bytes held, as counted by :func:`chunk_size`
+    held_bytes: int
+    #: cursors attached
+    readers: int
+    #: the producer's pace (exact)
+    floor: int
+    #: the window now, in chunks
+    window: int
+    #: chunks held out of order
+    reorder_pending: int
+    #: duplicate chunks dropped
+    duplicates: int
+    #: chunks delivered to cursors, attached or not
+    delivered: int
+
+
+class StreamLog:
+    """The ordered, bounded log of one stream (see the module docstring).
+
+    :param start_seq: the first seq (>= 0).
+    :param window: the most chunks the pace may be behind the head (>= 1).
+    :param max_bytes: the most bytes held before the producer waits (>= 1).
+    :param history: consumed chunks kept for late readers (>= 0).
+    :param reorder_limit: chunks held out of order (>= 0; 0: strict order).
+    :param on_room: called (with no argument) once room may have appeared
+        after :meth:`want_room`; it may call back into the log.
+    :raises ValueError: a limit is out of range.
+    """
+
+    __slots__ = (
+        "_blocking_min",
+        "_buf",
+        "_bytes",
+        "_c_floor",
+        "_c_head",
+        "_c_unread",
+        "_cursors",
+        "_data_wanted",
+        "_delivered",
+        "_duplicates",
+        "_floor",
+        "_head",
+        "_history",
+        "_in_order",
+        "_max_bytes",
+        "_on_room",
+        "_reorder",
+        "_reorder_limit",
+        "_room_len",
+        "_solo",
+        "_start_seq",
+        "_state",
+        "_window",
+        "_window_limit",
+        "room_wanted",
+    )
+
+    def __init__(
+        self,
+        start_seq: int = 0,
+        *,
+        window: int,
+        max_bytes: int,
+        history: int = 0,
+        reorder_limit: int = 1024,
+        on_room: Callable[[], object] | None = None,
+    ) -> None:
+        for name, value, low in (
+            ("start_seq", start_seq, 0),
+            ("window", window, 1),
+            ("max_bytes", max_bytes, 1),
+            ("history", history, 0),
+            ("reorder_limit", reorder_limit, 0),
+        ):
+            if value < low:
+                raise ValueError(f"{name} must be >= {low}, got {value!r}")
+        self._state = LogState.OPEN
+        self._start_seq = start_seq
+        self._window = self._window_limit = window
+        self._max_bytes = max_bytes
+        self._history = history
+        self._reorder_limit = reorder_limit
+        self._on_room = on_room
+        self._buf: deque[StreamChunk] = deque()
+        self._head = start_seq  # the next seq to append
+        self._floor = start_seq
+        # The slowest blocking cursor when the floor was last made exact (the
+        # head if none): cursors only move forward, so it is never too high.
+        self._blocking_min = start_seq
+        self._room_len = window  # see _floor_moved
+        self._bytes = 0  # an upper bound of the bytes held
+        self._solo = False  # one blocking cursor and no history: it pops
+        self._reorder: ReorderBuffer[StreamChunk] | None = None
+        # OPEN and nothing held out of order: append's fast path (one check).
+        self._in_order = True
+        self._cursors: list[Cursor] = []
+        #: whether a producer waits for room (:meth:`want_room`, not yet
+        #: signalled); read-only outside the log (the solo fast path reads it)
+        self.room_wanted = False
+        self._data_wanted = False
+        self._duplicates = 0
+        self._delivered = 0  # by cursors since detached
+        # unread_bytes()'s last exact count: (floor, head) -> bytes
+        self._c_floor = -1
+        self._c_head = -1
+        self._c_unread = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"<StreamLog {self._state.name} base={self.base} next_seq={self._head} "
+            f"readers={len(self._cursors)}>"
+        )
+
+    # -- facts -----------------------------------------------------------------
+
+    @property
+    def state(self) -> LogState:
+        return self._state
+
+    @property
+    def next_seq(self) -> int:
+        """The seq appended next (every seq before it was appended)."""
+        return self._head
+
+    @property
+    def base(self) -> int:
+        """The oldest seq held (``next_seq`` when nothing is)."""
+        return self._head - len(self._buf)
+
+    @property
+    def held(self) -> int:
+        """Chunks held."""
+        return len(self._buf)
+
+    @property
+    def floor(self) -> int:
+        """The producer's pace; a lower bound, exact after :meth:`refresh`."""
+        return self._floor
+
+    @property
+    def bytes_bound(self) -> int:
+        """An upper bound of the bytes held, in O(1)."""
+        return self._bytes
+
+    @property
+    def start_seq(self) -> int:
+        return self._start_seq
+
+    @property
+    def window(self) -> int:
+        """The window now, in chunks (adaptive: within ``[1, window_limit]``)."""
+        return self._window
+
+    @property
+    def window_limit(self) -> int:
+        return self._window_limit
+
+    @property
+    def max_bytes(self) -> int:
+        return self._max_bytes
+
+    @property
+    def history(self) -> int:
+        return self._history
+
+    @property
+    def readers(self) -> int:
+        """Cursors attached."""
+        return len(self._cursors)
+
+    @property
+    def duplicates(self) -> int:
+        """Chunks dropped because their seq was already appended or held."""
+        return self._duplicates
+
+    @property
+    def reorder_pending(self) -> int:
+        """Chunks held out of order, waiting for a missing seq."""
+        return 0 if self._reorder is None else self._reorder.pending
+
+    def cursors(self) -> tuple[Cursor, ...]:
+        """The attached cursors, in attach order."""
+        return tuple(self._cursors)
+
+    # -- appending -------------------------------------------------------------
+
+    def append(self, chunk: StreamChunk) -> bool:
+        """Take ``chunk`` into the log, or hold it until its turn.
+
+        Duplicates (a seq already appended or held) are dropped and counted;
+        retried nodes and fan-in rely on that. A ``done`` chunk closes the log.
+
+        Returns True when the producer may go on and nobody needs telling:
+        the chunk was appended in order and the O(1) room check passed. False
+        asks the caller to look: readers wanted data (:meth:`want_data`), the
+        log closed, the chunk went to the reorder buffer, or room may be
+        short (:meth:`has_room` decides).
+
+        This is the per-chunk path of every stream, so its in-order case is
+        written out here and callers call it directly rather than through
+        another layer (one call per chunk is measurable, see bench/run.py).
+
+        :raises ReorderOverflow: holding ``chunk`` would exceed ``reorder_limit``;
+            nothing changed.
+        :raises InvalidState: the log is CLOSED and ``chunk`` is not a duplicate.
+        """
+        seq = chunk.seq
+        if seq == self._head and self._in_order:
+            buf = self._buf
+            buf.append(chunk)
+            self._head = seq + 1
+            self._bytes += len(chunk.text) if chunk.data is None else chunk_size(chunk)
+            if chunk.done:
+                self._state = LogState.CLOSED
+                self._in_order = False
+                return False
+            if self._data_wanted:
+                self._data_wanted = False
+                return False
+            return len(buf) < self._room_len and self._bytes < self._max_bytes
+        self._append_slow(chunk)
+        return False
+
+    def _append_slow(self, chunk: StreamChunk) -> None:
+        if self._state:
+            if chunk.seq < self._head:
+                self._duplicates += 1
+                return
+            raise InvalidState(f"cannot append seq {chunk.seq} to a {self._state.name} log")
+        reorder = self._reorder
+        if reorder is None:
+            reorder = self._reorder = ReorderBuffer(self._head, self._reorder_limit)
+        try:
+            released = reorder.push(chunk.seq, chunk)
+        except DuplicateSeq:
+            self._duplicates += 1
+            released = []
+        except ReorderOverflow:
+            if not reorder.pending:
+                self._reorder = None  # nothing held: the next append is in order again
+            raise
+        for item in released:
+            self._buf.append(item)
+            self._head = item.seq + 1
+            self._bytes += chunk_size(item)
+            if item.done:
+                self._state = LogState.CLOSED
+                break
+        if self._state or not reorder.pending:
+            self._reorder = None
+        self._in_order = not self._state and self._reorder is None
+        self._data_wanted = False
+
+    def close(self) -> bool:
+        """Take no more chunks (the stream ended); False if already CLOSED.
+
+        Chunks held out of order are dropped; reading goes on.
+        """
+        if self._state:
+            return False
+        self._state = LogState.CLOSED
+        self._reorder = None
+        self._in_order = False
+        return True
+
+    def discard(self) -> None:
+        """Drop everything held, unread or not, and move every cursor to the head.
+
+        For cancellation: unread chunks are skipped, not delivered (cursors'
+        ``start`` moves with them, so delivered counts stay honest).
+        """
+        head = self._head
+        self._buf.clear()
+        self._bytes = 0
+        self._reorder = None
+        self._in_order = not self._state
+        self._floor = self._blocking_min = head
+        self._room_len = self._window
+        for cursor in self._cursors:
+            cursor.start += head - cursor.pos
+            cursor.pos = head
+        self._floor_moved()  # room for a waiting producer, if any
+
+    # -- room ------------------------------------------------------------------
+
+    def has_room_fast(self) -> bool:
+        """The O(1) room check: never says yes wrongly; :meth:`has_room` decides a no."""
+        return len(self._buf) < self._room_len and self._bytes < self._max_bytes
+
+    def has_room(self) -> bool:
+        """Whether the producer may append another chunk now (exact).
+
+        A log with history and no reader yet may fill its history first: a
+        run started over HTTP should not stall before its client connects.
+        """
+        self.refresh()
+        if self._bytes >= self._max_bytes:
+            self._recount()
+            if self._bytes >= self._max_bytes:
+                return False
+        if not self._cursors and self._history > self._window:
+            return len(self._buf) < self._history
+        return self._head - self._floor < self._window
+
+    def credit(self) -> int:
+        """Chunks the producer may append before it has to wait (0 once CLOSED)."""
+        if self._state:
+            return 0
+        self.refresh()
+        if self._bytes >= self._max_bytes:
+            self._recount()
+            if self._bytes >= self._max_bytes:
+                return 0
+        return max(0, self._window - (self._head - self._floor))
+
+    def want_room(self) -> None:
+        """A producer is about to wait: call ``on_room`` once room may have appeared."""
+        self.room_wanted = True
+
+    def want_data(self) -> None:
+        """A reader is about to wait: the next :meth:`append` returns False."""
+        self._data_wanted = True
+
+    def set_window(self, window: int) -> None:
+        """Move the window (the adaptive window's controller decides).
+
+        :raises ValueError: ``window`` is not within ``[1, window_limit]``.
+        """
+        if not 1 <= window <= self._window_limit:
+            raise ValueError(f"window must be within [1, {self._window_limit}], got {window}")
+        self._window = window
+        self._room_len = window + max(0, self._floor - self.base)
+
+    def pace_chunk(self) -> StreamChunk | None:
+        """The oldest chunk the pace has not passed (None: nothing unread).
+
+        Exact after :meth:`refresh` (or :meth:`has_room`).
+        """
+        index = self._floor - (self._head - len(self._buf))
+        if 0 <= index < len(self._buf):
+            return self._buf[index]
+        return None
+
+    # -- readers ---------------------------------------------------------------
+
+    def attach(
+        self, from_seq: int | None = None, lag_limit: int | None = None, owner: object = None
+    ) -> Cursor:
+        """A new cursor at ``from_seq`` (None: at the head).
+
+        :raises ValueError: ``lag_limit`` < 1, or ``from_seq`` is not within
+            ``[base, next_seq]`` (the caller names a seq no longer held).
+        """
+        if lag_limit is not None and lag_limit < 1:
+            raise ValueError(f"lag_limit must be >= 1 or None, got {lag_limit!r}")
+        head = self._head
+        if from_seq is None:
+            from_seq = head
+        elif not self.base <= from_seq <= head:
+            raise ValueError(f"from_seq {from_seq} is not within [{self.base}, {head}]")
+        cursor = Cursor(from_seq, lag_limit, owner)
+        self._cursors.append(cursor)
+        self._set_solo()
+        if self._solo or from_seq < self._floor or len(self._cursors) == 1:
+            self.refresh()
+        elif lag_limit is None:
+            # A stale floor is conservative; the blocking minimum must not be.
+            if from_seq < self._blocking_min:
+                self._blocking_min = from_seq
+        elif self.room_wanted and from_seq > self._floor:
+            # A new fastest lag-tolerant cursor may raise the pace of a waiting
+            # producer, and nothing else would wake it: raise the floor in
+            # O(1), up to the slowest blocking cursor.
+            floor = min(self._blocking_min, from_seq)
+            if floor > self._floor:
+                self._floor = floor
+                self._floor_moved()
+        # Otherwise the floor can only rise with this cursor: the stale one is
+        # conservative, and a thousand clients attaching cost O(1) each.
+        return cursor
+
+    def detach(self, cursor: Cursor) -> bool:
+        """Remove ``cursor``; False if it was not attached.
+
+        Its delivered count is kept (:meth:`delivered_total`) and it is parked
+        past any seq, so :meth:`take` returns None for it from now on.
+        """
+        try:
+            self._cursors.remove(cursor)
+        except ValueError:
+            return False
+        self._delivered += cursor.pos - cursor.start
+        cursor.pos = cursor.start = _PARKED
+        cursor.solo_queue = None
+        self._set_solo()
+        if not self._state or self._solo:
+            # A CLOSED log has no producer to pace: skip the O(readers)
+            # recount, or a thousand readers leaving at the end cost a
+            # million. A solo cursor pops the left end, so the log must be
+            # trimmed to it (cheap with one cursor).
+            self.refresh()
+        return True
+
+    def _set_solo(self) -> None:
+        cursors = self._cursors
+        solo = len(cursors) == 1 and not self._history and cursors[0].lag_limit is None
+        was = self._solo
+        self._solo = solo
+        if solo:
+            self.refresh()  # trims the queue to the cursor: it holds [pos, next_seq)
+            cursors[0].solo_queue = self._buf
+        elif was:
+            for cursor in cursors:
+                cursor.solo_queue = None
+
+    def popped(self) -> None:
+        """A solo reader popped a chunk from ``Cursor.solo_queue``: call ``on_room``
+        if a producer waits."""
+        if self.room_wanted:
+            self._room_freed()
+
+    def take(self, cursor: Cursor) -> StreamChunk | None:
+        """The chunk at ``cursor``, moving it one on; None if there is none.
+
+        None also when a lag-tolerant cursor was overrun (:meth:`lost`).
+        The per-chunk path of every reader: kept flat, one call per chunk.
+        """
+        pos = cursor.pos
+        if pos >= self._head:
+            return None
+        if self._solo:
+            # The only reader pops what it reads (see the module docstring).
+            cursor.pos = pos + 1
+            chunk = self._buf.popleft()
+            if self.room_wanted:
+                self._room_freed()
+            return chunk
+        buf = self._buf
+        index = pos - self._head + len(buf)
+        if index < 0:
+            return None
+        cursor.pos = pos + 1
+        chunk = buf[index]  # before refresh(): it may trim this chunk
+        if self.room_wanted and pos >= self._floor:
+            # A producer waits, and this cursor may be what it waits for
+            # (only one at or past the floor can move it): recompute.
+            self.refresh()
+        return chunk
+
+    def lost(self, cursor: Cursor) -> bool:
+        """Whether chunks ``cursor`` has not read were trimmed (it was overrun)."""
+        return cursor.pos < self._head - len(self._buf)
+
+    def available(self, cursor: Cursor) -> int:
+        """Chunks ``cursor`` may take now (overrun ones included; 0 once detached)."""
+        return max(0, self._head - cursor.pos)
+
+    def peek(self, cursor: Cursor, offset: int = 0) -> StreamChunk:
+        """The chunk ``offset`` places ahead of ``cursor``, without moving it.
+
+        :raises IndexError: ``offset`` is not below :meth:`available`.
+        :raises InvalidState: ``cursor`` was overrun (check :meth:`lost`).
+        """
+        pos = cursor.pos
+        if not 0 <= offset < self._head - pos:
+            raise IndexError(f"peek offset {offset} is not below available()")
+        index = pos - self._head + len(self._buf)
+        if index < 0:
+            raise InvalidState(f"cursor at {pos} was overrun; the log starts at {self.base}")
+        return self._buf[index + offset]
+
+    def skip(self, cursor: Cursor, count: int) -> StreamChunk:
+        """Move ``cursor`` past ``count`` chunks (>= 1) as ``count`` takes would;
+        returns the last one. The floor moves once for the whole run.
+
+        :raises ValueError: ``count`` is not within ``[1, available()]``.
+        :raises InvalidState: ``cursor`` was overrun (check :meth:`lost`).
+        """
+        pos = cursor.pos
+        head = self._head
+        if not 0 < count <= head - pos:
+            raise ValueError(f"cannot skip {count} chunks; {self.available(cursor)} available")
+        buf = self._buf
+        if self._solo:
+            last = buf[count - 1]
+            if count == len(buf):
+                buf.clear()
+            else:
+                for _ in range(count):
+                    buf.popleft()
+            cursor.pos = pos + count
+            if self.room_wanted:
+                self._room_freed()
+            return last
+        index = pos - head + len(buf)
+        if index < 0:
+            raise InvalidState(f"cursor at {pos} was overrun; the log starts at {self.base}")
+        last = buf[index + count - 1]
+        cursor.pos = pos + count
+        if self.room_wanted and pos + count > self._floor:
+            self.refresh()
+        return last
+
+    def delivered_total(self) -> int:
+        """Chunks taken by cursors so far, attached or since detached."""
+        return self._delivered + sum(c.pos - c.start for c in self._cursors)
+
+    # -- the floor and trimming ------------------------------------------------
+
+    def refresh(self) -> None:
+        """Make :attr:`floor` exact, trim what no reader needs, maybe call ``on_room``.
+
+        O(readers); the read path calls it only while a producer waits.
+        """
+        head = self._head
+        history = self._history
+        if not self._cursors:
+            floor = keep = self.base  # unread chunks wait for a first reader
+        else:
+            # keep: the oldest seq still held; history is kept behind the
+            # slowest blocking cursor, and behind the head for late resumers.
+            floor = head
+            keep = head - history
+            fastest = -1
+            for cursor in self._cursors:
+                pos = cursor.pos
+                limit = cursor.lag_limit
+                if limit is None:
+                    if pos < floor:
+                        floor = pos
+                    if pos - history < keep:
+                        keep = pos - history
+                else:
+                    if pos > fastest:
+                        fastest = pos
+                    keep = min(keep, max(pos, head - limit))
+            self._blocking_min = floor
+            if 0 <= fastest < floor:
+                floor = fastest
+        self._floor = floor
+        self._trim(keep)
+        self._floor_moved()
+
+    def _floor_moved(self) -> None:
+        floor = self._floor
+        # The log length at which the pace is a window behind, given what is
+        # held before the floor now: until then append needs no recount
+        # (cursors only move forward, so this never says yes wrongly).
+        self._room_len = self._window + max(0, floor - self.base)
+        if (
+            self.room_wanted
+            and floor + self._window > self._head
+            and self._bytes < self._max_bytes
+        ):
+            self._room_freed()
+
+    def _room_freed(self) -> None:
+        self.room_wanted = False
+        if self._on_room is not None:
+            self._on_room()
+
+    def _trim(self, keep_from: int) -> None:
+        # Forget consumed chunks beyond the retained history: exactly for a
+        # solo cursor, else in batches of TRIM_BATCH (so steady readers do
+        # not pay per chunk), and under byte pressure retained history too.
+        buf = self._buf
+        drop = keep_from - (self._head - len(buf))
+        if drop >= len(buf):
+            buf.clear()
+            self._bytes = 0
+            return
+        if self._bytes >= self._max_bytes:
+            self._recount()
+            if self._bytes >= self._max_bytes:
+                drop = max(drop, self._floor - (self._head - len(buf)))
+        if drop <= 0 or (drop < TRIM_BATCH and not self._solo and self._bytes < self._max_bytes):
+            return
+        for _ in range(drop):
+            buf.popleft()
+        self._recount()
+
+    # -- bytes -----------------------------------------------------------------
+
+    def _recount(self) -> None:
+        # Exact bytes held; O(chunks held), called only on slow paths.
+        self._bytes = sum(map(chunk_size, self._buf))
+
+    def held_bytes(self) -> int:
+        """Bytes held, counted exactly (O(chunks held))."""
+        self._recount()
+        return self._bytes
+
+    def unread_bytes(self) -> int:
+        """Bytes appended but not yet passed by the pace (what is in flight).
+
+        Retained history (chunks every reader has consumed, kept for
+        resumption) is not counted: it is bounded by ``history`` and
+        ``max_bytes``. Exact (it refreshes the floor first), and incremental:
+        unchanged since the last count, O(1); else O(chunks appended or read
+        since) while the chunks read since are still held, and O(unread
+        chunks) when they are not (a solo reader pops what it reads).
+        """
+        self.refresh()
+        buf = self._buf
+        head = self._head
+        base = head - len(buf)
+        # An overrun lag-tolerant pace may be below the log: count from its start.
+        floor = max(self._floor, base)
+        c_floor, c_head = self._c_floor, self._c_head
+        if c_floor == floor and c_head == head:
+            return self._c_unread
+        if (
+            base <= c_floor <= floor
+            and c_floor <= c_head <= head
+            and (floor - c_floor) + (head - c_head) < head - floor
+        ):
+            # unread = sum[c_floor, c_head) - sum[c_floor, floor) + sum[c_head, head)
+            read = sum(map(chunk_size, islice(buf, c_floor - base, floor - base)))
+            new = sum(map(chunk_size, islice(reversed(buf), 0, head - c_head)))
+            unread = self._c_unread - read + new
+        else:
+            skip = floor - base
+            unread = sum(map(chunk_size, islice(buf, skip if skip > 0 else 0, None)))
+        self._c_floor, self._c_head, self._c_unread = floor, head, unread
+        return unread
+
+    def statistics(self) -> StreamLogStatistics:
+        """A snapshot; makes the floor and the byte count exact first."""
+        self.refresh()
+        return StreamLogStatistics(
+            self._state.name.lower(),
+            self._head,
+            self.base,
+            len(self._buf),
+            self.held_bytes(),
+            len(self._cursors),
+            self._floor,
+            self._window,
+            self.reorder_pending,
+            self._duplicates,
+            self.delivered_total(),
+        )
