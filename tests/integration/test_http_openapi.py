@@ -4,7 +4,7 @@ A real uvicorn serves the demo flow with no pacing; schemathesis (4.x) loads
 the document from the socket and generates requests for every operation,
 schema-valid (positive) and schema-violating (negative). Every answer must be
 below 500, documented (status, content type, body schema), and every error
-must be the JSON ``{"error": {"code", "message"}}`` of DESIGN.md.
+must be the JSON ``{"error": {"code", "message"}}`` of the wire contract (docs/wire-protocol.md).
 
 schemathesis is synchronous (requests) and the server shares the test's
 event loop, so the fuzzing runs in a worker thread.

@@ -1,6 +1,6 @@
 """Who may do what, over a real socket: tenants, scopes, 401s, limits, hostile input, the CLI.
 
-DESIGN.md "Who may do what": another tenant's stream answers 404 (its
+docs/wire-protocol.md (who may do what): another tenant's stream answers 404 (its
 existence must not leak), a missing scope answers 403, missing or bad
 credentials answer 401 with ``WWW-Authenticate: Bearer``, per-principal limits
 answer 429 with ``Retry-After``, and ``icefloe serve`` refuses a non-loopback
@@ -127,7 +127,7 @@ async def call(
 
 
 def assert_error(r: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    """``r`` is a ``status`` answer with the JSON error body of DESIGN.md."""
+    """``r`` is a ``status`` answer with the JSON error body of docs/wire-protocol.md."""
     assert r.status_code == status, (r.status_code, r.text)
     assert r.headers["content-type"].startswith("application/json"), r.headers
     body = r.json()
@@ -279,7 +279,9 @@ async def test_a_finished_stream_stays_hidden_from_other_tenants(serve: Serve) -
             assert r.json() == NOT_FOUND
         r = await call(client, "GET", f"/v1/streams/{sid}/status", ACME_KEY)
         assert r.status_code == 200
-        assert r.json()["state"] == "done"  # DESIGN: running, done, failed, cancelled
+        assert (
+            r.json()["state"] == "done"
+        )  # docs/wire-protocol.md: running, done, failed, cancelled
         r = await call(client, "GET", f"/v1/streams/{sid}", ACME_KEY, params={"from_seq": 2})
         assert r.status_code == 204
 

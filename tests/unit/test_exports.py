@@ -10,8 +10,8 @@ import pytest
 
 import icefloe
 
-#: the names DESIGN.md's Python API promises
-DESIGN_NAMES = [
+#: the names the Python API promises (docs/python-api.md)
+PROMISED_NAMES = [
     "Headers",
     "Message",
     "Node",
@@ -38,7 +38,7 @@ def test_every_exported_name_is_importable(name: str) -> None:
     assert namespace[name] is getattr(icefloe, name)
 
 
-@pytest.mark.parametrize("name", DESIGN_NAMES)
+@pytest.mark.parametrize("name", PROMISED_NAMES)
 def test_design_md_api_names_are_exported(name: str) -> None:
     assert name in icefloe.__all__
     assert getattr(icefloe, name) is not None

@@ -40,11 +40,9 @@ NOT_WIRE_CODES: dict[tuple[str, str], str] = {
     # Flow.cancel_trace's message text, not its code (ErrorCode.CANCELLED).
     ("runtime/flow.py", "cancelled"): "a message text",
 }
-#: files whose literal codes another helper of issue 10 is replacing with the
-#: table; the lead removes an entry once that branch is merged
-PENDING: dict[str, str] = {
-    "core/ops.py": "OpErrorCode duplicates ErrorCode (helper D's file)",
-}
+#: files whose literal codes are still to be replaced with the table (none now);
+#: an entry must name its reason and is dropped once the file is converted
+PENDING: dict[str, str] = {}
 
 
 def _documented_rows() -> dict[str, tuple[int, str]]:
@@ -101,11 +99,6 @@ def test_websocket_md_names_only_codes_of_the_table() -> None:
     assert named <= {c.value for c in ErrorCode}, sorted(named - {c.value for c in ErrorCode})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="docs/websocket.md is helper D's (issue 10): it does not name every code yet; "
-    "remove this mark when it does",
-)
 def test_websocket_md_names_every_code() -> None:
     text = WEBSOCKET_MD.read_text(encoding="utf-8")
     missing = [c.value for c in ErrorCode if f"`{c.value}`" not in text]

@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse, Response
 
 from icefloe.core.messages import Headers
 from icefloe.core.wire_errors import ErrorCode
-from icefloe.exceptions import EndOfStream, StreamError, WouldBlock
+from icefloe.exceptions import EndOfStream, StreamError, StreamNotFound, WouldBlock
 from icefloe.runtime.stream_types import StreamPhase, StreamStatistics
 from icefloe.runtime.subscription import Subscription
 from icefloe.transport.auth import Principal, Scope
@@ -191,7 +191,7 @@ class StreamRoutes:
             raise HttpError(exc.code, exc.message) from None
         except ValueError as exc:
             raise HttpError(ErrorCode.BAD_REQUEST, str(exc)) from None
-        except KeyError:  # StreamNotFound too: it is a KeyError
+        except StreamNotFound:
             raise HttpError(ErrorCode.NOT_FOUND, "no such stream") from None
 
     async def poll(self, request: Request) -> Response:

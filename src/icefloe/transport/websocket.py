@@ -17,7 +17,7 @@ made of parts, each one concept:
   checked against the principal (scopes, and the tenant of each stream:
   another tenant's stream answers ``not_found``) and carried out;
 * the followed streams (:class:`~icefloe.transport.ws_pump.WsStreams`): one
-  pump task and one credit window per stream, as DESIGN.md specifies
+  pump task and one credit window per stream, as docs/websocket.md specifies
   (``credit``, ``pause``, ``resume``, ``unsubscribe``);
 * the session (:class:`~icefloe.transport.ws_session.WsSession`): ``hello``,
   ``ack`` and resumption from the last ack after a reconnect;

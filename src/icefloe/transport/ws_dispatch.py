@@ -46,7 +46,7 @@ from icefloe.core.ops import (
 )
 from icefloe.core.sessions import SessionError
 from icefloe.core.wire_errors import ErrorCode
-from icefloe.exceptions import StreamClosedError, StreamError, WouldBlock
+from icefloe.exceptions import StreamClosedError, StreamError, StreamNotFound, WouldBlock
 from icefloe.transport.auth import Principal, Scope
 from icefloe.transport.errors import HttpError
 from icefloe.transport.ws_pump import WsStreams
@@ -261,7 +261,7 @@ class WsOps:
             raise HttpError(exc.code, exc.message) from None
         except ValueError as exc:
             raise HttpError(ErrorCode.BAD_REQUEST, str(exc)) from None
-        except KeyError:
+        except StreamNotFound:
             raise HttpError(ErrorCode.NOT_FOUND, "no such stream") from None
         if not resuming:
             try:
@@ -285,7 +285,7 @@ class WsOps:
         self._owned(op.stream_id)
         try:
             self._edge.flow.send_input(op.stream_id, op.data)
-        except KeyError:
+        except StreamNotFound:
             raise HttpError(ErrorCode.NOT_FOUND, "no such stream") from None
         except StreamClosedError:
             raise HttpError(ErrorCode.STREAM_CLOSED, "the stream has ended") from None

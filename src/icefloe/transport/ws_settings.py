@@ -7,17 +7,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from icefloe.core.op_types import MAX_CREDIT
+
 __all__ = ["MAX_CREDIT", "WsSettings"]
 
 #: credit one stream may hold (a client granting more is capped, not refused)
-MAX_CREDIT = 2**31 - 1
 
 
 @dataclass(frozen=True, slots=True)
 class WsSettings:
     """Limits of the WebSocket edge; each is a documented promise."""
 
-    #: initial credit of every stream (DESIGN.md ``--window``)
+    #: initial credit of every stream (``icefloe serve --window``)
     window: int = 256
     #: bytes of one incoming message at most (uvicorn ``ws_max_size``; over it: 1009)
     max_frame: int = 1024 * 1024
