@@ -165,3 +165,16 @@ def test_the_scan_finds_a_literal_code() -> None:
         if isinstance(n, ast.Constant) and n.value == "bad_request" and id(n) not in docstrings
     ]
     assert [n.lineno for n in hits] == [2]
+
+
+def test_every_close_in_the_code_table_is_one_the_server_sends() -> None:
+    # WIRE_ERRORS.ws_close and close_frame's reasons are two views of one fact:
+    # a code that ends a connection must end it with a close the server sends.
+    from icefloe.core.wire_errors import WIRE_ERRORS, CloseReason, close_frame
+
+    sent = {close_frame(reason)[0] for reason in CloseReason}
+    for code, wire in WIRE_ERRORS.items():
+        if wire.ws_close is not None:
+            assert int(wire.ws_close) in sent, (code, wire.ws_close)
+    assert close_frame(CloseReason.TOO_BIG)[0] == WIRE_ERRORS[ErrorCode.TOO_LARGE].ws_close
+    assert close_frame(CloseReason.INTERNAL)[0] == WIRE_ERRORS[ErrorCode.INTERNAL].ws_close

@@ -99,7 +99,6 @@ class CloseCode(enum.IntEnum):
     INTERNAL_ERROR = 1011
     #: sent by the WebSocket layer (uvicorn) to every open connection at shutdown
     SERVICE_RESTART = 1012
-    TRY_AGAIN_LATER = 1013
     #: private range: the session was taken over by another connection
     SESSION_TAKEN = 4000
 
