@@ -159,7 +159,7 @@ def ended_code(flow: Flow, sid: str) -> str | None:
     stats = flow.lookup(sid)
     if stats is not None:
         return "" if stats.state == "running" else stats.code
-    finished = flow._registry.finished(sid)
+    finished = flow.finished(sid)
     assert finished is not None
     return finished.code
 
