@@ -552,4 +552,4 @@ async def test_a_start_over_the_stream_limit_starts_nothing(serve: Serve) -> Non
         await c.send("start", ref="second", payload=1, headers=HEADERS)
         err = await c.until("error")
         assert (err["code"], err["ref"]) == ("limit_exceeded", "second")
-        assert counter.flow._registry.statistics().admitted == 1
+        assert counter.flow.stats().streams.admitted == 1

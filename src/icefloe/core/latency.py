@@ -124,6 +124,12 @@ class LatencyBudget:
         """Latencies strictly over the budget."""
         return self._violations
 
+    @property
+    def buckets(self) -> int:
+        """Histogram buckets held: its memory, which follows the octaves hit,
+        not the number of latencies recorded."""
+        return len(self._buckets)
+
     def record(self, latency_s: float) -> bool:
         """Record one latency, in seconds; return ``True`` if it violated the budget.
 

@@ -264,6 +264,21 @@ class TopicIndex(Generic[T]):
         """How many (pattern, item) entries the index holds."""
         return self._size
 
+    @property
+    def branches(self) -> int:
+        """Exact topics plus wildcard trie nodes held (its memory): 0 once
+        every entry is discarded, as emptied branches are pruned."""
+        count = len(self._exact)
+        nodes = [self._root]
+        while nodes:
+            node = nodes.pop()
+            if node is not self._root or not node.empty():
+                count += 1
+            nodes.extend(node.children.values())
+            if node.star is not None:
+                nodes.append(node.star)
+        return count
+
     def add(self, pattern: Pattern, item: T) -> bool:
         """Subscribe ``item`` with ``pattern``; False if that entry already existed."""
         if pattern.is_exact:

@@ -58,6 +58,12 @@ class FairQueue:
     def __bool__(self) -> bool:
         return len(self) > 0
 
+    @property
+    def mixing(self) -> bool:
+        """Whether classes are interleaved by weight now (two or more were
+        queued since the queue was last empty); False: a plain FIFO deque."""
+        return self._drr is not None
+
     def __iter__(self) -> Iterator[Message]:
         # Arrival order within each class; classes in no particular order.
         if self._drr is None:

@@ -63,6 +63,11 @@ class FlowStatistics:
     shedding: ShedStatistics | None = None
     #: the adaptive inbox windows (``Limits.inbox_window``), by node name; empty: fixed
     inbox_windows: Mapping[str, FlowWindowStatistics] = field(default_factory=dict)
+    #: throttled runs admitted and waiting to enter the flow
+    deferred: int = 0
+    #: the fullest node inbox against its configured maxsize, 0..1: the queue
+    #: fill load shedding reads (an adaptive inbox's shrunken window is not pressure)
+    queue_fill: float = 0.0
 
     @property
     def queue_depth(self) -> int:
@@ -277,10 +282,12 @@ class Flow:
         least STARVATION_FLOOR streams: a few stalled clients are their own
         business, not the server's.
         """
-        fill = max((len(q) / q.maxsize for q in self._inboxes.values()), default=0.0)
         starved = self._registry.producers_waiting()
         active = max(self._registry.active, STARVATION_FLOOR)
-        return fill, starved / active
+        return self._queue_fill(), starved / active
+
+    def _queue_fill(self) -> float:
+        return max((len(q) / q.maxsize for q in self._inboxes.values()), default=0.0)
 
     def _admit(
         self,
@@ -507,6 +514,8 @@ class Flow:
                 for n, q in self._inboxes.items()
                 if (w := q.window_statistics()) is not None
             },
+            len(self._deferred),
+            self._queue_fill(),
         )
 
 

@@ -234,12 +234,28 @@ class LoadWatch:
         if lag > self._max_lag:
             self._max_lag = lag
         queue_fill, credit_starved = self._read_sample()
-        old = self._monitor.state
-        new = self._monitor.observe(
-            now, queue_fill=queue_fill, credit_starved=credit_starved, loop_lag_s=lag
-        )
         # Schedule the next probe first: a listener may close the watch.
         self._schedule(loop)
+        self.observe(now, queue_fill=queue_fill, credit_starved=credit_starved, loop_lag_s=lag)
+
+    def observe(
+        self,
+        now: float,
+        *,
+        queue_fill: float = 0.0,
+        credit_starved: float = 0.0,
+        loop_lag_s: float = 0.0,
+    ) -> CongestionState:
+        """Take one sample as a probe does and tell the listeners; the new state.
+
+        The probe calls it with what it measured; call it yourself to feed a
+        load signal measured elsewhere (or a test's). ``now`` is monotonic
+        seconds; see :meth:`CongestionMonitor.observe` for the checks.
+        """
+        old = self._monitor.state
+        new = self._monitor.observe(
+            now, queue_fill=queue_fill, credit_starved=credit_starved, loop_lag_s=loop_lag_s
+        )
         if new is not old:
             for listener in tuple(self._listeners):
                 try:
@@ -253,6 +269,7 @@ class LoadWatch:
             except Exception:
                 self._listener_errors += 1
                 log.exception("LoadWatch probe listener %r failed", on_probe)
+        return new
 
     def _read_sample(self) -> tuple[float, float]:
         if self._sample is None:

@@ -57,6 +57,12 @@ class RegistryStatistics(NamedTuple):
     emitted: int
     #: chunks handed to readers since start
     delivered: int
+    #: tenants with a running stream
+    tenants: int = 0
+    #: runs (traces) with a registered stream
+    traces: int = 0
+    #: running streams whose producer waits for its readers
+    producers_waiting: int = 0
 
 
 class StreamRegistry:
@@ -279,6 +285,9 @@ class StreamRegistry:
             self.refused,
             emitted,
             delivered,
+            len(self._tenant_active),
+            len(self._by_trace),
+            self.producers_waiting(),
         )
 
     def finished(self, stream_id: str) -> FinishedStream | None:

@@ -18,6 +18,7 @@ from test_load_response import FAST, LOW, counter, press
 from icefloe import Context, Headers, Message, Node, NodePolicy
 from icefloe.core.congestion import CongestionPolicy, CongestionState
 from icefloe.exceptions import ErrorCode
+from icefloe.runtime.flow import Flow
 from icefloe.runtime.throttle import SheddingPolicy
 
 pytestmark = pytest.mark.perf
@@ -26,6 +27,13 @@ HIGH = Headers(tenant="t", priority=5)
 #: how soon the flow is normal again once the pressure is gone: generous for a
 #: loaded machine (was 2 s; the dwell is 0.2 s); a flow that never steps down fails
 RECOVERY_S = 5.0
+
+
+def shed_accepted(flow: Flow) -> int:
+    """Accepted streams load shedding ended so far."""
+    shedding = flow.stats().shedding
+    assert shedding is not None
+    return shedding.shed_accepted
 
 
 async def test_congested_flow_delays_low_priority_at_most_once_starts(
@@ -38,7 +46,7 @@ async def test_congested_flow_delays_low_priority_at_most_once_starts(
         shedding=SheddingPolicy(rate=10.0, burst=1, decrease=0.999),
     )
     assert flow.load is not None
-    flow.load._monitor.observe(time.monotonic(), loop_lag_s=0.07)
+    flow.load.observe(time.monotonic(), loop_lag_s=0.07)
     assert flow.congestion is CongestionState.CONGESTED
     began = time.monotonic()
     async with asyncio.timeout(10):
@@ -56,7 +64,7 @@ async def test_congested_flow_delays_low_priority_at_most_once_starts(
     assert stats is not None
     assert stats.throttle.delayed == 3
     assert firsts[-1] >= 0.25  # a lower bound: a loaded machine only makes it later
-    assert flow._deferred == {}
+    assert flow.stats().deferred == 0
 
 
 async def test_overload_sheds_low_priority_at_most_once_only(make_flow: MakeFlow) -> None:
@@ -80,7 +88,7 @@ async def test_overload_sheds_low_priority_at_most_once_only(make_flow: MakeFlow
         shedding = flow.stats().shedding
         assert shedding is not None
         assert shedding.candidates == 4
-        await press(flow, lambda: flow._shedder is not None and flow._shedder.shed_accepted >= 4)
+        await press(flow, lambda: shed_accepted(flow) >= 4)
         for sub in victims:
             _, error = await read_all(sub)
             assert error is not None

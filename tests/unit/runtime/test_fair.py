@@ -37,17 +37,18 @@ def test_one_class_is_plain_fifo_and_mixing_is_weighted() -> None:
     q = FairQueue()
     for i in range(5):
         q.append(msg(0, i))
-    assert q._drr is None
+    assert not q.mixing  # one class: the plain deque
     assert [q.popleft().payload for _ in range(5)] == list(range(5))
     # Backlogged classes 0 and 2 (weight 1 and 4): shares 1:4.
     for i in range(400):
         q.append(msg(0, i))
         q.append(msg(2, i))
+    assert q.mixing
     served = Counter(q.popleft().headers.priority for _ in range(250))
     assert served[2] / served[0] == pytest.approx(priority_weight(2) / priority_weight(0), rel=0.05)
     while q:
         q.popleft()
-    assert q._drr is None  # drained: back to the plain deque
+    assert not q.mixing  # drained: back to the plain deque
 
 
 def test_discard_and_clear_work_in_both_modes() -> None:

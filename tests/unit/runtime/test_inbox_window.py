@@ -193,7 +193,7 @@ async def test_slow_node_shrinks_its_inbox_and_a_fast_one_regrows_it(make_flow: 
             window, used = _inbox(flow, "b")
             if slow[0] and window == FLOOR and used <= FLOOR:
                 # Shrunken, not congested: fill still reads against maxsize.
-                fill, _ = flow._load_sample()
+                fill = flow.stats().queue_fill
                 assert fill == used / CEILING < 0.5
                 slow[0] = False
             elif not slow[0] and window == CEILING:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from flowkit import MakeFlow, until
+from flowkit import MakeFlow
 
 from icefloe import Context, Headers, Limits, Message, Node, StreamClosedError
 from icefloe.exceptions import StreamNotFound, WouldBlock
@@ -55,10 +55,11 @@ async def test_input_to_an_ended_or_unknown_stream_is_refused(make_flow: MakeFlo
 
 
 async def test_inputs_are_bounded_and_never_make_the_sender_wait(make_flow: MakeFlow) -> None:
-    gate = asyncio.Event()
+    gate, opened = asyncio.Event(), asyncio.Event()
 
     async def slow_reader(msg: Message, ctx: Context) -> None:
         inputs = ctx.inputs(parent=msg)
+        opened.set()
         await gate.wait()
         got = [inputs.get_nowait() for _ in range(len(inputs))]
         await ctx.emit_chunk(parent=msg, text=",".join(got), done=True)
@@ -67,7 +68,7 @@ async def test_inputs_are_bounded_and_never_make_the_sender_wait(make_flow: Make
     sid = await flow.start(Message("go", H))
     reader = flow.subscribe(sid)
     async with asyncio.timeout(10):
-        await until(lambda: flow._registry.get(sid).inputs is not None)  # type: ignore[union-attr]
+        await opened.wait()  # the node opened its inputs
         for text in "abc":
             flow.send_input(sid, text)
         with pytest.raises(WouldBlock):
@@ -77,11 +78,13 @@ async def test_inputs_are_bounded_and_never_make_the_sender_wait(make_flow: Make
 
 
 async def test_a_cancelled_stream_ends_the_inputs_iterator(make_flow: MakeFlow) -> None:
-    ended = asyncio.Event()
+    ended, opened = asyncio.Event(), asyncio.Event()
 
     async def listener(msg: Message, ctx: Context) -> None:
+        inputs = ctx.inputs(parent=msg)
+        opened.set()
         try:
-            async for _ in ctx.inputs(parent=msg):
+            async for _ in inputs:
                 pass
         finally:
             ended.set()
@@ -89,6 +92,6 @@ async def test_a_cancelled_stream_ends_the_inputs_iterator(make_flow: MakeFlow) 
     flow = make_flow(Node(listener, name="listener").to())
     sid = await flow.start(Message("go", H))
     async with asyncio.timeout(10):
-        await until(lambda: flow._registry.get(sid).inputs is not None)  # type: ignore[union-attr]
+        await opened.wait()  # the node opened its inputs
         flow.cancel(sid)
         await ended.wait()

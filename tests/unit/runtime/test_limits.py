@@ -198,8 +198,9 @@ async def test_refused_stream_leaves_nothing_behind(make_flow: MakeFlow) -> None
         refused = Message(payload=2, headers=ACME)
         with pytest.raises(StreamError):
             flow.stream(refused)
-        assert len(flow._registry) == 1
-        assert flow._registry.get(refused.trace_id) is None
+        assert flow.stats().streams.registered == 1
+        assert flow.brief(refused.trace_id) is None
+        assert flow.finished(refused.trace_id) is None  # never registered at all
         assert flow.stats().queue_depth == 0
         await held.aclose()
         assert [c.text async for c in flow.stream(refused)] == texts(2)
@@ -263,15 +264,13 @@ async def test_stream_max_bytes_stops_a_writer_until_bytes_are_read(make_flow: M
     flow = make_flow(Node(idle, name="idle").to(), limits=Limits(stream_max_bytes=10))
     async with asyncio.timeout(10):
         writer = flow.open_stream(ACME)
-        state = flow._registry.get(writer.stream_id)
-        assert state is not None
         reader = flow.subscribe(writer.stream_id)
         await writer.emit("x" * 6)
         await writer.emit("x" * 6)  # 12 bytes held: over the limit, the next emit waits
         with pytest.raises(WouldBlock):
             writer.emit_nowait("y")
         blocked = asyncio.create_task(writer.emit("y"))
-        await until(lambda: state.producers_waiting == 1)
+        await until(lambda: flow.stats().streams.producers_waiting == 1)
         assert not blocked.done()
         assert (await anext(reader)).text == "x" * 6  # 6 bytes held: room again
         assert (await blocked).seq == 2

@@ -176,7 +176,7 @@ async def test_fan_out_feeds_two_sinks_writing_two_streams(make_flow: MakeFlow) 
     async with asyncio.timeout(10):
         main = [ch async for ch in flow.stream(message)]
         side_id = message.trace_id + ":c"
-        await until(lambda: flow._registry.get(side_id) is not None)
+        await until(lambda: flow.brief(side_id) is not None)
         copy = [ch async for ch in flow.subscribe(side_id)]
     assert [ch.seq for ch in main] == list(range(n + 1))
     assert [ch.text for ch in main[:-1]] == [f"t{i}b" for i in range(n)]

@@ -67,7 +67,7 @@ async def test_congested_is_reported_but_admits(make_flow: MakeFlow) -> None:
     flow = make_flow(counter(3).to(), congestion=FAST)
     assert flow.load is not None
     # Drive the monitor straight to congested (a lag between the two thresholds).
-    flow.load._monitor.observe(time.monotonic(), loop_lag_s=0.07)
+    flow.load.observe(time.monotonic(), loop_lag_s=0.07)
     assert flow.congestion is CongestionState.CONGESTED
     low = flow.stream(Message("low", Headers(tenant="t", priority=-5)))
     async with asyncio.timeout(10):

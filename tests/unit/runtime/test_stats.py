@@ -45,7 +45,7 @@ async def test_stats_follow_the_life_cycle() -> None:
     assert [n.workers for n in before.nodes] == [0, 0]
     assert before.egress == (0, 5, 0, 0, False)
     assert before.credit_available == 0
-    assert before.streams == (0, 0, 0, 0, 0, 0, 0)
+    assert before.streams == (0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
     with pytest.raises(dataclasses.FrozenInstanceError):
         before.running = True  # type: ignore[misc]
     async with flow:
@@ -82,11 +82,13 @@ async def test_queue_depth_and_waiting_senders(make_flow: MakeFlow) -> None:
         node = stats.nodes[0]
         assert (node.queue.used, node.queue.maxsize, node.running) == (3, 3, 1)
         assert stats.queue_depth == 3
+        assert stats.queue_fill == 1.0  # the inbox is full: what load shedding reads
         assert node.invocations == 0
         gate.set()
         await late
         await until(lambda: flow.stats().nodes[0].invocations == 5)
     assert seen == [0, 1, 2, 3, 4]
+    assert flow.stats().queue_fill == 0.0
     node = flow.stats().nodes[0]
     assert (node.queue.used, node.queue.waiting_senders, node.running) == (0, 0, 0)
 
@@ -171,28 +173,46 @@ async def test_stream_statistics_reflect_the_log(make_flow: MakeFlow) -> None:
         assert (stats.last_seq, stats.buffered, stats.buffered_bytes, stats.credit) == (2, 3, 9, 5)
         assert writer.statistics() == stats
         assert flow.stats().streams.bytes_in_flight == 9
+        totals = flow.stats().streams
+        assert (totals.tenants, totals.traces, totals.producers_waiting) == (1, 1, 0)
         assert flow.stats().credit_available == 5
         await anext(reader)
         await anext(reader)
         (stats,) = flow.streams()
         assert (stats.buffered, stats.buffered_bytes, stats.credit) == (1, 3, 7)
-        # Out-of-order and duplicate chunks are visible too.
-        state = flow._registry.get("s1")
-        assert state is not None
-        chunk = await writer.emit("d")  # seq 3
-        state.publish(chunk)  # again: a duplicate
+        await writer.emit("d")  # seq 3
         flow.cancel("s1")
         (stats,) = flow.streams()  # still registered: the reader has not seen the end
         assert (stats.state, stats.code, stats.duplicates, stats.credit) == (
             "cancelled",
             "cancelled",
-            1,
+            0,
             0,
         )
         assert (stats.buffered, stats.buffered_bytes) == (0, 0)
         with pytest.raises(StreamError):
             await anext(reader)
     assert flow.streams() == []
+
+
+async def test_duplicate_chunks_are_dropped_and_counted(make_flow: MakeFlow) -> None:
+    gate = asyncio.Event()
+
+    async def twice(msg: Message, ctx: Context) -> None:
+        await ctx.emit_chunk(parent=msg, seq=0, text="a")
+        await ctx.emit_chunk(parent=msg, seq=0, text="a")  # again: a retry's duplicate
+        await gate.wait()
+        await ctx.emit_chunk(parent=msg, seq=1, text="", done=True)
+
+    flow = make_flow(Node(twice, name="twice").to())
+    async with asyncio.timeout(10):
+        sub = flow.stream(Message(payload=None, headers=H))
+        assert (await anext(sub)).text == "a"
+        await until(lambda: flow.streams()[0].duplicates == 1)
+        (stats,) = flow.streams()
+        assert (stats.last_seq, stats.duplicates) == (0, 1)
+        gate.set()
+        assert [c.seq async for c in sub] == [1]  # the duplicate never reached the reader
 
 
 async def test_reorder_pending_counts_chunks_waiting_for_a_gap(make_flow: MakeFlow) -> None:

@@ -43,8 +43,8 @@ def drop(held: list[StreamWriter]) -> None:
 
 
 def writer_is_waiting(flow: Flow, writer: StreamWriter) -> bool:
-    state = flow._registry.get(writer.stream_id)
-    return state is not None and state.producers_waiting == 1
+    # ``flow`` has this one stream: its producer is the one waiting, if any.
+    return flow.brief(writer.stream_id) is not None and flow.stats().streams.producers_waiting == 1
 
 
 # -- writing -----------------------------------------------------------------------------
@@ -174,7 +174,6 @@ async def test_abort_with_an_unknown_code_changes_nothing(flow: Flow) -> None:
         assert (await writer.emit("still open")).seq == 0
     finally:
         writer.abort("cancelled")
-        writer._state.cancel()
 
 
 # -- backpressure ------------------------------------------------------------------------

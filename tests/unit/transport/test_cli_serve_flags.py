@@ -5,21 +5,28 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import uvicorn
 from typer.testing import CliRunner
 
 from icefloe.cli import app as cli
+from icefloe.transport import app as transport_app
 from icefloe.transport.app import EdgeSettings
 
 
 @pytest.fixture
 def served(monkeypatch: pytest.MonkeyPatch) -> list[EdgeSettings]:
-    """The settings ``serve`` would run with (the server itself is not started)."""
+    """The settings ``serve`` builds its app with (uvicorn is not started)."""
     seen: list[EdgeSettings] = []
 
-    def run(flow: Any, settings: EdgeSettings, host: str, port: int) -> None:
+    def build(flow: Any, settings: EdgeSettings) -> object:
         seen.append(settings)
+        return object()
 
-    monkeypatch.setattr(cli, "_run_server", run)
+    def run(app: object, **options: Any) -> None:
+        assert options["port"] == 8765  # serve's default: the recorder stands in for it
+
+    monkeypatch.setattr(transport_app, "create_app", build)
+    monkeypatch.setattr(uvicorn, "run", run)
     return seen
 
 
