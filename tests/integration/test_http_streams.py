@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+from websockets.asyncio.client import connect
 
 from icefloe import Context, Message, Node, create
 from icefloe.core.sse import SseParser
@@ -390,3 +391,29 @@ async def test_every_terminal_has_an_id_and_a_reconnect_with_it_gets_204(serve: 
         ndjson = await client.get(f"/v1/streams/{sid}", headers={"Accept": "application/x-ndjson"})
         lines = [json.loads(line) for line in ndjson.text.splitlines() if line]
         assert [line["error"]["code"] for line in lines] == ["cancelled"]
+
+
+async def test_a_cancelled_streams_terminal_is_the_same_over_every_transport(
+    serve: Serve,
+) -> None:
+    """Resuming into a cancelled stream from a discarded seq gets ``cancelled``
+    over SSE, NDJSON, long-poll and WebSocket alike (not ``history_gone``)."""
+    async with (
+        serve(counting_flow(delay_s=0.005)) as url,
+        httpx.AsyncClient(base_url=url) as client,
+        asyncio.timeout(20),
+    ):
+        sid, _, _ = await cancelled_mid_stream(client)
+        _, sse = await read_sse(client, sid, {"Last-Event-ID": "0"})
+        ndjson = await client.get(
+            f"/v1/streams/{sid}", params={"from_seq": 1}, headers={"Accept": "application/x-ndjson"}
+        )
+        polled = (await client.get(f"/v1/streams/{sid}/poll", params={"after_seq": 0})).json()
+        ws_url = url.replace("http://", "ws://") + "/v1/ws"
+        async with connect(ws_url, subprotocols=["icefloe.v1.json"]) as ws:  # type: ignore[list-item]
+            await ws.send(json.dumps({"op": "subscribe", "stream_id": sid, "from_seq": 1}))
+            ws_op = json.loads(await ws.recv())
+    assert [e["code"] for e in sse] == ["cancelled"]
+    assert [json.loads(line)["error"]["code"] for line in ndjson.text.split()] == ["cancelled"]
+    assert [p["error"]["code"] for p in polled] == ["cancelled"]
+    assert (ws_op["op"], ws_op["code"], ws_op["stream_id"]) == ("error", "cancelled", sid)
