@@ -249,7 +249,7 @@ async def test_with_auth_off_a_relay_reaches_topic_subscribers_over_sse_and_ws(
     async with (
         serve(counting_flow()) as base,
         httpx.AsyncClient(base_url=base, timeout=10) as client,
-        asyncio.timeout(30),
+        asyncio.timeout(15),
     ):
         ws = await ws_watch(base, "runs.>")
         try:

@@ -1,12 +1,12 @@
 """How chunks are written on HTTP: SSE events and NDJSON lines (pure functions).
 
 SSE (WHATWG): one event per chunk, ``id`` = seq, ``event`` = ``chunk`` /
-``end`` / ``error``, and ``data`` = one JSON line. An ``error`` terminal has
-an id too (:func:`terminal_seq`), so a browser's reconnect after it resumes
-past it and gets ``204`` instead of the terminal again. JSON escapes every newline
+``end`` / ``error``, and ``data`` = one JSON line. JSON escapes every newline
 and carriage return inside strings, so a token containing ``\\n``, ``\\r`` or
 ``data:`` cannot break the framing, and the ``data`` field is always a single
-line. NDJSON: one JSON object per line; an abnormal end is the line
+line. An ``error`` terminal has an id too (:func:`terminal_seq`), so that a
+browser's reconnect after it resumes past it and gets ``204`` instead of the
+terminal again. NDJSON: one JSON object per line; an abnormal end is the line
 ``{"error": {"code", "message"}}``.
 """
 
