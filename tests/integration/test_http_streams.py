@@ -417,3 +417,35 @@ async def test_a_cancelled_streams_terminal_is_the_same_over_every_transport(
     assert [json.loads(line)["error"]["code"] for line in ndjson.text.split()] == ["cancelled"]
     assert [p["error"]["code"] for p in polled] == ["cancelled"]
     assert (ws_op["op"], ws_op["code"], ws_op["stream_id"]) == ("error", "cancelled", sid)
+
+
+async def test_a_client_that_reconnects_keeps_its_run_alive_past_the_unread_timeout(
+    serve: Serve,
+) -> None:
+    """Short reads with gaps between them: each read counts until it ends."""
+    settings = EdgeSettings(unread_timeout_s=1.0)
+    async with (
+        serve(counting_flow(delay_s=0.01), settings) as url,
+        httpx.AsyncClient(base_url=url) as client,
+        asyncio.timeout(20),
+    ):
+        sid = await start(client, 10_000)  # about 100 s of chunks
+        loop = asyncio.get_running_loop()
+        until = loop.time() + 3.0  # three unread timeouts
+        next_seq = 0
+        while loop.time() < until:
+            parser = SseParser()
+            headers = {"Last-Event-ID": str(next_seq - 1)} if next_seq else {}
+            async with client.stream("GET", f"/v1/streams/{sid}", headers=headers) as r:
+                assert r.status_code == 200
+                async for data in r.aiter_bytes():
+                    parser.feed_data(data)
+                    events = parser.events_received()
+                    assert all(ev.event == "chunk" for ev in events), events
+                    if events:
+                        next_seq = int(events[-1].id or 0) + 1
+                        break  # one write read: leave, as a flaky network would
+            await asyncio.sleep(0.6)  # away longer than it reads, not a sync
+        status = (await client.get(f"/v1/streams/{sid}/status")).json()
+    assert next_seq > 0
+    assert status["state"] == "running"
