@@ -57,7 +57,8 @@ def cancelled_behind_its_reader(go: asyncio.Event) -> Any:
         await go.wait()
         for i in range(5, 55):
             await ctx.emit_chunk(parent=msg, text=f"t{i} ")
-        holder[0].cancel(msg.trace_id)  # no await since the burst: no pump ran
+        # The burst fits the stream's window: no emit waited, so no pump ran since.
+        holder[0].cancel(msg.trace_id)
 
     flow = create(Node(tokens, name="tokens").to())
     holder.append(flow)
