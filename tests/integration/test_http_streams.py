@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+from websockets.asyncio.client import connect
 
 from icefloe import Context, Message, Node, create
 from icefloe.core.sse import SseParser
@@ -290,3 +291,161 @@ async def test_a_run_nobody_reads_is_cancelled_after_the_unread_timeout(serve: S
     assert [c["seq"] for c in chunks] == list(range(61))
     assert errors == []
     assert "icefloe_http_unread_cancelled_total 1.0" in metrics
+
+
+async def test_a_client_that_polls_keeps_its_run_alive_past_the_unread_timeout(
+    serve: Serve,
+) -> None:
+    """A poll detaches its reader between requests; a recent poll still counts as reading."""
+    settings = EdgeSettings(unread_timeout_s=1.0)
+    async with (
+        serve(counting_flow(delay_s=0.01), settings) as url,
+        httpx.AsyncClient(base_url=url) as client,
+        asyncio.timeout(20),
+    ):
+        sid = await start(client, 10_000)  # about 100 s of chunks
+        loop = asyncio.get_running_loop()
+        until = loop.time() + 3.0  # three unread timeouts
+        after = -1
+        polls = 0
+        while loop.time() < until:
+            r = await client.get(f"/v1/streams/{sid}/poll", params={"after_seq": after})
+            assert r.status_code == 200, r.text
+            chunks = r.json()
+            assert all("error" not in c for c in chunks), chunks
+            if chunks:
+                after = chunks[-1]["seq"]
+            polls += 1
+            await asyncio.sleep(0.2)  # the client's polling interval, not a sync
+        status = (await client.get(f"/v1/streams/{sid}/status")).json()
+    assert polls >= 5
+    assert after > 0
+    assert status["state"] == "running"
+
+
+async def cancelled_mid_stream(client: httpx.AsyncClient) -> tuple[str, int, int]:
+    """Start a long run, poll until a few chunks were emitted, cancel it.
+
+    Returns (stream id, the last seq polled, the stream's last seq).
+    """
+    sid = await start(client, 10_000)
+    after = -1
+    while after < 5:
+        polled = await client.get(
+            f"/v1/streams/{sid}/poll", params={"after_seq": after, "wait_s": 5}
+        )
+        after = polled.json()[-1]["seq"]
+    assert (await client.delete(f"/v1/streams/{sid}")).json()["state"] == "cancelled"
+    last_seq = (await client.get(f"/v1/streams/{sid}/status")).json()["last_seq"]
+    assert last_seq >= after
+    return sid, after, int(last_seq)
+
+
+async def test_a_poll_after_cancellation_gets_the_cancelled_terminal(serve: Serve) -> None:
+    async with (
+        serve(counting_flow(delay_s=0.005)) as url,
+        httpx.AsyncClient(base_url=url) as client,
+        asyncio.timeout(20),
+    ):
+        sid, polled_to, last_seq = await cancelled_mid_stream(client)
+        # From the start, from where the client stopped, and from the last seq:
+        # the chunks were discarded by the cancel, the terminal is the news.
+        answers = [
+            await client.get(f"/v1/streams/{sid}/poll", params={"after_seq": after})
+            for after in (-1, polled_to, last_seq)
+        ]
+    for r in answers:
+        assert r.status_code == 200, r.text
+        polled = r.json()
+        assert len(polled) == 1
+        assert polled[0]["error"]["code"] == "cancelled"
+
+
+async def test_every_terminal_has_an_id_and_a_reconnect_with_it_gets_204(serve: Serve) -> None:
+    """An abnormal end's id is last_seq + 1, so a browser's reconnect with it stops."""
+    async with (
+        serve(counting_flow(delay_s=0.005)) as url,
+        httpx.AsyncClient(base_url=url) as client,
+        asyncio.timeout(20),
+    ):
+        sid, _, last_seq = await cancelled_mid_stream(client)
+        ids: list[str | None] = []
+        parser = SseParser()
+        # A reconnect with the last chunk's id, as a browser makes after a terminal.
+        headers = {"Last-Event-ID": "0"}
+        async with client.stream("GET", f"/v1/streams/{sid}", headers=headers) as r:
+            assert r.status_code == 200
+            async for data in r.aiter_bytes():
+                parser.feed_data(data)
+                ids += [ev.id for ev in parser.events_received() if ev.event == "error"]
+        assert ids == [str(last_seq + 1)]
+        again = await client.get(f"/v1/streams/{sid}", headers={"Last-Event-ID": ids[0]})
+        assert again.status_code == 204
+        # NDJSON resumes explicitly: past the terminal's seq is 204 too.
+        past = await client.get(
+            f"/v1/streams/{sid}",
+            params={"from_seq": last_seq + 2},
+            headers={"Accept": "application/x-ndjson"},
+        )
+        assert past.status_code == 204
+        ndjson = await client.get(f"/v1/streams/{sid}", headers={"Accept": "application/x-ndjson"})
+        lines = [json.loads(line) for line in ndjson.text.splitlines() if line]
+        assert [line["error"]["code"] for line in lines] == ["cancelled"]
+
+
+async def test_a_cancelled_streams_terminal_is_the_same_over_every_transport(
+    serve: Serve,
+) -> None:
+    """Resuming into a cancelled stream from a discarded seq gets ``cancelled``
+    over SSE, NDJSON, long-poll and WebSocket alike (not ``history_gone``)."""
+    async with (
+        serve(counting_flow(delay_s=0.005)) as url,
+        httpx.AsyncClient(base_url=url) as client,
+        asyncio.timeout(20),
+    ):
+        sid, _, _ = await cancelled_mid_stream(client)
+        _, sse = await read_sse(client, sid, {"Last-Event-ID": "0"})
+        ndjson = await client.get(
+            f"/v1/streams/{sid}", params={"from_seq": 1}, headers={"Accept": "application/x-ndjson"}
+        )
+        polled = (await client.get(f"/v1/streams/{sid}/poll", params={"after_seq": 0})).json()
+        ws_url = url.replace("http://", "ws://") + "/v1/ws"
+        async with connect(ws_url, subprotocols=["icefloe.v1.json"]) as ws:  # type: ignore[list-item]
+            await ws.send(json.dumps({"op": "subscribe", "stream_id": sid, "from_seq": 1}))
+            ws_op = json.loads(await ws.recv())
+    assert [e["code"] for e in sse] == ["cancelled"]
+    assert [json.loads(line)["error"]["code"] for line in ndjson.text.split()] == ["cancelled"]
+    assert [p["error"]["code"] for p in polled] == ["cancelled"]
+    assert (ws_op["op"], ws_op["code"], ws_op["stream_id"]) == ("error", "cancelled", sid)
+
+
+async def test_a_client_that_reconnects_keeps_its_run_alive_past_the_unread_timeout(
+    serve: Serve,
+) -> None:
+    """Short reads with gaps between them: each read counts until it ends."""
+    settings = EdgeSettings(unread_timeout_s=1.0)
+    async with (
+        serve(counting_flow(delay_s=0.01), settings) as url,
+        httpx.AsyncClient(base_url=url) as client,
+        asyncio.timeout(20),
+    ):
+        sid = await start(client, 10_000)  # about 100 s of chunks
+        loop = asyncio.get_running_loop()
+        until = loop.time() + 3.0  # three unread timeouts
+        next_seq = 0
+        while loop.time() < until:
+            parser = SseParser()
+            headers = {"Last-Event-ID": str(next_seq - 1)} if next_seq else {}
+            async with client.stream("GET", f"/v1/streams/{sid}", headers=headers) as r:
+                assert r.status_code == 200
+                async for data in r.aiter_bytes():
+                    parser.feed_data(data)
+                    events = parser.events_received()
+                    assert all(ev.event == "chunk" for ev in events), events
+                    if events:
+                        next_seq = int(events[-1].id or 0) + 1
+                        break  # one write read: leave, as a flaky network would
+            await asyncio.sleep(0.6)  # away longer than it reads, not a sync
+        status = (await client.get(f"/v1/streams/{sid}/status")).json()
+    assert next_seq > 0
+    assert status["state"] == "running"

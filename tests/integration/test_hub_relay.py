@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+from websockets.asyncio.client import ClientConnection, connect
 
 from icefloe import Context, Headers, Message, Node, create
 from icefloe.core.sse import SseParser
@@ -25,6 +26,11 @@ KEYS = {
         "scopes": ["streams:start", "streams:read", "topics:read", "topics:publish"],
     },
     NO_PUBLISH: {"tenant": "acme", "scopes": ["streams:start", "streams:read", "topics:read"]},
+}
+GLOBEX = "globex-key-0123456789"
+KEYS_TWO_TENANTS = {
+    **KEYS,
+    GLOBEX: {"tenant": "globex", "scopes": ["topics:read", "topics:publish"]},
 }
 
 
@@ -195,3 +201,97 @@ async def test_a_relayed_run_nobody_watches_is_cancelled_as_unread(serve: Serve)
     assert [c["seq"] for c in got] == list(range(201))
     assert {c["stream_id"] for c in got} == {kept}
     assert status["state"] == "cancelled"
+
+
+async def ws_watch(base: str, pattern: str, headers: dict[str, str] | None = None) -> Any:
+    """A WebSocket subscribed to ``pattern`` (a ping's pong proves the sub_topic ran)."""
+    ws = await connect(
+        base.replace("http://", "ws://") + "/v1/ws",
+        subprotocols=["icefloe.v1.json"],  # type: ignore[list-item]
+        additional_headers=headers,
+    )
+    await ws.send(json.dumps({"op": "sub_topic", "pattern": pattern}))
+    await ws.send(json.dumps({"op": "ping", "ref": "subscribed"}))
+    pong = json.loads(await ws.recv())
+    assert (pong["op"], pong.get("ref")) == ("pong", "subscribed"), pong
+    return ws
+
+
+async def ws_relayed(ws: ClientConnection) -> list[dict[str, Any]]:
+    """The relayed chunks a WebSocket receives, until the done chunk."""
+    got: list[dict[str, Any]] = []
+    while not (got and got[-1]["done"]):
+        op = json.loads(await ws.recv())
+        assert op["op"] == "event", op
+        got.append(op["data"])
+    return got
+
+
+async def sse_replay(
+    client: httpx.AsyncClient, topic: str, count: int, headers: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
+    """The first ``count`` relayed chunks of ``topic``, replayed from offset 0."""
+    got: list[dict[str, Any]] = []
+    params = {"from_offset": "0"}
+    async with client.stream("GET", f"/v1/topics/{topic}", params=params, headers=headers) as r:
+        assert r.status_code == 200, (await r.aread()).decode()
+        async for chunk in relayed_chunks(r):
+            got.append(chunk)
+            if len(got) == count:
+                break
+    return got
+
+
+async def test_with_auth_off_a_relay_reaches_topic_subscribers_over_sse_and_ws(
+    serve: Serve,
+) -> None:
+    """The demo's case: auth-off callers and the relays they start share one tenant."""
+    async with (
+        serve(counting_flow()) as base,
+        httpx.AsyncClient(base_url=base, timeout=10) as client,
+        asyncio.timeout(15),
+    ):
+        ws = await ws_watch(base, "runs.>")
+        try:
+            body = {"payload": 5, "headers": {"tenant": "demo", "topic": "runs.r1"}}
+            started = await client.post("/v1/streams", json=body)
+            assert started.status_code == 201
+            sid = started.json()["stream_id"]
+            live = await ws_relayed(ws)
+        finally:
+            await ws.close()
+        replayed = await sse_replay(client, "runs.r1", 6)
+    for got in (live, replayed):
+        assert [c["seq"] for c in got] == list(range(6))
+        assert {c["stream_id"] for c in got} == {sid}
+
+
+async def test_with_auth_on_a_relay_stays_in_its_tenant(serve: Serve) -> None:
+    settings = EdgeSettings(authenticator=ApiKeyAuthenticator(KEYS_TWO_TENANTS))
+    acme = {"Authorization": f"Bearer {RELAYER}"}
+    globex = {"Authorization": f"Bearer {GLOBEX}"}
+    async with (
+        serve(counting_flow(), settings) as base,
+        httpx.AsyncClient(base_url=base, timeout=10) as client,
+        asyncio.timeout(30),
+    ):
+        own = await ws_watch(base, "runs.>", acme)
+        foreign = await ws_watch(base, "runs.>", globex)
+        try:
+            body = {"payload": 5, "headers": {"tenant": "acme", "topic": "runs.r1"}}
+            started = await client.post("/v1/streams", json=body, headers=acme)
+            assert started.status_code == 201
+            live = await ws_relayed(own)
+            # Published after the whole relay: were any relayed event visible to
+            # globex, it would arrive before this one.
+            await foreign.send(json.dumps({"op": "publish", "topic": "runs.mark", "data": 1}))
+            first = json.loads(await foreign.recv())
+        finally:
+            await own.close()
+            await foreign.close()
+        replayed = await sse_replay(client, "runs.r1", 6, acme)
+        hidden = await client.get("/v1/topics/runs.r1", params={"from_offset": "0"}, headers=globex)
+    assert [c["seq"] for c in live] == list(range(6))
+    assert [c["seq"] for c in replayed] == list(range(6))
+    assert (first["op"], first["topic"], first["data"]) == ("event", "runs.mark", 1)
+    assert hidden.status_code == 410

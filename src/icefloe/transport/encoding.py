@@ -4,7 +4,9 @@ SSE (WHATWG): one event per chunk, ``id`` = seq, ``event`` = ``chunk`` /
 ``end`` / ``error``, and ``data`` = one JSON line. JSON escapes every newline
 and carriage return inside strings, so a token containing ``\\n``, ``\\r`` or
 ``data:`` cannot break the framing, and the ``data`` field is always a single
-line. NDJSON: one JSON object per line; an abnormal end is the line
+line. An ``error`` terminal has an id too (:func:`terminal_seq`), so that a
+browser's reconnect after it resumes past it and gets ``204`` instead of the
+terminal again. NDJSON: one JSON object per line; an abnormal end is the line
 ``{"error": {"code", "message"}}``.
 """
 
@@ -15,6 +17,7 @@ import enum
 import msgspec
 
 from icefloe.core.messages import StreamChunk
+from icefloe.core.wire_errors import ErrorCode
 
 __all__ = [
     "NDJSON_HEARTBEAT",
@@ -27,6 +30,7 @@ __all__ = [
     "sse_chunk",
     "sse_error",
     "sse_retry",
+    "terminal_seq",
 ]
 
 _encode = msgspec.json.Encoder().encode
@@ -66,9 +70,32 @@ def error_body(code: str, message: str) -> dict[str, str]:
     return {"code": code, "message": message}
 
 
-def sse_error(code: str, message: str) -> bytes:
-    """An abnormal end as an SSE ``error`` event (no id: it is not a chunk)."""
-    return b"event: error\ndata: %s\n\n" % _encode(error_body(code, message))
+def sse_error(code: str, message: str, seq: int | None = None) -> bytes:
+    """An abnormal end as an SSE ``error`` event, with ``id: seq`` unless None.
+
+    Without an id a browser's EventSource reconnects with its last chunk's
+    id and, if the stream's chunks were discarded, gets the terminal again,
+    every ``retry`` interval for as long as the tab is open.
+    """
+    event = b"event: error\ndata: %s\n\n" % _encode(error_body(code, message))
+    return event if seq is None else b"id: %d\n%s" % (seq, event)
+
+
+def terminal_seq(code: ErrorCode, next_seq: int) -> int | None:
+    """The id of the terminal a stream reader stopped at ``next_seq`` gets.
+
+    * A stream's own end (``cancelled``, ``failed``, ``timeout``...): the
+      reader has drained to the end (a cancel moves every reader there), so
+      ``next_seq`` is the stream's last seq + 1, the seq the terminal takes.
+      A reconnect with it asks for what follows the terminal: ``204``.
+    * ``history_gone`` (this reader fell behind; the stream may go on): the
+      seq before the gap, the id of the last chunk it could have had, so a
+      reconnect resumes exactly there (``410`` if history no longer holds it).
+      None when the gap starts at seq 0: there is no id to give.
+    """
+    if code is ErrorCode.HISTORY_GONE:
+        return next_seq - 1 if next_seq > 0 else None
+    return next_seq
 
 
 def ndjson_chunk(chunk: StreamChunk) -> bytes:

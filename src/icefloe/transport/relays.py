@@ -3,7 +3,9 @@
 One :class:`StreamRelays` per app holds a task per relayed run (see
 :mod:`icefloe.hub.relay` for what a relay publishes and skips). It also
 answers whether a relay counts as a reader for the unread timeout: only
-while some subscriber of the run's tenant watches the topic.
+while some subscriber of the relay's tenant watches the topic.
+:func:`relay_tenant` says which tenant that is (with auth off, the shared
+tenant of every caller).
 """
 
 from __future__ import annotations
@@ -19,9 +21,24 @@ from icefloe.runtime.flow import Flow
 from icefloe.transport.auth import Principal, Scope
 from icefloe.transport.errors import HttpError
 
-__all__ = ["StreamRelays", "check_relay_topic"]
+__all__ = ["StreamRelays", "check_relay_topic", "relay_tenant"]
 
 log = logging.getLogger("icefloe.edge")
+
+#: the tenant of every caller when auth is off (no authenticator issues it)
+_AUTH_OFF_TENANT = Principal.unrestricted().tenant
+
+
+def relay_tenant(principal: Principal, stream_tenant: str) -> str:
+    """The hub tenant a run started by ``principal`` is relayed under.
+
+    With auth on, the stream's tenant, whose subscribers may read the
+    stream (an admin starting a run for another tenant relays it there).
+    With auth off every caller publishes and subscribes as the one shared
+    tenant ``"*"`` (the unrestricted principal's), so its relays do too:
+    otherwise ``headers.tenant`` would put them where no subscriber is.
+    """
+    return _AUTH_OFF_TENANT if principal.tenant == _AUTH_OFF_TENANT else stream_tenant
 
 
 def check_relay_topic(principal: Principal, topic: str) -> None:

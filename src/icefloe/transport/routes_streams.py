@@ -22,7 +22,13 @@ from icefloe.runtime.stream_types import StreamPhase, StreamStatistics
 from icefloe.runtime.subscription import Subscription
 from icefloe.transport.auth import Principal, Scope
 from icefloe.transport.edge import EdgeContext, PumpResponse, read_body
-from icefloe.transport.encoding import WireFormat, ndjson_chunk, parse_resume_point, sse_chunk
+from icefloe.transport.encoding import (
+    WireFormat,
+    ndjson_chunk,
+    parse_resume_point,
+    sse_chunk,
+    terminal_seq,
+)
 from icefloe.transport.errors import HttpError
 from icefloe.transport.idempotency import Started
 from icefloe.transport.shared import EncodedLog
@@ -146,6 +152,8 @@ class StreamRoutes:
             log.users -= 1
             if not log.users:
                 del self._logs[log_key]
+            # A reader that reconnects soon keeps the run: it read until now.
+            edge.runs.mark_read(reader.stream_id)
             connection_ended(outcome)
 
         pump = StreamPump(
@@ -154,6 +162,7 @@ class StreamRoutes:
             edge.settings.pump,
             gzip=gzip,
             log=log,
+            terminal_seq=lambda exc: terminal_seq(exc.code, reader.next_seq),
             on_chunks=edge.metrics.chunks_written,
             on_end=ended,
         )
@@ -162,7 +171,6 @@ class StreamRoutes:
     def _reader(self, request: Request, principal: Principal) -> Subscription | Response:
         """Attach a reader at the resume point, or the response that replaces it."""
         flow = self.edge.flow
-        lag_limit = self.edge.lag_limit
         sid = request.path_params["stream_id"]
         try:
             from_seq = parse_resume_point(
@@ -183,16 +191,32 @@ class StreamRoutes:
         if stats.state != _RUNNING and from_seq > stats.last_seq:
             return Response(status_code=204)  # the terminal was delivered: stop reconnecting
         try:
-            return flow.subscribe(sid, from_seq, lag_limit=lag_limit)
-        except StreamError as exc:
-            if stats.state in _ABNORMAL:
-                # Its chunks were discarded by the cancel: the terminal is the news.
-                return flow.subscribe(sid, None, lag_limit=lag_limit)
-            raise HttpError(exc.code, exc.message) from None
+            return self._attach(sid, from_seq, stats.state)
         except ValueError as exc:
             raise HttpError(ErrorCode.BAD_REQUEST, str(exc)) from None
         except StreamNotFound:
             raise HttpError(ErrorCode.NOT_FOUND, "no such stream") from None
+
+    def _attach(self, sid: str, from_seq: int, state: str) -> Subscription:
+        """A reader of ``sid`` at ``from_seq``; the stream was in ``state`` just now.
+
+        A stream that ended abnormally answers its terminal wherever the
+        reader asks to start: a cancel discards the chunks, so the terminal
+        is the news (SSE, NDJSON and long-poll alike).
+
+        :raises HttpError: ``history_gone`` (a running or done stream no
+            longer holds ``from_seq``).
+        :raises ValueError: ``from_seq`` past the stream's next seq.
+        :raises KeyError: no such stream.
+        """
+        flow = self.edge.flow
+        lag_limit = self.edge.lag_limit
+        try:
+            return flow.subscribe(sid, from_seq, lag_limit=lag_limit)
+        except StreamError as exc:
+            if state in _ABNORMAL:
+                return flow.subscribe(sid, None, lag_limit=lag_limit)
+            raise HttpError(exc.code, exc.message) from None
 
     async def poll(self, request: Request) -> Response:
         """``GET /v1/streams/{id}/poll``: the chunks after ``after_seq``, as JSON."""
@@ -209,17 +233,17 @@ class StreamRoutes:
         if not 0 <= wait_s <= MAX_POLL_WAIT_S:
             raise HttpError(ErrorCode.BAD_REQUEST, f"wait_s must be 0..{MAX_POLL_WAIT_S:g} seconds")
         sid = request.path_params["stream_id"]
-        self.edge.owned(principal, sid)
+        stats = self.edge.owned(principal, sid)
         try:
-            reader = self.edge.flow.subscribe(sid, after + 1, lag_limit=self.edge.lag_limit)
-        except StreamError as exc:
-            raise HttpError(exc.code, exc.message) from None
+            reader = self._attach(sid, after + 1, stats.state)
         except (KeyError, ValueError):
             raise HttpError(ErrorCode.NOT_FOUND, "no such stream or seq") from None
         try:
             return JSONResponse(await _poll(reader, wait_s))
         finally:
             reader.close()
+            # A poll detaches between requests: a recent one counts as reading.
+            self.edge.runs.mark_read(sid)
 
 
 async def _poll(reader: Subscription, wait_s: float) -> list[Any]:

@@ -3,8 +3,10 @@
 :class:`RunStarter` checks the request (tenant, relay topic, idempotency
 key), starts the run with the edge's history and window, answers an
 admission refusal with its wire code, relays the run into the hub when it
-names ``headers.topic``, and cancels it once nobody has read it for
-``unread_timeout_s``.
+names ``headers.topic`` (:func:`~icefloe.transport.relays.relay_tenant` says
+under which tenant), and cancels it once nobody has read it for
+``unread_timeout_s`` (a reader attached now, or one that left recently: a
+long-poll between requests, an SSE client reconnecting).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from icefloe.transport.auth import Principal
 from icefloe.transport.errors import HttpError
 from icefloe.transport.idempotency import ExpiringMap, Started
 from icefloe.transport.metrics import EdgeMetrics
-from icefloe.transport.relays import StreamRelays, check_relay_topic
+from icefloe.transport.relays import StreamRelays, check_relay_topic, relay_tenant
 
 __all__ = ["MAX_KEY_LENGTH", "RunStarter"]
 
@@ -50,6 +52,8 @@ class RunStarter:
         self._history = history
         self._window = window
         self._unread_timeout_s = unread_timeout_s
+        #: when each watched run was last seen read (monotonic), while it runs
+        self._last_read: dict[str, float] = {}
         self._seen: ExpiringMap[Started] = ExpiringMap(
             idempotency_ttl_s, idempotency_max, time.monotonic
         )
@@ -97,33 +101,48 @@ class RunStarter:
             self._forget(tenant, key)
             raise HttpError(ErrorCode.UNAVAILABLE, str(exc), {"Retry-After": "1"}) from None
         if headers.topic is not None:
-            self._relays.start(started.stream_id, headers.topic, tenant)
+            self._relays.start(started.stream_id, headers.topic, relay_tenant(principal, tenant))
         if self._unread_timeout_s is not None:
-            self._watch_unread(started.stream_id, time.monotonic())
+            self._last_read[started.stream_id] = time.monotonic()
+            self._watch_unread(started.stream_id)
         return started, True
+
+    def mark_read(self, stream_id: str) -> None:
+        """A reader of ``stream_id`` was attached until now (a long-poll
+        answered, a streaming response ended).
+
+        The unread timeout only sees readers attached when it checks; a
+        client that polls, or reconnects, detaches in between, and must not
+        have its run cancelled for it.
+        """
+        if stream_id in self._last_read:
+            self._last_read[stream_id] = time.monotonic()
 
     def _forget(self, tenant: str, key: str | None) -> None:
         if key is not None:
             self._seen.pop(f"{tenant}\x00{key}")
 
-    def _watch_unread(self, stream_id: str, last_read: float) -> None:
+    def _watch_unread(self, stream_id: str) -> None:
         """Cancel the stream once it has had no reader for ``unread_timeout_s``.
 
         Checked on a timer, never per chunk: a reader that reconnects within
-        the window (Last-Event-ID) keeps the run alive.
+        the window (Last-Event-ID), or polls, keeps the run alive.
         """
         timeout = self._unread_timeout_s
         assert timeout is not None
         stats = self._flow.lookup(stream_id)
         if stats is None or stats.state != "running":
+            self._last_read.pop(stream_id, None)
             return
         now = time.monotonic()
         if self._relays.is_read(stream_id, stats.subscribers):
-            last_read = now
-        elif now - last_read >= timeout:
+            self._last_read[stream_id] = now
+        last_read = self._last_read[stream_id]
+        if now - last_read >= timeout:
+            self._last_read.pop(stream_id, None)
             self._flow.cancel(stream_id)
             self._metrics.unread_cancelled.inc()
             return
         asyncio.get_running_loop().call_later(
-            timeout - (now - last_read), self._watch_unread, stream_id, last_read
+            timeout - (now - last_read), self._watch_unread, stream_id
         )

@@ -29,7 +29,7 @@ import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeAlias
 
 from icefloe.core.messages import StreamChunk
 from icefloe.core.token_bucket import TokenBucket
@@ -101,6 +101,8 @@ class PumpReader(Protocol):
 
 #: moves a reader past what it holds, up to a byte budget, and returns the bytes
 Take = Callable[[Any, int], Taken | None]
+#: the SSE id of a terminal (None: no id); see encoding.terminal_seq
+TerminalSeq: TypeAlias = Callable[[StreamError], int | None]
 
 
 class StreamPump:
@@ -110,6 +112,8 @@ class StreamPump:
     the stream's :class:`EncodedLog` for this wire format, shared with the
     stream's other pumps (encode once; a private one when none is given).
     Any other :class:`PumpReader` comes with its own ``take`` (hub topics).
+    ``terminal_seq`` gives an SSE ``error`` terminal its id (without it the
+    terminal has none).
 
     Timers are armed lazily, never per write or per wait: the send watchdog
     and the heartbeat each fire at most once per period and re-arm from the
@@ -126,6 +130,7 @@ class StreamPump:
         gzip: bool = False,
         log: EncodedLog | None = None,
         take: Take | None = None,
+        terminal_seq: TerminalSeq | None = None,
         on_chunks: Callable[[StreamChunk, int, int], None] | None = None,
         on_end: Callable[[str], None] | None = None,
     ) -> None:
@@ -136,11 +141,12 @@ class StreamPump:
         # Observability hooks: (first chunk of a write, chunks, bytes) and why it ended.
         self._on_chunks = on_chunks
         self._on_end = on_end
+        self._terminal_seq = terminal_seq
         if fmt is WireFormat.SSE:
-            self._error, self._beat = sse_error, SSE_PING
+            self._beat = SSE_PING
             encode = sse_chunk
         else:
-            self._error, self._beat = ndjson_error, NDJSON_HEARTBEAT
+            self._beat = NDJSON_HEARTBEAT
             encode = ndjson_chunk
         if take is None:
             take = (log if log is not None else EncodedLog(encode)).take
@@ -220,13 +226,13 @@ class StreamPump:
                 try:
                     taken = take(reader, limit - size)
                 except StreamError as exc:
-                    parts.append(self._error(exc.code.value, exc.message))
+                    parts.append(self._terminal(exc))
                     outcome = exc.code.value
                     break
                 if taken is None:
                     end = reader.end_reason()
                     if isinstance(end, StreamError):
-                        parts.append(self._error(end.code.value, end.message))
+                        parts.append(self._terminal(end))
                         outcome = end.code.value
                     elif end is not None:
                         outcome = "done"
@@ -249,6 +255,13 @@ class StreamPump:
                 return outcome
             if not reader.held():
                 await reader.wait()
+
+    def _terminal(self, exc: StreamError) -> bytes:
+        """An abnormal end in this pump's format (SSE: with its id, if known)."""
+        if self.fmt is WireFormat.NDJSON:
+            return ndjson_error(exc.code.value, exc.message)
+        seq = None if self._terminal_seq is None else self._terminal_seq(exc)
+        return sse_error(exc.code.value, exc.message, seq)
 
     async def _write(self, send: Send, parts: list[bytes], *, more: bool) -> None:
         body = parts[0] if len(parts) == 1 else b"".join(parts)

@@ -47,6 +47,7 @@ from icefloe.core.ops import (
 from icefloe.core.sessions import SessionError
 from icefloe.core.wire_errors import ErrorCode
 from icefloe.exceptions import StreamClosedError, StreamError, StreamNotFound, WouldBlock
+from icefloe.runtime.stream_types import StreamPhase
 from icefloe.transport.auth import Principal, Scope
 from icefloe.transport.errors import HttpError
 from icefloe.transport.ws_pump import WsStreams
@@ -59,6 +60,9 @@ if TYPE_CHECKING:
     from icefloe.transport.ws_edge import WsEdge
 
 __all__ = ["WsOps", "WsReplies"]
+
+#: states of a stream that ended without its ``done`` chunk
+_ABNORMAL = frozenset({StreamPhase.FAILED.label, StreamPhase.CANCELLED.label})
 
 
 class WsReplies:
@@ -256,7 +260,13 @@ class WsOps:
         if not self._principal.can_access_tenant(brief.tenant):
             raise HttpError(ErrorCode.NOT_FOUND, "no such stream")
         try:
-            reader = flow.subscribe(stream_id, from_seq)
+            try:
+                reader = flow.subscribe(stream_id, from_seq)
+            except StreamError:
+                if brief.state not in _ABNORMAL:
+                    raise
+                # A cancel discarded its chunks: the terminal is the news, as over HTTP.
+                reader = flow.subscribe(stream_id, None)
         except StreamError as exc:
             raise HttpError(exc.code, exc.message) from None
         except ValueError as exc:

@@ -1,10 +1,12 @@
-"""Resume-point parsing and content negotiation of the HTTP edge."""
+"""Resume-point parsing, content negotiation and terminal ids of the HTTP edge."""
 
 from __future__ import annotations
 
 import pytest
 
-from icefloe.transport.encoding import WireFormat, parse_resume_point
+from icefloe.core.sse import SseParser
+from icefloe.core.wire_errors import ErrorCode
+from icefloe.transport.encoding import WireFormat, parse_resume_point, sse_error, terminal_seq
 
 
 @pytest.mark.parametrize(
@@ -25,3 +27,29 @@ def test_negotiation_defaults_to_sse() -> None:
     assert WireFormat.negotiate(None) is WireFormat.SSE
     assert WireFormat.negotiate("text/event-stream") is WireFormat.SSE
     assert WireFormat.negotiate("application/x-ndjson, */*") is WireFormat.NDJSON
+
+
+@pytest.mark.parametrize(
+    "code", [ErrorCode.CANCELLED, ErrorCode.FAILED, ErrorCode.TIMEOUT, ErrorCode.INTERRUPTED]
+)
+def test_a_stream_terminal_takes_the_seq_after_the_last_chunk(code: ErrorCode) -> None:
+    # The reader drained to the end: its next seq is the stream's last seq + 1.
+    assert terminal_seq(code, 18) == 18
+    # Resuming after it asks for more than the stream has: the edge answers 204.
+    assert parse_resume_point(None, str(terminal_seq(code, 18))) == 19
+
+
+def test_history_gone_keeps_the_seq_before_the_gap() -> None:
+    # A reconnect resumes exactly at the gap, never past chunks the reader missed.
+    assert terminal_seq(ErrorCode.HISTORY_GONE, 18) == 17
+    assert parse_resume_point(None, "17") == 18
+    assert terminal_seq(ErrorCode.HISTORY_GONE, 0) is None
+
+
+def test_sse_error_has_an_id_when_given_one() -> None:
+    parser = SseParser()
+    parser.feed_data(sse_error("cancelled", "stop", 18) + sse_error("failed", "x\ny"))
+    with_id, without = parser.events_received()
+    assert (with_id.id, with_id.event) == ("18", "error")
+    assert (without.id, without.event) == (None, "error")
+    assert without.data == '{"code":"failed","message":"x\\ny"}'
