@@ -138,7 +138,7 @@ def _cookie_value(header: str | None, name: str) -> str | None:
         return None
     for pair in header.split(";"):
         key, sep, value = pair.strip().partition("=")
-        if sep and key == name:
+        if sep and key.strip() == name:
             value = value.strip()
             if len(value) >= 2 and value[0] == value[-1] == '"':
                 value = value[1:-1]
