@@ -1,10 +1,9 @@
-"""Cookie authentication and CORS over a real socket (issue 16, items 6 and 7).
+"""Cookie authentication over a real socket (issue 16, item 6).
 
 ``--auth-cookie NAME``: the cookie authenticates reads and a WebSocket
 handshake from an allowed Origin, never a POST or DELETE (those need the
 header token), so another site cannot make a browser start or cancel runs.
-``--allow-origin``: turns CORS on, and cross-origin scripts may read
-``Location`` and ``Retry-After``.
+With CORS on, allowed origins may send it (``Access-Control-Allow-Credentials``).
 """
 
 from __future__ import annotations
@@ -26,7 +25,6 @@ from icefloe.cli import app as cli
 from icefloe.demo import Pacing, build_demo_flow
 from icefloe.transport.app import EdgeSettings
 from icefloe.transport.auth import ApiKeyAuthenticator, CookieAuthenticator
-from icefloe.transport.limits import EdgeLimits
 
 Serve = Any  # the serve fixture of conftest.py
 
@@ -170,48 +168,6 @@ def test_bad_cookie_flags_are_refused(flags: list[str], message: str) -> None:
     result = CliRunner().invoke(cli.app, ["serve", "icefloe.demo:build_demo_flow", *flags])
     assert result.exit_code == 2
     assert message in " ".join(result.output.replace("│", " ").split())
-
-
-# -- CORS -----------------------------------------------------------------------------------
-
-
-def exposed(r: httpx.Response) -> set[str]:
-    value = r.headers.get("access-control-expose-headers", "")
-    return {name.strip().lower() for name in value.split(",") if name.strip()}
-
-
-async def test_cross_origin_scripts_may_read_location_and_retry_after(serve: Serve) -> None:
-    settings = EdgeSettings(
-        allow_origins=(APP,), edge_limits=EdgeLimits(requests_per_s=1, request_burst=1)
-    )
-    async with edge(serve, settings) as c:
-        preflight = await c.options(
-            "/v1/streams",
-            headers={
-                "Origin": APP,
-                "Access-Control-Request-Method": "POST",
-                "Access-Control-Request-Headers": "authorization, content-type",
-            },
-        )
-        assert preflight.status_code == 200, preflight.text
-        assert preflight.headers["access-control-allow-origin"] == APP
-        started = await c.post("/v1/streams", json=BODY, headers={"Origin": APP})
-        assert started.status_code == 201, started.text
-        assert started.headers["access-control-allow-origin"] == APP
-        assert {"location", "retry-after"} <= exposed(started)
-        assert "access-control-allow-credentials" not in started.headers  # no cookie auth
-        limited = await c.post("/v1/streams", json=BODY, headers={"Origin": APP})
-        assert limited.status_code == 429, limited.text
-        assert limited.headers["retry-after"].isdigit()
-        assert {"location", "retry-after"} <= exposed(limited)
-
-
-async def test_cors_is_off_without_allow_origin(serve: Serve) -> None:
-    async with edge(serve, EdgeSettings()) as c:
-        r = await c.post("/v1/streams", json=BODY, headers={"Origin": APP})
-        assert r.status_code == 201, r.text
-        assert "access-control-allow-origin" not in r.headers
-        assert "access-control-expose-headers" not in r.headers
 
 
 async def test_cookie_auth_allows_credentials_for_allowed_origins(serve: Serve) -> None:
