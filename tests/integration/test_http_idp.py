@@ -10,6 +10,7 @@ rotated key is fetched on first sight, and a JWKS endpoint that is down is a
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 from typer.testing import CliRunner
+from websockets.asyncio.client import connect
 
 from icefloe.cli import app as cli
 from icefloe.demo import Pacing, build_demo_flow
@@ -187,3 +189,20 @@ def test_bad_jwt_flags_are_refused(flags: list[str], message: str) -> None:
     result = CliRunner().invoke(cli.app, ["serve", "icefloe.demo:build_demo_flow", *flags])
     assert result.exit_code == 2
     assert message in " ".join(result.output.replace("│", " ").split())
+
+
+async def test_a_websocket_handshake_fetches_the_keys_too(
+    serve: Serve, idp: JwksServer, key: SigningKey
+) -> None:
+    # The first token the server ever sees comes on a WebSocket handshake.
+    authenticator = JwtAuthenticator(
+        jwks=idp.url, issuer=COGNITO_ISSUER, tenant_claim="custom:tenant"
+    )
+    token = key.sign(cognito_claims())
+    async with client(serve, EdgeSettings(authenticator=authenticator)) as c:
+        url = str(c.base_url).replace("http://", "ws://").rstrip("/") + "/v1/ws"
+        headers = {"Authorization": f"Bearer {token}"}
+        async with connect(url, subprotocols=["icefloe.v1.json"], additional_headers=headers) as ws:
+            await ws.send(json.dumps({"op": "ping"}))
+            assert json.loads(await ws.recv())["op"] == "pong"
+    assert idp.fetches == 1
