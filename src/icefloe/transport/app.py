@@ -183,8 +183,8 @@ def create_app(
         WebSocketRoute("/v1/ws", _RawAsgi(functools.partial(serve_websocket, edge))),
     ]
     middleware = []
-    # CORS (--allow-origin): on only when origins are configured.
     authenticator = edge.settings.authenticator
+    # CORS (--allow-origin): on only when origins are configured.
     if edge.settings.allow_origins:
         middleware.append(
             Middleware(
@@ -199,6 +199,7 @@ def create_app(
                 and "*" not in edge.settings.allow_origins,
             )
         )
+    # Keys (a JWKS) are fetched here, off the loop, before a route authenticates.
     if isinstance(authenticator, KeyFetching) and authenticator.fetches_keys:
         middleware.append(Middleware(_FetchAuthKeys, authenticator=authenticator))
 
