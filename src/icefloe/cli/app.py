@@ -84,9 +84,51 @@ def serve(
     jwt_public_key: Annotated[
         Path | None, typer.Option(help="PEM public key for RS256/ES256 JWTs.")
     ] = None,
-    allow_origin: Annotated[
-        list[str] | None, typer.Option(help="Browser origin allowed (repeatable).")
+    # -- authentication: identity-provider JWTs and the cookie (issue 16, items 5-7) --
+    jwt_jwks_url: Annotated[
+        str | None,
+        typer.Option(help="Identity provider's JWKS URL; tokens pick their key by 'kid'."),
     ] = None,
+    jwt_audience: Annotated[
+        list[str] | None,
+        typer.Option(help="Accepted 'aud' (repeatable); without it, tokens with 'aud' are 401."),
+    ] = None,
+    jwt_issuer: Annotated[str | None, typer.Option(help="Required 'iss' of JWTs.")] = None,
+    jwt_algorithm: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Allowed JWT algorithm (repeatable; default: the key's, RS256 for JWKS)."
+        ),
+    ] = None,
+    jwt_tenant_claim: Annotated[
+        str, typer.Option(help="JWT claim (or dotted path) naming the tenant.")
+    ] = "tenant",
+    jwt_scopes_claim: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="JWT claim (or dotted path) holding scopes, a space-separated string or a "
+            "list (repeatable; default: scope and scopes)."
+        ),
+    ] = None,
+    jwt_require_claim: Annotated[
+        list[str] | None,
+        typer.Option(help="NAME=VALUE a JWT claim must equal, e.g. token_use=access (repeatable)."),
+    ] = None,
+    auth_cookie: Annotated[
+        str | None,
+        typer.Option(
+            help="Also read the token from this cookie, for GET and for WebSocket "
+            "handshakes from an allowed Origin (never for POST/DELETE)."
+        ),
+    ] = None,
+    allow_origin: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Browser origin allowed to call the API from its scripts (repeatable); "
+            "turns CORS on."
+        ),
+    ] = None,
+    # -- end of authentication --
     insecure: Annotated[
         bool, typer.Option(help="Allow a non-loopback bind without authentication.")
     ] = False,
@@ -111,13 +153,26 @@ def serve(
 ) -> None:
     """Serve a flow over HTTP (SSE, NDJSON, long-poll) and WebSocket, with the inspector at /."""
     flow = _load_flow(target)
-    authenticator = _authenticator(api_keys, jwt_secret, jwt_public_key)
+    # -- authentication (issue 16, items 5-7) --
+    jwt_flags = _JwtFlags(
+        secret=jwt_secret,
+        public_key=jwt_public_key,
+        jwks_url=jwt_jwks_url,
+        audience=tuple(jwt_audience or ()),
+        issuer=jwt_issuer,
+        algorithms=tuple(jwt_algorithm or ()),
+        tenant_claim=jwt_tenant_claim,
+        scopes_claims=tuple(jwt_scopes_claim or ()),
+        required_claims=tuple(jwt_require_claim or ()),
+    )
+    authenticator = _authenticator(api_keys, jwt_flags, auth_cookie, allow_origin or [])
     if authenticator is None and not _is_loopback(host) and not insecure:
         err.print(
             f"[red]refusing to bind {host} without authentication[/red]: "
-            "pass --api-keys or --jwt-secret/--jwt-public-key, or --insecure"
+            "pass --api-keys or --jwt-secret/--jwt-public-key/--jwt-jwks-url, or --insecure"
         )
         raise typer.Exit(2)
+    # -- end of authentication --
     settings = _settings(heartbeat, send_timeout, history, authenticator, allow_origin or [])
     from icefloe.transport.websocket import WsSettings
 
@@ -183,24 +238,86 @@ def _load_flow(target: str) -> Flow:
     return flow
 
 
+@dataclasses.dataclass(frozen=True)
+class _JwtFlags:
+    """The ``--jwt-*`` flags of ``serve``."""
+
+    secret: str | None
+    public_key: Path | None
+    jwks_url: str | None
+    audience: tuple[str, ...]
+    issuer: str | None
+    algorithms: tuple[str, ...]
+    tenant_claim: str
+    scopes_claims: tuple[str, ...]
+    required_claims: tuple[str, ...]
+
+    def options_given(self) -> bool:
+        return bool(
+            self.audience
+            or self.issuer
+            or self.algorithms
+            or self.tenant_claim != "tenant"
+            or self.scopes_claims
+            or self.required_claims
+        )
+
+
+def _jwt_authenticator(flags: _JwtFlags) -> object | None:
+    from icefloe.transport.auth import JwtAuthenticator
+    from icefloe.transport.jwt_auth import DEFAULT_SCOPES_CLAIMS
+
+    sources = [s for s in (flags.secret, flags.public_key, flags.jwks_url) if s is not None]
+    if len(sources) > 1:
+        raise typer.BadParameter("give one of --jwt-secret, --jwt-public-key or --jwt-jwks-url")
+    if not sources:
+        if flags.options_given():
+            raise typer.BadParameter(
+                "--jwt-* options need --jwt-secret, --jwt-public-key or --jwt-jwks-url"
+            )
+        return None
+    required: dict[str, str] = {}
+    for pair in flags.required_claims:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise typer.BadParameter(f"--jwt-require-claim wants NAME=VALUE, got {pair!r}")
+        required[name] = value
+    return JwtAuthenticator(
+        secret=flags.secret,
+        public_key=flags.public_key.read_text() if flags.public_key is not None else None,
+        jwks=flags.jwks_url,
+        algorithms=flags.algorithms or None,
+        audience=flags.audience or None,
+        issuer=flags.issuer,
+        tenant_claim=flags.tenant_claim,
+        scopes_claims=flags.scopes_claims or DEFAULT_SCOPES_CLAIMS,
+        required_claims=required,
+    )
+
+
 def _authenticator(
-    api_keys: Path | None, jwt_secret: str | None, jwt_public_key: Path | None
+    api_keys: Path | None, jwt_flags: _JwtFlags, cookie: str | None, origins: list[str]
 ) -> object | None:
-    from icefloe.transport.auth import ApiKeyAuthenticator, ChainAuthenticator, JwtAuthenticator
+    from icefloe.transport.auth import ApiKeyAuthenticator, ChainAuthenticator, CookieAuthenticator
 
     chain: list[object] = []
     try:
         if api_keys is not None:
             chain.append(ApiKeyAuthenticator.from_file(api_keys))
-        if jwt_secret is not None:
-            chain.append(JwtAuthenticator(secret=jwt_secret))
-        if jwt_public_key is not None:
-            chain.append(JwtAuthenticator(public_key=jwt_public_key.read_text()))
+        jwt_auth = _jwt_authenticator(jwt_flags)
+        if jwt_auth is not None:
+            chain.append(jwt_auth)
+        if not chain:
+            if cookie is not None:
+                raise typer.BadParameter("--auth-cookie needs --api-keys or a --jwt-* key")
+            return None
+        auth = chain[0] if len(chain) == 1 else ChainAuthenticator(*chain)  # type: ignore[arg-type]
+        if cookie is not None:
+            # The server's own pages may use the cookie too; "*" is refused.
+            auth = CookieAuthenticator(auth, cookie, allowed_origins=origins)  # type: ignore[arg-type]
     except (OSError, ValueError) as exc:
         raise typer.BadParameter(str(exc)) from None
-    if not chain:
-        return None
-    return chain[0] if len(chain) == 1 else ChainAuthenticator(*chain)  # type: ignore[arg-type]
+    return auth
 
 
 def _settings(

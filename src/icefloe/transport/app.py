@@ -7,6 +7,13 @@ checks), the route modules over it (:mod:`~icefloe.transport.routes_streams`,
 the WebSocket endpoint, CORS, and the error handlers that turn every failure
 into ``{"error": {"code", "message"}}`` with the status of its code
 (:mod:`icefloe.core.wire_errors`).
+
+CORS is on exactly when ``EdgeSettings.allow_origins`` is not empty (the
+``--allow-origin`` flag): those origins may call every route from a page's
+script, send ``Authorization``, ``Content-Type`` and ``Last-Event-ID``, and
+read ``Location`` and ``Retry-After``; with a
+:class:`~icefloe.transport.auth.CookieAuthenticator` they may also send the
+cookie (``credentials: "include"``, ``withCredentials``).
 """
 
 from __future__ import annotations
@@ -20,13 +27,21 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 
 from icefloe.core.wire_errors import ErrorCode
 from icefloe.hub import Hub
 from icefloe.runtime.flow import Flow
+from icefloe.transport.auth import (
+    Authenticator,
+    AuthError,
+    CookieAuthenticator,
+    KeyFetching,
+    prepare,
+    request_token,
+)
 from icefloe.transport.edge import EdgeContext, EdgeSettings
 from icefloe.transport.errors import HttpError, error_response
 from icefloe.transport.logfilter import install_protocol_log_filter
@@ -36,7 +51,20 @@ from icefloe.transport.routes_topics import TopicRoutes
 from icefloe.transport.types import RAW_SEND, ASGIApp, Receive, Scope, Send
 from icefloe.transport.websocket import serve_websocket
 
-__all__ = ["RAW_SEND", "EdgeSettings", "create_app", "server_options"]
+__all__ = [
+    "CORS_ALLOW_HEADERS",
+    "CORS_EXPOSE_HEADERS",
+    "RAW_SEND",
+    "EdgeSettings",
+    "create_app",
+    "server_options",
+]
+
+#: request headers a cross-origin script may send (CORS)
+CORS_ALLOW_HEADERS: Final = ("authorization", "content-type", "last-event-id")
+#: response headers a cross-origin script may read, beside the CORS-safelisted
+#: ones: where a started stream is, and when to retry a 429 or 503
+CORS_EXPOSE_HEADERS: Final = ("Location", "Retry-After")
 
 #: the code of an error Starlette raises itself (an unknown route or method)
 _STARLETTE_CODES: Final = {
@@ -52,6 +80,35 @@ class _RawAsgi:
         self._app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._app(scope, receive, send)
+
+
+class _FetchAuthKeys:
+    """Lets the authenticator fetch keys (a JWKS) before a request is authenticated.
+
+    The routes authenticate synchronously on the event loop; this awaits the
+    fetch first (in a worker thread, see
+    :class:`~icefloe.transport.principals.KeyFetching`), so a slow identity
+    provider delays only the requests that need its keys.
+    """
+
+    def __init__(self, app: ASGIApp, authenticator: Authenticator) -> None:
+        self._app = app
+        self._authenticator = authenticator
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            conn = HTTPConnection(scope)
+            try:
+                token = request_token(
+                    self._authenticator,
+                    scope.get("method"),
+                    conn.headers,
+                    conn.query_params.get("access_token"),
+                )
+            except AuthError:
+                token = None  # the route refuses it, with the reason
+            await prepare(self._authenticator, token)
         await self._app(scope, receive, send)
 
 
@@ -126,15 +183,25 @@ def create_app(
         WebSocketRoute("/v1/ws", _RawAsgi(functools.partial(serve_websocket, edge))),
     ]
     middleware = []
+    authenticator = edge.settings.authenticator
+    # CORS (--allow-origin): on only when origins are configured.
     if edge.settings.allow_origins:
         middleware.append(
             Middleware(
                 CORSMiddleware,
                 allow_origins=list(edge.settings.allow_origins),
                 allow_methods=["GET", "POST", "DELETE"],
-                allow_headers=["authorization", "content-type", "last-event-id"],
+                allow_headers=list(CORS_ALLOW_HEADERS),
+                expose_headers=list(CORS_EXPOSE_HEADERS),
+                # The cookie is sent cross-origin only if CORS allows credentials;
+                # never for "*", which would let any site read with it.
+                allow_credentials=isinstance(authenticator, CookieAuthenticator)
+                and "*" not in edge.settings.allow_origins,
             )
         )
+    # Keys (a JWKS) are fetched here, off the loop, before a route authenticates.
+    if isinstance(authenticator, KeyFetching) and authenticator.fetches_keys:
+        middleware.append(Middleware(_FetchAuthKeys, authenticator=authenticator))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -44,7 +44,7 @@ from icefloe.transport.auth import (
     NoAuth,
     Principal,
     Scope,
-    token_from_headers,
+    request_token,
 )
 from icefloe.transport.errors import HttpError
 from icefloe.transport.idempotency import Started
@@ -147,8 +147,11 @@ class EdgeContext:
             key = _address_key(request)
         else:
             try:
-                token = token_from_headers(
-                    request.headers.get("authorization"), request.query_params.get("access_token")
+                token = request_token(
+                    authenticator,
+                    request.scope.get("method"),
+                    request.headers,
+                    request.query_params.get("access_token"),
                 )
                 principal = authenticator.authenticate(token)
             except AuthError as exc:

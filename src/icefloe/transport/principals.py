@@ -4,7 +4,8 @@ This is the base the authenticators build on (:mod:`icefloe.transport.auth`
 re-exports every public name here; import them from there):
 
 * :class:`Scope`, :class:`Principal` and :class:`AuthError`;
-* the :class:`Authenticator` protocol;
+* the :class:`Authenticator` protocol, and :class:`KeyFetching` for those
+  that fetch keys (a JWKS) before they can check a token;
 * :func:`token_from_headers`, which takes the ``Authorization`` header (only
   the ``Bearer`` scheme) or, failing that, the ``access_token`` query value
   (for browser ``EventSource``, which cannot set headers; less safe, since
@@ -20,7 +21,7 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass
-from typing import Literal, Protocol, TypeGuard
+from typing import Literal, Protocol, TypeGuard, runtime_checkable
 
 from icefloe.core.wire_errors import ErrorCode, http_status
 from icefloe.exceptions import IcefloeError
@@ -29,6 +30,7 @@ __all__ = [
     "MAX_TOKEN_LENGTH",
     "AuthError",
     "Authenticator",
+    "KeyFetching",
     "Principal",
     "Scope",
     "redact",
@@ -143,6 +145,25 @@ class Authenticator(Protocol):
         :raises AuthError: 401 if the token is missing, malformed, unknown,
             expired or forged.
         """
+        ...
+
+
+@runtime_checkable
+class KeyFetching(Protocol):
+    """An authenticator that may need to fetch keys before it can check a token.
+
+    ``authenticate`` runs on the event loop and does no I/O; the edge awaits
+    ``prepare(token)`` first, and that may fetch (in a worker thread). It
+    never raises: a failure shows as :class:`AuthError` from ``authenticate``.
+    """
+
+    @property
+    def fetches_keys(self) -> bool:
+        """Whether :meth:`prepare` can do anything (False: the edge skips it)."""
+        ...
+
+    async def prepare(self, token: str | None) -> None:
+        """Fetch what checking ``token`` needs, if it is not held already."""
         ...
 
 

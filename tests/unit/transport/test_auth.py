@@ -452,6 +452,16 @@ def test_audience_and_issuer_when_configured() -> None:
     assert auth.authenticate(jwt.encode(good, SECRET, algorithm="HS256")).subject == "alice"
 
 
+@pytest.mark.parametrize("claim", ["exp", "nbf", "iat"])
+def test_time_claims_given_as_numeric_strings_are_refused(claim: str) -> None:
+    # Issue 15 found exp="<future>" accepted: PyJWT takes int("...") of it.
+    value = str(int(time.time()) + (300 if claim == "exp" else -10))
+    token = jwt.encode(claims(**{claim: value}), SECRET, algorithm="HS256")
+    with pytest.raises(AuthError) as info:
+        JwtAuthenticator(secret=SECRET).authenticate(token)
+    assert str(info.value) == f"token {claim!r} claim must be a number"
+
+
 def test_expiry_leeway_defaults_to_30_seconds() -> None:
     recent = jwt.encode(claims(exp=int(time.time()) - 10), SECRET, algorithm="HS256")
     assert JwtAuthenticator(secret=SECRET).authenticate(recent).subject == "alice"
