@@ -7,13 +7,20 @@ checks), the route modules over it (:mod:`~icefloe.transport.routes_streams`,
 the WebSocket endpoint, CORS, and the error handlers that turn every failure
 into ``{"error": {"code", "message"}}`` with the status of its code
 (:mod:`icefloe.core.wire_errors`).
+
+Served on its own (``icefloe serve``, or uvicorn on the app) the app's
+lifespan runs the flow. Mounted in a parent app, whose server never runs a
+mounted app's lifespan, the parent runs it: ``FastAPI(lifespan=lifespan(edge))``
+or ``async with running(edge):`` inside the parent's own lifespan
+(docs/embedding.md).
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from typing import Any, Final
 
 from starlette.applications import Starlette
@@ -36,7 +43,25 @@ from icefloe.transport.routes_topics import TopicRoutes
 from icefloe.transport.types import RAW_SEND, ASGIApp, Receive, Scope, Send
 from icefloe.transport.websocket import serve_websocket
 
-__all__ = ["RAW_SEND", "EdgeSettings", "create_app", "server_options"]
+__all__ = [
+    "NOT_RUNNING_HINT",
+    "RAW_SEND",
+    "EdgeApp",
+    "EdgeSettings",
+    "create_app",
+    "lifespan",
+    "running",
+    "server_options",
+]
+
+#: the 503 a request gets while the flow does not run (most often: the app
+#: is mounted and nothing ran its lifespan)
+NOT_RUNNING_HINT: Final = (
+    "the flow is not running: an app mounted in another app does not run its own "
+    "lifespan; give the parent app icefloe.transport.lifespan(edge_app) as its "
+    "lifespan, or enter icefloe.transport.running(edge_app) in the parent's lifespan "
+    "(see docs/embedding.md)"
+)
 
 #: the code of an error Starlette raises itself (an unknown route or method)
 _STARLETTE_CODES: Final = {
@@ -55,18 +80,55 @@ class _RawAsgi:
         await self._app(scope, receive, send)
 
 
-class _EdgeApp(Starlette):
-    """Starlette, plus the server's ``send`` kept in the scope.
+class EdgeApp(Starlette):
+    """The app :func:`create_app` returns: Starlette, plus the server's ``send``
+    kept in the scope, and :meth:`running` for a parent app's lifespan.
 
-    Streaming responses write their bodies with it, past the exception
-    middlewares' ``send`` wrappers: those only watch for the response start
-    (which still goes through them), and at a thousand clients a coroutine
-    layer per write is a measurable share of the CPU.
+    Streaming responses write their bodies with the raw ``send``, past the
+    exception middlewares' ``send`` wrappers: those only watch for the
+    response start (which still goes through them), and at a thousand
+    clients a coroutine layer per write is a measurable share of the CPU.
     """
+
+    def __init__(
+        self, running: Callable[[], AbstractAsyncContextManager[None]], **kwargs: Any
+    ) -> None:
+        self._running = running
+        super().__init__(lifespan=lambda _app: running(), **kwargs)
+
+    def running(self) -> AbstractAsyncContextManager[None]:
+        """This app's lifespan as a context manager: the flow runs inside it
+        (started here unless it already runs), and on leaving the stream
+        relays stop, the hub :func:`create_app` made is closed, and a flow
+        started here stops."""
+        return self._running()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope[RAW_SEND] = send
         await super().__call__(scope, receive, send)
+
+
+@contextlib.asynccontextmanager
+async def running(*apps: EdgeApp) -> AsyncIterator[None]:
+    """Run the lifespans of ``apps`` (each from :func:`create_app`), in order,
+    and end them in reverse: for the lifespan of a parent app they are
+    mounted in."""
+    async with AsyncExitStack() as stack:
+        for app in apps:
+            await stack.enter_async_context(app.running())
+        yield
+
+
+def lifespan(*apps: EdgeApp) -> Callable[[Any], AbstractAsyncContextManager[None]]:
+    """A lifespan for the parent app ``apps`` are mounted in::
+
+        edge = create_app(flow)
+        app = FastAPI(lifespan=lifespan(edge))
+        app.mount("/icefloe", edge)
+
+    A parent with a lifespan of its own enters :func:`running` in it instead.
+    """
+    return lambda _parent: running(*apps)
 
 
 def server_options(settings: EdgeSettings) -> dict[str, Any]:
@@ -87,10 +149,16 @@ def server_options(settings: EdgeSettings) -> dict[str, Any]:
 
 def create_app(
     flow: Flow, settings: EdgeSettings | None = None, *, hub: Hub | None = None
-) -> Starlette:
+) -> EdgeApp:
     """The ASGI app serving ``flow`` (and ``hub``: a fresh one when None) over HTTP
-    and WebSocket; see docs/wire-protocol.md and docs/websocket.md."""
+    and WebSocket; see docs/wire-protocol.md and docs/websocket.md.
+
+    Mounted in another app, it needs the parent to run its lifespan
+    (:func:`lifespan`, :func:`running`); until the flow runs, requests that
+    start work answer 503 with :data:`NOT_RUNNING_HINT`."""
     owned_hub = hub is None
+    # whether the lifespan ever ran (a stopped flow's 503 needs no hint)
+    entered = False
     install_protocol_log_filter()
     edge = EdgeContext(flow, settings or EdgeSettings(), hub or Hub())
     streams = StreamRoutes(edge)
@@ -99,6 +167,9 @@ def create_app(
 
     async def on_http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HttpError)
+        if exc.code is ErrorCode.UNAVAILABLE and not flow.running and not entered:
+            # Never ran: most likely mounted without the parent running its lifespan.
+            return error_response(exc.code, NOT_RUNNING_HINT, exc.headers)
         return exc.response()
 
     async def on_starlette_error(request: Request, exc: Exception) -> Response:
@@ -137,7 +208,9 @@ def create_app(
         )
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def run_edge() -> AsyncIterator[None]:
+        nonlocal entered
+        entered = True
         # Run the flow in the server's loop when the caller has not.
         owned = not flow.running
         if owned:
@@ -151,8 +224,8 @@ def create_app(
             if owned:
                 await flow.stop()
 
-    app = _EdgeApp(
-        lifespan=lifespan,
+    app = EdgeApp(
+        run_edge,
         routes=routes,
         middleware=middleware,
         exception_handlers={
