@@ -1,4 +1,5 @@
-"""Every code block of README.md and docs/*.md marked runnable runs as written.
+"""Every code block of README.md and docs/*.md marked runnable runs as written,
+and docs/embedding.md's example app serves as the doc says.
 
 See docblocks.py for the markers. A python block runs as a script in a fresh
 interpreter (this one, so it imports the icefloe under test), in an empty
@@ -7,12 +8,16 @@ directory, and must exit 0 within the timeout.
 
 from __future__ import annotations
 
+import asyncio
+import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
-from docblocks import ROOT, Block, blocks, doc_files
+from docblocks import ROOT, Block, block, blocks, doc_files
 
 RUNNABLE = [b for path in doc_files() for b in blocks(path) if b.runnable]
 
@@ -57,3 +62,65 @@ def test_a_block_with_top_level_await_fails_here(tmp_path: Path) -> None:
         [sys.executable, str(script)], capture_output=True, timeout=60, check=False
     )
     assert done.returncode != 0
+
+
+async def test_the_embedding_example_serves_as_documented(tmp_path: Path) -> None:
+    # docs/embedding.md's app.py under `uvicorn app:app`, as the doc says to run it.
+    app = block(ROOT / "docs" / "embedding.md", "app.py")
+    (tmp_path / "app.py").write_text(app.code, encoding="utf-8")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "app:app",
+        "--port",
+        str(port),
+        cwd=tmp_path,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient(base_url=url) as client:
+            async with asyncio.timeout(30):
+                while True:
+                    assert server.returncode is None, "uvicorn exited"
+                    try:
+                        await client.get("/icefloe/healthz")
+                        break
+                    except httpx.TransportError:
+                        await asyncio.sleep(0.1)  # a subprocess's socket: nothing to await
+            r = await client.get("/chat", params={"q": "hello there"})
+            assert r.headers["content-type"].startswith("text/event-stream")
+            assert _texts(r.text) == ["you ", "said: ", "hello ", "there "]
+            assert "event: end" in r.text
+
+            r = await client.post(
+                "/icefloe/v1/streams", json={"payload": "a b", "headers": {"tenant": "acme"}}
+            )
+            assert r.status_code == 201, r.text
+            location = r.headers["location"]
+            assert location == f"/icefloe/v1/streams/{r.json()['stream_id']}"
+            assert _texts((await client.get(location)).text) == ["you ", "said: ", "a ", "b "]
+            resumed = await client.get(
+                f"/chat/{r.json()['stream_id']}", headers={"Last-Event-ID": "1"}
+            )
+            assert _texts(resumed.text) == ["a ", "b "]
+    finally:
+        if server.returncode is None:
+            server.terminate()
+        async with asyncio.timeout(15):
+            await server.wait()
+
+
+def _texts(sse: str) -> list[str]:
+    return [
+        json.loads(line[6:])["text"]
+        for event in sse.split("\n\n")
+        if "event: chunk" in event
+        for line in event.splitlines()
+        if line.startswith("data: ")
+    ]
