@@ -101,11 +101,6 @@ def test_websocket_md_names_only_codes_of_the_table() -> None:
     assert named <= {c.value for c in ErrorCode}, sorted(named - {c.value for c in ErrorCode})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="docs/websocket.md is helper D's (issue 10): it does not name every code yet; "
-    "remove this mark when it does",
-)
 def test_websocket_md_names_every_code() -> None:
     text = WEBSOCKET_MD.read_text(encoding="utf-8")
     missing = [c.value for c in ErrorCode if f"`{c.value}`" not in text]
