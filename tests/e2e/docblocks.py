@@ -21,7 +21,7 @@ __all__ = ["ROOT", "Block", "block", "blocks", "doc_files"]
 ROOT = Path(__file__).parents[2]
 
 _MARKER = re.compile(r"^<!--\s*(runnable|block:\s*(\S+))\s*-->\s*$")
-_FENCE = re.compile(r"^```(\w*)\s*$")
+_FENCE = re.compile(r"^( *)```(\w*)\s*$")
 
 
 @dataclass(frozen=True)
@@ -61,9 +61,11 @@ def blocks(path: Path) -> list[Block]:
         fence = _FENCE.match(lines[i]) if i < len(lines) else None
         if fence is None:
             raise ValueError(f"{path}:{i}: a marker must be followed by a ``` fence")
+        # A block inside a list item is indented: its code is, by as much.
+        indent = fence.group(1)
         start = i + 1
         end = start
-        while end < len(lines) and not lines[end].startswith("```"):
+        while end < len(lines) and not lines[end].startswith(f"{indent}```"):
             end += 1
         if end == len(lines):
             raise ValueError(f"{path}:{start}: unclosed fence")
@@ -73,8 +75,8 @@ def blocks(path: Path) -> list[Block]:
                 line=start,
                 runnable=marker.group(1) == "runnable",
                 name=marker.group(2),
-                lang=fence.group(1),
-                code="\n".join(lines[start:end]) + "\n",
+                lang=fence.group(2),
+                code="\n".join(line.removeprefix(indent) for line in lines[start:end]) + "\n",
             )
         )
         i = end + 1

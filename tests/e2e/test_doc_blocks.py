@@ -124,3 +124,37 @@ def _texts(sse: str) -> list[str]:
         for line in event.splitlines()
         if line.startswith("data: ")
     ]
+
+
+async def test_the_inputs_example_survives_the_end_of_the_inputs() -> None:
+    # docs/python-api.md's agent, run on a stream that ends while it polls:
+    # get_nowait() raises StopAsyncIteration then, which the example must catch.
+    example = next(b for b in blocks(ROOT / "docs" / "python-api.md") if "get_nowait()" in b.code)
+    namespace: dict[str, object] = {"__name__": "doc_example"}
+    exec(compile(example.code.replace("asyncio.run(main())", ""), example.where, "exec"), namespace)
+    agent = namespace["agent"]
+    ended = asyncio.Event()
+
+    class EndedInputs:
+        def get_nowait(self) -> object:
+            raise StopAsyncIteration
+
+    class Ctx:
+        """The two context calls the example makes; the inputs have ended."""
+
+        def __init__(self) -> None:
+            self.texts: list[str] = []
+
+        def inputs(self, *, parent: object) -> EndedInputs:
+            return EndedInputs()
+
+        async def emit_chunk(self, *, parent: object, text: str, done: bool = False) -> None:
+            self.texts.append(text)
+            if done:
+                ended.set()
+
+    ctx = Ctx()
+    async with asyncio.timeout(10):
+        await agent(None, ctx)  # type: ignore[operator]
+    assert ended.is_set()
+    assert ctx.texts == ["token0 ", ""]
