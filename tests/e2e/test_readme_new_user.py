@@ -1,6 +1,7 @@
 """The README's first app, tried as a new user would, on a fresh copy of the repo.
 
-``pip install '.[server]'`` into a new venv (no dev dependencies, no
+``pip install .`` into a new venv (``icefloe serve`` then names the extra to
+install), then ``pip install '.[server]'`` (no dev dependencies, no
 PYTHONPATH), the README's ``myflow.py``, ``icefloe serve myflow:flow`` from
 that venv, the README's ``curl`` calls, and its EventSource snippet in
 Chromium. Each block is taken from README.md by its marker (docblocks.py),
@@ -62,16 +63,35 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _fresh_copy(repo)
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     env = _user_env(venv)
-    done = subprocess.run(
-        [str(venv / "bin" / "pip"), "install", "--quiet", ".[server]"],
-        cwd=repo,
+
+    def pip_install(target: str) -> None:
+        done = subprocess.run(
+            [str(venv / "bin" / "pip"), "install", "--quiet", target],
+            cwd=repo,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=240,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr[-4000:]
+
+    # First without the extra, as the README warns: `icefloe serve` names it.
+    pip_install(".")
+    bare = subprocess.run(
+        [str(venv / "bin" / "icefloe"), "serve", "myflow:flow"],
+        cwd=base,
         env=env,
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=60,
         check=False,
     )
-    assert done.returncode == 0, done.stderr[-4000:]
+    assert bare.returncode == 1
+    assert bare.stderr.count("\n") == 1, bare.stderr
+    assert "pip install 'icefloe[server]'" in bare.stderr
+    assert "Traceback" not in bare.stderr
+    pip_install(".[server]")
     return venv
 
 

@@ -1,4 +1,4 @@
-"""The ASGI app: ``create_app(flow, ...)`` serves the HTTP contract of DESIGN.md.
+"""The ASGI app: ``create_app(flow, ...)`` serves docs/wire-protocol.md and docs/websocket.md.
 
 This module wires the parts together: one
 :class:`~icefloe.transport.edge.EdgeContext` (shared state and per-request
