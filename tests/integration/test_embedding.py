@@ -143,6 +143,10 @@ async def test_the_lifespan_helper_runs_a_mounted_edge_and_location_keeps_the_pr
         assert (await client.get("/hello")).json() == {"hello": "world"}
         assert await start_and_read(client, "/icefloe", 5) == [f"t{i}" for i in range(5)]
         assert (await client.get("/icefloe/readyz")).status_code == 200
+        # The inspector page uses relative URLs: it works under the prefix.
+        page = await client.get("/icefloe/")
+        assert page.status_code == 200
+        assert page.headers["content-type"].startswith("text/html")
     # The edge started the flow, so the parent's shutdown stopped it.
     assert not flow.running
 
