@@ -283,6 +283,36 @@ async def test_a_client_that_leaves_cancels_the_run_it_owned() -> None:
                 await asyncio.sleep(0.02)
 
 
+async def test_a_client_that_does_not_drain_is_cut_after_the_send_timeout() -> None:
+    async def flood(msg: Message, ctx: Context) -> None:
+        for _ in range(int(msg.payload)):
+            await ctx.emit_chunk(parent=msg, text="x" * 1000)
+        await ctx.emit_chunk(parent=msg, text="", done=True)
+
+    flow = create(Node(flood, name="flood").to())
+    app = chat_app(flow, PumpSettings(send_timeout_s=0.3))
+    async with serve_asgi(app) as url:
+        host, port = url.removeprefix("http://").split(":")
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # A small receive window, set before connecting, and never read.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
+        _reader, writer = await asyncio.open_connection(sock=sock)
+        try:
+            writer.write(b"GET /chat?n=1000000 HTTP/1.1\r\nHost: t\r\n\r\n")
+            await writer.drain()
+            # Well within the default send timeout (10 s): it is the 0.3 s one that cuts.
+            async with asyncio.timeout(5):
+                while not flow.streams():
+                    await asyncio.sleep(0.02)
+                # Cut: its owner reader is closed, which cancels the run.
+                while flow.streams():
+                    await asyncio.sleep(0.02)
+        finally:
+            writer.close()
+
+
 def test_the_helpers_refuse_nothing_at_import() -> None:
     # The embedding names are the package's, loaded on demand.
     import icefloe.transport as transport
