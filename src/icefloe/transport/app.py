@@ -90,18 +90,18 @@ class EdgeApp(Starlette):
     clients a coroutine layer per write is a measurable share of the CPU.
     """
 
-    def __init__(
-        self, running: Callable[[], AbstractAsyncContextManager[None]], **kwargs: Any
-    ) -> None:
-        self._running = running
-        super().__init__(lifespan=lambda _app: running(), **kwargs)
+    def __init__(self, run: Callable[[], AbstractAsyncContextManager[None]], **kwargs: Any) -> None:
+        # ``run`` is the lifespan body, shared by the server (the app served on
+        # its own) and by a parent app (mounted; see running()).
+        self._run = run
+        super().__init__(lifespan=lambda _app: run(), **kwargs)
 
     def running(self) -> AbstractAsyncContextManager[None]:
         """This app's lifespan as a context manager: the flow runs inside it
         (started here unless it already runs), and on leaving the stream
         relays stop, the hub :func:`create_app` made is closed, and a flow
         started here stops."""
-        return self._running()
+        return self._run()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope[RAW_SEND] = send
