@@ -7,7 +7,9 @@ subscribers listen:
 * a room watcher on ``chat.lobby.tokens`` (one room, every token);
 * an auditor on ``chat.*.tokens`` (every room) with a filter that keeps only
   each reply's final token, which carries the whole reply's length;
-* a late joiner that resumes the lobby from offset 0, replaying what it missed.
+* a late joiner that replays the lobby from the first offset the room watcher
+  saw (offsets are per topic, but a topic's first one is not necessarily 0:
+  it is the number of events the hub had published when the topic began).
 
 It ends with the hub's statistics: events published, delivered, dropped.
 """
@@ -35,17 +37,23 @@ async def assistant(hub: Hub, room: str, text: str) -> None:
     await hub.publish(topic, final, tenant=TENANT, headers={"room": room})
 
 
-async def watch(name: str, sub: HubSubscription, until_final: int) -> None:
-    """Print what ``sub`` receives until it has seen ``until_final`` final tokens."""
+async def watch(name: str, sub: HubSubscription, until_final: int) -> int:
+    """Print what ``sub`` receives until it has seen ``until_final`` final tokens;
+    returns the offset of the first event it received."""
     finals = 0
     line: list[str] = []
+    first: int | None = None
     async for event in sub:
+        if first is None:
+            first = event.offset
         line.append(describe(event))
         if event.data.get("final"):
             finals += 1
             if finals == until_final:
                 break
     print(f"{name:>9}: {''.join(line)}")
+    assert first is not None
+    return first
 
 
 def describe(event: HubEvent) -> str:
@@ -62,13 +70,14 @@ async def main() -> None:
             "chat.*.tokens", tenant=TENANT, filter="data.final == true and data.chars > 10"
         )
         async with lobby, auditor:
-            await asyncio.gather(
+            *_, first_lobby, _ = await asyncio.gather(
                 *(assistant(hub, room, text) for room, text in REPLIES.items()),
                 watch("lobby", lobby, until_final=1),
                 watch("auditor", auditor, until_final=len(REPLIES)),
             )
-        # A subscriber that arrives late replays the lobby from its first offset.
-        late = hub.subscribe("chat.lobby.tokens", tenant=TENANT, from_offset=0)
+        # A subscriber that arrives late replays the lobby from where the watcher
+        # began (the hub keeps each topic's recent history for this).
+        late = hub.subscribe("chat.lobby.tokens", tenant=TENANT, from_offset=first_lobby)
         async with late:
             await watch("late", late, until_final=1)
         stats = hub.statistics()

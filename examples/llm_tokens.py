@@ -1,6 +1,7 @@
 """Stream tokens from a (simulated) LLM node and print them as they arrive.
 
-Run it with ``make demo`` or ``python examples/llm_tokens.py``. It shows the
+Run it with ``python examples/llm_tokens.py`` (``make demo`` serves a similar
+simulated LLM, :mod:`icefloe.demo`, over HTTP with the inspector). It shows the
 three things most users need first: a node emitting chunks, a consumer
 iterating ``flow.stream``, and a consumer that leaves early (which cancels the
 node's work and frees the stream).

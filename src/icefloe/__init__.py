@@ -1,8 +1,9 @@
 """icefloe: real-time token streaming for agent and LLM flows.
 
-``import icefloe`` loads the core and the asyncio runtime only; the hub is
-loaded on first use of one of its names (PEP 562), and the HTTP and
-WebSocket edge, the CLI and broker connectors are imported on demand.
+``import icefloe`` loads the core and the asyncio runtime only; the hub
+(:mod:`icefloe.hub`) is loaded on first use of one of its names (PEP 562),
+and the HTTP and WebSocket edge (:mod:`icefloe.transport`, the ``server``
+extra) and the command line (:mod:`icefloe.cli`) are imported on demand.
 """
 
 from typing import TYPE_CHECKING, Any

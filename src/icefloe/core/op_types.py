@@ -161,7 +161,7 @@ class Start(_ClientOp, tag="start", frozen=True, kw_only=True):
 
 
 class Subscribe(_ClientOp, tag="subscribe", frozen=True, kw_only=True):
-    """Read an existing stream from ``from_seq`` (``None``: from seq 0)."""
+    """Read an existing stream from ``from_seq`` (``None``: from the live head)."""
 
     stream_id: Id
     from_seq: Seq | None = None

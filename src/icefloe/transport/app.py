@@ -1,4 +1,4 @@
-"""The ASGI app: ``create_app(flow, ...)`` serves the HTTP contract of docs/wire-protocol.md.
+"""The ASGI app: ``create_app(flow, ...)`` serves docs/wire-protocol.md and docs/websocket.md.
 
 This module wires the parts together: one
 :class:`~icefloe.transport.edge.EdgeContext` (shared state and per-request
@@ -14,13 +14,20 @@ script, send ``Authorization``, ``Content-Type`` and ``Last-Event-ID``, and
 read ``Location`` and ``Retry-After``; with a
 :class:`~icefloe.transport.auth.CookieAuthenticator` they may also send the
 cookie (``credentials: "include"``, ``withCredentials``).
+
+Served on its own (``icefloe serve``, or uvicorn on the app) the app's
+lifespan runs the flow. Mounted in a parent app, whose server never runs a
+mounted app's lifespan, the parent runs it: ``FastAPI(lifespan=lifespan(edge))``
+or ``async with running(edge):`` inside the parent's own lifespan
+(docs/embedding.md).
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from typing import Any, Final
 
 from starlette.applications import Starlette
@@ -54,9 +61,13 @@ from icefloe.transport.websocket import serve_websocket
 __all__ = [
     "CORS_ALLOW_HEADERS",
     "CORS_EXPOSE_HEADERS",
+    "NOT_RUNNING_HINT",
     "RAW_SEND",
+    "EdgeApp",
     "EdgeSettings",
     "create_app",
+    "lifespan",
+    "running",
     "server_options",
 ]
 
@@ -65,6 +76,15 @@ CORS_ALLOW_HEADERS: Final = ("authorization", "content-type", "last-event-id")
 #: response headers a cross-origin script may read, beside the CORS-safelisted
 #: ones: where a started stream is, and when to retry a 429 or 503
 CORS_EXPOSE_HEADERS: Final = ("Location", "Retry-After")
+
+#: the 503 a request gets while the flow does not run (most often: the app
+#: is mounted and nothing ran its lifespan)
+NOT_RUNNING_HINT: Final = (
+    "the flow is not running: an app mounted in another app does not run its own "
+    "lifespan; give the parent app icefloe.transport.lifespan(edge_app) as its "
+    "lifespan, or enter icefloe.transport.running(edge_app) in the parent's lifespan "
+    "(see docs/embedding.md)"
+)
 
 #: the code of an error Starlette raises itself (an unknown route or method)
 _STARLETTE_CODES: Final = {
@@ -112,18 +132,55 @@ class _FetchAuthKeys:
         await self._app(scope, receive, send)
 
 
-class _EdgeApp(Starlette):
-    """Starlette, plus the server's ``send`` kept in the scope.
+class EdgeApp(Starlette):
+    """The app :func:`create_app` returns: Starlette, plus the server's ``send``
+    kept in the scope, and :meth:`running` for a parent app's lifespan.
 
-    Streaming responses write their bodies with it, past the exception
-    middlewares' ``send`` wrappers: those only watch for the response start
-    (which still goes through them), and at a thousand clients a coroutine
-    layer per write is a measurable share of the CPU.
+    Streaming responses write their bodies with the raw ``send``, past the
+    exception middlewares' ``send`` wrappers: those only watch for the
+    response start (which still goes through them), and at a thousand
+    clients a coroutine layer per write is a measurable share of the CPU.
     """
+
+    def __init__(self, run: Callable[[], AbstractAsyncContextManager[None]], **kwargs: Any) -> None:
+        # ``run`` is the lifespan body, shared by the server (the app served on
+        # its own) and by a parent app (mounted; see running()).
+        self._run = run
+        super().__init__(lifespan=lambda _app: run(), **kwargs)
+
+    def running(self) -> AbstractAsyncContextManager[None]:
+        """This app's lifespan as a context manager: the flow runs inside it
+        (started here unless it already runs), and on leaving the stream
+        relays stop, the hub :func:`create_app` made is closed, and a flow
+        started here stops."""
+        return self._run()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope[RAW_SEND] = send
         await super().__call__(scope, receive, send)
+
+
+@contextlib.asynccontextmanager
+async def running(*apps: EdgeApp) -> AsyncIterator[None]:
+    """Run the lifespans of ``apps`` (each from :func:`create_app`), in order,
+    and end them in reverse: for the lifespan of a parent app they are
+    mounted in."""
+    async with AsyncExitStack() as stack:
+        for app in apps:
+            await stack.enter_async_context(app.running())
+        yield
+
+
+def lifespan(*apps: EdgeApp) -> Callable[[Any], AbstractAsyncContextManager[None]]:
+    """A lifespan for the parent app ``apps`` are mounted in::
+
+        edge = create_app(flow)
+        app = FastAPI(lifespan=lifespan(edge))
+        app.mount("/icefloe", edge)
+
+    A parent with a lifespan of its own enters :func:`running` in it instead.
+    """
+    return lambda _parent: running(*apps)
 
 
 def server_options(settings: EdgeSettings) -> dict[str, Any]:
@@ -144,10 +201,16 @@ def server_options(settings: EdgeSettings) -> dict[str, Any]:
 
 def create_app(
     flow: Flow, settings: EdgeSettings | None = None, *, hub: Hub | None = None
-) -> Starlette:
+) -> EdgeApp:
     """The ASGI app serving ``flow`` (and ``hub``: a fresh one when None) over HTTP
-    and WebSocket; see docs/wire-protocol.md and docs/websocket.md."""
+    and WebSocket; see docs/wire-protocol.md and docs/websocket.md.
+
+    Mounted in another app, it needs the parent to run its lifespan
+    (:func:`lifespan`, :func:`running`); until the flow runs, requests that
+    start work answer 503 with :data:`NOT_RUNNING_HINT`."""
     owned_hub = hub is None
+    # whether the lifespan ever ran (a stopped flow's 503 needs no hint)
+    entered = False
     install_protocol_log_filter()
     edge = EdgeContext(flow, settings or EdgeSettings(), hub or Hub())
     streams = StreamRoutes(edge)
@@ -156,6 +219,9 @@ def create_app(
 
     async def on_http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HttpError)
+        if exc.code is ErrorCode.UNAVAILABLE and not flow.running and not entered:
+            # Never ran: most likely mounted without the parent running its lifespan.
+            return error_response(exc.code, NOT_RUNNING_HINT, exc.headers)
         return exc.response()
 
     async def on_starlette_error(request: Request, exc: Exception) -> Response:
@@ -204,7 +270,9 @@ def create_app(
         middleware.append(Middleware(_FetchAuthKeys, authenticator=authenticator))
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def run_edge() -> AsyncIterator[None]:
+        nonlocal entered
+        entered = True
         # Run the flow in the server's loop when the caller has not.
         owned = not flow.running
         if owned:
@@ -218,8 +286,8 @@ def create_app(
             if owned:
                 await flow.stop()
 
-    app = _EdgeApp(
-        lifespan=lifespan,
+    app = EdgeApp(
+        run_edge,
         routes=routes,
         middleware=middleware,
         exception_handlers={

@@ -87,7 +87,7 @@ class StreamRoutes:
             Headers(tenant=h.tenant, topic=h.topic, priority=h.priority),
             start.idempotency_key,
         )
-        return _created(started, status=201 if new else 200)
+        return _created(started, 201 if new else 200, request.scope.get("root_path", ""))
 
     async def list_streams(self, request: Request) -> Response:
         """``GET /v1/streams``: the caller's tenant's streams."""
@@ -272,11 +272,12 @@ async def _poll(reader: Subscription, wait_s: float) -> list[Any]:
     return chunks
 
 
-def _created(started: Started, status: int) -> Response:
+def _created(started: Started, status: int, root_path: str) -> Response:
+    # Under the mount point or a proxy's --root-path, where the client reaches it.
     return JSONResponse(
         {"stream_id": started.stream_id, "trace_id": started.trace_id},
         status_code=status,
-        headers={"Location": f"/v1/streams/{started.stream_id}"},
+        headers={"Location": f"{root_path}/v1/streams/{started.stream_id}"},
     )
 
 
