@@ -693,11 +693,7 @@ class StreamLog:
         # held before the floor now: until then append needs no recount
         # (cursors only move forward, so this never says yes wrongly).
         self._room_len = self._window + max(0, floor - self.base)
-        if (
-            self.room_wanted
-            and floor + self._window > self._head
-            and self._bytes < self._max_bytes
-        ):
+        if self.room_wanted and floor + self._window > self._head and self._bytes < self._max_bytes:
             self._room_freed()
 
     def _room_freed(self) -> None:
