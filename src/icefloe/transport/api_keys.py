@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from icefloe.transport.limits import parse_principal_limits
+from icefloe.transport.limits import PrincipalLimits, parse_principal_limits
 from icefloe.transport.principals import (
     B64TOKEN,
     MAX_NAME_LENGTH,
@@ -197,11 +197,21 @@ def _parse_grant(grant: object, where: str, index: int) -> Principal:
             f"{where}: 'subject' must be a string of 1-{MAX_NAME_LENGTH} printable "
             f"characters without spaces; got {subject!r}"
         )
-    raw_limits = fields.get("limits")
-    limits = None if raw_limits is None else parse_principal_limits(raw_limits, where)
+    limits = _parse_limits(fields.get("limits"), where)
     return Principal(
         subject=subject, tenant=tenant, scopes=_parse_scopes(fields, where), limits=limits
     )
+
+
+def _parse_limits(raw: object, where: str) -> PrincipalLimits | None:
+    if raw is None:
+        return None
+    pairs = _pairs(raw)
+    if pairs is not None:
+        raw = dict(pairs)
+        if len(raw) != len(pairs):
+            raise ValueError(f"{where}: a field of 'limits' appears twice")
+    return parse_principal_limits(raw, where)
 
 
 def _parse_scopes(fields: Mapping[str, Any], where: str) -> frozenset[Scope]:
