@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import resource
 import socket
@@ -193,3 +194,44 @@ async def test_a_forged_forwarded_for_from_an_untrusted_peer_is_ignored(tmp_path
         statuses = await _holds(url, stream_id, [A] * 3 + [B] * 3)
     # All six are one client, 127.0.0.1, whatever the header says.
     assert statuses == [200] * 5 + [429]
+
+
+# -- start-up bursts (issue 16 item 2, docs/qos.md "Start-up bursts") ---------------------
+
+
+async def _raw_post(port: int, body: bytes) -> tuple[int, bytes]:
+    """One POST on its own connection, so the whole burst arrives at once."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(
+            b"POST /v1/streams HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        await writer.drain()
+        response = await reader.read()
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+    head, _, payload = response.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), payload
+
+
+async def test_a_burst_of_200_starts_is_accepted_and_every_run_ends(tmp_path: Path) -> None:
+    starts = 200
+    _raise_fd_limit(starts + 256)
+    body = json.dumps({"payload": {"n": 0, "gap": 0}, "headers": {"tenant": "t"}}).encode()
+    async with icefloe_serve(tmp_path) as url, asyncio.timeout(60):
+        port = int(url.rsplit(":", 1)[1])
+        answers = await asyncio.gather(*(_raw_post(port, body) for _ in range(starts)))
+        refused = [payload for status, payload in answers if status != 201]
+        assert refused == []
+        ids = [json.loads(payload)["stream_id"] for _, payload in answers]
+        # Accepted means run: every stream ends with its end terminal, none with an error.
+        async with httpx.AsyncClient(base_url=url, timeout=20) as client:
+            ends = [
+                (await client.get(f"/v1/streams/{sid}", headers={"accept": "text/event-stream"}))
+                for sid in ids
+            ]
+    failed = [r.text for r in ends if r.status_code != 200 or "event: end" not in r.text]
+    assert failed == []
