@@ -17,11 +17,19 @@ import sys
 import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import InvalidStatus
 
 import icefloe
+from icefloe import Context, Message, Node, create
+from icefloe.runtime.flow import Flow
+from icefloe.transport.auth import ApiKeyAuthenticator
+from icefloe.transport.edge import EdgeSettings
+from icefloe.transport.limits import EdgeLimits
 
 #: the icefloe under test (the subprocess must run the same one)
 SRC = Path(icefloe.__file__).parents[1]
@@ -235,3 +243,67 @@ async def test_a_burst_of_200_starts_is_accepted_and_every_run_ends(tmp_path: Pa
             ]
     failed = [r.text for r in ends if r.status_code != 200 or "event: end" not in r.text]
     assert failed == []
+
+
+# -- a principal's own limits (API key file; JWT claims use the same parser) ---------
+
+
+BIG_KEY = "key-big-aaaaaaaaaaaaaaaaaaaa"
+SMALL_KEY = "key-small-bbbbbbbbbbbbbbbbbb"
+
+
+def _held_flow() -> Flow:
+    async def hold(msg: Message, ctx: Context) -> None:
+        await ctx.emit_chunk(parent=msg, text="held")
+        await asyncio.Event().wait()  # runs until the flow stops
+
+    return create(Node(hold, name="hold").to())
+
+
+async def test_an_api_key_s_own_limit_replaces_the_edge_s_over_http_and_websocket(
+    serve: Any,
+) -> None:
+    keys = ApiKeyAuthenticator(
+        {
+            BIG_KEY: {"tenant": "acme", "scopes": ["admin"], "limits": {"connections": 3}},
+            SMALL_KEY: {"tenant": "acme", "scopes": ["admin"]},
+        }
+    )
+    settings = EdgeSettings(authenticator=keys, edge_limits=EdgeLimits(max_connections=1))
+    async with (
+        serve(_held_flow(), settings) as url,
+        httpx.AsyncClient(base_url=url, timeout=10) as client,
+        contextlib.AsyncExitStack() as stack,
+        asyncio.timeout(30),
+    ):
+        r = await client.post(
+            "/v1/streams",
+            json={"payload": 0, "headers": {"tenant": "acme"}},
+            headers={"authorization": f"Bearer {BIG_KEY}"},
+        )
+        assert r.status_code == 201, r.text
+        path = f"/v1/streams/{r.json()['stream_id']}"
+
+        async def sse(key: str) -> int:
+            headers = {"authorization": f"Bearer {key}", "accept": "text/event-stream"}
+            response = await stack.enter_async_context(client.stream("GET", path, headers=headers))
+            return response.status_code
+
+        # The big key: two SSE readers and one WebSocket, then its fourth is refused.
+        assert [await sse(BIG_KEY), await sse(BIG_KEY)] == [200, 200]
+        ws_url = url.replace("http://", "ws://") + "/v1/ws"
+        auth = {"Authorization": f"Bearer {BIG_KEY}"}
+        await stack.enter_async_context(
+            ws_connect(ws_url, subprotocols=["icefloe.v1.json"], additional_headers=auth)  # type: ignore[list-item]
+        )
+        with pytest.raises(InvalidStatus) as refused:
+            async with ws_connect(
+                ws_url,
+                subprotocols=["icefloe.v1.json"],  # type: ignore[list-item]
+                additional_headers=auth,
+            ):
+                pass
+        assert refused.value.response.status_code == 429
+        assert await sse(BIG_KEY) == 429
+        # The small key keeps the edge's limit of one.
+        assert [await sse(SMALL_KEY), await sse(SMALL_KEY)] == [200, 429]
