@@ -10,7 +10,8 @@ and a count of open streaming connections. What happens at each limit of
   send as ``Retry-After`` with a 429. Nothing is queued.
 * ``max_connections``: one more streaming connection than this is refused
   the same way (``Retry-After`` is :data:`CONNECTION_RETRY_AFTER_S`, since no
-  clock says when a connection will close).
+  clock says when a connection will close). Connections are counted even
+  with no cap, so a principal's own cap always sees exact counts.
 * :class:`PrincipalLimits`: one principal's own ``requests_per_s``,
   ``request_burst`` and ``max_connections``, overriding the edge-wide ones
   (from its API key's ``limits`` or its JWT's limits claim, read by
@@ -108,7 +109,7 @@ def _check_rate(name: str, rate: object) -> None:
 
 
 #: marks a field of :class:`PrincipalLimits` that turns its limit off
-OFF = 0
+_OFF = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +128,7 @@ class PrincipalLimits:
     max_connections: int | None = None
 
     def __post_init__(self) -> None:
-        if self.requests_per_s is not None and self.requests_per_s != OFF:
+        if self.requests_per_s is not None and self.requests_per_s != _OFF:
             _check_rate("requests_per_s", self.requests_per_s)
         if self.request_burst is not None:
             check_int("request_burst", self.request_burst, 1)
@@ -174,7 +175,7 @@ def parse_principal_limits(value: object, where: str) -> PrincipalLimits:
                 f"{where}: unknown limit {name!r}; expected some of {sorted(_LIMIT_FIELDS)}"
             )
         if raw == "off":
-            raw = OFF
+            raw = _OFF
         if name != "requests_per_s" and isinstance(raw, float) and raw.is_integer():
             raw = int(raw)  # JSON has one number type
         fields[target] = raw
