@@ -12,9 +12,11 @@ extra into one line naming it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import importlib
 import ipaddress
+import math
 import sys
 import time
 from pathlib import Path
@@ -150,6 +152,24 @@ def serve(
             min=1024, help="Bandwidth cap of each streaming connection (SSE, NDJSON, WebSocket)."
         ),
     ] = None,
+    # -- edge limits behind a proxy (issue 16, docs/security.md) ----------------
+    max_connections: Annotated[
+        str, typer.Option(help="Open streaming connections per principal (0/off: no limit).")
+    ] = "4096",
+    requests_per_s: Annotated[
+        str, typer.Option(help="Requests per second per principal (0/off: no limit).")
+    ] = "1000",
+    request_burst: Annotated[
+        int, typer.Option(min=1, help="Requests a principal may make at once after idling.")
+    ] = 2000,
+    forwarded_allow_ips: Annotated[
+        str,
+        typer.Option(
+            envvar="FORWARDED_ALLOW_IPS",
+            help="Proxies trusted for Forwarded/X-Forwarded-For: comma list of IPs, CIDRs or *.",
+        ),
+    ] = "",
+    # -- end of edge limits --------------------------------------------------------
 ) -> None:
     """Serve a flow over HTTP (SSE, NDJSON, long-poll) and WebSocket, with the inspector at /."""
     flow = _load_flow(target)
@@ -184,6 +204,12 @@ def serve(
     )
     pump = dataclasses.replace(settings.pump, bytes_per_s=connection_bytes_per_s)
     settings = dataclasses.replace(settings, unread_timeout_s=unread_timeout, ws=ws, pump=pump)
+    # -- edge limits behind a proxy (issue 16) --
+    settings = _edge_limits(
+        settings, max_connections, requests_per_s, request_burst, forwarded_allow_ips
+    )
+    _raise_fd_limit()
+    # -- end of edge limits --
     _run_server(flow, settings, host, port)
 
 
@@ -338,6 +364,68 @@ def _settings(
         authenticator=auth,
         allow_origins=tuple(origins),
     )
+
+
+# -- edge limits behind a proxy (issue 16, docs/security.md) ----------------------
+
+
+def _off_or(text: str, convert: type[int] | type[float], flag: str) -> int | float | None:
+    """A limit flag's value: ``None`` for ``0`` or ``off``, else a number > 0."""
+    if text.strip().lower() in ("off", "0", "0.0", "none"):
+        return None
+    try:
+        value = convert(text)
+    except ValueError:
+        raise typer.BadParameter(
+            f"expected a number or 'off', got {text!r}", param_hint=flag
+        ) from None
+    if not (value > 0 and math.isfinite(value)):
+        raise typer.BadParameter(f"expected a number > 0 or 'off', got {text!r}", param_hint=flag)
+    return value
+
+
+def _edge_limits(
+    settings: EdgeSettings,
+    max_connections: str,
+    requests_per_s: str,
+    request_burst: int,
+    forwarded_allow_ips: str,
+) -> EdgeSettings:
+    from icefloe.transport.forwarded import TrustedProxies
+    from icefloe.transport.limits import EdgeLimits
+
+    cap = _off_or(max_connections, int, "--max-connections")
+    rate = _off_or(requests_per_s, float, "--requests-per-s")
+    limits = dataclasses.replace(
+        settings.edge_limits,
+        max_connections=None if cap is None else int(cap),
+        requests_per_s=rate,
+        request_burst=request_burst,
+    )
+    entries = tuple(part.strip() for part in forwarded_allow_ips.split(",") if part.strip())
+    try:
+        TrustedProxies(entries)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--forwarded-allow-ips") from None
+    assert isinstance(limits, EdgeLimits)
+    return dataclasses.replace(settings, edge_limits=limits, forwarded_allow_ips=entries)
+
+
+def _raise_fd_limit() -> None:
+    """Lift the soft open-files limit to the hard one: every streaming reader
+    holds a socket, and a 1024 soft limit would cap a server near 1,000 readers."""
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, target), hard))
+
+
+# -- end of edge limits ----------------------------------------------------------------
 
 
 def _run_server(flow: Flow, settings: EdgeSettings, host: str, port: int) -> None:

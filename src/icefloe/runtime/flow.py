@@ -342,8 +342,8 @@ class Flow:
     ) -> None:
         """Send a throttled run's message into the flow in ``delay`` seconds."""
         loop = asyncio.get_running_loop()
-        assert self._shedder is not None
-        give_up = loop.time() + delay + self._shedder.policy.max_delay_s
+        policy = self._shedder.policy if self._shedder is not None else DEFAULT_SHEDDING
+        give_up = loop.time() + delay + policy.max_delay_s
         self._deferred[state.stream_id] = loop.call_later(
             delay, self._release_deferred, state, targets, message, give_up
         )
@@ -417,14 +417,17 @@ class Flow:
         adaptive window, not a fixed size.
 
         :raises InvalidState: the flow is not running, or the stream exists.
-        :raises StreamError: ``overloaded`` (a limit, or the ingress inbox is full).
+        :raises StreamError: ``overloaded`` (a limit, or the flow is overloaded).
         """
         self._check_running()
         if window is not None and (not isinstance(window, int) or window < 1):
             raise ValueError(f"window must be an int >= 1, got {window!r}")
         targets = self._targets(to)
         state, delay = self._admit(message, self._reliability(to), history=history, window=window)
-        if delay:
+        # A full ingress inbox is a burst until the load watch says otherwise
+        # (then admission refuses): the run starts when there is room, or
+        # fails within max_delay_s (docs/qos.md, "Start-up bursts").
+        if delay or any(len(inbox) >= inbox.capacity for inbox in targets):
             self._defer(state, targets, message, delay)
             return state.stream_id
         try:

@@ -57,16 +57,20 @@ class SheddingPolicy:
     Validated at construction (``ValueError``). See docs/qos.md.
     """
 
+    # Defaults tuned against start-up bursts on a 2-core machine (docs/qos.md,
+    # "Start-up bursts"): a burst that congests the loop for a second must not
+    # drive the rate so low that its tail waits past max_delay_s and is refused.
+
     #: runs per second admitted at full speed (the rate when congestion starts)
-    rate: float = 50.0
+    rate: float = 200.0
     #: the rate never falls below this, runs per second, so throttled work still moves
-    min_rate: float = 1.0
+    min_rate: float = 5.0
     #: runs that may start at once before the spacing applies
-    burst: int = 4
+    burst: int = 64
     #: the factor applied to the rate on every probe (100 ms) spent congested, in (0, 1)
-    decrease: float = 0.7
+    decrease: float = 0.85
     #: runs per second added back on every probe spent ``normal``
-    increase: float = 5.0
+    increase: float = 20.0
     #: a run that would wait longer than this (seconds) to start is refused ``overloaded``
     max_delay_s: float = 5.0
     #: accepted streams ended per probe while an overload is held (0: never shed accepted work)

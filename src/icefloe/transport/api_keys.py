@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from icefloe.transport.limits import PrincipalLimits, parse_principal_limits
 from icefloe.transport.principals import (
     B64TOKEN,
     MAX_NAME_LENGTH,
@@ -44,6 +45,11 @@ class ApiKeyAuthenticator:
     of the key file) or by :meth:`from_file`. Each grant may also name its
     ``subject``; the default is ``apikey:<tenant>#<n>``, ``n`` being the
     entry's position, so set ``subject`` for names that survive reordering.
+    A grant's optional ``limits`` (``{"connections": N, "requests_per_s": R,
+    "request_burst": B}``; see
+    :func:`~icefloe.transport.limits.parse_principal_limits`) replaces the
+    edge-wide limits for that key: a key a proxy or backend uses for all its
+    users can be given room, an untrusted one less.
     Keys must be :data:`MIN_API_KEY_LENGTH` to :data:`MAX_TOKEN_LENGTH`
     ``b64token`` characters (e.g. ``secrets.token_urlsafe(32)``).
 
@@ -162,7 +168,7 @@ def _check_key(key: object, where: str) -> None:
         )
 
 
-_GRANT_FIELDS = frozenset({"tenant", "scopes", "subject"})
+_GRANT_FIELDS = frozenset({"tenant", "scopes", "subject", "limits"})
 
 
 def _parse_grant(grant: object, where: str, index: int) -> Principal:
@@ -176,7 +182,9 @@ def _parse_grant(grant: object, where: str, index: int) -> Principal:
         fields[name] = value
     unknown = sorted(set(fields) - _GRANT_FIELDS)
     if unknown:
-        raise ValueError(f"{where}: unknown field(s) {unknown}; expected tenant, scopes, subject")
+        raise ValueError(
+            f"{where}: unknown field(s) {unknown}; expected tenant, scopes, subject, limits"
+        )
     tenant = fields.get("tenant")
     if not is_valid_tenant(tenant):
         raise ValueError(
@@ -189,7 +197,21 @@ def _parse_grant(grant: object, where: str, index: int) -> Principal:
             f"{where}: 'subject' must be a string of 1-{MAX_NAME_LENGTH} printable "
             f"characters without spaces; got {subject!r}"
         )
-    return Principal(subject=subject, tenant=tenant, scopes=_parse_scopes(fields, where))
+    limits = _parse_limits(fields.get("limits"), where)
+    return Principal(
+        subject=subject, tenant=tenant, scopes=_parse_scopes(fields, where), limits=limits
+    )
+
+
+def _parse_limits(raw: object, where: str) -> PrincipalLimits | None:
+    if raw is None:
+        return None
+    pairs = _pairs(raw)
+    if pairs is not None:
+        raw = dict(pairs)
+        if len(raw) != len(pairs):
+            raise ValueError(f"{where}: a field of 'limits' appears twice")
+    return parse_principal_limits(raw, where)
 
 
 def _parse_scopes(fields: Mapping[str, Any], where: str) -> frozenset[Scope]:

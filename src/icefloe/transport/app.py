@@ -188,7 +188,8 @@ def server_options(settings: EdgeSettings) -> dict[str, Any]:
 
     The WebSocket frame limit (1009 above it), keepalive pings every
     heartbeat and a dead peer cut after one more heartbeat without a pong,
-    and permessage-deflate when the client offers it.
+    and permessage-deflate when the client offers it; uvicorn's proxy
+    headers off, since the edge applies ``forwarded_allow_ips`` itself.
     """
     beat = settings.pump.heartbeat_s
     return {
@@ -196,6 +197,10 @@ def server_options(settings: EdgeSettings) -> dict[str, Any]:
         "ws_ping_interval": beat,
         "ws_ping_timeout": beat,
         "ws_per_message_deflate": True,
+        # The edge reads Forwarded/X-Forwarded-For itself, from the proxies in
+        # settings.forwarded_allow_ips only; uvicorn's own rewrite (on for
+        # 127.0.0.1 by default) would let a local client forge its address.
+        "proxy_headers": False,
     }
 
 

@@ -5,7 +5,9 @@ edge's own state (metrics, per-principal limits, WebSocket sessions, relays,
 the run starter), and the checks every request goes through:
 
 * :meth:`EdgeContext.principal` authenticates a request, counts it against
-  its principal's rate and checks its scope;
+  its principal's rate (its own limits, if its key or token carries some;
+  with auth off, the client address's, read through trusted proxies by
+  :meth:`EdgeContext.client_address`) and checks its scope;
 * :meth:`EdgeContext.owned` answers a stream the principal may see (another
   tenant's reads as missing);
 * :meth:`EdgeContext.open_connection` counts a streaming response against
@@ -47,8 +49,9 @@ from icefloe.transport.auth import (
     request_token,
 )
 from icefloe.transport.errors import HttpError
+from icefloe.transport.forwarded import TrustedProxies
 from icefloe.transport.idempotency import Started
-from icefloe.transport.limits import EdgeLimits, PrincipalLimiter
+from icefloe.transport.limits import EdgeLimits, PrincipalLimiter, PrincipalLimits
 from icefloe.transport.metrics import EdgeMetrics
 from icefloe.transport.relays import StreamRelays
 from icefloe.transport.runs import RunStarter
@@ -81,6 +84,9 @@ class EdgeSettings:
     authenticator: Authenticator = field(default_factory=NoAuth)
     #: per-principal request rate and connection limits
     edge_limits: EdgeLimits = field(default_factory=EdgeLimits)
+    #: proxies whose ``Forwarded`` / ``X-Forwarded-For`` name the client address
+    #: (addresses, CIDR networks or ``*``; empty: the peer is the client)
+    forwarded_allow_ips: tuple[str, ...] = ()
     #: browser origins allowed by CORS (empty: CORS off)
     allow_origins: tuple[str, ...] = ()
     #: seconds an idempotency key is remembered
@@ -100,6 +106,7 @@ class EdgeSettings:
             raise ValueError(f"stream_window must be an int >= 1, got {self.stream_window!r}")
         if self.unread_timeout_s is not None and not self.unread_timeout_s > 0:
             raise ValueError(f"unread_timeout_s must be > 0 or None, got {self.unread_timeout_s!r}")
+        TrustedProxies(self.forwarded_allow_ips)  # refuse a bad entry now, not per request
 
 
 class EdgeContext:
@@ -111,6 +118,7 @@ class EdgeContext:
         self.settings = settings
         self.metrics = EdgeMetrics(flow, hub, max_posted=settings.idempotency_max)
         self.limiter = PrincipalLimiter(settings.edge_limits)
+        self.proxies = TrustedProxies(settings.forwarded_allow_ips)
         #: chunks a network reader may hold its stream back at most: never more
         #: than the history it could resume from (see Subscription lag limits)
         self.lag_limit = max(settings.history, 1)
@@ -144,7 +152,7 @@ class EdgeContext:
         if isinstance(authenticator, NoAuth):
             # Auth off: no credentials to parse; limits apply per client address.
             principal = authenticator.authenticate(None)
-            key = _address_key(request)
+            key = self._address_key(request)
         else:
             try:
                 token = request_token(
@@ -157,19 +165,34 @@ class EdgeContext:
             except AuthError as exc:
                 # Failed attempts count against the client address, so guessing
                 # credentials is rate limited like any other request.
-                self._check_rate(_address_key(request))
+                self._check_rate(self._address_key(request), None)
                 challenge = exc.code is ErrorCode.UNAUTHORIZED
                 headers = {"WWW-Authenticate": "Bearer"} if challenge else None
                 raise HttpError(exc.code, str(exc), headers) from None
             key = f"{principal.tenant}\x00{principal.subject}"
         request.state.limit_key = key
-        self._check_rate(key)
+        request.state.limits = principal.limits
+        # open_connection (HTTP here, the WebSocket handshake through the
+        # limiter) uses the limits of the principal's last request: this one.
+        self._check_rate(key, principal.limits)
         if scope is not None and not principal.has(scope):
             raise HttpError(ErrorCode.FORBIDDEN, f"missing scope {scope.value}")
         return principal
 
-    def _check_rate(self, key: str) -> None:
-        retry = self.limiter.check_request(key)
+    def client_address(self, request: HTTPConnection) -> str | None:
+        """The client's address: the peer's, or the one a trusted proxy forwards for."""
+        client = request.client
+        return self.proxies.client_host(
+            client.host if client else None,
+            request.headers.get("forwarded"),
+            request.headers.get("x-forwarded-for"),
+        )
+
+    def _address_key(self, request: HTTPConnection) -> str:
+        return f"addr\x00{self.client_address(request) or '?'}"
+
+    def _check_rate(self, key: str, limits: PrincipalLimits | None) -> None:
+        retry = self.limiter.check_request(key, limits)
         if retry is not None:
             self.metrics.requests_limited.inc()
             raise HttpError(
@@ -197,7 +220,7 @@ class EdgeContext:
             called first).
         """
         key: str = request.state.limit_key
-        retry = self.limiter.open_connection(key)
+        retry = self.limiter.open_connection(key, request.state.limits)
         if retry is not None:
             release()
             self.metrics.requests_limited.inc()
@@ -231,11 +254,6 @@ class EdgeContext:
         """``conn`` no longer holds the session (a newer one may)."""
         if self._ws_live.get(session_id) is conn:
             del self._ws_live[session_id]
-
-
-def _address_key(request: HTTPConnection) -> str:
-    client = request.client
-    return f"addr\x00{client.host if client else '?'}"
 
 
 async def read_body(request: Request) -> bytes:

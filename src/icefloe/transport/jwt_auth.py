@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.types import Options
 
 from icefloe.transport.jwks import JwksKeys
+from icefloe.transport.limit_claims import limits_from_claims
 from icefloe.transport.principals import (
     AuthError,
     Principal,
@@ -233,6 +234,7 @@ class JwtAuthenticator:
             subject=_subject_claim(claims),
             tenant=self._tenant(claims),
             scopes=self._scopes(claims),
+            limits=limits_from_claims(claims),
         )
 
     def _decode(self, token: str) -> dict[str, Any]:

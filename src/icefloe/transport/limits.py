@@ -10,7 +10,14 @@ and a count of open streaming connections. What happens at each limit of
   send as ``Retry-After`` with a 429. Nothing is queued.
 * ``max_connections``: one more streaming connection than this is refused
   the same way (``Retry-After`` is :data:`CONNECTION_RETRY_AFTER_S`, since no
-  clock says when a connection will close).
+  clock says when a connection will close). Connections are counted even
+  with no cap, so a principal's own cap always sees exact counts.
+* :class:`PrincipalLimits`: one principal's own ``requests_per_s``,
+  ``request_burst`` and ``max_connections``, overriding the edge-wide ones
+  (from its API key's ``limits`` or its JWT's limits claim, read by
+  :func:`parse_principal_limits`). It is passed with each check and
+  remembered on the principal's entry, so an :meth:`~PrincipalLimiter.open_connection`
+  without one uses the limits of the principal's last request.
 * ``max_principals``: the limiter's memory bound. Past it the principal
   unseen for longest, among those with no open connection, is forgotten (so
   it starts again with a full burst). Principals holding connections are
@@ -26,10 +33,10 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from icefloe.core.checks import check_int
 from icefloe.core.token_bucket import TokenBucket
@@ -37,14 +44,19 @@ from icefloe.exceptions import IcefloeError, InvalidState
 
 __all__ = [
     "CONNECTION_RETRY_AFTER_S",
+    "LIMITS_CLAIM",
     "EdgeLimitStatistics",
     "EdgeLimits",
     "PrincipalLimiter",
+    "PrincipalLimits",
     "RateLimited",
+    "parse_principal_limits",
 ]
 
 #: ``Retry-After`` seconds for a refused connection (or a full principal table)
 CONNECTION_RETRY_AFTER_S = 1
+#: the JWT claim that carries a principal's own limits (same shape as a key file's ``limits``)
+LIMITS_CLAIM = "icefloe_limits"
 
 
 class RateLimited(IcefloeError):
@@ -61,29 +73,116 @@ class RateLimited(IcefloeError):
 
 @dataclass(frozen=True, slots=True)
 class EdgeLimits:
-    """Per-principal limits of the edge. ``None`` turns a limit off."""
+    """Per-principal limits of the edge. ``None`` turns a limit off.
+
+    The defaults are sized for a server whose clients all arrive from one
+    address (a reverse proxy, an ingress, a backend proxying for its users)
+    or share one API key: they stop a runaway client from taking every file
+    descriptor or the whole loop, not a busy proxy. docs/security.md says
+    how to tighten them once ``--forwarded-allow-ips`` tells clients apart.
+    """
 
     #: sustained requests per second per principal (None: no rate limit)
-    requests_per_s: float | None = 50.0
+    requests_per_s: float | None = 1000.0
     #: requests a principal may make at once after being idle (>= 1)
-    request_burst: int = 100
+    request_burst: int = 2000
     #: open streaming connections per principal (None: no limit)
-    max_connections: int | None = 32
+    max_connections: int | None = 4096
     #: principals tracked at once; the least recently seen idle one is forgotten (>= 1)
     max_principals: int = 100_000
 
     def __post_init__(self) -> None:
-        rate = self.requests_per_s
-        if rate is not None and (
-            not isinstance(rate, int | float)
-            or isinstance(rate, bool)
-            or not (math.isfinite(rate) and rate > 0)
-        ):
-            raise ValueError(f"requests_per_s must be a finite number > 0 or None, got {rate!r}")
+        _check_rate("requests_per_s", self.requests_per_s)
         check_int("request_burst", self.request_burst, 1)
         if self.max_connections is not None:
             check_int("max_connections", self.max_connections, 1)
         check_int("max_principals", self.max_principals, 1)
+
+
+def _check_rate(name: str, rate: object) -> None:
+    if rate is not None and (
+        not isinstance(rate, int | float)
+        or isinstance(rate, bool)
+        or not (math.isfinite(rate) and rate > 0)
+    ):
+        raise ValueError(f"{name} must be a finite number > 0 or None, got {rate!r}")
+
+
+#: marks a field of :class:`PrincipalLimits` that turns its limit off
+_OFF = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PrincipalLimits:
+    """One principal's own limits, overriding :class:`EdgeLimits` field by field.
+
+    ``None`` keeps the edge-wide value; ``0`` turns the limit off for this
+    principal (as ``0``/``off`` does on the command line).
+    """
+
+    #: sustained requests per second (None: the edge's; 0: no rate limit)
+    requests_per_s: float | None = None
+    #: requests at once after being idle (None: the edge's)
+    request_burst: int | None = None
+    #: open streaming connections (None: the edge's; 0: no limit)
+    max_connections: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.requests_per_s is not None and self.requests_per_s != _OFF:
+            _check_rate("requests_per_s", self.requests_per_s)
+        if self.request_burst is not None:
+            check_int("request_burst", self.request_burst, 1)
+        if self.max_connections is not None:
+            check_int("max_connections", self.max_connections, 0)
+
+    def apply(self, limits: EdgeLimits) -> tuple[float | None, int, int | None]:
+        """``(requests_per_s, request_burst, max_connections)`` in force: ``limits``
+        with this principal's overrides, ``None`` meaning no limit."""
+        rate = limits.requests_per_s if self.requests_per_s is None else self.requests_per_s
+        burst = limits.request_burst if self.request_burst is None else self.request_burst
+        cap = limits.max_connections if self.max_connections is None else self.max_connections
+        return (rate or None, burst, cap or None)
+
+
+# The names a key file's ``limits`` object (or a JWT's limits claim) may use.
+_LIMIT_FIELDS = {
+    "requests_per_s": "requests_per_s",
+    "request_burst": "request_burst",
+    "connections": "max_connections",
+}
+
+
+def parse_principal_limits(value: object, where: str) -> PrincipalLimits:
+    """A key file's ``limits`` object, or a JWT limits claim, as :class:`PrincipalLimits`.
+
+    The shape is ``{"connections": N, "requests_per_s": R, "request_burst": B}``,
+    every field optional: absent or ``null`` keeps the edge-wide limit, ``0``
+    or ``"off"`` turns it off for this principal. The one parser for both
+    sources, so a key file and a token mean the same thing.
+
+    :raises ValueError: naming ``where`` and the field, for anything else.
+    """
+    if not isinstance(value, Mapping):
+        raise ValueError(
+            f"{where}: 'limits' must be an object like "
+            '{"connections": 100, "requests_per_s": 50}'
+        )
+    fields: dict[str, Any] = {}
+    for name, raw in value.items():
+        target = _LIMIT_FIELDS.get(name) if isinstance(name, str) else None
+        if target is None:
+            raise ValueError(
+                f"{where}: unknown limit {name!r}; expected some of {sorted(_LIMIT_FIELDS)}"
+            )
+        if raw == "off":
+            raw = _OFF
+        if name != "requests_per_s" and isinstance(raw, float) and raw.is_integer():
+            raw = int(raw)  # JSON has one number type
+        fields[target] = raw
+    try:
+        return PrincipalLimits(**fields)
+    except ValueError as exc:
+        raise ValueError(f"{where}: limits: {exc}") from None
 
 
 def _whole_seconds(seconds: float) -> int:
@@ -114,15 +213,23 @@ class EdgeLimitStatistics(NamedTuple):
 class _Entry:
     """What the limiter remembers about one principal."""
 
-    __slots__ = ("bucket", "connections")
+    __slots__ = ("bucket", "connections", "override", "rate")
 
-    def __init__(self, bucket: TokenBucket | None) -> None:
-        self.bucket = bucket
+    def __init__(self) -> None:
+        #: the request bucket, made on first use for ``rate``
+        self.bucket: TokenBucket | None = None
+        #: the ``(requests_per_s, request_burst)`` the bucket was made for
+        self.rate: tuple[float, int] | None = None
         self.connections = 0
+        #: the principal's own limits, as of its last request
+        self.override: PrincipalLimits | None = None
 
 
 class PrincipalLimiter:
     """Request-rate and connection limits per principal key; see the module docs.
+
+    Open connections are counted even with no cap in force, so the counts
+    stay exact when a principal's own limits add one.
 
     :param limits: the limits; :class:`EdgeLimits` defaults if omitted.
     :param clock: monotonic seconds, for the request buckets.
@@ -161,45 +268,61 @@ class PrincipalLimiter:
 
     @property
     def limits(self) -> EdgeLimits:
-        """The limits this limiter enforces."""
+        """The edge-wide limits this limiter enforces."""
         return self._limits
 
-    def check_request(self, key: str) -> float | None:
-        """Count one request by ``key``.
+    def check_request(self, key: str, limits: PrincipalLimits | None = None) -> float | None:
+        """Count one request by ``key``, whose own limits are ``limits`` (None: the edge's).
 
         :returns: ``None`` if it is allowed, else the seconds to send as
             ``Retry-After``: a whole number, at least 1.
         """
-        if self._limits.requests_per_s is None:
+        if limits is None and self._limits.requests_per_s is None:
+            # Nothing to count; only forget an override the key no longer has.
+            known = self._busy.get(key) or self._idle.get(key)
+            if known is not None:
+                known.override = None
             self._allowed += 1
             return None
         entry = self._entry(key)
         if entry is None:
             self._limited += 1
             return float(CONNECTION_RETRY_AFTER_S)
-        bucket = entry.bucket
-        assert bucket is not None  # every entry has one while requests_per_s is set
-        wait = bucket.take()
+        entry.override = limits
+        rate, burst, _ = self._in_force(entry)
+        if rate is None:
+            self._allowed += 1
+            return None
+        if entry.rate != (rate, burst) or entry.bucket is None:
+            # A new principal, or its own limits changed: a fresh, full bucket.
+            entry.bucket = TokenBucket(rate, burst, self._clock)
+            entry.rate = (rate, burst)
+        wait = entry.bucket.take()
         if not wait:
             self._allowed += 1
             return None
         self._limited += 1
         return float(_whole_seconds(wait))
 
-    def open_connection(self, key: str) -> float | None:
+    def open_connection(self, key: str, limits: PrincipalLimits | None = None) -> float | None:
         """Count a streaming connection opened by ``key``, if it is within the limit.
 
-        Every ``None`` result must be paired with one :meth:`close_connection`
-        (or use :meth:`connection`); a refusal needs no close.
+        ``limits`` are the principal's own; ``None`` uses those of its last
+        :meth:`check_request`. Every ``None`` result must be paired with one
+        :meth:`close_connection` (or use :meth:`connection`); a refusal needs
+        no close.
 
         :returns: ``None`` if the connection may open, else the seconds to
             send as ``Retry-After``: a whole number, at least 1.
         """
-        cap = self._limits.max_connections
-        if cap is None:
-            return None
         entry = self._entry(key)
-        if entry is None or entry.connections >= cap:
+        if entry is None:
+            self._refused += 1
+            return float(CONNECTION_RETRY_AFTER_S)
+        if limits is not None:
+            entry.override = limits
+        cap = self._in_force(entry)[2]
+        if cap is not None and entry.connections >= cap:
             self._refused += 1
             return float(CONNECTION_RETRY_AFTER_S)
         entry.connections += 1
@@ -214,8 +337,6 @@ class PrincipalLimiter:
 
         :raises InvalidState: if ``key`` has no open connection.
         """
-        if self._limits.max_connections is None:
-            return
         entry = self._busy.get(key)
         if entry is None:
             raise InvalidState(f"close_connection({key!r}) without an open connection")
@@ -223,17 +344,15 @@ class PrincipalLimiter:
         self._open -= 1
         if entry.connections == 0:
             del self._busy[key]
-            # Keep the request bucket; without one there is nothing to remember.
-            if entry.bucket is not None:
-                self._idle[key] = entry
+            self._idle[key] = entry
 
     @contextmanager
-    def connection(self, key: str) -> Iterator[None]:
+    def connection(self, key: str, limits: PrincipalLimits | None = None) -> Iterator[None]:
         """Hold one of ``key``'s connections for the ``with`` block.
 
         :raises RateLimited: if ``key`` is at its connection limit.
         """
-        retry = self.open_connection(key)
+        retry = self.open_connection(key, limits)
         if retry is not None:
             raise RateLimited(retry, "too many open connections")
         try:
@@ -253,6 +372,12 @@ class PrincipalLimiter:
             evicted=self._evicted,
         )
 
+    def _in_force(self, entry: _Entry) -> tuple[float | None, int, int | None]:
+        limits = self._limits
+        if entry.override is None:
+            return (limits.requests_per_s, limits.request_burst, limits.max_connections)
+        return entry.override.apply(limits)
+
     def _entry(self, key: str) -> _Entry | None:
         """``key``'s entry, created if need be; ``None`` if the table is full of busy ones."""
         entry = self._busy.get(key)
@@ -264,7 +389,7 @@ class PrincipalLimiter:
             return entry
         if not self._make_room():
             return None
-        entry = _Entry(self._new_bucket())
+        entry = _Entry()
         self._idle[key] = entry
         return entry
 
@@ -276,9 +401,3 @@ class PrincipalLimiter:
         self._idle.popitem(last=False)
         self._evicted += 1
         return True
-
-    def _new_bucket(self) -> TokenBucket | None:
-        rate = self._limits.requests_per_s
-        if rate is None:
-            return None
-        return TokenBucket(rate, self._limits.request_burst, self._clock)

@@ -25,6 +25,7 @@ from typing import Literal, Protocol, TypeGuard, runtime_checkable
 
 from icefloe.core.wire_errors import ErrorCode, http_status
 from icefloe.exceptions import IcefloeError
+from icefloe.transport.limits import PrincipalLimits
 
 __all__ = [
     "MAX_TOKEN_LENGTH",
@@ -96,11 +97,14 @@ class Principal:
 
     ``scopes`` may be given as any iterable of scope strings; it is stored as
     a ``frozenset`` of :class:`Scope`, and an unknown scope is a ``ValueError``.
+    ``limits`` are its own edge limits (an API key's ``limits``, a JWT's
+    limits claim); ``None`` leaves it the edge-wide ones.
     """
 
     subject: str
     tenant: str
     scopes: frozenset[Scope]
+    limits: PrincipalLimits | None = None
 
     def __post_init__(self) -> None:
         for name in ("subject", "tenant"):

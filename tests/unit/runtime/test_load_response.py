@@ -28,13 +28,14 @@ FAST = CongestionPolicy(
 
 
 def test_throttle_spaces_starts_and_adapts() -> None:
-    throttle = AdmissionThrottle(SheddingPolicy(rate=10.0, burst=2, max_delay_s=0.35))
+    policy = SheddingPolicy(rate=10.0, burst=2, max_delay_s=0.35, decrease=0.7, min_rate=1.0)
+    throttle = AdmissionThrottle(policy)
     delays = [throttle.reserve(100.0) for _ in range(6)]
     # Two at once (the burst), then one every 0.1 s, refused past 0.35 s.
     assert delays[:5] == pytest.approx([0.0, 0.0, 0.1, 0.2, 0.3])
     assert delays[5] is None
     assert throttle.statistics().refused == 1
-    throttle.on_probe(congested=True)
+    throttle.on_probe(congested=True)  # x decrease
     assert throttle.rate == pytest.approx(7.0)
     for _ in range(50):
         throttle.on_probe(congested=True)
@@ -45,7 +46,8 @@ def test_throttle_spaces_starts_and_adapts() -> None:
 
 
 def test_shedding_policy_validates() -> None:
-    for bad in ({"rate": 0}, {"min_rate": 100.0}, {"decrease": 1.0}, {"burst": 0}):
+    # min_rate above the default rate is refused
+    for bad in ({"rate": 0}, {"min_rate": 1000.0}, {"decrease": 1.0}, {"burst": 0}):
         with pytest.raises(ValueError):
             SheddingPolicy(**bad)  # type: ignore[arg-type]
 

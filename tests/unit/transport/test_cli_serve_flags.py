@@ -53,3 +53,53 @@ def test_a_tiny_cap_is_refused(served: list[EdgeSettings]) -> None:
     )
     assert result.exit_code == 2
     assert served == []
+
+
+# -- edge limits behind a proxy ------------------------------------------------------
+
+
+def test_edge_limit_defaults(served: list[EdgeSettings]) -> None:
+    result = CliRunner().invoke(cli.app, ["serve", "icefloe.demo:build_demo_flow"])
+    assert result.exit_code == 0, result.output
+    limits = served[0].edge_limits
+    assert (limits.max_connections, limits.requests_per_s, limits.request_burst) == (
+        4096,
+        1000.0,
+        2000,
+    )
+    assert served[0].forwarded_allow_ips == ()
+
+
+def test_edge_limit_flags(served: list[EdgeSettings]) -> None:
+    flags = ["--max-connections", "5", "--requests-per-s", "2.5", "--request-burst", "7"]
+    flags += ["--forwarded-allow-ips", "127.0.0.1, 10.0.0.0/8"]
+    result = CliRunner().invoke(cli.app, ["serve", "icefloe.demo:build_demo_flow", *flags])
+    assert result.exit_code == 0, result.output
+    (settings,) = served
+    limits = settings.edge_limits
+    assert (limits.max_connections, limits.requests_per_s, limits.request_burst) == (5, 2.5, 7)
+    assert settings.forwarded_allow_ips == ("127.0.0.1", "10.0.0.0/8")
+
+
+@pytest.mark.parametrize("off", ["0", "off", "OFF"])
+def test_zero_or_off_turns_edge_limits_off(served: list[EdgeSettings], off: str) -> None:
+    flags = ["--max-connections", off, "--requests-per-s", off]
+    result = CliRunner().invoke(cli.app, ["serve", "icefloe.demo:build_demo_flow", *flags])
+    assert result.exit_code == 0, result.output
+    limits = served[0].edge_limits
+    assert (limits.max_connections, limits.requests_per_s) == (None, None)
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--max-connections", "-3"],
+        ["--max-connections", "many"],
+        ["--requests-per-s", "inf"],
+        ["--forwarded-allow-ips", "proxy.local"],
+    ],
+)
+def test_bad_edge_limit_flags_are_refused(served: list[EdgeSettings], flags: list[str]) -> None:
+    result = CliRunner().invoke(cli.app, ["serve", "icefloe.demo:build_demo_flow", *flags])
+    assert result.exit_code == 2
+    assert served == []

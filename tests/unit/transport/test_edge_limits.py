@@ -13,7 +13,9 @@ from icefloe.transport.limits import (
     CONNECTION_RETRY_AFTER_S,
     EdgeLimits,
     PrincipalLimiter,
+    PrincipalLimits,
     RateLimited,
+    parse_principal_limits,
 )
 
 PROPERTY = settings(max_examples=200, deadline=None)
@@ -41,8 +43,9 @@ def limiter(clock: FakeClock | None = None, **limits: Any) -> PrincipalLimiter:
 
 def test_defaults() -> None:
     limits = EdgeLimits()
-    assert (limits.requests_per_s, limits.request_burst) == (50.0, 100)
-    assert (limits.max_connections, limits.max_principals) == (32, 100_000)
+    # Sized for many clients behind one proxy address (docs/security.md).
+    assert (limits.requests_per_s, limits.request_burst) == (1000.0, 2000)
+    assert (limits.max_connections, limits.max_principals) == (4096, 100_000)
     assert PrincipalLimiter().limits == limits
 
 
@@ -165,11 +168,17 @@ def test_connection_context_manager_releases_on_error() -> None:
     assert limits.open_connection("alice") is None
 
 
-def test_no_connection_limit_tracks_nothing() -> None:
+def test_no_connection_limit_admits_all_and_counts_exactly() -> None:
+    # Counted even without a cap, so a principal's own cap (or a close
+    # without an open) is always judged against exact counts.
     limits = limiter(max_connections=None)
     assert all(limits.open_connection("alice") is None for _ in range(1000))
-    limits.close_connection("alice")  # nothing is counted, so nothing to mismatch
-    assert limits.statistics().open_connections == 0
+    limits.close_connection("alice")
+    assert limits.statistics().open_connections == 999
+    for _ in range(999):
+        limits.close_connection("alice")
+    with pytest.raises(InvalidState):
+        limits.close_connection("alice")
 
 
 def test_connections_share_the_principal_entry_with_requests() -> None:
@@ -265,3 +274,75 @@ def test_rate_limited_rounds_retry_after_up(seconds: float, expected: int) -> No
     assert isinstance(error.retry_after, int)
     assert isinstance(error, IcefloeError)
     assert str(expected) in str(error)
+
+
+# -- a principal's own limits ----------------------------------------------------------
+
+
+def test_principal_connection_cap_overrides_the_edge_one() -> None:
+    limits = limiter(max_connections=2)
+    own = PrincipalLimits(max_connections=3)
+    assert [limits.open_connection("proxy", own) for _ in range(4)] == [None, None, None, 1.0]
+    # Without limits of its own, another principal keeps the edge's cap.
+    assert [limits.open_connection("bob") for _ in range(3)] == [None, None, 1.0]
+
+
+def test_principal_limits_are_remembered_from_the_last_request() -> None:
+    limits = limiter(max_connections=1)
+    assert limits.check_request("proxy", PrincipalLimits(max_connections=2)) is None
+    assert [limits.open_connection("proxy") for _ in range(3)] == [None, None, 1.0]
+    # A request without limits of its own goes back to the edge's cap.
+    assert limits.check_request("proxy") is None
+    limits.close_connection("proxy")
+    assert limits.open_connection("proxy") == 1.0
+
+
+def test_zero_turns_a_limit_off_for_one_principal() -> None:
+    limits = limiter(requests_per_s=1.0, request_burst=1, max_connections=1)
+    off = PrincipalLimits(requests_per_s=0, max_connections=0)
+    assert all(limits.check_request("proxy", off) is None for _ in range(100))
+    assert all(limits.open_connection("proxy", off) is None for _ in range(100))
+    assert limits.check_request("alice") is None
+    assert limits.check_request("alice") is not None
+
+
+def test_principal_rate_adds_a_limit_the_edge_lacks() -> None:
+    clock = FakeClock()
+    limits = limiter(clock, requests_per_s=None)
+    own = PrincipalLimits(requests_per_s=1.0, request_burst=2)
+    assert [limits.check_request("k", own) for _ in range(3)] == [None, None, 1.0]
+    clock.advance(1.0)
+    assert limits.check_request("k", own) is None
+    assert limits.check_request("other") is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ({}, PrincipalLimits()),
+        ({"connections": 5}, PrincipalLimits(max_connections=5)),
+        ({"connections": "off", "requests_per_s": 0}, PrincipalLimits(0, None, 0)),
+        ({"requests_per_s": 2.5, "request_burst": 10.0}, PrincipalLimits(2.5, 10)),
+        ({"connections": None}, PrincipalLimits()),
+    ],
+)
+def test_parse_principal_limits(raw: dict[str, Any], expected: PrincipalLimits) -> None:
+    assert parse_principal_limits(raw, "keys") == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ([], "must be an object"),
+        ({"conns": 1}, "unknown limit 'conns'"),
+        ({"connections": -1}, "max_connections"),
+        ({"connections": 1.5}, "max_connections"),
+        ({"requests_per_s": "fast"}, "requests_per_s"),
+        ({"requests_per_s": True}, "requests_per_s"),
+        ({"request_burst": 0}, "request_burst"),
+    ],
+)
+def test_parse_principal_limits_refuses(raw: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message) as info:
+        parse_principal_limits(raw, "keys.json: entry #2")
+    assert str(info.value).startswith("keys.json: entry #2")
