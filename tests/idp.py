@@ -84,12 +84,12 @@ class JwksServer:
         #: set when a request arrives (the test may wait for it)
         self.requested = threading.Event()
         self._fetches = 0
-        self._lock = threading.Lock()
+        self.lock = threading.Lock()
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                with server._lock:
+                with server.lock:
                     server._fetches += 1
                 server.requested.set()
                 if server.hold is not None:
@@ -116,7 +116,7 @@ class JwksServer:
     @property
     def fetches(self) -> int:
         """How many times the set was requested."""
-        with self._lock:
+        with self.lock:
             return self._fetches
 
     def start(self) -> None:

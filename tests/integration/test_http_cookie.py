@@ -17,12 +17,14 @@ from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 from typer.testing import CliRunner
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from icefloe.cli import app as cli
 from icefloe.demo import Pacing, build_demo_flow
+from icefloe.transport import app as transport_app
 from icefloe.transport.app import EdgeSettings
 from icefloe.transport.auth import ApiKeyAuthenticator, CookieAuthenticator
 
@@ -145,7 +147,14 @@ def test_serve_auth_cookie_flag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     keys = tmp_path / "keys.json"
     keys.write_text(json.dumps(GRANTS))
     seen: list[EdgeSettings] = []
-    monkeypatch.setattr(cli, "_run_server", lambda flow, settings, *_: seen.append(settings))
+
+    def build(flow: Any, settings: EdgeSettings) -> object:
+        seen.append(settings)
+        return object()
+
+    # The public seams serve goes through: the app factory and uvicorn.
+    monkeypatch.setattr(transport_app, "create_app", build)
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: None)
     flags = ["--api-keys", str(keys), "--auth-cookie", "sid", "--allow-origin", APP]
     result = CliRunner().invoke(cli.app, ["serve", "icefloe.demo:build_demo_flow", *flags])
     assert result.exit_code == 0, result.output

@@ -17,11 +17,13 @@ from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 from typer.testing import CliRunner
 from websockets.asyncio.client import connect
 
 from icefloe.cli import app as cli
 from icefloe.demo import Pacing, build_demo_flow
+from icefloe.transport import app as transport_app
 from icefloe.transport.app import EdgeSettings
 from icefloe.transport.auth import JwksKeys, JwtAuthenticator
 from idp import (
@@ -55,9 +57,14 @@ def idp(key: SigningKey) -> Iterator[JwksServer]:
 def serve_settings(monkeypatch: pytest.MonkeyPatch, *flags: str) -> EdgeSettings:
     """The settings ``icefloe serve <flags>`` would run the demo flow with."""
     seen: list[EdgeSettings] = []
-    monkeypatch.setattr(
-        cli, "_run_server", lambda flow, settings, host, port: seen.append(settings)
-    )
+
+    def build(flow: Any, settings: EdgeSettings) -> object:
+        seen.append(settings)
+        return object()
+
+    # The public seams serve goes through: the app factory and uvicorn.
+    monkeypatch.setattr(transport_app, "create_app", build)
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: None)
     result = CliRunner().invoke(cli.app, ["serve", "icefloe.demo:build_demo_flow", *flags])
     assert result.exit_code == 0, result.output
     return seen[0]
