@@ -9,7 +9,7 @@ the floor and trims; a cursor only moves its own ``pos`` forward.
 Reader kinds: a *blocking* cursor (``lag_limit`` None) is never overrun; a
 *lag-tolerant* one (network clients) holds the producer back only while it
 is less than ``lag_limit`` chunks behind, and past that may be overrun
-(:meth:`Cursor.lost`). :func:`pace` is how the cursors together set the
+(:meth:`Cursor.lost`). :meth:`CursorSet.pace` is how the cursors together set the
 producer's pace (the *floor*): the slowest blocking cursor and the fastest
 lag-tolerant one, so a single network client still paces its producer but
 one slow client among many does not slow the rest.
@@ -21,7 +21,7 @@ one is parked past any seq (:meth:`Cursor.park`) and reads nothing more.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from icefloe.core.messages import StreamChunk
@@ -30,7 +30,7 @@ from icefloe.exceptions import InvalidState
 if TYPE_CHECKING:
     from icefloe.core.streamlog import StreamLog
 
-__all__ = ["PARKED", "Cursor", "pace"]
+__all__ = ["PARKED", "Cursor", "CursorSet"]
 
 #: where a detached cursor is parked (beyond any real seq): it reads nothing more
 PARKED = 1 << 62
@@ -164,32 +164,75 @@ class Cursor:
         return last
 
 
-def pace(cursors: Iterable[Cursor], head: int, history: int) -> tuple[int, int, int]:
-    """Where ``cursors`` (at least one) put the producer: ``(floor, blocking_min, keep)``.
+class CursorSet:
+    """The cursors attached to one log, in attach order, and what detached
+    ones delivered. The log decides what attaching or detaching means for
+    its floor; the set only keeps the cursors."""
 
-    ``floor`` is the pace (the slowest blocking cursor and the fastest
-    lag-tolerant one, see the module docstring); ``blocking_min`` the slowest
-    blocking cursor (``head`` if none); ``keep`` the oldest seq the log must
-    still hold: ``history`` chunks behind the slowest blocking cursor and
-    behind the head (for late resumers), and what a lag-tolerant cursor
-    within its ``lag_limit`` has not read. O(cursors).
-    """
-    floor = head
-    keep = head - history
-    fastest = -1
-    for cursor in cursors:
-        pos = cursor.pos
-        limit = cursor.lag_limit
-        if limit is None:
-            if pos < floor:
-                floor = pos
-            if pos - history < keep:
-                keep = pos - history
-        else:
-            if pos > fastest:
-                fastest = pos
-            keep = min(keep, max(pos, head - limit))
-    blocking_min = floor
-    if 0 <= fastest < floor:
-        floor = fastest
-    return floor, blocking_min, keep
+    __slots__ = ("_cursors", "_delivered")
+
+    def __init__(self) -> None:
+        self._cursors: list[Cursor] = []
+        self._delivered = 0  # by cursors since detached
+
+    def __len__(self) -> int:
+        return len(self._cursors)
+
+    def __iter__(self) -> Iterator[Cursor]:
+        return iter(self._cursors)
+
+    def add(self, cursor: Cursor) -> None:
+        self._cursors.append(cursor)
+
+    def remove(self, cursor: Cursor) -> bool:
+        """Detach and park ``cursor``, keeping its delivered count; False if absent."""
+        try:
+            self._cursors.remove(cursor)
+        except ValueError:
+            return False
+        self._delivered += cursor.pos - cursor.start
+        cursor.park()
+        return True
+
+    def lone_blocking(self) -> Cursor | None:
+        """The only cursor, if there is exactly one and it is blocking."""
+        cursors = self._cursors
+        if len(cursors) == 1 and cursors[0].lag_limit is None:
+            return cursors[0]
+        return None
+
+    def delivered_total(self) -> int:
+        """Chunks taken so far, by cursors attached or since detached."""
+        return self._delivered + sum(c.pos - c.start for c in self._cursors)
+
+    def pace(self, head: int, history: int) -> tuple[int, int, int]:
+        """Where the cursors (at least one) put the producer:
+        ``(floor, blocking_min, keep)``.
+
+        ``floor`` is the pace (the slowest blocking cursor and the fastest
+        lag-tolerant one, see the module docstring); ``blocking_min`` the
+        slowest blocking cursor (``head`` if none); ``keep`` the oldest seq
+        the log must still hold: ``history`` chunks behind the slowest
+        blocking cursor and behind the head (for late resumers), and what a
+        lag-tolerant cursor within its ``lag_limit`` has not read.
+        O(cursors).
+        """
+        floor = head
+        keep = head - history
+        fastest = -1
+        for cursor in self._cursors:
+            pos = cursor.pos
+            limit = cursor.lag_limit
+            if limit is None:
+                if pos < floor:
+                    floor = pos
+                if pos - history < keep:
+                    keep = pos - history
+            else:
+                if pos > fastest:
+                    fastest = pos
+                keep = min(keep, max(pos, head - limit))
+        blocking_min = floor
+        if 0 <= fastest < floor:
+            floor = fastest
+        return floor, blocking_min, keep

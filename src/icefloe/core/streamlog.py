@@ -73,7 +73,8 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from icefloe.core.bytecount import ByteCount, chunk_size
-from icefloe.core.cursor import Cursor, pace
+from icefloe.core.cursor import Cursor, CursorSet
+from icefloe.core.loglimits import LogLimits
 from icefloe.core.messages import StreamChunk
 from icefloe.core.sequencer import ReorderBuffer
 from icefloe.exceptions import DuplicateSeq, InvalidState, ReorderOverflow
@@ -82,6 +83,7 @@ __all__ = [
     "TRIM_BATCH",
     "ByteCount",
     "Cursor",
+    "LogLimits",
     "LogState",
     "StreamLog",
     "StreamLogStatistics",
@@ -131,11 +133,8 @@ class StreamLogStatistics(NamedTuple):
 class StreamLog:
     """The ordered, bounded log of one stream (see the module docstring).
 
-    :param start_seq: the first seq (>= 0).
-    :param window: the most chunks the pace may be behind the head (>= 1).
-    :param max_bytes: the most bytes held before the producer waits (>= 1).
-    :param history: consumed chunks kept for late readers (>= 0).
-    :param reorder_limit: chunks held out of order (>= 0; 0: strict order).
+    ``start_seq``, ``window``, ``max_bytes``, ``history`` and ``reorder_limit``
+    are its :class:`~icefloe.core.loglimits.LogLimits` (:attr:`limits`).
     :param on_room: called (with no argument) once room may have appeared
         after :meth:`want_room`; it may call back into the log.
     :raises ValueError: a limit is out of range.
@@ -144,21 +143,17 @@ class StreamLog:
     __slots__ = (
         "_blocking_min",
         "_cursors",
-        "_delivered",
         "_duplicates",
         "_floor",
-        "_history",
         "_on_room",
         "_reorder",
-        "_reorder_limit",
         "_solo",
-        "_start_seq",
         "_state",
         "_window",
-        "_window_limit",
         "byte_count",
         "data_wanted",
         "in_order",
+        "limits",
         "next_seq",
         "queue",
         "room_len",
@@ -175,22 +170,12 @@ class StreamLog:
         reorder_limit: int = 1024,
         on_room: Callable[[], object] | None = None,
     ) -> None:
-        for name, value, low in (
-            ("start_seq", start_seq, 0),
-            ("window", window, 1),
-            ("max_bytes", max_bytes, 1),
-            ("history", history, 0),
-            ("reorder_limit", reorder_limit, 0),
-        ):
-            if value < low:
-                raise ValueError(f"{name} must be >= {low}, got {value!r}")
+        #: the configuration (checked: every value in range)
+        self.limits = LogLimits(start_seq, window, max_bytes, history, reorder_limit).checked()
         self._state = LogState.OPEN
-        self._start_seq = start_seq
-        self._window = self._window_limit = window
+        self._window = window
         #: the bytes held, against ``max_bytes`` (see the producer fast path)
         self.byte_count = ByteCount(max_bytes)
-        self._history = history
-        self._reorder_limit = reorder_limit
         self._on_room = on_room
         #: the chunks held, seqs ``[base, next_seq)`` (one deque for the log's life)
         self.queue: deque[StreamChunk] = deque()
@@ -207,14 +192,13 @@ class StreamLog:
         self._reorder: ReorderBuffer[StreamChunk] | None = None
         #: OPEN and nothing held out of order: the producer fast path applies
         self.in_order = True
-        self._cursors: list[Cursor] = []
+        self._cursors = CursorSet()
         #: whether a producer waits for room (:meth:`want_room`, not yet
         #: signalled); read-only outside the log (the solo fast path reads it)
         self.room_wanted = False
         #: a reader is about to wait (:meth:`want_data`): the next append says so
         self.data_wanted = False
         self._duplicates = 0
-        self._delivered = 0  # by cursors since detached
 
     def __repr__(self) -> str:
         return (
@@ -249,25 +233,9 @@ class StreamLog:
         return self.byte_count.bound
 
     @property
-    def start_seq(self) -> int:
-        return self._start_seq
-
-    @property
     def window(self) -> int:
         """The window now, in chunks (adaptive: within ``[1, window_limit]``)."""
         return self._window
-
-    @property
-    def window_limit(self) -> int:
-        return self._window_limit
-
-    @property
-    def max_bytes(self) -> int:
-        return self.byte_count.limit
-
-    @property
-    def history(self) -> int:
-        return self._history
 
     @property
     def readers(self) -> int:
@@ -340,7 +308,7 @@ class StreamLog:
             raise InvalidState(f"cannot append seq {chunk.seq} to a {self._state.name} log")
         reorder = self._reorder
         if reorder is None:
-            reorder = self._reorder = ReorderBuffer(self.next_seq, self._reorder_limit)
+            reorder = self._reorder = ReorderBuffer(self.next_seq, self.limits.reorder_limit)
         try:
             released = reorder.push(chunk.seq, chunk)
         except DuplicateSeq:
@@ -407,8 +375,8 @@ class StreamLog:
         self.refresh()
         if self.byte_count.full(self.queue):
             return False
-        if not self._cursors and self._history > self._window:
-            return len(self.queue) < self._history
+        if not self._cursors and self.limits.history > self._window:
+            return len(self.queue) < self.limits.history
         return self.next_seq - self._floor < self._window
 
     def credit(self) -> int:
@@ -433,8 +401,8 @@ class StreamLog:
 
         :raises ValueError: ``window`` is not within ``[1, window_limit]``.
         """
-        if not 1 <= window <= self._window_limit:
-            raise ValueError(f"window must be within [1, {self._window_limit}], got {window}")
+        if not 1 <= window <= self.limits.window_limit:
+            raise ValueError(f"window must be within [1, {self.limits.window_limit}], got {window}")
         self._window = window
         self.room_len = window + max(0, self._floor - self.base)
 
@@ -466,7 +434,7 @@ class StreamLog:
         elif not self.base <= from_seq <= head:
             raise ValueError(f"from_seq {from_seq} is not within [{self.base}, {head}]")
         cursor = Cursor(self, from_seq, lag_limit, owner)
-        self._cursors.append(cursor)
+        self._cursors.add(cursor)
         self._set_solo()
         if self._solo or from_seq < self._floor or len(self._cursors) == 1:
             self.refresh()
@@ -492,12 +460,8 @@ class StreamLog:
         Its delivered count is kept (:meth:`delivered_total`) and it is parked
         past any seq, so ``cursor.take()`` returns None from now on.
         """
-        try:
-            self._cursors.remove(cursor)
-        except ValueError:
+        if not self._cursors.remove(cursor):
             return False
-        self._delivered += cursor.pos - cursor.start
-        cursor.park()
         self._set_solo()
         if not self._state or self._solo:
             # A CLOSED log has no producer to pace: skip the O(readers)
@@ -508,15 +472,14 @@ class StreamLog:
         return True
 
     def _set_solo(self) -> None:
-        cursors = self._cursors
-        solo = len(cursors) == 1 and not self._history and cursors[0].lag_limit is None
+        lone = None if self.limits.history else self._cursors.lone_blocking()
         was = self._solo
-        self._solo = solo
-        if solo:
+        self._solo = lone is not None
+        if lone is not None:
             self.refresh()  # trims the queue to the cursor: it holds [pos, next_seq)
-            cursors[0].solo_queue = self.queue
+            lone.solo_queue = self.queue
         elif was:
-            for cursor in cursors:
+            for cursor in self._cursors:
                 cursor.solo_queue = None
 
     def popped(self) -> None:
@@ -527,7 +490,7 @@ class StreamLog:
 
     def delivered_total(self) -> int:
         """Chunks taken by cursors so far, attached or since detached."""
-        return self._delivered + sum(c.pos - c.start for c in self._cursors)
+        return self._cursors.delivered_total()
 
     # -- the floor and trimming ------------------------------------------------
 
@@ -539,7 +502,7 @@ class StreamLog:
         if not self._cursors:
             floor = keep = self.base  # unread chunks wait for a first reader
         else:
-            floor, self._blocking_min, keep = pace(self._cursors, self.next_seq, self._history)
+            floor, self._blocking_min, keep = self._cursors.pace(self.next_seq, self.limits.history)
         self._floor = floor
         self._trim(keep)
         self._floor_moved()

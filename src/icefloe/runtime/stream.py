@@ -172,12 +172,12 @@ class StreamState:
 
     @property
     def start_seq(self) -> int:
-        return self.log.start_seq
+        return self.log.limits.start_seq
 
     @property
     def history(self) -> int:
         """Consumed chunks kept for late readers (``stream_history``)."""
-        return self.log.history
+        return self.log.limits.history
 
     @property
     def window(self) -> int:
@@ -187,11 +187,11 @@ class StreamState:
     @property
     def window_limit(self) -> int:
         """The configured window (``stream_buffer``, or ``Flow.start(window=)``)."""
-        return self.log.window_limit
+        return self.log.limits.window_limit
 
     @property
     def max_bytes(self) -> int:
-        return self.log.max_bytes
+        return self.log.limits.max_bytes
 
     @property
     def duplicates(self) -> int:
@@ -317,11 +317,11 @@ class StreamState:
         fw = self._fw
         if fw is None:
             assert self._fw_policy is not None
-            fw = self._fw = FlowWindow(log.window_limit, self._fw_policy)
+            fw = self._fw = FlowWindow(log.limits.window_limit, self._fw_policy)
         elif latency <= fw.quiet_latency:
             return False  # the common case: a reader keeping up at the full window
         before = log.window
-        start = log.start_seq
+        start = log.limits.start_seq
         window = fw.observe(time.monotonic(), latency, log.floor - start, log.next_seq - start)
         if window == before:
             return False
