@@ -194,6 +194,13 @@ class CursorSet:
         cursor.park()
         return True
 
+    def skip_to(self, head: int) -> None:
+        """Move every cursor to ``head``, skipping (not delivering) what it had
+        not read: its ``start`` moves with it."""
+        for cursor in self._cursors:
+            cursor.start += head - cursor.pos
+            cursor.pos = head
+
     def lone_blocking(self) -> Cursor | None:
         """The only cursor, if there is exactly one and it is blocking."""
         cursors = self._cursors

@@ -29,11 +29,11 @@ the log never blocks: :meth:`StreamLog.has_room` says no and the caller waits.
 Invariants (checked against a model in tests/unit/core/test_streamlog_model.py):
 
 1. The log holds the contiguous seqs ``[base, next_seq)``; chunks enter in
-   seq order, early ones wait in a :class:`~icefloe.core.sequencer.ReorderBuffer`.
+   seq order, early ones wait in an :class:`~icefloe.core.intake.Intake`.
 2. Every attached cursor has ``start <= pos <= next_seq``; a blocking cursor
    never has ``pos < base`` (nothing it has not read is ever trimmed).
 3. ``floor`` is never above the exact pace, and exact after :meth:`StreamLog.refresh`.
-4. ``bytes_bound`` is at least the bytes held, and exact after
+4. ``byte_count.bound`` is at least the bytes held, and exact after
    :meth:`StreamLog.held_bytes`.
 5. ``held < room_len`` implies the pace is less than ``window`` chunks behind
    the head: the O(1) room check never says yes wrongly (unless the pace is
@@ -74,10 +74,10 @@ from typing import NamedTuple
 
 from icefloe.core.bytecount import ByteCount, chunk_size
 from icefloe.core.cursor import Cursor, CursorSet
+from icefloe.core.intake import Intake
 from icefloe.core.loglimits import LogLimits
 from icefloe.core.messages import StreamChunk
-from icefloe.core.sequencer import ReorderBuffer
-from icefloe.exceptions import DuplicateSeq, InvalidState, ReorderOverflow
+from icefloe.exceptions import InvalidState
 
 __all__ = [
     "TRIM_BATCH",
@@ -143,10 +143,9 @@ class StreamLog:
     __slots__ = (
         "_blocking_min",
         "_cursors",
-        "_duplicates",
         "_floor",
+        "_intake",
         "_on_room",
-        "_reorder",
         "_solo",
         "_state",
         "_window",
@@ -170,11 +169,11 @@ class StreamLog:
         reorder_limit: int = 1024,
         on_room: Callable[[], object] | None = None,
     ) -> None:
-        #: the configuration (checked: every value in range)
+        #: the configuration, checked
         self.limits = LogLimits(start_seq, window, max_bytes, history, reorder_limit).checked()
         self._state = LogState.OPEN
         self._window = window
-        #: the bytes held, against ``max_bytes`` (see the producer fast path)
+        #: the bytes held against ``max_bytes``
         self.byte_count = ByteCount(max_bytes)
         self._on_room = on_room
         #: the chunks held, seqs ``[base, next_seq)`` (one deque for the log's life)
@@ -185,20 +184,17 @@ class StreamLog:
         # The slowest blocking cursor when the floor was last made exact (the
         # head if none): cursors only move forward, so it is never too high.
         self._blocking_min = start_seq
-        #: the queue length below which the pace is less than a window
-        #: behind the head (the O(1) room check, see _floor_moved)
+        #: below this queue length the pace is less than a window behind (O(1))
         self.room_len = window
         self._solo = False  # one blocking cursor and no history: it pops
-        self._reorder: ReorderBuffer[StreamChunk] | None = None
+        self._intake = Intake(reorder_limit)  # chunks early or twice
         #: OPEN and nothing held out of order: the producer fast path applies
         self.in_order = True
         self._cursors = CursorSet()
-        #: whether a producer waits for room (:meth:`want_room`, not yet
-        #: signalled); read-only outside the log (the solo fast path reads it)
+        #: a producer waits for room (:meth:`want_room`, not yet signalled)
         self.room_wanted = False
         #: a reader is about to wait (:meth:`want_data`): the next append says so
         self.data_wanted = False
-        self._duplicates = 0
 
     def __repr__(self) -> str:
         return (
@@ -228,11 +224,6 @@ class StreamLog:
         return self._floor
 
     @property
-    def bytes_bound(self) -> int:
-        """An upper bound of the bytes held, in O(1)."""
-        return self.byte_count.bound
-
-    @property
     def window(self) -> int:
         """The window now, in chunks (adaptive: within ``[1, window_limit]``)."""
         return self._window
@@ -245,12 +236,12 @@ class StreamLog:
     @property
     def duplicates(self) -> int:
         """Chunks dropped because their seq was already appended or held."""
-        return self._duplicates
+        return self._intake.duplicates
 
     @property
     def reorder_pending(self) -> int:
         """Chunks held out of order, waiting for a missing seq."""
-        return 0 if self._reorder is None else self._reorder.pending
+        return self._intake.pending
 
     def cursors(self) -> tuple[Cursor, ...]:
         """The attached cursors, in attach order."""
@@ -264,15 +255,11 @@ class StreamLog:
         Duplicates (a seq already appended or held) are dropped and counted;
         retried nodes and fan-in rely on that. A ``done`` chunk closes the log.
 
-        Returns True when the producer may go on and nobody needs telling:
-        the chunk was appended in order and the O(1) room check passed. False
-        asks the caller to look: readers wanted data (:meth:`want_data`), the
-        log closed, the chunk went to the reorder buffer, or room may be
-        short (:meth:`has_room` decides).
-
-        This is the per-chunk path of every stream, so its in-order case is
-        written out here, and a producer may write it out once more (the
-        producer fast path, in the module docstring).
+        True: appended in order, the O(1) room check passed, nobody needs
+        telling. False asks the caller to look: readers wanted data, the log
+        closed, the chunk was held out of order, or room may be short
+        (:meth:`has_room` decides). The in-order case is the producer fast
+        path (module docstring).
 
         :raises ReorderOverflow: holding ``chunk`` would exceed ``reorder_limit``;
             nothing changed.
@@ -303,31 +290,18 @@ class StreamLog:
     def _append_slow(self, chunk: StreamChunk) -> None:
         if self._state:
             if chunk.seq < self.next_seq:
-                self._duplicates += 1
+                self._intake.duplicates += 1
                 return
             raise InvalidState(f"cannot append seq {chunk.seq} to a {self._state.name} log")
-        reorder = self._reorder
-        if reorder is None:
-            reorder = self._reorder = ReorderBuffer(self.next_seq, self.limits.reorder_limit)
-        try:
-            released = reorder.push(chunk.seq, chunk)
-        except DuplicateSeq:
-            self._duplicates += 1
-            released = []
-        except ReorderOverflow:
-            if not reorder.pending:
-                self._reorder = None  # nothing held: the next append is in order again
-            raise
-        for item in released:
+        for item in self._intake.push(chunk, self.next_seq):
             self.queue.append(item)
             self.next_seq = item.seq + 1
             self.byte_count.bound += chunk_size(item)
             if item.done:
                 self._state = LogState.CLOSED
+                self._intake.drop()
                 break
-        if self._state or not reorder.pending:
-            self._reorder = None
-        self.in_order = not self._state and self._reorder is None
+        self.in_order = not self._state and not self._intake.pending
         self.data_wanted = False
 
     def close(self) -> bool:
@@ -338,7 +312,7 @@ class StreamLog:
         if self._state:
             return False
         self._state = LogState.CLOSED
-        self._reorder = None
+        self._intake.drop()
         self.in_order = False
         return True
 
@@ -351,13 +325,11 @@ class StreamLog:
         head = self.next_seq
         self.queue.clear()
         self.byte_count.clear()
-        self._reorder = None
+        self._intake.drop()
         self.in_order = not self._state
         self._floor = self._blocking_min = head
         self.room_len = self._window
-        for cursor in self._cursors:
-            cursor.start += head - cursor.pos
-            cursor.pos = head
+        self._cursors.skip_to(head)
         self._floor_moved()  # room for a waiting producer, if any
 
     # -- room ------------------------------------------------------------------
@@ -407,10 +379,8 @@ class StreamLog:
         self.room_len = window + max(0, self._floor - self.base)
 
     def pace_chunk(self) -> StreamChunk | None:
-        """The oldest chunk the pace has not passed (None: nothing unread).
-
-        Exact after :meth:`refresh` (or :meth:`has_room`).
-        """
+        """The oldest chunk the pace has not passed (None: nothing unread);
+        exact after :meth:`refresh` (or :meth:`has_room`)."""
         index = self._floor - (self.next_seq - len(self.queue))
         if 0 <= index < len(self.queue):
             return self.queue[index]
@@ -576,6 +546,6 @@ class StreamLog:
             self._floor,
             self._window,
             self.reorder_pending,
-            self._duplicates,
+            self._intake.duplicates,
             self.delivered_total(),
         )

@@ -504,7 +504,7 @@ class StreamState:
     @property
     def bytes_bound(self) -> int:
         """An upper bound of the bytes held, in O(1)."""
-        return self.log.bytes_bound
+        return self.log.byte_count.bound
 
 
 def window_totals(states: Iterable[StreamState], adaptive: bool) -> WindowTotals:

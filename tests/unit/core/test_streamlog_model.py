@@ -285,7 +285,7 @@ class StreamLogModel(RuleBasedStateMachine):
         assert self.start <= log.base <= self.head
         assert log.held == self.head - log.base
         exact = sum(chunk_size(self.chunks[s]) for s in range(log.base, self.head))
-        assert log.bytes_bound >= exact
+        assert log.byte_count.bound >= exact
         assert log.held_bytes() == exact
 
     @invariant()
