@@ -1,9 +1,10 @@
 """A reader of one stream: an async iterator over its chunks, in seq order.
 
-It is a cursor into the stream's log (:class:`~icefloe.core.streamlog.StreamLog`)
-and reads through the log's public API: one :meth:`StreamLog.take` per chunk,
-or, for the only reader of a stream without history (``flow.stream``), the
-log's solo fast path (``Cursor.solo_queue``), which needs no call per chunk.
+It holds a :class:`~icefloe.core.cursor.Cursor` into the stream's log
+(:class:`~icefloe.core.streamlog.StreamLog`) and reads through it: one
+:meth:`Cursor.take` per chunk, or, for the only reader of a stream without
+history (``flow.stream``), the log's solo fast path (``Cursor.solo_queue``),
+which needs no call per chunk.
 """
 
 from __future__ import annotations
