@@ -109,19 +109,25 @@ class Subscription:
                 # reader pops the log's queue itself. This is the per-token
                 # path of every in-process reader; a call to Cursor.take
                 # here costs ~5% of a one-hop stream (bench/run.py one_hop).
+                # Caught up (an empty queue), it has nothing to take and,
+                # blocking, cannot have been overrun: straight to waiting.
                 chunk = queue.popleft()
                 cursor.pos += 1
                 if self._log.room_wanted:
                     self._log.popped()
-            else:
-                chunk = cursor.take()
-            if chunk is not None:
                 if chunk.done:
                     self._state.terminal_seen = True
                     self._release(cancel=False)
                 return chunk
-            if not self._closed and self._cursor.lost():
-                raise self._overrun()
+            if queue is None:
+                chunk = cursor.take()
+                if chunk is not None:
+                    if chunk.done:
+                        self._state.terminal_seen = True
+                        self._release(cancel=False)
+                    return chunk
+                if not self._closed and cursor.lost():
+                    raise self._overrun()
             ended = self._ended()
             if ended is not None:
                 raise StopAsyncIteration if isinstance(ended, EndOfStream) else ended
