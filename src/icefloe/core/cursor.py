@@ -212,9 +212,9 @@ class CursorSet:
         """Chunks taken so far, by cursors attached or since detached."""
         return self._delivered + sum(c.pos - c.start for c in self._cursors)
 
-    def pace(self, head: int, history: int) -> tuple[int, int, int]:
-        """Where the cursors (at least one) put the producer:
-        ``(floor, blocking_min, keep)``.
+    def pace(self, head: int, history: int) -> tuple[int, int, int] | None:
+        """Where the cursors put the producer: ``(floor, blocking_min, keep)``
+        (None without a cursor: then nothing sets a pace).
 
         ``floor`` is the pace (the slowest blocking cursor and the fastest
         lag-tolerant one, see the module docstring); ``blocking_min`` the
@@ -224,6 +224,8 @@ class CursorSet:
         lag-tolerant cursor within its ``lag_limit`` has not read.
         O(cursors).
         """
+        if not self._cursors:
+            return None
         floor = head
         keep = head - history
         fastest = -1

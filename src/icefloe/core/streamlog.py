@@ -345,9 +345,10 @@ class StreamLog:
         run started over HTTP should not stall before its client connects.
         """
         self.refresh()
-        if self.byte_count.full(self.queue):
+        count = self.byte_count
+        if count.bound >= count.limit and count.full(self.queue):
             return False
-        if not self._cursors and self.limits.history > self._window:
+        if self.limits.history > self._window and not self._cursors:
             return len(self.queue) < self.limits.history
         return self.next_seq - self._floor < self._window
 
@@ -356,7 +357,8 @@ class StreamLog:
         if self._state:
             return 0
         self.refresh()
-        if self.byte_count.full(self.queue):
+        count = self.byte_count
+        if count.bound >= count.limit and count.full(self.queue):
             return 0
         return max(0, self._window - (self.next_seq - self._floor))
 
@@ -469,10 +471,11 @@ class StreamLog:
 
         O(readers); the read path calls it only while a producer waits.
         """
-        if not self._cursors:
+        paced = self._cursors.pace(self.next_seq, self.limits.history)
+        if paced is None:
             floor = keep = self.base  # unread chunks wait for a first reader
         else:
-            floor, self._blocking_min, keep = self._cursors.pace(self.next_seq, self.limits.history)
+            floor, self._blocking_min, keep = paced
         self._floor = floor
         self._trim(keep)
         self._floor_moved()
@@ -482,7 +485,7 @@ class StreamLog:
         # The log length at which the pace is a window behind, given what is
         # held before the floor now: until then append needs no recount
         # (cursors only move forward, so this never says yes wrongly).
-        self.room_len = self._window + max(0, floor - self.base)
+        self.room_len = self._window + max(0, floor - (self.next_seq - len(self.queue)))
         if (
             self.room_wanted
             and floor + self._window > self.next_seq
@@ -507,7 +510,7 @@ class StreamLog:
             queue.clear()
             count.clear()
             return
-        pressed = count.full(queue)
+        pressed = count.bound >= count.limit and count.full(queue)  # no call if not
         if pressed:
             drop = max(drop, self._floor - base)
         if drop <= 0 or (drop < TRIM_BATCH and not self._solo and not pressed):

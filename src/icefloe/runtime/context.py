@@ -228,6 +228,11 @@ class Context:
                         log.appended(chunk)
                     elif len(queue) < log.room_len and count.bound < count.limit:
                         return chunk
+                    else:
+                        # Room may be short, and nothing else to settle (no
+                        # reader waits, the log is open): wait_room decides.
+                        await state.wait_room()
+                        return chunk
                 else:
                     try:
                         if log.append(chunk):

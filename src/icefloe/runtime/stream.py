@@ -229,9 +229,11 @@ class StreamState:
         if self._waiting:
             self._wake_readers()
         log = self.log
-        if log.state and not self.phase:
+        # in_order: OPEN, the common case, with no call to the state property.
+        if not log.in_order and log.state and not self.phase:
             self.finish()
-        return log.has_room_fast()
+        count = log.byte_count
+        return len(log.queue) < log.room_len and count.bound < count.limit  # has_room_fast()
 
     def reorder_overflow(self, exc: ReorderOverflow) -> None:
         """A gap in the seqs outgrew ``reorder_limit``: the stream fails.

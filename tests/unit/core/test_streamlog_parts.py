@@ -81,9 +81,12 @@ def test_a_cursor_set_paces_by_its_slowest_blocking_and_fastest_lag_tolerant_cur
     fast = Cursor(log, 8, 3)
     slow = Cursor(log, 1, 3)
     cursors = CursorSet()
+    assert cursors.pace(10, 0) is None  # no cursor: nothing sets a pace
     for cursor in (blocking, fast, slow):
         cursors.add(cursor)
-    floor, blocking_min, keep = cursors.pace(10, 0)
+    paced = cursors.pace(10, 0)
+    assert paced is not None
+    floor, blocking_min, keep = paced
     assert (floor, blocking_min) == (2, 2)
     assert keep == 2  # slow is more than its lag_limit behind: its chunks may go
     assert cursors.remove(fast)
