@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from icefloe.core.aimd import AimdWindow, AimdWindowStatistics
     from icefloe.core.badmeter import BadMessageMeter, BadMessageMeterStatistics
+    from icefloe.core.bytecount import ByteCount, chunk_size
     from icefloe.core.codec import (
         Format,
         decode,
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
         shed_order,
     )
     from icefloe.core.credit import CreditWindow, CreditWindowStatistics
+    from icefloe.core.cursor import Cursor, CursorSet
     from icefloe.core.dedup import DedupWindow, DedupWindowStatistics
     from icefloe.core.drr import DeficitRoundRobin, DeficitRoundRobinStatistics, DrrKeyStatistics
     from icefloe.core.filters import Filter, FilterError, compile_filter
@@ -43,7 +45,9 @@ if TYPE_CHECKING:
         ReaderState,
         encode_frame,
     )
+    from icefloe.core.intake import Intake
     from icefloe.core.latency import LatencyBudget, LatencyBudgetStatistics
+    from icefloe.core.loglimits import LogLimits
     from icefloe.core.messages import Headers, Message, StreamChunk, new_id
     from icefloe.core.ops import BadRequest, decode_client, encode_chunk, encode_server
     from icefloe.core.reliability import Reliability
@@ -55,6 +59,7 @@ if TYPE_CHECKING:
         SessionTable,
         SessionTableStatistics,
     )
+    from icefloe.core.streamlog import LogState, StreamLog, StreamLogStatistics
     from icefloe.core.token_bucket import TokenBucket, TokenBucketStatistics
     from icefloe.core.topics import Pattern, TopicError, TopicIndex, validate_topic
     from icefloe.core.wire_errors import (
@@ -68,6 +73,15 @@ if TYPE_CHECKING:
     )
 
 _WHERE = {
+    "ByteCount": "bytecount",
+    "Cursor": "cursor",
+    "CursorSet": "cursor",
+    "Intake": "intake",
+    "LogLimits": "loglimits",
+    "LogState": "streamlog",
+    "StreamLog": "streamlog",
+    "StreamLogStatistics": "streamlog",
+    "chunk_size": "bytecount",
     "ByteLedger": "ring",
     "OfferResult": "ring",
     "Outcome": "ring",
@@ -149,6 +163,7 @@ __all__ = [
     "BadMessageMeter",
     "BadMessageMeterStatistics",
     "BadRequest",
+    "ByteCount",
     "ByteLedger",
     "CloseCode",
     "CloseReason",
@@ -158,6 +173,8 @@ __all__ = [
     "CongestionStatistics",
     "CreditWindow",
     "CreditWindowStatistics",
+    "Cursor",
+    "CursorSet",
     "DedupWindow",
     "DedupWindowStatistics",
     "DeficitRoundRobin",
@@ -174,8 +191,11 @@ __all__ = [
     "FrameReader",
     "FrameReaderStatistics",
     "Headers",
+    "Intake",
     "LatencyBudget",
     "LatencyBudgetStatistics",
+    "LogLimits",
+    "LogState",
     "Message",
     "OfferResult",
     "Outcome",
@@ -192,12 +212,15 @@ __all__ = [
     "SessionTable",
     "SessionTableStatistics",
     "StreamChunk",
+    "StreamLog",
+    "StreamLogStatistics",
     "Thresholds",
     "TokenBucket",
     "TokenBucketStatistics",
     "TopicError",
     "TopicIndex",
     "WireError",
+    "chunk_size",
     "close_frame",
     "compile_filter",
     "decode",

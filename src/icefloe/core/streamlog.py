@@ -13,13 +13,11 @@ tells it when to wake them:
 * after :meth:`StreamLog.want_room`, the log calls ``on_room`` once when room
   may have appeared (the producer re-checks with :meth:`StreamLog.has_room`).
 
-Readers come in two kinds. A *blocking* cursor (``lag_limit`` None) is never
-overrun: the producer waits for it. A *lag-tolerant* cursor (network clients)
-holds the producer back only while it is less than ``lag_limit`` chunks
-behind; past that its chunks may be trimmed and :meth:`StreamLog.lost` says
-so. The *floor* (the producer's pace) is the slowest blocking cursor and the
-fastest lag-tolerant one: a single network client still paces its producer,
-but one slow client among many does not slow the rest.
+Readers are :class:`~icefloe.core.cursor.Cursor` objects (blocking or
+lag-tolerant; how they set the producer's pace, the *floor*, is in
+:mod:`icefloe.core.cursor`). Bytes are counted by a
+:class:`~icefloe.core.bytecount.ByteCount`. The log alone orders, moves the
+floor and trims.
 
 Limits: ``window`` chunks between the floor and the head (adaptive within
 ``[1, window_limit]``, see :meth:`StreamLog.set_window`), ``max_bytes`` bytes
@@ -31,11 +29,11 @@ the log never blocks: :meth:`StreamLog.has_room` says no and the caller waits.
 Invariants (checked against a model in tests/unit/core/test_streamlog_model.py):
 
 1. The log holds the contiguous seqs ``[base, next_seq)``; chunks enter in
-   seq order, early ones wait in a :class:`~icefloe.core.sequencer.ReorderBuffer`.
+   seq order, early ones wait in an :class:`~icefloe.core.intake.Intake`.
 2. Every attached cursor has ``start <= pos <= next_seq``; a blocking cursor
    never has ``pos < base`` (nothing it has not read is ever trimmed).
 3. ``floor`` is never above the exact pace, and exact after :meth:`StreamLog.refresh`.
-4. ``bytes_bound`` is at least the bytes held, and exact after
+4. ``byte_count.bound`` is at least the bytes held, and exact after
    :meth:`StreamLog.held_bytes`.
 5. ``held < room_len`` implies the pace is less than ``window`` chunks behind
    the head: the O(1) room check never says yes wrongly (unless the pace is
@@ -47,11 +45,24 @@ Invariants (checked against a model in tests/unit/core/test_streamlog_model.py):
    pressure retained history is trimmed down to the floor. With no cursor,
    nothing is trimmed: unread chunks wait for a first reader.
 
-The per-chunk path is flat on purpose (it is most of the cost of streaming
-tokens): an in-order :meth:`StreamLog.append` appends, adds to the byte upper
-bound and checks ``held < room_len``; the slow path counts exactly. With one
-blocking reader and no history (*solo*), the log is a queue: the reader pops
-what it reads, so memory is released chunk by chunk.
+The per-chunk paths are flat on purpose (they are most of the cost of
+streaming tokens). With one blocking reader and no history (*solo*), the log
+is a queue: the reader pops what it reads (``Cursor.solo_queue``), so memory
+is released chunk by chunk. The producer has its own fast path, the in-order
+case of :meth:`StreamLog.append` written out by a caller that cannot afford
+the call (``runtime/context.py``: about 5% of a one-hop stream). While
+``log.in_order`` and ``chunk.seq == log.next_seq``, it may instead:
+
+1. ``log.queue.append(chunk)``; ``log.next_seq = chunk.seq + 1``;
+   ``log.byte_count.bound += chunk_size(chunk)``;
+2. if ``chunk.done`` or ``log.data_wanted``: call :meth:`StreamLog.appended`
+   and treat the append as having returned False;
+3. else go on if ``len(log.queue) < log.room_len`` and
+   ``log.byte_count.bound < log.byte_count.limit`` (the O(1) room check),
+   and treat it as False otherwise.
+
+That is exactly what :meth:`StreamLog.append` does in that case. Nothing
+else outside the log writes its public fields.
 """
 
 from __future__ import annotations
@@ -59,16 +70,20 @@ from __future__ import annotations
 import enum
 from collections import deque
 from collections.abc import Callable
-from itertools import islice
 from typing import NamedTuple
 
+from icefloe.core.bytecount import ByteCount, chunk_size
+from icefloe.core.cursor import Cursor, CursorSet
+from icefloe.core.intake import Intake
+from icefloe.core.loglimits import LogLimits
 from icefloe.core.messages import StreamChunk
-from icefloe.core.sequencer import ReorderBuffer
-from icefloe.exceptions import DuplicateSeq, InvalidState, ReorderOverflow
+from icefloe.exceptions import InvalidState
 
 __all__ = [
     "TRIM_BATCH",
+    "ByteCount",
     "Cursor",
+    "LogLimits",
     "LogState",
     "StreamLog",
     "StreamLogStatistics",
@@ -78,23 +93,6 @@ __all__ = [
 #: consumed chunks trimmed at once; the log may hold this many beyond its limits
 TRIM_BATCH = 32
 
-#: where a detached cursor is parked (beyond any real seq): it reads nothing more
-_PARKED = 1 << 62
-
-
-def chunk_size(chunk: StreamChunk) -> int:
-    """What a chunk counts against byte limits: its text plus str/bytes data.
-
-    It is an estimate of the memory held, cheap enough for the hot path, not
-    the wire size (that depends on the transport's encoding).
-    """
-    data = chunk.data
-    if data is None:
-        return len(chunk.text)
-    if isinstance(data, str | bytes | bytearray):
-        return len(chunk.text) + len(data)
-    return len(chunk.text) + 64
-
 
 class LogState(enum.IntEnum):
     """Whether the log takes new chunks; reading goes on in both states."""
@@ -103,34 +101,6 @@ class LogState(enum.IntEnum):
     OPEN = 0
     #: the ``done`` chunk was appended, or :meth:`StreamLog.close` was called
     CLOSED = 1
-
-
-class Cursor:
-    """One reader's position in a :class:`StreamLog`.
-
-    ``pos`` is the seq it reads next and ``start`` where it started (so
-    ``pos - start`` chunks were delivered); both are moved by the log only.
-    ``lag_limit`` None makes a blocking reader. ``owner`` is free for the
-    shell (the runtime keeps a weak reference to the reader object there).
-    """
-
-    __slots__ = ("lag_limit", "owner", "pos", "solo_queue", "start")
-
-    def __init__(self, pos: int, lag_limit: int | None, owner: object = None) -> None:
-        self.pos = pos
-        self.start = pos
-        self.lag_limit = lag_limit
-        self.owner = owner
-        #: The solo fast path: while this is the log's only cursor (blocking,
-        #: no history), the log's queue of chunks, which then holds exactly
-        #: ``[pos, next_seq)``; else None. Its reader may take a chunk with
-        #: ``solo_queue.popleft()``, then must add 1 to ``pos`` and call
-        #: :meth:`StreamLog.popped` if :attr:`StreamLog.room_wanted`: exactly
-        #: what :meth:`StreamLog.take` does, without a call per chunk.
-        self.solo_queue: deque[StreamChunk] | None = None
-
-    def __repr__(self) -> str:
-        return f"Cursor(pos={self.pos}, start={self.start}, lag_limit={self.lag_limit})"
 
 
 class StreamLogStatistics(NamedTuple):
@@ -163,11 +133,8 @@ class StreamLogStatistics(NamedTuple):
 class StreamLog:
     """The ordered, bounded log of one stream (see the module docstring).
 
-    :param start_seq: the first seq (>= 0).
-    :param window: the most chunks the pace may be behind the head (>= 1).
-    :param max_bytes: the most bytes held before the producer waits (>= 1).
-    :param history: consumed chunks kept for late readers (>= 0).
-    :param reorder_limit: chunks held out of order (>= 0; 0: strict order).
+    ``start_seq``, ``window``, ``max_bytes``, ``history`` and ``reorder_limit``
+    are its :class:`~icefloe.core.loglimits.LogLimits` (:attr:`limits`).
     :param on_room: called (with no argument) once room may have appeared
         after :meth:`want_room`; it may call back into the log.
     :raises ValueError: a limit is out of range.
@@ -175,29 +142,20 @@ class StreamLog:
 
     __slots__ = (
         "_blocking_min",
-        "_buf",
-        "_bytes",
-        "_c_floor",
-        "_c_head",
-        "_c_unread",
         "_cursors",
-        "_data_wanted",
-        "_delivered",
-        "_duplicates",
         "_floor",
-        "_head",
-        "_history",
-        "_in_order",
-        "_max_bytes",
+        "_intake",
         "_on_room",
-        "_reorder",
-        "_reorder_limit",
-        "_room_len",
         "_solo",
-        "_start_seq",
         "_state",
         "_window",
-        "_window_limit",
+        "byte_count",
+        "data_wanted",
+        "in_order",
+        "limits",
+        "next_seq",
+        "queue",
+        "room_len",
         "room_wanted",
     )
 
@@ -211,49 +169,36 @@ class StreamLog:
         reorder_limit: int = 1024,
         on_room: Callable[[], object] | None = None,
     ) -> None:
-        for name, value, low in (
-            ("start_seq", start_seq, 0),
-            ("window", window, 1),
-            ("max_bytes", max_bytes, 1),
-            ("history", history, 0),
-            ("reorder_limit", reorder_limit, 0),
-        ):
-            if value < low:
-                raise ValueError(f"{name} must be >= {low}, got {value!r}")
+        #: the configuration, checked
+        self.limits = LogLimits(start_seq, window, max_bytes, history, reorder_limit).checked()
         self._state = LogState.OPEN
-        self._start_seq = start_seq
-        self._window = self._window_limit = window
-        self._max_bytes = max_bytes
-        self._history = history
-        self._reorder_limit = reorder_limit
+        self._window = window
+        #: the bytes held against ``max_bytes``
+        self.byte_count = ByteCount(max_bytes)
         self._on_room = on_room
-        self._buf: deque[StreamChunk] = deque()
-        self._head = start_seq  # the next seq to append
+        #: the chunks held, seqs ``[base, next_seq)`` (one deque for the log's life)
+        self.queue: deque[StreamChunk] = deque()
+        #: the seq appended next (every seq before it was appended)
+        self.next_seq = start_seq
         self._floor = start_seq
         # The slowest blocking cursor when the floor was last made exact (the
         # head if none): cursors only move forward, so it is never too high.
         self._blocking_min = start_seq
-        self._room_len = window  # see _floor_moved
-        self._bytes = 0  # an upper bound of the bytes held
+        #: below this queue length the pace is less than a window behind (O(1))
+        self.room_len = window
         self._solo = False  # one blocking cursor and no history: it pops
-        self._reorder: ReorderBuffer[StreamChunk] | None = None
-        # OPEN and nothing held out of order: append's fast path (one check).
-        self._in_order = True
-        self._cursors: list[Cursor] = []
-        #: whether a producer waits for room (:meth:`want_room`, not yet
-        #: signalled); read-only outside the log (the solo fast path reads it)
+        self._intake = Intake(reorder_limit)  # chunks early or twice
+        #: OPEN and nothing held out of order: the producer fast path applies
+        self.in_order = True
+        self._cursors = CursorSet()
+        #: a producer waits for room (:meth:`want_room`, not yet signalled)
         self.room_wanted = False
-        self._data_wanted = False
-        self._duplicates = 0
-        self._delivered = 0  # by cursors since detached
-        # unread_bytes()'s last exact count: (floor, head) -> bytes
-        self._c_floor = -1
-        self._c_head = -1
-        self._c_unread = 0
+        #: a reader is about to wait (:meth:`want_data`): the next append says so
+        self.data_wanted = False
 
     def __repr__(self) -> str:
         return (
-            f"<StreamLog {self._state.name} base={self.base} next_seq={self._head} "
+            f"<StreamLog {self._state.name} base={self.base} next_seq={self.next_seq} "
             f"readers={len(self._cursors)}>"
         )
 
@@ -264,19 +209,14 @@ class StreamLog:
         return self._state
 
     @property
-    def next_seq(self) -> int:
-        """The seq appended next (every seq before it was appended)."""
-        return self._head
-
-    @property
     def base(self) -> int:
         """The oldest seq held (``next_seq`` when nothing is)."""
-        return self._head - len(self._buf)
+        return self.next_seq - len(self.queue)
 
     @property
     def held(self) -> int:
         """Chunks held."""
-        return len(self._buf)
+        return len(self.queue)
 
     @property
     def floor(self) -> int:
@@ -284,30 +224,9 @@ class StreamLog:
         return self._floor
 
     @property
-    def bytes_bound(self) -> int:
-        """An upper bound of the bytes held, in O(1)."""
-        return self._bytes
-
-    @property
-    def start_seq(self) -> int:
-        return self._start_seq
-
-    @property
     def window(self) -> int:
         """The window now, in chunks (adaptive: within ``[1, window_limit]``)."""
         return self._window
-
-    @property
-    def window_limit(self) -> int:
-        return self._window_limit
-
-    @property
-    def max_bytes(self) -> int:
-        return self._max_bytes
-
-    @property
-    def history(self) -> int:
-        return self._history
 
     @property
     def readers(self) -> int:
@@ -317,12 +236,12 @@ class StreamLog:
     @property
     def duplicates(self) -> int:
         """Chunks dropped because their seq was already appended or held."""
-        return self._duplicates
+        return self._intake.duplicates
 
     @property
     def reorder_pending(self) -> int:
         """Chunks held out of order, waiting for a missing seq."""
-        return 0 if self._reorder is None else self._reorder.pending
+        return self._intake.pending
 
     def cursors(self) -> tuple[Cursor, ...]:
         """The attached cursors, in attach order."""
@@ -336,66 +255,54 @@ class StreamLog:
         Duplicates (a seq already appended or held) are dropped and counted;
         retried nodes and fan-in rely on that. A ``done`` chunk closes the log.
 
-        Returns True when the producer may go on and nobody needs telling:
-        the chunk was appended in order and the O(1) room check passed. False
-        asks the caller to look: readers wanted data (:meth:`want_data`), the
-        log closed, the chunk went to the reorder buffer, or room may be
-        short (:meth:`has_room` decides).
-
-        This is the per-chunk path of every stream, so its in-order case is
-        written out here and callers call it directly rather than through
-        another layer (one call per chunk is measurable, see bench/run.py).
+        True: appended in order, the O(1) room check passed, nobody needs
+        telling. False asks the caller to look: readers wanted data, the log
+        closed, the chunk was held out of order, or room may be short
+        (:meth:`has_room` decides). The in-order case is the producer fast
+        path (module docstring).
 
         :raises ReorderOverflow: holding ``chunk`` would exceed ``reorder_limit``;
             nothing changed.
         :raises InvalidState: the log is CLOSED and ``chunk`` is not a duplicate.
         """
         seq = chunk.seq
-        if seq == self._head and self._in_order:
-            buf = self._buf
-            buf.append(chunk)
-            self._head = seq + 1
-            self._bytes += len(chunk.text) if chunk.data is None else chunk_size(chunk)
-            if chunk.done:
-                self._state = LogState.CLOSED
-                self._in_order = False
+        if seq == self.next_seq and self.in_order:
+            queue = self.queue
+            queue.append(chunk)
+            self.next_seq = seq + 1
+            count = self.byte_count
+            count.bound += len(chunk.text) if chunk.data is None else chunk_size(chunk)
+            if chunk.done or self.data_wanted:
+                self.appended(chunk)
                 return False
-            if self._data_wanted:
-                self._data_wanted = False
-                return False
-            return len(buf) < self._room_len and self._bytes < self._max_bytes
+            return len(queue) < self.room_len and count.bound < count.limit
         self._append_slow(chunk)
         return False
 
+    def appended(self, chunk: StreamChunk) -> None:
+        """The producer fast path appended ``chunk``, a ``done`` one or while
+        :attr:`data_wanted`: close on ``done``, clear the want."""
+        if chunk.done:
+            self._state = LogState.CLOSED
+            self.in_order = False
+        self.data_wanted = False
+
     def _append_slow(self, chunk: StreamChunk) -> None:
         if self._state:
-            if chunk.seq < self._head:
-                self._duplicates += 1
+            if chunk.seq < self.next_seq:
+                self._intake.duplicates += 1
                 return
             raise InvalidState(f"cannot append seq {chunk.seq} to a {self._state.name} log")
-        reorder = self._reorder
-        if reorder is None:
-            reorder = self._reorder = ReorderBuffer(self._head, self._reorder_limit)
-        try:
-            released = reorder.push(chunk.seq, chunk)
-        except DuplicateSeq:
-            self._duplicates += 1
-            released = []
-        except ReorderOverflow:
-            if not reorder.pending:
-                self._reorder = None  # nothing held: the next append is in order again
-            raise
-        for item in released:
-            self._buf.append(item)
-            self._head = item.seq + 1
-            self._bytes += chunk_size(item)
+        for item in self._intake.push(chunk, self.next_seq):
+            self.queue.append(item)
+            self.next_seq = item.seq + 1
+            self.byte_count.bound += chunk_size(item)
             if item.done:
                 self._state = LogState.CLOSED
+                self._intake.drop()
                 break
-        if self._state or not reorder.pending:
-            self._reorder = None
-        self._in_order = not self._state and self._reorder is None
-        self._data_wanted = False
+        self.in_order = not self._state and not self._intake.pending
+        self.data_wanted = False
 
     def close(self) -> bool:
         """Take no more chunks (the stream ended); False if already CLOSED.
@@ -405,8 +312,8 @@ class StreamLog:
         if self._state:
             return False
         self._state = LogState.CLOSED
-        self._reorder = None
-        self._in_order = False
+        self._intake.drop()
+        self.in_order = False
         return True
 
     def discard(self) -> None:
@@ -415,23 +322,21 @@ class StreamLog:
         For cancellation: unread chunks are skipped, not delivered (cursors'
         ``start`` moves with them, so delivered counts stay honest).
         """
-        head = self._head
-        self._buf.clear()
-        self._bytes = 0
-        self._reorder = None
-        self._in_order = not self._state
+        head = self.next_seq
+        self.queue.clear()
+        self.byte_count.clear()
+        self._intake.drop()
+        self.in_order = not self._state
         self._floor = self._blocking_min = head
-        self._room_len = self._window
-        for cursor in self._cursors:
-            cursor.start += head - cursor.pos
-            cursor.pos = head
+        self.room_len = self._window
+        self._cursors.skip_to(head)
         self._floor_moved()  # room for a waiting producer, if any
 
     # -- room ------------------------------------------------------------------
 
     def has_room_fast(self) -> bool:
         """The O(1) room check: never says yes wrongly; :meth:`has_room` decides a no."""
-        return len(self._buf) < self._room_len and self._bytes < self._max_bytes
+        return len(self.queue) < self.room_len and self.byte_count.bound < self.byte_count.limit
 
     def has_room(self) -> bool:
         """Whether the producer may append another chunk now (exact).
@@ -440,24 +345,22 @@ class StreamLog:
         run started over HTTP should not stall before its client connects.
         """
         self.refresh()
-        if self._bytes >= self._max_bytes:
-            self._recount()
-            if self._bytes >= self._max_bytes:
-                return False
-        if not self._cursors and self._history > self._window:
-            return len(self._buf) < self._history
-        return self._head - self._floor < self._window
+        count = self.byte_count
+        if count.bound >= count.limit and count.full(self.queue):
+            return False
+        if self.limits.history > self._window and not self._cursors:
+            return len(self.queue) < self.limits.history
+        return self.next_seq - self._floor < self._window
 
     def credit(self) -> int:
         """Chunks the producer may append before it has to wait (0 once CLOSED)."""
         if self._state:
             return 0
         self.refresh()
-        if self._bytes >= self._max_bytes:
-            self._recount()
-            if self._bytes >= self._max_bytes:
-                return 0
-        return max(0, self._window - (self._head - self._floor))
+        count = self.byte_count
+        if count.bound >= count.limit and count.full(self.queue):
+            return 0
+        return max(0, self._window - (self.next_seq - self._floor))
 
     def want_room(self) -> None:
         """A producer is about to wait: call ``on_room`` once room may have appeared."""
@@ -465,26 +368,24 @@ class StreamLog:
 
     def want_data(self) -> None:
         """A reader is about to wait: the next :meth:`append` returns False."""
-        self._data_wanted = True
+        self.data_wanted = True
 
     def set_window(self, window: int) -> None:
         """Move the window (the adaptive window's controller decides).
 
         :raises ValueError: ``window`` is not within ``[1, window_limit]``.
         """
-        if not 1 <= window <= self._window_limit:
-            raise ValueError(f"window must be within [1, {self._window_limit}], got {window}")
+        if not 1 <= window <= self.limits.window_limit:
+            raise ValueError(f"window must be within [1, {self.limits.window_limit}], got {window}")
         self._window = window
-        self._room_len = window + max(0, self._floor - self.base)
+        self.room_len = window + max(0, self._floor - self.base)
 
     def pace_chunk(self) -> StreamChunk | None:
-        """The oldest chunk the pace has not passed (None: nothing unread).
-
-        Exact after :meth:`refresh` (or :meth:`has_room`).
-        """
-        index = self._floor - (self._head - len(self._buf))
-        if 0 <= index < len(self._buf):
-            return self._buf[index]
+        """The oldest chunk the pace has not passed (None: nothing unread);
+        exact after :meth:`refresh` (or :meth:`has_room`)."""
+        index = self._floor - (self.next_seq - len(self.queue))
+        if 0 <= index < len(self.queue):
+            return self.queue[index]
         return None
 
     # -- readers ---------------------------------------------------------------
@@ -499,13 +400,13 @@ class StreamLog:
         """
         if lag_limit is not None and lag_limit < 1:
             raise ValueError(f"lag_limit must be >= 1 or None, got {lag_limit!r}")
-        head = self._head
+        head = self.next_seq
         if from_seq is None:
             from_seq = head
         elif not self.base <= from_seq <= head:
             raise ValueError(f"from_seq {from_seq} is not within [{self.base}, {head}]")
-        cursor = Cursor(from_seq, lag_limit, owner)
-        self._cursors.append(cursor)
+        cursor = Cursor(self, from_seq, lag_limit, owner)
+        self._cursors.add(cursor)
         self._set_solo()
         if self._solo or from_seq < self._floor or len(self._cursors) == 1:
             self.refresh()
@@ -529,15 +430,10 @@ class StreamLog:
         """Remove ``cursor``; False if it was not attached.
 
         Its delivered count is kept (:meth:`delivered_total`) and it is parked
-        past any seq, so :meth:`take` returns None for it from now on.
+        past any seq, so ``cursor.take()`` returns None from now on.
         """
-        try:
-            self._cursors.remove(cursor)
-        except ValueError:
+        if not self._cursors.remove(cursor):
             return False
-        self._delivered += cursor.pos - cursor.start
-        cursor.pos = cursor.start = _PARKED
-        cursor.solo_queue = None
         self._set_solo()
         if not self._state or self._solo:
             # A CLOSED log has no producer to pace: skip the O(readers)
@@ -548,15 +444,14 @@ class StreamLog:
         return True
 
     def _set_solo(self) -> None:
-        cursors = self._cursors
-        solo = len(cursors) == 1 and not self._history and cursors[0].lag_limit is None
+        lone = None if self.limits.history else self._cursors.lone_blocking()
         was = self._solo
-        self._solo = solo
-        if solo:
+        self._solo = lone is not None
+        if lone is not None:
             self.refresh()  # trims the queue to the cursor: it holds [pos, next_seq)
-            cursors[0].solo_queue = self._buf
+            lone.solo_queue = self.queue
         elif was:
-            for cursor in cursors:
+            for cursor in self._cursors:
                 cursor.solo_queue = None
 
     def popped(self) -> None:
@@ -565,91 +460,9 @@ class StreamLog:
         if self.room_wanted:
             self._room_freed()
 
-    def take(self, cursor: Cursor) -> StreamChunk | None:
-        """The chunk at ``cursor``, moving it one on; None if there is none.
-
-        None also when a lag-tolerant cursor was overrun (:meth:`lost`).
-        The per-chunk path of every reader: kept flat, one call per chunk.
-        """
-        pos = cursor.pos
-        if pos >= self._head:
-            return None
-        if self._solo:
-            # The only reader pops what it reads (see the module docstring).
-            cursor.pos = pos + 1
-            chunk = self._buf.popleft()
-            if self.room_wanted:
-                self._room_freed()
-            return chunk
-        buf = self._buf
-        index = pos - self._head + len(buf)
-        if index < 0:
-            return None
-        cursor.pos = pos + 1
-        chunk = buf[index]  # before refresh(): it may trim this chunk
-        if self.room_wanted and pos >= self._floor:
-            # A producer waits, and this cursor may be what it waits for
-            # (only one at or past the floor can move it): recompute.
-            self.refresh()
-        return chunk
-
-    def lost(self, cursor: Cursor) -> bool:
-        """Whether chunks ``cursor`` has not read were trimmed (it was overrun)."""
-        return cursor.pos < self._head - len(self._buf)
-
-    def available(self, cursor: Cursor) -> int:
-        """Chunks ``cursor`` may take now (overrun ones included; 0 once detached)."""
-        return max(0, self._head - cursor.pos)
-
-    def peek(self, cursor: Cursor, offset: int = 0) -> StreamChunk:
-        """The chunk ``offset`` places ahead of ``cursor``, without moving it.
-
-        :raises IndexError: ``offset`` is not below :meth:`available`.
-        :raises InvalidState: ``cursor`` was overrun (check :meth:`lost`).
-        """
-        pos = cursor.pos
-        if not 0 <= offset < self._head - pos:
-            raise IndexError(f"peek offset {offset} is not below available()")
-        index = pos - self._head + len(self._buf)
-        if index < 0:
-            raise InvalidState(f"cursor at {pos} was overrun; the log starts at {self.base}")
-        return self._buf[index + offset]
-
-    def skip(self, cursor: Cursor, count: int) -> StreamChunk:
-        """Move ``cursor`` past ``count`` chunks (>= 1) as ``count`` takes would;
-        returns the last one. The floor moves once for the whole run.
-
-        :raises ValueError: ``count`` is not within ``[1, available()]``.
-        :raises InvalidState: ``cursor`` was overrun (check :meth:`lost`).
-        """
-        pos = cursor.pos
-        head = self._head
-        if not 0 < count <= head - pos:
-            raise ValueError(f"cannot skip {count} chunks; {self.available(cursor)} available")
-        buf = self._buf
-        if self._solo:
-            last = buf[count - 1]
-            if count == len(buf):
-                buf.clear()
-            else:
-                for _ in range(count):
-                    buf.popleft()
-            cursor.pos = pos + count
-            if self.room_wanted:
-                self._room_freed()
-            return last
-        index = pos - head + len(buf)
-        if index < 0:
-            raise InvalidState(f"cursor at {pos} was overrun; the log starts at {self.base}")
-        last = buf[index + count - 1]
-        cursor.pos = pos + count
-        if self.room_wanted and pos + count > self._floor:
-            self.refresh()
-        return last
-
     def delivered_total(self) -> int:
         """Chunks taken by cursors so far, attached or since detached."""
-        return self._delivered + sum(c.pos - c.start for c in self._cursors)
+        return self._cursors.delivered_total()
 
     # -- the floor and trimming ------------------------------------------------
 
@@ -658,31 +471,11 @@ class StreamLog:
 
         O(readers); the read path calls it only while a producer waits.
         """
-        head = self._head
-        history = self._history
-        if not self._cursors:
+        paced = self._cursors.pace(self.next_seq, self.limits.history)
+        if paced is None:
             floor = keep = self.base  # unread chunks wait for a first reader
         else:
-            # keep: the oldest seq still held; history is kept behind the
-            # slowest blocking cursor, and behind the head for late resumers.
-            floor = head
-            keep = head - history
-            fastest = -1
-            for cursor in self._cursors:
-                pos = cursor.pos
-                limit = cursor.lag_limit
-                if limit is None:
-                    if pos < floor:
-                        floor = pos
-                    if pos - history < keep:
-                        keep = pos - history
-                else:
-                    if pos > fastest:
-                        fastest = pos
-                    keep = min(keep, max(pos, head - limit))
-            self._blocking_min = floor
-            if 0 <= fastest < floor:
-                floor = fastest
+            floor, self._blocking_min, keep = paced
         self._floor = floor
         self._trim(keep)
         self._floor_moved()
@@ -692,8 +485,12 @@ class StreamLog:
         # The log length at which the pace is a window behind, given what is
         # held before the floor now: until then append needs no recount
         # (cursors only move forward, so this never says yes wrongly).
-        self._room_len = self._window + max(0, floor - self.base)
-        if self.room_wanted and floor + self._window > self._head and self._bytes < self._max_bytes:
+        self.room_len = self._window + max(0, floor - (self.next_seq - len(self.queue)))
+        if (
+            self.room_wanted
+            and floor + self._window > self.next_seq
+            and self.byte_count.bound < self.byte_count.limit
+        ):
             self._room_freed()
 
     def _room_freed(self) -> None:
@@ -705,80 +502,53 @@ class StreamLog:
         # Forget consumed chunks beyond the retained history: exactly for a
         # solo cursor, else in batches of TRIM_BATCH (so steady readers do
         # not pay per chunk), and under byte pressure retained history too.
-        buf = self._buf
-        drop = keep_from - (self._head - len(buf))
-        if drop >= len(buf):
-            buf.clear()
-            self._bytes = 0
+        queue = self.queue
+        count = self.byte_count
+        base = self.next_seq - len(queue)
+        drop = keep_from - base
+        if drop >= len(queue):
+            queue.clear()
+            count.clear()
             return
-        if self._bytes >= self._max_bytes:
-            self._recount()
-            if self._bytes >= self._max_bytes:
-                drop = max(drop, self._floor - (self._head - len(buf)))
-        if drop <= 0 or (drop < TRIM_BATCH and not self._solo and self._bytes < self._max_bytes):
+        pressed = count.bound >= count.limit and count.full(queue)  # no call if not
+        if pressed:
+            drop = max(drop, self._floor - base)
+        if drop <= 0 or (drop < TRIM_BATCH and not self._solo and not pressed):
             return
         for _ in range(drop):
-            buf.popleft()
-        self._recount()
+            queue.popleft()
+        count.recount(queue)
 
     # -- bytes -----------------------------------------------------------------
 
-    def _recount(self) -> None:
-        # Exact bytes held; O(chunks held), called only on slow paths.
-        self._bytes = sum(map(chunk_size, self._buf))
-
     def held_bytes(self) -> int:
         """Bytes held, counted exactly (O(chunks held))."""
-        self._recount()
-        return self._bytes
+        return self.byte_count.recount(self.queue)
 
     def unread_bytes(self) -> int:
         """Bytes appended but not yet passed by the pace (what is in flight).
 
         Retained history (chunks every reader has consumed, kept for
         resumption) is not counted: it is bounded by ``history`` and
-        ``max_bytes``. Exact (it refreshes the floor first), and incremental:
-        unchanged since the last count, O(1); else O(chunks appended or read
-        since) while the chunks read since are still held, and O(unread
-        chunks) when they are not (a solo reader pops what it reads).
+        ``max_bytes``. Exact (it refreshes the floor first) and incremental
+        (see :meth:`ByteCount.unread`).
         """
         self.refresh()
-        buf = self._buf
-        head = self._head
-        base = head - len(buf)
-        # An overrun lag-tolerant pace may be below the log: count from its start.
-        floor = max(self._floor, base)
-        c_floor, c_head = self._c_floor, self._c_head
-        if c_floor == floor and c_head == head:
-            return self._c_unread
-        if (
-            base <= c_floor <= floor
-            and c_floor <= c_head <= head
-            and (floor - c_floor) + (head - c_head) < head - floor
-        ):
-            # unread = sum[c_floor, c_head) - sum[c_floor, floor) + sum[c_head, head)
-            read = sum(map(chunk_size, islice(buf, c_floor - base, floor - base)))
-            new = sum(map(chunk_size, islice(reversed(buf), 0, head - c_head)))
-            unread = self._c_unread - read + new
-        else:
-            skip = floor - base
-            unread = sum(map(chunk_size, islice(buf, skip if skip > 0 else 0, None)))
-        self._c_floor, self._c_head, self._c_unread = floor, head, unread
-        return unread
+        return self.byte_count.unread(self.queue, self.next_seq, self._floor)
 
     def statistics(self) -> StreamLogStatistics:
         """A snapshot; makes the floor and the byte count exact first."""
         self.refresh()
         return StreamLogStatistics(
             self._state.name.lower(),
-            self._head,
+            self.next_seq,
             self.base,
-            len(self._buf),
+            len(self.queue),
             self.held_bytes(),
             len(self._cursors),
             self._floor,
             self._window,
             self.reorder_pending,
-            self._duplicates,
+            self._intake.duplicates,
             self.delivered_total(),
         )

@@ -172,12 +172,12 @@ class StreamState:
 
     @property
     def start_seq(self) -> int:
-        return self.log.start_seq
+        return self.log.limits.start_seq
 
     @property
     def history(self) -> int:
         """Consumed chunks kept for late readers (``stream_history``)."""
-        return self.log.history
+        return self.log.limits.history
 
     @property
     def window(self) -> int:
@@ -187,11 +187,11 @@ class StreamState:
     @property
     def window_limit(self) -> int:
         """The configured window (``stream_buffer``, or ``Flow.start(window=)``)."""
-        return self.log.window_limit
+        return self.log.limits.window_limit
 
     @property
     def max_bytes(self) -> int:
-        return self.log.max_bytes
+        return self.log.limits.max_bytes
 
     @property
     def duplicates(self) -> int:
@@ -229,9 +229,11 @@ class StreamState:
         if self._waiting:
             self._wake_readers()
         log = self.log
-        if log.state and not self.phase:
+        # in_order: OPEN, the common case, with no call to the state property.
+        if not log.in_order and log.state and not self.phase:
             self.finish()
-        return log.has_room_fast()
+        count = log.byte_count
+        return len(log.queue) < log.room_len and count.bound < count.limit  # has_room_fast()
 
     def reorder_overflow(self, exc: ReorderOverflow) -> None:
         """A gap in the seqs outgrew ``reorder_limit``: the stream fails.
@@ -317,11 +319,11 @@ class StreamState:
         fw = self._fw
         if fw is None:
             assert self._fw_policy is not None
-            fw = self._fw = FlowWindow(log.window_limit, self._fw_policy)
+            fw = self._fw = FlowWindow(log.limits.window_limit, self._fw_policy)
         elif latency <= fw.quiet_latency:
             return False  # the common case: a reader keeping up at the full window
         before = log.window
-        start = log.start_seq
+        start = log.limits.start_seq
         window = fw.observe(time.monotonic(), latency, log.floor - start, log.next_seq - start)
         if window == before:
             return False
@@ -504,7 +506,7 @@ class StreamState:
     @property
     def bytes_bound(self) -> int:
         """An upper bound of the bytes held, in O(1)."""
-        return self.log.bytes_bound
+        return self.log.byte_count.bound
 
 
 def window_totals(states: Iterable[StreamState], adaptive: bool) -> WindowTotals:

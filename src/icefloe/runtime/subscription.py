@@ -1,9 +1,10 @@
 """A reader of one stream: an async iterator over its chunks, in seq order.
 
-It is a cursor into the stream's log (:class:`~icefloe.core.streamlog.StreamLog`)
-and reads through the log's public API: one :meth:`StreamLog.take` per chunk,
-or, for the only reader of a stream without history (``flow.stream``), the
-log's solo fast path (``Cursor.solo_queue``), which needs no call per chunk.
+It holds a :class:`~icefloe.core.cursor.Cursor` into the stream's log
+(:class:`~icefloe.core.streamlog.StreamLog`) and reads through it: one
+:meth:`Cursor.take` per chunk, or, for the only reader of a stream without
+history (``flow.stream``), the log's solo fast path (``Cursor.solo_queue``),
+which needs no call per chunk.
 """
 
 from __future__ import annotations
@@ -106,21 +107,27 @@ class Subscription:
             if queue:
                 # StreamLog's solo fast path (see Cursor.solo_queue): the only
                 # reader pops the log's queue itself. This is the per-token
-                # path of every in-process reader; a call to StreamLog.take
+                # path of every in-process reader; a call to Cursor.take
                 # here costs ~5% of a one-hop stream (bench/run.py one_hop).
+                # Caught up (an empty queue), it has nothing to take and,
+                # blocking, cannot have been overrun: straight to waiting.
                 chunk = queue.popleft()
                 cursor.pos += 1
                 if self._log.room_wanted:
                     self._log.popped()
-            else:
-                chunk = self._log.take(cursor)
-            if chunk is not None:
                 if chunk.done:
                     self._state.terminal_seen = True
                     self._release(cancel=False)
                 return chunk
-            if not self._closed and self._log.lost(self._cursor):
-                raise self._overrun()
+            if queue is None:
+                chunk = cursor.take()
+                if chunk is not None:
+                    if chunk.done:
+                        self._state.terminal_seen = True
+                        self._release(cancel=False)
+                    return chunk
+                if not self._closed and cursor.lost():
+                    raise self._overrun()
             ended = self._ended()
             if ended is not None:
                 raise StopAsyncIteration if isinstance(ended, EndOfStream) else ended
@@ -148,13 +155,13 @@ class Subscription:
         :raises EndOfStream: the ``done`` chunk was already returned (or closed).
         :raises StreamError: the stream ended abnormally.
         """
-        chunk = self._log.take(self._cursor)
+        chunk = self._cursor.take()
         if chunk is not None:
             if chunk.done:
                 self._state.terminal_seen = True
                 self._release(cancel=False)
             return chunk
-        if not self._closed and self._log.lost(self._cursor):
+        if not self._closed and self._cursor.lost():
             raise self._overrun()
         ended = self._ended()
         if ended is not None:
@@ -169,7 +176,7 @@ class Subscription:
         still counts what it missed: its next :meth:`peek`, :meth:`skip` or
         :meth:`receive_nowait` raises ``StreamError("history_gone")``.
         """
-        return self._log.available(self._cursor)
+        return self._cursor.available()
 
     def peek(self, offset: int = 0) -> StreamChunk:
         """The held chunk ``offset`` places ahead, without moving the cursor.
@@ -177,12 +184,12 @@ class Subscription:
         :raises IndexError: ``offset`` is not below :meth:`held`.
         :raises StreamError: ``history_gone``: this lag-tolerant reader was overrun.
         """
-        log = self._log
-        if not 0 <= offset < log.available(self._cursor):
+        cursor = self._cursor
+        if not 0 <= offset < cursor.available():
             raise IndexError(f"peek offset {offset} is not below held()")
-        if log.lost(self._cursor):
+        if cursor.lost():
             raise self._overrun()
-        return log.peek(self._cursor, offset)
+        return cursor.peek(offset)
 
     def skip(self, count: int) -> None:
         """Move past ``count`` held chunks, exactly as ``count`` reads would.
@@ -193,14 +200,14 @@ class Subscription:
         :raises ValueError: ``count`` is negative or more than :meth:`held`.
         :raises StreamError: ``history_gone``: this lag-tolerant reader was overrun.
         """
-        log = self._log
-        if not 0 <= count <= log.available(self._cursor):
+        cursor = self._cursor
+        if not 0 <= count <= cursor.available():
             raise ValueError(f"cannot skip {count} chunks; {self.held()} held")
         if count == 0:
             return
-        if log.lost(self._cursor):
+        if cursor.lost():
             raise self._overrun()
-        last = log.skip(self._cursor, count)
+        last = cursor.skip(count)
         if last.done:
             self._state.terminal_seen = True
             self._release(cancel=False)
@@ -224,7 +231,7 @@ class Subscription:
 
         Cancelling the wait (a timeout, for heartbeats) keeps the reader attached.
         """
-        if self._log.available(self._cursor) or self._closed or self._state.phase:
+        if self._cursor.available() or self._closed or self._state.phase:
             return
         if self._pending is not None:
             await self._start_run()
@@ -268,7 +275,7 @@ class Subscription:
 
         An end detaches the reader, as reading it would.
         """
-        if not self._closed and self._log.available(self._cursor):
+        if not self._closed and self._cursor.available():
             return None
         return self._ended()
 

@@ -73,10 +73,10 @@ def test_on_room_is_called_once_when_the_reader_moves() -> None:
     log.append(_chunk(0))
     assert not log.has_room()
     log.want_room()
-    assert log.take(cursor) is not None
+    assert cursor.take() is not None
     assert calls == [1]
     log.append(_chunk(1))
-    assert log.take(cursor) is not None
+    assert cursor.take() is not None
     assert calls == [1]  # nobody asked again
 
 
@@ -86,7 +86,7 @@ def test_the_solo_reader_pops_and_releases_memory_chunk_by_chunk() -> None:
     assert cursor.solo_queue is not None
     for seq in range(3):
         log.append(_chunk(seq))
-    first = log.take(cursor)
+    first = cursor.take()
     assert first is not None
     assert first.seq == 0
     assert log.held == 2  # popped, not just passed
@@ -104,13 +104,13 @@ def test_a_lag_tolerant_reader_is_overrun_and_told_by_lost() -> None:
     fast = log.attach(0, lag_limit=1)
     for seq in range(40):
         log.append(_chunk(seq))
-        log.take(fast)
+        fast.take()
     log.refresh()
-    assert log.lost(slow)
-    assert log.take(slow) is None
+    assert slow.lost()
+    assert slow.take() is None
     with pytest.raises(InvalidState, match="overrun"):
-        log.peek(slow)
-    assert not log.lost(fast)
+        slow.peek()
+    assert not fast.lost()
 
 
 def test_unread_bytes_leave_out_history_and_follow_the_pace() -> None:
@@ -119,7 +119,7 @@ def test_unread_bytes_leave_out_history_and_follow_the_pace() -> None:
     for seq in range(4):
         log.append(_chunk(seq, "abc"))
     assert log.unread_bytes() == 12
-    log.skip(cursor, 3)
+    cursor.skip(3)
     assert log.unread_bytes() == 3
     assert log.held_bytes() == 12  # history is still held
     assert chunk_size(_chunk(0, "abc")) == 3
@@ -130,7 +130,7 @@ def test_discard_skips_unread_chunks_without_delivering_them() -> None:
     cursor = log.attach(0)
     for seq in range(3):
         log.append(_chunk(seq))
-    log.take(cursor)
+    cursor.take()
     log.discard()
     assert log.held == 0
     assert cursor.pos == log.next_seq

@@ -177,8 +177,8 @@ class StreamLogModel(RuleBasedStateMachine):
         self.take_one(data.draw(st.sampled_from(self.readers)))
 
     def take_one(self, reader: Reader) -> None:
-        lost = self.log.lost(reader.cursor)
-        chunk = self.log.take(reader.cursor)
+        lost = reader.cursor.lost()
+        chunk = reader.cursor.take()
         if chunk is None:
             if reader.pos < self.head:
                 # Only an overrun lag-tolerant reader sees nothing with chunks ahead.
@@ -194,16 +194,16 @@ class StreamLogModel(RuleBasedStateMachine):
     @rule(data=st.data())
     def skip(self, data: st.DataObject) -> None:
         reader = data.draw(st.sampled_from(self.readers))
-        available = self.log.available(reader.cursor)
+        available = reader.cursor.available()
         if not available:
             return
-        if self.log.lost(reader.cursor):
+        if reader.cursor.lost():
             assert reader.lag_limit is not None
             reader.cut = True
             return
         count = data.draw(st.integers(1, available))
-        peeked = [self.log.peek(reader.cursor, i) for i in range(count)]
-        last = self.log.skip(reader.cursor, count)
+        peeked = [reader.cursor.peek(i) for i in range(count)]
+        last = reader.cursor.skip(count)
         assert last is peeked[-1]
         self._delivered(reader, peeked)
         self._check_told()
@@ -225,7 +225,7 @@ class StreamLogModel(RuleBasedStateMachine):
         self.readers.remove(reader)
         assert self.log.detach(reader.cursor)
         assert not self.log.detach(reader.cursor)
-        assert self.log.take(reader.cursor) is None
+        assert reader.cursor.take() is None
         self._check_told()
 
     @precondition(lambda self: self.readers)
@@ -285,7 +285,7 @@ class StreamLogModel(RuleBasedStateMachine):
         assert self.start <= log.base <= self.head
         assert log.held == self.head - log.base
         exact = sum(chunk_size(self.chunks[s]) for s in range(log.base, self.head))
-        assert log.bytes_bound >= exact
+        assert log.byte_count.bound >= exact
         assert log.held_bytes() == exact
 
     @invariant()
@@ -294,7 +294,7 @@ class StreamLogModel(RuleBasedStateMachine):
             assert reader.cursor.start <= reader.cursor.pos <= self.head
             if reader.lag_limit is None:
                 assert reader.pos >= self.log.base  # a blocking reader is never overrun
-            assert self.log.lost(reader.cursor) == (reader.pos < self.log.base)
+            assert reader.cursor.lost() == (reader.pos < self.log.base)
 
     @invariant()
     def floor_is_conservative_then_exact(self) -> None:
