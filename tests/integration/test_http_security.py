@@ -751,6 +751,26 @@ async def test_bad_poll_parameters_are_400(serve: Serve, query: dict[str, str]) 
         gate.released.set()
 
 
+@pytest.mark.parametrize(
+    ("query", "named"),
+    [
+        ({"wait_s": "abc"}, "wait_s"),  # issue 15, item 11: this one was blamed on after_seq
+        ({"wait_s": "-1"}, "wait_s"),
+        ({"after_seq": "abc"}, "after_seq"),
+    ],
+)
+async def test_a_bad_poll_parameter_is_named_in_the_error(
+    serve: Serve, query: dict[str, str], named: str
+) -> None:
+    gate = Gate()
+    async with asyncio.timeout(30), edge(serve, gate.flow, keyed()) as client:
+        sid = await start(client, ACME_KEY)
+        r = await call(client, "GET", f"/v1/streams/{sid}/poll", ACME_KEY, params=query)
+        message = assert_error(r, 400, "bad_request")["message"]
+        assert message.startswith(f"{named} must be"), message
+        gate.released.set()
+
+
 @pytest.mark.parametrize("wait_s", ["inf", "Infinity", "1e999", "1e308"])
 async def test_unbounded_poll_wait_is_clamped(serve: Serve, wait_s: str) -> None:
     gate = Gate()

@@ -108,6 +108,35 @@ async def test_bad_patterns_filters_and_parameters_are_400(
         assert r.json()["error"]["code"] == "bad_request"
 
 
+@pytest.mark.parametrize(
+    ("params", "named"),
+    [
+        # Issue 15, item 11: int() took "1_0" as 10; a query integer is ASCII digits.
+        ({"buffer": "1_0"}, "buffer"),
+        ({"buffer": "+10"}, "buffer"),
+        ({"buffer": " 10"}, "buffer"),
+        ({"buffer": "\u0661\u0660"}, "buffer"),  # ARABIC-INDIC digits: isdigit(), not ASCII
+        # ... and a bad from_offset was reported as from_seq, a field topics do not have.
+        ({"from_offset": "abc"}, "from_offset"),
+        ({"from_offset": "1_0"}, "from_offset"),
+    ],
+)
+async def test_bad_integer_parameters_are_400_naming_the_parameter(
+    serve: Serve, params: dict[str, str], named: str
+) -> None:
+    async with (
+        serve(idle_flow()) as base,
+        httpx.AsyncClient(base_url=base, timeout=10) as client,
+        asyncio.timeout(20),
+    ):
+        r = await client.get("/v1/topics/chat.x", params=params)
+        assert r.status_code == 400, r.text
+        error = r.json()["error"]
+        assert error["code"] == "bad_request"
+        assert error["message"].startswith(f"{named} must be"), error
+        assert "from_seq" not in error["message"]
+
+
 async def test_topics_are_per_tenant(serve: Serve) -> None:
     keys = {
         "k-acme-0123456789": {"tenant": "acme", "scopes": ["topics:publish", "topics:read"]},

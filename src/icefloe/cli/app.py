@@ -82,7 +82,21 @@ def serve(
     api_keys: Annotated[
         Path | None, typer.Option(help="JSON file of API keys: {key: {tenant, scopes}}.")
     ] = None,
-    jwt_secret: Annotated[str | None, typer.Option(help="HS256 secret for JWTs.")] = None,
+    # -- the HS256 secret off the command line (issue 15, item 9) --
+    jwt_secret: Annotated[
+        str | None,
+        typer.Option(
+            envvar="ICEFLOE_JWT_SECRET",
+            show_envvar=True,
+            help="HS256 secret for JWTs. On the command line it is visible to other users "
+            "(ps, /proc/PID/cmdline): prefer the environment variable or --jwt-secret-file.",
+        ),
+    ] = None,
+    jwt_secret_file: Annotated[
+        Path | None,
+        typer.Option(help="File holding the HS256 secret (a trailing newline is dropped)."),
+    ] = None,
+    # -- end of the HS256 secret --
     jwt_public_key: Annotated[
         Path | None, typer.Option(help="PEM public key for RS256/ES256 JWTs.")
     ] = None,
@@ -175,7 +189,7 @@ def serve(
     flow = _load_flow(target)
     # -- authentication (issue 16, items 5-7) --
     jwt_flags = _JwtFlags(
-        secret=jwt_secret,
+        secret=_jwt_secret(jwt_secret, jwt_secret_file),
         public_key=jwt_public_key,
         jwks_url=jwt_jwks_url,
         audience=tuple(jwt_audience or ()),
@@ -287,6 +301,33 @@ class _JwtFlags:
             or self.scopes_claims
             or self.required_claims
         )
+
+
+def _jwt_secret(secret: str | None, secret_file: Path | None) -> str | None:
+    """The HS256 secret from ``--jwt-secret``/``ICEFLOE_JWT_SECRET`` or ``--jwt-secret-file``."""
+    if secret_file is None:
+        return secret
+    if secret is not None:
+        raise typer.BadParameter(
+            "give one of --jwt-secret (or ICEFLOE_JWT_SECRET) and --jwt-secret-file"
+        )
+    try:
+        text = secret_file.read_text(encoding="utf-8")
+    except OSError as exc:
+        # strerror says why (missing, a directory, no permission) without the errno noise.
+        reason = exc.strerror or type(exc).__name__
+        raise typer.BadParameter(
+            f"{reason}: {secret_file}", param_hint="--jwt-secret-file"
+        ) from None
+    except UnicodeDecodeError:
+        raise typer.BadParameter(
+            f"{secret_file} is not UTF-8 text", param_hint="--jwt-secret-file"
+        ) from None
+    # Editors and `echo` end the file with a newline that is not part of the secret.
+    text = text.removesuffix("\n").removesuffix("\r")
+    if not text:
+        raise typer.BadParameter(f"{secret_file} is empty", param_hint="--jwt-secret-file")
+    return text
 
 
 def _jwt_authenticator(flags: _JwtFlags) -> object | None:

@@ -26,6 +26,7 @@ __all__ = [
     "error_body",
     "ndjson_chunk",
     "ndjson_error",
+    "parse_query_int",
     "parse_resume_point",
     "sse_chunk",
     "sse_error",
@@ -106,16 +107,36 @@ def ndjson_error(code: str, message: str) -> bytes:
     return _encode({"error": error_body(code, message)}) + b"\n"
 
 
-def parse_resume_point(from_seq: str | None, last_event_id: str | None) -> int:
+def parse_resume_point(
+    from_seq: str | None, last_event_id: str | None, *, name: str = "from_seq"
+) -> int:
     """The first seq to send: ``?from_seq=N``, else ``Last-Event-ID: N`` + 1, else 0.
+
+    ``name`` is the query parameter ``from_seq`` came from, for the error
+    (topics call theirs ``from_offset``).
 
     :raises ValueError: a value that is not a non-negative decimal integer.
     """
     if from_seq is not None:
-        return _seq(from_seq, "from_seq")
+        return _seq(from_seq, name)
     if last_event_id is not None and last_event_id.strip():
         return _seq(last_event_id, "Last-Event-ID") + 1
     return 0
+
+
+def parse_query_int(raw: str, name: str) -> int:
+    """A query parameter's integer: ASCII digits with an optional leading ``-``.
+
+    int() would accept "+1", "1_000", non-ASCII digits and surrounding
+    whitespace; the wire spells an integer one way only, so each parameter
+    has one canonical form (and one cache key, one log line).
+
+    :raises ValueError: naming ``name``, for anything else (or over 19 digits).
+    """
+    digits = raw[1:] if raw.startswith("-") else raw
+    if not digits.isascii() or not digits.isdigit() or len(digits) > 19:
+        raise ValueError(f"{name} must be an integer, got {raw[:40]!r}")
+    return int(raw)
 
 
 def _seq(raw: str, name: str) -> int:

@@ -225,13 +225,18 @@ class StreamRoutes:
         try:
             raw_after = q.get("after_seq", "-1").strip()
             after = -1 if raw_after == "-1" else parse_resume_point(raw_after, None)
-            wait_s = float(q.get("wait_s", "0"))
         except ValueError:
             raise HttpError(
                 ErrorCode.BAD_REQUEST, "after_seq must be -1 or a non-negative integer"
             ) from None
+        wait_range = f"wait_s must be 0..{MAX_POLL_WAIT_S:g} seconds"
+        bad_wait = HttpError(ErrorCode.BAD_REQUEST, wait_range)
+        try:
+            wait_s = float(q.get("wait_s", "0"))
+        except ValueError:
+            raise bad_wait from None
         if not 0 <= wait_s <= MAX_POLL_WAIT_S:
-            raise HttpError(ErrorCode.BAD_REQUEST, f"wait_s must be 0..{MAX_POLL_WAIT_S:g} seconds")
+            raise bad_wait
         sid = request.path_params["stream_id"]
         stats = self.edge.owned(principal, sid)
         try:

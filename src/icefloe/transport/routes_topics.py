@@ -39,7 +39,7 @@ from icefloe.exceptions import (
 from icefloe.hub import HubEvent, HubSubscription
 from icefloe.transport.auth import Principal, Scope
 from icefloe.transport.edge import EdgeContext, PumpResponse, read_body
-from icefloe.transport.encoding import WireFormat, parse_resume_point
+from icefloe.transport.encoding import WireFormat, parse_query_int, parse_resume_point
 from icefloe.transport.errors import HttpError
 from icefloe.transport.shared import Taken
 from icefloe.transport.streaming import StreamPump
@@ -155,9 +155,9 @@ class TopicRoutes:
             from_offset: int | None = None
             if q.get("from_offset") is not None or request.headers.get("last-event-id"):
                 from_offset = parse_resume_point(
-                    q.get("from_offset"), request.headers.get("last-event-id")
+                    q.get("from_offset"), request.headers.get("last-event-id"), name="from_offset"
                 )
-            buffer = int(q.get("buffer", "256"))
+            buffer = parse_query_int(q.get("buffer", "256"), "buffer")
         except ValueError as exc:
             raise HttpError(ErrorCode.BAD_REQUEST, str(exc)) from None
         if not 1 <= buffer <= MAX_TOPIC_BUFFER:

@@ -6,7 +6,13 @@ import pytest
 
 from icefloe.core.sse import SseParser
 from icefloe.core.wire_errors import ErrorCode
-from icefloe.transport.encoding import WireFormat, parse_resume_point, sse_error, terminal_seq
+from icefloe.transport.encoding import (
+    WireFormat,
+    parse_query_int,
+    parse_resume_point,
+    sse_error,
+    terminal_seq,
+)
 
 
 @pytest.mark.parametrize(
@@ -21,6 +27,25 @@ def test_resume_point(from_seq: str | None, last_event_id: str | None, expected:
 def test_bad_resume_points_are_value_errors(bad: str) -> None:
     with pytest.raises(ValueError, match="non-negative integer"):
         parse_resume_point(bad, None)
+
+
+@pytest.mark.parametrize(("raw", "expected"), [("0", 0), ("256", 256), ("-1", -1), ("007", 7)])
+def test_query_integers(raw: str, expected: int) -> None:
+    assert parse_query_int(raw, "buffer") == expected
+
+
+# Issue 15, item 11: int() accepts every one of these but the first three.
+@pytest.mark.parametrize(
+    "bad", ["", "-", "abc", "1_0", "+1", " 1", "1 ", "--1", "1.0", "\u0663", "9" * 20]
+)
+def test_bad_query_integers_are_value_errors_naming_the_parameter(bad: str) -> None:
+    with pytest.raises(ValueError, match=r"^buffer must be an integer"):
+        parse_query_int(bad, "buffer")
+
+
+def test_a_resume_point_error_names_the_parameter_it_came_from() -> None:
+    with pytest.raises(ValueError, match=r"^from_offset must be"):
+        parse_resume_point("x", None, name="from_offset")
 
 
 def test_negotiation_defaults_to_sse() -> None:
