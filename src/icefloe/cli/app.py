@@ -184,6 +184,15 @@ def serve(
         ),
     ] = "",
     # -- end of edge limits --------------------------------------------------------
+    # -- Host allow-list against DNS rebinding (issue 15, item 7) ----------------
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Host header served beside the bound address and localhost: NAME (any "
+            "port), NAME:PORT, or * for any (repeatable).",
+        ),
+    ] = None,
+    # -- end of Host allow-list --------------------------------------------------
 ) -> None:
     """Serve a flow over HTTP (SSE, NDJSON, long-poll) and WebSocket, with the inspector at /."""
     flow = _load_flow(target)
@@ -224,6 +233,7 @@ def serve(
     )
     _raise_fd_limit()
     # -- end of edge limits --
+    settings = _allowed_hosts(settings, host, allowed_host or [])  # Host allow-list (item 7)
     _run_server(flow, settings, host, port)
 
 
@@ -245,7 +255,8 @@ def demo(
     if not _is_loopback(host):
         err.print("[red]the demo runs without authentication and binds loopback only[/red]")
         raise typer.Exit(2)
-    _run_server(build_demo_flow(pacing), _settings(15.0, 10.0, 1024, None, []), host, port)
+    settings = _allowed_hosts(_settings(15.0, 10.0, 1024, None, []), host, [])
+    _run_server(build_demo_flow(pacing), settings, host, port)
 
 
 @app.command()
@@ -467,6 +478,26 @@ def _raise_fd_limit() -> None:
 
 
 # -- end of edge limits ----------------------------------------------------------------
+
+
+# -- Host allow-list against DNS rebinding (issue 15, item 7) --------------------------
+
+
+def _allowed_hosts(settings: EdgeSettings, host: str, extra: list[str]) -> EdgeSettings:
+    """The bound address and the loopback names (any port), plus ``extra``."""
+    from icefloe.transport.edge import LOOPBACK_HOSTS
+
+    if host in ("0.0.0.0", "::", "") and not extra:
+        err.print(
+            f"[yellow]bound to {host or 'every interface'}[/yellow]: only requests naming "
+            "this address or localhost in their Host header are served; "
+            "add --allowed-host NAME for the names clients use (or * for any)"
+        )
+    bound = (host,) if host else ()
+    return dataclasses.replace(settings, allowed_hosts=(*bound, *LOOPBACK_HOSTS, *extra))
+
+
+# -- end of Host allow-list ------------------------------------------------------------
 
 
 def _run_server(flow: Flow, settings: EdgeSettings, host: str, port: int) -> None:

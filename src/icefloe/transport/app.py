@@ -8,6 +8,11 @@ the WebSocket endpoint, CORS, and the error handlers that turn every failure
 into ``{"error": {"code", "message"}}`` with the status of its code
 (:mod:`icefloe.core.wire_errors`).
 
+``EdgeSettings.allowed_hosts`` (set by ``icefloe serve``/``demo`` to the
+bound address and the loopback names) refuses requests whose ``Host`` header
+names another server with 400: DNS rebinding. ``create_app`` with no setting
+serves every ``Host``, as a mounted app whose parent checks it would.
+
 CORS is on exactly when ``EdgeSettings.allow_origins`` is not empty (the
 ``--allow-origin`` flag): those origins may call every route from a page's
 script, send ``Authorization``, ``Content-Type`` and ``Last-Event-ID``, and
@@ -129,6 +134,25 @@ class _FetchAuthKeys:
             except AuthError:
                 token = None  # the route refuses it, with the reason
             await prepare(self._authenticator, token)
+        await self._app(scope, receive, send)
+
+
+class _HostCheck:
+    """Answers 400 ``bad_request`` to an HTTP request whose ``Host`` is not in
+    ``EdgeSettings.allowed_hosts`` (DNS rebinding: a page on another site whose
+    name resolves to this server). The WebSocket endpoint checks it itself, so
+    that its refusal goes through the handshake's denial response."""
+
+    def __init__(self, app: ASGIApp, edge: EdgeContext) -> None:
+        self._app = app
+        self._edge = edge
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            denial = self._edge.host_denial(HTTPConnection(scope))
+            if denial is not None:
+                await denial.response()(scope, receive, send)
+                return
         await self._app(scope, receive, send)
 
 
@@ -255,6 +279,9 @@ def create_app(
     ]
     middleware = []
     authenticator = edge.settings.authenticator
+    # Host allow-list (--allowed-host): first, before CORS answers a preflight.
+    if edge.settings.allowed_hosts:
+        middleware.append(Middleware(_HostCheck, edge=edge))
     # CORS (--allow-origin): on only when origins are configured.
     if edge.settings.allow_origins:
         middleware.append(

@@ -63,10 +63,57 @@ from icefloe.transport.ws_settings import WsSettings
 if TYPE_CHECKING:
     from icefloe.transport.websocket import WsConnection
 
-__all__ = ["MAX_BODY", "EdgeContext", "EdgeSettings", "PumpResponse", "read_body"]
+__all__ = [
+    "LOOPBACK_HOSTS",
+    "MAX_BODY",
+    "EdgeContext",
+    "EdgeSettings",
+    "PumpResponse",
+    "host_allowed",
+    "read_body",
+]
 
 #: largest request body accepted, bytes
 MAX_BODY = 1024 * 1024
+
+#: the names a loopback server is reached by, beside its bound address
+#: (``icefloe serve``/``demo`` allow them by default, any port)
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
+
+
+def _split_host(text: str) -> tuple[str, str | None]:
+    """``name[:port]`` (name lowercased, an IPv6 address in brackets) as (name, port)."""
+    text = text.strip().lower()
+    if text.startswith("["):
+        name, _, rest = text.partition("]")
+        name += "]"
+        port = rest[1:] if rest.startswith(":") else None
+    elif text.count(":") > 1:  # a bare IPv6 address (a bound address like ::1)
+        name, port = f"[{text}]", None
+    else:
+        name, sep, port_text = text.partition(":")
+        port = port_text if sep else None
+    return name.rstrip("."), port or None
+
+
+def host_allowed(host: str | None, allowed: tuple[str, ...]) -> bool:
+    """Whether a request's ``Host`` header names this server.
+
+    ``allowed`` holds ``name`` (any port), ``name:port`` (that port) or ``*``
+    (any host); empty allows every host (an app made by ``create_app`` with
+    no setting). A missing ``Host`` is refused when a list is set: every
+    browser sends one, and so does every HTTP/1.1 client.
+    """
+    if not allowed or "*" in allowed:
+        return True
+    if not host:
+        return False
+    name, port = _split_host(host)
+    for entry in allowed:
+        want_name, want_port = _split_host(entry)
+        if name == want_name and (want_port is None or want_port == port):
+            return True
+    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +136,11 @@ class EdgeSettings:
     forwarded_allow_ips: tuple[str, ...] = ()
     #: browser origins allowed by CORS (empty: CORS off)
     allow_origins: tuple[str, ...] = ()
+    #: ``Host`` headers served, against DNS rebinding: ``name`` (any port),
+    #: ``name:port`` or ``*``; others get 400 (HTTP and WebSocket). Empty:
+    #: every host (``create_app`` alone); ``icefloe serve``/``demo`` set the
+    #: bound address and :data:`LOOPBACK_HOSTS`, plus ``--allowed-host``.
+    allowed_hosts: tuple[str, ...] = ()
     #: seconds an idempotency key is remembered
     idempotency_ttl_s: float = 600.0
     #: idempotency keys remembered at most
@@ -107,6 +159,9 @@ class EdgeSettings:
         if self.unread_timeout_s is not None and not self.unread_timeout_s > 0:
             raise ValueError(f"unread_timeout_s must be > 0 or None, got {self.unread_timeout_s!r}")
         TrustedProxies(self.forwarded_allow_ips)  # refuse a bad entry now, not per request
+        for entry in self.allowed_hosts:
+            if not isinstance(entry, str) or not entry.strip():
+                raise ValueError(f"allowed_hosts entries must be host names, got {entry!r}")
 
 
 class EdgeContext:
@@ -178,6 +233,29 @@ class EdgeContext:
         if scope is not None and not principal.has(scope):
             raise HttpError(ErrorCode.FORBIDDEN, f"missing scope {scope.value}")
         return principal
+
+    def host_denial(self, request: HTTPConnection) -> HttpError | None:
+        """``bad_request`` when the ``Host`` header is not in ``allowed_hosts``:
+        a page on another site whose name resolves to this server (DNS
+        rebinding) must not reach it."""
+        if host_allowed(request.headers.get("host"), self.settings.allowed_hosts):
+            return None
+        return HttpError(ErrorCode.BAD_REQUEST, "host not allowed")
+
+    def forwarded_proto(self, request: HTTPConnection) -> str | None:
+        """The scheme a trusted proxy says the client used (``X-Forwarded-Proto``,
+        or ``proto=`` of the first ``Forwarded`` element); None from any other peer."""
+        client = request.client
+        if client is None or not self.proxies or not self.proxies.trusts(client.host):
+            return None
+        proto = request.headers.get("x-forwarded-proto")
+        if proto is not None:
+            return proto.split(",", 1)[0].strip()
+        for pair in request.headers.get("forwarded", "").split(",", 1)[0].split(";"):
+            name, _, value = pair.partition("=")
+            if name.strip().lower() == "proto":
+                return value.strip().strip('"')
+        return None
 
     def client_address(self, request: HTTPConnection) -> str | None:
         """The client's address: the peer's, or the one a trusted proxy forwards for."""

@@ -66,7 +66,7 @@ from icefloe.transport.auth import Principal
 from icefloe.transport.errors import HttpError
 from icefloe.transport.ws_dispatch import WsOps, WsReplies
 from icefloe.transport.ws_edge import WsEdge
-from icefloe.transport.ws_handshake import choose_subprotocol, deny, origin_denial
+from icefloe.transport.ws_handshake import choose_subprotocol, deny, origin_denial, page_scheme
 from icefloe.transport.ws_pump import WsStreams
 from icefloe.transport.ws_sender import WsSender, WsSendStatistics
 from icefloe.transport.ws_session import WsSession
@@ -289,7 +289,12 @@ async def serve_websocket(edge: WsEdge, scope: Any, receive: Any, send: Any) -> 
     if (await receive())["type"] != "websocket.connect":
         return
     conn = HTTPConnection(scope)
-    denial = origin_denial(conn, edge.settings.allow_origins)
+    # The Host first: same-origin below compares the Origin with it.
+    denial = edge.host_denial(conn) or origin_denial(
+        conn,
+        edge.settings.allow_origins,
+        scheme=page_scheme(conn, forwarded_proto=edge.forwarded_proto(conn)),
+    )
     principal: Principal | None = None
     if denial is None:
         try:

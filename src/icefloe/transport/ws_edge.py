@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from icefloe.hub import Hub
     from icefloe.runtime.flow import Flow
     from icefloe.transport.auth import Principal, Scope
+    from icefloe.transport.errors import HttpError
     from icefloe.transport.idempotency import Started
     from icefloe.transport.limits import PrincipalLimiter
     from icefloe.transport.metrics import EdgeMetrics
@@ -72,6 +73,14 @@ class WsEdge(Protocol):
     @property
     def sessions(self) -> SessionTable:
         """Every WebSocket session of the server."""
+        ...
+
+    def host_denial(self, request: HTTPConnection) -> HttpError | None:
+        """``bad_request`` for a ``Host`` not in ``allowed_hosts`` (DNS rebinding)."""
+        ...
+
+    def forwarded_proto(self, request: HTTPConnection) -> str | None:
+        """The scheme a trusted proxy says the client used, if any."""
         ...
 
     def principal(self, request: HTTPConnection, scope: Scope | None) -> Principal:

@@ -39,3 +39,52 @@ def test_invalid_utf8_is_one_info_line_and_other_errors_are_untouched() -> None:
     )
     assert other.levelno == logging.ERROR
     assert other.exc_info is not None
+
+
+def test_the_handshake_error_is_dropped_only_for_a_refused_connection() -> None:
+    import contextvars
+
+    from icefloe.transport.logfilter import mark_handshake_refused
+
+    logger = logging.getLogger("icefloe.test.uvicorn.handshake")
+    keep = Keep()
+    logger.addHandler(keep)
+    install_protocol_log_filter(logger.name)
+    message = "ASGI callable returned without completing handshake."
+
+    def refused_connection() -> None:
+        mark_handshake_refused()
+        logger.error(message)
+
+    try:
+        # each connection runs in a context of its own, as uvicorn's tasks do
+        contextvars.copy_context().run(refused_connection)
+        contextvars.copy_context().run(logger.error, message)  # an app bug: kept
+    finally:
+        logger.removeHandler(keep)
+    assert [(r.levelno, r.getMessage()) for r in keep.records] == [(logging.ERROR, message)]
+
+
+def test_refusals_are_aggregated_to_one_line_per_interval() -> None:
+    from icefloe.transport.logfilter import RefusalLog
+
+    logger = logging.getLogger("icefloe.test.refusals")
+    logger.setLevel(logging.INFO)
+    keep = Keep()
+    logger.addHandler(keep)
+    now = [100.0]
+    refusals = RefusalLog(logger.name, "refused", interval_s=1.0, clock=lambda: now[0])
+    try:
+        refusals.refused("403 a")  # the first after a quiet interval: logged at once
+        for i in range(50):
+            now[0] += 0.01
+            refusals.refused(f"403 b{i}")
+        now[0] += 1.0
+        refusals.refused("400 c")  # an interval later: the 51 since the first line
+        refusals.flush()  # nothing counted since
+    finally:
+        logger.removeHandler(keep)
+    assert [(r.levelno, r.getMessage()) for r in keep.records] == [
+        (logging.INFO, "refused: 1 (last: 403 a)"),
+        (logging.INFO, "refused: 51 (last: 400 c)"),
+    ]
