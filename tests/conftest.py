@@ -10,6 +10,7 @@ import asyncio
 import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
 
 import pytest
 import uvicorn
@@ -21,23 +22,19 @@ Serve = Callable[..., AbstractAsyncContextManager[str]]
 
 
 @asynccontextmanager
-async def serve_flow(flow: Flow, settings: EdgeSettings | None = None) -> AsyncIterator[str]:
-    """Serve ``flow`` on 127.0.0.1:<free port>; yields the base URL."""
+async def serve_asgi(app: Any, **config: Any) -> AsyncIterator[str]:
+    """Serve any ASGI app on 127.0.0.1:<free port> with its lifespan on; yields the URL."""
     # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted sockets only
     # when the listener says it is TCP, and without it small writes wait ~40 ms.
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    settings = settings or EdgeSettings()
-    config = uvicorn.Config(
-        create_app(flow, settings),
-        log_level="warning",
-        lifespan="on",
-        timeout_graceful_shutdown=2,
-        **server_options(settings),
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, log_level="warning", lifespan="on", timeout_graceful_shutdown=2, **config
+        )
     )
-    server = uvicorn.Server(config)
     task = asyncio.ensure_future(server.serve(sockets=[sock]))
     try:
         async with asyncio.timeout(10):
@@ -53,6 +50,14 @@ async def serve_flow(flow: Flow, settings: EdgeSettings | None = None) -> AsyncI
                 await task
         finally:
             sock.close()
+
+
+@asynccontextmanager
+async def serve_flow(flow: Flow, settings: EdgeSettings | None = None) -> AsyncIterator[str]:
+    """Serve ``flow`` on 127.0.0.1:<free port>; yields the base URL."""
+    settings = settings or EdgeSettings()
+    async with serve_asgi(create_app(flow, settings), **server_options(settings)) as url:
+        yield url
 
 
 @pytest.fixture

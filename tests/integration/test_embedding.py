@@ -14,14 +14,13 @@ import json
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
+from conftest import serve_asgi
 from icefloe import Context, Headers, Message, Node, create
 from icefloe.core.sse import SseEvent, SseParser
 from icefloe.runtime.flow import Flow
@@ -37,35 +36,6 @@ from icefloe.transport import (
 )
 
 TENANT = {"tenant": "acme"}
-
-
-@asynccontextmanager
-async def serve_asgi(app: Any, **config: Any) -> AsyncIterator[str]:
-    """Serve any ASGI app on 127.0.0.1:<free port> with its lifespan on; yields the URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app, log_level="warning", lifespan="on", timeout_graceful_shutdown=2, **config
-        )
-    )
-    task = asyncio.ensure_future(server.serve(sockets=[sock]))
-    try:
-        async with asyncio.timeout(10):
-            while not server.started:
-                if task.done():
-                    task.result()
-                await asyncio.sleep(0.01)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        try:
-            async with asyncio.timeout(10):
-                await task
-        finally:
-            sock.close()
 
 
 def counting_flow(delay_s: float = 0.0) -> Flow:
