@@ -11,8 +11,9 @@ import asyncio
 import time
 
 import pytest
+from test_loadwatch import FAST, INTERVAL, Transitions
 
-from icefloe.core.congestion import CongestionPolicy, CongestionState, Thresholds
+from icefloe.core.congestion import CongestionState
 from icefloe.runtime.loadwatch import LoadWatch
 
 pytestmark = pytest.mark.perf
@@ -20,17 +21,11 @@ pytestmark = pytest.mark.perf
 NORMAL = CongestionState.NORMAL
 OVERLOADED = CongestionState.OVERLOADED
 
-# Unsmoothed, a short dwell, and lag thresholds loose enough for a busy CI box.
-FAST = CongestionPolicy(
-    alpha=1.0,
-    dwell_s=0.3,
-    lag_congested_s=Thresholds(0.1, 0.05),
-    lag_overloaded_s=Thresholds(0.2, 0.1),
-)
-INTERVAL = 0.02
 #: recovery once the loop is free: at least the dwell, and generous above it for a
 #: loaded machine (was 3 s); a watch that waited far past its dwell fails
 RECOVERY_S = 5.0
+#: the bound on each wait for a transition (5 s in the unit tests)
+WAIT_S = 10.0
 
 
 def spin(seconds: float) -> None:
@@ -38,23 +33,6 @@ def spin(seconds: float) -> None:
     end = time.perf_counter() + seconds
     while time.perf_counter() < end:
         pass
-
-
-class Transitions:
-    """A listener recording state changes, with an event per state reached."""
-
-    def __init__(self) -> None:
-        self.seen: list[tuple[CongestionState, CongestionState]] = []
-        self.reached = {state: asyncio.Event() for state in CongestionState}
-
-    def __call__(self, old: CongestionState, new: CongestionState) -> None:
-        self.seen.append((old, new))
-        self.reached[new].set()
-
-    async def wait_for(self, state: CongestionState) -> None:
-        """Wait (at most 10 s) until a transition into ``state`` has happened."""
-        async with asyncio.timeout(10.0):
-            await self.reached[state].wait()
 
 
 async def test_blocked_loop_is_overloaded_then_recovers() -> None:
@@ -65,10 +43,10 @@ async def test_blocked_loop_is_overloaded_then_recovers() -> None:
     tasks_before = asyncio.all_tasks()
     async with watch:
         loop.call_soon(spin, 0.3)
-        await transitions.wait_for(OVERLOADED)
+        await transitions.wait_for(OVERLOADED, WAIT_S)
         assert watch.state is OVERLOADED
         overloaded_at = loop.time()
-        await transitions.wait_for(NORMAL)
+        await transitions.wait_for(NORMAL, WAIT_S)
         recovered_in = loop.time() - overloaded_at
         assert watch.state is NORMAL
     # Recovery takes at least the dwell, and not much more once the loop is free.

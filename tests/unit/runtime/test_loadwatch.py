@@ -41,9 +41,9 @@ class Transitions:
         self.seen.append((old, new))
         self.reached[new].set()
 
-    async def wait_for(self, state: CongestionState) -> None:
-        """Wait (at most 5 s) until a transition into ``state`` has happened."""
-        async with asyncio.timeout(5.0):
+    async def wait_for(self, state: CongestionState, timeout_s: float = 5.0) -> None:
+        """Wait (at most ``timeout_s``) until a transition into ``state`` has happened."""
+        async with asyncio.timeout(timeout_s):
             await self.reached[state].wait()
 
 
