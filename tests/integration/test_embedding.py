@@ -20,7 +20,6 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-from conftest import serve_asgi
 from icefloe import Context, Headers, Message, Node, create
 from icefloe.core.sse import SseEvent, SseParser
 from icefloe.runtime.flow import Flow
@@ -34,6 +33,7 @@ from icefloe.transport import (
     sse_response,
     stream_response,
 )
+from servekit import serve_asgi
 
 TENANT = {"tenant": "acme"}
 
