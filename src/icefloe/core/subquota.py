@@ -84,6 +84,14 @@ class SubscriberQuota:
     __slots__ = ("_tenants", "max_filter_cost", "max_subscribers")
 
     def __init__(self, max_subscribers: int | None, max_filter_cost: int | None) -> None:
+        for name, value in (
+            ("max_subscribers", max_subscribers),
+            ("max_filter_cost", max_filter_cost),
+        ):
+            if value is not None and (
+                not isinstance(value, int) or isinstance(value, bool) or value < 1
+            ):
+                raise ValueError(f"{name} must be an int >= 1 or None, got {value!r}")
         self.max_subscribers = max_subscribers
         self.max_filter_cost = max_filter_cost
         self._tenants: dict[str, _Tenant] = {}

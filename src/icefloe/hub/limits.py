@@ -88,6 +88,13 @@ class HubLimits:
         for name in ("max_topics", "max_subscribers", "max_subscribers_per_tenant"):
             _check_int(name, getattr(self, name), 1, optional=True)
         _check_int("max_filter_cost_per_tenant", self.max_filter_cost_per_tenant, 1, optional=True)
+        per_tenant, total = self.max_subscribers_per_tenant, self.max_subscribers
+        if per_tenant is not None and total is not None and per_tenant >= total:
+            # One tenant alone must not be able to take every slot.
+            raise ValueError(
+                f"max_subscribers_per_tenant ({per_tenant}) must be below max_subscribers "
+                f"({total}), or None for no per-tenant limit"
+            )
         _check_int("max_bytes_total", self.max_bytes_total, 1, optional=True)
         _check_int("history_per_topic", self.history_per_topic, 0)
         for name in ("history_bytes_per_topic", "max_event_bytes", "max_buffer"):
