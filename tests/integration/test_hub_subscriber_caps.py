@@ -14,12 +14,17 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import pytest
+import uvicorn
+from typer.testing import CliRunner
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from icefloe import Context, Message, Node, create
+from icefloe.cli import app as cli
 from icefloe.hub import Hub, HubLimits
 from icefloe.runtime.flow import Flow
+from icefloe.transport import app as transport_app
 from icefloe.transport.app import EdgeSettings, create_app, server_options
 from icefloe.transport.auth import ApiKeyAuthenticator
 from servekit import serve_asgi
@@ -168,3 +173,63 @@ async def test_costly_filters_stop_at_the_tenants_budget() -> None:
         # B's own budget is untouched.
         await b.send("sub_topic", pattern=">", filter=attack_filter(), ref="b")
         assert await b.errors_until_pong() == []
+
+
+# -- the flags of icefloe serve ------------------------------------------------------
+
+
+@pytest.fixture
+def served(monkeypatch: pytest.MonkeyPatch) -> list[tuple[EdgeSettings, Hub]]:
+    """The settings and hub ``serve`` builds its app with (uvicorn is not started)."""
+    seen: list[tuple[EdgeSettings, Hub]] = []
+
+    def build(flow: Any, settings: EdgeSettings, *, hub: Hub) -> object:
+        seen.append((settings, hub))
+        return object()
+
+    monkeypatch.setattr(transport_app, "create_app", build)
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: None)
+    return seen
+
+
+def serve_with(*flags: str) -> Any:
+    return CliRunner().invoke(cli.app, ["serve", "icefloe.demo:build_demo_flow", *flags])
+
+
+def test_serve_applies_the_subscriber_caps(served: list[tuple[EdgeSettings, Hub]]) -> None:
+    result = serve_with()
+    assert result.exit_code == 0, result.output
+    settings, hub = served.pop()
+    assert (hub.limits.max_subscribers_per_tenant, hub.limits.max_filter_cost_per_tenant) == (
+        1000,
+        40000,
+    )
+    assert settings.ws.max_topic_subs == 100
+    flags = ["--max-subscribers-per-tenant", "5000", "--max-filter-cost-per-tenant", "off"]
+    result = serve_with(*flags, "--max-topic-subs", "7")
+    assert result.exit_code == 0, result.output
+    settings, hub = served.pop()
+    assert (hub.limits.max_subscribers_per_tenant, hub.limits.max_filter_cost_per_tenant) == (
+        5000,
+        None,
+    )
+    assert settings.ws.max_topic_subs == 7
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (["--max-subscribers-per-tenant", "10000"], "must be below max_subscribers"),
+        (["--max-subscribers-per-tenant", "many"], "expected a number or 'off'"),
+        (["--max-filter-cost-per-tenant", "-3"], "expected a number > 0 or 'off'"),
+        (["--max-topic-subs", "0"], "max-topic-subs"),
+    ],
+)
+def test_serve_refuses_bad_subscriber_caps(
+    served: list[tuple[EdgeSettings, Hub]], flags: list[str], named: str
+) -> None:
+    result = serve_with(*flags)
+    assert result.exit_code == 2
+    # Rich wraps the message in a box: read it as one line.
+    assert named in " ".join(result.output.replace("│", " ").split())
+    assert served == []
