@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import httpx
 import pytest
 import uvicorn
 from typer.testing import CliRunner
@@ -175,6 +176,32 @@ async def test_costly_filters_stop_at_the_tenants_budget() -> None:
         assert await b.errors_until_pong() == []
 
 
+async def test_get_topics_past_the_filter_budget_is_429() -> None:
+    """Over HTTP: the second distinct costly filter of a tenant with a small budget."""
+    hub = Hub(HubLimits(max_filter_cost_per_tenant=500))
+    settings = EdgeSettings(authenticator=ApiKeyAuthenticator(KEYS))
+    a_auth = {"authorization": f"Bearer {A_KEY}"}
+    async with (
+        serve_hub(hub, settings) as base,
+        httpx.AsyncClient(base_url=base, timeout=10) as http,
+        asyncio.timeout(30),
+    ):
+        params = {"filter": attack_filter(0)}
+        async with http.stream("GET", "/v1/topics/t.x", params=params, headers=a_auth) as held:
+            assert held.status_code == 200
+            # The same filter is shared, so it fits; a distinct one does not.
+            async with http.stream("GET", "/v1/topics/t.y", params=params, headers=a_auth) as r:
+                assert r.status_code == 200
+            refused = await http.get(
+                "/v1/topics/t.x", params={"filter": attack_filter(1)}, headers=a_auth
+            )
+            assert refused.status_code == 429, refused.text
+            error = refused.json()["error"]
+            assert error["code"] == "limit_exceeded"
+            assert "costs 442 units" in error["message"]
+            assert "budget of 500" in error["message"]
+
+
 # -- the flags of icefloe serve ------------------------------------------------------
 
 
@@ -222,7 +249,7 @@ def test_serve_applies_the_subscriber_caps(served: list[tuple[EdgeSettings, Hub]
         (["--max-subscribers-per-tenant", "10000"], "must be below max_subscribers"),
         (["--max-subscribers-per-tenant", "many"], "expected a number or 'off'"),
         (["--max-filter-cost-per-tenant", "-3"], "expected a number > 0 or 'off'"),
-        (["--max-topic-subs", "0"], "max-topic-subs"),
+        (["--max-topic-subs", "0"], "Invalid value for '--max-topic-subs'"),
     ],
 )
 def test_serve_refuses_bad_subscriber_caps(
