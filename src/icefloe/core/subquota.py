@@ -14,7 +14,13 @@ against the others. Identical filters of one tenant are evaluated once per
 event (the hub shares one compiled filter between them), so they are
 charged once: a thousand browsers with the same ``data.final == true`` cost
 5 units, not 5,000. A cap on the tenant's subscribers bounds the rest of
-the work (one set lookup per subscriber) and the slots it holds.
+the work (one dict lookup per subscriber) and the slots it holds.
+
+Why not only make evaluation cheaper (a per-event cache of ``data`` paths,
+say): that divides the work of some filters but bounds nothing, since a
+tenant can write distinct filters on distinct paths. The budget bounds the
+work whatever the filters; sharing identical ones keeps the common case (many
+clients running the same code) far below it.
 
 The state, per tenant:
 
