@@ -73,7 +73,8 @@ async def floor_hub_fan_out(subscribers: int, deliveries: int) -> Sample:
 async def icefloe_hub_fan_out(subscribers: int, deliveries: int) -> Sample:
     """``Hub.publish`` to K ``block`` subscribers of one topic, each iterating its events."""
     n = _events(deliveries, subscribers)
-    limits = HubLimits(max_subscribers=max(subscribers, 1000))
+    # One tenant, on purpose: no per-tenant cap.
+    limits = HubLimits(max_subscribers=max(subscribers, 1000), max_subscribers_per_tenant=None)
     async with Hub(limits) as hub:
         subs = [
             hub.subscribe(TOPIC, tenant=TENANT, buffer=BUFFER, overflow="block")
@@ -124,7 +125,7 @@ async def _allocated(make: Any, count: int) -> float:
 
 async def idle_subscriber_bytes(count: int = 1000) -> dict[str, float]:
     """Bytes per idle hub subscriber, beside a bare ``asyncio.Queue`` per subscriber."""
-    async with Hub(HubLimits(max_subscribers=count)) as hub:
+    async with Hub(HubLimits(max_subscribers=count, max_subscribers_per_tenant=None)) as hub:
 
         def subscribe(k: int) -> list[Any]:
             return [hub.subscribe(TOPIC, tenant=TENANT, buffer=BUFFER) for _ in range(k)]

@@ -148,7 +148,7 @@ def test_serve_auth_cookie_flag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     keys.write_text(json.dumps(GRANTS))
     seen: list[EdgeSettings] = []
 
-    def build(flow: Any, settings: EdgeSettings) -> object:
+    def build(flow: Any, settings: EdgeSettings, **options: Any) -> object:
         seen.append(settings)
         return object()
 

@@ -58,7 +58,7 @@ def serve_settings(monkeypatch: pytest.MonkeyPatch, *flags: str) -> EdgeSettings
     """The settings ``icefloe serve <flags>`` would run the demo flow with."""
     seen: list[EdgeSettings] = []
 
-    def build(flow: Any, settings: EdgeSettings) -> object:
+    def build(flow: Any, settings: EdgeSettings, **options: Any) -> object:
         seen.append(settings)
         return object()
 

@@ -31,6 +31,7 @@ from icefloe.core.messages import Headers, Message
 from icefloe.demo import DEMO_TEXT, Pacing, build_demo_flow
 
 if TYPE_CHECKING:
+    from icefloe.hub import HubLimits
     from icefloe.runtime.flow import Flow
     from icefloe.transport.app import EdgeSettings
 
@@ -193,6 +194,24 @@ def serve(
         ),
     ] = None,
     # -- end of Host allow-list --------------------------------------------------
+    # -- hub subscriber caps (issue 15, item 2) --
+    max_subscribers_per_tenant: Annotated[
+        str,
+        typer.Option(
+            help="Hub topic subscribers per tenant, below the hub's 10,000 (0/off: no limit)."
+        ),
+    ] = "1000",
+    max_filter_cost_per_tenant: Annotated[
+        str,
+        typer.Option(
+            help="Summed cost of a tenant's distinct topic filters, bounding the matching "
+            "work of a publish (0/off: no limit)."
+        ),
+    ] = "40000",
+    max_topic_subs: Annotated[
+        int, typer.Option(min=1, help="Topic subscriptions one WebSocket connection may hold.")
+    ] = 100,
+    # -- end of hub subscriber caps --
 ) -> None:
     """Serve a flow over HTTP (SSE, NDJSON, long-poll) and WebSocket, with the inspector at /."""
     flow = _load_flow(target)
@@ -234,7 +253,12 @@ def serve(
     _raise_fd_limit()
     # -- end of edge limits --
     settings = _allowed_hosts(settings, host, allowed_host or [])  # Host allow-list (item 7)
-    _run_server(flow, settings, host, port)
+    # -- hub subscriber caps (issue 15, item 2) --
+    hub_limits = _hub_subscriber_caps(max_subscribers_per_tenant, max_filter_cost_per_tenant)
+    ws = dataclasses.replace(settings.ws, max_topic_subs=max_topic_subs)
+    settings = dataclasses.replace(settings, ws=ws)
+    # -- end of hub subscriber caps --
+    _run_server(flow, settings, host, port, hub_limits=hub_limits)
 
 
 @app.command()
@@ -500,14 +524,43 @@ def _allowed_hosts(settings: EdgeSettings, host: str, extra: list[str]) -> EdgeS
 # -- end of Host allow-list ------------------------------------------------------------
 
 
-def _run_server(flow: Flow, settings: EdgeSettings, host: str, port: int) -> None:
+# -- hub subscriber caps (issue 15, item 2) ---------------------------------------
+
+
+def _hub_subscriber_caps(per_tenant: str, filter_cost: str) -> HubLimits:
+    """The hub limits of ``--max-subscribers-per-tenant`` and ``--max-filter-cost-per-tenant``."""
+    from icefloe.hub import HubLimits
+
+    cap = _off_or(per_tenant, int, "--max-subscribers-per-tenant")
+    cost = _off_or(filter_cost, int, "--max-filter-cost-per-tenant")
+    try:
+        return HubLimits(
+            max_subscribers_per_tenant=None if cap is None else int(cap),
+            max_filter_cost_per_tenant=None if cost is None else int(cost),
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--max-subscribers-per-tenant") from None
+
+
+# -- end of hub subscriber caps ---------------------------------------------------
+
+
+def _run_server(
+    flow: Flow,
+    settings: EdgeSettings,
+    host: str,
+    port: int,
+    *,
+    hub_limits: HubLimits | None = None,
+) -> None:
     import uvicorn
 
+    from icefloe.hub import Hub
     from icefloe.transport.app import create_app, server_options
 
     err.print(f"icefloe {__version__}: inspector and API at [bold]http://{host}:{port}/[/bold]")
     uvicorn.run(
-        create_app(flow, settings),
+        create_app(flow, settings, hub=Hub(hub_limits)),
         host=host,
         port=port,
         log_level="warning",

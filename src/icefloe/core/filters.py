@@ -42,6 +42,17 @@ source, :data:`MAX_DEPTH` levels of nesting (each ``(`` and ``not``),
 ``in`` list. Together they bound parsing time and the size of the compiled
 predicate; parsing is linear in the source.
 
+Cost (:attr:`Filter.cost`, :func:`filter_cost`): what evaluating the filter
+once may take, in units of about one dict step along a ``data`` path, known
+when it is compiled. A comparison costs :data:`COMPARISON_COST` plus one per
+name in its field's path (``data.a.b == 1`` costs 6; ``topic == "x"`` costs
+4); each ``not``, ``and`` and ``or`` costs :data:`LOGIC_COST` per operand.
+The cost bounds the work whatever the event holds: short-circuiting only
+makes an evaluation cheaper, an ``in`` list is a set lookup, and a path walk
+stops at the first missing name. The hub keeps each tenant's filters within
+a budget of these units (see docs/hub.md), so that no tenant's filters can
+make one publish take long.
+
 :func:`compile_filter` parses once and builds a tree of small closures (no
 ``eval``, no ``exec``). The resulting predicate never raises for an event
 whose ``headers`` is a mapping (or ``None``): a filter cannot break a
@@ -62,6 +73,8 @@ import msgspec
 from icefloe.exceptions import IcefloeError
 
 __all__ = [
+    "COMPARISON_COST",
+    "LOGIC_COST",
     "MAX_COMPARISONS",
     "MAX_DEPTH",
     "MAX_LIST_ITEMS",
@@ -79,6 +92,7 @@ __all__ = [
     "Prefix",
     "Scalar",
     "compile_filter",
+    "filter_cost",
     "parse",
     "unparse",
 ]
@@ -91,6 +105,11 @@ MAX_DEPTH: Final = 16
 MAX_COMPARISONS: Final = 64
 #: the most values in one ``in`` list
 MAX_LIST_ITEMS: Final = 256
+
+#: the cost of one comparison, before its field's path (calls, a type check, a test)
+COMPARISON_COST: Final = 4
+#: the cost of each operand of ``not``, ``and`` and ``or`` (one call or one step of all/any)
+LOGIC_COST: Final = 1
 
 Scalar: TypeAlias = str | int | float | bool | None
 
@@ -569,6 +588,23 @@ def _wrapped(expr: Expr, grouped: tuple[type, ...]) -> str:
     return f"({text})" if isinstance(expr, grouped) else text
 
 
+# -- cost --------------------------------------------------------------------------
+
+
+def filter_cost(expr: Expr) -> int:
+    """The most work one evaluation of ``expr`` can take, in cost units (see the module doc).
+
+    Weights were measured (``bench/filter_cost.py``): a unit is about the
+    time of one step along a ``data`` path, so evaluation time grows in
+    proportion to the cost whatever the filter's shape.
+    """
+    if isinstance(expr, Compare | Member | Prefix):
+        return COMPARISON_COST + len(expr.field.path)
+    if isinstance(expr, Not):
+        return LOGIC_COST + filter_cost(expr.expr)
+    return sum(LOGIC_COST + filter_cost(item) for item in expr.items)
+
+
 # -- compiling ---------------------------------------------------------------------
 
 Predicate: TypeAlias = Callable[[Any], bool]
@@ -702,12 +738,13 @@ class Filter:
     for hot paths that want to skip one call.
     """
 
-    __slots__ = ("_expr", "_predicate", "_source")
+    __slots__ = ("_cost", "_expr", "_predicate", "_source")
 
     def __init__(self, source: str, expr: Expr) -> None:
         self._source = source
         self._expr = expr
         self._predicate = _compile(expr)
+        self._cost = filter_cost(expr)
 
     @property
     def source(self) -> str:
@@ -718,6 +755,11 @@ class Filter:
     def expr(self) -> Expr:
         """The syntax tree."""
         return self._expr
+
+    @property
+    def cost(self) -> int:
+        """The most work one evaluation takes, in cost units (:func:`filter_cost`)."""
+        return self._cost
 
     @property
     def predicate(self) -> Predicate:

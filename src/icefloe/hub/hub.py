@@ -170,7 +170,9 @@ class Hub(HubPublisher):
         :raises FilterError: ``filter`` does not compile.
         :raises ValueError: another argument is out of range, or the id is taken.
         :raises StreamError: ``history_gone``: ``from_offset`` is not retained;
-            ``overloaded``: ``max_subscribers`` (per tenant) or ``max_bytes_total``.
+            ``overloaded``: ``max_subscribers`` or ``max_bytes_total``;
+            ``limit_exceeded``: ``max_subscribers_per_tenant`` or
+            ``max_filter_cost_per_tenant`` (the tenant's own limits).
         """
         subscriber = self._registry.subscribe(
             pattern,

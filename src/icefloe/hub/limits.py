@@ -18,7 +18,15 @@ limit                            default     at the limit
 ``history_bytes_per_topic``      1 MiB       as above, in bytes
 ``max_subscribers``              10,000      ``subscribe`` refused with
                                              ``StreamError("overloaded")``
-``max_subscribers_per_tenant``   None        as above, per tenant (``None``: no limit)
+``max_subscribers_per_tenant``   1,000       ``subscribe`` refused with
+                                             ``StreamError("limit_exceeded")``, naming the
+                                             tenant's own limit; below ``max_subscribers``,
+                                             so that one tenant cannot take every slot
+``max_filter_cost_per_tenant``   40,000      ``subscribe`` with a filter that would take the
+                                             summed cost of the tenant's distinct filters past
+                                             it refused with ``StreamError("limit_exceeded")``;
+                                             bounds the matching work of one publish (about
+                                             2 ms, see :mod:`icefloe.core.subquota`)
 ``max_bytes_total``              256 MiB     while the hub holds this many bytes (buffers and
                                              histories), new subscribers and new topics are refused
                                              with ``StreamError("overloaded")``; what is admitted
@@ -61,8 +69,12 @@ class HubLimits:
     history_bytes_per_topic: int = MIB
     #: subscribers at once, all tenants (None: no limit)
     max_subscribers: int | None = 10_000
-    #: subscribers at once per tenant (None: no limit)
-    max_subscribers_per_tenant: int | None = None
+    #: subscribers at once per tenant (None: no limit); less than max_subscribers
+    #: so that one tenant cannot take every slot
+    max_subscribers_per_tenant: int | None = 1_000
+    #: summed cost of a tenant's distinct filters (:attr:`Filter.cost` units,
+    #: about 45 ns each; None: no limit): bounds the matching work of a publish
+    max_filter_cost_per_tenant: int | None = 40_000
     #: bytes held in all buffers and histories past which admissions are refused (None: no limit)
     max_bytes_total: int | None = 256 * MIB
     #: the largest event accepted by ``publish``, in bytes
@@ -75,6 +87,14 @@ class HubLimits:
     def __post_init__(self) -> None:
         for name in ("max_topics", "max_subscribers", "max_subscribers_per_tenant"):
             _check_int(name, getattr(self, name), 1, optional=True)
+        _check_int("max_filter_cost_per_tenant", self.max_filter_cost_per_tenant, 1, optional=True)
+        per_tenant, total = self.max_subscribers_per_tenant, self.max_subscribers
+        if per_tenant is not None and total is not None and per_tenant >= total:
+            # One tenant alone must not be able to take every slot.
+            raise ValueError(
+                f"max_subscribers_per_tenant ({per_tenant}) must be below max_subscribers "
+                f"({total}), or None for no per-tenant limit"
+            )
         _check_int("max_bytes_total", self.max_bytes_total, 1, optional=True)
         _check_int("history_per_topic", self.history_per_topic, 0)
         for name in ("history_bytes_per_topic", "max_event_bytes", "max_buffer"):

@@ -29,6 +29,7 @@ from typing import Any
 from icefloe.core.filters import Filter, compile_filter
 from icefloe.core.messages import NO_META, new_id
 from icefloe.core.ring import ByteLedger, Overflow, Ring
+from icefloe.core.subquota import SubscriberQuota
 from icefloe.core.topics import Pattern, validate_topic
 from icefloe.exceptions import ClosedResourceError, ErrorCode, IcefloeError, StreamError
 from icefloe.hub.checks import check_name, check_range
@@ -54,6 +55,7 @@ class HubRegistry:
         "_history_bytes",
         "_limits",
         "_published",
+        "_quota",
         "_recent_from",
         "_subscribers",
         "_tenants",
@@ -76,6 +78,10 @@ class HubRegistry:
         #: whether the hub is closed; set only by :meth:`close`
         self.closed = False
         self._subscribers = 0
+        # Each tenant's subscribers and filter cost; shares identical filters.
+        self._quota = SubscriberQuota(
+            limits.max_subscribers_per_tenant, limits.max_filter_cost_per_tenant
+        )
         # Bytes held in subscriber buffers and in topic histories, kept by the rings.
         self._buffer_bytes = ByteLedger()
         self._history_bytes = ByteLedger()
@@ -205,7 +211,7 @@ class HubRegistry:
             check_name("subscriber_id", subscriber_id)
             if owner is not None and subscriber_id in owner.ids:
                 raise ValueError(f"subscriber id {subscriber_id!r} is in use by tenant {tenant!r}")
-        self._admit_subscriber(tenant, owner)
+        self._admit_subscriber(tenant, flt)
         info = SubscriberInfo(
             subscriber_id,
             tenant,
@@ -218,6 +224,8 @@ class HubRegistry:
             replayed = replay(self._topics, s, from_offset)
             if replayed:
                 s.replay = deque(replayed)
+        # Identical filters of a tenant share one predicate: a publish evaluates it once.
+        s.use_filter(self._quota.admit(tenant, flt))
         owner = self._tenant(tenant)
         owner.index.add(compiled, s)
         owner.ids[subscriber_id] = s
@@ -225,18 +233,14 @@ class HubRegistry:
         self._subscribers += 1
         return s
 
-    def _admit_subscriber(self, tenant: str, owner: TenantState | None) -> None:
+    def _admit_subscriber(self, tenant: str, flt: Filter | None) -> None:
+        # The tenant's own limits first, so that a refusal names them.
+        self._quota.check(tenant, flt)
         limits = self._limits
         if limits.max_subscribers is not None and self._subscribers >= limits.max_subscribers:
+            # No figure: the hub's total is every tenant's load.
             raise StreamError(
-                ErrorCode.OVERLOADED,
-                f"the hub has its limit of {limits.max_subscribers} subscribers",
-            )
-        per_tenant = limits.max_subscribers_per_tenant
-        if per_tenant is not None and owner is not None and len(owner.ids) >= per_tenant:
-            raise StreamError(
-                ErrorCode.OVERLOADED,
-                f"tenant {tenant!r} has its limit of {per_tenant} subscribers",
+                ErrorCode.OVERLOADED, "the hub has no room for another subscriber; retry later"
             )
         self._admit_bytes(None)
 
@@ -266,6 +270,7 @@ class HubRegistry:
             owner.generation += 1
             self._forget_tenant_if_empty(s.tenant, owner)
         self._subscribers -= 1
+        self._quota.release(s.tenant, s.info.filter)
         # Its buffer's count of accepted events goes to the hub's ``delivered``.
         self._delivered += s.ring.statistics().accepted
         if not keep:

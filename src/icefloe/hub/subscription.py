@@ -191,6 +191,14 @@ class SubscriberState:
         # Takes left before the buffer can be at its low-water mark (see park_publisher).
         self.until_wake = 0
 
+    def use_filter(self, flt: Filter | None) -> None:
+        """Evaluate ``flt``: the tenant's shared copy of this subscriber's filter.
+
+        Subscribers whose filters are one shared object are evaluated once
+        per event (:func:`select_targets`).
+        """
+        self.filter = None if flt is None else flt.predicate
+
     def wake_readers(self) -> None:
         waiters, self.waiters = self.waiters, []
         for waiter in waiters:
@@ -379,8 +387,31 @@ def wants(s: SubscriberState, event: HubEvent, target: NormalTarget | None) -> b
 def select_targets(
     subscribers: Collection[SubscriberState], event: HubEvent, target: NormalTarget | None
 ) -> list[SubscriberState]:
-    """Those of ``subscribers`` that ``target`` and their filters select for ``event``."""
-    return [s for s in subscribers if wants(s, event, target)]
+    """Those of ``subscribers`` that ``target`` and their filters select for ``event``.
+
+    Each distinct filter is evaluated once: subscribers of a tenant with
+    identical filters share one predicate (see :mod:`icefloe.core.subquota`),
+    so the matching work is bounded by the cost of the tenant's distinct
+    filters, plus one dict lookup per subscriber.
+    """
+    selected: list[SubscriberState] = []
+    verdicts: dict[Callable[[Any], bool], bool] = {}
+    for s in subscribers:
+        if target is not None:
+            if isinstance(target, frozenset):
+                if s.subscriber_id not in target:
+                    continue
+            elif not target(s.info):
+                continue
+        flt = s.filter
+        if flt is not None:
+            verdict = verdicts.get(flt)
+            if verdict is None:
+                verdict = verdicts[flt] = flt(event)
+            if not verdict:
+                continue
+        selected.append(s)
+    return selected
 
 
 def lacking_room(

@@ -136,7 +136,9 @@ class WsConnection:
         )
         self._streams = streams = WsStreams(sender, fmt, session, settings.window)
         #: the connection's hub topic subscriptions
-        self.topics = WsTopics(edge.hub, principal, fmt, sender, replies.error)
+        self.topics = WsTopics(
+            edge.hub, principal, fmt, sender, replies.error, max_subs=settings.max_topic_subs
+        )
         self._ops = WsOps(edge, settings, principal, sender, replies, session, streams, self.topics)
         self._bad = BadMessageMeter(
             time.monotonic, burst=settings.bad_burst, rate=settings.bad_per_s

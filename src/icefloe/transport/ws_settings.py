@@ -26,8 +26,12 @@ class WsSettings:
     session_ttl_s: float = 30.0
     #: sessions kept at once (attached or waiting to be resumed)
     max_sessions: int = 100_000
-    #: streams one connection may follow at once
+    #: streams one connection may follow at once (topic subscriptions included)
     max_streams: int = 1024
+    #: hub topic subscriptions (``sub_topic``) one connection may hold at once;
+    #: over it: ``limit_exceeded`` (issue 15: many connections of one tenant
+    #: each holding a thousand took every hub slot)
+    max_topic_subs: int = 100
     #: seconds one send may take before the client is cut
     send_timeout_s: float = 10.0
     #: bad messages allowed in a burst, and per second after it, before 1008
@@ -61,6 +65,8 @@ class WsSettings:
             raise ValueError("session_ttl_s and send_timeout_s must be > 0")
         if self.max_sessions < 1 or self.max_streams < 1:
             raise ValueError("max_sessions and max_streams must be >= 1")
+        if self.max_topic_subs < 1:
+            raise ValueError(f"max_topic_subs must be >= 1, got {self.max_topic_subs!r}")
         for name in ("bytes_per_s", "inflate_bytes_per_s"):
             rate = getattr(self, name)
             if rate is not None and not 0 < rate < float("inf"):

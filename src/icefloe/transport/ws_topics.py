@@ -4,7 +4,9 @@ Each topic subscription has a pump task that sends its events as ``event``
 ops, paced like stream chunks but without credit: the hub's per-subscriber
 buffer and its ``drop_oldest`` policy bound a slow client. A subscription
 opened with a ``sub_id`` can be ended alone by ``unsub_topic``; the others
-last as long as the connection.
+last as long as the connection. A connection holds at most ``max_subs``
+of them (``WsSettings.max_topic_subs``); the hub's own limits per tenant
+apply beyond that.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class WsTopics:
     :param hub: the hub of ``publish`` and ``sub_topic``.
     :param error: ``await error(code, message)`` sends an ``error`` op (the
         end of a subscription the hub ended abnormally).
+    :param max_subs: topic subscriptions the connection may hold at once.
     """
 
     def __init__(
@@ -41,8 +44,11 @@ class WsTopics:
         fmt: Format,
         sender: WsSender,
         error: Callable[[ErrorCode, str], Awaitable[None]],
+        *,
+        max_subs: int,
     ) -> None:
         self._hub = hub
+        self._max_subs = max_subs
         self._principal = principal
         self._fmt = fmt
         self._sender = sender
@@ -73,6 +79,12 @@ class WsTopics:
         """Open a hub subscription and its pump; the caller checked scope and room."""
         if op.sub_id is not None and op.sub_id in self._names:
             raise HttpError(ErrorCode.CONFLICT, "this connection already uses that sub_id")
+        if len(self._subs) >= self._max_subs:
+            raise HttpError(
+                ErrorCode.LIMIT_EXCEEDED,
+                f"this connection holds its limit of {self._max_subs} topic subscriptions "
+                "(max_topic_subs); unsub_topic one first",
+            )
         try:
             sub = self._hub.subscribe(op.pattern, tenant=self._principal.tenant, filter=op.filter)
         except FilterError as exc:

@@ -15,6 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from icefloe.core.filters import (
+    COMPARISON_COST,
+    LOGIC_COST,
     MAX_COMPARISONS,
     MAX_DEPTH,
     MAX_LIST_ITEMS,
@@ -31,6 +33,7 @@ from icefloe.core.filters import (
     Prefix,
     Scalar,
     compile_filter,
+    filter_cost,
     parse,
     unparse,
 )
@@ -549,3 +552,68 @@ def test_compiled_filters_never_raise(expr: Expr, event: Event) -> None:
 def test_unparse_refuses_a_non_finite_number() -> None:
     with pytest.raises(ValueError, match="no filter literal"):
         unparse(Compare(Field("data"), "==", math.inf))
+
+
+# -- cost ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("source", "cost"),
+    [
+        ('topic == "x"', 4),
+        ("data == 1", 4),
+        ("data.final == true", 5),
+        ('headers.lang in ["en", "fr", "de"]', 5),
+        ('data.a.b.c prefix "x"', 7),
+        ("not data.x == 1", 6),
+        ("data.x == 1 and data.y == 2", 12),
+        ('data.x == 1 and data.y == 2 and tenant == "t"', 17),
+        ("(data.x == 1 or data.y == 2) and not data.z == 3", 20),
+    ],
+)
+def test_cost_examples(source: str, cost: int) -> None:
+    assert compile_filter(source).cost == cost == filter_cost(parse(source))
+
+
+def test_the_issue_15_filter_costs_442() -> None:
+    path = "data." + ".".join(["a"] * 8)
+    source = " or ".join(f"{path} == {i}" for i in range(34))
+    assert compile_filter(source).cost == 34 * (COMPARISON_COST + 8 + LOGIC_COST)
+
+
+class CountingDict(dict[str, Any]):
+    """A dict that counts the lookups a filter makes in it."""
+
+    steps = 0
+
+    def get(self, key: str, default: Any = None) -> Any:
+        CountingDict.steps += 1
+        return super().get(key, default)
+
+
+def counting(value: Any) -> Any:
+    if isinstance(value, dict):
+        return CountingDict({k: counting(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return [counting(v) for v in value]
+    return value
+
+
+def comparisons_in(expr: Expr) -> int:
+    if isinstance(expr, Compare | Member | Prefix):
+        return 1
+    if isinstance(expr, Not):
+        return comparisons_in(expr.expr)
+    return sum(comparisons_in(item) for item in expr.items)
+
+
+@PROPERTY
+@given(trees(comparisons()), EVENTS)
+def test_the_cost_bounds_the_work_of_an_evaluation(expr: Expr, event: Event) -> None:
+    """Path steps taken plus comparisons made never exceed the cost, whatever the event."""
+    flt = compile_filter(unparse(expr))
+    assert flt.cost == filter_cost(expr) >= COMPARISON_COST * comparisons_in(expr)
+    event.data = counting(event.data)
+    CountingDict.steps = 0
+    flt(event)
+    assert CountingDict.steps + comparisons_in(expr) <= flt.cost
