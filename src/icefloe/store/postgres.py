@@ -59,6 +59,8 @@ DEFAULT_POOL_SIZE: Final = 10
 #: stream it forgot costs one locked re-read on its next append
 LAST_SEQ_CACHE: Final = 4096
 
+#: the URL's query parameters this module reads (the rest go to asyncpg)
+_OUR_PARAMETERS = frozenset({"schema", "pool_size", "timeout_s"})
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 #: an arbitrary advisory lock id held while creating the schema
 _SCHEMA_LOCK = 0x1CEF_10E5
@@ -193,7 +195,7 @@ class PostgresStore:
                 f"schema must be 1-63 lowercase letters, digits or _ "
                 f"(not starting with a digit), got {schema!r}"
             )
-        if timeout_s <= 0:
+        if not timeout_s > 0:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
         if pool_size < 1:
             raise ValueError(f"pool_size must be >= 1, got {pool_size}")
@@ -209,17 +211,31 @@ class PostgresStore:
 
     @classmethod
     def from_url(cls, url: str) -> PostgresStore:
-        """``postgresql://[user[:password]@]host[:port]/db[?schema=name]``.
+        """``postgresql://[user[:password]@]host[:port]/db[?schema=S&pool_size=N&timeout_s=T]``.
 
-        Other query parameters go to asyncpg (``sslmode=require``...).
+        Other query parameters go to asyncpg: ``sslmode=require``, or a server
+        setting such as ``synchronous_commit=off``.
 
-        :raises ValueError: a schema name that is not a plain lowercase identifier.
+        :raises ValueError: a schema name that is not a plain lowercase
+            identifier, or a pool size or timeout that is not a positive number.
         """
         parts = urlsplit(url)
         query = parse_qsl(parts.query, keep_blank_values=True)
-        schema = dict(query).get("schema", "public")
-        rest = urlencode([(k, v) for k, v in query if k != "schema"])
-        return cls(urlunsplit(parts._replace(query=rest)), schema=schema)
+        ours = dict(query)
+        rest = urlencode([(k, v) for k, v in query if k not in _OUR_PARAMETERS])
+        try:
+            pool_size = int(ours.get("pool_size", DEFAULT_POOL_SIZE))
+            timeout_s = float(ours.get("timeout_s", DEFAULT_TIMEOUT_S))
+        except ValueError:
+            raise ValueError(
+                f"pool_size must be an integer and timeout_s a number in {url!r}"
+            ) from None
+        return cls(
+            urlunsplit(parts._replace(query=rest)),
+            schema=ours.get("schema", "public"),
+            pool_size=pool_size,
+            timeout_s=timeout_s,
+        )
 
     @property
     def name(self) -> str:
@@ -293,7 +309,7 @@ class PostgresStore:
             idempotency_key,
         )
         with self._unavailable("create_run"):
-            async with self._db().acquire() as conn:
+            async with self._conn() as conn:
                 try:
                     async with conn.transaction():
                         if idempotency_key is not None:
@@ -323,21 +339,24 @@ class PostgresStore:
 
     async def get_run(self, stream_id: str) -> RunState | None:
         with self._unavailable("get_run"):
-            row = await self._db().fetchrow(
-                f"SELECT {_RUN_COLUMNS} FROM runs WHERE stream_id = $1", stream_id
-            )
+            async with self._conn() as conn:
+                row = await conn.fetchrow(
+                    f"SELECT {_RUN_COLUMNS} FROM runs WHERE stream_id = $1", stream_id
+                )
         return None if row is None else _state(row)
 
     async def unfinished_runs(self) -> list[RunState]:
         with self._unavailable("unfinished_runs"):
-            rows = await self._db().fetch(
-                f"SELECT {_RUN_COLUMNS} FROM runs WHERE t_phase IS NULL ORDER BY created_at"
-            )
+            async with self._conn() as conn:
+                rows = await conn.fetch(
+                    f"SELECT {_RUN_COLUMNS} FROM runs WHERE t_phase IS NULL ORDER BY created_at"
+                )
         return [_state(row) for row in rows]
 
     async def end_run(self, stream_id: str, terminal: Terminal) -> bool:
         with self._unavailable("end_run"):
-            row = await self._db().fetchrow(_END_RUN, stream_id, *terminal)
+            async with self._conn() as conn:
+                row = await conn.fetchrow(_END_RUN, stream_id, *terminal)
         if not row["found"]:
             raise StreamNotFound(stream_id)
         return bool(row["ended"])
@@ -372,12 +391,13 @@ class PostgresStore:
             fresh = check_append(stream_id, last, chunks, checkpoint)
         except ValueError:
             return None  # maybe only against a stale last seq: check under the lock
-        return await self._write(self._db(), stream_id, last, fresh, checkpoint)
+        async with self._conn() as conn:
+            return await self._write(conn, stream_id, last, fresh, checkpoint)
 
     async def _append_locked(
         self, stream_id: str, chunks: Sequence[StoredChunk], checkpoint: Checkpoint | None
     ) -> int:
-        async with self._db().acquire() as conn, conn.transaction():
+        async with self._conn() as conn, conn.transaction():
             last = await conn.fetchval(
                 "SELECT last_seq FROM runs WHERE stream_id = $1 FOR UPDATE", stream_id
             )
@@ -419,20 +439,21 @@ class PostgresStore:
         if limit <= 0:
             return []
         with self._unavailable("read"):
-            rows = await self._db().fetch(
-                "SELECT seq, record FROM chunks WHERE stream_id = $1 AND seq >= $2"
-                " ORDER BY seq LIMIT $3",
-                stream_id,
-                from_seq,
-                limit,
-            )
+            async with self._conn() as conn:
+                rows = await conn.fetch(
+                    "SELECT seq, record FROM chunks WHERE stream_id = $1 AND seq >= $2"
+                    " ORDER BY seq LIMIT $3",
+                    stream_id,
+                    from_seq,
+                    limit,
+                )
         return [StoredChunk(row["seq"], bytes(row["record"])) for row in rows]
 
     async def delete_runs(self, ended_before: float, limit: int) -> int:
         if limit <= 0:
             return 0
         with self._unavailable("delete_runs"):
-            async with self._db().acquire() as conn, conn.transaction():
+            async with self._conn() as conn, conn.transaction():
                 deleted = await conn.fetch(_DELETE_RUNS, ended_before, limit)
                 for purge in _PURGE:
                     await conn.execute(purge, limit)
@@ -444,26 +465,29 @@ class PostgresStore:
 
     async def put_session(self, session_id: str, record: bytes, expires_at: float) -> None:
         with self._unavailable("put_session"):
-            await self._db().execute(
-                "INSERT INTO sessions (session_id, record, expires_at) VALUES ($1, $2, $3)"
-                " ON CONFLICT (session_id) DO UPDATE"
-                " SET record = EXCLUDED.record, expires_at = EXCLUDED.expires_at",
-                session_id,
-                record,
-                expires_at,
-            )
+            async with self._conn() as conn:
+                await conn.execute(
+                    "INSERT INTO sessions (session_id, record, expires_at) VALUES ($1, $2, $3)"
+                    " ON CONFLICT (session_id) DO UPDATE"
+                    " SET record = EXCLUDED.record, expires_at = EXCLUDED.expires_at",
+                    session_id,
+                    record,
+                    expires_at,
+                )
 
     async def get_session(self, session_id: str) -> bytes | None:
         with self._unavailable("get_session"):
-            record = await self._db().fetchval(
-                f"SELECT record FROM sessions WHERE session_id = $1 AND expires_at > {_NOW}",
-                session_id,
-            )
+            async with self._conn() as conn:
+                record = await conn.fetchval(
+                    f"SELECT record FROM sessions WHERE session_id = $1 AND expires_at > {_NOW}",
+                    session_id,
+                )
         return None if record is None else bytes(record)
 
     async def delete_session(self, session_id: str) -> None:
         with self._unavailable("delete_session"):
-            await self._db().execute("DELETE FROM sessions WHERE session_id = $1", session_id)
+            async with self._conn() as conn:
+                await conn.execute("DELETE FROM sessions WHERE session_id = $1", session_id)
 
     def statistics(self) -> StoreStatistics:
         """This store object's counters since it was made (not the database's)."""
@@ -475,6 +499,10 @@ class PostgresStore:
         if self._pool is None:
             raise StoreUnavailable(f"{self.name}: the store is not open")
         return self._pool
+
+    def _conn(self) -> Any:
+        """A pooled connection, waiting at most the timeout for one to free up."""
+        return self._db().acquire(timeout=self._timeout_s)
 
     def _remember(self, stream_id: str, last_seq: int) -> None:
         self._last[stream_id] = last_seq

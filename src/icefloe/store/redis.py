@@ -149,7 +149,7 @@ class RedisStore:
     ) -> None:
         if not prefix:
             raise ValueError("the Redis store's prefix must not be empty")
-        if timeout_s <= 0:
+        if not timeout_s > 0:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
         self._url = url
         self._prefix = prefix

@@ -36,7 +36,9 @@ UNREACHABLE = (OSError, asyncio.TimeoutError)
 
 
 def unreachable(what: str, url: str, exc: BaseException) -> NoReturn:
-    pytest.skip(f"{what} is unreachable at {url} ({exc!r}); start it to run these tests")
+    pytest.skip(
+        f"{what} is unreachable at {url} ({type(exc).__name__}: {exc}); start it to run these tests"
+    )
 
 
 def with_database(url: str, database: str, user: str | None = None) -> str:

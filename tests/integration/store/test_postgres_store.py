@@ -213,6 +213,26 @@ def test_the_url_names_the_schema_and_hides_the_password() -> None:
             PostgresStore.from_url(f"postgresql://h/db?schema={bad}")
     with pytest.raises(ValueError, match="pool_size"):
         PostgresStore("postgresql://h/db", pool_size=0)
+    for bad in ("pool_size=x", "pool_size=0", "timeout_s=-1", "timeout_s=nan"):
+        with pytest.raises(ValueError, match=r"pool_size|timeout_s"):
+            PostgresStore.from_url(f"postgresql://h/db?{bad}")
+
+
+async def test_url_parameters_are_ours_or_server_settings(
+    database: str, schema: str
+) -> None:
+    # asyncpg would send pool_size to the server as a setting, which refuses it
+    url = f"{database}?schema={schema}&pool_size=2&timeout_s=3&synchronous_commit=off"
+    store = PostgresStore.from_url(url)
+    await store.open()
+    try:
+        async with asyncio.timeout(BOUND_S):
+            await store.create_run(run_record("s"))
+            # three concurrent callers share the two connections
+            await asyncio.gather(*(store.get_run("s") for _ in range(3)))
+            await store.append("s", chunks(0, 0))
+    finally:
+        await store.close()
 
 
 async def test_an_ended_run_is_kept_until_retention(make: Make) -> None:
