@@ -218,9 +218,7 @@ def test_the_url_names_the_schema_and_hides_the_password() -> None:
             PostgresStore.from_url(f"postgresql://h/db?{bad}")
 
 
-async def test_url_parameters_are_ours_or_server_settings(
-    database: str, schema: str
-) -> None:
+async def test_url_parameters_are_ours_or_server_settings(database: str, schema: str) -> None:
     # asyncpg would send pool_size to the server as a setting, which refuses it
     url = f"{database}?schema={schema}&pool_size=2&timeout_s=3&synchronous_commit=off"
     store = PostgresStore.from_url(url)
