@@ -26,6 +26,7 @@ sessions, up to its limit of each.
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
@@ -199,6 +200,9 @@ class PostgresStore:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
         if pool_size < 1:
             raise ValueError(f"pool_size must be >= 1, got {pool_size}")
+        _check_url(dsn)
+        if importlib.util.find_spec("asyncpg") is None:
+            raise ImportError("the Postgres store needs asyncpg: pip install 'icefloe[postgres]'")
         self._dsn = dsn
         self._schema = schema
         self._timeout_s = timeout_s
@@ -216,8 +220,9 @@ class PostgresStore:
         Other query parameters go to asyncpg: ``sslmode=require``, or a server
         setting such as ``synchronous_commit=off``.
 
-        :raises ValueError: a schema name that is not a plain lowercase
-            identifier, or a pool size or timeout that is not a positive number.
+        :raises ValueError: a malformed URL, a schema name that is not a plain
+            lowercase identifier, or a pool size or timeout that is not a positive number.
+        :raises ImportError: asyncpg is not installed.
         """
         parts = urlsplit(url)
         query = parse_qsl(parts.query, keep_blank_values=True)
@@ -228,7 +233,8 @@ class PostgresStore:
             timeout_s = float(ours.get("timeout_s", DEFAULT_TIMEOUT_S))
         except ValueError:
             raise ValueError(
-                f"pool_size must be an integer and timeout_s a number in {url!r}"
+                "pool_size must be an integer and timeout_s a number, got "
+                f"{ours.get('pool_size')!r} and {ours.get('timeout_s')!r}"
             ) from None
         return cls(
             urlunsplit(parts._replace(query=rest)),
@@ -516,6 +522,18 @@ class PostgresStore:
             yield
         except self._errors as exc:
             raise StoreUnavailable(f"{self.name}: {operation} failed: {exc}") from exc
+
+
+def _check_url(url: str) -> None:
+    """Refuse what asyncpg would only refuse at connect time, naming the URL."""
+    parts = urlsplit(url)
+    where = parts.netloc.rpartition("@")[2]  # never echo a password
+    try:
+        parts.port  # noqa: B018  (parsing it is the check)
+    except ValueError:
+        raise ValueError(f"the port in the store URL's {where!r} is not a number") from None
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ValueError(f"a Postgres store URL starts postgresql://, not {parts.scheme}://")
 
 
 def _state(row: Any) -> RunState:

@@ -32,7 +32,9 @@ reach keys they build from the prefix, so this backend needs one Redis server
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -151,6 +153,9 @@ class RedisStore:
             raise ValueError("the Redis store's prefix must not be empty")
         if not timeout_s > 0:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
+        _check_url(url)
+        if importlib.util.find_spec("redis") is None:
+            raise ImportError("the Redis store needs redis-py: pip install 'icefloe[redis]'")
         self._url = url
         self._prefix = prefix
         self._timeout_s = timeout_s
@@ -165,7 +170,8 @@ class RedisStore:
 
         Other query parameters go to redis-py (``socket_timeout=...``).
 
-        :raises ValueError: an empty prefix.
+        :raises ValueError: a malformed URL or an empty prefix.
+        :raises ImportError: redis-py is not installed.
         """
         parts = urlsplit(url)
         query = parse_qsl(parts.query, keep_blank_values=True)
@@ -381,6 +387,20 @@ class RedisStore:
             yield
         except self._errors as exc:
             raise StoreUnavailable(f"{self.name}: {operation} failed: {exc}") from exc
+
+
+def _check_url(url: str) -> None:
+    """Refuse what redis-py would only refuse at connect time, naming the URL."""
+    parts = urlsplit(url)
+    where = parts.netloc.rpartition("@")[2]  # never echo a password
+    try:
+        parts.port  # noqa: B018  (parsing it is the check)
+    except ValueError:
+        raise ValueError(f"the port in the store URL's {where!r} is not a number") from None
+    if parts.scheme not in ("redis", "rediss"):
+        raise ValueError(f"a Redis store URL starts redis:// or rediss://, not {parts.scheme}://")
+    if not re.fullmatch(r"/?\d*", parts.path):
+        raise ValueError(f"the database in a Redis store URL is a number (/0), not {parts.path!r}")
 
 
 def _run_fields(run: RunRecord) -> list[str | bytes]:

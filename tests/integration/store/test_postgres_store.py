@@ -4,6 +4,7 @@ schema, concurrent opens, retention's purge and outages (see netservers.py)."""
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -213,6 +214,13 @@ def test_the_url_names_the_schema_and_hides_the_password() -> None:
             PostgresStore.from_url(f"postgresql://h/db?schema={bad}")
     with pytest.raises(ValueError, match="pool_size"):
         PostgresStore("postgresql://h/db", pool_size=0)
+    for bad, says in (
+        ("postgresql://u:s3cret@h:port/db", "port in the store URL's 'h:port'"),
+        ("mysql://u:s3cret@h/db", "starts postgresql://"),
+    ):
+        with pytest.raises(ValueError, match=re.escape(says)) as refused:
+            PostgresStore.from_url(bad)
+        assert "s3cret" not in str(refused.value)
     for bad in ("pool_size=x", "pool_size=0", "timeout_s=-1", "timeout_s=nan"):
         with pytest.raises(ValueError, match=r"pool_size|timeout_s"):
             PostgresStore.from_url(f"postgresql://h/db?{bad}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 import sys
 import time
@@ -182,6 +183,14 @@ def test_the_url_names_the_prefix_and_hides_the_password() -> None:
         RedisStore.from_url("redis://127.0.0.1/0?prefix=")
     with pytest.raises(ValueError, match="timeout_s"):
         RedisStore("redis://127.0.0.1/0", timeout_s=0)
+    for bad, says in (
+        ("redis://:s3cret@127.0.0.1:port/0", "port in the store URL's '127.0.0.1:port'"),
+        ("redis://:s3cret@127.0.0.1:6379/zero", "database in a Redis store URL"),
+        ("http://:s3cret@127.0.0.1:6379/0", "starts redis://"),
+    ):
+        with pytest.raises(ValueError, match=re.escape(says)) as refused:
+            RedisStore.from_url(bad)
+        assert "s3cret" not in str(refused.value)
 
 
 def test_importing_the_store_loads_no_client_library() -> None:
