@@ -46,7 +46,8 @@ async def make(database: str, schema: str) -> AsyncIterator[Make]:
     made: list[PostgresStore] = []
 
     async def new() -> PostgresStore:
-        store = PostgresStore.from_url(f"{database}?schema={schema}")
+        # small pools: other test processes share the server's connection limit
+        store = PostgresStore.from_url(f"{database}?schema={schema}&pool_size=4")
         made.append(store)
         await store.open()
         return store
