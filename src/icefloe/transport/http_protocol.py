@@ -53,11 +53,21 @@ from icefloe.transport.forwarded import TrustedProxies
 
 __all__ = [
     "FD_RESERVE_MIN",
+    "LINGER_BYTES",
+    "LINGER_S",
     "GuardedHttpProtocol",
     "HttpProtocolFactory",
     "error_bytes",
     "open_files_capacity",
 ]
+
+#: after an error answer, the client's unread bytes are read and dropped for
+#: this long, or up to LINGER_BYTES, before the socket closes: closing with
+#: them unread would reset the connection, and a reset can destroy the
+#: answer before the client reads it
+LINGER_S: Final = 2.0
+#: bytes dropped at most while lingering
+LINGER_BYTES: Final = 4 * 1024 * 1024
 
 #: file descriptors kept free for everything that is not a client socket
 #: (the listener, the store, logs, outbound connections): at least this many,
@@ -144,6 +154,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._table = guard.table
         self._admitted = False
         self._upgraded = False
+        #: bytes still dropped after an error answer (None: not lingering)
+        self._linger_left: int | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
 
@@ -184,6 +196,11 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     # -- bytes in ---------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
+        if self._linger_left is not None:
+            self._linger_left -= len(data)
+            if self._linger_left <= 0:
+                self.transport.close()
+            return
         if self not in self._table:
             return
         self._unset_keepalive_if_required()
@@ -263,6 +280,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     # -- timers -----------------------------------------------------------------
 
     def _rearm(self) -> None:
+        if self._linger_left is not None:
+            return
         deadline = self._table.deadline(self) if self in self._table else None
         if deadline == self._timer_at:
             return
@@ -305,12 +324,21 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._answer_and_close(ErrorCode.HEADERS_TOO_LARGE, message)
 
     def _answer_and_close(self, code: ErrorCode, message: str) -> None:
+        self._cancel_timer()
         # Mid-response (a pipelined head) an error response would corrupt the
         # one being sent: then the connection is only closed.
-        if self.cycle is None or self.cycle.response_complete:
-            self.transport.write(error_bytes(code, message, self.server_state.default_headers))
-        self._release()
-        self.transport.close()
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.transport.close()
+            return
+        self.transport.write(error_bytes(code, message, self.server_state.default_headers))
+        if not self.transport.can_write_eof():
+            self.transport.close()
+            return
+        # Half-close, and drop what the client is still sending (see LINGER_S);
+        # the connection stays counted until it closes.
+        self.transport.write_eof()
+        self._linger_left = LINGER_BYTES
+        self._timer = self.loop.call_later(LINGER_S, self.transport.close)
 
 
 def error_bytes(code: ErrorCode, message: str, headers: list[tuple[bytes, bytes]]) -> bytes:
