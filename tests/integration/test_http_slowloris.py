@@ -333,8 +333,12 @@ async def test_2000_slowloris_connections_leave_new_clients_served_and_are_close
     # Both ends of every connection live in this process: 4,000 descriptors and more.
     _enough_files(3 * SLOWLORIS + 256)
     # The server is full with them: a new client needs one of theirs.
-    limits = {"header_timeout_s": HEADER_TIMEOUT, "keep_alive_timeout_s": 10.0}
-    async with serving(max_open=SLOWLORIS, **limits) as url, asyncio.timeout(40):
+    async with (
+        serving(
+            max_open=SLOWLORIS, header_timeout_s=HEADER_TIMEOUT, keep_alive_timeout_s=10.0
+        ) as url,
+        asyncio.timeout(40),
+    ):
         conns: list[Conn] = []
         for batch in range(0, SLOWLORIS, 200):
             opening = [dial(url, SOURCES[i % len(SOURCES)]) for i in range(batch, batch + 200)]
