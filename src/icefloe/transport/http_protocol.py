@@ -210,24 +210,25 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             # endless header line is refused at the limit instead of growing.
             piece, data = (data, b"") if room is None else (data[:room], data[room:])
             if not self._feed(piece):
-                return
+                break
             if room is not None:
                 refusal = self._table.head_bytes(self, len(piece), self.loop.time())
                 if refusal is not None:
                     self._refuse_head(refusal)
-                    return
+                    break
         self._rearm()
 
     def _feed(self, data: bytes) -> bool:
-        """Parse ``data``; ``False`` when the connection is refused or handed over."""
+        """Parse ``data``; ``False`` when the rest of the read is not for this
+        parser: the head is refused, the request is malformed, or an upgrade
+        (as uvicorn, which drops what follows an upgrade request in its read)."""
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserCallbackError as exc:
+        except httptools.HttpParserError as exc:
+            # A callback's exception reaches here wrapped, as its context.
             if isinstance(exc.__context__, _HeadRefused):
                 self._refuse_head(exc.__context__.refusal)
                 return False
-            raise
-        except httptools.HttpParserError:
             msg = "Invalid HTTP request received."
             self.logger.warning(msg)
             self.send_400_response(msg)
@@ -237,7 +238,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
                 self.handle_websocket_upgrade()
             else:
                 self._unsupported_upgrade_warning()
-            return not self._upgraded
+            return False
         return True
 
     # -- parser callbacks -------------------------------------------------------

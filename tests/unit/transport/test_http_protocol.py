@@ -150,6 +150,14 @@ async def test_too_many_fields_are_refused_before_the_app_sees_the_request() -> 
     assert protocol.cycle is None  # no request reached the app
 
 
+async def test_a_malformed_request_still_gets_uvicorns_400() -> None:
+    factory = HttpProtocolFactory(ConnectionLimits())
+    protocol, transport, _parser = connect(factory, ServerState())
+    protocol.data_received(b"NOT HTTP\r\n\r\n")
+    assert transport.written.startswith(b"HTTP/1.1 400 ")
+    assert transport.closed
+
+
 def test_error_bytes_is_a_whole_closing_response_with_the_json_body() -> None:
     raw = error_bytes(ErrorCode.REQUEST_TIMEOUT, "too slow", [(b"server", b"x")])
     head, _, body = raw.partition(b"\r\n\r\n")
