@@ -24,7 +24,7 @@ from websockets.asyncio.client import connect
 from icefloe.core.conntable import ConnectionLimits
 from icefloe.demo import Pacing, build_demo_flow
 from icefloe.transport.app import EdgeSettings, create_app, server_options
-from servekit import serve_asgi
+from servekit import serve_asgi, serve_command
 
 #: scheduling slack on a loaded 2-core machine, seconds
 SLACK = 1.0
@@ -332,12 +332,12 @@ def _enough_files(needed: int) -> None:
 async def test_2000_slowloris_connections_leave_new_clients_served_and_are_closed_in_time() -> None:
     # Both ends of every connection live in this process: 4,000 descriptors and more.
     _enough_files(3 * SLOWLORIS + 256)
-    # The server is full with them: a new client needs one of theirs.
+    # icefloe serve in its own process, full with them: a new client needs one of theirs.
+    flags = ["--header-timeout", str(HEADER_TIMEOUT), "--keep-alive-timeout", "10"]
+    flags += ["--max-open-connections", str(SLOWLORIS)]
     async with (
-        serving(
-            max_open=SLOWLORIS, header_timeout_s=HEADER_TIMEOUT, keep_alive_timeout_s=10.0
-        ) as url,
-        asyncio.timeout(40),
+        serve_command("icefloe.demo:build_demo_flow", *flags) as url,
+        asyncio.timeout(60),
     ):
         conns: list[Conn] = []
         for batch in range(0, SLOWLORIS, 200):
