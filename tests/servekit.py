@@ -59,10 +59,13 @@ async def serve_asgi(app: Any, **config: Any) -> AsyncIterator[str]:
 
 
 @asynccontextmanager
-async def serve_command(target: str, *flags: str) -> AsyncIterator[str]:
+async def serve_command(
+    target: str, *flags: str, open_files: int | None = None
+) -> AsyncIterator[str]:
     """``icefloe serve TARGET FLAGS`` in its own process on a free loopback
     port; yields its URL once ``/healthz`` answers. A server with a loop and
-    a core of its own: for tests whose clients would otherwise starve it."""
+    a core of its own: for tests whose clients would otherwise starve it.
+    ``open_files`` sets the process's open-files limit (soft and hard)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -70,7 +73,16 @@ async def serve_command(target: str, *flags: str) -> AsyncIterator[str]:
     env.pop("FORWARDED_ALLOW_IPS", None)
     code = "from icefloe.cli import main; main()"
     args = [sys.executable, "-c", code, "serve", target, "--port", str(port), *flags]
-    proc = await asyncio.create_subprocess_exec(*args, env=env, stderr=asyncio.subprocess.PIPE)
+
+    def limit_files() -> None:  # in the child, before it runs
+        import resource
+
+        if open_files is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
+
+    proc = await asyncio.create_subprocess_exec(
+        *args, env=env, stderr=asyncio.subprocess.PIPE, preexec_fn=limit_files
+    )
     assert proc.stderr is not None
     url = f"http://127.0.0.1:{port}"
     try:

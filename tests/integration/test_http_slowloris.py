@@ -316,6 +316,31 @@ async def test_at_the_total_cap_with_every_connection_busy_a_new_one_is_refused(
         assert await served_soon(url)  # their slots are free again
 
 
+async def test_near_the_open_files_limit_new_clients_are_still_answered() -> None:
+    # 600 idle sockets against a server with 512 descriptors: without headroom it
+    # cannot accept another connection, and /healthz goes unanswered.
+    flags = ["--keep-alive-timeout", "30"]
+    async with (
+        serve_command("icefloe.demo:build_demo_flow", *flags, open_files=512) as url,
+        asyncio.timeout(30),
+    ):
+        idle = [await dial(url) for _ in range(600)]
+        async with httpx.AsyncClient(base_url=url, timeout=5) as client:
+            health = await client.get("/healthz")
+            body = {"payload": "hi", "headers": {"tenant": "t"}}
+            started = await client.post("/v1/streams", json=body)
+        still_open = await asyncio.gather(*[is_open(reader) for reader, _ in idle])
+        for _, writer in idle:
+            writer.close()
+    assert health.status_code == 200
+    assert started.status_code == 201
+    # the server held what its descriptors allow (512 less a reserve of 64),
+    # closing the longest idle ones to make room for the newest
+    assert sum(still_open) <= 512 - 64
+    assert still_open[-1]
+    assert not still_open[0]
+
+
 # -- the acceptance line ----------------------------------------------------------------
 
 SLOWLORIS = 2000
