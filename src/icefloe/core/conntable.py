@@ -38,6 +38,10 @@ Limits (:class:`ConnectionLimits`), and the policy at each:
   connection that has waited longest without a request in progress
   (``WAITING`` or ``HEAD``, oldest first); with none to evict it is refused.
 
+A transition in a phase that forbids it raises
+:class:`~icefloe.exceptions.InvalidState` naming the phase;
+:meth:`ConnectionTable.statistics` counts what was refused and evicted.
+
 Invariants: every admitted connection is in exactly one address count;
 ``len(table) <= capacity``; a connection is in the eviction order exactly
 when its phase is ``WAITING`` or ``HEAD``.
@@ -52,6 +56,8 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Final, Generic, TypeVar
 
+from icefloe.exceptions import InvalidState
+
 __all__ = [
     "DEFAULT_HEADER_TIMEOUT_S",
     "DEFAULT_KEEP_ALIVE_TIMEOUT_S",
@@ -61,6 +67,7 @@ __all__ = [
     "Admission",
     "ConnectionLimits",
     "ConnectionTable",
+    "ConnectionTableStatistics",
     "HeadRefusal",
     "Phase",
     "Refusal",
@@ -160,6 +167,27 @@ class Admission(Generic[T]):
         return self.refusal is None
 
 
+@dataclass(frozen=True, slots=True)
+class ConnectionTableStatistics:
+    """A snapshot of a :class:`ConnectionTable` and its counters."""
+
+    #: open connections
+    open: int
+    #: of which waiting with no request in progress, or sending a head
+    waiting: int
+    #: peer addresses with an open connection
+    addresses: int
+    #: open connections at most (``None``: no cap)
+    capacity: int | None
+    #: connections refused at connect, by cause
+    refused_per_address: int
+    refused_full: int
+    #: connections closed to make room for a new one
+    evicted: int
+    #: heads refused for their size or field count
+    heads_refused: int
+
+
 class _Conn:
     """One connection's record (mutable; the table's own)."""
 
@@ -189,6 +217,9 @@ class ConnectionTable(Generic[T]):
         self._per_address: dict[str, int] = {}
         #: WAITING and HEAD connections, the longest waiting first
         self._waiting: OrderedDict[T, None] = OrderedDict()
+        self._refused = dict.fromkeys(Refusal, 0)
+        self._evicted = 0
+        self._heads_refused = 0
 
     def __len__(self) -> int:
         return len(self._conns)
@@ -205,16 +236,19 @@ class ConnectionTable(Generic[T]):
         evicting another, or refused. ``exempt`` (a trusted proxy) skips the
         per-address cap."""
         if owner in self._conns:
-            raise ValueError("connection admitted twice")
+            raise InvalidState("the connection is admitted already")
         cap = self.limits.max_per_address
         if not exempt and cap is not None and self.count(address) >= cap:
+            self._refused[Refusal.PER_ADDRESS] += 1
             return Admission(Refusal.PER_ADDRESS)
         evicted: T | None = None
         if self.capacity is not None and len(self._conns) >= self.capacity:
             if not self._waiting:
+                self._refused[Refusal.FULL] += 1
                 return Admission(Refusal.FULL)
             evicted = next(iter(self._waiting))
             self.release(evicted)
+            self._evicted += 1
         self._conns[owner] = _Conn(address, exempt, now)
         self._per_address[address] = self.count(address) + 1
         self._waiting[owner] = None
@@ -233,12 +267,25 @@ class ConnectionTable(Generic[T]):
             del self._per_address[conn.address]
 
     def phase(self, owner: T) -> Phase:
-        return self._conns[owner].phase
+        return self._conn(owner).phase
+
+    def statistics(self) -> ConnectionTableStatistics:
+        """A snapshot of the table's size, cap and counters."""
+        return ConnectionTableStatistics(
+            open=len(self._conns),
+            waiting=len(self._waiting),
+            addresses=len(self._per_address),
+            capacity=self.capacity,
+            refused_per_address=self._refused[Refusal.PER_ADDRESS],
+            refused_full=self._refused[Refusal.FULL],
+            evicted=self._evicted,
+            heads_refused=self._heads_refused,
+        )
 
     def head_room(self, owner: T) -> int | None:
         """Bytes the parser may still be given of the current head; ``None``
         while no head is awaited (``ACTIVE``, ``UPGRADED``: feed everything)."""
-        conn = self._conns[owner]
+        conn = self._conn(owner)
         if conn.phase > Phase.HEAD:
             return None
         return self.limits.max_header_bytes - conn.head_bytes
@@ -248,7 +295,7 @@ class ConnectionTable(Generic[T]):
         the head is still open after them (the first bytes start its timer).
         Refused once they fill ``max_header_bytes``: the caller never gives
         more than :meth:`head_room`, so a head that needs more is over it."""
-        conn = self._conns[owner]
+        conn = self._conn(owner)
         if conn.phase > Phase.HEAD or n <= 0:
             return None
         if conn.phase is Phase.WAITING:
@@ -256,21 +303,23 @@ class ConnectionTable(Generic[T]):
             conn.since = now
         conn.head_bytes += n
         if conn.head_bytes >= self.limits.max_header_bytes:
+            self._heads_refused += 1
             return HeadRefusal.TOO_MANY_BYTES
         return None
 
     def header_field(self, owner: T) -> HeadRefusal | None:
         """One header field parsed; refused past ``max_headers``."""
-        conn = self._conns[owner]
+        conn = self._conn(owner)
         conn.fields += 1
         if conn.fields > self.limits.max_headers:
+            self._heads_refused += 1
             return HeadRefusal.TOO_MANY_FIELDS
         return None
 
     def head_complete(self, owner: T) -> None:
         """The request head is parsed: ``ACTIVE`` until the request is read
-        and answered."""
-        conn = self._conns[owner]
+        and answered (a pipelined head completes while ``ACTIVE``)."""
+        conn = self._conn(owner, Phase.WAITING, Phase.HEAD, Phase.ACTIVE)
         conn.phase = Phase.ACTIVE
         conn.head_bytes = 0
         conn.fields = 0
@@ -279,26 +328,26 @@ class ConnectionTable(Generic[T]):
 
     def request_complete(self, owner: T, now: float, *, answered: bool) -> None:
         """The request's body is read; ``answered``: its response is sent too."""
-        conn = self._conns[owner]
+        conn = self._conn(owner, Phase.ACTIVE, Phase.UPGRADED)
         conn.reading = False
         if answered:
             self._wait(owner, conn, now)
 
     def response_complete(self, owner: T, now: float) -> None:
         """The response is sent; ``WAITING`` once the request is read too."""
-        conn = self._conns[owner]
+        conn = self._conn(owner)
         if conn.phase is Phase.ACTIVE and not conn.reading:
             self._wait(owner, conn, now)
 
     def upgraded(self, owner: T) -> None:
         """The connection became a WebSocket: no timer, still counted."""
-        conn = self._conns[owner]
+        conn = self._conn(owner, Phase.ACTIVE)
         conn.phase = Phase.UPGRADED
         self._waiting.pop(owner, None)
 
     def deadline(self, owner: T) -> float | None:
         """When the connection's current phase times out (``None``: never)."""
-        conn = self._conns[owner]
+        conn = self._conn(owner)
         if conn.phase is Phase.WAITING:
             return conn.since + self.limits.keep_alive_timeout_s
         if conn.phase is Phase.HEAD:
@@ -311,7 +360,16 @@ class ConnectionTable(Generic[T]):
         deadline = self.deadline(owner)
         if deadline is None or now < deadline:
             return None
-        return self._conns[owner].phase
+        return self._conn(owner).phase
+
+    def _conn(self, owner: T, *phases: Phase) -> _Conn:
+        """The record of ``owner``, which must be open (and in one of ``phases``)."""
+        conn = self._conns.get(owner)
+        if conn is None:
+            raise InvalidState("the connection is not in the table (never admitted, or released)")
+        if phases and conn.phase not in phases:
+            raise InvalidState(f"the connection is {conn.phase.name}")
+        return conn
 
     def _wait(self, owner: T, conn: _Conn, now: float) -> None:
         if conn.phase is Phase.ACTIVE:

@@ -9,10 +9,12 @@ from hypothesis import strategies as st
 from icefloe.core.conntable import (
     ConnectionLimits,
     ConnectionTable,
+    ConnectionTableStatistics,
     HeadRefusal,
     Phase,
     Refusal,
 )
+from icefloe.exceptions import InvalidState
 
 LIMITS = ConnectionLimits(
     max_header_bytes=100,
@@ -190,10 +192,47 @@ def test_a_table_with_no_cap_admits_everyone() -> None:
     assert len(t) == t.count("10.0.0.1") == 1000
 
 
+def test_statistics_count_what_the_table_refused_and_evicted() -> None:
+    t = table(ConnectionLimits(max_per_address=1, max_open=2, max_headers=1))
+    t.admit("a", "10.0.0.1", now=0.0)
+    t.admit("b", "10.0.0.1", now=0.0)  # per address
+    t.admit("c", "10.0.0.2", now=0.0)
+    t.admit("d", "10.0.0.3", now=0.0)  # evicts "a"
+    t.header_field("c")
+    t.header_field("c")  # one too many
+    t.head_complete("d")
+    assert t.statistics() == ConnectionTableStatistics(
+        open=2,
+        waiting=1,
+        addresses=2,
+        capacity=2,
+        refused_per_address=1,
+        refused_full=0,
+        evicted=1,
+        heads_refused=1,
+    )
+
+
+def test_a_transition_in_the_wrong_phase_names_the_phase() -> None:
+    t = table()
+    t.admit("a", "10.0.0.1", now=0.0)
+    with pytest.raises(InvalidState, match="WAITING"):
+        t.upgraded("a")
+    with pytest.raises(InvalidState, match="WAITING"):
+        t.request_complete("a", now=0.0, answered=True)
+    t.head_complete("a")
+    t.upgraded("a")
+    with pytest.raises(InvalidState, match="UPGRADED"):
+        t.head_complete("a")
+    t.release("a")
+    with pytest.raises(InvalidState, match="not in the table"):
+        t.deadline("a")
+
+
 def test_admitting_one_owner_twice_is_a_bug() -> None:
     t = table()
     t.admit("a", "10.0.0.1", now=0.0)
-    with pytest.raises(ValueError, match="twice"):
+    with pytest.raises(InvalidState, match="admitted already"):
         t.admit("a", "10.0.0.1", now=0.0)
 
 
@@ -259,6 +298,10 @@ def test_counts_capacity_and_eviction_order_hold_under_any_sequence(
             t.upgraded(who)
         # invariants after every step
         assert len(t) == len(addresses) <= 4
+        stats = t.statistics()
+        assert stats.open == len(addresses)
+        assert stats.addresses == len(set(addresses.values()))
+        assert stats.waiting == sum(1 for o in addresses if t.phase(o) <= Phase.HEAD)
         for address in set(addresses.values()):
             assert t.count(address) == sum(1 for a in addresses.values() if a == address)
         for owner in addresses:
