@@ -31,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import http
 import json
-import logging
 import weakref
 from collections.abc import Callable
 from typing import Any, Final
@@ -73,8 +72,6 @@ LINGER_BYTES: Final = 4 * 1024 * 1024
 #: (the listener, the store, logs, outbound connections): at least this many,
 #: and a tenth of the open-files limit
 FD_RESERVE_MIN: Final = 64
-
-_log = logging.getLogger("icefloe.transport")
 
 
 def open_files_capacity() -> int | None:
