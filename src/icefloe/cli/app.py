@@ -27,6 +27,7 @@ from rich.console import Console
 
 from icefloe._version import __version__
 from icefloe.cli import main
+from icefloe.core import conntable  # socket limits (issue 15, items 4-5)
 from icefloe.core.messages import Headers, Message
 from icefloe.demo import DEMO_TEXT, Pacing, build_demo_flow
 
@@ -212,6 +213,44 @@ def serve(
         int, typer.Option(min=1, help="Topic subscriptions one WebSocket connection may hold.")
     ] = 100,
     # -- end of hub subscriber caps --
+    # -- socket limits (issue 15, items 4-5) --------------------------------------
+    max_header_bytes: Annotated[
+        int,
+        typer.Option(min=256, help="Request line + headers of one request, bytes (over: 431)."),
+    ] = conntable.DEFAULT_MAX_HEADER_BYTES,
+    max_headers: Annotated[
+        int, typer.Option(min=1, help="Header fields of one request (over: 431).")
+    ] = conntable.DEFAULT_MAX_HEADERS,
+    header_timeout: Annotated[
+        float,
+        typer.Option(
+            min=0.1, max=3600, help="Seconds for a request head to arrive, from its first byte."
+        ),
+    ] = conntable.DEFAULT_HEADER_TIMEOUT_S,
+    keep_alive_timeout: Annotated[
+        float,
+        typer.Option(
+            min=0.1,
+            max=3600,
+            help="Seconds a connection may stay open with no request in progress "
+            "(silent after connecting, or idle between requests).",
+        ),
+    ] = conntable.DEFAULT_KEEP_ALIVE_TIMEOUT_S,
+    max_connections_per_address: Annotated[
+        str,
+        typer.Option(
+            help="Open connections from one client address, before authentication "
+            "(0/off: no limit; trusted proxies are exempt)."
+        ),
+    ] = str(conntable.DEFAULT_MAX_PER_ADDRESS),
+    max_open_connections: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Open connections in all (default: the open-files limit minus a reserve).",
+        ),
+    ] = None,
+    # -- end of socket limits -----------------------------------------------------
 ) -> None:
     """Serve a flow over HTTP (SSE, NDJSON, long-poll) and WebSocket, with the inspector at /."""
     flow = _load_flow(target)
@@ -258,6 +297,19 @@ def serve(
     ws = dataclasses.replace(settings.ws, max_topic_subs=max_topic_subs)
     settings = dataclasses.replace(settings, ws=ws)
     # -- end of hub subscriber caps --
+    # -- socket limits (issue 15, items 4-5) --
+    settings = _socket_limits(
+        settings,
+        _SocketFlags(
+            max_header_bytes,
+            max_headers,
+            header_timeout,
+            keep_alive_timeout,
+            max_connections_per_address,
+            max_open_connections,
+        ),
+    )
+    # -- end of socket limits --
     _run_server(flow, settings, host, port, hub_limits=hub_limits)
 
 
@@ -543,6 +595,37 @@ def _hub_subscriber_caps(per_tenant: str, filter_cost: str) -> HubLimits:
 
 
 # -- end of hub subscriber caps ---------------------------------------------------
+
+
+# -- socket limits (issue 15, items 4-5) ------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _SocketFlags:
+    """The connection and header flags of ``serve`` (docs/security.md)."""
+
+    max_header_bytes: int
+    max_headers: int
+    header_timeout: float
+    keep_alive_timeout: float
+    max_connections_per_address: str
+    max_open_connections: int | None
+
+
+def _socket_limits(settings: EdgeSettings, flags: _SocketFlags) -> EdgeSettings:
+    per_address = _off_or(flags.max_connections_per_address, int, "--max-connections-per-address")
+    limits = conntable.ConnectionLimits(
+        max_header_bytes=flags.max_header_bytes,
+        max_headers=flags.max_headers,
+        header_timeout_s=flags.header_timeout,
+        keep_alive_timeout_s=flags.keep_alive_timeout,
+        max_per_address=None if per_address is None else int(per_address),
+        max_open=flags.max_open_connections,
+    )
+    return dataclasses.replace(settings, connections=limits)
+
+
+# -- end of socket limits --------------------------------------------------------------
 
 
 def _run_server(

@@ -71,6 +71,12 @@ class ErrorCode(enum.StrEnum):
     UNAVAILABLE = "unavailable"
     #: a bug on the server; the message never carries details
     INTERNAL = "internal"
+    # -- connection limits before authentication (issue 15, items 4-5) --
+    #: a request line and headers over the server's size or field-count limit
+    HEADERS_TOO_LARGE = "headers_too_large"
+    #: a request head that did not arrive within the header timeout
+    REQUEST_TIMEOUT = "request_timeout"
+    # -- end of connection limits --
     # -- admission and stream terminals ------------------------------------------
     #: admission refused, or a stream shed: a server-wide concurrency or memory limit
     OVERLOADED = "overloaded"
@@ -130,6 +136,8 @@ WIRE_ERRORS: Final[Mapping[ErrorCode, WireError]] = MappingProxyType(
         ErrorCode.SESSION_EXPIRED: WireError(404, None),
         ErrorCode.UNAVAILABLE: WireError(503, None),
         ErrorCode.INTERNAL: WireError(500, CloseCode.INTERNAL_ERROR),
+        ErrorCode.HEADERS_TOO_LARGE: WireError(431, None),  # connection limits (issue 15)
+        ErrorCode.REQUEST_TIMEOUT: WireError(408, None),  # connection limits (issue 15)
         ErrorCode.OVERLOADED: WireError(503, None),
         ErrorCode.LIMIT_EXCEEDED: WireError(429, None),
         ErrorCode.HISTORY_GONE: WireError(410, None),

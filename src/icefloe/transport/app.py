@@ -213,10 +213,26 @@ def server_options(settings: EdgeSettings) -> dict[str, Any]:
     The WebSocket frame limit (1009 above it), keepalive pings every
     heartbeat and a dead peer cut after one more heartbeat without a pong,
     and permessage-deflate when the client offers it; uvicorn's proxy
-    headers off, since the edge applies ``forwarded_allow_ips`` itself.
+    headers off, since the edge applies ``forwarded_allow_ips`` itself; and
+    ``settings.connections`` (header limits, header and keep-alive timeouts,
+    connection caps) through ``http=``: a protocol factory that counts each
+    server's connections apart, so one dict may configure several servers.
     """
     beat = settings.pump.heartbeat_s
+    # -- connection limits before authentication (issue 15, items 4-5) --
+    from icefloe.transport.http_protocol import HttpProtocolFactory
+
+    limits = settings.connections
+    guarded = {
+        # uvicorn's httptools protocol with header limits, header and idle
+        # timeouts and connection caps (icefloe.transport.http_protocol).
+        "http": HttpProtocolFactory(limits, settings.forwarded_allow_ips),
+        # uvicorn's own idle timer after a response, kept equal to ours
+        "timeout_keep_alive": limits.keep_alive_timeout_s,
+    }
+    # -- end of connection limits --
     return {
+        **guarded,
         "ws_max_size": settings.ws.max_frame,
         "ws_ping_interval": beat,
         "ws_ping_timeout": beat,

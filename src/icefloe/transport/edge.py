@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 
+from icefloe.core.conntable import ConnectionLimits  # connection limits (issue 15, items 4-5)
 from icefloe.core.messages import Headers
 from icefloe.core.sessions import SessionTable
 from icefloe.core.wire_errors import ErrorCode
@@ -150,6 +151,12 @@ class EdgeSettings:
     unread_timeout_s: float | None = 60.0
     #: the WebSocket edge: window, frame limit, sessions
     ws: WsSettings = field(default_factory=WsSettings)
+    # -- connection limits before authentication (issue 15, items 4-5) --
+    #: header size and count, header and keep-alive timeouts, connections per
+    #: address and in all; enforced at the socket by the protocol
+    #: ``server_options`` gives uvicorn (docs/security.md, "Connections and headers")
+    connections: ConnectionLimits = field(default_factory=ConnectionLimits)
+    # -- end of connection limits --
 
     def __post_init__(self) -> None:
         if not isinstance(self.history, int) or self.history < 0:
