@@ -213,9 +213,9 @@ def _tenant_drops(hub: Hub) -> GaugeMetricFamily:
     drops: dict[str, list[int]] = {}
     for sub in hub.subscriber_statistics():
         if sub.dropped_oldest or sub.dropped_newest:
-            tenant = drops.setdefault(sub.tenant, [0, 0])
-            tenant[0] += sub.dropped_oldest
-            tenant[1] += sub.dropped_newest
+            counts = drops.setdefault(sub.tenant, [0, 0])
+            counts[0] += sub.dropped_oldest
+            counts[1] += sub.dropped_newest
     per = GaugeMetricFamily(
         "icefloe_hub_tenant_dropped",
         f"Events dropped by open subscriptions per tenant (the {MAX_TENANT_SERIES} most dropping)",
