@@ -1,8 +1,11 @@
-"""A slow client cut is an expected event: INFO lines, aggregated, never an ERROR.
+"""Expected events a client can repeat at will cost aggregated INFO lines, never an ERROR.
 
-Issue 15, finding 6: each HTTP slow-client cut made uvicorn log ERROR "ASGI
-callable returned without completing response", so a client could write an
-ERROR line into the log per connection it let stall.
+Issue 15, finding 6: each refused WebSocket handshake made uvicorn log ERROR
+"ASGI callable returned without completing handshake", and each HTTP
+slow-client cut ERROR "ASGI callable returned without completing response",
+so a client could write an ERROR line into the log per connection. A
+WebSocket slow consumer was never even disconnected: the close frame waited
+for room in a socket the client did not read.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from icefloe import Context, Message, Node, NodePolicy, create
 from icefloe.transport.app import EdgeSettings
 from icefloe.transport.limits import EdgeLimits
 from icefloe.transport.streaming import PumpSettings
+from icefloe.transport.ws_handshake import REFUSALS
 from icefloe.transport.ws_settings import WsSettings
 
 Serve = Any  # the serve fixture of conftest.py: serve(flow, settings=None) -> url
@@ -67,6 +71,7 @@ async def recording() -> AsyncIterator[list[logging.LogRecord]]:
     from icefloe.transport.logfilter import CUTS as cut_log
 
     cut_log.flush()  # cuts of earlier tests are not this test's
+    REFUSALS.flush()
     handler = _Records()
     loggers = [logging.getLogger(name) for name in LOGGERS]
     levels = [logger.level for logger in loggers]
@@ -78,6 +83,7 @@ async def recording() -> AsyncIterator[list[logging.LogRecord]]:
         yield handler.records
     finally:
         cut_log.flush()
+        REFUSALS.flush()
         for logger, level in zip(loggers, levels, strict=True):
             logger.removeHandler(handler)
             logger.setLevel(level)
@@ -100,8 +106,8 @@ async def open_stalled_sse(url: str, sid: str) -> asyncio.StreamWriter:
     return writer
 
 
-def cut_lines(records: list[logging.LogRecord]) -> list[logging.LogRecord]:
-    return [r for r in records if r.name.startswith("icefloe") and "cut" in r.getMessage()]
+def cut_lines(records: list[logging.LogRecord], what: str = "cut") -> list[logging.LogRecord]:
+    return [r for r in records if r.name.startswith("icefloe") and what in r.getMessage()]
 
 
 def cut_count(line: logging.LogRecord) -> int:
@@ -240,3 +246,37 @@ async def test_a_burst_of_websocket_slow_consumer_cuts_logs_no_error_and_few_inf
     assert 1 <= len(lines) <= elapsed + 2, [r.getMessage() for r in lines]
     assert sum(map(cut_count, lines)) == CUTS
     assert "slow consumer" in lines[-1].getMessage()
+
+
+async def test_a_burst_of_refused_handshakes_logs_no_error_and_few_info_lines(
+    serve: Serve,
+) -> None:
+    refused = 100
+    loop = asyncio.get_running_loop()
+    async with (
+        serve(flood_flow(), EdgeSettings(edge_limits=UNLIMITED)) as url,
+        asyncio.timeout(60),
+        recording() as log_records,
+    ):
+        host = url.removeprefix("http://")
+        began = loop.time()
+        for _ in range(refused):
+            reader, writer = await asyncio.open_connection(*host.split(":"))
+            writer.write(
+                (
+                    f"GET /v1/ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
+                    "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                    "Sec-WebSocket-Version: 13\r\nOrigin: http://evil.example\r\n\r\n"
+                ).encode()
+            )
+            head = await reader.readuntil(b"\r\n")
+            assert head.startswith(b"HTTP/1.1 403"), head
+            await close_all([writer])
+        elapsed = loop.time() - began
+    errors = [r.getMessage() for r in log_records if r.levelno >= logging.WARNING]
+    assert errors == []
+    lines = cut_lines(log_records, "handshakes refused")
+    assert all(r.levelno == logging.INFO for r in lines)
+    assert 1 <= len(lines) <= elapsed + 2, [r.getMessage() for r in lines]
+    assert sum(map(cut_count, lines)) == refused
+    assert "403 origin not allowed" in lines[-1].getMessage()
