@@ -33,6 +33,9 @@ UNLIMITED = EdgeLimits(requests_per_s=None, max_connections=None)
 #: far more than a stalled client's socket buffers hold: every stalled write times out
 FLOOD = 2_000
 CUTS = 12
+#: a run goes at most 32 chunks (1 MiB) ahead of its reader, and 64 are kept:
+#: enough to stall a write, and the test holds a few MiB per stream at most
+SMALL_STREAMS: dict[str, Any] = {"stream_window": 32, "history": 64}
 
 GATE: dict[str, asyncio.Event] = {}
 
@@ -142,6 +145,7 @@ async def test_a_burst_of_http_slow_client_cuts_logs_no_error_and_few_info_lines
     settings = EdgeSettings(
         pump=PumpSettings(heartbeat_s=5.0, send_timeout_s=0.3),
         edge_limits=UNLIMITED,
+        **SMALL_STREAMS,
     )
     loop = asyncio.get_running_loop()
     writers: list[asyncio.StreamWriter] = []
@@ -214,7 +218,8 @@ def ws_text(payload: dict[str, Any]) -> bytes:
 async def test_a_burst_of_websocket_slow_consumer_cuts_logs_no_error_and_few_info_lines(
     serve: Serve,
 ) -> None:
-    settings = EdgeSettings(edge_limits=UNLIMITED, ws=WsSettings(send_timeout_s=0.3, window=4096))
+    ws = WsSettings(send_timeout_s=0.3, window=4096)
+    settings = EdgeSettings(edge_limits=UNLIMITED, ws=ws, **SMALL_STREAMS)
     loop = asyncio.get_running_loop()
     writers: list[asyncio.StreamWriter] = []
     async with (
