@@ -65,7 +65,12 @@ def mark_handshake_refused() -> None:
 def mark_response_cut() -> None:
     """The current connection's response was cut on purpose (a slow client):
     uvicorn's "without completing response" ERROR for it is dropped. Call it
-    from the task that runs the app (not from a task the app started)."""
+    from the task that runs the app (not from a task the app started).
+
+    It installs the filter too: a streaming response served from a user's own
+    app (:func:`icefloe.transport.sse.sse_response`) may never have called
+    ``create_app``, and uvicorn logs the line only after the app returns."""
+    install_protocol_log_filter()
     _cut.set(True)
 
 
