@@ -23,6 +23,7 @@ import httpx
 from icefloe import Context, Message, Node, NodePolicy, create
 from icefloe.transport.app import EdgeSettings
 from icefloe.transport.limits import EdgeLimits
+from icefloe.transport.logfilter import CUTS
 from icefloe.transport.streaming import PumpSettings
 from icefloe.transport.ws_handshake import REFUSALS
 from icefloe.transport.ws_settings import WsSettings
@@ -32,7 +33,7 @@ CHUNK = "x" * 32_768
 UNLIMITED = EdgeLimits(requests_per_s=None, max_connections=None)
 #: far more than a stalled client's socket buffers hold: every stalled write times out
 FLOOD = 2_000
-CUTS = 12
+BURST = 12
 #: a run goes at most 32 chunks (1 MiB) ahead of its reader, and 64 are kept:
 #: enough to stall a write, and the test holds a few MiB per stream at most
 SMALL_STREAMS: dict[str, Any] = {"stream_window": 32, "history": 64}
@@ -49,7 +50,7 @@ def flood_flow() -> Any:
             await ctx.emit_chunk(parent=msg, text=CHUNK)
         await ctx.emit_chunk(parent=msg, text="", done=True)
 
-    return create(Node(flood, name="flood", policy=NodePolicy(max_concurrency=CUTS)).to())
+    return create(Node(flood, name="flood", policy=NodePolicy(max_concurrency=BURST)).to())
 
 
 class _Records(logging.Handler):
@@ -71,9 +72,7 @@ async def recording() -> AsyncIterator[list[logging.LogRecord]]:
     Entered once the server runs: uvicorn's logging set-up (at ``Config``)
     removes the handlers of its own loggers.
     """
-    from icefloe.transport.logfilter import CUTS as cut_log
-
-    cut_log.flush()  # cuts of earlier tests are not this test's
+    CUTS.flush()  # cuts and refusals of earlier tests are not this test's
     REFUSALS.flush()
     handler = _Records()
     loggers = [logging.getLogger(name) for name in LOGGERS]
@@ -85,7 +84,7 @@ async def recording() -> AsyncIterator[list[logging.LogRecord]]:
     try:
         yield handler.records
     finally:
-        cut_log.flush()
+        CUTS.flush()
         REFUSALS.flush()
         for logger, level in zip(loggers, levels, strict=True):
             logger.removeHandler(handler)
@@ -109,11 +108,13 @@ async def open_stalled_sse(url: str, sid: str) -> asyncio.StreamWriter:
     return writer
 
 
-def cut_lines(records: list[logging.LogRecord], what: str = "cut") -> list[logging.LogRecord]:
+def lines_with(records: list[logging.LogRecord], what: str = "cut") -> list[logging.LogRecord]:
+    """icefloe's aggregated lines about ``what``."""
     return [r for r in records if r.name.startswith("icefloe") and what in r.getMessage()]
 
 
-def cut_count(line: logging.LogRecord) -> int:
+def counted(line: logging.LogRecord) -> int:
+    """The count of an aggregated line ``what: N (last: reason)``."""
     return int(line.getMessage().split(": ")[1].split(" ")[0])
 
 
@@ -160,7 +161,7 @@ async def test_a_burst_of_http_slow_client_cuts_logs_no_error_and_few_info_lines
             body = {"payload": {"gate": "http"}, "headers": {"tenant": "t"}}
             # A stream each: a stalled reader that is its stream's only one
             # holds the run back (window), so it never falls out of history.
-            for _ in range(CUTS):
+            for _ in range(BURST):
                 r = await client.post("/v1/streams", json=body)
                 assert r.status_code == 201
                 sid = r.json()["stream_id"]
@@ -170,7 +171,7 @@ async def test_a_burst_of_http_slow_client_cuts_logs_no_error_and_few_info_lines
                         await asyncio.sleep(0.02)
             began = loop.time()
             gate.set()
-            ends = f'icefloe_http_stream_ends_total{{outcome="slow_client"}} {CUTS}.0'
+            ends = f'icefloe_http_stream_ends_total{{outcome="slow_client"}} {BURST}.0'
             await wait_for_metric(client, ends)
             # uvicorn logs its line when the app returns, just after the count
             await wait_for_metric(client, "icefloe_http_stream_connections 0.0")
@@ -180,11 +181,11 @@ async def test_a_burst_of_http_slow_client_cuts_logs_no_error_and_few_info_lines
             await close_all(writers)
     errors = [r.getMessage() for r in log_records if r.levelno >= logging.WARNING]
     assert errors == []
-    lines = cut_lines(log_records)
+    lines = lines_with(log_records)
     assert all(r.levelno == logging.INFO for r in lines)
     # one line a second at most (plus the first and the final flush)
     assert 1 <= len(lines) <= elapsed + 2, [r.getMessage() for r in lines]
-    assert sum(map(cut_count, lines)) == CUTS
+    assert sum(map(counted, lines)) == BURST
     assert "slow_client" in lines[-1].getMessage()
 
 
@@ -230,13 +231,13 @@ async def test_a_burst_of_websocket_slow_consumer_cuts_logs_no_error_and_few_inf
     ):
         try:
             GATE["ws"] = gate = asyncio.Event()
-            for i in range(CUTS):
+            for i in range(BURST):
                 writer = await ws_handshake(url)
                 writers.append(writer)
                 start = {"op": "start", "ref": f"r{i}", "payload": {"gate": "ws"}}
                 writer.write(ws_text(start | {"headers": {"tenant": "t"}}))
                 await writer.drain()
-            await wait_for_metric(client, f"icefloe_streams_active {CUTS}.0")
+            await wait_for_metric(client, f"icefloe_streams_active {BURST}.0")
             began = loop.time()
             gate.set()
             await wait_for_metric(client, "icefloe_ws_connections 0.0")
@@ -246,10 +247,10 @@ async def test_a_burst_of_websocket_slow_consumer_cuts_logs_no_error_and_few_inf
             await close_all(writers)
     errors = [r.getMessage() for r in log_records if r.levelno >= logging.WARNING]
     assert errors == []
-    lines = cut_lines(log_records)
+    lines = lines_with(log_records)
     assert all(r.levelno == logging.INFO for r in lines)
     assert 1 <= len(lines) <= elapsed + 2, [r.getMessage() for r in lines]
-    assert sum(map(cut_count, lines)) == CUTS
+    assert sum(map(counted, lines)) == BURST
     assert "slow consumer" in lines[-1].getMessage()
 
 
@@ -280,8 +281,8 @@ async def test_a_burst_of_refused_handshakes_logs_no_error_and_few_info_lines(
         elapsed = loop.time() - began
     errors = [r.getMessage() for r in log_records if r.levelno >= logging.WARNING]
     assert errors == []
-    lines = cut_lines(log_records, "handshakes refused")
+    lines = lines_with(log_records, "handshakes refused")
     assert all(r.levelno == logging.INFO for r in lines)
     assert 1 <= len(lines) <= elapsed + 2, [r.getMessage() for r in lines]
-    assert sum(map(cut_count, lines)) == refused
+    assert sum(map(counted, lines)) == refused
     assert "403 origin not allowed" in lines[-1].getMessage()
