@@ -90,7 +90,8 @@ class TooManySessions(SessionError):
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        super().__init__(f"too many sessions: all {limit} are in use")
+        # No count: how many sessions the server holds is every tenant's load.
+        super().__init__("no WebSocket session is free on this server; retry later")
 
 
 class TooManyStreams(SessionError):

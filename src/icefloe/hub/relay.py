@@ -10,12 +10,17 @@ event, in seq order, whose data is the chunk (``{"stream_id", "seq", "text",
 ends its relay with one last event ``{"stream_id", "error": {"code",
 "message"}}``.
 
-An event the hub refuses is skipped and logged, and the relay goes on: one
-over ``HubLimits.max_event_bytes`` (``ValueError``), one whose data the wire
+An event the hub refuses is skipped, and the relay goes on: one over
+``HubLimits.max_event_bytes`` (``ValueError``), one whose data the wire
 formats cannot carry (``EncodeError``), or one refused while the hub is over
-a global limit (``StreamError("overloaded")``); the count is in the return
-value. A closed hub or an invalid topic ends the relay with the
-exception.
+a limit (``StreamError("overloaded")``); the count is in the return value.
+A relay logs its first skip, and at its end the count if there were more:
+two lines at most, not one per chunk (a run of thousands of chunks into a
+hub over its budget would otherwise flood the log). The level is INFO when
+every skip was a hub refusal (an expected event under load) and WARNING when
+one was the flow's own output that can never be published (too big, or not
+encodable: a bug to fix). A closed hub or an invalid topic ends the relay
+with the exception.
 
 What a slow watcher does to the relay is the watcher's overflow policy
 (docs/hub.md): with the default ``at_most_once`` events, ``drop_oldest`` and
@@ -88,6 +93,7 @@ async def relay_reader(
     before the relay's task first runs.
     """
     relayed = skipped = 0
+    skips = _Skips(topic)
     try:
         while True:
             try:
@@ -96,31 +102,64 @@ async def relay_reader(
                 break
             except StreamError as exc:
                 error = {"code": exc.code.value, "message": exc.message}
-                await _publish(
-                    hub, topic, {"stream_id": stream_id, "error": error}, tenant, reliability
-                )
+                data = {"stream_id": stream_id, "error": error}
+                await _publish(hub, topic, data, tenant, reliability, skips)
                 break
-            if await _publish(hub, topic, chunk, tenant, reliability):
+            if await _publish(hub, topic, chunk, tenant, reliability, skips):
                 relayed += 1
             else:
                 skipped += 1
     finally:
         reader.close()
+        skips.close()
     return RelayResult(relayed, skipped)
 
 
+class _Skips:
+    """The events one relay skipped: the first logged at once, the count at the end."""
+
+    def __init__(self, topic: str) -> None:
+        self.topic = topic
+        self.count = 0
+        self.last = ""
+        self.level = logging.INFO
+
+    def skipped(self, reason: str, *, bug: bool) -> None:
+        self.count += 1
+        self.last = reason
+        if bug:  # the flow's own output can never be published: worth a warning
+            self.level = logging.WARNING
+        if self.count == 1:
+            log.log(self.level, "relay to %r: event skipped: %s", self.topic, reason)
+
+    def close(self) -> None:
+        if self.count > 1:
+            log.log(
+                self.level,
+                "relay to %r: %d events skipped (last: %s)",
+                self.topic,
+                self.count,
+                self.last,
+            )
+
+
 async def _publish(
-    hub: Hub, topic: str, data: object, tenant: str, reliability: Reliability | str
+    hub: Hub,
+    topic: str,
+    data: object,
+    tenant: str,
+    reliability: Reliability | str,
+    skips: _Skips,
 ) -> bool:
-    """Publish one event; False (logged) if the hub refused this one event."""
+    """Publish one event; False (counted in ``skips``) if the hub refused this one event."""
     try:
         await hub.publish(topic, data, tenant=tenant, reliability=reliability)
-    except StreamError as exc:
-        log.warning("relay to %r: event skipped: %s", topic, exc.message)
+    except StreamError as exc:  # the hub over a limit: expected under load
+        skips.skipped(exc.message, bug=False)
         return False
     except TopicError:
         raise  # a bad topic is the caller's error: every event would fail
     except ValueError as exc:  # too big, or EncodeError: this event only
-        log.warning("relay to %r: event skipped: %s", topic, exc)
+        skips.skipped(str(exc), bug=True)
         return False
     return True

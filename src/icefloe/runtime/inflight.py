@@ -310,10 +310,9 @@ class InFlight:
             )
         if self._flow_full():
             self.refused += 1
-            return (
-                ErrorCode.OVERLOADED,
-                f"{self.inflight} unread bytes in flight, limit {self._flow_max}",
-            )
+            # The total is every tenant's load: the refused client learns only
+            # that the server is full (operators read icefloe_inflight_bytes).
+            return (ErrorCode.OVERLOADED, "the server's in-flight byte budget is full")
         return None
 
     def _tenant_full(self, account: TenantMemory | None) -> bool:

@@ -1,5 +1,10 @@
 """Prometheus metrics of the edge (``GET /metrics``).
 
+Series are labelled by tenant where a figure is per tenant, never by
+subscriber or stream id (unbounded, and each a client's own). With
+authentication on, only a principal with the ``metrics`` scope reads them
+(:mod:`icefloe.transport.routes_ops`).
+
 Flow-wide figures are read from ``flow.stats()`` at scrape time (a custom
 collector, so nothing is counted twice); the edge's own events are counters
 and histograms updated per write, never per chunk per client.
@@ -24,10 +29,11 @@ from icefloe.transport.ws_sender import WsSendStatistics
 
 __all__ = ["EdgeMetrics"]
 
-#: subscribers listed by name in the per-subscriber drop series (the most
-#: dropping first): the rest are in the hub-wide totals, so a scrape stays
-#: small however many subscribers there are.
-MAX_SUBSCRIBER_SERIES = 100
+#: tenants listed in the per-tenant drop series (the most dropping first):
+#: the rest are in the hub-wide totals, so a scrape stays small however many
+#: tenants drop. No series is labelled per subscriber: subscriber ids are
+#: unbounded (one series each would grow without limit) and a client's own.
+MAX_TENANT_SERIES = 100
 
 #: seconds a start time is kept for its stream's time to first token
 POSTED_TTL_S = 60.0
@@ -168,7 +174,7 @@ def _window_metrics(windows: WindowTotals) -> Iterator[GaugeMetricFamily | Count
 
 
 class _HubCollector(Collector):
-    """The hub's totals, and drops per subscriber for the worst droppers."""
+    """The hub's totals, and drops per tenant for the worst droppers."""
 
     def __init__(self, hub: Hub) -> None:
         self._hub = hub
@@ -197,19 +203,29 @@ class _HubCollector(Collector):
             "Subscribers cut by the disconnect policy",
             stats.disconnected,
         )
-        per = CounterMetricFamily(
-            "icefloe_hub_subscriber_dropped",
-            f"Events dropped per subscriber (the {MAX_SUBSCRIBER_SERIES} most dropping)",
-            labels=["tenant", "subscriber", "policy"],
-        )
-        droppers = [
-            s for s in self._hub.subscriber_statistics() if s.dropped_oldest or s.dropped_newest
-        ]
-        droppers.sort(key=lambda s: s.dropped_oldest + s.dropped_newest, reverse=True)
-        for sub in droppers[:MAX_SUBSCRIBER_SERIES]:
-            per.add_metric([sub.tenant, sub.subscriber_id, "drop_oldest"], sub.dropped_oldest)
-            per.add_metric([sub.tenant, sub.subscriber_id, "drop_newest"], sub.dropped_newest)
-        yield per
+        yield _tenant_drops(self._hub)
+
+
+def _tenant_drops(hub: Hub) -> GaugeMetricFamily:
+    """Events dropped by each tenant's open subscriptions, for the
+    :data:`MAX_TENANT_SERIES` tenants that dropped most (a gauge: it falls
+    when a subscription that dropped closes)."""
+    drops: dict[str, list[int]] = {}
+    for sub in hub.subscriber_statistics():
+        if sub.dropped_oldest or sub.dropped_newest:
+            counts = drops.setdefault(sub.tenant, [0, 0])
+            counts[0] += sub.dropped_oldest
+            counts[1] += sub.dropped_newest
+    per = GaugeMetricFamily(
+        "icefloe_hub_tenant_dropped",
+        f"Events dropped by open subscriptions per tenant (the {MAX_TENANT_SERIES} most dropping)",
+        labels=["tenant", "policy"],
+    )
+    worst = sorted(drops.items(), key=lambda item: sum(item[1]), reverse=True)
+    for tenant, (oldest, newest) in worst[:MAX_TENANT_SERIES]:
+        per.add_metric([tenant, "drop_oldest"], oldest)
+        per.add_metric([tenant, "drop_newest"], newest)
+    return per
 
 
 class _WsConnection(Protocol):

@@ -309,12 +309,13 @@ OPENAPI: dict[str, Any] = {
         },
         "/metrics": {
             "get": {
-                "summary": "Prometheus metrics",
+                "summary": "Prometheus metrics (with auth on: the metrics scope)",
                 "responses": {
                     "200": {
                         "description": "metrics",
                         "content": {"text/plain": {"schema": {"type": "string"}}},
-                    }
+                    },
+                    **_COMMON_ERRORS,
                 },
             }
         },

@@ -60,6 +60,8 @@ class Scope(enum.StrEnum):
     STREAMS_CANCEL = "streams:cancel"
     TOPICS_PUBLISH = "topics:publish"
     TOPICS_READ = "topics:read"
+    #: ``GET /metrics`` with auth on: an operator's scope, every tenant's series
+    METRICS = "metrics"
     ADMIN = "admin"
 
 

@@ -1,8 +1,11 @@
 """The operations routes: ``/healthz``, ``/readyz``, ``/metrics``,
 ``/openapi.json`` and the inspector page at ``/``.
 
-None of them needs credentials: they say whether the server lives and takes
-work, what it is doing, and what its API is.
+The probes, the API description and the inspector need no credentials: they
+say whether the server lives and takes work, and what its API is. With
+authentication on, ``/metrics`` needs the ``metrics`` scope (or ``admin``):
+its series name tenants and carry every tenant's load, which a client of one
+tenant must not read (docs/security.md, "Metrics and logs").
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from icefloe.core.congestion import CongestionState
 from icefloe.core.wire_errors import ErrorCode
+from icefloe.transport.auth import NoAuth, Scope
 from icefloe.transport.edge import EdgeContext
 from icefloe.transport.errors import error_response
 from icefloe.transport.openapi import OPENAPI
@@ -62,7 +66,9 @@ class OpsRoutes:
         return report
 
     async def metrics(self, request: Request) -> Response:
-        """Prometheus text."""
+        """Prometheus text; with auth on, for principals with the ``metrics`` scope."""
+        if not isinstance(self.edge.settings.authenticator, NoAuth):
+            self.edge.principal(request, Scope.METRICS)  # raises 401, 403 or 429
         return Response(self.edge.metrics.render(), media_type="text/plain; version=0.0.4")
 
     async def openapi(self, request: Request) -> Response:

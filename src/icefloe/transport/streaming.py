@@ -8,7 +8,8 @@ explicit:
   encoded once per stream and format (:mod:`icefloe.transport.shared`).
 * Each write must finish within ``send_timeout_s``; a client that does not
   drain (uvicorn's ``send`` waits on the socket's write buffer) is cut and
-  its reader freed.
+  its reader freed; the cut is logged at INFO, aggregated
+  (:data:`~icefloe.transport.logfilter.CUTS`).
 * A heartbeat (SSE ``: ping`` comment, NDJSON empty line) goes out after
   ``heartbeat_s`` without data; a client that vanished fails those writes, so
   it is noticed within two heartbeats even when no token flows.
@@ -45,6 +46,7 @@ from icefloe.transport.encoding import (
     sse_error,
     sse_retry,
 )
+from icefloe.transport.logfilter import CUTS, mark_response_cut
 from icefloe.transport.shared import EncodedLog, Taken
 from icefloe.transport.types import RAW_SEND, Receive, Scope, Send
 
@@ -191,6 +193,10 @@ class StreamPump:
                 await asyncio.gather(pump, watch, return_exceptions=True)
             if self._slow:
                 outcome = "slow_client"
+                # Expected and repeatable at will: one aggregated INFO line,
+                # not uvicorn's ERROR for the response left unfinished.
+                CUTS.refused(f"HTTP write over {self.settings.send_timeout_s:g} s (slow_client)")
+                mark_response_cut()
             elif pump.done() and not pump.cancelled():
                 exc = pump.exception()
                 if exc is None:

@@ -330,8 +330,12 @@ async def serve_websocket(edge: WsEdge, scope: Any, receive: Any, send: Any) -> 
             edge.sessions.expire()
             close = await ws.run(receive)
             if close is not None:
-                with contextlib.suppress(OSError, RuntimeError):
-                    await send({"type": "websocket.close", "code": close[0], "reason": close[1]})
+                # Bounded: a slow consumer's socket is full, and uvicorn's send
+                # waits for room that never comes; returning lets uvicorn close it.
+                with contextlib.suppress(OSError, RuntimeError, TimeoutError):
+                    async with asyncio.timeout(settings.send_timeout_s):
+                        code, reason = close
+                        await send({"type": "websocket.close", "code": code, "reason": reason})
         finally:
             edge.metrics.ws.closed_conn(ws)
     finally:

@@ -55,6 +55,7 @@ from icefloe.core.token_bucket import TokenBucket
 from icefloe.core.wire_errors import CloseReason
 from icefloe.core.wszstd import ZstdMessageCompressor
 from icefloe.runtime.throttle import pace
+from icefloe.transport.logfilter import CUTS
 
 __all__ = ["WsSendStatistics", "WsSender"]
 
@@ -458,6 +459,8 @@ class WsSender:
                 for frame in wire:
                     await raw({"type": "websocket.send", key: frame})
         except TimeoutError:
+            # Expected and repeatable at will: counted in one aggregated INFO line.
+            CUTS.refused(f"WebSocket send over {self._timeout:g} s (1008 slow consumer)")
             self._cut(CloseReason.SLOW_CONSUMER)
             raise
         except RuntimeError as exc:

@@ -111,6 +111,7 @@ def test_scope_values_are_the_wire_strings() -> None:
         "streams:cancel",
         "topics:publish",
         "topics:read",
+        "metrics",
         "admin",
     ]
 

@@ -88,3 +88,51 @@ def test_refusals_are_aggregated_to_one_line_per_interval() -> None:
         (logging.INFO, "refused: 1 (last: 403 a)"),
         (logging.INFO, "refused: 51 (last: 400 c)"),
     ]
+
+
+def test_the_unfinished_response_error_is_dropped_only_for_a_cut_response() -> None:
+    import contextvars
+
+    from icefloe.transport.logfilter import mark_response_cut
+
+    logger = logging.getLogger("icefloe.test.uvicorn.response")
+    keep = Keep()
+    logger.addHandler(keep)
+    install_protocol_log_filter(logger.name)
+    message = "ASGI callable returned without completing response."
+
+    def cut_response() -> None:
+        mark_response_cut()
+        logger.error(message)
+
+    try:
+        contextvars.copy_context().run(cut_response)  # a slow client the edge cut
+        contextvars.copy_context().run(logger.error, message)  # an app bug: kept
+    finally:
+        logger.removeHandler(keep)
+    assert [(r.levelno, r.getMessage()) for r in keep.records] == [(logging.ERROR, message)]
+
+
+def test_slow_client_cuts_share_one_aggregated_info_logger() -> None:
+    from icefloe.transport.logfilter import CUTS
+
+    logger = logging.getLogger("icefloe.edge")
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    keep = Keep()
+    logger.addHandler(keep)
+    CUTS.flush()  # cuts of earlier tests are not this test's
+    keep.records.clear()
+    try:
+        for _ in range(100):
+            CUTS.refused("HTTP write over 1 s (slow_client)")
+        CUTS.flush()
+    finally:
+        logger.removeHandler(keep)
+        logger.setLevel(level)
+    # no loop running: the first may be logged at once, the rest at the flush
+    assert 1 <= len(keep.records) <= 2
+    assert all(r.levelno == logging.INFO for r in keep.records)
+    counts = [int(r.getMessage().split(": ")[1].split(" ")[0]) for r in keep.records]
+    assert sum(counts) == 100
+    assert keep.records[-1].getMessage().endswith("(last: HTTP write over 1 s (slow_client))")

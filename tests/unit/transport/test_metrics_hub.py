@@ -1,4 +1,4 @@
-"""/metrics shows the hub's totals and each dropping subscriber's drops."""
+"""/metrics shows the hub's totals and each dropping tenant's drops, never a subscriber id."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import re
 
 from icefloe import Context, Flow, Message, Node, create
 from icefloe.hub import Hub
-from icefloe.transport.metrics import MAX_SUBSCRIBER_SERIES, EdgeMetrics
+from icefloe.transport.metrics import MAX_TENANT_SERIES, EdgeMetrics
 
 
 def idle_flow() -> Flow:
@@ -30,7 +30,7 @@ def sample(text: str, name: str, **labels: str) -> float | None:
     return None
 
 
-async def test_drops_are_counted_per_subscriber_and_in_total() -> None:
+async def test_drops_are_counted_per_tenant_and_in_total_never_per_subscriber() -> None:
     hub = Hub()
     try:
         slow = hub.subscribe("chat.>", tenant="acme", buffer=2, subscriber_id="slow")
@@ -38,40 +38,47 @@ async def test_drops_are_counted_per_subscriber_and_in_total() -> None:
             "chat.>", tenant="acme", buffer=3, overflow="drop_newest", subscriber_id="picky"
         )
         quiet = hub.subscribe("chat.>", tenant="acme", buffer=64, subscriber_id="quiet")
+        other = hub.subscribe("chat.>", tenant="beta", buffer=64, subscriber_id="calm")
         for n in range(10):
             await hub.publish("chat.room", {"n": n}, tenant="acme")
         text = EdgeMetrics(idle_flow(), hub).render().decode()
     finally:
         await hub.aclose()
     assert sample(text, "icefloe_hub_published_total") == 10
-    assert sample(text, "icefloe_hub_subscribers") == 3
+    assert sample(text, "icefloe_hub_subscribers") == 4
     assert sample(text, "icefloe_hub_dropped_total", policy="drop_oldest") == 8
     assert sample(text, "icefloe_hub_dropped_total", policy="drop_newest") == 7
-    series = "icefloe_hub_subscriber_dropped_total"
-    assert sample(text, series, tenant="acme", subscriber="slow", policy="drop_oldest") == 8
-    assert sample(text, series, tenant="acme", subscriber="picky", policy="drop_newest") == 7
-    # A subscriber that dropped nothing has no series.
-    assert sample(text, series, tenant="acme", subscriber="quiet", policy="drop_oldest") is None
+    series = "icefloe_hub_tenant_dropped"
+    assert sample(text, series, tenant="acme", policy="drop_oldest") == 8
+    assert sample(text, series, tenant="acme", policy="drop_newest") == 7
+    # A tenant whose subscriptions dropped nothing has no series.
+    assert sample(text, series, tenant="beta", policy="drop_oldest") is None
+    # No series names a subscriber (ids are unbounded and a client's own).
+    assert "subscriber=" not in text
+    assert not any(name in text for name in ("slow", "picky", "quiet", "calm"))
     assert {slow.statistics().dropped_oldest, newest.statistics().dropped_newest} == {8, 7}
     assert quiet.statistics().delivered == 0  # nobody read: delivered counts reads
+    assert other.statistics().dropped_oldest == 0
 
 
-async def test_per_subscriber_series_are_capped_at_the_worst_droppers() -> None:
+async def test_per_tenant_series_are_capped_at_the_worst_droppers() -> None:
     hub = Hub()
+    tenants = MAX_TENANT_SERIES + 20
     try:
-        subs = [
-            hub.subscribe(f"t.{i}", tenant="acme", buffer=1, subscriber_id=f"s{i}")
-            for i in range(MAX_SUBSCRIBER_SERIES + 20)
+        subs = [  # held: a subscription nobody holds is collected
+            hub.subscribe(f"t.{i}", tenant=f"c{i}", buffer=1, subscriber_id=f"s{i}")
+            for i in range(tenants)
         ]
-        for i in range(len(subs)):
-            for _ in range(i + 2):  # subscriber i drops i + 1 events
-                await hub.publish(f"t.{i}", 1, tenant="acme")
+        for i in range(tenants):
+            for _ in range(i + 2):  # tenant i's subscriber drops i + 1 events
+                await hub.publish(f"t.{i}", 1, tenant=f"c{i}")
         text = EdgeMetrics(idle_flow(), hub).render().decode()
     finally:
         await hub.aclose()
-    series = "icefloe_hub_subscriber_dropped_total"
+    series = "icefloe_hub_tenant_dropped"
     listed = [line for line in text.splitlines() if line.startswith(series + "{")]
-    assert len(listed) == 2 * MAX_SUBSCRIBER_SERIES
-    worst = f"s{len(subs) - 1}"
-    assert sample(text, series, tenant="acme", subscriber=worst, policy="drop_oldest") == len(subs)
-    assert sample(text, series, tenant="acme", subscriber="s0", policy="drop_oldest") is None
+    assert len(listed) == 2 * MAX_TENANT_SERIES
+    worst = f"c{tenants - 1}"
+    assert sample(text, series, tenant=worst, policy="drop_oldest") == tenants
+    assert sample(text, series, tenant="c0", policy="drop_oldest") is None
+    assert len(subs) == tenants
