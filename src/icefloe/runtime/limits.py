@@ -8,7 +8,10 @@ Every limit has a default, a unit and, where it makes sense, ``None`` for
   ``StreamError(code="overloaded")``; icefloe never queues admissions, so an
   overloaded flow answers fast and the caller (or the HTTP edge, with 503 and
   ``Retry-After``) decides when to try again. Streams already admitted are
-  never refused or dropped because of them.
+  never refused or dropped because of them. ``max_streams_per_tenant``
+  defaults to a quarter of ``max_streams`` (2,500), so one tenant cannot hold
+  every slot; the refusal names the tenant's own cap, a flow-wide one says
+  only that the server is at capacity.
 * ``stream_buffer`` / ``stream_max_bytes``: *backpressure* limits of one
   stream. When the slowest reader of a stream is that many chunks (or bytes)
   behind, the producer's ``emit_chunk`` waits; nothing is dropped.
@@ -63,8 +66,10 @@ class Limits:
 
     #: streams active at once, all tenants (None: no limit)
     max_streams: int | None = 10_000
-    #: streams active at once per tenant (None: no limit)
-    max_streams_per_tenant: int | None = None
+    #: streams active at once per tenant (None: no limit). A quarter of
+    #: ``max_streams`` by default, so one tenant (one API key pipelining
+    #: starts) cannot take every slot: three quarters stay for the others.
+    max_streams_per_tenant: int | None = 2_500
     #: bytes of chunk text/data buffered in all streams before new streams are refused
     max_bytes: int | None = 256 * MIB
     #: chunks one stream buffers ahead of its slowest reader before the producer waits

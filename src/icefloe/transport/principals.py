@@ -46,8 +46,9 @@ MAX_TOKEN_LENGTH = 8 * 1024
 B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 # The scheme, the spaces after it and surrounding whitespace of the header.
 _HEADER_SLACK = 64
-# Reserved for Principal.unrestricted(); no authenticator ever issues it.
-_ANY_TENANT = "*"
+#: the tenant of :meth:`Principal.unrestricted` (auth off); no authenticator issues it
+ANY_TENANT = "*"
+_ANY_TENANT = ANY_TENANT
 #: longest tenant or subject name, in characters
 MAX_NAME_LENGTH = 200
 
