@@ -68,8 +68,25 @@ def test_none_lifts_admission_limits_and_zeros_are_allowed_where_documented() ->
 @pytest.mark.parametrize("field", ["max_streams", "max_streams_per_tenant", "max_bytes"])
 @pytest.mark.parametrize("value", [0, -1, 1.5, True, "10"])
 def test_bad_admission_limits_are_value_errors(field: str, value: object) -> None:
+    if (field, value) == ("max_streams_per_tenant", 0):
+        return  # 0 is the default: a share of max_streams (tested below)
     with pytest.raises(ValueError, match=field):
         Limits(**{field: value})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("max_streams", "per_tenant"), [(10_000, 2_500), (60, 15), (3, 1), (1, 1), (None, None)]
+)
+def test_the_per_tenant_cap_defaults_to_a_quarter_of_max_streams(
+    max_streams: int | None, per_tenant: int | None
+) -> None:
+    assert Limits(max_streams=max_streams).max_streams_per_tenant == per_tenant
+    assert Limits(max_streams=max_streams, max_streams_per_tenant=0) == Limits(
+        max_streams=max_streams
+    )
+    # An explicit cap (or None: no cap) is kept as given.
+    assert Limits(max_streams=max_streams, max_streams_per_tenant=7).max_streams_per_tenant == 7
+    assert Limits(max_streams_per_tenant=None).max_streams_per_tenant is None
 
 
 @pytest.mark.parametrize(
@@ -125,7 +142,9 @@ def test_create_needs_a_node_and_unique_names() -> None:
 async def test_max_streams_refuses_new_streams_and_keeps_accepted_ones(
     make_flow: MakeFlow,
 ) -> None:
-    flow = make_flow(Node(ticker, name="ticker").to(), limits=Limits(max_streams=2))
+    flow = make_flow(
+        Node(ticker, name="ticker").to(), limits=Limits(max_streams=2, max_streams_per_tenant=None)
+    )
     async with asyncio.timeout(10):
         first = flow.stream(Message(payload=20, headers=ACME))
         second = flow.stream(Message(payload=20, headers=GLOBEX))
