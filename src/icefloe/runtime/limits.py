@@ -10,8 +10,9 @@ Every limit has a default, a unit and, where it makes sense, ``None`` for
   ``Retry-After``) decides when to try again. Streams already admitted are
   never refused or dropped because of them. ``max_streams_per_tenant``
   defaults to a quarter of ``max_streams`` (2,500 of 10,000; at least 1; no
-  cap when ``max_streams`` is None), so one tenant cannot hold every slot; the refusal names the tenant's own cap, a flow-wide one says
-  only that the server is at capacity.
+  cap when ``max_streams`` is None), so one tenant cannot hold every slot;
+  the refusal names the tenant's own cap, a flow-wide one says only that the
+  server is at capacity.
 * ``stream_buffer`` / ``stream_max_bytes``: *backpressure* limits of one
   stream. When the slowest reader of a stream is that many chunks (or bytes)
   behind, the producer's ``emit_chunk`` waits; nothing is dropped.

@@ -105,9 +105,7 @@ def test_admitting_only_tenants_below_their_share_never_grows_the_busiest(
         assert max((n for _, n in shares), default=0) == most
 
 
-@given(
-    st.integers(0, 10_000), st.integers(0, 10_000), st.integers(1, 100), st.integers(0, 100)
-)
+@given(st.integers(0, 10_000), st.integers(0, 10_000), st.integers(1, 100), st.integers(0, 100))
 def test_over_share_is_monotone_in_the_tenant_s_own_count(
     own: int, total: int, tenants: int, more: int
 ) -> None:
