@@ -353,10 +353,14 @@ class PrincipalLimiter:
             if known is not None:
                 known.tenant = None
             return self._take(key, limits)[0]
+        # The entry remembers the tenant for the principal's next connection,
+        # even when no rate of its own would need an entry.
+        entry = self._entry(key)
+        if entry is None:
+            self._limited += 1
+            return float(CONNECTION_RETRY_AFTER_S)
+        entry.tenant = tenant
         retry, bucket = self._take(key, limits)
-        entry = self._busy.get(key) or self._idle.get(key)
-        if entry is not None:
-            entry.tenant = tenant
         if retry is not None:
             return retry
         retry = tenants.check_request(tenant)

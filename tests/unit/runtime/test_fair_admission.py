@@ -108,3 +108,23 @@ async def test_the_per_tenant_cap_still_applies_to_a_quiet_tenant(make_flow: Mak
         with pytest.raises(StreamError) as info:
             await flow.start(Message("third", A))
         assert info.value.message == "tenant 'a' has reached its stream limit (2); retry later"
+
+
+async def test_shedding_takes_its_victims_from_the_tenant_over_its_share(
+    make_flow: MakeFlow,
+) -> None:
+    flow = holder(make_flow, shedding=SheddingPolicy(shed_per_probe=1))
+    assert flow.load is not None
+    async with asyncio.timeout(10):
+        # A run that may not be shed (high priority): shedding protects it.
+        protected = await flow.start(Message("vip", Headers(tenant="c", priority=5)))
+        a_runs = [await flow.start(Message(i, A)) for i in range(3)]
+        b_run = await flow.start(Message("b", B))  # the youngest: the old first victim
+        flow.load.observe(time.monotonic(), queue_fill=1.0)  # overloaded, and held
+        states = {sid: flow.brief(sid) for sid in [protected, *a_runs, b_run]}
+        ended = [sid for sid, brief in states.items() if brief is None or brief.state != "running"]
+        # One victim, a's youngest: a holds 3 of 5 runs, over its share; b is below.
+        assert ended == [a_runs[-1]]
+        stats = flow.stats().shedding
+        assert stats is not None
+        assert stats.shed_accepted == 1

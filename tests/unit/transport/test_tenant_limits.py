@@ -144,3 +144,14 @@ def test_tenant_connection_counts_stay_exact(ops: list[tuple[int, bool]]) -> Non
     for k in lim2:
         lim.check_request(k, tenant="acme")
     assert [lim.open_connection(k) is None for k in lim2] == [True] * 4
+
+
+def test_the_tenant_connection_cap_holds_with_no_principal_rate() -> None:
+    # No per-principal rate or cap: the tenant is still remembered and capped.
+    lim = limiter(requests_per_s=None, max_connections=None, tenant_max_connections=2)
+    results = []
+    for i in range(3):
+        k = key("acme", f"user{i}")
+        assert lim.check_request(k, tenant="acme") is None
+        results.append(lim.open_connection(k) is None)
+    assert results == [True, True, False]
