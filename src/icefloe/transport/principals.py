@@ -48,7 +48,6 @@ B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 _HEADER_SLACK = 64
 #: the tenant of :meth:`Principal.unrestricted` (auth off); no authenticator issues it
 ANY_TENANT = "*"
-_ANY_TENANT = ANY_TENANT
 #: longest tenant or subject name, in characters
 MAX_NAME_LENGTH = 200
 
@@ -125,7 +124,7 @@ class Principal:
         ``serve --insecure``): it is not a tenant to file resources under, and
         never a stand-in for "some anonymous user" when auth is on.
         """
-        return cls(subject="anonymous", tenant=_ANY_TENANT, scopes=frozenset(Scope))
+        return cls(subject="anonymous", tenant=ANY_TENANT, scopes=frozenset(Scope))
 
     def has(self, scope: Scope) -> bool:
         """Whether the principal holds ``scope`` (``admin`` holds them all)."""
@@ -247,4 +246,4 @@ def is_valid_name(value: object) -> TypeGuard[str]:
 
 def is_valid_tenant(value: object) -> TypeGuard[str]:
     """Whether ``value`` can name a tenant: a valid name other than the reserved ``"*"``."""
-    return is_valid_name(value) and value != _ANY_TENANT
+    return is_valid_name(value) and value != ANY_TENANT
