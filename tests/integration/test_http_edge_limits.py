@@ -307,3 +307,55 @@ async def test_an_api_key_s_own_limit_replaces_the_edge_s_over_http_and_websocke
         assert await sse(BIG_KEY) == 429
         # The small key keeps the edge's limit of one.
         assert [await sse(SMALL_KEY), await sse(SMALL_KEY)] == [200, 429]
+
+
+# -- admission flags of icefloe serve (issue 15, item 3) -----------------------------
+
+
+async def _keyed_start(client: httpx.AsyncClient, key: str, tenant: str) -> httpx.Response:
+    return await client.post(
+        "/v1/streams",
+        json={"payload": {"n": -1, "gap": 0}, "headers": {"tenant": tenant}},
+        headers={"Authorization": f"Bearer {key}"},
+    )
+
+
+async def test_serve_caps_each_tenant_s_streams_and_connections(tmp_path: Path) -> None:
+    scopes = ["streams:start", "streams:read"]
+    keys = {
+        BIG_KEY: {"tenant": "a", "scopes": scopes},
+        SMALL_KEY: {"tenant": "b", "scopes": scopes},
+    }
+    (tmp_path / "keys.json").write_text(json.dumps(keys))
+    flags = (
+        "--api-keys",
+        "keys.json",
+        "--max-streams-per-tenant",
+        "3",
+        "--tenant-max-connections",
+        "2",
+    )
+    async with (
+        icefloe_serve(tmp_path, *flags) as url,
+        asyncio.timeout(30),
+        httpx.AsyncClient(base_url=url, timeout=10) as client,
+    ):
+        a = [await _keyed_start(client, BIG_KEY, "a") for _ in range(4)]
+        assert [r.status_code for r in a] == [201, 201, 201, 503]
+        assert a[3].json()["error"]["message"] == (
+            "tenant 'a' has reached its stream limit (3); retry later"
+        )
+        assert (await _keyed_start(client, SMALL_KEY, "b")).status_code == 201
+        # Two connections for all of tenant a; the third is refused.
+        sid = a[0].json()["stream_id"]
+        auth = {"Authorization": f"Bearer {BIG_KEY}", "accept": "text/event-stream"}
+        async with contextlib.AsyncExitStack() as stack:
+            statuses = [
+                (
+                    await stack.enter_async_context(
+                        client.stream("GET", f"/v1/streams/{sid}", headers=auth)
+                    )
+                ).status_code
+                for _ in range(3)
+            ]
+        assert statuses == [200, 200, 429]

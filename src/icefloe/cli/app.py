@@ -251,6 +251,28 @@ def serve(
         ),
     ] = None,
     # -- end of socket limits -----------------------------------------------------
+    # -- admission (issue 15, item 3) --
+    tenant_requests_per_s: Annotated[
+        str,
+        typer.Option(help="Requests per second of all of one tenant's principals (0/off: none)."),
+    ] = "4000",
+    tenant_request_burst: Annotated[
+        int, typer.Option(min=1, help="Requests one tenant may make at once after idling.")
+    ] = 8000,
+    tenant_max_connections: Annotated[
+        str,
+        typer.Option(
+            help="Open streaming connections of one tenant, all principals (0/off: none)."
+        ),
+    ] = "16384",
+    max_streams_per_tenant: Annotated[
+        str | None,
+        typer.Option(
+            help="Running streams of one tenant (off: no cap; default: the flow's, 2500 "
+            "unless its Limits say otherwise)."
+        ),
+    ] = None,
+    # -- end of admission --
 ) -> None:
     """Serve a flow over HTTP (SSE, NDJSON, long-poll) and WebSocket, with the inspector at /."""
     flow = _load_flow(target)
@@ -310,6 +332,14 @@ def serve(
         ),
     )
     # -- end of socket limits --
+    # -- admission (issue 15, item 3) --
+    settings = _tenant_limits(
+        settings, tenant_requests_per_s, tenant_request_burst, tenant_max_connections
+    )
+    if max_streams_per_tenant is not None:
+        cap = _off_or(max_streams_per_tenant, int, "--max-streams-per-tenant")
+        flow.set_stream_caps(max_streams_per_tenant=None if cap is None else int(cap))
+    # -- end of admission --
     _run_server(flow, settings, host, port, hub_limits=hub_limits)
 
 
@@ -537,6 +567,27 @@ def _edge_limits(
         raise typer.BadParameter(str(exc), param_hint="--forwarded-allow-ips") from None
     assert isinstance(limits, EdgeLimits)
     return dataclasses.replace(settings, edge_limits=limits, forwarded_allow_ips=entries)
+
+
+# -- admission (issue 15, item 3) ------------------------------------------------------
+
+
+def _tenant_limits(
+    settings: EdgeSettings, requests_per_s: str, request_burst: int, max_connections: str
+) -> EdgeSettings:
+    """The ``--tenant-*`` flags: the tenant layer over the per-principal limits."""
+    rate = _off_or(requests_per_s, float, "--tenant-requests-per-s")
+    cap = _off_or(max_connections, int, "--tenant-max-connections")
+    limits = dataclasses.replace(
+        settings.edge_limits,
+        tenant_requests_per_s=rate,
+        tenant_request_burst=request_burst,
+        tenant_max_connections=None if cap is None else int(cap),
+    )
+    return dataclasses.replace(settings, edge_limits=limits)
+
+
+# -- end of admission --------------------------------------------------------------------
 
 
 def _raise_fd_limit() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from icefloe.core.congestion import CongestionPolicy, CongestionState
@@ -267,6 +267,15 @@ class Flow:
             raise StreamNotFound(stream_id)
         state.input_queue(self.limits.stream_inputs).put_nowait(data)
 
+    # -- admission (issue 15, item 3) --
+    def set_stream_caps(self, *, max_streams_per_tenant: int | None) -> None:
+        """Change the per-tenant stream cap of new admissions (``icefloe serve
+        --max-streams-per-tenant``); streams already admitted stay."""
+        limits = replace(self.limits, max_streams_per_tenant=max_streams_per_tenant)
+        self.limits = limits
+        self._registry.set_limits(limits)
+
+    # -- end of admission --
     @property
     def congestion(self) -> CongestionState:
         """``normal``, ``congested`` or ``overloaded`` (always ``normal`` with shedding off)."""

@@ -8,7 +8,11 @@ Every limit has a default, a unit and, where it makes sense, ``None`` for
   ``StreamError(code="overloaded")``; icefloe never queues admissions, so an
   overloaded flow answers fast and the caller (or the HTTP edge, with 503 and
   ``Retry-After``) decides when to try again. Streams already admitted are
-  never refused or dropped because of them.
+  never refused or dropped because of them. ``max_streams_per_tenant``
+  defaults to a quarter of ``max_streams`` (2,500 of 10,000; at least 1; no
+  cap when ``max_streams`` is None), so one tenant cannot hold every slot;
+  the refusal names the tenant's own cap, a flow-wide one says only that the
+  server is at capacity.
 * ``stream_buffer`` / ``stream_max_bytes``: *backpressure* limits of one
   stream. When the slowest reader of a stream is that many chunks (or bytes)
   behind, the producer's ``emit_chunk`` waits; nothing is dropped.
@@ -53,6 +57,10 @@ from icefloe.core.flowwindow import FlowWindowPolicy
 __all__ = ["Limits"]
 
 MIB = 1024 * 1024
+#: ``max_streams_per_tenant``'s default: a share of ``max_streams``
+AUTO = 0
+#: without a per-tenant cap of its own, a tenant may hold 1/TENANT_SHARE of ``max_streams``
+TENANT_SHARE = 4
 #: the adaptive window's default policy (immutable, so shared)
 DEFAULT_WINDOW_POLICY = FlowWindowPolicy()
 
@@ -63,8 +71,10 @@ class Limits:
 
     #: streams active at once, all tenants (None: no limit)
     max_streams: int | None = 10_000
-    #: streams active at once per tenant (None: no limit)
-    max_streams_per_tenant: int | None = None
+    #: streams active at once per tenant (None: no limit; 0, the default: a
+    #: quarter of ``max_streams``, 2,500 of 10,000), so one tenant (one API key
+    #: pipelining starts) cannot take every slot: three quarters stay for others
+    max_streams_per_tenant: int | None = AUTO
     #: bytes of chunk text/data buffered in all streams before new streams are refused
     max_bytes: int | None = 256 * MIB
     #: chunks one stream buffers ahead of its slowest reader before the producer waits
@@ -98,6 +108,10 @@ class Limits:
     inbox_window: FlowWindowPolicy | None = None
 
     def __post_init__(self) -> None:
+        if self.max_streams_per_tenant == AUTO and not isinstance(
+            self.max_streams_per_tenant, bool
+        ):
+            object.__setattr__(self, "max_streams_per_tenant", _tenant_share(self.max_streams))
         for name in ("max_streams", "max_streams_per_tenant", "max_bytes"):
             value = getattr(self, name)
             if value is not None:
@@ -122,3 +136,10 @@ class Limits:
             if window is not None and not isinstance(window, FlowWindowPolicy):
                 raise ValueError(f"{name} must be a FlowWindowPolicy or None, got {window!r}")
         check_finite_non_negative("linger_s", self.linger_s)
+
+
+def _tenant_share(max_streams: int | None) -> int | None:
+    """The default per-tenant cap: a quarter of ``max_streams`` (at least 1)."""
+    if max_streams is None or not isinstance(max_streams, int) or isinstance(max_streams, bool):
+        return None  # no flow-wide cap (or a bad one, refused just after)
+    return max(1, max_streams // TENANT_SHARE)

@@ -2,10 +2,12 @@
 
 Admission is where the flow's :class:`~icefloe.runtime.limits.Limits` apply:
 a stream past ``max_streams``, ``max_streams_per_tenant`` or ``max_bytes`` is
-refused at once with ``overloaded``. Clean-up is exact: a stream leaves the
-registry as soon as it has ended and nobody reads it any more (after
-``linger_s`` if nobody ever read its terminal), so start/cancel cycles leave
-nothing behind.
+refused at once with ``overloaded``. The tenant's own limit is checked first,
+so a tenant at its cap hears about its cap; a flow-wide refusal says only
+:data:`AT_CAPACITY`, never a count of other tenants' streams or bytes.
+Clean-up is exact: a stream leaves the registry as soon as it has ended and
+nobody reads it any more (after ``linger_s`` if nobody ever read its
+terminal), so start/cancel cycles leave nothing behind.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
+from icefloe.core.fairshare import TenantShares
 from icefloe.core.messages import Headers
 from icefloe.exceptions import ErrorCode, InvalidState, StreamClosedError, StreamError
 from icefloe.runtime.limits import Limits
@@ -25,6 +28,8 @@ __all__ = ["FinishedStream", "RegistryStatistics", "StreamRegistry"]
 
 #: ids of removed streams remembered, so a late emit is refused, not reborn
 FINISHED_IDS = 65_536
+#: the refusal of a flow-wide limit: it says no more, so it reveals no one's load
+AT_CAPACITY = "the server is at capacity; retry later"
 
 
 class FinishedStream(NamedTuple):
@@ -73,7 +78,8 @@ class StreamRegistry:
         self._on_abandon = on_abandon
         self._streams: dict[str, StreamState] = {}
         self._by_trace: dict[str, list[StreamState]] = {}
-        self._tenant_active: dict[str, int] = {}
+        #: running streams per tenant, and who is over their fair share under load
+        self.shares = TenantShares()
         # Finished and removed streams: id -> the seq after their last chunk,
         # so a late emit is refused and a late reader told "ended" (bounded).
         self._finished: OrderedDict[str, FinishedStream] = OrderedDict()
@@ -144,7 +150,7 @@ class StreamRegistry:
         self._streams[stream_id] = state
         self._by_trace.setdefault(trace_id, []).append(state)
         tenant = headers.tenant
-        self._tenant_active[tenant] = self._tenant_active.get(tenant, 0) + 1
+        self.shares.add(tenant)
         self.active += 1
         self.admitted += 1
         return state
@@ -154,15 +160,21 @@ class StreamRegistry:
         return sum(1 for state in self._streams.values() if state.producers_waiting)
 
     def _refusal(self, tenant: str) -> str | None:
+        # A refusal names the caller's own limit at most: never how many
+        # streams (or bytes) the whole flow holds, which is other tenants' load.
         limits = self.limits
-        if limits.max_streams is not None and self.active >= limits.max_streams:
-            return f"{self.active} streams active, limit {limits.max_streams}"
         per_tenant = limits.max_streams_per_tenant
-        if per_tenant is not None and self._tenant_active.get(tenant, 0) >= per_tenant:
-            return f"tenant {tenant!r} has {per_tenant} streams active, its limit"
+        if per_tenant is not None and self.shares.count(tenant) >= per_tenant:
+            return f"tenant {tenant!r} has reached its stream limit ({per_tenant}); retry later"
+        if limits.max_streams is not None and self.active >= limits.max_streams:
+            return AT_CAPACITY
         if limits.max_bytes is not None and self._over_bytes(limits.max_bytes):
-            return f"more than {limits.max_bytes} bytes buffered in all streams"
+            return AT_CAPACITY
         return None
+
+    def set_limits(self, limits: Limits) -> None:
+        """Apply ``limits`` to admissions from now on (streams admitted stay)."""
+        self.limits = limits
 
     def _over_bytes(self, limit: int) -> bool:
         # Streams keep an upper bound of their bytes (exact counting is off the
@@ -221,11 +233,7 @@ class StreamRegistry:
         """``state`` reached its terminal phase: it is no longer active."""
         self.active -= 1
         tenant = state.headers.tenant
-        left = self._tenant_active[tenant] - 1
-        if left:
-            self._tenant_active[tenant] = left
-        else:
-            del self._tenant_active[tenant]
+        self.shares.remove(tenant)
         if not state.subscribers:
             self.stream_unread(state)
 
@@ -285,7 +293,7 @@ class StreamRegistry:
             self.refused,
             emitted,
             delivered,
-            len(self._tenant_active),
+            self.shares.tenants,
             len(self._by_trace),
             self.producers_waiting(),
         )

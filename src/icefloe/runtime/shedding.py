@@ -16,6 +16,17 @@ driven by its :class:`~icefloe.runtime.loadwatch.LoadWatch`:
   but *start* later, spaced by an :class:`~icefloe.runtime.throttle.AdmissionThrottle`
   whose rate shrinks on every congested probe and grows back after.
 
+Both are *fair between tenants* (:class:`~icefloe.core.fairshare.TenantShares`):
+the congestion state is the flow's, but the refusal falls on the tenants
+causing the load. While ``congested`` or ``overloaded``, a new stream of a
+tenant *below* its fair share of the running streams (an equal split among
+the tenants running something, itself included) is admitted at once, with
+no throttle slot; only tenants at or over their share are throttled
+(``congested``) or refused (``overloaded``). A burst of pipelined starts
+from tenant A therefore throttles and then refuses A, while a quiet tenant B
+still starts; with one tenant, it is A's share that is full, as before.
+Shedding picks its victims among the tenants over their share first.
+
 Everything runs in the watch's probe (a loop timer) or at admission: no task.
 """
 
@@ -58,6 +69,8 @@ class ShedStatistics(NamedTuple):
     candidates: int
     #: the congested-admission throttle
     throttle: ThrottleStatistics
+    #: new streams admitted under load because their tenant was below its fair share
+    fair_admitted: int = 0
 
 
 class LoadShedder:
@@ -81,6 +94,7 @@ class LoadShedder:
         self._candidates: dict[str, tuple[tuple[int, int, int], StreamState]] = {}
         self.refused = 0
         self.shed_accepted = 0
+        self.fair_admitted = 0
         # The delay of the slot the last start_delay reserved (None: none), so
         # a start refused after it can give the slot back (refund).
         self._reserved: float | None = None
@@ -93,10 +107,15 @@ class LoadShedder:
 
         Only ``overloaded`` refuses, and only while a stream runs: with none,
         the pressure is not the flow's and refusing work would not relieve it.
+        Even then, a tenant below its fair share is admitted: the refusal
+        falls on the tenants holding more than theirs.
         """
         state = self.watch.state
         # shed() refuses every new stream when overloaded, whatever its class.
         if state is not CongestionState.OVERLOADED or not self._registry.active:
+            return None
+        if not self._registry.shares.over_share(headers.tenant):
+            self.fair_admitted += 1
             return None
         self.refused += 1
         return f"the flow is {state.value}; retry later"
@@ -109,6 +128,11 @@ class LoadShedder:
         if state is not CongestionState.CONGESTED or not shed(
             state, priority=headers.priority, reliability=reliability
         ):
+            return 0.0
+        if not self._registry.shares.over_share(headers.tenant):
+            # A tenant below its fair share is not the cause: it neither waits
+            # nor takes a slot that would push the busy tenant's runs back.
+            self.fair_admitted += 1
             return 0.0
         delay = self.throttle.reserve(now)
         if delay is None:
@@ -155,7 +179,13 @@ class LoadShedder:
             self._shed(self.policy.shed_per_probe)
 
     def _shed(self, count: int) -> None:
-        victims = heapq.nsmallest(count, self._candidates.values(), key=lambda item: item[0])
+        shares = self._registry.shares
+        # Tenants over their fair share lose runs first, then the usual order.
+        victims = heapq.nsmallest(
+            count,
+            self._candidates.values(),
+            key=lambda item: (not shares.over_share(item[1].headers.tenant), item[0]),
+        )
         for _, victim in victims:
             del self._candidates[victim.stream_id]
             trace = victim.trace_id
@@ -173,6 +203,7 @@ class LoadShedder:
             self.shed_accepted,
             sum(1 for _, s in self._candidates.values() if not s.phase),
             self.throttle.statistics(),
+            self.fair_admitted,
         )
 
 

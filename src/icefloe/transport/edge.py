@@ -215,6 +215,7 @@ class EdgeContext:
             # Auth off: no credentials to parse; limits apply per client address.
             principal = authenticator.authenticate(None)
             key = self._address_key(request)
+            tenant: str | None = None  # no tenants: no tenant layer
         else:
             try:
                 token = request_token(
@@ -232,11 +233,13 @@ class EdgeContext:
                 headers = {"WWW-Authenticate": "Bearer"} if challenge else None
                 raise HttpError(exc.code, str(exc), headers) from None
             key = f"{principal.tenant}\x00{principal.subject}"
+            tenant = principal.tenant
         request.state.limit_key = key
         request.state.limits = principal.limits
         # open_connection (HTTP here, the WebSocket handshake through the
-        # limiter) uses the limits of the principal's last request: this one.
-        self._check_rate(key, principal.limits)
+        # limiter) uses the limits (and tenant) of the principal's last
+        # request: this one.
+        self._check_rate(key, principal.limits, tenant)
         if scope is not None and not principal.has(scope):
             raise HttpError(ErrorCode.FORBIDDEN, f"missing scope {scope.value}")
         return principal
@@ -276,8 +279,10 @@ class EdgeContext:
     def _address_key(self, request: HTTPConnection) -> str:
         return f"addr\x00{self.client_address(request) or '?'}"
 
-    def _check_rate(self, key: str, limits: PrincipalLimits | None) -> None:
-        retry = self.limiter.check_request(key, limits)
+    def _check_rate(
+        self, key: str, limits: PrincipalLimits | None, tenant: str | None = None
+    ) -> None:
+        retry = self.limiter.check_request(key, limits, tenant=tenant)
         if retry is not None:
             self.metrics.requests_limited.inc()
             raise HttpError(

@@ -18,6 +18,18 @@ and a count of open streaming connections. What happens at each limit of
   :func:`parse_principal_limits`). It is passed with each check and
   remembered on the principal's entry, so an :meth:`~PrincipalLimiter.open_connection`
   without one uses the limits of the principal's last request.
+* ``tenant_requests_per_s`` / ``tenant_request_burst`` /
+  ``tenant_max_connections``: the *tenant layer*, the same two limits for all
+  principals of one tenant together. Principals are keyed by (tenant,
+  subject), so without it a token issuer could give one tenant unlimited
+  connections and rate by minting many subjects. A request or connection
+  must pass its principal's limits and then its tenant's; refused by the
+  tenant, it gives the principal's token (or slot) back. The tenant is passed
+  with :meth:`~PrincipalLimiter.check_request` (``None``: no tenant layer,
+  e.g. the client-address keys of unauthenticated requests) and remembered
+  on the principal's entry for a later :meth:`~PrincipalLimiter.open_connection`.
+  A principal's own limits (its key's or token's) raise its principal caps,
+  never its tenant's.
 * ``max_principals``: the limiter's memory bound. Past it the principal
   unseen for longest, among those with no open connection, is forgotten (so
   it starts again with a full burst). Principals holding connections are
@@ -45,6 +57,7 @@ from icefloe.exceptions import IcefloeError, InvalidState
 __all__ = [
     "CONNECTION_RETRY_AFTER_S",
     "LIMITS_CLAIM",
+    "TENANT_FACTOR",
     "EdgeLimitStatistics",
     "EdgeLimits",
     "PrincipalLimiter",
@@ -55,6 +68,8 @@ __all__ = [
 
 #: ``Retry-After`` seconds for a refused connection (or a full principal table)
 CONNECTION_RETRY_AFTER_S = 1
+#: the tenant layer's defaults are this many times the per-principal ones
+TENANT_FACTOR = 4
 #: the JWT claim that carries a principal's own limits (same shape as a key file's ``limits``)
 LIMITS_CLAIM = "icefloe_limits"
 
@@ -90,6 +105,16 @@ class EdgeLimits:
     max_connections: int | None = 4096
     #: principals tracked at once; the least recently seen idle one is forgotten (>= 1)
     max_principals: int = 100_000
+    #: sustained requests per second of all of one tenant's principals together
+    #: (None: no tenant rate). :data:`TENANT_FACTOR` times ``requests_per_s``:
+    #: a tenant may run a few services (keys, subjects) at full speed each,
+    #: but minting subjects buys no more than that.
+    tenant_requests_per_s: float | None = TENANT_FACTOR * 1000.0
+    #: requests all of one tenant's principals may make at once (>= 1)
+    tenant_request_burst: int = TENANT_FACTOR * 2000
+    #: open streaming connections of one tenant, all its principals (None:
+    #: no limit); :data:`TENANT_FACTOR` times ``max_connections``
+    tenant_max_connections: int | None = TENANT_FACTOR * 4096
 
     def __post_init__(self) -> None:
         _check_rate("requests_per_s", self.requests_per_s)
@@ -97,6 +122,15 @@ class EdgeLimits:
         if self.max_connections is not None:
             check_int("max_connections", self.max_connections, 1)
         check_int("max_principals", self.max_principals, 1)
+        _check_rate("tenant_requests_per_s", self.tenant_requests_per_s)
+        check_int("tenant_request_burst", self.tenant_request_burst, 1)
+        if self.tenant_max_connections is not None:
+            check_int("tenant_max_connections", self.tenant_max_connections, 1)
+
+    @property
+    def has_tenant_layer(self) -> bool:
+        """Whether any tenant-wide limit is on (else tenants are not tracked)."""
+        return self.tenant_requests_per_s is not None or self.tenant_max_connections is not None
 
 
 def _check_rate(name: str, rate: object) -> None:
@@ -208,12 +242,18 @@ class EdgeLimitStatistics(NamedTuple):
     connections_refused: int
     #: idle principals forgotten to stay within ``max_principals``
     evicted: int
+    #: tenants tracked by the tenant layer now
+    tenants: int = 0
+    #: requests within their principal's rate refused by their tenant's
+    tenant_requests_limited: int = 0
+    #: connections within their principal's cap refused by their tenant's
+    tenant_connections_refused: int = 0
 
 
 class _Entry:
     """What the limiter remembers about one principal."""
 
-    __slots__ = ("bucket", "connections", "override", "rate")
+    __slots__ = ("bucket", "connections", "held_by", "override", "rate", "tenant")
 
     def __init__(self) -> None:
         #: the request bucket, made on first use for ``rate``
@@ -223,6 +263,10 @@ class _Entry:
         self.connections = 0
         #: the principal's own limits, as of its last request
         self.override: PrincipalLimits | None = None
+        #: the principal's tenant, as of its last request (None: no tenant layer)
+        self.tenant: str | None = None
+        #: the tenant the open connections are counted against
+        self.held_by: str | None = None
 
 
 class PrincipalLimiter:
@@ -245,6 +289,9 @@ class PrincipalLimiter:
         "_limits",
         "_open",
         "_refused",
+        "_tenant_limited",
+        "_tenant_refused",
+        "_tenants",
     )
 
     def __init__(
@@ -262,6 +309,24 @@ class PrincipalLimiter:
         self._limited = 0
         self._refused = 0
         self._evicted = 0
+        self._tenant_limited = 0
+        self._tenant_refused = 0
+        # The tenant layer: the same table, keyed by tenant, with the
+        # tenant-wide limits (and no tenant layer of its own).
+        self._tenants: PrincipalLimiter | None = None
+        limits = self._limits
+        if limits.has_tenant_layer:
+            self._tenants = PrincipalLimiter(
+                EdgeLimits(
+                    requests_per_s=limits.tenant_requests_per_s,
+                    request_burst=limits.tenant_request_burst,
+                    max_connections=limits.tenant_max_connections,
+                    max_principals=limits.max_principals,
+                    tenant_requests_per_s=None,
+                    tenant_max_connections=None,
+                ),
+                clock,
+            )
 
     def __repr__(self) -> str:
         return f"PrincipalLimiter({self._limits!r})"
@@ -271,28 +336,65 @@ class PrincipalLimiter:
         """The edge-wide limits this limiter enforces."""
         return self._limits
 
-    def check_request(self, key: str, limits: PrincipalLimits | None = None) -> float | None:
-        """Count one request by ``key``, whose own limits are ``limits`` (None: the edge's).
+    def check_request(
+        self, key: str, limits: PrincipalLimits | None = None, *, tenant: str | None = None
+    ) -> float | None:
+        """Count one request by ``key``, whose own limits are ``limits`` (None:
+        the edge's), against its principal's rate and then ``tenant``'s.
+
+        ``tenant`` None: no tenant layer for this request (an address key).
 
         :returns: ``None`` if it is allowed, else the seconds to send as
             ``Retry-After``: a whole number, at least 1.
         """
+        tenants = self._tenants
+        if tenant is None or tenants is None:
+            known = self._busy.get(key) or self._idle.get(key)
+            if known is not None:
+                known.tenant = None
+            return self._take(key, limits)[0]
+        # The entry remembers the tenant for the principal's next connection,
+        # even when no rate of its own would need an entry.
+        entry = self._entry(key)
+        if entry is None:
+            self._limited += 1
+            return float(CONNECTION_RETRY_AFTER_S)
+        entry.tenant = tenant
+        retry, bucket = self._take(key, limits)
+        if retry is not None:
+            return retry
+        retry = tenants.check_request(tenant)
+        if retry is None:
+            return None
+        # The tenant refuses: the principal did not get to spend its token.
+        if bucket is not None:
+            bucket.charge(-1.0)
+        self._allowed -= 1
+        self._limited += 1
+        self._tenant_limited += 1
+        return retry
+
+    def _take(
+        self, key: str, limits: PrincipalLimits | None
+    ) -> tuple[float | None, TokenBucket | None]:
+        """One request against ``key``'s own rate: (``Retry-After`` or None,
+        the bucket a token was taken from, if any)."""
         if limits is None and self._limits.requests_per_s is None:
             # Nothing to count; only forget an override the key no longer has.
             known = self._busy.get(key) or self._idle.get(key)
             if known is not None:
                 known.override = None
             self._allowed += 1
-            return None
+            return None, None
         entry = self._entry(key)
         if entry is None:
             self._limited += 1
-            return float(CONNECTION_RETRY_AFTER_S)
+            return float(CONNECTION_RETRY_AFTER_S), None
         entry.override = limits
         rate, burst, _ = self._in_force(entry)
         if rate is None:
             self._allowed += 1
-            return None
+            return None, None
         if entry.rate != (rate, burst) or entry.bucket is None:
             # A new principal, or its own limits changed: a fresh, full bucket.
             entry.bucket = TokenBucket(rate, burst, self._clock)
@@ -300,17 +402,17 @@ class PrincipalLimiter:
         wait = entry.bucket.take()
         if not wait:
             self._allowed += 1
-            return None
+            return None, entry.bucket
         self._limited += 1
-        return float(_whole_seconds(wait))
+        return float(_whole_seconds(wait)), None
 
     def open_connection(self, key: str, limits: PrincipalLimits | None = None) -> float | None:
         """Count a streaming connection opened by ``key``, if it is within the limit.
 
         ``limits`` are the principal's own; ``None`` uses those of its last
-        :meth:`check_request`. Every ``None`` result must be paired with one
-        :meth:`close_connection` (or use :meth:`connection`); a refusal needs
-        no close.
+        :meth:`check_request`, as for its tenant. Every ``None`` result must
+        be paired with one :meth:`close_connection` (or use :meth:`connection`);
+        a refusal needs no close.
 
         :returns: ``None`` if the connection may open, else the seconds to
             send as ``Retry-After``: a whole number, at least 1.
@@ -325,6 +427,17 @@ class PrincipalLimiter:
         if cap is not None and entry.connections >= cap:
             self._refused += 1
             return float(CONNECTION_RETRY_AFTER_S)
+        # Every open connection of a principal counts against one tenant: the
+        # one of its first (a key names its tenant, so they never differ).
+        tenant = entry.held_by if entry.connections else entry.tenant
+        tenants = self._tenants
+        if tenant is not None and tenants is not None:
+            retry = tenants.open_connection(tenant)
+            if retry is not None:
+                self._refused += 1
+                self._tenant_refused += 1
+                return retry
+            entry.held_by = tenant
         entry.connections += 1
         self._open += 1
         if entry.connections == 1:
@@ -342,7 +455,10 @@ class PrincipalLimiter:
             raise InvalidState(f"close_connection({key!r}) without an open connection")
         entry.connections -= 1
         self._open -= 1
+        if entry.held_by is not None and self._tenants is not None:
+            self._tenants.close_connection(entry.held_by)
         if entry.connections == 0:
+            entry.held_by = None
             del self._busy[key]
             self._idle[key] = entry
 
@@ -370,6 +486,9 @@ class PrincipalLimiter:
             requests_limited=self._limited,
             connections_refused=self._refused,
             evicted=self._evicted,
+            tenants=0 if self._tenants is None else self._tenants.statistics().principals,
+            tenant_requests_limited=self._tenant_limited,
+            tenant_connections_refused=self._tenant_refused,
         )
 
     def _in_force(self, entry: _Entry) -> tuple[float | None, int, int | None]:

@@ -46,8 +46,8 @@ MAX_TOKEN_LENGTH = 8 * 1024
 B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 # The scheme, the spaces after it and surrounding whitespace of the header.
 _HEADER_SLACK = 64
-# Reserved for Principal.unrestricted(); no authenticator ever issues it.
-_ANY_TENANT = "*"
+#: the tenant of :meth:`Principal.unrestricted` (auth off); no authenticator issues it
+ANY_TENANT = "*"
 #: longest tenant or subject name, in characters
 MAX_NAME_LENGTH = 200
 
@@ -126,7 +126,7 @@ class Principal:
         ``serve --insecure``): it is not a tenant to file resources under, and
         never a stand-in for "some anonymous user" when auth is on.
         """
-        return cls(subject="anonymous", tenant=_ANY_TENANT, scopes=frozenset(Scope))
+        return cls(subject="anonymous", tenant=ANY_TENANT, scopes=frozenset(Scope))
 
     def has(self, scope: Scope) -> bool:
         """Whether the principal holds ``scope`` (``admin`` holds them all)."""
@@ -248,4 +248,4 @@ def is_valid_name(value: object) -> TypeGuard[str]:
 
 def is_valid_tenant(value: object) -> TypeGuard[str]:
     """Whether ``value`` can name a tenant: a valid name other than the reserved ``"*"``."""
-    return is_valid_name(value) and value != _ANY_TENANT
+    return is_valid_name(value) and value != ANY_TENANT

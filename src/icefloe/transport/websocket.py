@@ -106,6 +106,7 @@ class WsConnection:
         sessions: SessionTable,
         *,
         compress: bool = False,
+        limit_key: str | None = None,
     ) -> None:
         self.edge = edge
         self.settings = settings
@@ -139,7 +140,18 @@ class WsConnection:
         self.topics = WsTopics(
             edge.hub, principal, fmt, sender, replies.error, max_subs=settings.max_topic_subs
         )
-        self._ops = WsOps(edge, settings, principal, sender, replies, session, streams, self.topics)
+        # limit_key: start/publish/sub_topic count against the rate (issue 15, item 3)
+        self._ops = WsOps(
+            edge,
+            settings,
+            principal,
+            sender,
+            replies,
+            session,
+            streams,
+            self.topics,
+            limit_key=limit_key,
+        )
         self._bad = BadMessageMeter(
             time.monotonic, burst=settings.bad_burst, rate=settings.bad_per_s
         )
@@ -324,7 +336,9 @@ async def serve_websocket(edge: WsEdge, scope: Any, receive: Any, send: Any) -> 
     subprotocol, fmt, compress = chosen
     try:
         await send({"type": "websocket.accept", "subprotocol": subprotocol})
-        ws = WsConnection(edge, settings, principal, fmt, send, edge.sessions, compress=compress)
+        ws = WsConnection(
+            edge, settings, principal, fmt, send, edge.sessions, compress=compress, limit_key=key
+        )
         edge.metrics.ws.opened(ws)
         try:
             edge.sessions.expire()

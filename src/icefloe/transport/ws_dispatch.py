@@ -11,6 +11,14 @@ raises :class:`~icefloe.transport.errors.HttpError`, which the connection
 answers with an ``error`` op carrying its :class:`~icefloe.core.wire_errors.ErrorCode`;
 the connection stays open.
 
+The ops that cost the server work beyond the connection (``start``,
+``publish``, ``sub_topic``) each count as one request against the
+principal's request rate and its tenant's, the same buckets as its HTTP
+requests: over the rate the op is refused with ``rate_limited`` (its message
+says how many seconds to wait) and nothing else happens; the connection
+stays open. A refused op is not carried out, so a flood costs a token-bucket
+check per op, not a run, a hub publish or a subscription.
+
 :class:`WsReplies` sends the server ops that answer client ops.
 """
 
@@ -50,6 +58,7 @@ from icefloe.exceptions import StreamClosedError, StreamError, StreamNotFound, W
 from icefloe.runtime.stream_types import StreamPhase
 from icefloe.transport.auth import Principal, Scope
 from icefloe.transport.errors import HttpError
+from icefloe.transport.principals import ANY_TENANT
 from icefloe.transport.ws_pump import WsStreams
 from icefloe.transport.ws_sender import WsSender
 from icefloe.transport.ws_session import WsSession
@@ -107,6 +116,8 @@ class WsOps:
         session: WsSession,
         streams: WsStreams,
         topics: WsTopics,
+        *,
+        limit_key: str | None = None,
     ) -> None:
         self._edge = edge
         self._settings = settings
@@ -116,6 +127,9 @@ class WsOps:
         self._session = session
         self._streams = streams
         self._topics = topics
+        #: the principal's key in the edge's limiter (the handshake's); None:
+        #: ops are not counted (a connection made without the edge's checks)
+        self.limit_key = limit_key
 
     async def dispatch(self, op: ClientOp) -> None:
         """Carry out ``op``.
@@ -129,6 +143,7 @@ class WsOps:
             case Ack():
                 self._ack(op)
             case Start():
+                self._charge()
                 await self._start(op)
             case Subscribe():
                 await self._subscribe(op.stream_id, op.from_seq, ref=op.ref)
@@ -145,9 +160,11 @@ class WsOps:
             case Ping():
                 await self._replies.reply(Pong(ref=op.ref))
             case Publish():
+                self._charge()
                 self._require(Scope.TOPICS_PUBLISH)
                 self._topics.publish(op)
             case SubTopic():
+                self._charge()
                 self._sub_topic(op)
             case Unsubscribe():
                 await self._streams.stop(op.stream_id)
@@ -160,6 +177,21 @@ class WsOps:
                 raise HttpError(ErrorCode.BAD_REQUEST, "unknown op")
 
     # -- checks ----------------------------------------------------------------------
+
+    def _charge(self) -> None:
+        """Count the op against the principal's request rate (and its tenant's)."""
+        key = self.limit_key
+        if key is None:
+            return
+        principal = self._principal
+        # The unrestricted principal (auth off) has no tenant to share a rate.
+        tenant = None if principal.tenant == ANY_TENANT else principal.tenant
+        retry = self._edge.limiter.check_request(key, principal.limits, tenant=tenant)
+        if retry is not None:
+            self._edge.metrics.requests_limited.inc()
+            raise HttpError(
+                ErrorCode.RATE_LIMITED, f"too many requests; retry after {int(retry)} s"
+            )
 
     def _require(self, scope: Scope) -> None:
         if not self._principal.has(scope):

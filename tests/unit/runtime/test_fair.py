@@ -85,3 +85,70 @@ async def test_a_high_priority_run_overtakes_a_flood_of_low_ones(make_flow: Make
         await until(lambda: len(started) == 61)
     for sid in [*low, high]:
         flow.cancel(sid)
+
+
+def tmsg(tenant: str, priority: int = 0, tag: object = None) -> Message:
+    return Message(tag, Headers(tenant=tenant, priority=priority))
+
+
+def test_the_tenants_of_one_class_take_turns() -> None:
+    q = FairQueue()
+    for i in range(50):
+        q.append(tmsg("a", tag=i))
+    assert not q.mixing  # one class, one tenant: the plain deque
+    q.append(tmsg("b", tag="b"))
+    assert q.mixing
+    # b's one run is served within a round of a's burst, not after it.
+    first = [q.popleft().payload for _ in range(3)]
+    assert "b" in first
+    assert [q.popleft().payload for _ in range(len(q))] == [i for i in range(50) if i not in first]
+    assert not q.mixing
+
+
+def test_a_class_keeps_its_weight_however_many_tenants_it_holds() -> None:
+    q = FairQueue()
+    # Class 0 split between ten tenants, class 2 held by one: still 1:4.
+    for i in range(200):
+        for t in range(10):
+            q.append(tmsg(f"t{t}", 0, i))
+        q.append(tmsg("solo", 2, i))
+    served = Counter(q.popleft().headers.priority for _ in range(250))
+    assert served[2] / served[0] == pytest.approx(priority_weight(2) / priority_weight(0), rel=0.05)
+
+
+@given(st.lists(st.tuples(st.sampled_from("abc"), st.integers(-1, 1)), max_size=200))
+@settings(max_examples=200, deadline=None)
+def test_each_tenant_and_class_leaves_in_arrival_order(keys: list[tuple[str, int]]) -> None:
+    q = FairQueue()
+    for i, (tenant, priority) in enumerate(keys):
+        q.append(tmsg(tenant, priority, i))
+    assert sorted(m.payload for m in q) == list(range(len(keys)))  # iteration sees all
+    out = [q.popleft() for _ in range(len(keys))]
+    assert not q
+    assert sorted(m.payload for m in out) == list(range(len(keys)))
+    for key in set(keys):
+        tags = [m.payload for m in out if (m.headers.tenant, m.headers.priority) == key]
+        assert tags == sorted(tags)
+
+
+async def test_a_quiet_tenant_s_run_overtakes_another_s_burst(make_flow: MakeFlow) -> None:
+    started: list[str] = []
+    release = asyncio.Event()
+
+    async def work(m: Message, ctx: Context) -> None:
+        started.append(m.headers.tenant)
+        await release.wait()
+        await ctx.emit_chunk(parent=m, text="", done=True)
+
+    node = Node(work, name="work", policy=NodePolicy(max_concurrency=2, queue_maxsize=128))
+    flow = make_flow(node.to())
+    async with asyncio.timeout(10):
+        burst = [await flow.start(tmsg("a")) for _ in range(60)]
+        await until(lambda: len(started) == 2)  # both workers busy, 58 of a's runs queued
+        quiet = await flow.start(tmsg("b"))
+        release.set()
+        await until(lambda: len(started) >= 5)
+        assert "b" in started[:5]  # served in the next round, not after a's 58
+        await until(lambda: len(started) == 61)
+    for sid in [*burst, quiet]:
+        flow.cancel(sid)

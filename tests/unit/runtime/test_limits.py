@@ -48,7 +48,7 @@ def texts(n: int) -> list[str]:
 def test_defaults() -> None:
     limits = Limits()
     assert limits.max_streams == 10_000
-    assert limits.max_streams_per_tenant is None
+    assert limits.max_streams_per_tenant == 2_500
     assert limits.max_bytes == 256 * 1024 * 1024
     assert limits.stream_buffer == 64
     assert limits.stream_max_bytes == 4 * 1024 * 1024
@@ -68,8 +68,25 @@ def test_none_lifts_admission_limits_and_zeros_are_allowed_where_documented() ->
 @pytest.mark.parametrize("field", ["max_streams", "max_streams_per_tenant", "max_bytes"])
 @pytest.mark.parametrize("value", [0, -1, 1.5, True, "10"])
 def test_bad_admission_limits_are_value_errors(field: str, value: object) -> None:
+    if (field, value) == ("max_streams_per_tenant", 0):
+        return  # 0 is the default: a share of max_streams (tested below)
     with pytest.raises(ValueError, match=field):
         Limits(**{field: value})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("max_streams", "per_tenant"), [(10_000, 2_500), (60, 15), (3, 1), (1, 1), (None, None)]
+)
+def test_the_per_tenant_cap_defaults_to_a_quarter_of_max_streams(
+    max_streams: int | None, per_tenant: int | None
+) -> None:
+    assert Limits(max_streams=max_streams).max_streams_per_tenant == per_tenant
+    assert Limits(max_streams=max_streams, max_streams_per_tenant=0) == Limits(
+        max_streams=max_streams
+    )
+    # An explicit cap (or None: no cap) is kept as given.
+    assert Limits(max_streams=max_streams, max_streams_per_tenant=7).max_streams_per_tenant == 7
+    assert Limits(max_streams_per_tenant=None).max_streams_per_tenant is None
 
 
 @pytest.mark.parametrize(
@@ -125,7 +142,9 @@ def test_create_needs_a_node_and_unique_names() -> None:
 async def test_max_streams_refuses_new_streams_and_keeps_accepted_ones(
     make_flow: MakeFlow,
 ) -> None:
-    flow = make_flow(Node(ticker, name="ticker").to(), limits=Limits(max_streams=2))
+    flow = make_flow(
+        Node(ticker, name="ticker").to(), limits=Limits(max_streams=2, max_streams_per_tenant=None)
+    )
     async with asyncio.timeout(10):
         first = flow.stream(Message(payload=20, headers=ACME))
         second = flow.stream(Message(payload=20, headers=GLOBEX))
@@ -133,6 +152,9 @@ async def test_max_streams_refuses_new_streams_and_keeps_accepted_ones(
             with pytest.raises(StreamError) as info:
                 flow.stream(Message(payload=1, headers=headers))
             assert info.value.code is ErrorCode.OVERLOADED
+            # Nothing of the flow's totals (other tenants' load) in the refusal.
+            assert info.value.message == "the server is at capacity; retry later"
+            assert not any(ch.isdigit() for ch in info.value.message)
         with pytest.raises(StreamError) as info:
             flow.open_stream(ACME)
         assert info.value.code is ErrorCode.OVERLOADED
@@ -155,7 +177,8 @@ async def test_max_streams_per_tenant_only_limits_that_tenant(make_flow: MakeFlo
         with pytest.raises(StreamError) as info:
             flow.stream(Message(payload=5, headers=Headers(tenant="acme", topic="other")))
         assert info.value.code is ErrorCode.OVERLOADED
-        assert "acme" in info.value.message
+        # The tenant's own cap is named; no flow-wide count is.
+        assert info.value.message == "tenant 'acme' has reached its stream limit (2); retry later"
         globex = [flow.stream(Message(payload=5, headers=GLOBEX)) for _ in range(2)]
         for sub in acme + globex:
             assert [c.text async for c in sub] == texts(5)
@@ -179,6 +202,7 @@ async def test_max_bytes_refuses_new_streams_while_bytes_are_buffered(
         with pytest.raises(StreamError) as info:
             flow.stream(Message(payload=1, headers=ACME))
         assert info.value.code is ErrorCode.OVERLOADED
+        assert info.value.message == "the server is at capacity; retry later"
         # An admitted stream is never refused: it may go past the flow's limit.
         await writer.emit("z" * 10)
         assert [len((await anext(reader)).text) for _ in range(2)] == [60, 10]
