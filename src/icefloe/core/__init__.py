@@ -43,6 +43,7 @@ if TYPE_CHECKING:
         FrameReader,
         FrameReaderStatistics,
         ReaderState,
+        decode_frame,
         encode_frame,
     )
     from icefloe.core.intake import Intake
@@ -144,6 +145,7 @@ _WHERE = {
     "encode": "codec",
     "encode_chunk_json": "codec",
     "encode_chunk_msgpack": "codec",
+    "decode_frame": "framing",
     "encode_frame": "framing",
     "new_id": "messages",
     "Reliability": "reliability",
@@ -231,6 +233,7 @@ __all__ = [
     "encode_chunk",
     "encode_chunk_json",
     "encode_chunk_msgpack",
+    "decode_frame",
     "encode_frame",
     "encode_server",
     "http_status",
