@@ -156,7 +156,8 @@ async def a_stream_id_is_created_once(store: Store) -> None:
     with pytest.raises(ValueError, match="s1"):
         await store.create_run(run_record("s1", created_at=5.0))
     state = await store.get_run("s1")
-    assert state is not None and state.run.created_at == 1.0
+    assert state is not None
+    assert state.run.created_at == 1.0
 
 
 @_check
@@ -176,7 +177,8 @@ async def the_first_terminal_wins(store: Store) -> None:
     assert await store.end_run("s1", first) is True
     assert await store.end_run("s1", _terminal(11.0)) is False
     state = await store.get_run("s1")
-    assert state is not None and state.terminal == first
+    assert state is not None
+    assert state.terminal == first
     with pytest.raises(StreamNotFound):
         await store.end_run("missing", first)
 
@@ -236,7 +238,8 @@ async def chunks_read_back_in_order(store: Store) -> None:
     assert await store.read("s1", 0, 0) == []
     assert await store.read("missing", 0, 5) == []
     state = await store.get_run("s1")
-    assert state is not None and state.last_seq == 9
+    assert state is not None
+    assert state.last_seq == 9
 
 
 @_check
@@ -274,7 +277,8 @@ async def a_gap_is_refused_and_writes_nothing(store: Store) -> None:
         await store.append("s1", [StoredChunk(2, b"x"), StoredChunk(2, b"y")])
     assert await store.read("s1", 0, 10) == chunks(0, 1)
     state = await store.get_run("s1")
-    assert state is not None and state.last_seq == 1
+    assert state is not None
+    assert state.last_seq == 1
 
 
 @_check
@@ -335,7 +339,8 @@ async def a_checkpoint_alone_before_any_chunk(store: Store) -> None:
     await store.create_run(run_record("s1"))
     assert await store.append("s1", [], checkpoint=Checkpoint(NO_SEQ, b"init")) == 0
     state = await store.get_run("s1")
-    assert state is not None and state.checkpoint == Checkpoint(NO_SEQ, b"init")
+    assert state is not None
+    assert state.checkpoint == Checkpoint(NO_SEQ, b"init")
 
 
 @_check
@@ -372,7 +377,8 @@ async def retention_forgets_runs_that_ended_before(store: Store) -> None:
     assert await store.delete_runs(ended_before=25.0, limit=1) == 1
     assert await store.delete_runs(ended_before=25.0, limit=10) == 1
     assert await store.delete_runs(ended_before=25.0, limit=10) == 0
-    assert await store.get_run("old0") is None and await store.get_run("old1") is None
+    assert await store.get_run("old0") is None
+    assert await store.get_run("old1") is None
     assert await store.read("old0", 0, 10) == []
     assert await store.get_run("old2") is not None
     assert await store.read("live", 0, 10) == chunks(0, 2)
@@ -440,7 +446,8 @@ async def everything_survives_a_reopen(session: _Session) -> None:
     assert (s1.run, s1.last_seq, s1.checkpoint) == (run_record("s1"), 4, Checkpoint(4, b"st"))
     assert await store.read("s1", 0, 10) == chunks(0, 4)
     s2 = await store.get_run("s2")
-    assert s2 is not None and s2.terminal == _terminal(9.0, "failed", "interrupted")
+    assert s2 is not None
+    assert s2.terminal == _terminal(9.0, "failed", "interrupted")
     assert [s.run.stream_id for s in await store.unfinished_runs()] == ["s1"]
     assert await store.create_run(run_record("s3"), idempotency_key="acme/k") == "s1"
     assert await store.get_session("w") == b"sess"

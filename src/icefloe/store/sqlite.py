@@ -210,7 +210,10 @@ class SqliteStore:
             self._reader = ThreadPoolExecutor(1, thread_name_prefix="icefloe-sqlite-read")
             self._read_conn = await self._loop.run_in_executor(self._reader, self._connect, False)
             self._writer = threading.Thread(
-                target=self._write_loop, args=(write_conn,), name="icefloe-sqlite-write", daemon=True
+                target=self._write_loop,
+                args=(write_conn,),
+                name="icefloe-sqlite-write",
+                daemon=True,
             )
             self._writer.start()
 
@@ -316,7 +319,9 @@ class SqliteStore:
         for future, result, error in outcomes:
             self._settle(future, result, error)
 
-    def _settle(self, future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    def _settle(
+        self, future: asyncio.Future[Any], result: Any, error: BaseException | None
+    ) -> None:
         loop = self._loop
         assert loop is not None
         try:
@@ -324,7 +329,9 @@ class SqliteStore:
         except RuntimeError:  # the loop is closed: nobody is waiting any more
             pass
 
-    def _resolve(self, future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    def _resolve(
+        self, future: asyncio.Future[Any], result: Any, error: BaseException | None
+    ) -> None:
         # The slot is freed when the writer is done with it, not when a
         # caller gave up (a timeout): the queue bound counts real work.
         assert self._room is not None
@@ -386,7 +393,8 @@ class SqliteStore:
                 raise ValueError(f"a run with stream id {run.stream_id} exists already") from None
             if idempotency_key is not None:
                 conn.execute(
-                    "INSERT OR REPLACE INTO idem_keys (key, stream_id, expires_at) VALUES (?, ?, ?)",
+                    "INSERT OR REPLACE INTO idem_keys (key, stream_id, expires_at)"
+                    " VALUES (?, ?, ?)",
                     (idempotency_key, run.stream_id, now + key_ttl_s),
                 )
             return run.stream_id, (1, 0, 0, 0)

@@ -7,10 +7,10 @@ import itertools
 from pathlib import Path
 
 import pytest
-from storecheck import CHECKS, Backend
 
 from icefloe.store import MemoryStore, Store
 from icefloe.store.sqlite import SqliteStore
+from storecheck import CHECKS, Backend
 
 
 def _memory() -> Backend:

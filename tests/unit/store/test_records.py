@@ -19,7 +19,9 @@ _SCALARS = st.none() | st.booleans() | _INT64 | st.floats(allow_nan=False) | st.
 # msgpack values as they come back from a decode: lists, str-keyed dicts.
 VALUES = st.recursive(
     _SCALARS | st.binary(max_size=32),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=12,
 )
 CHUNKS = st.builds(
@@ -36,7 +38,10 @@ MESSAGES = st.builds(
     Message,
     payload=VALUES,
     headers=st.builds(
-        Headers, tenant=st.text(max_size=12), topic=st.none() | st.text(max_size=12), priority=_INT64
+        Headers,
+        tenant=st.text(max_size=12),
+        topic=st.none() | st.text(max_size=12),
+        priority=_INT64,
     ),
     trace_id=st.text(max_size=32),
     deadline_s=st.none() | st.floats(allow_nan=False),
@@ -98,12 +103,11 @@ def test_every_single_bit_flip_is_detected_and_none_decodes(kind: str, record: b
         damaged = bytearray(record)
         damaged[bit // 8] ^= 1 << (bit % 8)
         flips += 1
-        try:
+        with pytest.raises(CorruptRecord) as caught:
             decode(bytes(damaged))
-        except CorruptRecord as exc:
-            assert exc.code is ErrorCode.CORRUPT
-            assert exc.kind == kind
-            detected += 1
+        assert caught.value.code is ErrorCode.CORRUPT
+        assert caught.value.kind == kind
+        detected += 1
     assert flips == len(record) * 8
     assert detected == flips
 
