@@ -13,6 +13,12 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from icefloe.core.aimd import AimdWindow, AimdWindowStatistics
     from icefloe.core.badmeter import BadMessageMeter, BadMessageMeterStatistics
+    from icefloe.core.breaker import (
+        BreakerPolicy,
+        BreakerState,
+        BreakerStatistics,
+        CircuitBreaker,
+    )
     from icefloe.core.bytecount import ByteCount, chunk_size
     from icefloe.core.codec import (
         Format,
@@ -74,6 +80,10 @@ if TYPE_CHECKING:
     )
 
 _WHERE = {
+    "BreakerPolicy": "breaker",
+    "BreakerState": "breaker",
+    "BreakerStatistics": "breaker",
+    "CircuitBreaker": "breaker",
     "ByteCount": "bytecount",
     "Cursor": "cursor",
     "CursorSet": "cursor",
@@ -165,8 +175,12 @@ __all__ = [
     "BadMessageMeter",
     "BadMessageMeterStatistics",
     "BadRequest",
+    "BreakerPolicy",
+    "BreakerState",
+    "BreakerStatistics",
     "ByteCount",
     "ByteLedger",
+    "CircuitBreaker",
     "CloseCode",
     "CloseReason",
     "CongestionMonitor",
