@@ -26,7 +26,7 @@ from icefloe.store import RunRecord, StoredChunk
 from icefloe.store.records import encode_chunk
 from icefloe.store.sqlite import SqliteStore
 
-CASES = [(1, 1), (1, 16), (10, 1), (10, 16), (100, 1), (100, 16)]
+CASES = [(1, 1), (1, 16), (1, 256), (10, 1), (10, 16), (100, 1), (100, 16)]
 
 
 async def _case(

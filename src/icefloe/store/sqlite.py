@@ -33,6 +33,14 @@ The default is ``normal``: the crash that matters for ``icefloe serve`` (a
 killed process, a pod eviction) is covered, and one fsync per batch would
 tie the chunk rate to the disk's sync latency.
 
+**Chunks are stored in segments**: the new chunks of one ``append`` (up
+to :data:`SEGMENT_CHUNKS` chunks or :data:`SEGMENT_BYTES` bytes a row)
+become one row holding their records back to back and a packed array of
+their lengths, keyed by (stream id, last seq). Writing a row costs about
+what writing one chunk did, so a stream that appends many chunks at a time
+pays per append, not per chunk; a read splits rows by the stored lengths
+(it never parses a record).
+
 Schema version :data:`SCHEMA_VERSION` is recorded in ``schema_version``; a
 file written by a newer schema is refused with a clear error.
 """
@@ -44,6 +52,7 @@ import json
 import os
 import queue
 import sqlite3
+import struct
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -65,7 +74,14 @@ from icefloe.store.types import (
     Terminal,
 )
 
-__all__ = ["MAX_BATCH", "MAX_PENDING", "SCHEMA_VERSION", "SqliteStore"]
+__all__ = [
+    "MAX_BATCH",
+    "MAX_PENDING",
+    "SCHEMA_VERSION",
+    "SEGMENT_BYTES",
+    "SEGMENT_CHUNKS",
+    "SqliteStore",
+]
 
 T = TypeVar("T")
 
@@ -75,6 +91,10 @@ SCHEMA_VERSION: Final = 1
 MAX_BATCH: Final = 1024
 #: the most operations queued for the writer; callers past it wait for room
 MAX_PENDING: Final = 8192
+#: the most chunks one segment row holds
+SEGMENT_CHUNKS: Final = 256
+#: a segment row is closed once its records reach this many bytes
+SEGMENT_BYTES: Final = 256 * 1024
 _SYNCHRONOUS = ("normal", "full")
 
 _SCHEMA = """
@@ -98,12 +118,14 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 CREATE INDEX IF NOT EXISTS runs_unfinished ON runs (created_at) WHERE ended_at IS NULL;
 CREATE INDEX IF NOT EXISTS runs_ended ON runs (ended_at) WHERE ended_at IS NOT NULL;
-CREATE TABLE IF NOT EXISTS chunks (
+CREATE TABLE IF NOT EXISTS segments (
     stream_id TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    record BLOB NOT NULL,
-    PRIMARY KEY (stream_id, seq)
-) WITHOUT ROWID;
+    last_seq INTEGER NOT NULL,
+    first_seq INTEGER NOT NULL,
+    sizes BLOB NOT NULL,
+    records BLOB NOT NULL,
+    PRIMARY KEY (stream_id, last_seq)
+);
 CREATE TABLE IF NOT EXISTS idem_keys (
     key TEXT PRIMARY KEY,
     stream_id TEXT NOT NULL,
@@ -459,8 +481,9 @@ class SqliteStore:
             fresh = check_append(stream_id, row[0], chunks, checkpoint)
             if fresh:
                 conn.executemany(
-                    "INSERT INTO chunks (stream_id, seq, record) VALUES (?, ?, ?)",
-                    [(stream_id, c.seq, c.record) for c in fresh],
+                    "INSERT INTO segments (stream_id, last_seq, first_seq, sizes, records)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    [(stream_id, *segment) for segment in _segments(fresh)],
                 )
                 conn.execute(
                     "UPDATE runs SET last_seq = ? WHERE stream_id = ?", (fresh[-1].seq, stream_id)
@@ -482,11 +505,17 @@ class SqliteStore:
 
         def fn(conn: sqlite3.Connection) -> list[StoredChunk]:
             rows = conn.execute(
-                "SELECT seq, record FROM chunks WHERE stream_id = ? AND seq >= ?"
-                " ORDER BY seq LIMIT ?",
-                (stream_id, from_seq, limit),
-            ).fetchall()
-            return [StoredChunk(seq, record) for seq, record in rows]
+                "SELECT first_seq, sizes, records FROM segments"
+                " WHERE stream_id = ? AND last_seq >= ? ORDER BY last_seq",
+                (stream_id, from_seq),
+            )
+            got: list[StoredChunk] = []
+            for first_seq, sizes, blob in rows:
+                _split(got, first_seq, sizes, blob, from_seq, limit)
+                if len(got) >= limit:
+                    break
+            rows.close()
+            return got
 
         return await self._read(fn)
 
@@ -502,7 +531,7 @@ class SqliteStore:
                 (ended_before, limit),
             ).fetchall()
             for stream_id, key in doomed:
-                conn.execute("DELETE FROM chunks WHERE stream_id = ?", (stream_id,))
+                conn.execute("DELETE FROM segments WHERE stream_id = ?", (stream_id,))
                 conn.execute("DELETE FROM runs WHERE stream_id = ?", (stream_id,))
                 if key is not None:
                     conn.execute(
@@ -554,6 +583,38 @@ class SqliteStore:
             return None, _NO_COUNT
 
         await self._write(op)
+
+
+def _segments(fresh: list[StoredChunk]) -> list[tuple[int, int, bytes, bytes]]:
+    """Consecutive chunks as segment rows: (last_seq, first_seq, sizes, records)."""
+    rows = []
+    start = 0
+    while start < len(fresh):
+        end, size = start, 0
+        while end < len(fresh) and end - start < SEGMENT_CHUNKS and size < SEGMENT_BYTES:
+            size += len(fresh[end].record)
+            end += 1
+        part = fresh[start:end]
+        records = [c.record for c in part]
+        sizes = struct.pack(f"<{len(records)}I", *map(len, records))
+        rows.append((part[-1].seq, part[0].seq, sizes, b"".join(records)))
+        start = end
+    return rows
+
+
+def _split(
+    into: list[StoredChunk], first_seq: int, sizes: bytes, blob: bytes, from_seq: int, limit: int
+) -> None:
+    """Add one segment row's chunks from ``from_seq`` to ``into``, up to ``limit`` in all."""
+    lengths = struct.unpack(f"<{len(sizes) // 4}I", sizes)
+    offset = 0
+    for index, length in enumerate(lengths):
+        seq = first_seq + index
+        if seq >= from_seq:
+            if len(into) >= limit:
+                return
+            into.append(StoredChunk(seq, bytes(blob[offset : offset + length])))
+        offset += length
 
 
 def _migrate(conn: sqlite3.Connection, path: str) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from icefloe.store import StoreUnavailable, open_store
-from icefloe.store.sqlite import SCHEMA_VERSION, SqliteStore
+from icefloe.store.sqlite import SCHEMA_VERSION, SEGMENT_CHUNKS, SqliteStore
 from storecheck import chunks, run_record
 
 SRC = Path(__file__).resolve().parents[3] / "src"
@@ -91,6 +91,31 @@ async def test_a_refused_call_does_not_undo_its_batch_neighbours(tmp_path: Path)
         assert await store.read("ok", 0, 10) == chunks(0, 4)
     finally:
         await store.close()
+
+
+async def test_a_long_append_is_split_into_segments_read_across_their_bounds(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "s.db"
+    store = SqliteStore(str(path))
+    await store.open()
+    try:
+        await store.create_run(run_record("s"))
+        total = SEGMENT_CHUNKS * 3 + 10
+        assert await store.append("s", chunks(0, total - 1)) == total
+        await store.append("s", chunks(total, total + 4))
+        everything = chunks(0, total + 4)
+        assert await store.read("s", 0, 10_000) == everything
+        for start, limit in ((SEGMENT_CHUNKS - 2, 5), (SEGMENT_CHUNKS * 3 + 9, 3), (17, 600)):
+            assert await store.read("s", start, limit) == everything[start : start + limit]
+    finally:
+        await store.close()
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute("SELECT first_seq, last_seq FROM segments ORDER BY last_seq").fetchall()
+    conn.close()
+    assert rows[0] == (0, SEGMENT_CHUNKS - 1)
+    assert rows[-1] == (total, total + 4)
+    assert len(rows) == 5
 
 
 async def test_a_newer_schema_is_refused_clearly(tmp_path: Path) -> None:
