@@ -225,12 +225,22 @@ class SqliteStore:
                 raise StoreUnavailable(f"{self.name} was closed")
             self._loop = asyncio.get_running_loop()
             self._room = asyncio.Semaphore(MAX_PENDING)
+            reader = ThreadPoolExecutor(1, thread_name_prefix="icefloe-sqlite-read")
+            write_conn: sqlite3.Connection | None = None
             try:
                 write_conn = await asyncio.to_thread(self._connect, True)
-            except sqlite3.Error as exc:
+                read_conn = await self._loop.run_in_executor(reader, self._connect, False)
+            except (sqlite3.Error, OSError) as exc:
+                if write_conn is not None:
+                    write_conn.close()
+                reader.shutdown(wait=False)
                 raise StoreUnavailable(f"cannot open {self.name}: {exc}") from exc
-            self._reader = ThreadPoolExecutor(1, thread_name_prefix="icefloe-sqlite-read")
-            self._read_conn = await self._loop.run_in_executor(self._reader, self._connect, False)
+            except BaseException:
+                if write_conn is not None:
+                    write_conn.close()
+                reader.shutdown(wait=False)
+                raise
+            self._reader, self._read_conn = reader, read_conn
             self._writer = threading.Thread(
                 target=self._write_loop,
                 args=(write_conn,),
@@ -320,9 +330,12 @@ class SqliteStore:
                 conn.execute("SAVEPOINT op")
                 try:
                     result, moved = op(conn)
-                except (IcefloeError, ValueError) as exc:
+                except (IcefloeError, ValueError, sqlite3.Error) as exc:
+                    # This call alone is undone; its neighbours still commit.
                     conn.execute("ROLLBACK TO op")
                     conn.execute("RELEASE op")
+                    if isinstance(exc, sqlite3.Error):
+                        exc = StoreUnavailable(f"{self.name}: write failed: {exc}")
                     outcomes.append((future, None, exc))
                     continue
                 conn.execute("RELEASE op")

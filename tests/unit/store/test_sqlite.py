@@ -118,6 +118,31 @@ async def test_a_long_append_is_split_into_segments_read_across_their_bounds(
     assert len(rows) == 5
 
 
+async def test_a_failing_statement_is_unavailable_and_spares_its_batch(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    store = SqliteStore(str(path))
+    await store.open()
+    try:
+        await store.create_run(run_record("s"))
+        with sqlite3.connect(path) as other:
+            other.execute("DROP TABLE sessions")  # every session write now fails in SQLite
+        other.close()
+        results = await asyncio.wait_for(
+            asyncio.gather(
+                store.put_session("w", b"x", 1e12),
+                store.append("s", chunks(0, 2)),
+                return_exceptions=True,
+            ),
+            30,
+        )
+        assert isinstance(results[0], StoreUnavailable)
+        assert "no such table" in str(results[0])
+        assert results[1] == 3
+        assert await store.read("s", 0, 10) == chunks(0, 2)
+    finally:
+        await store.close()
+
+
 async def test_a_newer_schema_is_refused_clearly(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     store = SqliteStore(str(path))
@@ -148,7 +173,7 @@ async def test_an_unwritable_path_is_unavailable(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")
     store = SqliteStore(str(blocker / "sub" / "s.db"))
-    with pytest.raises((StoreUnavailable, OSError)):
+    with pytest.raises(StoreUnavailable, match="cannot open"):
         await store.open()
     await store.close()
 
