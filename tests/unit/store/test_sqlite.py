@@ -69,6 +69,26 @@ async def test_concurrent_appends_share_commits(tmp_path: Path) -> None:
         await store.close()
 
 
+async def test_two_stores_on_one_file_share_one_idempotency_winner(tmp_path: Path) -> None:
+    # Two writers on one file (as two processes would be): BEGIN IMMEDIATE
+    # serialises them, so the key check and the insert stay one atomic step.
+    path = str(tmp_path / "s.db")
+    first, second = SqliteStore(path), SqliteStore(path)
+    await first.open()
+    await second.open()
+    try:
+        calls = [
+            (first if i % 2 else second).create_run(run_record(f"r{i}"), idempotency_key="k")
+            for i in range(100)
+        ]
+        winners = await asyncio.wait_for(asyncio.gather(*calls), 60)
+        assert len(set(winners)) == 1
+        assert len(await first.unfinished_runs()) == 1
+    finally:
+        await first.close()
+        await second.close()
+
+
 async def test_a_refused_call_does_not_undo_its_batch_neighbours(tmp_path: Path) -> None:
     store = SqliteStore(str(tmp_path / "s.db"))
     await store.open()
