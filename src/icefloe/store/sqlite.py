@@ -147,6 +147,8 @@ _RUN_COLUMNS = (
 # caller's result and the counters it moved (runs, chunks, skipped, ckpts).
 _Op = Callable[[sqlite3.Connection], tuple[Any, tuple[int, int, int, int]]]
 _NO_COUNT = (0, 0, 0, 0)
+# A call's future, and its result or its error.
+_Outcome = tuple["asyncio.Future[Any]", Any, BaseException | None]
 
 
 def _path_from_url(url: str) -> tuple[str, str]:
@@ -317,66 +319,89 @@ class SqliteStore:
             except queue.Empty:
                 return
             if item is not None:
-                self._settle(item[1], None, StoreUnavailable(f"{self.name} was closed"))
+                self._settle([(item[1], None, StoreUnavailable(f"{self.name} was closed"))])
 
     def _commit(
         self, conn: sqlite3.Connection, batch: list[tuple[_Op, asyncio.Future[Any]]]
     ) -> None:
-        outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
-        counts = [0, 0, 0, 0]
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            for op, future in batch:
-                conn.execute("SAVEPOINT op")
-                try:
-                    result, moved = op(conn)
-                except (IcefloeError, ValueError, sqlite3.Error) as exc:
-                    # This call alone is undone; its neighbours still commit.
-                    conn.execute("ROLLBACK TO op")
-                    conn.execute("RELEASE op")
-                    if isinstance(exc, sqlite3.Error):
-                        exc = StoreUnavailable(f"{self.name}: write failed: {exc}")
-                    outcomes.append((future, None, exc))
-                    continue
-                conn.execute("RELEASE op")
-                outcomes.append((future, result, None))
-                counts = [a + b for a, b in zip(counts, moved, strict=True)]
-            conn.execute("COMMIT")
+            try:
+                outcomes, counts = self._run(conn, batch, isolate=False)
+            except sqlite3.Error:
+                # A statement failed: undo the batch and run it again with a
+                # savepoint per call, so only the failing call fails.
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                outcomes, counts = self._run(conn, batch, isolate=True)
         except sqlite3.Error as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             failure = StoreUnavailable(f"{self.name}: write failed: {exc}")
             outcomes = [(future, None, failure) for _, future in batch]
-            counts = [0, 0, 0, 0]
         else:
             self._commits += 1
             self._counts = [a + b for a, b in zip(self._counts, counts, strict=True)]
-        for future, result, error in outcomes:
-            self._settle(future, result, error)
+        self._settle(outcomes)
 
-    def _settle(
-        self, future: asyncio.Future[Any], result: Any, error: BaseException | None
-    ) -> None:
+    def _run(
+        self,
+        conn: sqlite3.Connection,
+        batch: list[tuple[_Op, asyncio.Future[Any]]],
+        *,
+        isolate: bool,
+    ) -> tuple[list[_Outcome], list[int]]:
+        """Run ``batch`` in one transaction and commit it.
+
+        Every operation refuses (IcefloeError, ValueError) before it writes,
+        so a refusal needs no undo; a failing SQLite statement raises out of
+        here unless ``isolate`` gives each call its own savepoint.
+        """
+        outcomes: list[_Outcome] = []
+        counts = [0, 0, 0, 0]
+        conn.execute("BEGIN IMMEDIATE")
+        for op, future in batch:
+            if isolate:
+                conn.execute("SAVEPOINT op")
+            try:
+                result, moved = op(conn)
+            except (IcefloeError, ValueError, sqlite3.Error) as exc:
+                if isinstance(exc, sqlite3.Error):
+                    if not isolate:
+                        raise
+                    exc = StoreUnavailable(f"{self.name}: write failed: {exc}")
+                if isolate:
+                    conn.execute("ROLLBACK TO op")
+                    conn.execute("RELEASE op")
+                outcomes.append((future, None, exc))
+                continue
+            if isolate:
+                conn.execute("RELEASE op")
+            outcomes.append((future, result, None))
+            counts = [a + b for a, b in zip(counts, moved, strict=True)]
+        conn.execute("COMMIT")
+        return outcomes, counts
+
+    def _settle(self, outcomes: list[_Outcome]) -> None:
         loop = self._loop
         assert loop is not None
         try:
-            loop.call_soon_threadsafe(self._resolve, future, result, error)
+            # One wake-up of the loop per batch, not per call.
+            loop.call_soon_threadsafe(self._resolve, outcomes)
         except RuntimeError:  # the loop is closed: nobody is waiting any more
             pass
 
-    def _resolve(
-        self, future: asyncio.Future[Any], result: Any, error: BaseException | None
-    ) -> None:
-        # The slot is freed when the writer is done with it, not when a
-        # caller gave up (a timeout): the queue bound counts real work.
+    def _resolve(self, outcomes: list[_Outcome]) -> None:
+        # A slot is freed when the writer is done with it, not when a caller
+        # gave up (a timeout): the queue bound counts real work.
         assert self._room is not None
-        self._room.release()
-        if future.done():  # the caller was cancelled
-            return
-        if error is None:
-            future.set_result(result)
-        else:
-            future.set_exception(error)
+        for future, result, error in outcomes:
+            self._room.release()
+            if future.done():  # the caller was cancelled
+                continue
+            if error is None:
+                future.set_result(result)
+            else:
+                future.set_exception(error)
 
     async def _write(self, op: _Op) -> Any:
         if self._writer is None or self._room is None or self._loop is None:
