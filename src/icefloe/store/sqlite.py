@@ -173,13 +173,29 @@ def _path_from_url(url: str) -> tuple[str, str]:
 
 
 class SqliteStore:
-    """A :class:`~icefloe.store.protocol.Store` in one SQLite file (see the module doc)."""
+    """A :class:`~icefloe.store.protocol.Store` in one SQLite file (see the module doc).
+
+    :param path: the database file (created, with its directory, if missing).
+    :param synchronous: ``"normal"`` or ``"full"`` (see the module doc).
+    :param max_pending: operations queued for the writer at most; callers
+        past it wait for room.
+    :param clock: wall-clock seconds, for idempotency keys and sessions.
+    :raises ValueError: a setting out of range, named.
+    """
 
     def __init__(
-        self, path: str, *, synchronous: str = "normal", clock: Callable[[], float] = time.time
+        self,
+        path: str,
+        *,
+        synchronous: str = "normal",
+        max_pending: int = MAX_PENDING,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         if synchronous not in _SYNCHRONOUS:
             raise ValueError(f"synchronous must be normal or full, got {synchronous!r}")
+        if max_pending < 1:
+            raise ValueError(f"max_pending must be >= 1, got {max_pending}")
+        self._max_pending = max_pending
         self._path = path
         self._sync = synchronous
         self._clock = clock
@@ -226,7 +242,7 @@ class SqliteStore:
             if self._closed:
                 raise StoreUnavailable(f"{self.name} was closed")
             self._loop = asyncio.get_running_loop()
-            self._room = asyncio.Semaphore(MAX_PENDING)
+            self._room = asyncio.Semaphore(self._max_pending)
             reader = ThreadPoolExecutor(1, thread_name_prefix="icefloe-sqlite-read")
             write_conn: sqlite3.Connection | None = None
             try:
@@ -403,11 +419,21 @@ class SqliteStore:
             else:
                 future.set_exception(error)
 
+    def _accepting(self) -> bool:
+        return self._writer is not None
+
     async def _write(self, op: _Op) -> Any:
-        if self._writer is None or self._room is None or self._loop is None:
+        room, loop = self._room, self._loop
+        if self._writer is None or room is None or loop is None:
             raise StoreUnavailable(f"{self.name} is not open")
-        await self._room.acquire()
-        future: asyncio.Future[Any] = self._loop.create_future()
+        await room.acquire()
+        # Checked again after the wait, with no await before the put: close()
+        # queues its sentinel after clearing _writer, so an operation queued
+        # here is always ahead of it and always answered.
+        if not self._accepting():
+            room.release()
+            raise StoreUnavailable(f"{self.name} is not open")
+        future: asyncio.Future[Any] = loop.create_future()
         self._ops.put((op, future))
         return await future
 

@@ -163,6 +163,29 @@ async def test_a_failing_statement_is_unavailable_and_spares_its_batch(tmp_path:
         await store.close()
 
 
+async def test_callers_past_the_queue_bound_wait_and_close_answers_everyone(
+    tmp_path: Path,
+) -> None:
+    store = SqliteStore(str(tmp_path / "s.db"), max_pending=4)
+    await store.open()
+    sids = [f"s{i}" for i in range(60)]
+    for sid in sids:
+        await store.create_run(run_record(sid))
+    calls = [asyncio.ensure_future(store.append(sid, chunks(0, 3))) for sid in sids]
+    await asyncio.sleep(0)  # the first calls queue; the rest wait for room
+    await asyncio.wait_for(store.close(), 30)
+    results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 30)
+    done = [r for r in results if r == 4]
+    refused = [r for r in results if isinstance(r, StoreUnavailable)]
+    assert len(done) + len(refused) == len(sids)  # every caller answered, none hangs
+    assert done  # the queued calls ahead of close() were written
+
+
+def test_a_bad_queue_bound_is_refused() -> None:
+    with pytest.raises(ValueError, match="max_pending"):
+        SqliteStore("x.db", max_pending=0)
+
+
 async def test_a_newer_schema_is_refused_clearly(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     store = SqliteStore(str(path))
