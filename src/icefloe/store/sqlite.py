@@ -14,6 +14,8 @@ streams' small appends into one commit (and one WAL sync). The queue holds at
 most :data:`MAX_PENDING` operations; a caller past it waits for room
 (back-pressure, nothing is dropped).
 
+A store is used from the event loop that opened it.
+
 **Reads** run on a second connection in a worker thread, off the event loop;
 WAL lets them proceed while the writer writes, and a read issued after a
 write's ``await`` returned sees that write.
@@ -48,6 +50,7 @@ file written by a newer schema is refused with a clear error.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import queue
@@ -343,15 +346,16 @@ class SqliteStore:
         try:
             try:
                 outcomes, counts = self._run(conn, batch, isolate=False)
-            except sqlite3.Error:
+            except Exception:
                 # A statement failed: undo the batch and run it again with a
                 # savepoint per call, so only the failing call fails.
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 outcomes, counts = self._run(conn, batch, isolate=True)
-        except sqlite3.Error as exc:
+        except Exception as exc:  # the writer thread must outlive any one batch
             if conn.in_transaction:
-                conn.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
             failure = StoreUnavailable(f"{self.name}: write failed: {exc}")
             outcomes = [(future, None, failure) for _, future in batch]
         else:
@@ -369,8 +373,9 @@ class SqliteStore:
         """Run ``batch`` in one transaction and commit it.
 
         Every operation refuses (IcefloeError, ValueError) before it writes,
-        so a refusal needs no undo; a failing SQLite statement raises out of
-        here unless ``isolate`` gives each call its own savepoint.
+        so a refusal needs no undo; any other error (a failing statement, a
+        value SQLite cannot bind) raises out of here unless ``isolate`` gives
+        each call its own savepoint, where it fails that call alone.
         """
         outcomes: list[_Outcome] = []
         counts = [0, 0, 0, 0]
@@ -380,11 +385,14 @@ class SqliteStore:
                 conn.execute("SAVEPOINT op")
             try:
                 result, moved = op(conn)
-            except (IcefloeError, ValueError, sqlite3.Error) as exc:
-                if isinstance(exc, sqlite3.Error):
+            except Exception as exc:
+                if not isinstance(exc, IcefloeError | ValueError):
+                    # A statement failed, or a value could not be stored (a
+                    # TypeError): only a savepoint can undo what it wrote.
                     if not isolate:
                         raise
-                    exc = StoreUnavailable(f"{self.name}: write failed: {exc}")
+                    if isinstance(exc, sqlite3.Error):
+                        exc = StoreUnavailable(f"{self.name}: write failed: {exc}")
                 if isolate:
                     conn.execute("ROLLBACK TO op")
                     conn.execute("RELEASE op")

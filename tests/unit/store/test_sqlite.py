@@ -186,6 +186,27 @@ def test_a_bad_queue_bound_is_refused() -> None:
         SqliteStore("x.db", max_pending=0)
 
 
+async def test_a_value_sqlite_cannot_store_fails_its_call_and_the_writer_lives_on(
+    tmp_path: Path,
+) -> None:
+    store = SqliteStore(str(tmp_path / "s.db"))
+    await store.open()
+    try:
+        bad = run_record("bad")._replace(targets=(object(),))  # type: ignore[arg-type]
+        results = await asyncio.wait_for(
+            asyncio.gather(
+                store.create_run(bad), store.create_run(run_record("ok")), return_exceptions=True
+            ),
+            30,
+        )
+        assert isinstance(results[0], TypeError)
+        assert results[1] == "ok"
+        assert await store.get_run("bad") is None
+        assert await asyncio.wait_for(store.append("ok", chunks(0, 1)), 30) == 2
+    finally:
+        await store.close()
+
+
 async def test_a_newer_schema_is_refused_clearly(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     store = SqliteStore(str(path))
