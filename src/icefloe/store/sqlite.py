@@ -599,7 +599,7 @@ class SqliteStore:
         def op(conn: sqlite3.Connection) -> tuple[Any, tuple[int, int, int, int]]:
             doomed = conn.execute(
                 "SELECT stream_id, idem_key FROM runs WHERE ended_at IS NOT NULL"
-                " AND ended_at < ? ORDER BY ended_at LIMIT ?",
+                " AND ended_at < ? ORDER BY ended_at, rowid LIMIT ?",
                 (ended_before, limit),
             ).fetchall()
             for stream_id, key in doomed:
