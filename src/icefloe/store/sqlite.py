@@ -5,14 +5,15 @@ working directory, ``sqlite:////abs/path.db`` absolute. The query string may
 set ``synchronous=normal`` (the default) or ``synchronous=full``.
 
 **Writes** go through ONE writer thread that owns the only write
-connection. Callers queue operations; the writer takes every operation
-waiting (up to :data:`MAX_BATCH`) and runs them in one transaction, each in
-its own savepoint, so a refused call (a gap, a missing run) rolls back alone
-while its neighbours commit. Each caller's ``await`` returns only after the
-transaction holding its operation committed: this *group commit* turns many
-streams' small appends into one commit (and one WAL sync). The queue holds at
-most :data:`MAX_PENDING` operations; a caller past it waits for room
-(back-pressure, nothing is dropped).
+connection (:class:`~icefloe.store.sqlite_writer.GroupCommitWriter`).
+Callers queue operations; the writer takes every operation waiting (up to
+:data:`MAX_BATCH`) and runs them in one transaction, and a refused or
+failing call fails alone while its neighbours commit. Each caller's
+``await`` returns only after the transaction holding its operation
+committed: this *group commit* turns many streams' small appends into one
+commit (and one WAL sync). The queue holds at most :data:`MAX_PENDING`
+operations; a caller past it waits for room (back-pressure, nothing is
+dropped).
 
 A store is used from the event loop that opened it.
 
@@ -43,32 +44,38 @@ what writing one chunk did, so a stream that appends many chunks at a time
 pays per append, not per chunk; a read splits rows by the stored lengths
 (it never parses a record).
 
-Schema version :data:`SCHEMA_VERSION` is recorded in ``schema_version``; a
-file written by a newer schema is refused with a clear error.
+The tables are in :mod:`icefloe.store.sqlite_schema`. Schema version
+:data:`SCHEMA_VERSION` is recorded in ``schema_version``; a file written by a
+newer schema is refused with a clear error.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
-import queue
 import sqlite3
-import struct
-import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from icefloe.core.reliability import Reliability
-from icefloe.exceptions import IcefloeError, StreamNotFound
+from icefloe.exceptions import StreamNotFound
 from icefloe.store.memory import check_append
 from icefloe.store.protocol import StoreUnavailable
+from icefloe.store.sqlite_schema import (
+    RUN_COLUMNS,
+    SCHEMA_VERSION,
+    SEGMENT_BYTES,
+    SEGMENT_CHUNKS,
+    migrate,
+    run_state,
+    segment_rows,
+    split_segment,
+)
+from icefloe.store.sqlite_writer import MAX_BATCH, Counts, GroupCommitWriter, Op
 from icefloe.store.types import (
-    NO_SEQ,
     Checkpoint,
     RunRecord,
     RunState,
@@ -88,70 +95,10 @@ __all__ = [
 
 T = TypeVar("T")
 
-#: the schema this module writes
-SCHEMA_VERSION: Final = 1
-#: the most operations one transaction holds
-MAX_BATCH: Final = 1024
 #: the most operations queued for the writer; callers past it wait for room
 MAX_PENDING: Final = 8192
-#: the most chunks one segment row holds
-SEGMENT_CHUNKS: Final = 256
-#: a segment row is closed once its records reach this many bytes
-SEGMENT_BYTES: Final = 256 * 1024
 _SYNCHRONOUS = ("normal", "full")
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS runs (
-    stream_id TEXT PRIMARY KEY,
-    trace_id TEXT NOT NULL,
-    tenant TEXT NOT NULL,
-    reliability TEXT NOT NULL,
-    targets TEXT NOT NULL,
-    message BLOB NOT NULL,
-    created_at REAL NOT NULL,
-    last_seq INTEGER NOT NULL DEFAULT -1,
-    idem_key TEXT,
-    end_phase TEXT,
-    end_code TEXT,
-    end_message TEXT,
-    ended_at REAL,
-    ckpt_seq INTEGER,
-    ckpt_state BLOB
-);
-CREATE INDEX IF NOT EXISTS runs_unfinished ON runs (created_at) WHERE ended_at IS NULL;
-CREATE INDEX IF NOT EXISTS runs_ended ON runs (ended_at) WHERE ended_at IS NOT NULL;
-CREATE TABLE IF NOT EXISTS segments (
-    stream_id TEXT NOT NULL,
-    last_seq INTEGER NOT NULL,
-    first_seq INTEGER NOT NULL,
-    sizes BLOB NOT NULL,
-    records BLOB NOT NULL,
-    PRIMARY KEY (stream_id, last_seq)
-);
-CREATE TABLE IF NOT EXISTS idem_keys (
-    key TEXT PRIMARY KEY,
-    stream_id TEXT NOT NULL,
-    expires_at REAL NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS sessions (
-    session_id TEXT PRIMARY KEY,
-    record BLOB NOT NULL,
-    expires_at REAL NOT NULL
-) WITHOUT ROWID;
-"""
-
-_RUN_COLUMNS = (
-    "stream_id, trace_id, tenant, reliability, targets, message, created_at, last_seq, "
-    "end_phase, end_code, end_message, ended_at, ckpt_seq, ckpt_state"
-)
-
-# An operation the writer runs inside its transaction; it returns the
-# caller's result and the counters it moved (runs, chunks, skipped, ckpts).
-_Op = Callable[[sqlite3.Connection], tuple[Any, tuple[int, int, int, int]]]
-_NO_COUNT = (0, 0, 0, 0)
-# A call's future, and its result or its error.
-_Outcome = tuple["asyncio.Future[Any]", Any, BaseException | None]
+_NO_COUNT: Counts = (0, 0, 0, 0)
 
 
 def _path_from_url(url: str) -> tuple[str, str]:
@@ -202,15 +149,10 @@ class SqliteStore:
         self._path = path
         self._sync = synchronous
         self._clock = clock
-        self._ops: queue.SimpleQueue[tuple[_Op, asyncio.Future[Any]] | None] = queue.SimpleQueue()
-        self._writer: threading.Thread | None = None
+        self._writer: GroupCommitWriter | None = None
         self._reader: ThreadPoolExecutor | None = None
         self._read_conn: sqlite3.Connection | None = None
-        self._room: asyncio.Semaphore | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._open_lock = asyncio.Lock()
-        self._counts = [0, 0, 0, 0]
-        self._commits = 0
         self._closed = False
 
     @classmethod
@@ -229,28 +171,27 @@ class SqliteStore:
     @property
     def commits(self) -> int:
         """Transactions the writer committed (each holds one or more calls)."""
-        return self._commits
+        return 0 if self._writer is None else self._writer.commits
 
     def statistics(self) -> StoreStatistics:
         """This store's counters since it was opened."""
-        runs, chunks, skipped, ckpts = self._counts
-        return StoreStatistics(runs, chunks, skipped, ckpts)
+        counts = _NO_COUNT if self._writer is None else self._writer.counts
+        return StoreStatistics(*counts)
 
     # -- life cycle ------------------------------------------------------------
 
     async def open(self) -> None:
         async with self._open_lock:
-            if self._writer is not None:
-                return
             if self._closed:
                 raise StoreUnavailable(f"{self.name} was closed")
-            self._loop = asyncio.get_running_loop()
-            self._room = asyncio.Semaphore(self._max_pending)
+            if self._writer is not None:
+                return
+            loop = asyncio.get_running_loop()
             reader = ThreadPoolExecutor(1, thread_name_prefix="icefloe-sqlite-read")
             write_conn: sqlite3.Connection | None = None
             try:
                 write_conn = await asyncio.to_thread(self._connect, True)
-                read_conn = await self._loop.run_in_executor(reader, self._connect, False)
+                read_conn = await loop.run_in_executor(reader, self._connect, False)
             except (sqlite3.Error, OSError) as exc:
                 if write_conn is not None:
                     write_conn.close()
@@ -262,22 +203,13 @@ class SqliteStore:
                 reader.shutdown(wait=False)
                 raise
             self._reader, self._read_conn = reader, read_conn
-            self._writer = threading.Thread(
-                target=self._write_loop,
-                args=(write_conn,),
-                name="icefloe-sqlite-write",
-                daemon=True,
-            )
-            self._writer.start()
+            self._writer = GroupCommitWriter(self.name, write_conn, self._max_pending)
 
     async def close(self) -> None:
         async with self._open_lock:
             self._closed = True
-            writer, self._writer = self._writer, None
-            if writer is None:
-                return
-            self._ops.put(None)
-            await asyncio.to_thread(writer.join)
+            if self._writer is not None:
+                await self._writer.stop()
             reader, self._reader = self._reader, None
             read_conn, self._read_conn = self._read_conn, None
             if reader is not None and read_conn is not None:
@@ -297,7 +229,7 @@ class SqliteStore:
             if writer:
                 conn.execute("PRAGMA journal_mode = WAL")
                 conn.execute(f"PRAGMA synchronous = {self._sync.upper()}")
-                _migrate(conn, self._path)
+                migrate(conn, self._path)
             else:
                 conn.execute("PRAGMA query_only = ON")
         except BaseException:
@@ -305,152 +237,17 @@ class SqliteStore:
             raise
         return conn
 
-    # -- the writer thread -------------------------------------------------------
-
-    def _write_loop(self, conn: sqlite3.Connection) -> None:
-        try:
-            while True:
-                first = self._ops.get()
-                if first is None:
-                    return
-                batch = [first]
-                stop = False
-                while len(batch) < MAX_BATCH:
-                    try:
-                        item = self._ops.get_nowait()
-                    except queue.Empty:
-                        break
-                    if item is None:
-                        stop = True
-                        break
-                    batch.append(item)
-                self._commit(conn, batch)
-                if stop:
-                    return
-        finally:
-            self._fail_pending()
-            conn.close()
-
-    def _fail_pending(self) -> None:
-        while True:
-            try:
-                item = self._ops.get_nowait()
-            except queue.Empty:
-                return
-            if item is not None:
-                self._settle([(item[1], None, StoreUnavailable(f"{self.name} was closed"))])
-
-    def _commit(
-        self, conn: sqlite3.Connection, batch: list[tuple[_Op, asyncio.Future[Any]]]
-    ) -> None:
-        try:
-            try:
-                outcomes, counts = self._run(conn, batch, isolate=False)
-            except Exception:
-                # A statement failed: undo the batch and run it again with a
-                # savepoint per call, so only the failing call fails.
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                outcomes, counts = self._run(conn, batch, isolate=True)
-        except Exception as exc:  # the writer thread must outlive any one batch
-            if conn.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-            failure = StoreUnavailable(f"{self.name}: write failed: {exc}")
-            outcomes = [(future, None, failure) for _, future in batch]
-        else:
-            self._commits += 1
-            self._counts = [a + b for a, b in zip(self._counts, counts, strict=True)]
-        self._settle(outcomes)
-
-    def _run(
-        self,
-        conn: sqlite3.Connection,
-        batch: list[tuple[_Op, asyncio.Future[Any]]],
-        *,
-        isolate: bool,
-    ) -> tuple[list[_Outcome], list[int]]:
-        """Run ``batch`` in one transaction and commit it.
-
-        Every operation refuses (IcefloeError, ValueError) before it writes,
-        so a refusal needs no undo; any other error (a failing statement, a
-        value SQLite cannot bind) raises out of here unless ``isolate`` gives
-        each call its own savepoint, where it fails that call alone.
-        """
-        outcomes: list[_Outcome] = []
-        counts = [0, 0, 0, 0]
-        conn.execute("BEGIN IMMEDIATE")
-        for op, future in batch:
-            if isolate:
-                conn.execute("SAVEPOINT op")
-            try:
-                result, moved = op(conn)
-            except Exception as exc:
-                if not isinstance(exc, IcefloeError | ValueError):
-                    # A statement failed, or a value could not be stored (a
-                    # TypeError): only a savepoint can undo what it wrote.
-                    if not isolate:
-                        raise
-                    if isinstance(exc, sqlite3.Error):
-                        exc = StoreUnavailable(f"{self.name}: write failed: {exc}")
-                if isolate:
-                    conn.execute("ROLLBACK TO op")
-                    conn.execute("RELEASE op")
-                outcomes.append((future, None, exc))
-                continue
-            if isolate:
-                conn.execute("RELEASE op")
-            outcomes.append((future, result, None))
-            counts = [a + b for a, b in zip(counts, moved, strict=True)]
-        conn.execute("COMMIT")
-        return outcomes, counts
-
-    def _settle(self, outcomes: list[_Outcome]) -> None:
-        loop = self._loop
-        assert loop is not None
-        try:
-            # One wake-up of the loop per batch, not per call.
-            loop.call_soon_threadsafe(self._resolve, outcomes)
-        except RuntimeError:  # the loop is closed: nobody is waiting any more
-            pass
-
-    def _resolve(self, outcomes: list[_Outcome]) -> None:
-        # A slot is freed when the writer is done with it, not when a caller
-        # gave up (a timeout): the queue bound counts real work.
-        assert self._room is not None
-        for future, result, error in outcomes:
-            self._room.release()
-            if future.done():  # the caller was cancelled
-                continue
-            if error is None:
-                future.set_result(result)
-            else:
-                future.set_exception(error)
-
-    def _accepting(self) -> bool:
-        return self._writer is not None
-
-    async def _write(self, op: _Op) -> Any:
-        room, loop = self._room, self._loop
-        if self._writer is None or room is None or loop is None:
+    async def _write(self, op: Op) -> Any:
+        if self._writer is None:
             raise StoreUnavailable(f"{self.name} is not open")
-        await room.acquire()
-        # Checked again after the wait, with no await before the put: close()
-        # queues its sentinel after clearing _writer, so an operation queued
-        # here is always ahead of it and always answered.
-        if not self._accepting():
-            room.release()
-            raise StoreUnavailable(f"{self.name} is not open")
-        future: asyncio.Future[Any] = loop.create_future()
-        self._ops.put((op, future))
-        return await future
+        return await self._writer.submit(op)
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        reader, conn, loop = self._reader, self._read_conn, self._loop
-        if reader is None or conn is None or loop is None:
+        reader, conn = self._reader, self._read_conn
+        if reader is None or conn is None:
             raise StoreUnavailable(f"{self.name} is not open")
         try:
-            return await loop.run_in_executor(reader, fn, conn)
+            return await asyncio.get_running_loop().run_in_executor(reader, fn, conn)
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"{self.name}: read failed: {exc}") from exc
 
@@ -461,7 +258,7 @@ class SqliteStore:
     ) -> str:
         now = self._clock()
 
-        def op(conn: sqlite3.Connection) -> tuple[Any, tuple[int, int, int, int]]:
+        def op(conn: sqlite3.Connection) -> tuple[Any, Counts]:
             if idempotency_key is not None:
                 held = conn.execute(
                     "SELECT stream_id, expires_at FROM idem_keys WHERE key = ?", (idempotency_key,)
@@ -499,23 +296,23 @@ class SqliteStore:
     async def get_run(self, stream_id: str) -> RunState | None:
         def fn(conn: sqlite3.Connection) -> RunState | None:
             row = conn.execute(
-                f"SELECT {_RUN_COLUMNS} FROM runs WHERE stream_id = ?", (stream_id,)
+                f"SELECT {RUN_COLUMNS} FROM runs WHERE stream_id = ?", (stream_id,)
             ).fetchone()
-            return None if row is None else _run_state(row)
+            return None if row is None else run_state(row)
 
         return await self._read(fn)
 
     async def unfinished_runs(self) -> list[RunState]:
         def fn(conn: sqlite3.Connection) -> list[RunState]:
             rows = conn.execute(
-                f"SELECT {_RUN_COLUMNS} FROM runs WHERE ended_at IS NULL ORDER BY created_at"
+                f"SELECT {RUN_COLUMNS} FROM runs WHERE ended_at IS NULL ORDER BY created_at"
             ).fetchall()
-            return [_run_state(row) for row in rows]
+            return [run_state(row) for row in rows]
 
         return await self._read(fn)
 
     async def end_run(self, stream_id: str, terminal: Terminal) -> bool:
-        def op(conn: sqlite3.Connection) -> tuple[Any, tuple[int, int, int, int]]:
+        def op(conn: sqlite3.Connection) -> tuple[Any, Counts]:
             row = conn.execute(
                 "SELECT ended_at IS NULL FROM runs WHERE stream_id = ?", (stream_id,)
             ).fetchone()
@@ -544,7 +341,7 @@ class SqliteStore:
     ) -> int:
         chunks = list(chunks)
 
-        def op(conn: sqlite3.Connection) -> tuple[Any, tuple[int, int, int, int]]:
+        def op(conn: sqlite3.Connection) -> tuple[Any, Counts]:
             row = conn.execute(
                 "SELECT last_seq FROM runs WHERE stream_id = ?", (stream_id,)
             ).fetchone()
@@ -555,7 +352,7 @@ class SqliteStore:
                 conn.executemany(
                     "INSERT INTO segments (stream_id, last_seq, first_seq, sizes, records)"
                     " VALUES (?, ?, ?, ?, ?)",
-                    [(stream_id, *segment) for segment in _segments(fresh)],
+                    [(stream_id, *segment) for segment in segment_rows(fresh)],
                 )
                 conn.execute(
                     "UPDATE runs SET last_seq = ? WHERE stream_id = ?", (fresh[-1].seq, stream_id)
@@ -583,7 +380,7 @@ class SqliteStore:
             )
             got: list[StoredChunk] = []
             for first_seq, sizes, blob in rows:
-                _split(got, first_seq, sizes, blob, from_seq, limit)
+                split_segment(got, first_seq, sizes, blob, from_seq, limit)
                 if len(got) >= limit:
                     break
             rows.close()
@@ -596,7 +393,7 @@ class SqliteStore:
             return 0
         now = self._clock()
 
-        def op(conn: sqlite3.Connection) -> tuple[Any, tuple[int, int, int, int]]:
+        def op(conn: sqlite3.Connection) -> tuple[Any, Counts]:
             doomed = conn.execute(
                 "SELECT stream_id, idem_key FROM runs WHERE ended_at IS NOT NULL"
                 " AND ended_at < ? ORDER BY ended_at, rowid LIMIT ?",
@@ -628,7 +425,7 @@ class SqliteStore:
     # -- WebSocket sessions ----------------------------------------------------------------
 
     async def put_session(self, session_id: str, record: bytes, expires_at: float) -> None:
-        def op(conn: sqlite3.Connection) -> tuple[Any, tuple[int, int, int, int]]:
+        def op(conn: sqlite3.Connection) -> tuple[Any, Counts]:
             conn.execute(
                 "INSERT OR REPLACE INTO sessions (session_id, record, expires_at) VALUES (?, ?, ?)",
                 (session_id, bytes(record), expires_at),
@@ -650,72 +447,8 @@ class SqliteStore:
         return await self._read(fn)
 
     async def delete_session(self, session_id: str) -> None:
-        def op(conn: sqlite3.Connection) -> tuple[Any, tuple[int, int, int, int]]:
+        def op(conn: sqlite3.Connection) -> tuple[Any, Counts]:
             conn.execute("DELETE FROM sessions WHERE session_id = ?", (session_id,))
             return None, _NO_COUNT
 
         await self._write(op)
-
-
-def _segments(fresh: list[StoredChunk]) -> list[tuple[int, int, bytes, bytes]]:
-    """Consecutive chunks as segment rows: (last_seq, first_seq, sizes, records)."""
-    rows = []
-    start = 0
-    while start < len(fresh):
-        end, size = start, 0
-        while end < len(fresh) and end - start < SEGMENT_CHUNKS and size < SEGMENT_BYTES:
-            size += len(fresh[end].record)
-            end += 1
-        part = fresh[start:end]
-        records = [c.record for c in part]
-        sizes = struct.pack(f"<{len(records)}I", *map(len, records))
-        rows.append((part[-1].seq, part[0].seq, sizes, b"".join(records)))
-        start = end
-    return rows
-
-
-def _split(
-    into: list[StoredChunk], first_seq: int, sizes: bytes, blob: bytes, from_seq: int, limit: int
-) -> None:
-    """Add one segment row's chunks from ``from_seq`` to ``into``, up to ``limit`` in all."""
-    lengths = struct.unpack(f"<{len(sizes) // 4}I", sizes)
-    offset = 0
-    for index, length in enumerate(lengths):
-        seq = first_seq + index
-        if seq >= from_seq:
-            if len(into) >= limit:
-                return
-            into.append(StoredChunk(seq, bytes(blob[offset : offset + length])))
-        offset += length
-
-
-def _migrate(conn: sqlite3.Connection, path: str) -> None:
-    # Every statement is CREATE ... IF NOT EXISTS: safe to run on each open,
-    # and by two processes at once (a duplicate version row is harmless).
-    conn.executescript(_SCHEMA)
-    row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
-    if row[0] is None:
-        conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
-    elif row[0] > SCHEMA_VERSION:
-        raise StoreUnavailable(
-            f"{path} has store schema version {row[0]}; this icefloe reads up to {SCHEMA_VERSION}"
-        )
-
-
-def _run_state(row: tuple[Any, ...]) -> RunState:
-    (sid, trace, tenant, reliability, targets, message, created, last_seq) = row[:8]
-    end_phase, end_code, end_message, ended_at, ckpt_seq, ckpt_state = row[8:]
-    record = RunRecord(
-        sid,
-        trace,
-        tenant,
-        Reliability.parse(reliability),
-        tuple(json.loads(targets)),
-        bytes(message),
-        created,
-    )
-    terminal = (
-        None if ended_at is None else Terminal(end_phase, end_code, end_message or "", ended_at)
-    )
-    checkpoint = None if ckpt_seq is None else Checkpoint(ckpt_seq, bytes(ckpt_state))
-    return RunState(record, last_seq if last_seq is not None else NO_SEQ, terminal, checkpoint)
