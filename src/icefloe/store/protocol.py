@@ -32,6 +32,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
+from icefloe.core.wire_errors import ErrorCode
 from icefloe.exceptions import IcefloeError
 from icefloe.store.types import Checkpoint, RunRecord, RunState, StoredChunk, Terminal
 
@@ -39,7 +40,12 @@ __all__ = ["Store", "StoreUnavailable"]
 
 
 class StoreUnavailable(IcefloeError):
-    """The store did not answer, or answered with an error; the call may be retried."""
+    """The store did not answer, or answered with an error; the call may be retried.
+
+    ``code`` is ``ErrorCode.UNAVAILABLE`` (503 on the wire).
+    """
+
+    code = ErrorCode.UNAVAILABLE
 
 
 @runtime_checkable
@@ -116,7 +122,8 @@ class Store(Protocol):
 
     async def delete_runs(self, ended_before: float, limit: int) -> int:
         """Retention: forget up to ``limit`` runs (chunks, checkpoint, keys)
-        that ended before ``ended_before`` (wall-clock seconds); return how many."""
+        that ended before ``ended_before`` (wall-clock seconds), the earliest
+        ended first (ties: the earliest created first); return how many."""
         ...
 
     # -- WebSocket sessions --------------------------------------------------------

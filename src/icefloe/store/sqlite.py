@@ -1,0 +1,454 @@
+"""``sqlite:///path.db``: the embedded durable store (standard library sqlite3).
+
+One file, no server. ``sqlite:///relative/path.db`` is relative to the
+working directory, ``sqlite:////abs/path.db`` absolute. The query string may
+set ``synchronous=normal`` (the default) or ``synchronous=full``.
+
+**Writes** go through ONE writer thread that owns the only write
+connection (:class:`~icefloe.store.sqlite_writer.GroupCommitWriter`).
+Callers queue operations; the writer takes every operation waiting (up to
+:data:`MAX_BATCH`) and runs them in one transaction, and a refused or
+failing call fails alone while its neighbours commit. Each caller's
+``await`` returns only after the transaction holding its operation
+committed: this *group commit* turns many streams' small appends into one
+commit (and one WAL sync). The queue holds at most :data:`MAX_PENDING`
+operations; a caller past it waits for room (back-pressure, nothing is
+dropped).
+
+A store is used from the event loop that opened it.
+
+**Reads** run on a second connection in a worker thread, off the event loop;
+WAL lets them proceed while the writer writes, and a read issued after a
+write's ``await`` returned sees that write.
+
+**Durability** (journal_mode=WAL):
+
+* a process crash (``kill -9``, an OOM kill) loses nothing that was
+  acknowledged, with either setting: a commit is in the WAL file (the OS page
+  cache) before the caller hears of it, and the next open replays the WAL;
+* a power loss or kernel crash with ``synchronous=normal`` may lose the last
+  transactions acknowledged before the failure (those since the WAL was last
+  synced, at most one checkpoint's worth), never the file's consistency;
+  ``synchronous=full`` syncs the WAL at every commit, so it loses nothing
+  acknowledged, at the price of one fsync per group commit.
+
+The default is ``normal``: the crash that matters for ``icefloe serve`` (a
+killed process, a pod eviction) is covered, and one fsync per batch would
+tie the chunk rate to the disk's sync latency.
+
+**Chunks are stored in segments**: the new chunks of one ``append`` (up
+to :data:`SEGMENT_CHUNKS` chunks or :data:`SEGMENT_BYTES` bytes a row)
+become one row holding their records back to back and a packed array of
+their lengths, keyed by (stream id, last seq). Writing a row costs about
+what writing one chunk did, so a stream that appends many chunks at a time
+pays per append, not per chunk; a read splits rows by the stored lengths
+(it never parses a record).
+
+The tables are in :mod:`icefloe.store.sqlite_schema`. Schema version
+:data:`SCHEMA_VERSION` is recorded in ``schema_version``; a file written by a
+newer schema is refused with a clear error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Final, TypeVar
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from icefloe.exceptions import StreamNotFound
+from icefloe.store.memory import check_append
+from icefloe.store.protocol import StoreUnavailable
+from icefloe.store.sqlite_schema import (
+    RUN_COLUMNS,
+    SCHEMA_VERSION,
+    SEGMENT_BYTES,
+    SEGMENT_CHUNKS,
+    migrate,
+    run_state,
+    segment_rows,
+    split_segment,
+)
+from icefloe.store.sqlite_writer import MAX_BATCH, Counts, GroupCommitWriter, Op
+from icefloe.store.types import (
+    Checkpoint,
+    RunRecord,
+    RunState,
+    StoredChunk,
+    StoreStatistics,
+    Terminal,
+)
+
+__all__ = [
+    "MAX_BATCH",
+    "MAX_PENDING",
+    "SCHEMA_VERSION",
+    "SEGMENT_BYTES",
+    "SEGMENT_CHUNKS",
+    "SqliteStore",
+]
+
+T = TypeVar("T")
+
+#: the most operations queued for the writer; callers past it wait for room
+MAX_PENDING: Final = 8192
+_SYNCHRONOUS = ("normal", "full")
+_NO_COUNT: Counts = (0, 0, 0, 0)
+
+
+def _path_from_url(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    if parts.scheme.lower() != "sqlite":
+        raise ValueError(f"not a sqlite URL: {url!r}")
+    if parts.netloc:
+        raise ValueError(
+            f"sqlite URL {url!r} has a host; use sqlite:///relative.db or sqlite:////abs/path.db"
+        )
+    path = unquote(parts.path)[1:]  # sqlite:///x.db -> "x.db", sqlite:////x.db -> "/x.db"
+    if not path or path == ":memory:":
+        raise ValueError(f"sqlite URL {url!r} names no file; e.g. sqlite:///icefloe.db")
+    options = parse_qs(parts.query)
+    unknown = set(options) - {"synchronous"}
+    if unknown:
+        raise ValueError(f"sqlite URL {url!r}: unknown option(s) {sorted(unknown)}")
+    sync = options.get("synchronous", ["normal"])[-1].lower()
+    if sync not in _SYNCHRONOUS:
+        raise ValueError(f"sqlite URL {url!r}: synchronous must be normal or full, got {sync!r}")
+    return path, sync
+
+
+class SqliteStore:
+    """A :class:`~icefloe.store.protocol.Store` in one SQLite file (see the module doc).
+
+    :param path: the database file (created, with its directory, if missing).
+    :param synchronous: ``"normal"`` or ``"full"`` (see the module doc).
+    :param max_pending: operations queued for the writer at most; callers
+        past it wait for room.
+    :param clock: wall-clock seconds, for idempotency keys and sessions.
+    :raises ValueError: a setting out of range, named.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        synchronous: str = "normal",
+        max_pending: int = MAX_PENDING,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if synchronous not in _SYNCHRONOUS:
+            raise ValueError(f"synchronous must be normal or full, got {synchronous!r}")
+        if max_pending < 1:
+            raise ValueError(f"max_pending must be >= 1, got {max_pending}")
+        self._max_pending = max_pending
+        self._path = path
+        self._sync = synchronous
+        self._clock = clock
+        self._writer: GroupCommitWriter | None = None
+        self._reader: ThreadPoolExecutor | None = None
+        self._read_conn: sqlite3.Connection | None = None
+        self._open_lock = asyncio.Lock()
+        self._closed = False
+
+    @classmethod
+    def from_url(cls, url: str) -> SqliteStore:
+        """The store ``sqlite:///relative.db`` or ``sqlite:////abs.db`` names.
+
+        :raises ValueError: not a sqlite URL, no file named, or a bad option.
+        """
+        path, sync = _path_from_url(url)
+        return cls(path, synchronous=sync)
+
+    @property
+    def name(self) -> str:
+        return f"sqlite:///{self._path}"
+
+    @property
+    def commits(self) -> int:
+        """Transactions the writer committed (each holds one or more calls)."""
+        return 0 if self._writer is None else self._writer.commits
+
+    def statistics(self) -> StoreStatistics:
+        """This store's counters since it was opened."""
+        counts = _NO_COUNT if self._writer is None else self._writer.counts
+        return StoreStatistics(*counts)
+
+    # -- life cycle ------------------------------------------------------------
+
+    async def open(self) -> None:
+        async with self._open_lock:
+            if self._closed:
+                raise StoreUnavailable(f"{self.name} was closed")
+            if self._writer is not None:
+                return
+            loop = asyncio.get_running_loop()
+            reader = ThreadPoolExecutor(1, thread_name_prefix="icefloe-sqlite-read")
+            write_conn: sqlite3.Connection | None = None
+            try:
+                write_conn = await asyncio.to_thread(self._connect, True)
+                read_conn = await loop.run_in_executor(reader, self._connect, False)
+            except (sqlite3.Error, OSError) as exc:
+                if write_conn is not None:
+                    write_conn.close()
+                reader.shutdown(wait=False)
+                raise StoreUnavailable(f"cannot open {self.name}: {exc}") from exc
+            except BaseException:
+                if write_conn is not None:
+                    write_conn.close()
+                reader.shutdown(wait=False)
+                raise
+            self._reader, self._read_conn = reader, read_conn
+            self._writer = GroupCommitWriter(self.name, write_conn, self._max_pending)
+
+    async def close(self) -> None:
+        async with self._open_lock:
+            self._closed = True
+            if self._writer is not None:
+                await self._writer.stop()
+            reader, self._reader = self._reader, None
+            read_conn, self._read_conn = self._read_conn, None
+            if reader is not None and read_conn is not None:
+                await asyncio.get_running_loop().run_in_executor(reader, read_conn.close)
+                reader.shutdown(wait=True)
+
+    def _connect(self, writer: bool) -> sqlite3.Connection:
+        directory = os.path.dirname(self._path)
+        if writer and directory:
+            os.makedirs(directory, exist_ok=True)
+        # Autocommit mode: the writer issues BEGIN/COMMIT itself.
+        conn = sqlite3.connect(
+            self._path, isolation_level=None, check_same_thread=False, timeout=30.0
+        )
+        try:
+            conn.execute("PRAGMA busy_timeout = 30000")
+            if writer:
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute(f"PRAGMA synchronous = {self._sync.upper()}")
+                migrate(conn, self._path)
+            else:
+                conn.execute("PRAGMA query_only = ON")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    async def _write(self, op: Op) -> Any:
+        if self._writer is None:
+            raise StoreUnavailable(f"{self.name} is not open")
+        return await self._writer.submit(op)
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        reader, conn = self._reader, self._read_conn
+        if reader is None or conn is None:
+            raise StoreUnavailable(f"{self.name} is not open")
+        try:
+            return await asyncio.get_running_loop().run_in_executor(reader, fn, conn)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"{self.name}: read failed: {exc}") from exc
+
+    # -- runs ---------------------------------------------------------------------
+
+    async def create_run(
+        self, run: RunRecord, *, idempotency_key: str | None = None, key_ttl_s: float = 86_400.0
+    ) -> str:
+        now = self._clock()
+
+        def op(conn: sqlite3.Connection) -> tuple[Any, Counts]:
+            if idempotency_key is not None:
+                held = conn.execute(
+                    "SELECT stream_id, expires_at FROM idem_keys WHERE key = ?", (idempotency_key,)
+                ).fetchone()
+                if held is not None and held[1] > now:
+                    return held[0], _NO_COUNT
+            try:
+                conn.execute(
+                    "INSERT INTO runs (stream_id, trace_id, tenant, reliability, targets, message,"
+                    " created_at, idem_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        run.stream_id,
+                        run.trace_id,
+                        run.tenant,
+                        str(run.reliability),
+                        json.dumps(list(run.targets)),
+                        run.message,
+                        run.created_at,
+                        idempotency_key,
+                    ),
+                )
+            except sqlite3.IntegrityError:
+                raise ValueError(f"a run with stream id {run.stream_id} exists already") from None
+            if idempotency_key is not None:
+                conn.execute(
+                    "INSERT OR REPLACE INTO idem_keys (key, stream_id, expires_at)"
+                    " VALUES (?, ?, ?)",
+                    (idempotency_key, run.stream_id, now + key_ttl_s),
+                )
+            return run.stream_id, (1, 0, 0, 0)
+
+        result: str = await self._write(op)
+        return result
+
+    async def get_run(self, stream_id: str) -> RunState | None:
+        def fn(conn: sqlite3.Connection) -> RunState | None:
+            row = conn.execute(
+                f"SELECT {RUN_COLUMNS} FROM runs WHERE stream_id = ?", (stream_id,)
+            ).fetchone()
+            return None if row is None else run_state(row)
+
+        return await self._read(fn)
+
+    async def unfinished_runs(self) -> list[RunState]:
+        def fn(conn: sqlite3.Connection) -> list[RunState]:
+            rows = conn.execute(
+                f"SELECT {RUN_COLUMNS} FROM runs WHERE ended_at IS NULL ORDER BY created_at"
+            ).fetchall()
+            return [run_state(row) for row in rows]
+
+        return await self._read(fn)
+
+    async def end_run(self, stream_id: str, terminal: Terminal) -> bool:
+        def op(conn: sqlite3.Connection) -> tuple[Any, Counts]:
+            row = conn.execute(
+                "SELECT ended_at IS NULL FROM runs WHERE stream_id = ?", (stream_id,)
+            ).fetchone()
+            if row is None:
+                raise StreamNotFound(stream_id)
+            if not row[0]:
+                return False, _NO_COUNT
+            conn.execute(
+                "UPDATE runs SET end_phase = ?, end_code = ?, end_message = ?, ended_at = ?"
+                " WHERE stream_id = ?",
+                (terminal.phase, terminal.code, terminal.message, terminal.ended_at, stream_id),
+            )
+            return True, _NO_COUNT
+
+        result: bool = await self._write(op)
+        return result
+
+    # -- chunks and checkpoints ---------------------------------------------------------
+
+    async def append(
+        self,
+        stream_id: str,
+        chunks: Sequence[StoredChunk],
+        *,
+        checkpoint: Checkpoint | None = None,
+    ) -> int:
+        chunks = list(chunks)
+
+        def op(conn: sqlite3.Connection) -> tuple[Any, Counts]:
+            row = conn.execute(
+                "SELECT last_seq FROM runs WHERE stream_id = ?", (stream_id,)
+            ).fetchone()
+            if row is None:
+                raise StreamNotFound(stream_id)
+            fresh = check_append(stream_id, row[0], chunks, checkpoint)
+            if fresh:
+                conn.executemany(
+                    "INSERT INTO segments (stream_id, last_seq, first_seq, sizes, records)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    [(stream_id, *segment) for segment in segment_rows(fresh)],
+                )
+                conn.execute(
+                    "UPDATE runs SET last_seq = ? WHERE stream_id = ?", (fresh[-1].seq, stream_id)
+                )
+            if checkpoint is not None:
+                conn.execute(
+                    "UPDATE runs SET ckpt_seq = ?, ckpt_state = ? WHERE stream_id = ?",
+                    (checkpoint.seq, checkpoint.state, stream_id),
+                )
+            moved = (0, len(fresh), len(chunks) - len(fresh), int(checkpoint is not None))
+            return len(fresh), moved
+
+        result: int = await self._write(op)
+        return result
+
+    async def read(self, stream_id: str, from_seq: int, limit: int) -> list[StoredChunk]:
+        if limit <= 0:
+            return []
+
+        def fn(conn: sqlite3.Connection) -> list[StoredChunk]:
+            rows = conn.execute(
+                "SELECT first_seq, sizes, records FROM segments"
+                " WHERE stream_id = ? AND last_seq >= ? ORDER BY last_seq",
+                (stream_id, from_seq),
+            )
+            got: list[StoredChunk] = []
+            for first_seq, sizes, blob in rows:
+                split_segment(got, first_seq, sizes, blob, from_seq, limit)
+                if len(got) >= limit:
+                    break
+            rows.close()
+            return got
+
+        return await self._read(fn)
+
+    async def delete_runs(self, ended_before: float, limit: int) -> int:
+        if limit <= 0:
+            return 0
+        now = self._clock()
+
+        def op(conn: sqlite3.Connection) -> tuple[Any, Counts]:
+            doomed = conn.execute(
+                "SELECT stream_id, idem_key FROM runs WHERE ended_at IS NOT NULL"
+                " AND ended_at < ? ORDER BY ended_at, rowid LIMIT ?",
+                (ended_before, limit),
+            ).fetchall()
+            for stream_id, key in doomed:
+                conn.execute("DELETE FROM segments WHERE stream_id = ?", (stream_id,))
+                conn.execute("DELETE FROM runs WHERE stream_id = ?", (stream_id,))
+                if key is not None:
+                    conn.execute(
+                        "DELETE FROM idem_keys WHERE key = ? AND stream_id = ?", (key, stream_id)
+                    )
+            # Expired keys and sessions are dead weight; sweep a bounded batch too.
+            conn.execute(
+                "DELETE FROM idem_keys WHERE key IN"
+                " (SELECT key FROM idem_keys WHERE expires_at <= ? LIMIT ?)",
+                (now, limit),
+            )
+            conn.execute(
+                "DELETE FROM sessions WHERE session_id IN"
+                " (SELECT session_id FROM sessions WHERE expires_at <= ? LIMIT ?)",
+                (now, limit),
+            )
+            return len(doomed), _NO_COUNT
+
+        result: int = await self._write(op)
+        return result
+
+    # -- WebSocket sessions ----------------------------------------------------------------
+
+    async def put_session(self, session_id: str, record: bytes, expires_at: float) -> None:
+        def op(conn: sqlite3.Connection) -> tuple[Any, Counts]:
+            conn.execute(
+                "INSERT OR REPLACE INTO sessions (session_id, record, expires_at) VALUES (?, ?, ?)",
+                (session_id, bytes(record), expires_at),
+            )
+            return None, _NO_COUNT
+
+        await self._write(op)
+
+    async def get_session(self, session_id: str) -> bytes | None:
+        now = self._clock()
+
+        def fn(conn: sqlite3.Connection) -> bytes | None:
+            row = conn.execute(
+                "SELECT record FROM sessions WHERE session_id = ? AND expires_at > ?",
+                (session_id, now),
+            ).fetchone()
+            return None if row is None else bytes(row[0])
+
+        return await self._read(fn)
+
+    async def delete_session(self, session_id: str) -> None:
+        def op(conn: sqlite3.Connection) -> tuple[Any, Counts]:
+            conn.execute("DELETE FROM sessions WHERE session_id = ?", (session_id,))
+            return None, _NO_COUNT
+
+        await self._write(op)
