@@ -31,6 +31,7 @@ the module of each class defined elsewhere::
     │   ├── TooManySessions                  the session table is full
     │   └── TooManyStreams                   a session follows its limit of streams
     ├── StoreUnavailable                     store.protocol: the store did not answer (retryable)
+    ├── DeliveryFailed                       connectors.protocol: records a sink could not deliver
     ├── HttpError                            transport.errors: a request refused with a code
     ├── AuthError                            transport.principals: credentials refused (401/403)
     └── RateLimited                          transport.limits: a principal over its limit (429)
