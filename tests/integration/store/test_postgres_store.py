@@ -21,8 +21,9 @@ from netservers import (
 )
 from storerules import RULES, Make, Rule, chunks, run_record, until
 
-from icefloe.store import Checkpoint, StoreUnavailable, Terminal, open_store
+from icefloe.store import Checkpoint, Store, StoreUnavailable, Terminal, open_store
 from icefloe.store.postgres import SCHEMA_VERSION, PostgresStore
+from storecheck import CHECKS, Backend
 
 BOUND_S = 60.0
 
@@ -250,3 +251,35 @@ async def test_an_ended_run_is_kept_until_retention(make: Make) -> None:
     # the prefix of an interrupted run stays readable
     assert await store.read("s", 0, 10) == chunks(0, 2)
     assert await store.unfinished_runs() == []
+
+
+@pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__)
+async def test_conformance(check: object, database: str, schema: str) -> None:
+    """The shared conformance suite (tests/storecheck.py), each store in its own schema."""
+    made: list[PostgresStore] = []
+    schemas: list[str] = []
+
+    async def open_in(name: str) -> PostgresStore:
+        store = PostgresStore.from_url(f"{database}?schema={name}&pool_size=4")
+        made.append(store)
+        await store.open()
+        return store
+
+    async def make() -> Store:
+        schemas.append(f"{schema}_{len(schemas)}")
+        return await open_in(schemas[-1])
+
+    async def reopen(store: Store) -> Store:
+        assert isinstance(store, PostgresStore)
+        await store.close()
+        return await open_in(store.schema)
+
+    assert callable(check)
+    try:
+        async with asyncio.timeout(BOUND_S):
+            await check(Backend(make, reopen))
+    finally:
+        for store in made:
+            await store.close()
+        for name in schemas:
+            await drop_schema(database, name)

@@ -19,8 +19,9 @@ from netservers import REDIS_URL, UNREACHABLE, TcpProxy, closed_port, silent_ser
 from redis.exceptions import RedisError
 from storerules import RULES, Make, Rule, chunks, run_record
 
-from icefloe.store import Checkpoint, StoreUnavailable, Terminal, open_store
+from icefloe.store import Checkpoint, Store, StoreUnavailable, Terminal, open_store
 from icefloe.store.redis import RedisStore
+from storecheck import CHECKS, Backend
 
 BOUND_S = 60.0
 
@@ -203,3 +204,34 @@ def test_importing_the_store_loads_no_client_library() -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
     )
     assert json.loads(result.stdout) == []
+
+
+@pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__)
+async def test_conformance(check: object, admin: redis.asyncio.Redis, prefix: str) -> None:
+    """The shared conformance suite (tests/storecheck.py), each store under its own prefix."""
+    made: list[RedisStore] = []
+
+    async def open_at(sub: str) -> RedisStore:
+        store = RedisStore.from_url(f"{REDIS_URL}?prefix={quote(sub)}")
+        made.append(store)
+        await store.open()
+        return store
+
+    async def make() -> Store:
+        return await open_at(f"{prefix}{len(made)}:")
+
+    async def reopen(store: Store) -> Store:
+        assert isinstance(store, RedisStore)
+        await store.close()
+        return await open_at(store.prefix)
+
+    assert callable(check)
+    try:
+        async with asyncio.timeout(BOUND_S):
+            await check(Backend(make, reopen))
+    finally:
+        for store in made:
+            await store.close()
+        keys = [key async for key in admin.scan_iter(match=f"{prefix}*")]
+        if keys:
+            await admin.delete(*keys)
