@@ -82,6 +82,9 @@ __all__ = [
     "serve_websocket",
 ]
 
+#: the longest one connection's queued ops run before the loop serves others (s)
+OP_SLICE_S = 0.002
+
 logger = logging.getLogger("icefloe.ws")
 
 
@@ -213,7 +216,9 @@ class WsConnection:
     async def run(self, receive: Any) -> tuple[int, str] | None:
         """Serve until the client leaves or is cut; the close to send (code, reason), if any."""
         self._owner = asyncio.current_task()
+        clock = time.perf_counter
         try:
+            slice_start = clock()
             while True:
                 message = await receive()
                 kind = message["type"]
@@ -225,6 +230,12 @@ class WsConnection:
                 if frame is None:
                     frame = message.get("bytes") or b""
                 await self.handle(frame)
+                # A pipelined burst arrives already queued, so neither receive()
+                # nor most ops suspend: without this, one client's burst of
+                # publishes held the loop for every other client (issue 15).
+                if clock() - slice_start >= OP_SLICE_S:
+                    await asyncio.sleep(0)
+                    slice_start = clock()
         except asyncio.CancelledError:
             if self._closing is None:
                 raise
