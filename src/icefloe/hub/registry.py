@@ -31,9 +31,10 @@ from icefloe.core.messages import NO_META, new_id
 from icefloe.core.ring import ByteLedger, Overflow, Ring
 from icefloe.core.topics import Pattern, validate_topic
 from icefloe.exceptions import ClosedResourceError, ErrorCode, IcefloeError, StreamError
+from icefloe.hub.budget import fair_share, over_limit, over_share
 from icefloe.hub.checks import check_name, check_range
 from icefloe.hub.event import HubEvent
-from icefloe.hub.limits import MIB, HubLimits
+from icefloe.hub.limits import MIB, SWEEP_BATCH, HubLimits
 from icefloe.hub.subscription import SubscriberInfo, SubscriberState, SubscriptionStatistics
 from icefloe.hub.topic import TenantState, TopicState, replay
 
@@ -48,11 +49,11 @@ class HubRegistry:
     """
 
     __slots__ = (
-        "_buffer_bytes",
         "_clock",
         "_delivered",
         "_history_bytes",
         "_limits",
+        "_orphans",
         "_published",
         "_recent_from",
         "_subscribers",
@@ -76,9 +77,12 @@ class HubRegistry:
         #: whether the hub is closed; set only by :meth:`close`
         self.closed = False
         self._subscribers = 0
-        # Bytes held in subscriber buffers and in topic histories, kept by the rings.
-        self._buffer_bytes = ByteLedger()
+        # Bytes held in topic histories, kept by the histories (each tenant
+        # also keeps its own, and its subscribers' buffers, see TenantState).
         self._history_bytes = ByteLedger()
+        # Buffer ledgers of forgotten tenants whose ended subscribers still
+        # hold events to be read (counted in bytes_held until drained).
+        self._orphans: set[ByteLedger] = set()
         # Events published, but for the recent topic's since it became recent,
         # which its offsets count: one counter less to bump on every publish.
         self._published = 0
@@ -91,8 +95,9 @@ class HubRegistry:
         """The topic ``name`` of ``tenant``, made the recent one (created if new).
 
         :raises TopicError: ``name`` is not a valid topic name.
-        :raises StreamError: ``overloaded``: a new topic past ``max_topics``
-            (none idle) or ``max_bytes_total``.
+        :raises StreamError: ``overloaded``: a new topic past the tenant's
+            topic or byte budget, or past a global limit for a tenant at
+            its fair share (after evicting idle topics).
         """
         state = self.recent
         if state is not None and state.name == name and state.tenant == tenant:
@@ -102,26 +107,15 @@ class HubRegistry:
         state = topics.get(key)
         if state is not None:
             topics.move_to_end(key)
+            state.owner.topics.move_to_end(name)
             self._make_recent(state)
             return state
         validate_topic(name)
-        limits = self._limits
-        full = limits.max_topics is not None and len(topics) >= limits.max_topics
-        if full and not self._evict_idle_topic():
-            raise StreamError(
-                ErrorCode.OVERLOADED,
-                f"the hub holds its limit of {limits.max_topics} topics, none idle for "
-                f"{limits.topic_idle_s} s",
-                name,
-            )
-        self._admit_bytes(name)
+        self._admit_topic(tenant, name)
         owner = self._tenant(tenant)
-        # The first offset is the hub's publish count, so that a topic evicted
-        # and created again never reuses an offset a subscriber may remember.
-        state = TopicState(
-            owner, tenant, name, self.published_now(), limits, self._clock(), self._history_bytes
-        )
-        owner.topics += 1
+        limits = self._limits
+        state = TopicState(owner, tenant, name, limits, self._clock(), self._history_bytes)
+        owner.topics[name] = state
         topics[key] = state
         self._make_recent(state)
         return state
@@ -153,19 +147,71 @@ class HubRegistry:
         self.recent = state
         self._recent_from = state.next_offset if state is not None else 0
 
-    def _evict_idle_topic(self) -> bool:
-        key, state = next(iter(self._topics.items()))
+    def _admit_topic(self, tenant: str, name: str) -> None:
+        """Make room for a new topic of ``tenant`` or refuse it (see :mod:`~icefloe.hub.limits`)."""
+        limits = self._limits
+        self.sweep()
+        owner = self._tenants.get(tenant)
+        per_tenant = limits.max_topics_per_tenant
+        if (
+            owner is not None
+            and over_limit(len(owner.topics), per_tenant)
+            and not self._evict_idle(owner.topics, lambda: len(owner.topics) < (per_tenant or 0))
+        ):
+            raise StreamError(
+                ErrorCode.OVERLOADED,
+                f"tenant {tenant!r} holds its limit of {per_tenant} topics, none idle for "
+                f"{limits.topic_idle_s} s",
+                name,
+            )
+        limit = limits.max_topics
+        if over_limit(len(self._topics), limit):
+            self._evict_idle(self._topics, lambda: len(self._topics) < (limit or 0))
+            held = 0 if owner is None else len(owner.topics)
+            if over_share(held, len(self._topics), limit, self._tenant_count(tenant)):
+                raise StreamError(
+                    ErrorCode.OVERLOADED,
+                    f"tenant {tenant!r} holds {held} topics, its share of the hub for now; "
+                    f"topics idle for {limits.topic_idle_s} s are evicted",
+                    name,
+                )
+        self._admit_bytes(tenant, owner, name)
+
+    def sweep(self, batch: int = SWEEP_BATCH) -> int:
+        """Evict up to ``batch`` topics idle for ``topic_idle_s``, least recently
+        published first; returns how many. Called at each admission and by
+        :meth:`icefloe.hub.Hub.statistics`, so idle bytes are freed without
+        a publish scanning the topics."""
+        evicted = 0
+        topics = self._topics
+        while evicted < batch and topics and self._evict_front_if_idle(topics):
+            evicted += 1
+        return evicted
+
+    def _evict_idle(self, order: Mapping[Any, TopicState], done: Callable[[], bool]) -> bool:
+        """Evict idle topics from the front of ``order`` until ``done()``; whether it is."""
+        while not done():
+            if not order or not self._evict_front_if_idle(order):
+                return False
+        return True
+
+    def _evict_front_if_idle(self, order: Mapping[Any, TopicState]) -> bool:
+        state = next(iter(order.values()))
         if state.queue or self._clock() - state.last_used < self._limits.topic_idle_s:
             return False
-        del self._topics[key]
+        self._evict(state)
+        return True
+
+    def _evict(self, state: TopicState) -> None:
+        """Forget ``state`` and its history (a later publish creates it afresh)."""
+        del self._topics[(state.tenant, state.name)]
+        owner = state.owner
+        del owner.topics[state.name]
         if state is self.recent:
             self._make_recent(None)
         if state.history is not None:
             state.history.clear()
-        owner = state.owner
-        owner.topics -= 1
         self._forget_tenant_if_empty(state.tenant, owner)
-        return True
 
     # -- subscribers -------------------------------------------------------------------
 
@@ -181,6 +227,7 @@ class HubRegistry:
         from_offset: int | Mapping[str, int] | None,
         subscriber_id: str | None,
         meta: Mapping[str, Any] | None,
+        epoch: str | Mapping[str, str] | None = None,
     ) -> SubscriberState:
         """Check, admit and attach a subscriber; see :meth:`icefloe.hub.Hub.subscribe`.
 
@@ -197,8 +244,10 @@ class HubRegistry:
         if max_bytes is None:
             max_bytes = max(limits.max_event_bytes, min(MIB, limits.max_subscriber_bytes))
         check_range("max_bytes", max_bytes, limits.max_event_bytes, limits.max_subscriber_bytes)
-        ring: Ring[HubEvent] = Ring(buffer, max_bytes, overflow, ledger=self._buffer_bytes)
         owner = self._tenants.get(tenant)
+        # The buffer's bytes count against its tenant's budget (and the hub's).
+        buffers = owner.buffers if owner is not None else ByteLedger()
+        ring: Ring[HubEvent] = Ring(buffer, max_bytes, overflow, ledger=buffers)
         if subscriber_id is None:
             subscriber_id = new_id()
         else:
@@ -214,11 +263,13 @@ class HubRegistry:
             NO_META if meta is None else dict(meta),
         )
         s = SubscriberState(self, info, compiled, flt, ring)
+        if from_offset is None and epoch is not None:
+            raise ValueError("epoch is given only with from_offset")
         if from_offset is not None:
-            replayed = replay(self._topics, s, from_offset)
+            replayed = replay(self._topics, s, from_offset, epoch)
             if replayed:
                 s.replay = deque(replayed)
-        owner = self._tenant(tenant)
+        owner = self._tenant(tenant, buffers)
         owner.index.add(compiled, s)
         owner.ids[subscriber_id] = s
         owner.generation += 1
@@ -238,17 +289,43 @@ class HubRegistry:
                 ErrorCode.OVERLOADED,
                 f"tenant {tenant!r} has its limit of {per_tenant} subscribers",
             )
-        self._admit_bytes(None)
+        self.sweep()
+        self._admit_bytes(tenant, owner, None)
 
-    def _admit_bytes(self, topic: str | None) -> None:
-        limit = self._limits.max_bytes_total
-        held = self._buffer_bytes.held + self._history_bytes.held
-        if limit is not None and held >= limit:
+    def _admit_bytes(self, tenant: str, owner: TenantState | None, topic: str | None) -> None:
+        """Evict idle topics to bring ``tenant`` within its byte budget and the hub
+        within ``max_bytes_total``, or refuse ``tenant`` (see :mod:`~icefloe.hub.limits`)."""
+        if owner is None:
+            return  # it holds nothing yet: below any budget and any fair share
+        limits = self._limits
+        per_tenant = limits.max_bytes_per_tenant
+        if over_limit(owner.held(), per_tenant) and not self._evict_idle(
+            owner.topics, lambda: not over_limit(owner.held(), per_tenant)
+        ):
             raise StreamError(
                 ErrorCode.OVERLOADED,
-                f"the hub holds {held} bytes, at its limit of {limit}",
+                f"tenant {tenant!r} holds {owner.held()} bytes in the hub, at its limit of "
+                f"{per_tenant}; topics idle for {limits.topic_idle_s} s are evicted",
                 topic,
             )
+        limit = limits.max_bytes_total
+        tenants = self._tenant_count(tenant)
+        # The hub's total is summed over tenants: only for a tenant at its fair share.
+        if limit is None or owner.held() < fair_share(limit, tenants):
+            return
+        if over_share(owner.held(), self.bytes_held, limit, tenants):
+            self._evict_idle(self._topics, lambda: self.bytes_held < limit)
+            if over_share(owner.held(), self.bytes_held, limit, tenants):
+                raise StreamError(
+                    ErrorCode.OVERLOADED,
+                    f"tenant {tenant!r} holds {owner.held()} bytes, its share of the hub for "
+                    f"now; topics idle for {limits.topic_idle_s} s are evicted",
+                    topic,
+                )
+
+    def _tenant_count(self, tenant: str) -> int:
+        """Tenants present, counting ``tenant`` (which may be new)."""
+        return len(self._tenants) + (tenant not in self._tenants)
 
     def end(self, s: SubscriberState, cause: IcefloeError, *, keep: bool) -> None:
         """Detach ``s`` for ``cause``; ``keep`` leaves its buffer to be read.
@@ -273,15 +350,19 @@ class HubRegistry:
         s.wake_readers()
         s.wake_publishers()
 
-    def _tenant(self, tenant: str) -> TenantState:
+    def _tenant(self, tenant: str, buffers: ByteLedger | None = None) -> TenantState:
         owner = self._tenants.get(tenant)
         if owner is None:
-            owner = self._tenants[tenant] = TenantState()
+            owner = self._tenants[tenant] = TenantState(buffers)
+            if buffers is not None:
+                self._orphans.discard(buffers)
         return owner
 
     def _forget_tenant_if_empty(self, tenant: str, owner: TenantState) -> None:
         if owner.empty():
             self._tenants.pop(tenant, None)
+            if owner.buffers.held:
+                self._orphans.add(owner.buffers)
 
     # -- closing -----------------------------------------------------------------------
 
@@ -303,8 +384,9 @@ class HubRegistry:
                     turn.set_result(None)
             if state.history is not None:
                 state.history.clear()
-            state.owner.topics -= 1
+            state.owner.topics.clear()
         self._topics.clear()
+        self._orphans.update(owner.buffers for owner in self._tenants.values())
         self._tenants.clear()
 
     # -- observing ---------------------------------------------------------------------
@@ -321,8 +403,26 @@ class HubRegistry:
 
     @property
     def bytes_held(self) -> int:
-        """Bytes held in subscriber buffers and histories (once per holder)."""
-        return self._buffer_bytes.held + self._history_bytes.held
+        """Bytes held in subscriber buffers and histories (once per holder).
+
+        It sums the tenants' buffers: meant for admissions past a fair
+        share and for metrics, not for every event.
+        """
+        buffers = sum(owner.buffers.held for owner in self._tenants.values())
+        if self._orphans:
+            self._orphans = {ledger for ledger in self._orphans if ledger.held}
+            buffers += sum(ledger.held for ledger in self._orphans)
+        return buffers + self._history_bytes.held
+
+    def tenant_bytes(self, tenant: str) -> int:
+        """Bytes held for ``tenant``: its histories and its subscribers' buffers."""
+        owner = self._tenants.get(tenant)
+        return 0 if owner is None else owner.held()
+
+    def tenant_topics(self, tenant: str) -> int:
+        """Topics held for ``tenant``."""
+        owner = self._tenants.get(tenant)
+        return 0 if owner is None else len(owner.topics)
 
     @property
     def history_bytes(self) -> int:
