@@ -73,7 +73,7 @@ from icefloe.hub.publish import HubPublisher
 from icefloe.hub.registry import HubRegistry
 from icefloe.hub.subscription import HubSubscription, SubscriptionStatistics
 
-__all__ = ["Hub", "HubStatistics"]
+__all__ = ["Hub", "HubStatistics", "TenantUsage"]
 
 
 class HubStatistics(NamedTuple):
@@ -104,6 +104,15 @@ class HubStatistics(NamedTuple):
     #: publishers in line at their topic: those waiting for room and those
     #: queued behind them (a publish does not overtake them)
     queued_publishers: int = 0
+
+
+class TenantUsage(NamedTuple):
+    """What one tenant holds in a hub, against its budgets (see :mod:`icefloe.hub.limits`)."""
+
+    #: topics held for it
+    topics: int
+    #: bytes held for it: its topics' histories and its subscribers' buffers
+    bytes_held: int
 
 
 class Hub(HubPublisher):
@@ -242,6 +251,12 @@ class Hub(HubPublisher):
             closed=registry.closed,
             queued_publishers=registry.queued_publishers(),
         )
+
+    def tenant_usage(self, tenant: str) -> TenantUsage:
+        """What ``tenant`` holds now, against ``max_topics_per_tenant`` and
+        ``max_bytes_per_tenant`` (zeros for a tenant the hub does not know)."""
+        registry = self._registry
+        return TenantUsage(registry.tenant_topics(tenant), registry.tenant_bytes(tenant))
 
     def subscriber_statistics(self, tenant: str | None = None) -> list[SubscriptionStatistics]:
         """Statistics of every live subscriber (of ``tenant``, if given)."""

@@ -74,7 +74,13 @@ class WsTopics:
         if op.sub_id is not None and op.sub_id in self._names:
             raise HttpError(ErrorCode.CONFLICT, "this connection already uses that sub_id")
         try:
-            sub = self._hub.subscribe(op.pattern, tenant=self._principal.tenant, filter=op.filter)
+            sub = self._hub.subscribe(
+                op.pattern,
+                tenant=self._principal.tenant,
+                filter=op.filter,
+                from_offset=op.from_offset,
+                epoch=op.epoch,
+            )
         except FilterError as exc:
             raise HttpError(ErrorCode.BAD_REQUEST, f"bad filter: {exc}") from None
         except (TopicError, ValueError) as exc:
