@@ -8,7 +8,7 @@ cost one JSON encode, not a thousand.
 The wire form is one object (JSON or msgpack) ready to be sent as a
 WebSocket message or an SSE ``data:`` line::
 
-    {"op": "event", "topic": "chat.room1.tokens", "offset": 17, "epoch": "q3Zk9aPw",
+    {"op": "event", "topic": "chat.room1.tokens", "offset": 17, "epoch": "9f2c41d07ab3",
      "data": ..., "headers": {...}, "ts": 1718000000000000000}
 
 ``tenant`` is left out: a subscriber only ever sees its own tenant's events.

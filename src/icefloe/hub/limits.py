@@ -12,8 +12,8 @@ limit                            default     at the limit
                                              none is idle it is refused with
                                              ``StreamError("overloaded")``, but only for a tenant
                                              holding at least its fair share of topics
-``max_topics_per_tenant``        1,000       a new topic of that tenant first evicts the tenant's
-                                             own idle topics; if none is idle it is refused with
+``max_topics_per_tenant``        1,000       a new topic of that tenant first evicts idle topics;
+                                             if none of the tenant's is idle it is refused with
                                              ``StreamError("overloaded")`` (that tenant only)
 ``topic_idle_s``                 300 s       a topic without a publish for this long (and no
                                              publisher waiting) is evicted with its history
@@ -26,8 +26,9 @@ limit                            default     at the limit
 ``max_bytes_per_tenant``         32 MiB      while a tenant holds this many bytes (its topics'
                                              histories and its subscribers' buffers), its new
                                              topics and subscribers are refused with
-                                             ``StreamError("overloaded")`` after its own idle
-                                             topics are evicted; other tenants are not affected
+                                             ``StreamError("overloaded")`` once evicting idle
+                                             topics does not free enough; other tenants are not
+                                             affected
 ``max_bytes_total``              256 MiB     while the hub holds this many bytes, idle topics are
                                              evicted; if that is not enough, new topics and
                                              subscribers are refused, but only for a tenant

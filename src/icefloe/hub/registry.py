@@ -57,6 +57,7 @@ class HubRegistry:
         "_published",
         "_recent_from",
         "_subscribers",
+        "_sweep_after",
         "_tenants",
         "_topics",
         "closed",
@@ -83,6 +84,8 @@ class HubRegistry:
         # Buffer ledgers of forgotten tenants whose ended subscribers still
         # hold events to be read (counted in bytes_held until drained).
         self._orphans: set[ByteLedger] = set()
+        # No topic can be idle before this time (see sweep).
+        self._sweep_after = float("-inf")
         # Events published, but for the recent topic's since it became recent,
         # which its offsets count: one counter less to bump on every publish.
         self._published = 0
@@ -107,7 +110,6 @@ class HubRegistry:
         state = topics.get(key)
         if state is not None:
             topics.move_to_end(key)
-            state.owner.topics.move_to_end(name)
             self._make_recent(state)
             return state
         validate_topic(name)
@@ -115,7 +117,7 @@ class HubRegistry:
         owner = self._tenant(tenant)
         limits = self._limits
         state = TopicState(owner, tenant, name, limits, self._clock(), self._history_bytes)
-        owner.topics[name] = state
+        owner.topics += 1
         topics[key] = state
         self._make_recent(state)
         return state
@@ -155,8 +157,8 @@ class HubRegistry:
         per_tenant = limits.max_topics_per_tenant
         if (
             owner is not None
-            and over_limit(len(owner.topics), per_tenant)
-            and not self._evict_idle(owner.topics, lambda: len(owner.topics) < (per_tenant or 0))
+            and over_limit(owner.topics, per_tenant)
+            and not self._evict_idle(lambda: not over_limit(owner.topics, per_tenant))
         ):
             raise StreamError(
                 ErrorCode.OVERLOADED,
@@ -166,8 +168,8 @@ class HubRegistry:
             )
         limit = limits.max_topics
         if over_limit(len(self._topics), limit):
-            self._evict_idle(self._topics, lambda: len(self._topics) < (limit or 0))
-            held = 0 if owner is None else len(owner.topics)
+            self._evict_idle(lambda: not over_limit(len(self._topics), limit))
+            held = 0 if owner is None else owner.topics
             if over_share(held, len(self._topics), limit, self._tenant_count(tenant)):
                 raise StreamError(
                     ErrorCode.OVERLOADED,
@@ -182,16 +184,31 @@ class HubRegistry:
         published first; returns how many. Called at each admission and by
         :meth:`icefloe.hub.Hub.statistics`, so idle bytes are freed without
         a publish scanning the topics."""
+        now = self._clock()
+        if now < self._sweep_after:
+            return 0
         evicted = 0
         topics = self._topics
         while evicted < batch and topics and self._evict_front_if_idle(topics):
             evicted += 1
+        # Skip the sweeps until the front topic may be idle (publishes only
+        # make topics younger); a topic created later is idle no sooner.
+        front = next(iter(topics.values()), None) if evicted < batch else None
+        if front is None:
+            self._sweep_after = now + self._limits.topic_idle_s if evicted < batch else now
+        else:
+            self._sweep_after = now if front.queue else front.last_used + self._limits.topic_idle_s
         return evicted
 
-    def _evict_idle(self, order: Mapping[Any, TopicState], done: Callable[[], bool]) -> bool:
-        """Evict idle topics from the front of ``order`` until ``done()``; whether it is."""
+    def _evict_idle(self, done: Callable[[], bool]) -> bool:
+        """Evict idle topics, least recently published first, until ``done()``;
+        whether it is. Any tenant's idle topic goes: idle topics are evicted
+        anyway, and the least recently published are the idle ones, so a
+        tenant's own are found without a list per tenant (which a publish
+        would have to keep in order)."""
+        topics = self._topics
         while not done():
-            if not order or not self._evict_front_if_idle(order):
+            if not topics or not self._evict_front_if_idle(topics):
                 return False
         return True
 
@@ -206,7 +223,7 @@ class HubRegistry:
         """Forget ``state`` and its history (a later publish creates it afresh)."""
         del self._topics[(state.tenant, state.name)]
         owner = state.owner
-        del owner.topics[state.name]
+        owner.topics -= 1
         if state is self.recent:
             self._make_recent(None)
         if state.history is not None:
@@ -300,7 +317,7 @@ class HubRegistry:
         limits = self._limits
         per_tenant = limits.max_bytes_per_tenant
         if over_limit(owner.held(), per_tenant) and not self._evict_idle(
-            owner.topics, lambda: not over_limit(owner.held(), per_tenant)
+            lambda: not over_limit(owner.held(), per_tenant)
         ):
             raise StreamError(
                 ErrorCode.OVERLOADED,
@@ -314,7 +331,7 @@ class HubRegistry:
         if limit is None or owner.held() < fair_share(limit, tenants):
             return
         if over_share(owner.held(), self.bytes_held, limit, tenants):
-            self._evict_idle(self._topics, lambda: self.bytes_held < limit)
+            self._evict_idle(lambda: self.bytes_held < limit)
             if over_share(owner.held(), self.bytes_held, limit, tenants):
                 raise StreamError(
                     ErrorCode.OVERLOADED,
@@ -384,7 +401,7 @@ class HubRegistry:
                     turn.set_result(None)
             if state.history is not None:
                 state.history.clear()
-            state.owner.topics.clear()
+            state.owner.topics -= 1
         self._topics.clear()
         self._orphans.update(owner.buffers for owner in self._tenants.values())
         self._tenants.clear()
@@ -422,7 +439,7 @@ class HubRegistry:
     def tenant_topics(self, tenant: str) -> int:
         """Topics held for ``tenant``."""
         owner = self._tenants.get(tenant)
-        return 0 if owner is None else len(owner.topics)
+        return 0 if owner is None else owner.topics
 
     @property
     def history_bytes(self) -> int:

@@ -23,9 +23,9 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
-import secrets
-from collections import OrderedDict, deque
-from collections.abc import Mapping
+import os
+from collections import deque
+from collections.abc import Iterator, Mapping
 from typing import TypeAlias
 
 from icefloe.core.ring import ByteLedger
@@ -110,8 +110,8 @@ class TenantState:
         self.ids: dict[str, SubscriberState] = {}
         # Bumped on every subscribe and unsubscribe: topic caches compare it.
         self.generation = 0
-        #: this tenant's topics held by the hub, least recently published first
-        self.topics: OrderedDict[str, TopicState] = OrderedDict()
+        #: this tenant's topics held by the hub
+        self.topics = 0
         #: bytes held in its subscribers' buffers (kept by their rings)
         self.buffers = buffers if buffers is not None else ByteLedger()
         #: bytes held in its topics' histories (kept by the histories)
@@ -126,12 +126,38 @@ class TenantState:
 
 
 def new_epoch() -> str:
-    """A fresh topic epoch: 8 URL-safe characters (48 random bits).
+    """A fresh topic epoch: 12 hex digits (48 random bits from ``os.urandom``).
 
     Enough that a client resuming a topic re-created since it last read
-    cannot mistake the new numbering for the old one.
+    cannot mistake the new numbering for the old one. Random rather than
+    counted, so that it says nothing about how many topics the hub made.
     """
-    return secrets.token_urlsafe(6)
+    epoch = next(_epoch_pool, None)
+    if epoch is None:
+        # One system call per 256 topics, not per topic (it was a quarter
+        # of the cost of creating one).
+        _refill_epoch_pool()
+        epoch = next(_epoch_pool)
+    return epoch
+
+
+_EPOCH_BATCH = 256
+_epoch_pool: Iterator[str] = iter(())
+
+
+def _refill_epoch_pool() -> None:
+    global _epoch_pool
+    digits = os.urandom(6 * _EPOCH_BATCH).hex()
+    _epoch_pool = iter([digits[i : i + 12] for i in range(0, len(digits), 12)])
+
+
+def _empty_epoch_pool() -> None:
+    global _epoch_pool
+    _epoch_pool = iter(())
+
+
+# A forked child draws its own epochs, not its parent's next ones.
+os.register_at_fork(after_in_child=_empty_epoch_pool)
 
 
 class TopicState:

@@ -116,7 +116,7 @@ async def test_a_tenant_at_its_byte_budget_is_refused_and_no_other() -> None:
         await hub.publish("2", "x", tenant="a")  # a's admitted topics keep working
 
 
-async def test_a_byte_budget_evicts_the_tenants_own_idle_topics_first() -> None:
+async def test_a_byte_budget_evicts_idle_topics_to_make_room() -> None:
     clock = Clock()
     async with Hub(small(max_bytes_per_tenant=2000), clock=clock) as hub:
         await fill(hub, "a", ["1"])
