@@ -180,6 +180,7 @@ async def test_a_tenant_budget_refuses_that_tenant_only() -> None:
         assert "at its limit of 65536" in refused.json()["error"]["message"]
         async with client.stream("GET", "/v1/topics/fill.>", headers=A) as r:
             assert r.status_code == 503
+            assert r.headers["retry-after"] == "1"
         assert (await client.post("/v1/topics/b.new", json={"data": 1}, headers=B)).is_success
 
 

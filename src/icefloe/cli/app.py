@@ -193,6 +193,20 @@ def serve(
         ),
     ] = None,
     # -- end of Host allow-list --------------------------------------------------
+    # -- hub budgets (issue 15, item 1) --
+    hub_bytes_per_tenant: Annotated[
+        str,
+        typer.Option(help="Bytes one tenant may hold in the hub (0/off: no limit)."),
+    ] = str(32 * 1024 * 1024),
+    hub_topics_per_tenant: Annotated[
+        str,
+        typer.Option(help="Hub topics one tenant may hold (0/off: no limit)."),
+    ] = "1000",
+    hub_topic_idle: Annotated[
+        float,
+        typer.Option(min=0, help="Seconds without a publish after which a hub topic is evicted."),
+    ] = 300.0,
+    # -- end of hub budgets --
 ) -> None:
     """Serve a flow over HTTP (SSE, NDJSON, long-poll) and WebSocket, with the inspector at /."""
     flow = _load_flow(target)
@@ -234,6 +248,9 @@ def serve(
     _raise_fd_limit()
     # -- end of edge limits --
     settings = _allowed_hosts(settings, host, allowed_host or [])  # Host allow-list (item 7)
+    settings = _hub_budgets(  # hub budgets (issue 15, item 1)
+        settings, hub_bytes_per_tenant, hub_topics_per_tenant, hub_topic_idle
+    )
     _run_server(flow, settings, host, port)
 
 
@@ -498,6 +515,30 @@ def _allowed_hosts(settings: EdgeSettings, host: str, extra: list[str]) -> EdgeS
 
 
 # -- end of Host allow-list ------------------------------------------------------------
+
+
+# -- hub budgets (issue 15, item 1) -----------------------------------------------------
+
+
+def _hub_budgets(
+    settings: EdgeSettings, bytes_per_tenant: str, topics_per_tenant: str, topic_idle: float
+) -> EdgeSettings:
+    """The hub's tenant budgets and idle-topic eviction (docs/security.md, "Hub budgets")."""
+    size = _off_or(bytes_per_tenant, int, "--hub-bytes-per-tenant")
+    topics = _off_or(topics_per_tenant, int, "--hub-topics-per-tenant")
+    try:
+        limits = dataclasses.replace(
+            settings.hub_limits,
+            max_bytes_per_tenant=None if size is None else int(size),
+            max_topics_per_tenant=None if topics is None else int(topics),
+            topic_idle_s=topic_idle,
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    return dataclasses.replace(settings, hub_limits=limits)
+
+
+# -- end of hub budgets ----------------------------------------------------------------
 
 
 def _run_server(flow: Flow, settings: EdgeSettings, host: str, port: int) -> None:

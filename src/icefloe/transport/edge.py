@@ -37,7 +37,7 @@ from starlette.responses import Response
 from icefloe.core.messages import Headers
 from icefloe.core.sessions import SessionTable
 from icefloe.core.wire_errors import ErrorCode
-from icefloe.hub import Hub
+from icefloe.hub import Hub, HubLimits
 from icefloe.runtime.flow import Flow
 from icefloe.runtime.stream_types import StreamStatistics
 from icefloe.transport.auth import (
@@ -150,6 +150,9 @@ class EdgeSettings:
     unread_timeout_s: float | None = 60.0
     #: the WebSocket edge: window, frame limit, sessions
     ws: WsSettings = field(default_factory=WsSettings)
+    #: the limits of the hub ``create_app`` makes when given none (tenant
+    #: budgets, idle topics: docs/security.md, "Hub budgets")
+    hub_limits: HubLimits = field(default_factory=HubLimits)
 
     def __post_init__(self) -> None:
         if not isinstance(self.history, int) or self.history < 0:

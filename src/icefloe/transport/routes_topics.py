@@ -180,8 +180,10 @@ class TopicRoutes:
         except (TopicError, ValueError) as exc:
             raise HttpError(ErrorCode.BAD_REQUEST, str(exc)) from None
         except StreamError as exc:
-            # history_gone (410) for a trimmed from_offset, overloaded (503) at a hub limit
-            raise HttpError(exc.code, exc.message) from None
+            # history_gone (410) for a trimmed from_offset or a changed epoch,
+            # overloaded (503, retry later) at a hub budget
+            retry = {"Retry-After": "1"} if exc.code is ErrorCode.OVERLOADED else None
+            raise HttpError(exc.code, exc.message, retry) from None
         except ClosedResourceError:
             raise HttpError(ErrorCode.UNAVAILABLE, "the hub is closed") from None
         return sub, WireFormat.negotiate(request.headers.get("accept"))
