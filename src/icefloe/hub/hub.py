@@ -50,13 +50,19 @@ Concepts:
 * **Callbacks.** Filters and ``to=`` predicates run inside ``publish``;
   they must be quick and must not call back into the hub.
 
-Every buffer is bounded: see :mod:`icefloe.hub.limits` for the global limits
-and :mod:`icefloe.core.ring` for the per-subscriber policies.
+Every buffer is bounded: see :mod:`icefloe.hub.limits` for the hub's and
+each tenant's limits, and :mod:`icefloe.core.ring` for the per-subscriber
+policies.
+
+* **Tenant budgets.** Each tenant may hold ``max_bytes_per_tenant`` bytes
+  and ``max_topics_per_tenant`` topics; at a global limit only a tenant at
+  its fair share is refused. Topics idle for ``topic_idle_s`` are evicted.
 
 :class:`Hub` is the public facade of three parts: the publish path
 (:mod:`icefloe.hub.publish`, whose methods ``Hub`` inherits, so a publish
 costs no forwarding call), the registry of tenants, topics and subscribers
-(:mod:`icefloe.hub.registry`) and the subscriber's buffer and reader
+(:mod:`icefloe.hub.registry`, over :mod:`icefloe.hub.topics`) and the
+subscriber's buffer and reader
 (:mod:`icefloe.hub.subscription`).
 """
 
