@@ -5,7 +5,8 @@ Internal to the hub; pure functions, no state. The registry
 topic or subscriber, after evicting what idle topics it can. The policy
 (see :mod:`icefloe.hub.limits`):
 
-* a tenant at its own limit is refused, whatever the others hold;
+* a tenant at its own limit is refused, whatever the others hold (for
+  bytes: with less than one largest event of its budget left);
 * at a global limit, only a tenant holding at least its *fair share* (the
   global limit divided by the tenants present) is refused. By pigeonhole,
   whenever the hub is at a global limit at least one tenant holds its fair
@@ -15,12 +16,22 @@ topic or subscriber, after evicting what idle topics it can. The policy
 
 from __future__ import annotations
 
-__all__ = ["fair_share", "over_limit", "over_share"]
+__all__ = ["fair_share", "no_room", "over_limit", "over_share"]
 
 
 def over_limit(held: int, limit: int | None) -> bool:
     """Whether ``held`` has reached ``limit`` (None: no limit)."""
     return limit is not None and held >= limit
+
+
+def no_room(held: int, limit: int | None, unit: int) -> bool:
+    """Whether ``held`` leaves less than ``unit`` of ``limit`` (None: no limit).
+
+    A tenant's histories are trimmed to its byte budget, so they rarely
+    reach it exactly: the budget is spent when not one more largest event
+    fits.
+    """
+    return limit is not None and held + unit > limit
 
 
 def fair_share(limit: int, tenants: int) -> int:

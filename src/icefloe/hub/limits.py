@@ -23,9 +23,12 @@ limit                            default     at the limit
 ``max_subscribers``              10,000      ``subscribe`` refused with
                                              ``StreamError("overloaded")``
 ``max_subscribers_per_tenant``   None        as above, per tenant (``None``: no limit)
-``max_bytes_per_tenant``         32 MiB      while a tenant holds this many bytes (its topics'
-                                             histories and its subscribers' buffers), its new
-                                             topics and subscribers are refused with
+``max_bytes_per_tenant``         32 MiB      a tenant's histories together hold at most this:
+                                             past it, a publish forgets the oldest events of its
+                                             own topic first; and while the tenant holds so much
+                                             (histories and its subscribers' buffers) that not
+                                             one more ``max_event_bytes`` fits, its new topics
+                                             and subscribers are refused with
                                              ``StreamError("overloaded")`` once evicting idle
                                              topics does not free enough; other tenants are not
                                              affected
@@ -47,6 +50,10 @@ others do: ``max_bytes_per_tenant`` (1/8 of ``max_bytes_total``) and
 ``max_topics_per_tenant`` (1/10 of ``max_topics``). A share well below the
 global total means no single tenant can reach a global limit: at least
 eight tenants must each hold their whole share before the hub is full.
+A tenant's histories are held to its byte budget on every publish that
+grows them, in whatever order it made and filled its topics; its
+subscribers' buffers are checked against it when a subscriber is admitted,
+and are then bounded by their own ``max_bytes``.
 
 **Fair share at a global limit.** Many tenants, each within its budget, can
 still fill the hub together. Then the refusal falls on the tenants holding
@@ -139,6 +146,12 @@ class HubLimits:
             raise ValueError(
                 f"history_bytes_per_topic ({self.history_bytes_per_topic}) must be at least "
                 f"max_event_bytes ({self.max_event_bytes})"
+            )
+        per_tenant = self.max_bytes_per_tenant
+        if per_tenant is not None and per_tenant < self.history_bytes_per_topic:
+            raise ValueError(
+                f"max_bytes_per_tenant ({per_tenant}) must be at least "
+                f"history_bytes_per_topic ({self.history_bytes_per_topic})"
             )
         if self.max_subscriber_bytes < self.max_event_bytes:
             raise ValueError(

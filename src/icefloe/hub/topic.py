@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import math
 import os
 from collections import deque
 from collections.abc import Iterator, Mapping
@@ -51,13 +52,31 @@ class History:
     ``sizes`` (whose ``maxlen`` pushes the oldest out of both once
     ``max_items`` are held), then, if that changed the bytes held,
     :meth:`grow` counts them (in ``held``, the hub's ``ledger`` and the
-    tenant's) and evicts down to ``max_bytes``.
+    tenant's) and evicts down to ``max_bytes``, and further while the
+    tenant's histories together hold more than ``tenant_max`` bytes: a
+    tenant past its budget keeps its topics' histories within it by
+    forgetting the oldest events of the topic it publishes to (possibly
+    all of them), whatever order it created and filled its topics in.
     """
 
-    __slots__ = ("entries", "held", "ledger", "max_bytes", "max_items", "sizes", "tenant_ledger")
+    __slots__ = (
+        "entries",
+        "held",
+        "ledger",
+        "max_bytes",
+        "max_items",
+        "sizes",
+        "tenant_ledger",
+        "tenant_max",
+    )
 
     def __init__(
-        self, max_items: int, max_bytes: int, ledger: ByteLedger, tenant_ledger: ByteLedger
+        self,
+        max_items: int,
+        max_bytes: int,
+        ledger: ByteLedger,
+        tenant_ledger: ByteLedger,
+        tenant_max: int | None = None,
     ) -> None:
         self.max_items = max_items
         self.max_bytes = max_bytes
@@ -67,20 +86,28 @@ class History:
         self.held = 0
         self.ledger = ledger
         self.tenant_ledger = tenant_ledger
+        #: bytes the tenant's histories may hold together (inf: no limit)
+        self.tenant_max: float = math.inf if tenant_max is None else tenant_max
 
     def __len__(self) -> int:
         return len(self.entries)
 
     def grow(self, grown: int) -> None:
-        """Count ``grown`` more bytes (fewer if negative), then evict down to ``max_bytes``."""
+        """Count ``grown`` more bytes (fewer if negative), then evict down to
+        ``max_bytes`` and to what the tenant's budget leaves this topic."""
         held = self.held + grown
+        tenant = self.tenant_ledger
+        # What the tenant's other histories leave this one, if less than its own limit.
+        room = self.tenant_max - tenant.held + self.held
+        if room > self.max_bytes:
+            room = self.max_bytes
         entries, sizes = self.entries, self.sizes
-        while held > self.max_bytes:
+        while held > room and entries:
             entries.popleft()
             held -= sizes.popleft()
         change = held - self.held
         self.ledger.held += change
-        self.tenant_ledger.held += change
+        tenant.held += change
         self.held = held
 
     def snapshot(self, start: int) -> list[Entry]:
@@ -199,7 +226,11 @@ class TopicState:
         self.epoch = new_epoch()
         self.history: History | None = (
             History(
-                limits.history_per_topic, limits.history_bytes_per_topic, ledger, owner.histories
+                limits.history_per_topic,
+                limits.history_bytes_per_topic,
+                ledger,
+                owner.histories,
+                limits.max_bytes_per_tenant,
             )
             if limits.history_per_topic
             else None

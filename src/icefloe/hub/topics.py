@@ -27,7 +27,7 @@ from collections.abc import Callable
 from icefloe.core.ring import ByteLedger
 from icefloe.core.topics import validate_topic
 from icefloe.exceptions import ErrorCode, StreamError
-from icefloe.hub.budget import fair_share, over_limit, over_share
+from icefloe.hub.budget import fair_share, no_room, over_limit, over_share
 from icefloe.hub.limits import SWEEP_BATCH, HubLimits
 from icefloe.hub.topic import TenantState, TopicState
 
@@ -224,9 +224,9 @@ class TopicBook:
         if owner is None:
             return  # it holds nothing yet: below any budget and any fair share
         limits = self._limits
-        per_tenant = limits.max_bytes_per_tenant
-        if over_limit(owner.held(), per_tenant) and not self._evict_idle(
-            lambda: not over_limit(owner.held(), per_tenant)
+        per_tenant, unit = limits.max_bytes_per_tenant, limits.max_event_bytes
+        if no_room(owner.held(), per_tenant, unit) and not self._evict_idle(
+            lambda: not no_room(owner.held(), per_tenant, unit)
         ):
             raise StreamError(
                 ErrorCode.OVERLOADED,

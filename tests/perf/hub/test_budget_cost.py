@@ -64,11 +64,18 @@ async def publish_rate(held: int) -> float:
 
 
 async def refusal_rate(held: int) -> float:
-    budget = HubLimits(max_bytes_per_tenant=64 * 1024, max_topics=None, max_topics_per_tenant=None)
+    budget = HubLimits(
+        max_bytes_per_tenant=64 * 1024,
+        history_bytes_per_topic=64 * 1024,
+        max_event_bytes=16 * 1024,
+        max_topics=None,
+        max_topics_per_tenant=None,
+    )
     async with Hub(budget) as hub:
         for i in range(held):
             await hub.publish(f"held.t{i}", "x", tenant=f"tenant{i % 10}")
-        await hub.publish("full", "x" * 64 * 1024, tenant="greedy")  # its whole budget
+        for _ in range(4):
+            await hub.publish("full", "x" * 16_000, tenant="greedy")  # its whole budget
 
         async def run() -> int:
             refused = 0

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from icefloe.exceptions import ErrorCode, StreamError
 from icefloe.hub import Hub, HubLimits
-from icefloe.hub.budget import fair_share, over_limit, over_share
+from icefloe.hub.budget import fair_share, no_room, over_limit, over_share
 
 TENANTS = ("a", "b", "c", "d")
 TOPICS = ("t0", "t1", "t2", "t3", "t4", "t5")
@@ -38,9 +38,10 @@ def test_a_full_hub_always_has_a_tenant_at_its_fair_share(limit: int, held: list
     assert all(h >= fair_share(limit, len(held)) for h in refused)
 
 
-@given(st.integers(0, 100), st.one_of(st.none(), st.integers(1, 100)))
-def test_over_limit(held: int, limit: int | None) -> None:
+@given(st.integers(0, 100), st.one_of(st.none(), st.integers(1, 100)), st.integers(1, 10))
+def test_over_limit_and_no_room(held: int, limit: int | None, unit: int) -> None:
     assert over_limit(held, limit) == (limit is not None and held >= limit)
+    assert no_room(held, limit, unit) == (limit is not None and limit - held < unit)
 
 
 Step = tuple[int, int, int, float]
@@ -85,7 +86,7 @@ def check_refusal(hub: Hub, tenant: str, topics_before: int) -> None:
     stats = hub.statistics()
     assert (
         over_limit(mine.topics, LIMITS.max_topics_per_tenant)
-        or over_limit(mine.bytes_held, LIMITS.max_bytes_per_tenant)
+        or no_room(mine.bytes_held, LIMITS.max_bytes_per_tenant, LIMITS.max_event_bytes)
         or over_share(mine.topics, stats.topics, LIMITS.max_topics, present)
         or over_share(mine.bytes_held, stats.bytes_held, LIMITS.max_bytes_total, present)
     )
@@ -99,7 +100,7 @@ def check_invariants(hub: Hub) -> None:
     assert stats.topics == sum(u.topics for u in usage)
     for u in usage:
         assert u.topics <= LIMITS.max_topics_per_tenant  # type: ignore[operator]
-        # Admission stops at the budget; the topics admitted below it may fill up.
-        assert u.bytes_held <= (LIMITS.max_bytes_per_tenant or 0) + u.topics * 600
+        # Histories are trimmed to the budget however the topics were made and filled.
+        assert u.bytes_held <= (LIMITS.max_bytes_per_tenant or 0)
     # Past a global limit only tenants below their fair share are admitted.
     assert stats.topics <= 2 * (LIMITS.max_topics or 0)

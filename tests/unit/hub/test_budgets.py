@@ -116,6 +116,19 @@ async def test_a_tenant_at_its_byte_budget_is_refused_and_no_other() -> None:
         await hub.publish("2", "x", tenant="a")  # a's admitted topics keep working
 
 
+async def test_topics_made_first_and_filled_later_stay_within_the_budget() -> None:
+    async with Hub(small(max_bytes_per_tenant=2000, max_bytes_total=None)) as hub:
+        for topic in ("1", "2", "3", "4"):
+            await hub.publish(topic, "", tenant="a")  # 4 topics of 1 byte: all admitted
+        await fill(hub, "a", ["1", "2", "3", "4"])  # 4,000 bytes asked of a 2,000 budget
+        assert hub.tenant_usage("a") == (4, 2000)
+        assert hub.statistics().history_bytes == 2000
+        with pytest.raises(StreamError, match="at its limit of 2000"):
+            hub.subscribe("4", tenant="a", from_offset=1)
+        await fill(hub, "b", ["1"])  # b has a budget of its own: its history is whole
+        assert [e.offset for e in drain(hub.subscribe("1", tenant="b", from_offset=0))] == [0, 1]
+
+
 async def test_a_byte_budget_evicts_idle_topics_to_make_room() -> None:
     clock = Clock()
     async with Hub(small(max_bytes_per_tenant=2000), clock=clock) as hub:
@@ -201,6 +214,22 @@ async def test_a_subscriber_buffer_counts_against_its_tenant() -> None:
         assert hub.tenant_usage("a").bytes_held == 1000
         drain(sub)
         assert hub.tenant_usage("a").bytes_held == 0
+
+
+@pytest.mark.parametrize(
+    ("limits", "message"),
+    [
+        ({"max_bytes_per_tenant": 0}, "max_bytes_per_tenant must be an int >= 1 or None"),
+        ({"max_topics_per_tenant": True}, "max_topics_per_tenant must be an int >= 1 or None"),
+        (
+            {"max_bytes_per_tenant": 1000, "history_bytes_per_topic": 2000},
+            r"max_bytes_per_tenant \(1000\) must be at least history_bytes_per_topic \(2000\)",
+        ),
+    ],
+)
+def test_bad_budgets_are_refused(limits: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        HubLimits(max_event_bytes=500, **limits)  # type: ignore[arg-type]
 
 
 # -- per-topic offsets and epochs ----------------------------------------------------
