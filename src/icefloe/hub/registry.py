@@ -84,6 +84,8 @@ class HubRegistry(TopicBook):
         if max_bytes is None:
             max_bytes = max(limits.max_event_bytes, min(MIB, limits.max_subscriber_bytes))
         check_range("max_bytes", max_bytes, limits.max_event_bytes, limits.max_subscriber_bytes)
+        if from_offset is None and epoch is not None:
+            raise ValueError("epoch is given only with from_offset")
         owner = self._tenants.get(tenant)
         # The buffer's bytes count against its tenant's budget (and the hub's).
         buffers = owner.buffers if owner is not None else ByteLedger()
@@ -103,8 +105,6 @@ class HubRegistry(TopicBook):
             NO_META if meta is None else dict(meta),
         )
         s = SubscriberState(self, info, compiled, flt, ring)
-        if from_offset is None and epoch is not None:
-            raise ValueError("epoch is given only with from_offset")
         if from_offset is not None:
             replayed = replay(self._topics, s, from_offset, epoch)
             if replayed:
