@@ -239,9 +239,13 @@ class TopicBook:
         # The hub's total is summed over tenants: only for a tenant at its fair share.
         if limit is None or owner.held() < fair_share(limit, tenants):
             return
-        if over_share(owner.held(), self.bytes_held, limit, tenants):
-            self._evict_idle(lambda: self.bytes_held < limit)
-            if over_share(owner.held(), self.bytes_held, limit, tenants):
+        total = self.bytes_held
+        if over_share(owner.held(), total, limit, tenants):
+            # Evicting frees history bytes only: the buffers' sum is taken once.
+            buffers = total - self._history_bytes.held
+            histories = self._history_bytes
+            self._evict_idle(lambda: buffers + histories.held < limit)
+            if over_share(owner.held(), buffers + histories.held, limit, tenants):
                 raise StreamError(
                     ErrorCode.OVERLOADED,
                     f"tenant {tenant!r} holds {owner.held()} bytes, its share of the hub for "
