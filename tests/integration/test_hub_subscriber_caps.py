@@ -207,11 +207,12 @@ async def test_get_topics_past_the_filter_budget_is_429() -> None:
 
 @pytest.fixture
 def served(monkeypatch: pytest.MonkeyPatch) -> list[tuple[EdgeSettings, Hub]]:
-    """The settings and hub ``serve`` builds its app with (uvicorn is not started)."""
+    """The settings ``serve`` builds its app with, and the hub the app makes from
+    them (uvicorn is not started)."""
     seen: list[tuple[EdgeSettings, Hub]] = []
 
-    def build(flow: Any, settings: EdgeSettings, *, hub: Hub) -> object:
-        seen.append((settings, hub))
+    def build(flow: Any, settings: EdgeSettings, **options: Any) -> object:
+        seen.append((settings, Hub(settings.hub_limits)))
         return object()
 
     monkeypatch.setattr(transport_app, "create_app", build)

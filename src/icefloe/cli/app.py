@@ -32,7 +32,6 @@ from icefloe.core.messages import Headers, Message
 from icefloe.demo import DEMO_TEXT, Pacing, build_demo_flow
 
 if TYPE_CHECKING:
-    from icefloe.hub import HubLimits
     from icefloe.runtime.flow import Flow
     from icefloe.transport.app import EdgeSettings
 
@@ -273,6 +272,20 @@ def serve(
         ),
     ] = None,
     # -- end of admission --
+    # -- hub budgets (issue 15, item 1) --
+    hub_bytes_per_tenant: Annotated[
+        str,
+        typer.Option(help="Bytes one tenant may hold in the hub (0/off: no limit)."),
+    ] = str(32 * 1024 * 1024),
+    hub_topics_per_tenant: Annotated[
+        str,
+        typer.Option(help="Hub topics one tenant may hold (0/off: no limit)."),
+    ] = "1000",
+    hub_topic_idle: Annotated[
+        float,
+        typer.Option(min=0, help="Seconds without a publish after which a hub topic is evicted."),
+    ] = 300.0,
+    # -- end of hub budgets --
 ) -> None:
     """Serve a flow over HTTP (SSE, NDJSON, long-poll) and WebSocket, with the inspector at /."""
     flow = _load_flow(target)
@@ -315,9 +328,9 @@ def serve(
     # -- end of edge limits --
     settings = _allowed_hosts(settings, host, allowed_host or [])  # Host allow-list (item 7)
     # -- hub subscriber caps (issue 15, item 2) --
-    hub_limits = _hub_subscriber_caps(max_subscribers_per_tenant, max_filter_cost_per_tenant)
-    ws = dataclasses.replace(settings.ws, max_topic_subs=max_topic_subs)
-    settings = dataclasses.replace(settings, ws=ws)
+    settings = _hub_subscriber_caps(
+        settings, max_subscribers_per_tenant, max_filter_cost_per_tenant, max_topic_subs
+    )
     # -- end of hub subscriber caps --
     # -- socket limits (issue 15, items 4-5) --
     settings = _socket_limits(
@@ -340,7 +353,10 @@ def serve(
         cap = _off_or(max_streams_per_tenant, int, "--max-streams-per-tenant")
         flow.set_stream_caps(max_streams_per_tenant=None if cap is None else int(cap))
     # -- end of admission --
-    _run_server(flow, settings, host, port, hub_limits=hub_limits)
+    settings = _hub_budgets(  # hub budgets (issue 15, item 1)
+        settings, hub_bytes_per_tenant, hub_topics_per_tenant, hub_topic_idle
+    )
+    _run_server(flow, settings, host, port)
 
 
 @app.command()
@@ -630,19 +646,23 @@ def _allowed_hosts(settings: EdgeSettings, host: str, extra: list[str]) -> EdgeS
 # -- hub subscriber caps (issue 15, item 2) ---------------------------------------
 
 
-def _hub_subscriber_caps(per_tenant: str, filter_cost: str) -> HubLimits:
-    """The hub limits of ``--max-subscribers-per-tenant`` and ``--max-filter-cost-per-tenant``."""
-    from icefloe.hub import HubLimits
-
+def _hub_subscriber_caps(
+    settings: EdgeSettings, per_tenant: str, filter_cost: str, topic_subs: int
+) -> EdgeSettings:
+    """The hub limits of ``--max-subscribers-per-tenant`` and
+    ``--max-filter-cost-per-tenant``, and the connection cap of ``--max-topic-subs``."""
     cap = _off_or(per_tenant, int, "--max-subscribers-per-tenant")
     cost = _off_or(filter_cost, int, "--max-filter-cost-per-tenant")
     try:
-        return HubLimits(
+        limits = dataclasses.replace(
+            settings.hub_limits,
             max_subscribers_per_tenant=None if cap is None else int(cap),
             max_filter_cost_per_tenant=None if cost is None else int(cost),
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--max-subscribers-per-tenant") from None
+    ws = dataclasses.replace(settings.ws, max_topic_subs=topic_subs)
+    return dataclasses.replace(settings, hub_limits=limits, ws=ws)
 
 
 # -- end of hub subscriber caps ---------------------------------------------------
@@ -679,22 +699,38 @@ def _socket_limits(settings: EdgeSettings, flags: _SocketFlags) -> EdgeSettings:
 # -- end of socket limits --------------------------------------------------------------
 
 
-def _run_server(
-    flow: Flow,
-    settings: EdgeSettings,
-    host: str,
-    port: int,
-    *,
-    hub_limits: HubLimits | None = None,
-) -> None:
+# -- hub budgets (issue 15, item 1) -----------------------------------------------------
+
+
+def _hub_budgets(
+    settings: EdgeSettings, bytes_per_tenant: str, topics_per_tenant: str, topic_idle: float
+) -> EdgeSettings:
+    """The hub's tenant budgets and idle-topic eviction (docs/security.md, "Hub budgets")."""
+    size = _off_or(bytes_per_tenant, int, "--hub-bytes-per-tenant")
+    topics = _off_or(topics_per_tenant, int, "--hub-topics-per-tenant")
+    try:
+        limits = dataclasses.replace(
+            settings.hub_limits,
+            max_bytes_per_tenant=None if size is None else int(size),
+            max_topics_per_tenant=None if topics is None else int(topics),
+            topic_idle_s=topic_idle,
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    return dataclasses.replace(settings, hub_limits=limits)
+
+
+# -- end of hub budgets ----------------------------------------------------------------
+
+
+def _run_server(flow: Flow, settings: EdgeSettings, host: str, port: int) -> None:
     import uvicorn
 
-    from icefloe.hub import Hub
     from icefloe.transport.app import create_app, server_options
 
     err.print(f"icefloe {__version__}: inspector and API at [bold]http://{host}:{port}/[/bold]")
     uvicorn.run(
-        create_app(flow, settings, hub=Hub(hub_limits)),
+        create_app(flow, settings),
         host=host,
         port=port,
         log_level="warning",

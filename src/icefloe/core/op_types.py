@@ -234,12 +234,18 @@ class SubTopic(_ClientOp, tag="sub_topic", frozen=True, kw_only=True):
 
     ``sub_id`` names the subscription on this connection, so that
     ``unsub_topic`` can end it; without one it lasts as long as the connection.
+    ``from_offset`` (with ``epoch``, as an ``event`` op carried them) resumes
+    an exact topic from its retained history.
     """
 
     pattern: Topic
     filter: Filter | None = None
     sub_id: Id | None = None
     ref: Id | None = None
+    #: replay the exact topic's retained history from this offset first
+    from_offset: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    #: the topic epoch ``from_offset`` was read under (``history_gone`` if it changed)
+    epoch: Id | None = None
 
 
 class UnsubTopic(_ClientOp, tag="unsub_topic", frozen=True, kw_only=True):

@@ -11,7 +11,7 @@ from icefloe.core.filters import Filter, FilterError, compile_filter
 from icefloe.core.ring import Overflow
 from icefloe.core.topics import Pattern, TopicError
 from icefloe.hub.event import HubEvent
-from icefloe.hub.hub import Hub, HubStatistics
+from icefloe.hub.hub import Hub, HubStatistics, TenantUsage
 from icefloe.hub.limits import HubLimits
 from icefloe.hub.relay import RelayResult, relay_reader, relay_stream
 from icefloe.hub.subscription import (
@@ -35,6 +35,7 @@ __all__ = [
     "SubscriberInfo",
     "SubscriptionStatistics",
     "Target",
+    "TenantUsage",
     "TopicError",
     "compile_filter",
     "relay_reader",

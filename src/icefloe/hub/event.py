@@ -8,7 +8,7 @@ cost one JSON encode, not a thousand.
 The wire form is one object (JSON or msgpack) ready to be sent as a
 WebSocket message or an SSE ``data:`` line::
 
-    {"op": "event", "topic": "chat.room1.tokens", "offset": 17,
+    {"op": "event", "topic": "chat.room1.tokens", "offset": 17, "epoch": "9f2c41d07ab3",
      "data": ..., "headers": {...}, "ts": 1718000000000000000}
 
 ``tenant`` is left out: a subscriber only ever sees its own tenant's events.
@@ -35,7 +35,10 @@ class HubEvent(msgspec.Struct, frozen=True, dict=True):
     """One published event, shared (read-only) by every subscriber that gets it.
 
     ``offset`` is its position in its topic: consecutive integers per topic
-    and tenant, strictly increasing; ``ts`` is the publish time in unix
+    and tenant from 0, strictly increasing, and independent of every other
+    topic; ``epoch`` names the topic's numbering: a topic evicted and
+    created again starts from 0 under a new epoch, so an offset means
+    something only with its epoch (resume with both); ``ts`` is the publish time in unix
     nanoseconds; ``reliability`` is what its publisher asked for (an
     ``at_least_once`` or ``exactly_once`` event is never dropped by the
     hub). ``data`` and ``headers`` must not be changed in place: other
@@ -52,6 +55,7 @@ class HubEvent(msgspec.Struct, frozen=True, dict=True):
     headers: dict[str, Any] = {}
     ts: int = 0
     reliability: Reliability = Reliability.AT_MOST_ONCE
+    epoch: str = ""
 
     def encoded(self, fmt: Format) -> bytes:
         """The event's wire bytes in ``fmt``, encoded on first use and then shared.
@@ -71,6 +75,7 @@ class HubEvent(msgspec.Struct, frozen=True, dict=True):
 class _WireEvent(msgspec.Struct, tag_field="op", tag="event"):
     topic: str
     offset: int
+    epoch: str
     data: Any
     headers: dict[str, Any]
     ts: int
@@ -96,7 +101,7 @@ def _encode(event: HubEvent, fmt: Format) -> bytes:
         encoder = _ENCODERS[fmt]
     except KeyError:
         raise ValueError(f"unknown format {fmt!r}") from None
-    wire = _WireEvent(event.topic, event.offset, event.data, event.headers, event.ts)
+    wire = _WireEvent(event.topic, event.offset, event.epoch, event.data, event.headers, event.ts)
     try:
         return encoder(wire)
     except _ENCODE_FAILURES as exc:

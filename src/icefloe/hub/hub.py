@@ -12,11 +12,13 @@ Concepts:
 * **Tenancy.** Every topic and subscriber belongs to a tenant, and tenants
   never see each other: ``chat.room1`` of tenant ``a`` and of tenant ``b``
   are two topics, with their own offsets and history.
-* **Topics and offsets.** A topic is created by the first publish to it
-  (even one that then waits or is refused for lack of room) and numbers its
-  events with consecutive integers. Its first offset is the number of events
-  the hub had published when it was created, so a topic that is evicted and
-  later created again never reuses an offset a subscriber may remember.
+* **Topics, offsets and epochs.** A topic is created by the first publish
+  to it (even one that then waits or is refused for lack of room) and
+  numbers its events with consecutive integers from 0, independent of any
+  other topic. It also draws a random ``epoch`` (carried by every event): a
+  topic evicted (idle for ``topic_idle_s``) and later created again numbers
+  from 0 under a new epoch, and ``subscribe(from_offset=N, epoch=E)``
+  raises ``history_gone`` rather than replay the new numbering.
 * **History.** Each topic keeps its last ``history_per_topic`` events (and
   at most ``history_bytes_per_topic`` bytes). ``subscribe(from_offset=N)``
   replays from offset N, then continues live with no gap and no duplicate;
@@ -48,13 +50,19 @@ Concepts:
 * **Callbacks.** Filters and ``to=`` predicates run inside ``publish``;
   they must be quick and must not call back into the hub.
 
-Every buffer is bounded: see :mod:`icefloe.hub.limits` for the global limits
-and :mod:`icefloe.core.ring` for the per-subscriber policies.
+Every buffer is bounded: see :mod:`icefloe.hub.limits` for the hub's and
+each tenant's limits, and :mod:`icefloe.core.ring` for the per-subscriber
+policies.
+
+* **Tenant budgets.** Each tenant may hold ``max_bytes_per_tenant`` bytes
+  and ``max_topics_per_tenant`` topics; at a global limit only a tenant at
+  its fair share is refused. Topics idle for ``topic_idle_s`` are evicted.
 
 :class:`Hub` is the public facade of three parts: the publish path
 (:mod:`icefloe.hub.publish`, whose methods ``Hub`` inherits, so a publish
 costs no forwarding call), the registry of tenants, topics and subscribers
-(:mod:`icefloe.hub.registry`) and the subscriber's buffer and reader
+(:mod:`icefloe.hub.registry`, over :mod:`icefloe.hub.topics`) and the
+subscriber's buffer and reader
 (:mod:`icefloe.hub.subscription`).
 """
 
@@ -71,7 +79,7 @@ from icefloe.hub.publish import HubPublisher
 from icefloe.hub.registry import HubRegistry
 from icefloe.hub.subscription import HubSubscription, SubscriptionStatistics
 
-__all__ = ["Hub", "HubStatistics"]
+__all__ = ["Hub", "HubStatistics", "TenantUsage"]
 
 
 class HubStatistics(NamedTuple):
@@ -102,6 +110,15 @@ class HubStatistics(NamedTuple):
     #: publishers in line at their topic: those waiting for room and those
     #: queued behind them (a publish does not overtake them)
     queued_publishers: int = 0
+
+
+class TenantUsage(NamedTuple):
+    """What one tenant holds in a hub, against its budgets (see :mod:`icefloe.hub.limits`)."""
+
+    #: topics held for it
+    topics: int
+    #: bytes held for it: its topics' histories and its subscribers' buffers
+    bytes_held: int
 
 
 class Hub(HubPublisher):
@@ -149,6 +166,7 @@ class Hub(HubPublisher):
         from_offset: int | Mapping[str, int] | None = None,
         subscriber_id: str | None = None,
         meta: Mapping[str, Any] | None = None,
+        epoch: str | Mapping[str, str] | None = None,
     ) -> HubSubscription:
         """Subscribe to the topics of ``tenant`` matching ``pattern``.
 
@@ -165,14 +183,21 @@ class Hub(HubPublisher):
         :param subscriber_id: the id ``to=`` targets; generated if None;
             unique among the tenant's live subscribers.
         :param meta: read-only facts for ``to=`` predicates.
+        :param epoch: the epoch ``from_offset`` was read under (a str with
+            an int offset, ``{topic: epoch}`` with a mapping): a topic
+            re-created since (a new epoch) is ``history_gone`` rather than
+            a replay of its new numbering. Without it the offset alone is
+            trusted.
         :raises ClosedResourceError: the hub is closed.
         :raises TopicError: ``pattern`` (or a ``from_offset`` topic) is invalid.
         :raises FilterError: ``filter`` does not compile.
         :raises ValueError: another argument is out of range, or the id is taken.
-        :raises StreamError: ``history_gone``: ``from_offset`` is not retained;
-            ``overloaded``: ``max_subscribers`` or ``max_bytes_total``;
-            ``limit_exceeded``: ``max_subscribers_per_tenant`` or
-            ``max_filter_cost_per_tenant`` (the tenant's own limits).
+        :raises StreamError: ``history_gone``: ``from_offset`` is not retained,
+            or the topic's epoch is not ``epoch``; ``overloaded``:
+            ``max_subscribers``, the tenant's byte budget, or ``max_bytes_total``
+            for a tenant at its fair share; ``limit_exceeded``:
+            ``max_subscribers_per_tenant`` or ``max_filter_cost_per_tenant``
+            (the tenant's own limits).
         """
         subscriber = self._registry.subscribe(
             pattern,
@@ -184,6 +209,7 @@ class Hub(HubPublisher):
             from_offset=from_offset,
             subscriber_id=subscriber_id,
             meta=meta,
+            epoch=epoch,
         )
         return HubSubscription(subscriber)
 
@@ -208,11 +234,17 @@ class Hub(HubPublisher):
     def statistics(self) -> HubStatistics:
         """A snapshot of the hub's size, counters and memory held.
 
+        It first evicts a bounded batch of idle topics (see
+        :mod:`icefloe.hub.limits`), so that a hub nobody publishes to still
+        frees them.
+
         It visits every live subscriber (their buffers count ``delivered``,
         so that publishing need not) and every topic: meant for metrics, not
         for every event.
         """
         registry = self._registry
+        # Metrics read this: idle topics are freed even when nobody publishes.
+        registry.sweep()
         return HubStatistics(
             topics=registry.topics,
             subscribers=registry.subscribers,
@@ -227,6 +259,12 @@ class Hub(HubPublisher):
             closed=registry.closed,
             queued_publishers=registry.queued_publishers(),
         )
+
+    def tenant_usage(self, tenant: str) -> TenantUsage:
+        """What ``tenant`` holds now, against ``max_topics_per_tenant`` and
+        ``max_bytes_per_tenant`` (zeros for a tenant the hub does not know)."""
+        registry = self._registry
+        return TenantUsage(registry.tenant_topics(tenant), registry.tenant_bytes(tenant))
 
     def subscriber_statistics(self, tenant: str | None = None) -> list[SubscriptionStatistics]:
         """Statistics of every live subscriber (of ``tenant``, if given)."""

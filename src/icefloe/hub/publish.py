@@ -300,7 +300,14 @@ class HubPublisher:
         if state.generation != state.owner.generation:
             state.route()
         event = HubEvent(
-            state.name, state.next_offset, state.tenant, data, headers, _now_ns(), level
+            state.name,
+            state.next_offset,
+            state.tenant,
+            data,
+            headers,
+            _now_ns(),
+            level,
+            state.epoch,
         )
         reliable = level is not _AT_MOST_ONCE
         targets: Collection[SubscriberState]

@@ -1,10 +1,16 @@
-"""One tenant's routing state, and one topic's offsets, history and route cache.
+"""One tenant's routing state and budget, and one topic's offsets, history and route cache.
 
 Internal to the hub. A topic's history is a :class:`History`, bounded by
 ``history_per_topic`` events and ``history_bytes_per_topic`` bytes: the
 oldest retained event is forgotten first. An entry published with ``to=``
 keeps its target, so a replay reaches only the subscribers the live event
 did.
+
+A topic numbers its events from 0 and draws a random :attr:`TopicState.epoch`
+when it is created: offsets say nothing about other topics, and a topic
+evicted and created again is told apart from the old one by its epoch.
+A tenant's :class:`TenantState` counts the bytes of its histories and of its
+subscribers' buffers, for its budget (see :mod:`icefloe.hub.limits`).
 
 The subscribers a topic reaches are cached on the topic and recomputed from
 the tenant's :class:`~icefloe.core.topics.TopicIndex` only after a
@@ -17,19 +23,21 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import math
+import os
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import TypeAlias
 
 from icefloe.core.ring import ByteLedger
 from icefloe.core.topics import TopicIndex, validate_topic
 from icefloe.exceptions import ErrorCode, StreamError
-from icefloe.hub.checks import check_range
+from icefloe.hub.checks import check_name, check_range
 from icefloe.hub.event import HubEvent
 from icefloe.hub.limits import HubLimits
 from icefloe.hub.subscription import NormalTarget, SubscriberState, wants
 
-__all__ = ["Entry", "History", "TenantState", "TopicState", "replay"]
+__all__ = ["Entry", "History", "TenantState", "TopicState", "new_epoch", "replay"]
 
 #: what a topic's history holds: the event, or the event and who it was for
 #: (a tuple only for a publish with ``to=``, so the common case allocates nothing)
@@ -43,13 +51,33 @@ class History:
     runs on every publish: the entry to ``entries`` and its size to
     ``sizes`` (whose ``maxlen`` pushes the oldest out of both once
     ``max_items`` are held), then, if that changed the bytes held,
-    :meth:`grow` counts them (in ``held`` and the shared ``ledger``) and
-    evicts down to ``max_bytes``.
+    :meth:`grow` counts them (in ``held``, the hub's ``ledger`` and the
+    tenant's) and evicts down to ``max_bytes``, and further while the
+    tenant's histories together hold more than ``tenant_max`` bytes: a
+    tenant past its budget keeps its topics' histories within it by
+    forgetting the oldest events of the topic it publishes to (possibly
+    all of them), whatever order it created and filled its topics in.
     """
 
-    __slots__ = ("entries", "held", "ledger", "max_bytes", "max_items", "sizes")
+    __slots__ = (
+        "entries",
+        "held",
+        "ledger",
+        "max_bytes",
+        "max_items",
+        "sizes",
+        "tenant_ledger",
+        "tenant_max",
+    )
 
-    def __init__(self, max_items: int, max_bytes: int, ledger: ByteLedger) -> None:
+    def __init__(
+        self,
+        max_items: int,
+        max_bytes: int,
+        ledger: ByteLedger,
+        tenant_ledger: ByteLedger,
+        tenant_max: int | None = None,
+    ) -> None:
         self.max_items = max_items
         self.max_bytes = max_bytes
         self.entries: deque[Entry] = deque(maxlen=max_items)
@@ -57,18 +85,29 @@ class History:
         #: bytes retained
         self.held = 0
         self.ledger = ledger
+        self.tenant_ledger = tenant_ledger
+        #: bytes the tenant's histories may hold together (inf: no limit)
+        self.tenant_max: float = math.inf if tenant_max is None else tenant_max
 
     def __len__(self) -> int:
         return len(self.entries)
 
     def grow(self, grown: int) -> None:
-        """Count ``grown`` more bytes (fewer if negative), then evict down to ``max_bytes``."""
+        """Count ``grown`` more bytes (fewer if negative), then evict down to
+        ``max_bytes`` and to what the tenant's budget leaves this topic."""
         held = self.held + grown
+        tenant = self.tenant_ledger
+        # What the tenant's other histories leave this one, if less than its own limit.
+        room = self.tenant_max - tenant.held + self.held
+        if room > self.max_bytes:
+            room = self.max_bytes
         entries, sizes = self.entries, self.sizes
-        while held > self.max_bytes:
+        while held > room and entries:
             entries.popleft()
             held -= sizes.popleft()
-        self.ledger.held += held - self.held
+        change = held - self.held
+        self.ledger.held += change
+        tenant.held += change
         self.held = held
 
     def snapshot(self, start: int) -> list[Entry]:
@@ -80,24 +119,72 @@ class History:
         self.entries.clear()
         self.sizes.clear()
         self.ledger.held -= self.held
+        self.tenant_ledger.held -= self.held
         self.held = 0
 
 
 class TenantState:
-    """One tenant's subscribers and the index that routes its topics to them."""
+    """One tenant's subscribers, the index that routes its topics to them, its
+    topics and the bytes held for it.
 
-    __slots__ = ("generation", "ids", "index", "topics")
+    :param buffers: the ledger its subscribers' buffers keep (new if None).
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("buffers", "generation", "histories", "ids", "index", "topics")
+
+    def __init__(self, buffers: ByteLedger | None = None) -> None:
         self.index: TopicIndex[SubscriberState] = TopicIndex()
         self.ids: dict[str, SubscriberState] = {}
         # Bumped on every subscribe and unsubscribe: topic caches compare it.
         self.generation = 0
-        #: topics of this tenant held by the hub
+        #: this tenant's topics held by the hub
         self.topics = 0
+        #: bytes held in its subscribers' buffers (kept by their rings)
+        self.buffers = buffers if buffers is not None else ByteLedger()
+        #: bytes held in its topics' histories (kept by the histories)
+        self.histories = ByteLedger()
+
+    def held(self) -> int:
+        """Bytes held for this tenant: its histories and its subscribers' buffers."""
+        return self.buffers.held + self.histories.held
 
     def empty(self) -> bool:
         return not self.ids and not self.topics
+
+
+def new_epoch() -> str:
+    """A fresh topic epoch: 12 hex digits (48 random bits from ``os.urandom``).
+
+    Enough that a client resuming a topic re-created since it last read
+    cannot mistake the new numbering for the old one. Random rather than
+    counted, so that it says nothing about how many topics the hub made.
+    """
+    epoch = next(_epoch_pool, None)
+    if epoch is None:
+        # One system call per 256 topics, not per topic (it was a quarter
+        # of the cost of creating one).
+        _refill_epoch_pool()
+        epoch = next(_epoch_pool)
+    return epoch
+
+
+_EPOCH_BATCH = 256
+_epoch_pool: Iterator[str] = iter(())
+
+
+def _refill_epoch_pool() -> None:
+    global _epoch_pool
+    digits = os.urandom(6 * _EPOCH_BATCH).hex()
+    _epoch_pool = iter([digits[i : i + 12] for i in range(0, len(digits), 12)])
+
+
+def _empty_epoch_pool() -> None:
+    global _epoch_pool
+    _epoch_pool = iter(())
+
+
+# A forked child draws its own epochs, not its parent's next ones.
+os.register_at_fork(after_in_child=_empty_epoch_pool)
 
 
 class TopicState:
@@ -106,6 +193,7 @@ class TopicState:
     __slots__ = (
         "blocking",
         "checked",
+        "epoch",
         "filtered",
         "generation",
         "history",
@@ -125,7 +213,6 @@ class TopicState:
         owner: TenantState,
         tenant: str,
         name: str,
-        first_offset: int,
         limits: HubLimits,
         now: float,
         ledger: ByteLedger,
@@ -133,9 +220,18 @@ class TopicState:
         self.owner = owner
         self.tenant = tenant
         self.name = name
-        self.next_offset = first_offset
+        #: the offset of the topic's next event; the first is 0
+        self.next_offset = 0
+        #: tells this topic apart from an earlier one of the same name (see new_epoch)
+        self.epoch = new_epoch()
         self.history: History | None = (
-            History(limits.history_per_topic, limits.history_bytes_per_topic, ledger)
+            History(
+                limits.history_per_topic,
+                limits.history_bytes_per_topic,
+                ledger,
+                owner.histories,
+                limits.max_bytes_per_tenant,
+            )
             if limits.history_per_topic
             else None
         )
@@ -214,13 +310,20 @@ def replay(
     topics: Mapping[tuple[str, str], TopicState],
     s: SubscriberState,
     from_offset: int | Mapping[str, int],
+    epoch: str | Mapping[str, str] | None = None,
 ) -> list[HubEvent]:
     """What ``s`` replays from ``from_offset`` (an offset, or ``{topic: offset}``).
 
+    ``epoch`` is the epoch the offsets were read under (a str with an int
+    offset, ``{topic: epoch}`` with a mapping, for some or all of its
+    topics); a topic whose epoch differs was re-created since, and its
+    offsets mean something else.
+
     :raises TopicError: a topic named is invalid.
-    :raises ValueError: a bad offset, a topic the pattern does not match, or
-        an int offset for a wildcard pattern.
-    :raises StreamError: ``history_gone``: a resume point is not retained.
+    :raises ValueError: a bad offset or epoch, a topic the pattern does not
+        match, or an int offset for a wildcard pattern.
+    :raises StreamError: ``history_gone``: a resume point is not retained,
+        or its topic's epoch has changed.
     """
     pattern = s.pattern
     if isinstance(from_offset, Mapping):
@@ -233,6 +336,7 @@ def replay(
                     f"{pattern.source!r} does not match"
                 )
             check_range("from_offset", offset, 0, None)
+        epochs = _epochs(epoch, starts)
     else:
         check_range("from_offset", from_offset, 0, None)
         if not pattern.is_exact:
@@ -241,21 +345,48 @@ def replay(
                 f"{pattern.source!r}; pass {{topic: offset}} instead"
             )
         starts = {pattern.source: from_offset}
-    runs = [_retained(topics, s, name, offset) for name, offset in starts.items()]
+        if epoch is not None and not isinstance(epoch, str):
+            raise ValueError(f"an int from_offset takes a str epoch, got {epoch!r}")
+        epochs = _epochs(None if epoch is None else {pattern.source: epoch}, starts)
+    runs = [_retained(topics, s, name, offset, epochs.get(name)) for name, offset in starts.items()]
     if len(runs) == 1:
         return runs[0]
     # Topics are interleaved in publish order, as a live subscriber saw them.
     return list(heapq.merge(*runs, key=lambda event: event.ts))
 
 
+def _epochs(epoch: str | Mapping[str, str] | None, starts: Mapping[str, int]) -> dict[str, str]:
+    if epoch is None:
+        return {}
+    if not isinstance(epoch, Mapping):
+        raise ValueError(f"a {{topic: offset}} from_offset takes {{topic: epoch}}, got {epoch!r}")
+    epochs = dict(epoch)
+    for name, value in epochs.items():
+        if name not in starts:
+            raise ValueError(f"epoch names topic {name!r}, which from_offset does not")
+        check_name("epoch", value)
+    return epochs
+
+
 def _retained(
-    topics: Mapping[tuple[str, str], TopicState], s: SubscriberState, name: str, offset: int
+    topics: Mapping[tuple[str, str], TopicState],
+    s: SubscriberState,
+    name: str,
+    offset: int,
+    epoch: str | None,
 ) -> list[HubEvent]:
     state = topics.get((s.tenant, name))
     if state is None:
         raise StreamError(
             ErrorCode.HISTORY_GONE,
             f"topic {name!r} holds no history to resume from offset {offset}",
+            name,
+        )
+    if epoch is not None and epoch != state.epoch:
+        raise StreamError(
+            ErrorCode.HISTORY_GONE,
+            f"topic {name!r} was reset: epoch {epoch!r} is gone, its offsets now count "
+            f"from 0 in epoch {state.epoch!r}",
             name,
         )
     return state.retained(s, offset)

@@ -257,7 +257,8 @@ def create_app(
     # whether the lifespan ever ran (a stopped flow's 503 needs no hint)
     entered = False
     install_protocol_log_filter()
-    edge = EdgeContext(flow, settings or EdgeSettings(), hub or Hub())
+    settings = settings or EdgeSettings()
+    edge = EdgeContext(flow, settings, hub or Hub(settings.hub_limits))
     streams = StreamRoutes(edge)
     topics = TopicRoutes(edge)
     ops = OpsRoutes(edge)

@@ -38,7 +38,7 @@ from icefloe.core.conntable import ConnectionLimits  # connection limits (issue 
 from icefloe.core.messages import Headers
 from icefloe.core.sessions import SessionTable
 from icefloe.core.wire_errors import ErrorCode
-from icefloe.hub import Hub
+from icefloe.hub import Hub, HubLimits
 from icefloe.runtime.flow import Flow
 from icefloe.runtime.stream_types import StreamStatistics
 from icefloe.transport.auth import (
@@ -157,6 +157,9 @@ class EdgeSettings:
     #: ``server_options`` gives uvicorn (docs/security.md, "Connections and headers")
     connections: ConnectionLimits = field(default_factory=ConnectionLimits)
     # -- end of connection limits --
+    #: the limits of the hub ``create_app`` makes when given none (tenant
+    #: budgets, idle topics: docs/security.md, "Hub budgets")
+    hub_limits: HubLimits = field(default_factory=HubLimits)
 
     def __post_init__(self) -> None:
         if not isinstance(self.history, int) or self.history < 0:

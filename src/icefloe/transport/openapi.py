@@ -78,8 +78,12 @@ OPENAPI: dict[str, Any] = {
             },
             "Published": {
                 "type": "object",
-                "required": ["topic", "offset"],
-                "properties": {"topic": {"type": "string"}, "offset": {"type": "integer"}},
+                "required": ["topic", "offset", "epoch"],
+                "properties": {
+                    "topic": {"type": "string"},
+                    "offset": {"type": "integer"},
+                    "epoch": {"type": "string"},
+                },
             },
             "Headers": {
                 "type": "object",
@@ -280,6 +284,7 @@ OPENAPI: dict[str, Any] = {
                 "parameters": [
                     {"name": "filter", "in": "query", "schema": {"type": "string"}},
                     {"name": "from_offset", "in": "query", "schema": {"type": "integer"}},
+                    {"name": "epoch", "in": "query", "schema": {"type": "string"}},
                     {
                         "name": "buffer",
                         "in": "query",
@@ -295,7 +300,7 @@ OPENAPI: dict[str, Any] = {
                         },
                     },
                     "400": _error("bad pattern, filter or parameters"),
-                    "410": _error("from_offset no longer retained"),
+                    "410": _error("from_offset no longer retained, or the topic's epoch changed"),
                     **_COMMON_ERRORS,
                 },
             },

@@ -1,16 +1,18 @@
 """The topic routes, the hub over HTTP: ``POST /v1/topics/{topic}`` and
 ``GET /v1/topics/{pattern}``.
 
-Publishing answers ``201 {"topic", "offset"}``. Subscribing streams the
+Publishing answers ``201 {"topic", "offset", "epoch"}``. Subscribing streams the
 matching events of the principal's tenant as SSE (or NDJSON): one event per
 message, ``id`` = the event's offset in its topic, ``event: event``, and
-``data`` = ``{"op": "event", "topic", "offset", "data", "headers", "ts"}``.
+``data`` = ``{"op": "event", "topic", "offset", "epoch", "data", "headers", "ts"}``.
 Each event is encoded once (:meth:`HubEvent.encoded`) and the bytes shared by
 every subscriber.
 
 Query parameters of a subscription: ``filter`` (the hub's filter language,
 at most 1,024 characters), ``from_offset`` (replay retained history first;
 exact topic names only; ``Last-Event-ID: N`` means ``from_offset=N+1``),
+``epoch`` (the topic epoch that offset was read under: if the topic has been
+re-created since, ``410 history_gone`` rather than a replay of its new numbering),
 ``buffer`` (events held for this client, 1..4,096, default 256). A client
 that falls behind loses the oldest events (``drop_oldest``), and the drops
 are counted in the hub's statistics; a stream's tokens, which must not be
@@ -111,7 +113,7 @@ class TopicRoutes:
         self.edge = edge
 
     async def publish(self, request: Request) -> Response:
-        """``POST /v1/topics/{topic}``: ``201 {"topic", "offset"}``."""
+        """``POST /v1/topics/{topic}``: ``201 {"topic", "offset", "epoch"}``."""
         principal = self.edge.principal(request, Scope.TOPICS_PUBLISH)
         body = await read_body(request)
         try:
@@ -133,7 +135,9 @@ class TopicRoutes:
             raise HttpError(exc.code, exc.message, retry) from None
         except ClosedResourceError:
             raise HttpError(ErrorCode.UNAVAILABLE, "the hub is closed", retry) from None
-        return JSONResponse({"topic": event.topic, "offset": event.offset}, status_code=201)
+        return JSONResponse(
+            {"topic": event.topic, "offset": event.offset, "epoch": event.epoch}, status_code=201
+        )
 
     async def read(self, request: Request) -> Response:
         """``GET /v1/topics/{pattern}``: the matching events as SSE or NDJSON."""
@@ -169,14 +173,17 @@ class TopicRoutes:
                 filter=q.get("filter"),
                 buffer=buffer,
                 from_offset=from_offset,
+                epoch=q.get("epoch"),
             )
         except FilterError as exc:
             raise HttpError(ErrorCode.BAD_REQUEST, f"bad filter: {exc}") from None
         except (TopicError, ValueError) as exc:
             raise HttpError(ErrorCode.BAD_REQUEST, str(exc)) from None
         except StreamError as exc:
-            # history_gone (410) for a trimmed from_offset, overloaded (503) at a hub limit
-            raise HttpError(exc.code, exc.message) from None
+            # history_gone (410) for a trimmed from_offset or a changed epoch,
+            # overloaded (503, retry later) at a hub budget
+            retry = {"Retry-After": "1"} if exc.code is ErrorCode.OVERLOADED else None
+            raise HttpError(exc.code, exc.message, retry) from None
         except ClosedResourceError:
             raise HttpError(ErrorCode.UNAVAILABLE, "the hub is closed") from None
         return sub, WireFormat.negotiate(request.headers.get("accept"))

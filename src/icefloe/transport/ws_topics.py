@@ -86,7 +86,13 @@ class WsTopics:
                 "(max_topic_subs); unsub_topic one first",
             )
         try:
-            sub = self._hub.subscribe(op.pattern, tenant=self._principal.tenant, filter=op.filter)
+            sub = self._hub.subscribe(
+                op.pattern,
+                tenant=self._principal.tenant,
+                filter=op.filter,
+                from_offset=op.from_offset,
+                epoch=op.epoch,
+            )
         except FilterError as exc:
             raise HttpError(ErrorCode.BAD_REQUEST, f"bad filter: {exc}") from None
         except (TopicError, ValueError) as exc:

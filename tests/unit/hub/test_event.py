@@ -18,7 +18,7 @@ from icefloe.hub.event import SCALAR_SIZE, event_size
 
 
 def make(data: Any = None, headers: dict[str, Any] | None = None) -> HubEvent:
-    return HubEvent("chat.a", 7, "acme", data, headers or {}, 123)
+    return HubEvent("chat.a", 7, "acme", data, headers or {}, 123, epoch="e1")
 
 
 def test_json_wire_form() -> None:
@@ -27,6 +27,7 @@ def test_json_wire_form() -> None:
         "op": "event",
         "topic": "chat.a",
         "offset": 7,
+        "epoch": "e1",
         "data": {"text": "hi"},
         "headers": {"lang": "en"},
         "ts": 123,
@@ -40,6 +41,7 @@ def test_msgpack_wire_form() -> None:
         "op": "event",
         "topic": "chat.a",
         "offset": 7,
+        "epoch": "e1",
         "data": [1, 2],
         "headers": {},
         "ts": 123,

@@ -92,7 +92,7 @@ async def test_a_wildcard_pattern_resumes_from_a_mapping(hub: Hub) -> None:
     await hub.publish("chat.b", "b1", tenant="t")
     await hub.publish("news.x", "n0", tenant="t")
     a_first = 0
-    b_first = 1  # chat.b was created after one publish
+    b_first = 0  # every topic numbers its own events from 0
     sub = hub.subscribe("chat.*", tenant="t", from_offset={"chat.a": a_first, "chat.b": b_first})
     # Interleaved in publish order, as a live subscriber saw them.
     assert [e.data for e in drain(sub)] == ["a0", "b0", "a1", "b1"]
@@ -129,18 +129,25 @@ async def test_replay_honours_the_filter_and_the_target(hub: Hub) -> None:
     assert [e.data["n"] for e in drain(big)] == [4]  # 3 was for VIPs only
 
 
-async def test_a_recreated_topic_never_reuses_an_offset() -> None:
+async def test_a_recreated_topic_numbers_from_zero_under_a_new_epoch() -> None:
     now = [0.0]
     async with Hub(HubLimits(max_topics=1, topic_idle_s=1), clock=lambda: now[0]) as hub:
-        await publish_range(hub, "a", range(3))  # offsets 0, 1, 2
+        old = [await hub.publish("a", i, tenant="t") for i in range(3)]  # offsets 0, 1, 2
+        assert {e.epoch for e in old} == {old[0].epoch}
         now[0] = 5
         await hub.publish("b", 0, tenant="t")  # evicts a
         now[0] = 10
         event = await hub.publish("a", "again", tenant="t")  # evicts b
-        assert event.offset > 2
-        # A subscriber that remembers offset 3 of the old topic cannot resume.
-        with pytest.raises(StreamError, match="no longer retained"):
+        assert (event.offset, event.epoch != old[0].epoch) == (0, True)
+        # A subscriber that remembers offset 3 of the old topic cannot resume...
+        with pytest.raises(StreamError, match="ahead of topic"):
             hub.subscribe("a", tenant="t", from_offset=3)
+        # ...nor one at an offset the new numbering has, if it gives its epoch.
+        with pytest.raises(StreamError, match="topic 'a' was reset") as info:
+            hub.subscribe("a", tenant="t", from_offset=0, epoch=old[0].epoch)
+        assert info.value.code is ErrorCode.HISTORY_GONE
+        sub = hub.subscribe("a", tenant="t", from_offset=0, epoch=event.epoch)
+        assert [e.data for e in drain(sub)] == ["again"]
         assert hub.statistics().history_bytes == len("a") + len("again")
 
 

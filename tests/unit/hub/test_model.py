@@ -67,8 +67,8 @@ async def run(steps: list[Step]) -> None:
             topic, tenant = TOPICS[a % 3], TENANTS[b % 2]
             size = len(topic) + SCALAR
             key = (tenant, topic)
-            # The first publish attempt creates the topic, at the hub's publish count.
-            offset = next_offset.setdefault(key, published)
+            # The first publish attempt creates the topic, numbered from 0.
+            offset = next_offset.setdefault(key, 0)
             targets = [
                 s
                 for s in subs

@@ -148,7 +148,7 @@ async def test_reliability_is_validated_and_accepts_its_string_values(hub: Hub) 
 async def test_the_wire_form_does_not_carry_the_reliability(hub: Hub) -> None:
     event = await hub.publish("a", {"x": 1}, tenant="t", reliability="at_least_once")
     wire = msgspec.json.decode(event.encoded(Format.JSON))
-    assert set(wire) == {"op", "topic", "offset", "data", "headers", "ts"}
+    assert set(wire) == {"op", "topic", "offset", "epoch", "data", "headers", "ts"}
 
 
 async def test_closing_the_subscriber_releases_a_waiting_reliable_publisher(hub: Hub) -> None:
