@@ -211,6 +211,13 @@ def serve(
     max_topic_subs: Annotated[
         int, typer.Option(min=1, help="Topic subscriptions one WebSocket connection may hold.")
     ] = 100,
+    tenant_publish_share: Annotated[
+        str,
+        typer.Option(
+            help="Fraction of one core a tenant's hub publishes may take on average "
+            "(0/off: no limit)."
+        ),
+    ] = "0.25",
     # -- end of hub subscriber caps --
     # -- socket limits (issue 15, items 4-5) --------------------------------------
     max_header_bytes: Annotated[
@@ -331,6 +338,8 @@ def serve(
     settings = _hub_subscriber_caps(
         settings, max_subscribers_per_tenant, max_filter_cost_per_tenant, max_topic_subs
     )
+    share = _off_or(tenant_publish_share, float, "--tenant-publish-share")
+    settings = dataclasses.replace(settings, publish_share=share)
     # -- end of hub subscriber caps --
     # -- socket limits (issue 15, items 4-5) --
     settings = _socket_limits(

@@ -54,6 +54,7 @@ from icefloe.transport.forwarded import TrustedProxies
 from icefloe.transport.idempotency import Started
 from icefloe.transport.limits import EdgeLimits, PrincipalLimiter, PrincipalLimits
 from icefloe.transport.metrics import EdgeMetrics
+from icefloe.transport.publish_budget import DEFAULT_SHARE, PublishBudget
 from icefloe.transport.relays import StreamRelays
 from icefloe.transport.runs import RunStarter
 from icefloe.transport.streaming import PumpSettings, StreamPump
@@ -157,6 +158,9 @@ class EdgeSettings:
     #: ``server_options`` gives uvicorn (docs/security.md, "Connections and headers")
     connections: ConnectionLimits = field(default_factory=ConnectionLimits)
     # -- end of connection limits --
+    #: the fraction of one core each tenant's hub publishes may take, on
+    #: average (None: no limit; docs/security.md, "Hub subscriptions and filters")
+    publish_share: float | None = DEFAULT_SHARE
     #: the limits of the hub ``create_app`` makes when given none (tenant
     #: budgets, idle topics: docs/security.md, "Hub budgets")
     hub_limits: HubLimits = field(default_factory=HubLimits)
@@ -183,6 +187,8 @@ class EdgeContext:
         self.settings = settings
         self.metrics = EdgeMetrics(flow, hub, max_posted=settings.idempotency_max)
         self.limiter = PrincipalLimiter(settings.edge_limits)
+        #: each tenant's loop time spent on hub publishes
+        self.publish_budget = PublishBudget(settings.publish_share)
         self.proxies = TrustedProxies(settings.forwarded_allow_ips)
         #: chunks a network reader may hold its stream back at most: never more
         #: than the history it could resume from (see Subscription lag limits)

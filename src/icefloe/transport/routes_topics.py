@@ -43,6 +43,7 @@ from icefloe.transport.auth import Principal, Scope
 from icefloe.transport.edge import EdgeContext, PumpResponse, read_body
 from icefloe.transport.encoding import WireFormat, parse_query_int, parse_resume_point
 from icefloe.transport.errors import HttpError
+from icefloe.transport.principals import ANY_TENANT
 from icefloe.transport.shared import Taken
 from icefloe.transport.streaming import StreamPump
 
@@ -123,10 +124,12 @@ class TopicRoutes:
         tenant = _tenant(principal, item.tenant)
         topic = request.path_params["topic"]
         retry = {"Retry-After": "1"}
+        metered = self.edge.publish_budget.metered(None if tenant == ANY_TENANT else tenant)
         try:
-            event = await self.edge.hub.publish(
-                topic, item.data, tenant=tenant, headers=item.headers
-            )
+            with metered:
+                event = await self.edge.hub.publish(
+                    topic, item.data, tenant=tenant, headers=item.headers
+                )
         except (TopicError, ValueError, EncodeError) as exc:
             raise HttpError(ErrorCode.BAD_REQUEST, str(exc)) from None
         except WouldBlock as exc:

@@ -141,7 +141,13 @@ class WsConnection:
         self._streams = streams = WsStreams(sender, fmt, session, settings.window)
         #: the connection's hub topic subscriptions
         self.topics = WsTopics(
-            edge.hub, principal, fmt, sender, replies.error, max_subs=settings.max_topic_subs
+            edge.hub,
+            principal,
+            fmt,
+            sender,
+            replies.error,
+            max_subs=settings.max_topic_subs,
+            budget=edge.publish_budget,
         )
         # limit_key: start/publish/sub_topic count against the rate (issue 15, item 3)
         self._ops = WsOps(

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from icefloe.transport.idempotency import Started
     from icefloe.transport.limits import PrincipalLimiter
     from icefloe.transport.metrics import EdgeMetrics
+    from icefloe.transport.publish_budget import PublishBudget
     from icefloe.transport.websocket import WsConnection
     from icefloe.transport.ws_settings import WsSettings
 
@@ -63,6 +64,11 @@ class WsEdge(Protocol):
     @property
     def metrics(self) -> EdgeMetrics:
         """Where connections and refusals are counted."""
+        ...
+
+    @property
+    def publish_budget(self) -> PublishBudget:
+        """Each tenant's loop time for hub publishes."""
         ...
 
     @property

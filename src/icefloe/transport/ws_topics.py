@@ -23,6 +23,8 @@ from icefloe.exceptions import ClosedResourceError, EncodeError, StreamError, Wo
 from icefloe.hub import Hub, HubSubscription
 from icefloe.transport.auth import Principal
 from icefloe.transport.errors import HttpError
+from icefloe.transport.principals import ANY_TENANT
+from icefloe.transport.publish_budget import PublishBudget
 from icefloe.transport.ws_sender import WsSender
 
 __all__ = ["WsTopics"]
@@ -46,8 +48,10 @@ class WsTopics:
         error: Callable[[ErrorCode, str], Awaitable[None]],
         *,
         max_subs: int,
+        budget: PublishBudget,
     ) -> None:
         self._hub = hub
+        self._budget = budget
         self._max_subs = max_subs
         self._principal = principal
         self._fmt = fmt
@@ -66,8 +70,10 @@ class WsTopics:
 
     def publish(self, op: Publish) -> None:
         """Publish ``op.data`` on ``op.topic`` under the principal's tenant."""
+        tenant = self._principal.tenant
         try:
-            self._hub.publish_nowait(op.topic, op.data, tenant=self._principal.tenant)
+            with self._budget.metered(None if tenant == ANY_TENANT else tenant):
+                self._hub.publish_nowait(op.topic, op.data, tenant=tenant)
         except (TopicError, ValueError, EncodeError) as exc:
             raise HttpError(ErrorCode.BAD_REQUEST, str(exc)) from None
         except WouldBlock as exc:
