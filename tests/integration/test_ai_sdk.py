@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import json
 import os
 import shutil
@@ -26,7 +27,8 @@ from icefloe.transport.auth import ApiKeyAuthenticator
 
 Serve = Any  # the serve fixture of conftest.py: serve(flow, settings=None) -> url
 
-JS_DIR = Path(__file__).resolve().parents[1] / "js"
+ROOT = Path(__file__).resolve().parents[2]
+JS_DIR = ROOT / "tests" / "js"
 TOKENS = 200
 
 
@@ -109,32 +111,79 @@ async def read_parts(response: httpx.Response) -> list[Any]:
     return await Parts(response).rest()
 
 
-@pytest.mark.skipif(shutil.which("node") is None, reason="needs Node (make test installs tests/js)")
-async def test_real_ai_sdk_reads_resumes_and_stops_a_chat(serve: Serve) -> None:
+def check_node() -> None:
+    if shutil.which("node") is None:
+        pytest.fail("needs Node.js 20+ on PATH (see README: make test)")
     if not (JS_DIR / "node_modules" / "ai").is_dir():
         pytest.fail("tests/js/node_modules is missing: run `make test` (npm ci in tests/js)")
-    async with serve(chat_flow()) as url:
-        proc = await asyncio.create_subprocess_exec(
-            "node",
-            str(JS_DIR / "ai_sdk_chat.mjs"),
-            url,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            cwd=JS_DIR,
-            env={**os.environ, "NODE_NO_WARNINGS": "1"},
-        )
-        try:
-            async with asyncio.timeout(90):
-                out, err = await proc.communicate()
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
+
+
+async def run_node(script: Path, *args: str, env: dict[str, str] | None = None) -> str:
+    """Run ``script`` in Node (60 s at most); its stdout, or the test fails with its stderr."""
+    proc = await asyncio.create_subprocess_exec(
+        "node",
+        str(script),
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=script.parent,
+        env={**os.environ, "NODE_NO_WARNINGS": "1", **(env or {})},
+    )
+    try:
+        async with asyncio.timeout(60):
+            out, err = await proc.communicate()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
     assert proc.returncode == 0, err.decode()
-    figures = json.loads(out.decode().strip().splitlines()[-1])
+    return out.decode()
+
+
+async def test_real_ai_sdk_reads_resumes_and_stops_a_chat(serve: Serve) -> None:
+    check_node()
+    async with serve(chat_flow()) as url:
+        out = await run_node(JS_DIR / "ai_sdk_chat.mjs", url)
+    figures = json.loads(out.strip().splitlines()[-1])
     print(f"ai-sdk figures: {figures}", file=sys.stderr)
     assert figures["full"]["tokens"] == TOKENS
     assert figures["resume"]["deltasBeforeAbort"] >= 50
+
+
+def load(path: Path) -> Any:
+    """The module at ``path``, loaded by path (examples/ and tests/e2e are not packages)."""
+    name = f"_loaded_{path.stem}"
+    module = sys.modules.get(name)
+    if module is None:
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None
+        assert spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        # Registered first: dataclasses resolve their module's annotations through it.
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return module
+
+
+def doc_block(name: str) -> str:
+    """The code of the block marked ``<!-- block: name -->`` in docs/ai-sdk.md."""
+    docblocks = load(ROOT / "tests" / "e2e" / "docblocks.py")
+    code: str = docblocks.block(ROOT / "docs" / "ai-sdk.md", name).code
+    return code
+
+
+async def test_the_docs_node_client_reads_the_example(serve: Serve, tmp_path: Path) -> None:
+    check_node()
+    script = tmp_path / "client.mjs"
+    script.write_text(doc_block("ai-sdk-client"), encoding="utf-8")
+    (tmp_path / "node_modules").symlink_to(JS_DIR / "node_modules")
+    async with serve(load(ROOT / "examples" / "ai_sdk_chat.py").build_flow()) as url:
+        out = await run_node(script, env={"ICEFLOE_URL": url})
+    assert out.splitlines() == [
+        "reasoning: Count the words first.",
+        "tool: { text: 'how many words is this' } -> { words: 5 }",
+        "answer: Your message has 5 words. Thanks for asking!",
+    ]
 
 
 async def test_parts_header_and_done(serve: Serve) -> None:

@@ -31,6 +31,8 @@ from typing import Any, Final
 
 import msgspec
 
+from icefloe.core.wire_errors import ErrorCode
+
 __all__ = [
     "DONE_EVENT",
     "FINISH_REASONS",
@@ -115,17 +117,17 @@ class UiMessageMapper:
             self.closed = True
         return parts
 
-    def end(self, code: str, message: str) -> list[Part]:
+    def end(self, code: ErrorCode, message: str) -> list[Part]:
         """The closing parts of a stream that ended with ``code`` (no done chunk)."""
         if self.closed:
             return []
         self.closed = True
         parts: list[Part] = []
         self._close_blocks(parts)
-        if code == "cancelled":
+        if code is ErrorCode.CANCELLED:
             parts.append({"type": "abort", "reason": message})
         else:
-            parts.append({"type": "error", "errorText": f"{code}: {message}"})
+            parts.append({"type": "error", "errorText": f"{code.value}: {message}"})
             parts.append({"type": "finish", "finishReason": "error"})
         return parts
 
@@ -148,21 +150,19 @@ class UiMessageMapper:
         call_id = call.get("id")
         if not isinstance(call_id, str) or not call_id:
             return
+        out: list[Part] = []
         name = self._tools.get(call_id)
         if name is None:
             name = call.get("name")
             if not isinstance(name, str) or not name:
                 return  # the first mention of a call must name its tool
-            self._close_blocks(parts)
             self._tools[call_id] = name
-            parts.append({"type": "tool-input-start", "toolCallId": call_id, "toolName": name})
+            out.append({"type": "tool-input-start", "toolCallId": call_id, "toolName": name})
         delta = call.get("input_delta")
         if isinstance(delta, str) and delta:
-            parts.append(
-                {"type": "tool-input-delta", "toolCallId": call_id, "inputTextDelta": delta}
-            )
+            out.append({"type": "tool-input-delta", "toolCallId": call_id, "inputTextDelta": delta})
         if "input" in call:
-            parts.append(
+            out.append(
                 {
                     "type": "tool-input-available",
                     "toolCallId": call_id,
@@ -170,6 +170,11 @@ class UiMessageMapper:
                     "input": call["input"],
                 }
             )
+        if out:
+            # A tool part ends the text or reasoning before it: the message
+            # shows them in the order the node streamed them.
+            self._close_blocks(parts)
+            parts += out
 
     def _tool_result(self, parts: list[Part], result: Mapping[str, Any]) -> None:
         call_id = result.get("id")

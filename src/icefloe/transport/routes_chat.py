@@ -157,11 +157,11 @@ class _UiReader:
             if not sub.held():
                 end = sub.end_reason()
                 if isinstance(end, StreamError):
-                    closing = self.mapper.end(end.code.value, end.message)
+                    closing = self.mapper.end(end.code, end.message)
                 if end is not None:
                     self._over = True
         except StreamError as exc:  # history_gone: this reader was overrun
-            closing = self.mapper.end(exc.code.value, exc.message)
+            closing = self.mapper.end(exc.code, exc.message)
             self._over = True
         if self._over:
             out += [encode_parts(closing), DONE_EVENT]
