@@ -87,7 +87,8 @@ async function fullText() {
 }
 
 async function abortThenResume() {
-  const t = transport({ scenario: "tokens", delay_ms: 10 });
+  // 20 ms a token: the run is still going (about 3 s more) when the resume comes.
+  const t = transport({ scenario: "tokens", delay_ms: 20 });
   const abort = new AbortController();
   const reader = (await send(t, "chat-resume", abort.signal)).getReader();
   const before = await readUntil(reader, (_, seen) => deltas(seen) >= 50);

@@ -171,9 +171,9 @@ class _UiReader:
         return Taken(data, count, first)
 
 
-def _take(reader: Any, max_bytes: int) -> Taken | None:
-    taken: Taken | None = reader.take(max_bytes)
-    return taken
+def _take(reader: _UiReader, max_bytes: int) -> Taken | None:
+    """The pump's ``take``: the reader maps and encodes its own parts."""
+    return reader.take(max_bytes)
 
 
 class _UiStreamResponse(Response):
