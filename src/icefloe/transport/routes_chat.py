@@ -259,6 +259,8 @@ class ChatRoutes:
         try:
             sub = edge.flow.subscribe(stream_id, 0, lag_limit=edge.lag_limit)
         except StreamError as exc:
+            if not self._running(stream_id):
+                return Response(status_code=204)  # stopped since the lookup: its parts are gone
             raise HttpError(
                 exc.code, f"the reply can no longer be replayed: {exc.message}"
             ) from None
