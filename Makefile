@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit perf browser bench fuzz clean
+.PHONY: demo test lint typecheck unit perf browser js bench fuzz clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "icefloe needs Python >= 3.11")'
@@ -41,8 +41,19 @@ browser:
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } </dev/null; \
 	}
 
+# The AI SDK test (tests/integration/test_ai_sdk.py) runs the real `ai` npm
+# package in Node: npm installs exactly what tests/js/package-lock.json pins,
+# from the registry, into tests/js only (the demo never needs Node).
+JS_STAMP := tests/js/node_modules/.installed
+$(JS_STAMP): tests/js/package.json tests/js/package-lock.json
+	@command -v npm >/dev/null || { echo "make js: needs Node.js 20+ and npm" >&2; exit 1; }
+	cd tests/js && npm ci --no-audit --no-fund
+	@touch $(JS_STAMP)
+
+js: $(JS_STAMP)
+
 # pytest exits 5 when it collects nothing, so an empty run fails here too.
-test: lint typecheck browser
+test: lint typecheck browser js
 	$(BIN)/pytest -q -p no:cacheprovider
 
 # The long fuzz run of the frame codec and the store's record decoders
@@ -55,4 +66,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis tests/js/node_modules

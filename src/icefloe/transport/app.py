@@ -3,7 +3,8 @@
 This module wires the parts together: one
 :class:`~icefloe.transport.edge.EdgeContext` (shared state and per-request
 checks), the route modules over it (:mod:`~icefloe.transport.routes_streams`,
-:mod:`~icefloe.transport.routes_topics`, :mod:`~icefloe.transport.routes_ops`),
+:mod:`~icefloe.transport.routes_topics`, :mod:`~icefloe.transport.routes_ops`,
+:mod:`~icefloe.transport.routes_chat`),
 the WebSocket endpoint, CORS, and the error handlers that turn every failure
 into ``{"error": {"code", "message"}}`` with the status of its code
 (:mod:`icefloe.core.wire_errors`).
@@ -57,6 +58,7 @@ from icefloe.transport.auth import (
 from icefloe.transport.edge import EdgeContext, EdgeSettings
 from icefloe.transport.errors import HttpError, error_response
 from icefloe.transport.logfilter import install_protocol_log_filter
+from icefloe.transport.routes_chat import ChatRoutes
 from icefloe.transport.routes_ops import OpsRoutes
 from icefloe.transport.routes_streams import StreamRoutes
 from icefloe.transport.routes_topics import TopicRoutes
@@ -262,6 +264,7 @@ def create_app(
     streams = StreamRoutes(edge)
     topics = TopicRoutes(edge)
     ops = OpsRoutes(edge)
+    chat = ChatRoutes(edge)
 
     async def on_http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HttpError)
@@ -290,6 +293,9 @@ def create_app(
         Route("/v1/streams/{stream_id}", streams.cancel, methods=["DELETE"]),
         Route("/v1/streams/{stream_id}/status", streams.status, methods=["GET"]),
         Route("/v1/streams/{stream_id}/poll", streams.poll, methods=["GET"]),
+        Route("/v1/chat", chat.post, methods=["POST"]),
+        Route("/v1/chat/{chat_id}/stream", chat.resume, methods=["GET"]),
+        Route("/v1/chat/{chat_id}/stream", chat.stop, methods=["DELETE"]),
         Route("/v1/topics/{topic}", topics.publish, methods=["POST"]),
         Route("/v1/topics/{pattern}", topics.read, methods=["GET"]),
         WebSocketRoute("/v1/ws", _RawAsgi(functools.partial(serve_websocket, edge))),

@@ -37,6 +37,18 @@ _TOPIC = {
     "required": True,
     "schema": {"type": "string", "maxLength": 256},
 }
+_CHAT_ID = {
+    "name": "chat_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "maxLength": 200},
+}
+_CHAT_TENANT = {"name": "tenant", "in": "query", "schema": {"type": "string", "maxLength": 200}}
+#: a UI message stream (docs/ai-sdk.md): SSE ``data:`` JSON parts, then ``[DONE]``
+_UI_STREAM = {
+    "description": "the reply as an AI SDK UI message stream (x-vercel-ai-ui-message-stream: v1)",
+    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+}
 _COMMON_ERRORS = {
     "401": _error("missing or bad credentials"),
     "403": _error("missing scope or foreign tenant"),
@@ -103,6 +115,27 @@ OPENAPI: dict[str, Any] = {
                     "payload": {},
                     "headers": {"$ref": "#/components/schemas/Headers"},
                     "idempotency_key": {"type": ["string", "null"], "maxLength": 200},
+                },
+            },
+            "ChatRequest": {
+                "type": "object",
+                "required": ["id", "messages"],
+                "additionalProperties": True,
+                "properties": {
+                    "id": {"type": "string", "minLength": 1, "maxLength": 200},
+                    "messages": {"type": "array", "items": {"type": "object"}},
+                    "trigger": {"enum": ["submit-message", "regenerate-message"]},
+                    "messageId": {"type": ["string", "null"]},
+                    "tenant": {"type": "string", "minLength": 1, "maxLength": 200},
+                },
+            },
+            "ChatStopped": {
+                "type": "object",
+                "required": ["chat_id", "stream_id", "state"],
+                "properties": {
+                    "chat_id": {"type": "string"},
+                    "stream_id": {"type": "string"},
+                    "state": {"enum": [p.label for p in StreamPhase]},
                 },
             },
             "Started": {
@@ -247,6 +280,46 @@ OPENAPI: dict[str, Any] = {
                     "400": _error("bad parameters"),
                     "404": _error("unknown stream"),
                     "410": _error(f"{ErrorCode.HISTORY_GONE.value}: after_seq is no longer held"),
+                    **_COMMON_ERRORS,
+                },
+            },
+        },
+        "/v1/chat": {
+            "post": {
+                "summary": "Start a run for a useChat request; the reply as a UI message stream",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/ChatRequest"}}
+                    },
+                },
+                "responses": {
+                    "200": _UI_STREAM,
+                    "400": _error("invalid body"),
+                    "413": _error("body too large"),
+                    "503": _error("overloaded; see Retry-After"),
+                    **_COMMON_ERRORS,
+                },
+            },
+        },
+        "/v1/chat/{chat_id}/stream": {
+            "parameters": [_CHAT_ID, _CHAT_TENANT],
+            "get": {
+                "summary": "Resume the chat's running reply from its start",
+                "responses": {
+                    "200": _UI_STREAM,
+                    "204": {"description": "the chat has no running reply"},
+                    "404": _error("a tenant the caller may not see"),
+                    "410": _error(f"{ErrorCode.HISTORY_GONE.value}: the reply's start is gone"),
+                    **_COMMON_ERRORS,
+                },
+            },
+            "delete": {
+                "summary": "Stop (cancel) the chat's running reply",
+                "responses": {
+                    "200": _json("ChatStopped", "the reply was cancelled"),
+                    "204": {"description": "the chat has no running reply"},
+                    "404": _error("a tenant the caller may not see"),
                     **_COMMON_ERRORS,
                 },
             },
