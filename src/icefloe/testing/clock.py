@@ -46,7 +46,7 @@ class FakeClock:
         number, or the threshold is negative.
     """
 
-    __slots__ = ("_now", "autojump_threshold", "jumped_s", "jumps")
+    __slots__ = ("_now_ns", "autojump_threshold", "jumped_s", "jumps")
 
     def __init__(self, start: float = 0.0, *, autojump_threshold: float = 0.0) -> None:
         if not isinstance(start, int | float) or not math.isfinite(start):
@@ -59,7 +59,8 @@ class FakeClock:
             raise ValueError(
                 f"autojump_threshold must be finite seconds >= 0, got {autojump_threshold!r}"
             )
-        self._now = float(start)
+        # Whole nanoseconds: thousands of jumps add up with no float drift.
+        self._now_ns = round(start * 1e9)
         self.autojump_threshold = float(autojump_threshold)
         #: how many times the loop jumped to its next timer
         self.jumps = 0
@@ -67,11 +68,11 @@ class FakeClock:
         self.jumped_s = 0.0
 
     def __repr__(self) -> str:
-        return f"<FakeClock {self._now:.6f} s, {self.jumps} jumps>"
+        return f"<FakeClock {self.monotonic():.6f} s, {self.jumps} jumps>"
 
     def monotonic(self) -> float:
         """The clock's reading, in seconds (a ``time.monotonic`` stand-in)."""
-        return self._now
+        return self._now_ns / 1e9
 
     time = monotonic
 
@@ -83,13 +84,15 @@ class FakeClock:
         """
         if not isinstance(seconds, int | float) or not math.isfinite(seconds) or seconds < 0:
             raise ValueError(f"seconds must be finite and >= 0, got {seconds!r}")
-        self._now += seconds
+        self._now_ns += round(seconds * 1e9)
 
     def jump(self, seconds: float) -> None:
-        """An autojump of the loop (counted in :attr:`jumps` and :attr:`jumped_s`)."""
-        self.advance(seconds)
+        """An autojump of the loop to a timer ``seconds`` away (counted in
+        :attr:`jumps` and :attr:`jumped_s`); lands on, never short of, the timer."""
+        step = math.ceil(seconds * 1e9)
+        self._now_ns += step
         self.jumps += 1
-        self.jumped_s += seconds
+        self.jumped_s += step / 1e9
 
     def new_event_loop(self) -> VirtualTimeLoop:
         """A new event loop on this clock (a ``loop_factory`` for ``asyncio.Runner``)."""

@@ -34,6 +34,8 @@ __all__ = ["DEFAULT_TIMEOUT_S", "DONE", "Harness", "Run", "open"]
 
 #: how long the harness waits for a run by default (loop seconds: virtual on a FakeClock)
 DEFAULT_TIMEOUT_S = 5.0
+#: loop seconds a closing run waits for its reader to see the cancel
+CLOSE_GRACE_S = 1.0
 #: ``Run.terminal`` of a run that ended with its done chunk
 DONE = "done"
 
@@ -180,6 +182,8 @@ class Run:
         """Cancel the run if it goes on, and detach the harness's reader."""
         if not self._ended.is_set():
             self._flow.cancel(self.stream_id)
+            # The reader sees the cancel on its next turn: let it record the end.
+            await asyncio.wait({self._task}, timeout=CLOSE_GRACE_S)
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
 
