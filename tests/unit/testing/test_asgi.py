@@ -8,7 +8,7 @@ import asyncio
 import json
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, MutableMapping
 from typing import Any
 
 import httpx
@@ -19,7 +19,7 @@ from icefloe import Context, Message, Node, create
 from icefloe.testing import FakeClock
 from icefloe.testing.asgi import AppError, StreamingASGITransport, client, lifespan
 
-Scope = dict[str, Any]
+Scope = MutableMapping[str, Any]
 
 
 async def gated(msg: Message, ctx: Context) -> None:
