@@ -88,8 +88,12 @@ class FakeClock:
 
     def jump(self, seconds: float) -> None:
         """An autojump of the loop to a timer ``seconds`` away (counted in
-        :attr:`jumps` and :attr:`jumped_s`); lands on, never short of, the timer."""
-        step = math.ceil(seconds * 1e9)
+        :attr:`jumps` and :attr:`jumped_s`), to the nanosecond.
+
+        asyncio runs a timer due within its clock resolution (1 ns here), so the
+        nearest nanosecond is on time; at least 1 ns, so a wait that rounds to
+        nothing still moves the clock instead of spinning."""
+        step = max(1, round(seconds * 1e9))
         self._now_ns += step
         self.jumps += 1
         self.jumped_s += step / 1e9
@@ -151,6 +155,9 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
     def __init__(self, clock: FakeClock) -> None:
         self.clock = clock
         super().__init__(_JumpingSelector(selectors.DefaultSelector(), clock))
+        # The clock's own tick (asyncio takes the real monotonic clock's, which
+        # varies by platform): a timer within 1 ns of now is due, see jump().
+        self._clock_resolution = 1e-9
 
     def time(self) -> float:
         return self.clock.monotonic()
