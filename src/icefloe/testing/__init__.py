@@ -11,6 +11,8 @@
 * :mod:`icefloe.testing.asgi`: an in-memory httpx client for the HTTP edge
   whose responses stream (SSE events arrive as they are sent). Loaded on
   first use, so ``import icefloe.testing`` needs only the core install.
+* :mod:`icefloe.testing.ws`: an in-memory WebSocket session for an ASGI app
+  (``/v1/ws``), ``websocket_connect``.
 
 See docs/testing.md.
 """
@@ -19,24 +21,37 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from icefloe.testing.asgi_app import AppError, lifespan
 from icefloe.testing.clock import FakeClock, VirtualTimeLoop, current_clock
 from icefloe.testing.harness import DONE, Harness, Run, open
 from icefloe.testing.order import assert_in_order
+from icefloe.testing.ws import (
+    WebSocketClosed,
+    WebSocketDenied,
+    WebSocketSession,
+    websocket_connect,
+)
 
 if TYPE_CHECKING:
     from icefloe.testing.asgi import StreamingASGITransport, client
 
 __all__ = [
     "DONE",
+    "AppError",
     "FakeClock",
     "Harness",
     "Run",
     "StreamingASGITransport",
     "VirtualTimeLoop",
+    "WebSocketClosed",
+    "WebSocketDenied",
+    "WebSocketSession",
     "assert_in_order",
     "client",
     "current_clock",
+    "lifespan",
     "open",
+    "websocket_connect",
 ]
 
 #: names loaded on first use (they need httpx), from icefloe.testing.asgi

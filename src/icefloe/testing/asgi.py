@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
-from typing import Any, Final
+from collections.abc import AsyncIterator
+from typing import Final
 from urllib.parse import unquote
 
 import httpx
+
+from icefloe.testing.asgi_app import CLOSE_GRACE_S, AppError, ASGIApp, Message, Scope, lifespan
 
 __all__ = [
     "BODY_QUEUE",
@@ -33,22 +35,9 @@ __all__ = [
     "lifespan",
 ]
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
 #: body messages held between the app and a client that has not read them;
 #: past it the app's ``send`` waits (as on a socket whose buffers are full)
 BODY_QUEUE: Final = 16
-#: seconds (loop time) a closed response gives the app to end on its own
-#: after ``http.disconnect`` before its task is cancelled
-CLOSE_GRACE_S: Final = 1.0
-
-
-class AppError(Exception):
-    """The app broke the ASGI protocol (no response start, a bad message)."""
 
 
 class _Exchange:
@@ -182,46 +171,6 @@ class StreamingASGITransport(httpx.AsyncBaseTransport):
             await exchange.close()
             raise
         return httpx.Response(status, headers=headers, stream=_Body(exchange), request=request)
-
-
-@contextlib.asynccontextmanager
-async def lifespan(app: ASGIApp) -> AsyncIterator[None]:
-    """Run ``app``'s ASGI lifespan: startup on entering, shutdown on leaving.
-
-    :raises AppError: the app reported ``lifespan.startup.failed`` or
-        ``lifespan.shutdown.failed`` (with its message).
-    """
-    inbox: asyncio.Queue[Message] = asyncio.Queue()
-    outbox: asyncio.Queue[Message] = asyncio.Queue()
-    scope: Scope = {
-        "type": "lifespan",
-        "asgi": {"version": "3.0", "spec_version": "2.0"},
-        "state": {},
-    }
-    task = asyncio.ensure_future(app(scope, inbox.get, outbox.put))
-
-    async def step(send: str, expect: str) -> None:
-        await inbox.put({"type": f"lifespan.{send}"})
-        getter = asyncio.ensure_future(outbox.get())
-        await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
-        if not getter.done():
-            getter.cancel()
-            task.result()  # the app's own error, if it raised
-            raise AppError(f"the app's lifespan ended during {send}")
-        reply = getter.result()
-        if reply["type"] != f"lifespan.{expect}":
-            raise AppError(f"lifespan {send} failed: {reply.get('message', reply['type'])}")
-
-    try:
-        await step("startup", "startup.complete")
-        try:
-            yield
-        finally:
-            await step("shutdown", "shutdown.complete")
-    finally:
-        if not task.done():
-            task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 @contextlib.asynccontextmanager

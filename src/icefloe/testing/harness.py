@@ -22,8 +22,10 @@ from icefloe.exceptions import StreamError
 from icefloe.runtime.flow import Flow
 from icefloe.runtime.node import Node
 from icefloe.runtime.subscription import Subscription
+from icefloe.testing.asgi_app import lifespan
 from icefloe.testing.clock import FakeClock, current_clock
 from icefloe.testing.order import assert_in_order
+from icefloe.testing.ws import WebSocketSession, websocket_connect
 
 if TYPE_CHECKING:
     import httpx
@@ -246,6 +248,26 @@ class Harness:
         from icefloe.transport.app import create_app
 
         return client(create_app(self.flow, settings))
+
+    @contextlib.asynccontextmanager
+    async def websocket(
+        self,
+        *,
+        subprotocols: Sequence[str] = ("icefloe.v1.json",),
+        headers: Sequence[tuple[str, str]] = (),
+        settings: EdgeSettings | None = None,
+    ) -> AsyncIterator[WebSocketSession]:
+        """An in-memory WebSocket session on this flow's ``/v1/ws``
+        (:func:`icefloe.testing.ws.websocket_connect`), the edge's lifespan
+        run around it; needs the ``server`` extra."""
+        from icefloe.transport.app import create_app
+
+        app = create_app(self.flow, settings)
+        async with (
+            lifespan(app),
+            websocket_connect(app, "/v1/ws", subprotocols=subprotocols, headers=headers) as ws,
+        ):
+            yield ws
 
     async def aclose(self) -> None:
         """Cancel the runs still going and detach their readers."""
