@@ -47,7 +47,10 @@ class Run:
     arrive by a reader the harness keeps attached, and its end.
 
     The reader is an ordinary subscriber (``flow.subscribe``), so the run sees
-    the same backpressure and ordering as any in-process reader.
+    the same backpressure and ordering as any in-process reader. It keeps
+    every chunk it received, without a limit: a test's runs are short, and a
+    test of a stream of millions of chunks should read ``flow.subscribe``
+    itself.
     """
 
     def __init__(self, flow: Flow, reader: Subscription, timeout_s: float) -> None:
