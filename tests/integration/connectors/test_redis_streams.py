@@ -1,0 +1,147 @@
+"""Redis Streams connector against the machine's Redis (127.0.0.1:6379)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from roundtrip import consume, round_trip, stream_ids
+
+from icefloe.connectors import Inbound, chunk_record, record_chunk
+from icefloe.connectors.deadletter import DEAD_REASON_HEADER, DeadLetters
+from icefloe.core.messages import StreamChunk
+from icefloe.core.reassembly import Reassembler
+
+redis_asyncio = pytest.importorskip("redis.asyncio", reason="the redis extra is not installed")
+from icefloe.connectors.redis_streams import RedisStreamsSink, RedisStreamsSource  # noqa: E402
+
+URL = "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[redis_asyncio.Redis]:
+    r = redis_asyncio.Redis.from_url(URL)
+    try:
+        await asyncio.wait_for(r.ping(), 2)
+    except (OSError, TimeoutError, redis_asyncio.ConnectionError) as exc:
+        await r.aclose()
+        pytest.skip(f"no Redis at {URL}: {exc}")
+    yield r
+    await r.aclose()
+
+
+@pytest.fixture
+async def key(client: redis_asyncio.Redis) -> AsyncIterator[str]:
+    name = f"icefloe-test-{uuid.uuid4().hex}"
+    yield name
+    await client.delete(name, f"{name}-dead")
+
+
+async def test_ten_streams_of_a_thousand_chunks_round_trip_in_order(
+    client: redis_asyncio.Redis, key: str
+) -> None:
+    async with asyncio.timeout(60):
+        result = await round_trip(
+            lambda: RedisStreamsSink(client, key),
+            lambda: RedisStreamsSource(client, key, group="g", consumer="c1", block_ms=200),
+            key,
+        )
+    print(
+        f"redis streams round trip: {result.chunks} chunks in {result.seconds:.2f}s "
+        f"= {result.rate:,.0f} chunks/s"
+    )
+    assert result.reassembly.completed == 10
+    assert await client.xlen(key) == 10_000
+
+
+async def test_a_crashed_consumers_entries_are_claimed_and_duplicates_dropped(
+    client: redis_asyncio.Redis, key: str
+) -> None:
+    sids = stream_ids(key, 3)
+    async with RedisStreamsSink(client, key) as sink:
+        for sid in sids:
+            for seq in range(20):
+                chunk = StreamChunk(sid, seq, "x", seq == 19)
+                await sink.send(chunk_record(chunk, trace_id=sid, tenant="acme"))
+        # a producer retry wrote seq 5 of the first stream twice
+        await sink.send(chunk_record(StreamChunk(sids[0], 5, "x"), trace_id="t", tenant="acme"))
+    async with asyncio.timeout(30):
+        # consumer "dead" reads 25 entries and crashes without acking any
+        async with RedisStreamsSource(client, key, group="g", consumer="dead", count=25) as dead:
+            got = 0
+            async for _ in dead:
+                got += 1
+                if got == 25:
+                    break
+        # a new consumer gets the rest; the dead one's entries only by XAUTOCLAIM
+        r: Reassembler[Inbound] = Reassembler(time.monotonic)
+        survivor = RedisStreamsSource(
+            client,
+            key,
+            group="g",
+            consumer="alive",
+            claim_min_idle_ms=1,
+            claim_interval_s=0.01,
+            block_ms=50,
+        )
+        async with survivor:
+            out = await consume(survivor, r, sids, 20)
+        stats = survivor.statistics()
+    assert out == {sid: list(range(20)) for sid in sids}
+    assert r.statistics().duplicates == 1
+    pending = await client.xpending(key, "g")
+    assert pending["pending"] == 0
+    assert stats.confirmed == 61
+    claimed = await client.xinfo_consumers(key, "g")
+    assert {c["name"] for c in claimed} == {b"dead", b"alive"}
+
+
+async def test_a_restarted_consumer_rereads_its_own_pending_entries_with_their_count(
+    client: redis_asyncio.Redis, key: str
+) -> None:
+    async with RedisStreamsSink(client, key) as sink:
+        for seq in range(3):
+            await sink.send(chunk_record(StreamChunk("s", seq, "x"), trace_id="t", tenant="a"))
+    async with asyncio.timeout(10):
+        async with RedisStreamsSource(client, key, group="g", consumer="c") as first:
+            async for inbound in first:
+                assert inbound.deliveries == 1
+                await first.ack(inbound)
+                break  # seqs 1 and 2 stay pending: a crash
+        async with RedisStreamsSource(client, key, group="g", consumer="c") as again:
+            seen = []
+            async for inbound in again:
+                seen.append((record_chunk(inbound.record).chunk.seq, inbound.deliveries))
+                if len(seen) == 2:
+                    break
+    assert seen == [(1, 2), (2, 2)]
+
+
+async def test_an_entry_that_is_no_record_goes_to_the_dead_letter_stream(
+    client: redis_asyncio.Redis, key: str
+) -> None:
+    await client.xadd(key, {"junk": "1"})
+    await client.xadd(key, {"v": b"ok", "h:icefloe-seq": b"0"})
+    async with RedisStreamsSink(client, f"{key}-dead") as dead_sink:
+        dead = DeadLetters(dead_sink)
+        async with asyncio.timeout(10):
+            source = RedisStreamsSource(client, key, group="g", consumer="c", dead_letters=dead)
+            async with source:
+                async for inbound in source:
+                    assert inbound.record.value == b"ok"
+                    await source.ack(inbound)
+                    break
+    ((_, fields),) = await client.xrange(f"{key}-dead")
+    assert fields[f"h:{DEAD_REASON_HEADER}".encode()] == b"stream entry has no v field"
+    assert (await client.xpending(key, "g"))["pending"] == 0
+    assert dead.statistics().records == 1
+
+
+async def test_maxlen_trims_the_stream_approximately(client: redis_asyncio.Redis, key: str) -> None:
+    async with RedisStreamsSink(client, key, maxlen=100, exact_maxlen=True, batch=50) as sink:
+        for seq in range(300):
+            await sink.send(chunk_record(StreamChunk("s", seq, "x"), trace_id="t", tenant="a"))
+    assert await client.xlen(key) == 100
