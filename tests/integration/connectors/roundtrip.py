@@ -89,7 +89,11 @@ async def round_trip(
     start = time.perf_counter()
     async with make_source() as source, make_sink() as sink:
         producing = asyncio.create_task(produce(sink, sids, chunks))
-        out = await consume(source, reassembler, sids, chunks)
+        try:
+            out = await consume(source, reassembler, sids, chunks)
+        except BaseException:
+            producing.cancel()
+            raise
         await producing
     seconds = time.perf_counter() - start
     assert out == {sid: list(range(chunks)) for sid in sids}
