@@ -50,11 +50,13 @@ class DeadLetterStatistics(NamedTuple):
 
 def dead_record(record: Record, reason: str, *, source: str, position: Any) -> Record:
     """``record`` with the dead-letter headers added (its key and value unchanged)."""
+    # a bytes position (a Redis entry id) is text already; str() would quote it
+    where = position if isinstance(position, bytes) else str(position).encode()
     headers = (
         *record.headers,
         (DEAD_REASON_HEADER, reason.encode()[:MAX_REASON_BYTES]),
         (DEAD_SOURCE_HEADER, source.encode()),
-        (DEAD_POSITION_HEADER, str(position).encode()),
+        (DEAD_POSITION_HEADER, where),
     )
     return record._replace(headers=headers)
 

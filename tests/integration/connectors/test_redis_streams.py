@@ -145,3 +145,21 @@ async def test_maxlen_trims_the_stream_approximately(client: redis_asyncio.Redis
         for seq in range(300):
             await sink.send(chunk_record(StreamChunk("s", seq, "x"), trace_id="t", tenant="a"))
     assert await client.xlen(key) == 100
+
+
+def test_the_redis_bridge_example_runs(client: redis_asyncio.Redis) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).parents[3] / "examples" / "redis_bridge.py"
+    done = subprocess.run(
+        [sys.executable, str(script), URL],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "replayed 7 chunks: tokens cross the broker in order" in done.stdout

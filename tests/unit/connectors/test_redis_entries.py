@@ -1,0 +1,24 @@
+"""A record's Redis stream entry fields, and back (no server needed)."""
+
+from __future__ import annotations
+
+import pytest
+
+from icefloe.connectors import Record
+
+pytest.importorskip("redis", reason="the redis extra is not installed")
+from icefloe.connectors.redis_streams import entry_fields, entry_record
+
+
+@pytest.mark.parametrize(
+    "record",
+    [Record(b"k", b"v", (("icefloe-seq", b"3"),)), Record(None, b"", ()), Record(b"", b"\x00", ())],
+)
+def test_a_record_round_trips_through_its_entry_fields(record: Record) -> None:
+    flat = entry_fields(record)
+    fields = dict(zip(flat[::2], flat[1::2], strict=True))
+    assert entry_record(fields) == record
+
+
+def test_an_entry_without_a_value_is_no_record() -> None:
+    assert entry_record({b"junk": b"1"}) is None
