@@ -28,7 +28,10 @@ the entry id (``bytes``), ``deliveries`` Redis's delivery count. ``ack`` is
 leaves the entry pending, so it comes back by ``XAUTOCLAIM``. An entry that
 is not an icefloe record (no ``v`` field) goes to ``dead_letters`` and is
 acked; without a dead-letter sink it is delivered with an empty value, for
-the consumer's decode to reject.
+the consumer's decode to reject. A lost connection (after redis-py's own
+retries) is retried with backoff (50 ms doubling to 2 s, counted in
+``reconnects``), then the consumer re-reads its own pending entries, so an
+entry whose reply was lost on the way is not skipped.
 """
 
 from __future__ import annotations
@@ -46,6 +49,10 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
 
 __all__ = ["RedisStreamsSink", "RedisStreamsSource", "entry_fields", "entry_record"]
+
+#: reconnection backoff after a lost connection: first wait, doubling up to the cap
+_FIRST_BACKOFF_S = 0.05
+_MAX_BACKOFF_S = 2.0
 
 _KEY = b"k"
 _VALUE = b"v"
@@ -233,29 +240,47 @@ class RedisStreamsSource:
         return self._iterate()
 
     async def _iterate(self) -> AsyncIterator[Inbound]:
-        # first what this consumer had before a restart, then new entries
-        for inbound in await self._own_pending():
-            yield inbound
+        from redis.exceptions import ConnectionError, TimeoutError
+
+        # first what this consumer had before a restart (or before a lost
+        # connection swallowed a reply), then new entries
+        recover = True
+        delay = _FIRST_BACKOFF_S
         next_claim = time.monotonic() + self._claim_interval
         while True:
             await self._room.wait()
-            if time.monotonic() >= next_claim:
-                next_claim = time.monotonic() + self._claim_interval
-                for inbound in await self.claim():
-                    yield inbound
-            for inbound in await self._read(b">"):
+            try:
+                if recover:
+                    batch = await self._own_pending()
+                    recover = False
+                elif time.monotonic() >= next_claim:
+                    next_claim = time.monotonic() + self._claim_interval
+                    batch = await self.claim()
+                else:
+                    batch = await self._read(b">")
+            except (ConnectionError, TimeoutError, OSError):
+                self._reconnects += 1
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _MAX_BACKOFF_S)
+                recover = True
+                continue
+            delay = _FIRST_BACKOFF_S
+            for inbound in batch:
                 yield inbound
 
     async def _own_pending(self) -> list[Inbound]:
         out: list[Inbound] = []
         start = b"0"
         while True:
-            entries = await self._xreadgroup(start, block=False)
+            entries = await self._xreadgroup(start, block=False, count=self._count)
             if not entries:
                 return out
-            counts = await self._delivery_counts(entries[0][0], entries[-1][0])
-            out += await self._inbounds(entries, counts)
             start = entries[-1][0]
+            # after a reconnect, entries still in flight here are not news
+            entries = [(i, f) for i, f in entries if i not in self._unacked]
+            if entries:
+                counts = await self._delivery_counts(entries[0][0], entries[-1][0])
+                out += await self._inbounds(entries, counts)
 
     async def claim(self) -> list[Inbound]:
         """``XAUTOCLAIM`` entries idle longer than ``claim_min_idle_ms``; return them."""
@@ -277,9 +302,11 @@ class RedisStreamsSource:
         entries = await self._xreadgroup(start, block=True)
         return await self._inbounds(entries, {})
 
-    async def _xreadgroup(self, start: bytes, *, block: bool) -> list[tuple[bytes, Any]]:
+    async def _xreadgroup(
+        self, start: bytes, *, block: bool, count: int | None = None
+    ) -> list[tuple[bytes, Any]]:
         await self._flush_acks()
-        room = self._max_in_flight - len(self._unacked)
+        room = count or self._max_in_flight - len(self._unacked)
         # redis-py's reply types are a union of RESP2 and RESP3 shapes; RESP2 here
         reply: Any = await self._client.xreadgroup(
             self._group,
@@ -290,7 +317,10 @@ class RedisStreamsSource:
         )
         if not reply:
             return []
-        return [(i, f) for i, f in reply[0][1] if f is not None]
+        entries = reply[0][1]
+        # a pending entry MAXLEN trimmed away has no fields: nothing to deliver
+        self._acks += [i for i, f in entries if f is None]
+        return [(i, f) for i, f in entries if f is not None]
 
     async def _delivery_counts(self, first: bytes, last: bytes) -> dict[bytes, int]:
         rows: Any = await self._client.xpending_range(
@@ -327,7 +357,13 @@ class RedisStreamsSource:
             self._acks.append(inbound.position)
             self._room.set()
         if len(self._acks) >= self._count:
-            await self._flush_acks()
+            from redis.exceptions import ConnectionError, TimeoutError
+
+            try:
+                await self._flush_acks()
+            except (ConnectionError, TimeoutError, OSError):
+                # kept, and sent with the next read once the connection is back
+                self._reconnects += 1
 
     async def nack(self, inbound: Inbound, reason: str) -> None:
         """Leave the entry pending: ``XAUTOCLAIM`` delivers it again after ``claim_min_idle_ms``."""
@@ -339,7 +375,11 @@ class RedisStreamsSource:
     async def _flush_acks(self) -> None:
         if self._acks:
             acks, self._acks = self._acks, []
-            await self._client.xack(self._key, self._group, *acks)
+            try:
+                await self._client.xack(self._key, self._group, *acks)
+            except BaseException:
+                self._acks = acks + self._acks  # sent again with the next flush
+                raise
 
     def statistics(self) -> ConnectorStatistics:
         return ConnectorStatistics(

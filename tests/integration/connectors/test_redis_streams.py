@@ -57,6 +57,49 @@ async def test_ten_streams_of_a_thousand_chunks_round_trip_in_order(
     assert await client.xlen(key) == 10_000
 
 
+async def _kill_own_connections(admin: redis_asyncio.Redis, name: str, times: int) -> int:
+    """Close the server side of every connection named ``name`` (ours only), ``times`` times."""
+    killed = 0
+    for _ in range(times):
+        await asyncio.sleep(0.15)
+        for row in await admin.client_list():
+            if row.get("name") == name:
+                killed += await admin.client_kill_filter(_id=row["id"])
+    return killed
+
+
+async def test_lost_connections_mid_stream_lose_no_chunk(
+    client: redis_asyncio.Redis, key: str
+) -> None:
+    # Redis here is shared, so no restart: the server closes our own
+    # connections (CLIENT KILL ID, by their client name) during the round trip.
+    name = f"icefloe-kill-{uuid.uuid4().hex[:8]}"
+    victim = redis_asyncio.Redis.from_url(URL, client_name=name)
+    try:
+        async with asyncio.timeout(90):
+            killer = asyncio.create_task(_kill_own_connections(client, name, 5))
+            sources: list[RedisStreamsSource] = []
+
+            def make_source() -> RedisStreamsSource:
+                sources.append(
+                    RedisStreamsSource(victim, key, group="g", consumer="c", block_ms=100)
+                )
+                return sources[0]
+
+            try:
+                result = await round_trip(lambda: RedisStreamsSink(victim, key), make_source, key)
+            finally:
+                killed = await killer
+    finally:
+        await victim.aclose()
+    assert killed >= 1
+    print(
+        f"redis: {killed} connections killed, reconnects={sources[0].statistics().reconnects}, "
+        f"duplicates dropped={result.reassembly.duplicates}"
+    )
+    assert result.reassembly.completed == 10
+
+
 async def test_a_crashed_consumers_entries_are_claimed_and_duplicates_dropped(
     client: redis_asyncio.Redis, key: str
 ) -> None:
