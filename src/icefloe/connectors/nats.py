@@ -25,9 +25,12 @@ that does not come is published again, ``retries`` times, with the same id.
 **Source.** A durable pull consumer ``durable`` (created if missing, explicit
 ack, ``ack_wait_s``, ``max_ack_pending`` = ``max_in_flight``) fetching
 ``batch`` messages at a time. ``Inbound.position`` is the stream sequence,
-``deliveries`` JetStream's ``num_delivered``. ``ack`` acks (``ack_sync=True``:
-waits for the server's confirmation, what exactly_once needs, since a lost
-plain ack means a redelivery); ``nack`` naks with ``nak_delay_s``.
+``deliveries`` JetStream's ``num_delivered``. ``ack`` acks; it waits for the
+server's confirmation (``ack_sync``) when the source was made with
+``ack_sync=True`` or the record's ``icefloe-reliability`` is
+``exactly_once``, since a lost plain ack means a redelivery. ``nack`` naks
+with ``nak_delay_s``. nats-py reconnects by itself; a fetch during the outage
+just comes back empty.
 
 :func:`ensure_stream` creates the JetStream stream when it is missing.
 """
@@ -41,7 +44,8 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from icefloe.connectors.protocol import ConnectorStatistics, DeliveryFailed, Inbound
-from icefloe.connectors.record import SEQ_HEADER, Record
+from icefloe.connectors.record import RELIABILITY_HEADER, SEQ_HEADER, Record
+from icefloe.core.reliability import Reliability
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
@@ -59,6 +63,7 @@ __all__ = [
 KEY_HEADER = "icefloe-key"
 MSG_ID_HEADER = "Nats-Msg-Id"
 _B64 = "b64:"
+_EXACTLY_ONCE = Reliability.EXACTLY_ONCE.value.encode()
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{1,200}")
 _PRINTABLE = re.compile(rb"[\x20-\x7e]*")
 
@@ -331,7 +336,7 @@ class NatsSource:
         msg = self._msgs.pop(inbound.position, None)
         if msg is None:
             return
-        if self._ack_sync:
+        if self._ack_sync or inbound.record.header(RELIABILITY_HEADER) == _EXACTLY_ONCE:
             await msg.ack_sync()
         else:
             await msg.ack()

@@ -150,6 +150,27 @@ async def test_a_consumer_that_died_unacked_gets_its_messages_again(nc: Any, str
     assert again.statistics().confirmed == 20
 
 
+async def test_an_exactly_once_record_is_acked_synchronously(nc: Any, stream: str) -> None:
+    from icefloe.core.reliability import Reliability
+
+    subject = f"{stream}.e"
+    chunk = StreamChunk("s", 0, "x")
+    async with NatsSink(nc, subject) as sink:
+        level = Reliability.EXACTLY_ONCE
+        await sink.send(chunk_record(chunk, trace_id="t", tenant="a", reliability=level))
+    async with asyncio.timeout(10):
+        source = NatsSource(nc, stream, durable="e", subject=subject)
+        async with source:
+            async for inbound in source:
+                replies = nc.stats["in_msgs"]
+                await source.ack(inbound)
+                # ack_sync is a request: the server's confirmation came back
+                assert nc.stats["in_msgs"] == replies + 1
+                info = await nc.jetstream().consumer_info(stream, "e")
+                assert (info.num_ack_pending, info.ack_floor.stream_seq) == (0, 1)
+                break
+
+
 def test_headers_that_are_not_printable_travel_base64() -> None:
     from icefloe.connectors import Record
 
