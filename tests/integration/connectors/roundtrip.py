@@ -55,21 +55,25 @@ async def produce(sink: Sink, sids: list[str], chunks: int = CHUNKS) -> None:
 
 
 async def consume(
-    source: Source, reassembler: Reassembler[Inbound], sids: list[str], chunks: int = CHUNKS
+    source: Source,
+    reassembler: Reassembler[tuple[Inbound, int]],
+    sids: list[str],
+    chunks: int = CHUNKS,
 ) -> dict[str, list[int]]:
     """Read until every stream ended; ack each record once it is released (or dropped)."""
     out: dict[str, list[int]] = {sid: [] for sid in sids}
     open_streams = set(sids)
     async for inbound in source:
         chunk = record_chunk(inbound.record).chunk
-        pushed = reassembler.push(chunk.stream_id, chunk.seq, inbound, done=chunk.done)
+        sid = chunk.stream_id
+        pushed = reassembler.push(sid, chunk.seq, (inbound, chunk.seq), done=chunk.done)
         if pushed.duplicate:
             await source.ack(inbound)
-        for released in pushed.released:
-            out[chunk.stream_id].append(record_chunk(released.record).chunk.seq)
+        for released, seq in pushed.released:
+            out[sid].append(seq)
             await source.ack(released)
         if pushed.ended:
-            open_streams.discard(chunk.stream_id)
+            open_streams.discard(sid)
             if not open_streams:
                 break
     return out
@@ -85,7 +89,7 @@ async def round_trip(
 ) -> RoundTrip:
     """Run the round trip and check it; returns the timing."""
     sids = stream_ids(tag, streams)
-    reassembler: Reassembler[Inbound] = Reassembler(time.monotonic)
+    reassembler: Reassembler[tuple[Inbound, int]] = Reassembler(time.monotonic)
     start = time.perf_counter()
     async with make_source() as source, make_sink() as sink:
         producing = asyncio.create_task(produce(sink, sids, chunks))

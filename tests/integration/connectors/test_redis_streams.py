@@ -10,13 +10,18 @@ from collections.abc import AsyncIterator
 import pytest
 from roundtrip import round_trip, stream_ids
 
-from icefloe.connectors import Inbound, chunk_record, record_chunk
+from icefloe.connectors import Inbound, Record, chunk_record, record_chunk
 from icefloe.connectors.deadletter import DEAD_REASON_HEADER, DeadLetters
 from icefloe.core.messages import StreamChunk
 from icefloe.core.reassembly import Reassembler
 
 redis_asyncio = pytest.importorskip("redis.asyncio", reason="the redis extra is not installed")
-from icefloe.connectors.redis_streams import RedisStreamsSink, RedisStreamsSource  # noqa: E402
+from icefloe.connectors.redis_streams import (  # noqa: E402
+    RedisStreamsSink,
+    RedisStreamsSource,
+    entry_fields,
+    entry_record,
+)
 
 URL = "redis://127.0.0.1:6379/0"
 
@@ -185,7 +190,9 @@ async def test_an_entry_that_is_no_record_goes_to_the_dead_letter_stream(
     client: redis_asyncio.Redis, key: str
 ) -> None:
     await client.xadd(key, {"junk": "1"})
-    await client.xadd(key, {"v": b"ok", "h:icefloe-seq": b"0"})
+    await client.xadd(key, {"v": b"ok", "h": b"\xc1"})  # h is no msgpack
+    good = entry_fields(Record(b"k", b"ok"))
+    await client.xadd(key, dict(zip(good[::2], good[1::2], strict=True)))
     async with RedisStreamsSink(client, f"{key}-dead") as dead_sink:
         dead = DeadLetters(dead_sink)
         async with asyncio.timeout(10):
@@ -195,10 +202,12 @@ async def test_an_entry_that_is_no_record_goes_to_the_dead_letter_stream(
                     assert inbound.record.value == b"ok"
                     await source.ack(inbound)
                     break
-    ((_, fields),) = await client.xrange(f"{key}-dead")
-    assert fields[f"h:{DEAD_REASON_HEADER}".encode()] == b"stream entry has no v field"
+    dead_entries = await client.xrange(f"{key}-dead")
+    records = [entry_record(fields) for _, fields in dead_entries]
+    assert [r.header("junk") if r else None for r in records] == [b"1", None]
+    assert all(r and r.header(DEAD_REASON_HEADER) for r in records)
     assert (await client.xpending(key, "g"))["pending"] == 0
-    assert dead.statistics().records == 1
+    assert dead.statistics().records == 2
 
 
 async def test_maxlen_trims_the_stream_approximately(client: redis_asyncio.Redis, key: str) -> None:
