@@ -3,11 +3,12 @@
 Needs the ``redis`` extra (redis-py's asyncio client). Both take a connected
 ``redis.asyncio.Redis`` (``decode_responses=False``) and never close it.
 
-**Layout.** One record is one stream entry of two fields: ``v`` holds the
-value, ``h`` the key and the headers as one msgpack array ``[key,
-[[name, value], ...]]`` (key ``nil`` when ``None``). Two fields rather than
-one per header: the client parses every field of every entry it reads, and
-seven fields per entry cost half the round-trip throughput. The sink
+**Layout.** One record is one stream entry with one field, ``r``: the
+msgpack array ``[key, [[name, value], ...], value]`` (key ``nil`` when
+``None``). One field rather than one per header and part: redis-py parses
+every field of every entry it reads in Python, and that parsing is most of
+a round trip's cost (seven fields per entry ran at half the throughput of
+one). The sink
 writes every record to one Redis stream ``key``: one log, so the order of
 each icefloe stream is the order of its sends.
 
@@ -28,7 +29,7 @@ consumer (a dead one, or a nacked entry of its own). ``Inbound.position`` is
 the entry id (``bytes``), ``deliveries`` Redis's delivery count. ``ack`` is
 ``XACK`` (batched with the next read, or every ``count`` acks); ``nack``
 leaves the entry pending, so it comes back by ``XAUTOCLAIM``. An entry that
-is not an icefloe record (no ``v`` or ``h`` field, or an ``h`` that does not decode)
+is not an icefloe record (no ``r`` field, or one that does not decode)
 goes to ``dead_letters`` (its fields as headers) and is acked; without a
 dead-letter sink it is delivered that way, for the consumer's decode to
 reject. A lost connection (after redis-py's own
@@ -59,32 +60,32 @@ __all__ = ["RedisStreamsSink", "RedisStreamsSource", "entry_fields", "entry_reco
 _FIRST_BACKOFF_S = 0.05
 _MAX_BACKOFF_S = 2.0
 
-_VALUE = b"v"
-_META = b"h"
-_encode_meta = msgspec.msgpack.Encoder().encode
-_decode_meta = msgspec.msgpack.Decoder(tuple[bytes | None, tuple[tuple[str, bytes], ...]]).decode
+_RECORD = b"r"
+_encode_record = msgspec.msgpack.Encoder().encode
+_decode_record = msgspec.msgpack.Decoder(
+    tuple[bytes | None, tuple[tuple[str, bytes], ...], bytes]
+).decode
 
 
 def entry_fields(record: Record) -> list[bytes]:
-    """The flat ``field value ...`` list of the stream entry carrying ``record``."""
-    return [_VALUE, record.value, _META, _encode_meta((record.key, record.headers))]
+    """The flat ``field value`` list of the stream entry carrying ``record``."""
+    return [_RECORD, _encode_record((record.key, record.headers, record.value))]
 
 
 def entry_record(fields: dict[bytes, bytes]) -> Record | None:
-    """The record a stream entry carries; ``None`` if it is not one (no ``v``, bad ``h``)."""
-    value = fields.get(_VALUE)
-    packed = fields.get(_META)
-    if value is None or packed is None:
+    """The record a stream entry carries; ``None`` if it is not one (no ``r`` that decodes)."""
+    packed = fields.get(_RECORD)
+    if packed is None:
         return None
     try:
-        key, headers = _decode_meta(packed)
+        key, headers, value = _decode_record(packed)
     except msgspec.DecodeError:
         return None
     return Record(key, value, headers)
 
 
 def _raw_fields(fields: dict[bytes, bytes]) -> tuple[tuple[str, bytes], ...]:
-    return tuple((name.decode("latin-1"), v) for name, v in fields.items() if name != _VALUE)
+    return tuple((name.decode("latin-1"), v) for name, v in fields.items() if name != _RECORD)
 
 
 class RedisStreamsSink:
@@ -342,10 +343,10 @@ class RedisStreamsSource:
             deliveries = counts.get(entry_id, 1)
             if record is None:
                 # the raw fields, for whoever reads the dead letters
-                raw = Record(None, fields.get(_VALUE, b""), _raw_fields(fields))
+                raw = Record(None, fields.get(_RECORD, b""), _raw_fields(fields))
                 inbound = Inbound(raw, self._key, entry_id, deliveries)
                 if self._dead is not None:
-                    reason = "stream entry is no record (no v or h field, or h does not decode)"
+                    reason = "stream entry is no record (no r field, or it does not decode)"
                     await self._dead.send(inbound, reason, source=self.name)
                     self._acks.append(entry_id)
                     continue

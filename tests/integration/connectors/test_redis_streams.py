@@ -190,7 +190,7 @@ async def test_an_entry_that_is_no_record_goes_to_the_dead_letter_stream(
     client: redis_asyncio.Redis, key: str
 ) -> None:
     await client.xadd(key, {"junk": "1"})
-    await client.xadd(key, {"v": b"ok", "h": b"\xc1"})  # h is no msgpack
+    await client.xadd(key, {"r": b"\xc1"})  # r is no msgpack
     good = entry_fields(Record(b"k", b"ok"))
     await client.xadd(key, dict(zip(good[::2], good[1::2], strict=True)))
     async with RedisStreamsSink(client, f"{key}-dead") as dead_sink:
@@ -205,6 +205,8 @@ async def test_an_entry_that_is_no_record_goes_to_the_dead_letter_stream(
     dead_entries = await client.xrange(f"{key}-dead")
     records = [entry_record(fields) for _, fields in dead_entries]
     assert [r.header("junk") if r else None for r in records] == [b"1", None]
+    assert records[1] is not None
+    assert records[1].value == b"\xc1"  # what the broken entry held, kept for inspection
     assert all(r and r.header(DEAD_REASON_HEADER) for r in records)
     assert (await client.xpending(key, "g"))["pending"] == 0
     assert dead.statistics().records == 2
