@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -84,17 +84,26 @@ def entry_record(fields: dict[bytes, bytes]) -> Record | None:
     return Record(key, value, headers)
 
 
+def _fixed(key: str) -> Callable[[Record], str]:
+    return lambda _record: key
+
+
 def _raw_fields(fields: dict[bytes, bytes]) -> tuple[tuple[str, bytes], ...]:
     return tuple((name.decode("latin-1"), v) for name, v in fields.items() if name != _RECORD)
 
 
 class RedisStreamsSink:
-    """Writes records to the Redis stream ``key`` (see the module docstring)."""
+    """Writes records to the Redis stream ``key`` (see the module docstring).
+
+    ``key`` may also be a function of the record (e.g. one Redis stream per
+    icefloe stream: ``lambda r: f"chunks:{r.key.decode()}"``); each Redis
+    stream is then read by its own source.
+    """
 
     def __init__(
         self,
         client: Redis,
-        key: str,
+        key: str | Callable[[Record], str],
         *,
         maxlen: int | None = 1_000_000,
         exact_maxlen: bool = False,
@@ -106,7 +115,8 @@ class RedisStreamsSink:
         if maxlen is not None and maxlen < 1:
             raise ValueError(f"maxlen must be >= 1 or None, got {maxlen}")
         self._client = client
-        self._key = key
+        self._key = key if callable(key) else _fixed(key)
+        self._key_name = key if isinstance(key, str) else "per-record"
         self._trim: list[Any] = (
             [] if maxlen is None else [b"MAXLEN", b"=" if exact_maxlen else b"~", maxlen]
         )
@@ -120,7 +130,7 @@ class RedisStreamsSink:
 
     @property
     def name(self) -> str:
-        return f"redis:{self._key}"
+        return f"redis:{self._key_name}"
 
     async def __aenter__(self) -> RedisStreamsSink:
         return self
@@ -178,7 +188,8 @@ class RedisStreamsSink:
     async def _xadd(self, batch: list[Record]) -> None:
         pipe = self._client.pipeline(transaction=False)
         for record in batch:
-            pipe.execute_command(b"XADD", self._key, *self._trim, b"*", *entry_fields(record))
+            key = self._key(record)
+            pipe.execute_command(b"XADD", key, *self._trim, b"*", *entry_fields(record))
         await pipe.execute()
 
     def statistics(self) -> ConnectorStatistics:

@@ -235,3 +235,18 @@ def test_the_redis_bridge_example_runs(client: redis_asyncio.Redis) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "replayed 7 chunks: tokens cross the broker in order" in done.stdout
+
+
+async def test_a_key_function_writes_one_redis_stream_per_icefloe_stream(
+    client: redis_asyncio.Redis, key: str
+) -> None:
+    keys = [f"{key}:a", f"{key}:b"]
+    try:
+        sink = RedisStreamsSink(client, lambda r: f"{key}:{(r.key or b'').decode()}")
+        assert sink.name == "redis:per-record"
+        async with sink:
+            for sid in ("a", "b", "a"):
+                await sink.send(chunk_record(StreamChunk(sid, 0, "x"), trace_id="t", tenant="a"))
+        assert [await client.xlen(k) for k in keys] == [2, 1]
+    finally:
+        await client.delete(*keys)

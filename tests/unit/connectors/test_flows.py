@@ -10,7 +10,7 @@ import pytest
 from memkit import MemorySink, MemorySource
 
 from icefloe import Headers, Message, Node, StreamError, create
-from icefloe.connectors import Record, Sink, Source, chunk_record, record_chunk
+from icefloe.connectors import Inbound, Record, Sink, Source, chunk_record, record_chunk
 from icefloe.connectors.deadletter import DEAD_REASON_HEADER, DeadLetters
 from icefloe.connectors.flows import StreamFeed, drain_to_sink, feed_messages
 from icefloe.core.messages import StreamChunk
@@ -148,3 +148,32 @@ async def test_feed_messages_emits_one_message_per_record_then_acks() -> None:
     assert [c.seq for c in seen] == [0, 1, 2]
     assert (stats.fed, stats.poison) == (3, 1)
     assert source.acked == [0, 1, 2, 3]
+
+
+async def test_a_stream_whose_records_stop_coming_ends_interrupted(flow: Flow) -> None:
+    now = [0.0]
+
+    class Ticking(MemorySource):
+        async def _iterate(self) -> AsyncIterator[Inbound]:
+            async for inbound in super()._iterate():
+                now[0] += 1.0  # one second per record
+                yield inbound
+
+    # "q" sends 3 chunks and goes quiet; "r" goes on long enough to notice
+    source = Ticking(records("q", 10)[:3] + records("r", 20))
+    r = Reassembler(lambda: now[0], idle_timeout_s=5, gap_timeout_s=100)
+    feed = StreamFeed(source, flow, reassembler=r, clock=lambda: now[0], expire_every_s=1)
+    async with asyncio.timeout(10):
+        stats = await feed.run(until_ended=1)
+        reader = flow.subscribe("q")
+        got: list[str] = []
+
+        async def read() -> None:
+            async for chunk in reader:
+                got.append(chunk.text)  # noqa: PERF401 (kept up to the error)
+
+        with pytest.raises(StreamError) as info:
+            await read()
+    assert info.value.code is ErrorCode.INTERRUPTED
+    assert got == ["t0", "t1", "t2"]
+    assert stats.broken == 1
