@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from icefloe.core.reassembly import Reassembler, ReassemblyFull, StreamGap
 from icefloe.core.wire_errors import ErrorCode
+from icefloe.exceptions import StreamError
 
 
 class Clock:
@@ -132,3 +134,63 @@ def test_items_held_past_the_done_seq_are_not_released() -> None:
 def test_limits_out_of_range_are_refused(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         Reassembler(Clock(), **kwargs)  # type: ignore[arg-type]
+
+
+class ReassemblerModel(RuleBasedStateMachine):
+    """Random pushes, clock moves and expiries against what must always hold."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.clock = Clock()
+        self.r: Reassembler[tuple[str, int]] = Reassembler(
+            self.clock, max_streams=3, max_pending=4, gap_timeout_s=5, idle_timeout_s=20
+        )
+        self.released: dict[str, list[int]] = {}
+        self.ended: set[str] = set()
+
+    @rule(sid=st.sampled_from("abcde"), seq=st.integers(0, 12), done=st.booleans())
+    def push(self, sid: str, seq: int, done: bool) -> None:
+        failure: StreamError | None = None
+        try:
+            pushed = self.r.push(sid, seq, (sid, seq), done=done)
+        except (StreamGap, ReassemblyFull) as exc:
+            failure = exc
+        if isinstance(failure, StreamGap):
+            assert failure.code is ErrorCode.HISTORY_GONE
+            self.ended.add(sid)
+            return
+        if failure is not None:
+            assert self.r.statistics().streams == 3
+            return
+        if sid in self.ended:
+            assert pushed.duplicate
+            assert not pushed.released
+        got = self.released.setdefault(sid, [])
+        for item_sid, item_seq in pushed.released:
+            assert item_sid == sid
+            assert item_seq == len(got)  # exactly the next seq, never twice
+            got.append(item_seq)
+        if pushed.ended:
+            self.ended.add(sid)
+
+    @rule(seconds=st.floats(0, 10))
+    def tick(self, seconds: float) -> None:
+        self.clock.now += seconds
+
+    @rule()
+    def expire(self) -> None:
+        for gap in self.r.expire():
+            assert gap.stream_id is not None
+            self.ended.add(gap.stream_id)
+        for sid in self.released:
+            if self.r.next_seq(sid) is None:
+                self.ended.add(sid)  # idle-evicted streams have ended too
+
+    @invariant()
+    def bounded(self) -> None:
+        stats = self.r.statistics()
+        assert stats.streams <= 3
+        assert stats.held <= 3 * 4
+
+
+TestReassemblerModel = ReassemblerModel.TestCase
