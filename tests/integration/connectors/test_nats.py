@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -25,13 +26,18 @@ from icefloe.connectors.nats import (  # noqa: E402
     record_headers,
 )
 
-URL = "nats://127.0.0.1:4222"
+URL = os.environ.get("ICEFLOE_TEST_NATS", "nats://127.0.0.1:4222")
 
 
 @pytest.fixture
 async def nc() -> AsyncIterator[Any]:
+    async def quiet(exc: Exception) -> None:
+        return None  # nats-py logs every failed attempt otherwise
+
     try:
-        client = await nats.connect(URL, connect_timeout=2, max_reconnect_attempts=0)
+        client = await asyncio.wait_for(
+            nats.connect(URL, connect_timeout=1, allow_reconnect=False, error_cb=quiet), 3
+        )
     except Exception as exc:  # nats-py raises several kinds when the server is absent
         pytest.skip(f"no NATS at {URL}: {exc!r}")
     yield client

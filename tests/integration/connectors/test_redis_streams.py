@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -23,7 +24,7 @@ from icefloe.connectors.redis_streams import (  # noqa: E402
     entry_record,
 )
 
-URL = "redis://127.0.0.1:6379/0"
+URL = os.environ.get("ICEFLOE_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
 
 @pytest.fixture
