@@ -19,8 +19,9 @@ order, as they share a subject.
 unconfirmed) with ``Nats-Msg-Id`` = ``<key>:<seq>`` when the record carries an
 ``icefloe-seq`` header: the server drops a second message with the same id
 within the stream's duplicate window, so a retried publish is stored once.
-:meth:`~NatsSink.flush` waits for every PubAck (``ack_timeout_s`` each); one
-that does not come is published again, ``retries`` times, with the same id.
+:meth:`~NatsSink.flush` waits up to ``ack_timeout_s`` for the PubAcks of the
+window; one that does not come is published again (waiting for its PubAck),
+``retries`` times, with the same id.
 
 **Source.** A durable pull consumer ``durable`` (created if missing, explicit
 ack, ``ack_wait_s``, ``max_ack_pending`` = ``max_in_flight``) fetching
@@ -221,29 +222,40 @@ class NatsSink:
     async def _confirm(self) -> None:
         async with self._lock:
             batch, self._unconfirmed = self._unconfirmed, []
+            if not batch:
+                return
+            # one wait for the whole window: the PubAcks arrive together
+            await asyncio.wait([future for *_, future in batch], timeout=self._ack_timeout)
             for record, subject, headers, future in batch:
-                await self._settle(record, subject, headers, future)
+                if future.done() and not future.cancelled() and future.exception() is None:
+                    self._settled(future.result())
+                    continue
+                error = "no PubAck within ack_timeout_s"
+                if not future.done():
+                    future.cancel()
+                elif not future.cancelled():
+                    error = f"nats: {future.exception()!r}"
+                await self._republish(record, subject, headers, error)
 
-    async def _settle(
-        self, record: Record, subject: str, headers: dict[str, str], future: asyncio.Future[Any]
+    def _settled(self, ack: Any) -> None:
+        self._confirmed += 1
+        self._duplicates += bool(ack.duplicate)
+
+    async def _republish(
+        self, record: Record, subject: str, headers: dict[str, str], error: str
     ) -> None:
         from nats.errors import Error as NatsError
 
-        error = ""
-        for attempt in range(self._retries + 1):
+        for _ in range(self._retries):
             try:
-                if attempt == 0:
-                    ack = await asyncio.wait_for(future, self._ack_timeout)
-                else:
-                    # same Nats-Msg-Id: stored once even if the first one landed
-                    ack = await self._js.publish(
-                        subject, record.value, timeout=self._ack_timeout, headers=headers
-                    )
+                # same Nats-Msg-Id: stored once even if the first one landed
+                ack = await self._js.publish(
+                    subject, record.value, timeout=self._ack_timeout, headers=headers
+                )
             except (TimeoutError, NatsError) as exc:
                 error = f"nats: {type(exc).__name__}: {exc}"
                 continue
-            self._confirmed += 1
-            self._duplicates += bool(ack.duplicate)
+            self._settled(ack)
             return
         self._failed += 1
         self._failures.append((record, error))

@@ -80,6 +80,21 @@ async def test_the_same_msg_id_twice_is_stored_once(nc: Any, stream: str) -> Non
     assert info.state.messages == 1
 
 
+async def test_a_publish_no_stream_takes_is_reported_by_flush(nc: Any) -> None:
+    from icefloe.connectors import DeliveryFailed
+
+    record = chunk_record(StreamChunk("s", 0, "x"), trace_id="t", tenant="a")
+    sink = NatsSink(nc, f"icefloe-nowhere-{uuid.uuid4().hex}", ack_timeout_s=1, retries=1)
+    await sink.send(record)
+    with pytest.raises(DeliveryFailed) as info:
+        await sink.flush()
+    ((failed, reason),) = info.value.failures
+    assert failed == record
+    assert "NoStreamResponse" in reason
+    assert sink.statistics()[:3] == (1, 0, 1)
+    await sink.close()
+
+
 async def test_per_key_subjects_let_a_consumer_read_one_stream(nc: Any, stream: str) -> None:
     async with NatsSink(nc, stream, per_key=True) as sink:
         for sid in ("a", "b/c"):
