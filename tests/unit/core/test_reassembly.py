@@ -194,3 +194,13 @@ class ReassemblerModel(RuleBasedStateMachine):
 
 
 TestReassemblerModel = ReassemblerModel.TestCase
+
+
+def test_reorder_buffer_drain_held_hands_back_the_held_items_in_order() -> None:
+    from icefloe.core.sequencer import ReorderBuffer
+
+    buffer: ReorderBuffer[str] = ReorderBuffer()
+    for seq in (3, 1, 2):
+        buffer.push(seq, f"x{seq}")
+    assert buffer.drain_held() == ["x1", "x2", "x3"]
+    assert (buffer.pending, buffer.next_seq) == (0, 0)
