@@ -33,7 +33,9 @@ the module of each class defined elsewhere::
     │   └── TooManyStreams                   a session follows its limit of streams
     ├── HttpError                            transport.errors: a request refused with a code
     ├── AuthError                            transport.principals: credentials refused (401/403)
-    └── RateLimited                          transport.limits: a principal over its limit (429)
+    ├── RateLimited                          transport.limits: a principal over its limit (429)
+    ├── StoreUnavailable                     store.protocol: the store did not answer
+    └── DeliveryFailed                       connectors.protocol: records a sink did not deliver
 
 The classes outside this module live with the code that raises them and are
 imported from there (the transport ones need the ``server`` extra). Every
