@@ -14,6 +14,8 @@ the module of each class defined elsewhere::
     ├── ClosedResourceError                  this handle was closed locally
     ├── BrokenResourceError                  the other side went away
     ├── StreamError                          a stream ended abnormally; ``.code`` says why
+    │   ├── StreamGap                        core.reassembly: a seq never came (history_gone)
+    │   └── ReassemblyFull                   core.reassembly: max_streams reached (overloaded)
     ├── SequenceError (+ ValueError)         ordering violations in the reorder buffer
     │   ├── DuplicateSeq
     │   └── ReorderOverflow                  reorder buffer over its limit (a gap too wide)

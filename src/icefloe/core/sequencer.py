@@ -133,6 +133,17 @@ class ReorderBuffer(Generic[T]):
         self._released += len(out)
         return out
 
+    def drain_held(self) -> list[T]:
+        """Remove and return every held item, in seq order (``next_seq`` is kept).
+
+        For a consumer giving up on a gap: the items can then be acked or
+        dead-lettered instead of vanishing with the buffer.
+        """
+        held = self._held
+        out = [held[seq] for seq in sorted(held)]
+        held.clear()
+        return out
+
     def missing(self, at_most: int | None = None) -> list[int]:
         """The seqs not yet arrived below the highest held one, ascending.
 
