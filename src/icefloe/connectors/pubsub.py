@@ -172,6 +172,9 @@ class PubSubSink:
         except publisher_exceptions.PublishToPausedOrderingKeyException:
             self._settle(record, key, "an earlier message of this ordering key failed")
             return
+        except Exception as exc:
+            self._settle(record, key, f"{type(exc).__name__}: {exc}")
+            raise
         future.add_done_callback(lambda f: self._from_thread(record, key, f))
 
     def _from_thread(self, record: Record, key: str, future: Future[str]) -> None:

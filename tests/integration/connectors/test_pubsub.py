@@ -17,7 +17,15 @@ from google.cloud import pubsub_v1
 from google.pubsub_v1.services.publisher.transports import PublisherGrpcTransport
 from google.pubsub_v1.services.subscriber.transports import SubscriberGrpcTransport
 
-from icefloe.connectors import Inbound, Record, Sink, Source, chunk_record, record_chunk
+from icefloe.connectors import (
+    DeliveryFailed,
+    Inbound,
+    Record,
+    Sink,
+    Source,
+    chunk_record,
+    record_chunk,
+)
 from icefloe.connectors.pubsub import PubSubSink, PubSubSource
 from icefloe.core.messages import StreamChunk
 from pubsubserver import PubSubTestServer
@@ -160,3 +168,31 @@ async def test_the_sink_refuses_headers_pubsub_cannot_carry(server: PubSubTestSe
             await sink.send(Record(b"k", b"v", (("a", b"1"), ("a", b"2"))))
         with pytest.raises(ValueError, match="'a' is not UTF-8"):
             await sink.send(Record(b"k", b"v", (("a", b"\xff"),)))
+
+
+async def test_a_failed_ordering_key_is_reported_by_flush_and_then_resumed(
+    server: PubSubTestServer,
+) -> None:
+    name = f"{PROJECT}/topics/not-yet-{uuid.uuid4().hex[:8]}"
+    async with (
+        asyncio.timeout(30),
+        PubSubSink(name, endpoint=server.endpoint, insecure=True) as sink,
+    ):
+        # NOT_FOUND is not retried: the first publish fails, and the client
+        # refuses the key's later messages until resume_publish.
+        for seq in range(3):
+            await sink.send(chunk(1, seq))
+        with pytest.raises(DeliveryFailed) as failed:
+            await sink.flush()
+        assert [record_chunk(r).chunk.seq for r, _ in failed.value.failures] == [0, 1, 2]
+        assert "NotFound" in failed.value.failures[0][1]
+        assert sink.statistics().failed == 3
+        publisher = pubsub_v1.PublisherClient(
+            transport=PublisherGrpcTransport(channel=grpc.insecure_channel(server.endpoint))
+        )
+        publisher.create_topic(name=name)
+        publisher.transport.close()
+        # flush() resumed the key: the same key publishes again
+        await sink.send(chunk(1, 3))
+        await sink.flush()
+        assert sink.statistics().confirmed == 1
