@@ -64,11 +64,16 @@ def _positive(name: str, value: float, *, integer: bool = False) -> None:
         raise ValueError(f"{name} must be > 0, got {value!r}")
 
 
+def _check_endpoint(endpoint: str | None, insecure: bool) -> None:
+    if endpoint is None and insecure:
+        raise ValueError("insecure=True needs an endpoint (an emulator's host:port)")
+    if endpoint is not None and (not isinstance(endpoint, str) or not endpoint):
+        raise ValueError(f"endpoint must be 'host:port', got {endpoint!r}")
+
+
 def _transport_kwargs(kind: str, endpoint: str | None, insecure: bool) -> dict[str, Any]:
     """Client constructor arguments for ``endpoint`` (None: Google, default credentials)."""
     if endpoint is None:
-        if insecure:
-            raise ValueError("insecure=True needs an endpoint (an emulator's host:port)")
         return {}
     if not insecure:
         return {"client_options": {"api_endpoint": endpoint}}
@@ -112,7 +117,8 @@ class PubSubSink:
         _positive("max_batch_bytes", max_batch_bytes, integer=True)
         _positive("max_latency_s", max_latency_s)
         self._topic = topic
-        self._client_kwargs = _transport_kwargs("publisher", endpoint, insecure)
+        _check_endpoint(endpoint, insecure)
+        self._endpoint = (endpoint, insecure)
         self._max_in_flight = max_in_flight
         self._batch = pubsub_v1.types.BatchSettings(
             max_messages=max_batch_messages, max_bytes=max_batch_bytes, max_latency=max_latency_s
@@ -143,7 +149,9 @@ class PubSubSink:
             ),
         )
         self._client = pubsub_v1.PublisherClient(
-            batch_settings=self._batch, publisher_options=options, **self._client_kwargs
+            batch_settings=self._batch,
+            publisher_options=options,
+            **_transport_kwargs("publisher", *self._endpoint),
         )
         return self
 
@@ -243,7 +251,8 @@ class PubSubSource:
         _positive("max_in_flight", max_in_flight, integer=True)
         _positive("max_lease_s", max_lease_s)
         self._subscription = subscription
-        self._client_kwargs = _transport_kwargs("subscriber", endpoint, insecure)
+        _check_endpoint(endpoint, insecure)
+        self._endpoint = (endpoint, insecure)
         self._flow = pubsub_v1.types.FlowControl(
             max_messages=max_in_flight, max_lease_duration=max_lease_s
         )
@@ -262,7 +271,9 @@ class PubSubSource:
     async def __aenter__(self) -> PubSubSource:
         self._loop = asyncio.get_running_loop()
         self._failure = self._loop.create_future()
-        self._client = pubsub_v1.SubscriberClient(**self._client_kwargs)
+        self._client = pubsub_v1.SubscriberClient(
+            **_transport_kwargs("subscriber", *self._endpoint)
+        )
         self._future = self._client.subscribe(
             self._subscription, callback=self._from_thread, flow_control=self._flow
         )
