@@ -137,6 +137,8 @@ class PushSource:
         self._held: dict[str, _Held] = {}
         self._ids = itertools.count(1)
         self._open = False
+        #: set by close(), so that a consumer waiting in __anext__ stops
+        self._closed = asyncio.Event()
         self._received = self._acked = self._nacked = 0
 
     @property
@@ -145,6 +147,7 @@ class PushSource:
 
     async def __aenter__(self) -> PushSource:
         self._open = True
+        self._closed.clear()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -153,6 +156,7 @@ class PushSource:
     async def close(self) -> None:
         """Stop accepting pushes; held ones are answered 503 (Pub/Sub redelivers)."""
         self._open = False
+        self._closed.set()
         for held in list(self._held.values()):
             if not held.answer.done():
                 held.answer.set_result((False, "the push source closed"))
@@ -164,7 +168,19 @@ class PushSource:
     async def __anext__(self) -> Inbound:
         if not self._open:
             raise StopAsyncIteration
-        return await self._queue.get()
+        if not self._queue.empty():
+            return self._queue.get_nowait()
+        getter = asyncio.ensure_future(self._queue.get())
+        closed = asyncio.ensure_future(self._closed.wait())
+        try:
+            await asyncio.wait((getter, closed), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            closed.cancel()
+            if not getter.done():
+                getter.cancel()
+        if getter.done() and not getter.cancelled():
+            return getter.result()
+        raise StopAsyncIteration
 
     async def ack(self, inbound: Inbound) -> None:
         """Answer the push 204: Pub/Sub takes it as acked. A no-op once it timed out."""

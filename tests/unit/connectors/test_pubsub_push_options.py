@@ -3,6 +3,7 @@ tests/integration/connectors/test_pubsub_push.py)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -49,3 +50,14 @@ async def test_a_closed_source_ends_iteration() -> None:
         pass
     with pytest.raises(StopAsyncIteration):
         await anext(aiter(source))
+
+
+async def test_closing_stops_a_consumer_that_waits() -> None:
+    source = PushSource()
+    async with asyncio.timeout(5), source:
+        waiting = asyncio.ensure_future(anext(aiter(source)))
+        await asyncio.sleep(0)
+        assert not waiting.done()
+        await source.close()
+        with pytest.raises(StopAsyncIteration):
+            await waiting
