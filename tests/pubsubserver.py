@@ -101,6 +101,8 @@ class _State:
         self.streams = itertools.count(1)
         self.published = 0
         self.redelivered = 0
+        #: ModifyAckDeadline extensions (seconds > 0) of outstanding messages
+        self.extensions = 0
 
     def deadline_s(self, requested: float) -> float:
         return min(float(requested) if requested > 0 else 10.0, self.max_deadline)
@@ -190,6 +192,7 @@ class _State:
             lease = sub.leases.get(ack_id)
             if lease is not None:
                 lease.deadline = expires
+                self.extensions += 1
 
 
 Handler = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]

@@ -297,6 +297,9 @@ class PubSubSource:
         self._loop.call_soon_threadsafe(self._arrived, inbound, message)
 
     def _arrived(self, inbound: Inbound, message: Any) -> None:
+        if self._client is None:
+            message.nack()  # arrived while closing: nobody will read it
+            return
         try:
             self._queue.put_nowait(inbound)
         except asyncio.QueueFull:

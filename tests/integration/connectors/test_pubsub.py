@@ -218,3 +218,24 @@ async def test_a_nack_rewinds_the_stream_to_the_nacked_message(server: PubSubTes
         # The client had 3 and 4 already and hands them over; the service then
         # redelivers 2 and the key's later messages, in order (dedup drops 3, 4).
         assert seen == [0, 1, 2, 3, 4, 2, 3, 4]
+
+
+@pytest.mark.slow
+async def test_a_held_message_keeps_its_lease_past_the_ack_deadline(
+    server: PubSubTestServer,
+) -> None:
+    # The client library sets a 10 s deadline on receipt (its minimum) and
+    # keeps extending it while the consumer holds the message: no redelivery.
+    topic, subscription = make_topic(server.endpoint, ack_deadline_s=10)
+    async with asyncio.timeout(40):
+        async with PubSubSink(topic, endpoint=server.endpoint, insecure=True) as sink:
+            await sink.send(chunk(1, 0))
+        async with PubSubSource(subscription, endpoint=server.endpoint, insecure=True) as source:
+            inbound = await anext(aiter(source))
+            # Holding the message past its 10 s deadline is what is tested, not a wait
+            # for something to happen.
+            await asyncio.sleep(12)
+            assert server.call(lambda state: state.redelivered) == 0
+            assert server.call(lambda state: state.extensions) >= 1
+            await source.ack(inbound)
+            assert source.statistics().confirmed == 1
