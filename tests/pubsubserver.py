@@ -47,7 +47,7 @@ import grpc
 from google.protobuf import timestamp_pb2
 from google.pubsub_v1 import types as pt
 
-__all__ = ["PubSubTestServer"]
+__all__ = ["PubSubTestDouble"]
 
 #: the most messages one StreamingPullResponse carries
 _MAX_BATCH = 500
@@ -164,7 +164,7 @@ class _State:
             return
         back = [lease.message]
         if key:
-            # The service redelivers the key's later outstanding messages too.
+            # The service redelivers the key's other outstanding messages with it, in order.
             for other_id, other in list(sub.leases.items()):
                 if other.message.key == key:
                     del sub.leases[other_id]
@@ -198,8 +198,8 @@ class _State:
 Handler = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
 
 
-class PubSubTestServer:
-    """The test double on 127.0.0.1:<free port>, in a thread; ``endpoint`` is ``host:port``.
+class PubSubTestDouble:
+    """The Pub/Sub TEST DOUBLE on 127.0.0.1:<free port>, in a thread; ``endpoint`` is ``host:port``.
 
     Use as a context manager, or :meth:`start` / :meth:`stop`.
     """
@@ -212,7 +212,7 @@ class PubSubTestServer:
         self._server: grpc.aio.Server | None = None
         self._expiry: asyncio.Task[None] | None = None
 
-    def __enter__(self) -> PubSubTestServer:
+    def __enter__(self) -> PubSubTestDouble:
         self.start()
         return self
 

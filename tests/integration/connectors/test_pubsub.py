@@ -28,14 +28,14 @@ from icefloe.connectors import (
 )
 from icefloe.connectors.pubsub import PubSubSink, PubSubSource
 from icefloe.core.messages import StreamChunk
-from pubsubserver import PubSubTestServer
+from pubsubserver import PubSubTestDouble
 
 PROJECT = "projects/icefloe-test"
 
 
 @pytest.fixture
-def server() -> Iterator[PubSubTestServer]:
-    with PubSubTestServer() as double:
+def server() -> Iterator[PubSubTestDouble]:
+    with PubSubTestDouble() as double:
         yield double
 
 
@@ -78,7 +78,7 @@ def chunk(stream: int, seq: int) -> Record:
     )
 
 
-async def test_sink_and_source_satisfy_the_protocols(server: PubSubTestServer) -> None:
+async def test_sink_and_source_satisfy_the_protocols(server: PubSubTestDouble) -> None:
     topic, subscription = make_topic(server.endpoint)
     async with (
         PubSubSink(topic, endpoint=server.endpoint, insecure=True) as sink,
@@ -90,7 +90,7 @@ async def test_sink_and_source_satisfy_the_protocols(server: PubSubTestServer) -
 
 
 async def test_ten_streams_of_a_thousand_chunks_arrive_complete_and_in_order(
-    server: PubSubTestServer,
+    server: PubSubTestDouble,
 ) -> None:
     topic, subscription = make_topic(server.endpoint)
     streams, per_stream = 10, 1000
@@ -123,7 +123,7 @@ async def test_ten_streams_of_a_thousand_chunks_arrive_complete_and_in_order(
     print(f"\npubsub: published 10x1000 in {published:.2f}s, consumed in {consumed:.2f}s")
 
 
-async def test_a_nacked_message_is_redelivered(server: PubSubTestServer) -> None:
+async def test_a_nacked_message_is_redelivered(server: PubSubTestDouble) -> None:
     topic, subscription = make_topic(server.endpoint)
     async with asyncio.timeout(30):
         async with PubSubSink(topic, endpoint=server.endpoint, insecure=True) as sink:
@@ -144,7 +144,7 @@ async def test_a_nacked_message_is_redelivered(server: PubSubTestServer) -> None
 async def test_a_message_held_past_its_ack_deadline_is_redelivered() -> None:
     # The double caps deadlines at 1 s (the service's minimum is 10 s), and the
     # source stops extending its lease after max_lease_s.
-    with PubSubTestServer(max_ack_deadline_s=1) as server:
+    with PubSubTestDouble(max_ack_deadline_s=1) as server:
         topic, subscription = make_topic(server.endpoint, ack_deadline_s=1)
         async with asyncio.timeout(30):
             async with PubSubSink(topic, endpoint=server.endpoint, insecure=True) as sink:
@@ -161,7 +161,7 @@ async def test_a_message_held_past_its_ack_deadline_is_redelivered() -> None:
         assert server.call(lambda state: state.redelivered) >= 1
 
 
-async def test_the_sink_refuses_headers_pubsub_cannot_carry(server: PubSubTestServer) -> None:
+async def test_the_sink_refuses_headers_pubsub_cannot_carry(server: PubSubTestDouble) -> None:
     topic, _ = make_topic(server.endpoint)
     async with PubSubSink(topic, endpoint=server.endpoint, insecure=True) as sink:
         with pytest.raises(ValueError, match="'a' repeats"):
@@ -171,7 +171,7 @@ async def test_the_sink_refuses_headers_pubsub_cannot_carry(server: PubSubTestSe
 
 
 async def test_a_failed_ordering_key_is_reported_by_flush_and_then_resumed(
-    server: PubSubTestServer,
+    server: PubSubTestDouble,
 ) -> None:
     name = f"{PROJECT}/topics/not-yet-{uuid.uuid4().hex[:8]}"
     async with (
@@ -198,7 +198,7 @@ async def test_a_failed_ordering_key_is_reported_by_flush_and_then_resumed(
         assert sink.statistics().confirmed == 1
 
 
-async def test_a_nack_rewinds_the_stream_to_the_nacked_message(server: PubSubTestServer) -> None:
+async def test_a_nack_rewinds_the_stream_to_the_nacked_message(server: PubSubTestDouble) -> None:
     topic, subscription = make_topic(server.endpoint)
     async with asyncio.timeout(30):
         async with PubSubSink(topic, endpoint=server.endpoint, insecure=True) as sink:
@@ -222,7 +222,7 @@ async def test_a_nack_rewinds_the_stream_to_the_nacked_message(server: PubSubTes
 
 @pytest.mark.slow
 async def test_a_held_message_keeps_its_lease_past_the_ack_deadline(
-    server: PubSubTestServer,
+    server: PubSubTestDouble,
 ) -> None:
     # The client library sets a 10 s deadline on receipt (its minimum) and
     # keeps extending it while the consumer holds the message: no redelivery.
