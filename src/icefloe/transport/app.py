@@ -34,7 +34,7 @@ import contextlib
 import functools
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -64,6 +64,9 @@ from icefloe.transport.routes_streams import StreamRoutes
 from icefloe.transport.routes_topics import TopicRoutes
 from icefloe.transport.types import RAW_SEND, ASGIApp, Receive, Scope, Send
 from icefloe.transport.websocket import serve_websocket
+
+if TYPE_CHECKING:  # the connector is imported only when a push source is given
+    from icefloe.connectors.pubsub_push import PushSource
 
 __all__ = [
     "CORS_ALLOW_HEADERS",
@@ -247,10 +250,17 @@ def server_options(settings: EdgeSettings) -> dict[str, Any]:
 
 
 def create_app(
-    flow: Flow, settings: EdgeSettings | None = None, *, hub: Hub | None = None
+    flow: Flow,
+    settings: EdgeSettings | None = None,
+    *,
+    hub: Hub | None = None,
+    pubsub_push: PushSource | None = None,
 ) -> EdgeApp:
     """The ASGI app serving ``flow`` (and ``hub``: a fresh one when None) over HTTP
     and WebSocket; see docs/wire-protocol.md and docs/websocket.md.
+
+    ``pubsub_push`` serves ``POST /v1/pubsub/push`` into that source
+    (docs/connectors-pubsub.md).
 
     Mounted in another app, it needs the parent to run its lifespan
     (:func:`lifespan`, :func:`running`); until the flow runs, requests that
@@ -300,6 +310,12 @@ def create_app(
         Route("/v1/topics/{pattern}", topics.read, methods=["GET"]),
         WebSocketRoute("/v1/ws", _RawAsgi(functools.partial(serve_websocket, edge))),
     ]
+    # -- Pub/Sub push endpoint (issue 13, connectors) --
+    if pubsub_push is not None:
+        from icefloe.connectors.pubsub_push import PUSH_PATH
+
+        routes.append(Route(PUSH_PATH, pubsub_push.endpoint, methods=["POST"]))
+    # -- end Pub/Sub push endpoint --
     middleware = []
     authenticator = edge.settings.authenticator
     # Host allow-list (--allowed-host): first, before CORS answers a preflight.
