@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -10,22 +11,28 @@ from typing import Any
 from icefloe.core.congestion import CongestionPolicy, CongestionState
 from icefloe.core.flowwindow import FlowWindowStatistics
 from icefloe.core.messages import Headers, Message, new_id
+from icefloe.core.reliability import Reliability
 from icefloe.exceptions import ErrorCode, InvalidState, StreamError, StreamNotFound, WouldBlock
 from icefloe.runtime.budgets import Budgets, BudgetStatistics
 from icefloe.runtime.channel import AdaptiveChannel, Channel, ChannelStatistics
 from icefloe.runtime.context import Context
+from icefloe.runtime.durable import DurableRun, DurableStatistics, StoreWriter
+from icefloe.runtime.durable_codec import decode_message, decode_state, encode_message
 from icefloe.runtime.fair import FairQueue
 from icefloe.runtime.limits import Limits
 from icefloe.runtime.loadwatch import LoadWatch
 from icefloe.runtime.node import Adjacency, Node
+from icefloe.runtime.recovery import recover
 from icefloe.runtime.registry import FinishedStream, RegistryStatistics, StreamRegistry
 from icefloe.runtime.runner import NodeRunner, NodeStatistics
 from icefloe.runtime.shedding import LoadShedder, ShedStatistics
 from icefloe.runtime.stream import StreamState, window_totals
-from icefloe.runtime.stream_types import StreamBrief, StreamStatistics, WindowTotals
+from icefloe.runtime.stream_types import StreamBrief, StreamPhase, StreamStatistics, WindowTotals
 from icefloe.runtime.subscription import Subscription
 from icefloe.runtime.throttle import SheddingPolicy
 from icefloe.runtime.writer import StreamWriter
+from icefloe.store.protocol import Store
+from icefloe.store.types import NO_SEQ, RunRecord, RunState, Terminal
 
 __all__ = ["Flow", "FlowStatistics", "create"]
 
@@ -68,6 +75,8 @@ class FlowStatistics:
     #: the fullest node inbox against its configured maxsize, 0..1: the queue
     #: fill load shedding reads (an adaptive inbox's shrunken window is not pressure)
     queue_fill: float = 0.0
+    #: the store writer of durable runs (None: the flow has no store)
+    durable: DurableStatistics | None = None
 
     @property
     def queue_depth(self) -> int:
@@ -86,6 +95,7 @@ class Flow:
         limits: Limits | None = None,
         congestion: CongestionPolicy | None = DEFAULT_CONGESTION,
         shedding: SheddingPolicy = DEFAULT_SHEDDING,
+        store: Store | None = None,
     ) -> None:
         if not adjacencies:
             raise ValueError("create() needs at least one node: create(Node(f).to())")
@@ -140,6 +150,9 @@ class Flow:
             self.load = LoadWatch(self._load_sample, policy=congestion)
             self._shedder = LoadShedder(self.load, self._registry, shedding, self._stop_run)
             self._registry.shedder = self._shedder.refusal
+        self._writer: StoreWriter | None = None
+        if store is not None:
+            self.use_store(store)
 
     def __repr__(self) -> str:
         names = ", ".join(n.name for n in self._nodes)
@@ -152,6 +165,95 @@ class Flow:
     @property
     def running(self) -> bool:
         return self._running
+
+    # -- the store (issue 11, docs/reliability.md) ----------------------------------
+
+    @property
+    def store(self) -> Store | None:
+        """The store durable runs write to (None: memory only)."""
+        return None if self._writer is None else self._writer.store
+
+    def use_store(self, store: Store) -> None:
+        """Keep durable runs in ``store`` (before :meth:`run`; the flow opens and closes it).
+
+        :raises InvalidState: the flow has started, or has a store already.
+        """
+        if self._running or self._stopped or self._writer is not None:
+            raise InvalidState("use_store() needs a flow that has not started and has no store")
+        if not isinstance(store, Store):
+            raise TypeError(f"store must implement icefloe.store.Store, got {store!r}")
+        writer = self._writer = StoreWriter(store)
+        self._registry.on_ended = writer.ended
+        for runner in self._runners:
+            runner.durable_lookup = writer.lookup
+
+    async def _recover(self) -> None:
+        assert self._writer is not None
+        await recover(self._writer, self._resume)
+
+    def _resume(self, stored: RunState) -> None:
+        """Start a stored ``exactly_once`` run again where the store left it.
+
+        :raises ValueError: a node it entered is no longer in the flow.
+        :raises DecodeError: its start message does not decode.
+        """
+        assert self._writer is not None
+        record = stored.run
+        message = decode_message(record.message)
+        by_name = {n.name: n for n in self._nodes}
+        missing = [name for name in record.targets if name not in by_name]
+        if missing:
+            raise ValueError(f"its nodes {missing} are not in this flow")
+        nodes = [by_name[name] for name in record.targets] or None
+        targets = self._targets(nodes)
+        cp = stored.checkpoint
+        run = DurableRun(
+            self._writer,
+            record,
+            created=True,
+            stored_seq=stored.last_seq,
+            checkpoint_seq=NO_SEQ if cp is None else cp.seq,
+            restored_state=None if cp is None else decode_state(cp.state),
+        )
+        state = self._registry.admit(
+            record.stream_id,
+            record.trace_id,
+            message.headers,
+            reliability=record.reliability,
+            start_seq=stored.last_seq + 1,
+        )
+        state.durable = run
+        self._writer.track(run, state)
+        if message.deadline_s is not None:
+            self._registry.set_deadline(state, message.deadline_s)
+        self._defer(state, targets, message, 0.0)
+
+    def _durable_run(
+        self, message: Message, reliability: str, to: Node | Sequence[Node] | None, *, keyed: bool
+    ) -> DurableRun | None:
+        """The store record of a new run, when the store keeps it."""
+        writer = self._writer
+        level = Reliability.parse(reliability)
+        if writer is None or (level is Reliability.AT_MOST_ONCE and not keyed):
+            return None
+        names = () if to is None else tuple(n.name for n in ((to,) if isinstance(to, Node) else to))
+        record = RunRecord(
+            message.trace_id,
+            message.trace_id,
+            message.headers.tenant,
+            level,
+            names,
+            encode_message(message),
+            time.time(),
+        )
+        return DurableRun(writer, record)
+
+    def _attach_run(self, run: DurableRun | None, state: StreamState) -> None:
+        if run is not None and self._writer is not None:
+            state.durable = run if run.stores_chunks else None
+            self._writer.track(run, state)
+
+    # -- end of the store ---------------------------------------------------------------
 
     # -- life cycle --------------------------------------------------------------
 
@@ -167,6 +269,8 @@ class Flow:
             runner.start()
         if self.load is not None:
             self.load.start()
+        if self._writer is not None:
+            self._writer.start(self._recover)
         self._running = True
 
     async def stop(self) -> None:
@@ -182,6 +286,9 @@ class Flow:
         self._deferred.clear()
         if self._budgets is not None:
             self._budgets.close()
+        if self._writer is not None:
+            # First: durable runs stay unfinished in the store, to be resumed.
+            await self._writer.close()
         self._registry.cancel_all(ErrorCode.CANCELLED, "the flow stopped")
         for runner in self._runners:
             await runner.stop()
@@ -389,7 +496,9 @@ class Flow:
         """
         self._check_running()
         targets = self._targets(to)
-        state, delay = self._admit(message, self._reliability(to))
+        reliability = self._reliability(to)
+        state, delay = self._admit(message, reliability)
+        self._attach_run(self._durable_run(message, reliability, to, keyed=False), state)
         reader = state.attach(0, owner=True, kickoff=None if delay else (targets, message))
         if delay:
             self._defer(state, targets, message, delay)
@@ -402,6 +511,7 @@ class Flow:
         *,
         history: int | None = None,
         window: int | None = None,
+        idempotency_key: str | None = None,
     ) -> str:
         """Start a run whose stream lives on its own; returns the stream id.
 
@@ -416,14 +526,32 @@ class Flow:
         ``Limits.adaptive_window`` on, it is the ceiling of the stream's
         adaptive window, not a fixed size.
 
+        With a store, a durable run is recorded in it before it starts, and
+        ``idempotency_key`` (scope it yourself, e.g. ``tenant/key``) is claimed
+        there: a key claimed already returns the stream id of the run that
+        claimed it and starts nothing. Without a store the key is ignored.
+
         :raises InvalidState: the flow is not running, or the stream exists.
         :raises StreamError: ``overloaded`` (a limit, or the flow is overloaded).
+        :raises StoreUnavailable: the store did not answer.
         """
         self._check_running()
         if window is not None and (not isinstance(window, int) or window < 1):
             raise ValueError(f"window must be an int >= 1, got {window!r}")
         targets = self._targets(to)
-        state, delay = self._admit(message, self._reliability(to), history=history, window=window)
+        reliability = self._reliability(to)
+        run = self._durable_run(message, reliability, to, keyed=idempotency_key is not None)
+        if run is not None:
+            winner = await self._create_run(run, idempotency_key)
+            if winner != message.trace_id:
+                return winner
+        try:
+            state, delay = self._admit(message, reliability, history=history, window=window)
+        except StreamError as exc:
+            if run is not None:
+                await self._refused_run(run, exc)
+            raise
+        self._attach_run(run, state)
         # A full ingress inbox is a burst until the load watch says otherwise
         # (then admission refuses): the run starts when there is room, or
         # fails within max_delay_s (docs/qos.md, "Start-up bursts").
@@ -446,6 +574,19 @@ class Flow:
             state.cancel(ErrorCode.CANCELLED, "the run could not start")
             raise
         return state.stream_id
+
+    async def _create_run(self, run: DurableRun, key: str | None) -> str:
+        assert self._writer is not None
+        await self._writer.ready()
+        winner = await self._writer.store.create_run(run.record, idempotency_key=key)
+        run.created = True
+        return winner
+
+    async def _refused_run(self, run: DurableRun, exc: StreamError) -> None:
+        # Admission refused a run the store holds already: end it there too.
+        assert self._writer is not None
+        terminal = Terminal(StreamPhase.FAILED.label, exc.code.value, exc.message, time.time())
+        await self._writer.store.end_run(run.stream_id, terminal)
 
     def brief(self, stream_id: str) -> StreamBrief | None:
         """Tenant, state and last seq of a registered stream in O(1), or None.
@@ -519,6 +660,7 @@ class Flow:
             },
             len(self._deferred),
             self._queue_fill(),
+            None if self._writer is None else self._writer.statistics(),
         )
 
 
@@ -552,6 +694,7 @@ def create(
     limits: Limits | None = None,
     congestion: CongestionPolicy | None = DEFAULT_CONGESTION,
     shedding: SheddingPolicy = DEFAULT_SHEDDING,
+    store: Store | None = None,
 ) -> Flow:
     """Build a flow from ``node.to(...)`` adjacencies.
 
@@ -560,7 +703,10 @@ def create(
     ``congestion`` sets when new streams are shed under load (see
     docs/qos.md; None turns load shedding off); ``shedding`` sets how a
     congested flow throttles new low-priority runs and how an overloaded one
-    sheds accepted ones (see :class:`SheddingPolicy`).
+    sheds accepted ones (see :class:`SheddingPolicy`). ``store`` keeps the
+    runs of ``at_least_once`` and ``exactly_once`` nodes across restarts
+    (docs/reliability.md); None (the default) keeps everything in memory,
+    and every level then behaves as ``at_most_once`` across a restart.
     """
     return Flow(
         adjacencies,
@@ -568,4 +714,5 @@ def create(
         limits=limits,
         congestion=congestion,
         shedding=shedding,
+        store=store,
     )
