@@ -193,6 +193,15 @@ def serve(
         ),
     ] = None,
     # -- end of Host allow-list --------------------------------------------------
+    # -- the store of durable runs (issue 11, docs/reliability.md) ---------------
+    store: Annotated[
+        str,
+        typer.Option(
+            help="Where at_least_once/exactly_once runs and idempotency keys are kept: "
+            "memory://, sqlite:///path.db, redis://host:port/db, postgresql://user@host/db.",
+        ),
+    ] = "memory://",
+    # -- end of the store ----------------------------------------------------------
 ) -> None:
     """Serve a flow over HTTP (SSE, NDJSON, long-poll) and WebSocket, with the inspector at /."""
     flow = _load_flow(target)
@@ -234,6 +243,7 @@ def serve(
     _raise_fd_limit()
     # -- end of edge limits --
     settings = _allowed_hosts(settings, host, allowed_host or [])  # Host allow-list (item 7)
+    _use_store(flow, store)  # the store of durable runs (issue 11)
     _run_server(flow, settings, host, port)
 
 
@@ -498,6 +508,26 @@ def _allowed_hosts(settings: EdgeSettings, host: str, extra: list[str]) -> EdgeS
 
 
 # -- end of Host allow-list ------------------------------------------------------------
+
+
+# -- the store of durable runs (issue 11, docs/reliability.md) --------------------------
+
+
+def _use_store(flow: Flow, url: str) -> None:
+    """Give ``flow`` the store ``--store`` names (a flow built with one keeps its own)."""
+    from icefloe.store import open_store
+
+    if flow.store is not None:
+        if url != "memory://":
+            raise typer.BadParameter("the flow was created with a store", param_hint="--store")
+        return
+    try:
+        flow.use_store(open_store(url))
+    except (ValueError, ImportError) as exc:
+        raise typer.BadParameter(str(exc), param_hint="--store") from None
+
+
+# -- end of the store ----------------------------------------------------------------------
 
 
 def _run_server(flow: Flow, settings: EdgeSettings, host: str, port: int) -> None:

@@ -19,6 +19,7 @@ from icefloe.core.messages import Headers, Message, new_id
 from icefloe.core.wire_errors import ErrorCode
 from icefloe.exceptions import InvalidState, StreamError
 from icefloe.runtime.flow import Flow
+from icefloe.store.protocol import StoreUnavailable
 from icefloe.transport.auth import Principal
 from icefloe.transport.errors import HttpError
 from icefloe.transport.idempotency import ExpiringMap, Started
@@ -90,8 +91,17 @@ class RunStarter:
             # Recorded before the await, so a concurrent retry finds it.
             self._seen.put(f"{tenant}\x00{key}", started)
         self._metrics.stream_started(started.stream_id)
+        # With a store the key is claimed there too, so it survives a restart (issue 11).
+        stored_key = None if key is None or self._flow.store is None else f"{tenant}/{key}"
         try:
-            await self._flow.start(message, history=self._history, window=self._window)
+            sid = await self._flow.start(
+                message, history=self._history, window=self._window, idempotency_key=stored_key
+            )
+        except StoreUnavailable:
+            self._forget(tenant, key)
+            raise HttpError(
+                ErrorCode.UNAVAILABLE, "the stream store is unavailable", {"Retry-After": "1"}
+            ) from None
         except StreamError as exc:
             self._forget(tenant, key)
             # The table tells a tenant over its own budget (429) from a flow
@@ -100,6 +110,11 @@ class RunStarter:
         except InvalidState as exc:
             self._forget(tenant, key)
             raise HttpError(ErrorCode.UNAVAILABLE, str(exc), {"Retry-After": "1"}) from None
+        if sid != started.stream_id:
+            # The store says an earlier run (before a restart) holds the key.
+            started = Started(sid, sid)
+            self._seen.put(f"{tenant}\x00{key}", started)
+            return started, False
         if headers.topic is not None:
             self._relays.start(started.stream_id, headers.topic, relay_tenant(principal, tenant))
         if self._unread_timeout_s is not None:

@@ -1,0 +1,127 @@
+"""Durable streams over a real server, across a simulated restart (issue 11).
+
+A "restart" is a second server and flow over the same MemoryStore object:
+the first flow stops with its runs unfinished, as a killed process leaves
+them (the SIGKILL test over SQLite is tests/e2e/test_durable_kill.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import httpx
+
+from icefloe import Context, Message, Node, NodePolicy, create
+from icefloe.core.sse import SseParser
+from icefloe.store import MemoryStore
+
+TENANT = {"tenant": "acme"}
+WORDS = [f"w{i} " for i in range(20)]
+Serve = Any
+
+
+def words_flow(level: str, store: MemoryStore, *, hang_after: int | None = None) -> Any:
+    """Emits WORDS from its checkpoint on (checkpoint each chunk); with
+    ``hang_after``, stops producing after that many chunks (the crash to come)."""
+
+    async def words(msg: Message, ctx: Context) -> None:
+        pos = 0 if ctx.restored_state is None else int(ctx.restored_state)
+        while pos < len(WORDS):
+            await ctx.emit_chunk(parent=msg, text=WORDS[pos])
+            pos += 1
+            if level == "exactly_once":
+                await ctx.checkpoint(pos)
+            if hang_after is not None and pos == hang_after:
+                await asyncio.Event().wait()
+        await ctx.emit_chunk(parent=msg, text="", done=True)
+
+    return create(
+        Node(words, name="words", policy=NodePolicy(reliability=level)).to(), store=store
+    )
+
+
+async def read_sse(
+    client: httpx.AsyncClient, sid: str, headers: dict[str, str], limit: int | None = None
+) -> tuple[list[Any], list[Any]]:
+    parser = SseParser()
+    chunks: list[Any] = []
+    errors: list[Any] = []
+    async with client.stream("GET", f"/v1/streams/{sid}", headers=headers) as r:
+        assert r.status_code == 200, await r.aread()
+        async for data in r.aiter_bytes():
+            parser.feed_data(data)
+            for ev in parser.events_received():
+                if ev.event == "error":
+                    errors.append(json.loads(ev.data))
+                else:
+                    chunks.append(json.loads(ev.data))
+            if limit is not None and len(chunks) >= limit:
+                break
+    return chunks, errors
+
+
+async def test_exactly_once_resumes_and_a_reader_resumes_with_last_event_id(serve: Serve) -> None:
+    store = MemoryStore()
+    async with asyncio.timeout(30):
+        async with serve(words_flow("exactly_once", store, hang_after=7)) as url:
+            async with httpx.AsyncClient(base_url=url) as client:
+                r = await client.post("/v1/streams", json={"payload": None, "headers": TENANT})
+                sid = r.json()["stream_id"]
+                first, _ = await read_sse(client, sid, {}, limit=5)
+        first = first[:5]  # a client that saw these five, then lost the server
+        assert [c["seq"] for c in first] == [0, 1, 2, 3, 4]
+        async with serve(words_flow("exactly_once", store)) as url:
+            async with httpx.AsyncClient(base_url=url) as client:
+                rest, errors = await read_sse(client, sid, {"Last-Event-ID": "4"})
+                status = (await client.get(f"/v1/streams/{sid}/status")).json()
+                polled = (await client.get(f"/v1/streams/{sid}/poll?after_seq=17")).json()
+    assert errors == []
+    seqs = [c["seq"] for c in first + rest]
+    assert seqs == list(range(len(WORDS) + 1))
+    assert [c["text"] for c in (first + rest)[:-1]] == WORDS
+    assert status["state"] == "done"
+    assert [c["seq"] for c in polled] == [18, 19, 20]
+
+
+async def test_at_least_once_ends_interrupted_and_its_prefix_stays_readable(serve: Serve) -> None:
+    store = MemoryStore()
+    async with asyncio.timeout(30):
+        async with serve(words_flow("at_least_once", store, hang_after=3)) as url:
+            async with httpx.AsyncClient(base_url=url) as client:
+                r = await client.post("/v1/streams", json={"payload": None, "headers": TENANT})
+                sid = r.json()["stream_id"]
+                await read_sse(client, sid, {}, limit=3)
+        async with serve(words_flow("at_least_once", store)) as url:
+            async with httpx.AsyncClient(base_url=url) as client:
+                chunks, errors = await read_sse(client, sid, {})
+                status = (await client.get(f"/v1/streams/{sid}/status")).json()
+                polled = (await client.get(f"/v1/streams/{sid}/poll?after_seq=0")).json()
+    assert [c["text"] for c in chunks] == WORDS[:3]
+    assert [e["code"] for e in errors] == ["interrupted"]
+    assert status["code"] == "interrupted"
+    assert status["last_seq"] == 2
+    assert [c.get("seq") for c in polled[:2]] == [1, 2]
+    assert polled[2]["error"]["code"] == "interrupted"
+
+
+async def test_an_idempotency_key_survives_a_restart(serve: Serve) -> None:
+    store = MemoryStore()
+    body = {"payload": None, "headers": TENANT, "idempotency_key": "order-7"}
+    async with asyncio.timeout(30):
+        async with serve(words_flow("at_least_once", store)) as url:
+            async with httpx.AsyncClient(base_url=url) as client:
+                first = await client.post("/v1/streams", json=body)
+                sid = first.json()["stream_id"]
+                chunks, _ = await read_sse(client, sid, {})
+        async with serve(words_flow("at_least_once", store)) as url:
+            async with httpx.AsyncClient(base_url=url) as client:
+                again = await client.post("/v1/streams", json=body)
+                replay, _ = await read_sse(client, sid, {})
+    assert first.status_code == 201
+    assert again.status_code == 200
+    assert again.json()["stream_id"] == sid
+    assert len(chunks) == len(WORDS) + 1
+    assert replay == chunks
+    assert store.statistics().runs_created == 1
