@@ -37,9 +37,7 @@ def words_flow(level: str, store: MemoryStore, *, hang_after: int | None = None)
                 await asyncio.Event().wait()
         await ctx.emit_chunk(parent=msg, text="", done=True)
 
-    return create(
-        Node(words, name="words", policy=NodePolicy(reliability=level)).to(), store=store
-    )
+    return create(Node(words, name="words", policy=NodePolicy(reliability=level)).to(), store=store)
 
 
 async def read_sse(
@@ -65,18 +63,22 @@ async def read_sse(
 async def test_exactly_once_resumes_and_a_reader_resumes_with_last_event_id(serve: Serve) -> None:
     store = MemoryStore()
     async with asyncio.timeout(30):
-        async with serve(words_flow("exactly_once", store, hang_after=7)) as url:
-            async with httpx.AsyncClient(base_url=url) as client:
-                r = await client.post("/v1/streams", json={"payload": None, "headers": TENANT})
-                sid = r.json()["stream_id"]
-                first, _ = await read_sse(client, sid, {}, limit=5)
+        async with (
+            serve(words_flow("exactly_once", store, hang_after=7)) as url,
+            httpx.AsyncClient(base_url=url) as client,
+        ):
+            r = await client.post("/v1/streams", json={"payload": None, "headers": TENANT})
+            sid = r.json()["stream_id"]
+            first, _ = await read_sse(client, sid, {}, limit=5)
         first = first[:5]  # a client that saw these five, then lost the server
         assert [c["seq"] for c in first] == [0, 1, 2, 3, 4]
-        async with serve(words_flow("exactly_once", store)) as url:
-            async with httpx.AsyncClient(base_url=url) as client:
-                rest, errors = await read_sse(client, sid, {"Last-Event-ID": "4"})
-                status = (await client.get(f"/v1/streams/{sid}/status")).json()
-                polled = (await client.get(f"/v1/streams/{sid}/poll?after_seq=17")).json()
+        async with (
+            serve(words_flow("exactly_once", store)) as url,
+            httpx.AsyncClient(base_url=url) as client,
+        ):
+            rest, errors = await read_sse(client, sid, {"Last-Event-ID": "4"})
+            status = (await client.get(f"/v1/streams/{sid}/status")).json()
+            polled = (await client.get(f"/v1/streams/{sid}/poll?after_seq=17")).json()
     assert errors == []
     seqs = [c["seq"] for c in first + rest]
     assert seqs == list(range(len(WORDS) + 1))
@@ -88,16 +90,20 @@ async def test_exactly_once_resumes_and_a_reader_resumes_with_last_event_id(serv
 async def test_at_least_once_ends_interrupted_and_its_prefix_stays_readable(serve: Serve) -> None:
     store = MemoryStore()
     async with asyncio.timeout(30):
-        async with serve(words_flow("at_least_once", store, hang_after=3)) as url:
-            async with httpx.AsyncClient(base_url=url) as client:
-                r = await client.post("/v1/streams", json={"payload": None, "headers": TENANT})
-                sid = r.json()["stream_id"]
-                await read_sse(client, sid, {}, limit=3)
-        async with serve(words_flow("at_least_once", store)) as url:
-            async with httpx.AsyncClient(base_url=url) as client:
-                chunks, errors = await read_sse(client, sid, {})
-                status = (await client.get(f"/v1/streams/{sid}/status")).json()
-                polled = (await client.get(f"/v1/streams/{sid}/poll?after_seq=0")).json()
+        async with (
+            serve(words_flow("at_least_once", store, hang_after=3)) as url,
+            httpx.AsyncClient(base_url=url) as client,
+        ):
+            r = await client.post("/v1/streams", json={"payload": None, "headers": TENANT})
+            sid = r.json()["stream_id"]
+            await read_sse(client, sid, {}, limit=3)
+        async with (
+            serve(words_flow("at_least_once", store)) as url,
+            httpx.AsyncClient(base_url=url) as client,
+        ):
+            chunks, errors = await read_sse(client, sid, {})
+            status = (await client.get(f"/v1/streams/{sid}/status")).json()
+            polled = (await client.get(f"/v1/streams/{sid}/poll?after_seq=0")).json()
     assert [c["text"] for c in chunks] == WORDS[:3]
     assert [e["code"] for e in errors] == ["interrupted"]
     assert status["code"] == "interrupted"
@@ -110,15 +116,19 @@ async def test_an_idempotency_key_survives_a_restart(serve: Serve) -> None:
     store = MemoryStore()
     body = {"payload": None, "headers": TENANT, "idempotency_key": "order-7"}
     async with asyncio.timeout(30):
-        async with serve(words_flow("at_least_once", store)) as url:
-            async with httpx.AsyncClient(base_url=url) as client:
-                first = await client.post("/v1/streams", json=body)
-                sid = first.json()["stream_id"]
-                chunks, _ = await read_sse(client, sid, {})
-        async with serve(words_flow("at_least_once", store)) as url:
-            async with httpx.AsyncClient(base_url=url) as client:
-                again = await client.post("/v1/streams", json=body)
-                replay, _ = await read_sse(client, sid, {})
+        async with (
+            serve(words_flow("at_least_once", store)) as url,
+            httpx.AsyncClient(base_url=url) as client,
+        ):
+            first = await client.post("/v1/streams", json=body)
+            sid = first.json()["stream_id"]
+            chunks, _ = await read_sse(client, sid, {})
+        async with (
+            serve(words_flow("at_least_once", store)) as url,
+            httpx.AsyncClient(base_url=url) as client,
+        ):
+            again = await client.post("/v1/streams", json=body)
+            replay, _ = await read_sse(client, sid, {})
     assert first.status_code == 201
     assert again.status_code == 200
     assert again.json()["stream_id"] == sid

@@ -194,7 +194,10 @@ class StoredReader:
         return True
 
 
-def stored_take(encode: Callable[[StreamChunk], bytes]) -> Callable[[StoredReader, int], Taken | None]:
+StoredTake = Callable[[StoredReader, int], Taken | None]
+
+
+def stored_take(encode: Callable[[StreamChunk], bytes]) -> StoredTake:
     """The pump's ``take`` for a :class:`StoredReader` (it encodes its own events)."""
 
     def take(reader: StoredReader, max_bytes: int) -> Taken | None:
