@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit perf browser bench clean
+.PHONY: demo test lint typecheck unit perf browser bench fuzz clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "icefloe needs Python >= 3.11")'
@@ -44,6 +44,12 @@ browser:
 # pytest exits 5 when it collects nothing, so an empty run fails here too.
 test: lint typecheck browser
 	$(BIN)/pytest -q -p no:cacheprovider
+
+# The long fuzz run of the frame codec and the store's record decoders
+# (make test runs 100,000 inputs); FUZZ_ITERATIONS and FUZZ_SEED override.
+FUZZ_ITERATIONS ?= 2000000
+fuzz: $(STAMP)
+	FUZZ_ITERATIONS=$(FUZZ_ITERATIONS) PYTHONPATH=src $(BIN)/python tests/fuzzkit.py
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)

@@ -21,6 +21,7 @@ the module of each class defined elsewhere::
     ├── DecodeError (+ ValueError)           bytes that are not a valid chunk or frame
     │   ├── FrameTooLarge
     │   ├── ChecksumMismatch
+    │   ├── CorruptRecord                    store.records: a stored record that fails its checks
     │   └── BadRequest                       core.ops: a client op that does not decode
     ├── EncodeError (+ ValueError)           a chunk holds a value the wire format cannot carry
     ├── FilterError (+ ValueError)           core.filters: a hub filter that does not compile
@@ -29,6 +30,7 @@ the module of each class defined elsewhere::
     │   ├── SessionExpired                   no session to resume
     │   ├── TooManySessions                  the session table is full
     │   └── TooManyStreams                   a session follows its limit of streams
+    ├── StoreUnavailable                     store.protocol: the store did not answer (retryable)
     ├── HttpError                            transport.errors: a request refused with a code
     ├── AuthError                            transport.principals: credentials refused (401/403)
     └── RateLimited                          transport.limits: a principal over its limit (429)
@@ -50,6 +52,7 @@ __all__ = [
     "BrokenResourceError",
     "ChecksumMismatch",
     "ClosedResourceError",
+    "CorruptRecord",
     "CreditOverrun",
     "DecodeError",
     "DuplicateSeq",
@@ -177,6 +180,25 @@ class FrameTooLarge(DecodeError):
 
 class ChecksumMismatch(DecodeError):
     """A frame's CRC32C does not match its payload."""
+
+
+class CorruptRecord(DecodeError):
+    """A stored record (:mod:`icefloe.store.records`) failed its checks.
+
+    Its frame is torn, its CRC32C does not match, or its payload is not the
+    kind of record asked for. ``code`` is always ``ErrorCode.CORRUPT`` (the
+    code a stream ends with when the record cannot be recovered); ``kind``
+    names what was being decoded (``"chunk"``, ``"message"``, ``"state"``,
+    ``"session"``). The failing check is the ``__cause__``. The record is
+    never delivered.
+    """
+
+    code = ErrorCode.CORRUPT
+
+    def __init__(self, kind: str, detail: str) -> None:
+        self.kind = kind
+        self.detail = detail
+        super().__init__(f"corrupt {kind} record: {detail}")
 
 
 class EncodeError(IcefloeError, ValueError):

@@ -13,6 +13,12 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from icefloe.core.aimd import AimdWindow, AimdWindowStatistics
     from icefloe.core.badmeter import BadMessageMeter, BadMessageMeterStatistics
+    from icefloe.core.breaker import (
+        BreakerPolicy,
+        BreakerState,
+        BreakerStatistics,
+        CircuitBreaker,
+    )
     from icefloe.core.bytecount import ByteCount, chunk_size
     from icefloe.core.codec import (
         Format,
@@ -43,6 +49,7 @@ if TYPE_CHECKING:
         FrameReader,
         FrameReaderStatistics,
         ReaderState,
+        decode_frame,
         encode_frame,
     )
     from icefloe.core.intake import Intake
@@ -73,6 +80,10 @@ if TYPE_CHECKING:
     )
 
 _WHERE = {
+    "BreakerPolicy": "breaker",
+    "BreakerState": "breaker",
+    "BreakerStatistics": "breaker",
+    "CircuitBreaker": "breaker",
     "ByteCount": "bytecount",
     "Cursor": "cursor",
     "CursorSet": "cursor",
@@ -144,6 +155,7 @@ _WHERE = {
     "encode": "codec",
     "encode_chunk_json": "codec",
     "encode_chunk_msgpack": "codec",
+    "decode_frame": "framing",
     "encode_frame": "framing",
     "new_id": "messages",
     "Reliability": "reliability",
@@ -163,8 +175,12 @@ __all__ = [
     "BadMessageMeter",
     "BadMessageMeterStatistics",
     "BadRequest",
+    "BreakerPolicy",
+    "BreakerState",
+    "BreakerStatistics",
     "ByteCount",
     "ByteLedger",
+    "CircuitBreaker",
     "CloseCode",
     "CloseReason",
     "CongestionMonitor",
@@ -227,6 +243,7 @@ __all__ = [
     "decode_chunk_json",
     "decode_chunk_msgpack",
     "decode_client",
+    "decode_frame",
     "encode",
     "encode_chunk",
     "encode_chunk_json",

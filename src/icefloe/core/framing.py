@@ -19,11 +19,11 @@ feeds bytes in (:meth:`~FrameReader.feed_data`, :meth:`~FrameReader.feed_eof`)
 and drains parsed frames (:meth:`~FrameReader.events_received`); a generator
 coroutine does the parsing and suspends whenever it runs out of bytes.
 
-The product does not run it yet; it is kept for the next issue, which
-will: the durable store writes each chunk as one frame (a CRC32C-checked
-record) and reads its files back through :class:`FrameReader`, so that a
-torn or corrupted record is detected, never replayed. Remove it if the
-store lands without it.
+A frame that arrives whole (a stored record: :mod:`icefloe.store.records`
+writes every chunk, start message, checkpoint and session as one frame) is
+decoded by :func:`decode_frame`. It and :class:`FrameReader` share one set of
+checks (header, length, CRC32C), so both reject exactly the same bytes and a
+torn or corrupted record is detected, never replayed.
 """
 
 from __future__ import annotations
@@ -38,10 +38,18 @@ import google_crc32c
 from icefloe.core.codec import Format
 from icefloe.exceptions import ChecksumMismatch, DecodeError, FrameTooLarge, InvalidState
 
-__all__ = ["Frame", "FrameReader", "FrameReaderStatistics", "ReaderState", "encode_frame"]
+__all__ = [
+    "Frame",
+    "FrameReader",
+    "FrameReaderStatistics",
+    "ReaderState",
+    "decode_frame",
+    "encode_frame",
+]
 
 _HEADER = struct.Struct(">IBB")
 _CRC = struct.Struct(">I")
+_OVERHEAD = _HEADER.size + _CRC.size
 _MAX_LENGTH = 2**32 - 1
 #: default for :class:`FrameReader` ``max_frame``: 1 MiB of payload
 DEFAULT_MAX_FRAME = 1_048_576
@@ -75,6 +83,48 @@ class Frame(NamedTuple):
     fmt: Format
     #: the payload bytes, checksum verified
     payload: bytes
+
+
+def decode_frame(data: bytes, max_frame: int = _MAX_LENGTH) -> Frame:
+    """Decode ``data``, which must be exactly one whole frame.
+
+    :raises FrameTooLarge: if the frame declares a payload over ``max_frame``.
+    :raises ChecksumMismatch: if its CRC32C does not match.
+    :raises DecodeError: if ``data`` is shorter or longer than the frame it
+        declares, or its header carries an unknown format or flag.
+    """
+    size = len(data)
+    if size < _OVERHEAD:
+        raise DecodeError(f"a frame needs at least {_OVERHEAD} bytes, got {size}")
+    length, fmt_byte, flags = _HEADER.unpack_from(data, 0)
+    fmt = _check_header(length, fmt_byte, flags, max_frame)
+    if length != size - _OVERHEAD:
+        raise DecodeError(
+            f"frame declares a payload of {length} bytes but carries {size - _OVERHEAD}"
+        )
+    payload = bytes(data[_HEADER.size : _HEADER.size + length])
+    (expected,) = _CRC.unpack_from(data, _HEADER.size + length)
+    _check_crc(fmt, payload, expected)
+    return Frame(fmt, payload)
+
+
+def _check_header(length: int, fmt_byte: int, flags: int, max_frame: int) -> Format:
+    if length > max_frame:
+        raise FrameTooLarge(length, max_frame)
+    fmt = _FORMATS.get(fmt_byte)
+    if fmt is None:
+        raise DecodeError(f"frame has unknown format {fmt_byte}")
+    if flags:
+        raise DecodeError(f"frame has unknown flags {flags:#04x}")
+    return fmt
+
+
+def _check_crc(fmt: Format, payload: bytes, expected: int) -> None:
+    actual = google_crc32c.extend(_CRC_SEEDS[fmt], payload)
+    if actual != expected:
+        raise ChecksumMismatch(
+            f"frame checksum mismatch: received {expected:#010x}, computed {actual:#010x}"
+        )
 
 
 class ReaderState(enum.IntEnum):
@@ -239,30 +289,16 @@ class FrameReader:
                 return
             yield from self._wait_for(_HEADER.size)
             length, fmt_byte, flags = _HEADER.unpack_from(self._buf, self._offset)
-            fmt = self._check_header(length, fmt_byte, flags)
+            fmt = _check_header(length, fmt_byte, flags, self._max_frame)
             self._advance(_HEADER.size)
             yield from self._wait_for(length)
             payload = self._take(length)
             yield from self._wait_for(_CRC.size)
             (expected,) = _CRC.unpack_from(self._buf, self._offset)
             self._advance(_CRC.size)
-            actual = google_crc32c.extend(_CRC_SEEDS[fmt], payload)
-            if actual != expected:
-                raise ChecksumMismatch(
-                    f"frame checksum mismatch: received {expected:#010x}, computed {actual:#010x}"
-                )
+            _check_crc(fmt, payload, expected)
             self._events.append(Frame(fmt, payload))
             self._frames_received += 1
-
-    def _check_header(self, length: int, fmt_byte: int, flags: int) -> Format:
-        if length > self._max_frame:
-            raise FrameTooLarge(length, self._max_frame)
-        fmt = _FORMATS.get(fmt_byte)
-        if fmt is None:
-            raise DecodeError(f"frame has unknown format {fmt_byte}")
-        if flags:
-            raise DecodeError(f"frame has unknown flags {flags:#04x}")
-        return fmt
 
     def _at_eof(self) -> Generator[None, None, bool]:
         # Waits until there is a byte to read or the input ended.

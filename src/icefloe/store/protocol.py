@@ -32,6 +32,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
+from icefloe.core.wire_errors import ErrorCode
 from icefloe.exceptions import IcefloeError
 from icefloe.store.types import Checkpoint, RunRecord, RunState, StoredChunk, Terminal
 
@@ -39,7 +40,12 @@ __all__ = ["Store", "StoreUnavailable"]
 
 
 class StoreUnavailable(IcefloeError):
-    """The store did not answer, or answered with an error; the call may be retried."""
+    """The store did not answer, or answered with an error; the call may be retried.
+
+    ``code`` is ``ErrorCode.UNAVAILABLE`` (503 on the wire).
+    """
+
+    code = ErrorCode.UNAVAILABLE
 
 
 @runtime_checkable

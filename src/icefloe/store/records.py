@@ -1,0 +1,208 @@
+"""The record codec: every blob a store keeps goes through here.
+
+A record is one frame of :mod:`icefloe.core.framing` (length, format byte
+``MSGPACK``, flags, payload, CRC32C), so a backend stores opaque bytes and
+whoever reads them back detects a torn or flipped record. The payload is::
+
+    offset  size  field
+    0       1     version  RECORD_VERSION (1); another value is refused
+    1       1     kind     a RecordKind: 1 chunk, 2 message, 3 state, 4 session
+    2       n     body     the value (msgpack), or the raw bytes of a session
+
+=========  ==========================================  ======================
+kind       body                                        decodes to
+=========  ==========================================  ======================
+chunk      a :class:`StreamChunk` (msgpack map)         ``StreamChunk``
+message    a start :class:`Message` with its Headers    ``Message``
+state      a checkpoint's state: any msgpack value      that value (tuples
+                                                        come back as lists)
+session    a session blob, as given                     ``bytes``
+=========  ==========================================  ======================
+
+Every decoder checks the frame (:func:`~icefloe.core.framing.decode_frame`,
+the same checks :class:`~icefloe.core.framing.FrameReader` makes), the
+version, the kind asked for and the body, and raises
+:exc:`~icefloe.exceptions.CorruptRecord` (code ``corrupt``) on any failure,
+with the failing check as its cause: no other exception escapes a decode,
+whatever the bytes. A chunk's decoder can also check that the record is the
+one its caller looked up (``stream_id``, ``seq``), so a record stored under
+the wrong key is caught too.
+
+The CRC32C detects every single-bit flip and every burst of up to 32 bits;
+a flip in the header breaks the declared length, the format or the flags.
+msgpack extension types are refused in every body (they have no JSON form
+for the edge to relay).
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, Final, NoReturn
+
+import msgspec
+
+from icefloe.core import codec
+from icefloe.core.codec import Format
+from icefloe.core.framing import decode_frame, encode_frame
+from icefloe.core.messages import Message, StreamChunk
+from icefloe.exceptions import CorruptRecord, DecodeError, EncodeError
+
+__all__ = [
+    "MAX_RECORD",
+    "RECORD_VERSION",
+    "RecordKind",
+    "decode_chunk",
+    "decode_message",
+    "decode_session",
+    "decode_state",
+    "encode_chunk",
+    "encode_message",
+    "encode_session",
+    "encode_state",
+]
+
+#: the payload layout version this module writes and reads
+RECORD_VERSION: Final = 1
+#: the largest record body accepted on decode, in bytes (64 MiB): a declared
+#: length above it is corrupt, not a reason to allocate
+MAX_RECORD: Final = 64 * 1024 * 1024
+
+
+class RecordKind(enum.IntEnum):
+    """What a record holds; the second byte of its payload."""
+
+    CHUNK = 1
+    MESSAGE = 2
+    STATE = 3
+    SESSION = 4
+
+
+def _reject_ext(code: int, data: memoryview) -> NoReturn:
+    raise DecodeError(f"msgpack extension type {code} is not allowed in a record")
+
+
+_encoder = msgspec.msgpack.Encoder()
+_message_decoder = msgspec.msgpack.Decoder(Message, ext_hook=_reject_ext)
+_state_decoder = msgspec.msgpack.Decoder(Any, ext_hook=_reject_ext)
+_PREFIX = {kind: bytes((RECORD_VERSION, kind)) for kind in RecordKind}
+# See icefloe.core.codec: what msgspec raises for values msgpack cannot carry,
+# and for bytes that are not a valid value.
+_ENCODE_FAILURES = (msgspec.EncodeError, TypeError, OverflowError, UnicodeEncodeError)
+_DECODE_FAILURES = (msgspec.DecodeError, UnicodeDecodeError, RecursionError, DecodeError)
+
+
+def _frame(kind: RecordKind, body: bytes) -> bytes:
+    return encode_frame(_PREFIX[kind] + body, Format.MSGPACK)
+
+
+def _encode_value(kind: RecordKind, value: object) -> bytes:
+    try:
+        return _frame(kind, _encoder.encode(value))
+    except _ENCODE_FAILURES as exc:
+        raise EncodeError(f"{kind.name.lower()} cannot be stored as msgpack: {exc}") from exc
+
+
+def _body(record: bytes, kind: RecordKind) -> bytes:
+    """The body of ``record`` after checking its frame, version and kind."""
+    name = kind.name.lower()
+    if not isinstance(record, bytes | bytearray | memoryview):
+        raise CorruptRecord(name, f"expected bytes, got {type(record).__name__}")
+    try:
+        frame = decode_frame(bytes(record), MAX_RECORD + len(_PREFIX[kind]))
+    except DecodeError as exc:
+        raise CorruptRecord(name, str(exc)) from exc
+    payload = frame.payload
+    if frame.fmt is not Format.MSGPACK:
+        raise CorruptRecord(name, f"frame format is {frame.fmt.name}, not MSGPACK")
+    if len(payload) < 2:
+        raise CorruptRecord(name, "payload too short for a version and a kind")
+    if payload[0] != RECORD_VERSION:
+        raise CorruptRecord(name, f"unknown record version {payload[0]}")
+    if payload[1] != kind:
+        raise CorruptRecord(name, f"record holds kind {payload[1]}, not {int(kind)} ({name})")
+    return payload[2:]
+
+
+def encode_chunk(chunk: StreamChunk) -> bytes:
+    """``chunk`` as a record.
+
+    :raises EncodeError: ``meta`` or ``data`` holds a value msgpack cannot carry.
+    """
+    return _frame(RecordKind.CHUNK, codec.encode_chunk_msgpack(chunk))
+
+
+def decode_chunk(
+    record: bytes, *, stream_id: str | None = None, seq: int | None = None
+) -> StreamChunk:
+    """The chunk in ``record``; with ``stream_id`` / ``seq``, also check it is that one.
+
+    :raises CorruptRecord: the record fails a check.
+    """
+    body = _body(record, RecordKind.CHUNK)
+    try:
+        chunk = codec.decode_chunk_msgpack(body)
+    except DecodeError as exc:
+        raise CorruptRecord("chunk", str(exc)) from exc
+    if stream_id is not None and chunk.stream_id != stream_id:
+        raise CorruptRecord("chunk", f"record of stream {chunk.stream_id!r} under {stream_id!r}")
+    if seq is not None and chunk.seq != seq:
+        raise CorruptRecord("chunk", f"record of seq {chunk.seq} under seq {seq}")
+    return chunk
+
+
+def encode_message(message: Message) -> bytes:
+    """A run's start ``message`` (with its headers) as a record.
+
+    :raises EncodeError: the payload or meta holds a value msgpack cannot carry.
+    """
+    return _encode_value(RecordKind.MESSAGE, message)
+
+
+def decode_message(record: bytes) -> Message:
+    """The start message in ``record``.
+
+    :raises CorruptRecord: the record fails a check.
+    """
+    body = _body(record, RecordKind.MESSAGE)
+    try:
+        return _message_decoder.decode(body)
+    except _DECODE_FAILURES as exc:
+        raise CorruptRecord("message", str(exc)) from exc
+
+
+def encode_state(state: object) -> bytes:
+    """A checkpoint's ``state`` (any msgpack-able value) as a record.
+
+    :raises EncodeError: ``state`` holds a value msgpack cannot carry.
+    """
+    return _encode_value(RecordKind.STATE, state)
+
+
+def decode_state(record: bytes) -> Any:
+    """The checkpoint state in ``record`` (msgpack types: tuples come back as lists).
+
+    :raises CorruptRecord: the record fails a check.
+    """
+    body = _body(record, RecordKind.STATE)
+    try:
+        return _state_decoder.decode(body)
+    except _DECODE_FAILURES as exc:
+        raise CorruptRecord("state", str(exc)) from exc
+
+
+def encode_session(blob: bytes) -> bytes:
+    """A WebSocket session's ``blob`` as a record.
+
+    :raises TypeError: ``blob`` is not bytes.
+    """
+    if not isinstance(blob, bytes | bytearray | memoryview):
+        raise TypeError(f"a session blob must be bytes, got {type(blob).__name__}")
+    return _frame(RecordKind.SESSION, bytes(blob))
+
+
+def decode_session(record: bytes) -> bytes:
+    """The session blob in ``record``.
+
+    :raises CorruptRecord: the record fails a check.
+    """
+    return bytes(_body(record, RecordKind.SESSION))

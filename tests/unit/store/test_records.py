@@ -1,0 +1,166 @@
+"""The record codec: round trips, and every corruption caught as CorruptRecord."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from icefloe.core.codec import Format
+from icefloe.core.framing import encode_frame
+from icefloe.core.messages import Headers, Message, StreamChunk
+from icefloe.exceptions import CorruptRecord, EncodeError, ErrorCode
+from icefloe.store import records
+
+_INT64 = st.integers(-(2**63), 2**63 - 1)
+_SCALARS = st.none() | st.booleans() | _INT64 | st.floats(allow_nan=False) | st.text()
+# msgpack values as they come back from a decode: lists, str-keyed dicts.
+VALUES = st.recursive(
+    _SCALARS | st.binary(max_size=32),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+CHUNKS = st.builds(
+    StreamChunk,
+    stream_id=st.text(min_size=1, max_size=16),
+    seq=st.integers(0, 2**63 - 1),
+    text=st.text(max_size=64),
+    done=st.booleans(),
+    meta=st.dictionaries(st.text(max_size=8), _SCALARS, max_size=3),
+    data=VALUES,
+    ts=_INT64,
+)
+MESSAGES = st.builds(
+    Message,
+    payload=VALUES,
+    headers=st.builds(
+        Headers,
+        tenant=st.text(max_size=12),
+        topic=st.none() | st.text(max_size=12),
+        priority=_INT64,
+    ),
+    trace_id=st.text(max_size=32),
+    deadline_s=st.none() | st.floats(allow_nan=False),
+    meta=st.dictionaries(st.text(max_size=8), _SCALARS, max_size=3),
+)
+
+
+@given(CHUNKS)
+def test_a_chunk_round_trips(chunk: StreamChunk) -> None:
+    record = records.encode_chunk(chunk)
+    assert records.decode_chunk(record) == chunk
+    assert records.decode_chunk(record, stream_id=chunk.stream_id, seq=chunk.seq) == chunk
+
+
+@given(MESSAGES)
+def test_a_start_message_round_trips_with_its_headers(message: Message) -> None:
+    assert records.decode_message(records.encode_message(message)) == message
+
+
+@given(VALUES)
+def test_a_checkpoint_state_round_trips(state: Any) -> None:
+    assert records.decode_state(records.encode_state(state)) == state
+
+
+@given(st.binary(max_size=256))
+def test_a_session_blob_round_trips(blob: bytes) -> None:
+    assert records.decode_session(records.encode_session(blob)) == blob
+
+
+def test_tuples_come_back_as_lists() -> None:
+    assert records.decode_state(records.encode_state({"pos": (1, 2)})) == {"pos": [1, 2]}
+
+
+def _sample_records() -> list[tuple[str, bytes]]:
+    chunk = StreamChunk("s-1", 7, "hello", meta={"m": 1}, data={"k": [1, 2]}, ts=5)
+    message = Message({"prompt": "hi"}, Headers("acme", "t", 2), trace_id="tr", deadline_s=9.5)
+    return [
+        ("chunk", records.encode_chunk(chunk)),
+        ("message", records.encode_message(message)),
+        ("state", records.encode_state({"pos": 16, "text": "abc"})),
+        ("session", records.encode_session(b"\x00session-blob\xff")),
+    ]
+
+
+_DECODERS = {
+    "chunk": records.decode_chunk,
+    "message": records.decode_message,
+    "state": records.decode_state,
+    "session": records.decode_session,
+}
+
+
+@pytest.mark.parametrize(("kind", "record"), _sample_records(), ids=lambda v: str(v)[:8])
+def test_every_single_bit_flip_is_detected_and_none_decodes(kind: str, record: bytes) -> None:
+    decode = _DECODERS[kind]
+    decode(record)  # the intact record decodes
+    flips = detected = 0
+    for bit in range(len(record) * 8):
+        damaged = bytearray(record)
+        damaged[bit // 8] ^= 1 << (bit % 8)
+        flips += 1
+        with pytest.raises(CorruptRecord) as caught:
+            decode(bytes(damaged))
+        assert caught.value.code is ErrorCode.CORRUPT
+        assert caught.value.kind == kind
+        detected += 1
+    assert flips == len(record) * 8
+    assert detected == flips
+
+
+@pytest.mark.parametrize(("kind", "record"), _sample_records(), ids=lambda v: str(v)[:8])
+def test_truncated_and_extended_records_are_corrupt(kind: str, record: bytes) -> None:
+    decode = _DECODERS[kind]
+    for cut in range(len(record)):
+        with pytest.raises(CorruptRecord):
+            decode(record[:cut])
+    with pytest.raises(CorruptRecord, match="carries"):
+        decode(record + b"\x00")
+
+
+def test_a_record_of_another_kind_is_corrupt() -> None:
+    state = records.encode_state({"a": 1})
+    with pytest.raises(CorruptRecord, match="kind 3"):
+        records.decode_chunk(state)
+
+
+def test_a_chunk_filed_under_the_wrong_key_is_corrupt() -> None:
+    record = records.encode_chunk(StreamChunk("s-1", 3, "x"))
+    with pytest.raises(CorruptRecord, match="seq 3 under seq 4"):
+        records.decode_chunk(record, seq=4)
+    with pytest.raises(CorruptRecord, match="under 's-2'"):
+        records.decode_chunk(record, stream_id="s-2")
+
+
+def test_an_unknown_version_is_corrupt_even_with_a_good_checksum() -> None:
+    record = encode_frame(bytes((9, records.RecordKind.STATE)) + b"\xc0", Format.MSGPACK)
+    with pytest.raises(CorruptRecord, match="version 9"):
+        records.decode_state(record)
+
+
+def test_a_json_frame_is_not_a_record() -> None:
+    record = encode_frame(bytes((1, records.RecordKind.STATE)) + b"\xc0", Format.JSON)
+    with pytest.raises(CorruptRecord, match="JSON"):
+        records.decode_state(record)
+
+
+def test_an_extension_type_is_refused() -> None:
+    body = bytes((1, records.RecordKind.STATE)) + b"\xd4\x05\x00"  # fixext1, type 5
+    with pytest.raises(CorruptRecord, match="extension"):
+        records.decode_state(encode_frame(body, Format.MSGPACK))
+
+
+def test_a_value_msgpack_cannot_carry_is_an_encode_error() -> None:
+    with pytest.raises(EncodeError, match="state"):
+        records.encode_state({"x": object()})
+    with pytest.raises(TypeError, match="bytes"):
+        records.encode_session("text")  # type: ignore[arg-type]
+
+
+def test_non_bytes_input_is_corrupt_not_a_crash() -> None:
+    with pytest.raises(CorruptRecord, match="expected bytes"):
+        records.decode_state(None)  # type: ignore[arg-type]

@@ -1,0 +1,183 @@
+"""SqliteStore: URLs, group commit, schema version, and surviving kill -9."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from icefloe.store import StoreUnavailable, open_store
+from icefloe.store.sqlite import SCHEMA_VERSION, SqliteStore
+from storecheck import chunks, run_record
+
+SRC = Path(__file__).resolve().parents[3] / "src"
+
+
+@pytest.mark.parametrize(
+    ("url", "name"),
+    [
+        ("sqlite:///data/x.db", "sqlite:///data/x.db"),
+        ("sqlite:////abs/x.db", "sqlite:////abs/x.db"),
+        ("sqlite:///x.db?synchronous=full", "sqlite:///x.db"),
+        ("SQLITE:///x%20y.db", "sqlite:///x y.db"),
+    ],
+)
+def test_urls_name_relative_and_absolute_files(url: str, name: str) -> None:
+    store = open_store(url)
+    assert isinstance(store, SqliteStore)
+    assert store.name == name
+
+
+@pytest.mark.parametrize(
+    ("url", "match"),
+    [
+        ("sqlite://", "names no file"),
+        ("sqlite:///", "names no file"),
+        ("sqlite:///:memory:", "names no file"),
+        ("sqlite://host/x.db", "has a host"),
+        ("sqlite:///x.db?synchronous=off", "synchronous must be normal or full"),
+        ("sqlite:///x.db?journal=delete", "unknown option"),
+    ],
+)
+def test_bad_urls_are_refused_by_name(url: str, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        SqliteStore.from_url(url)
+
+
+async def test_concurrent_appends_share_commits(tmp_path: Path) -> None:
+    store = SqliteStore(str(tmp_path / "s.db"))
+    await store.open()
+    try:
+        sids = [f"s{i}" for i in range(50)]
+        for sid in sids:
+            await store.create_run(run_record(sid))
+        before = store.commits
+        await asyncio.wait_for(
+            asyncio.gather(*(store.append(sid, chunks(0, 9)) for sid in sids)), 30
+        )
+        # 50 calls queued at once cannot take 50 transactions.
+        assert store.commits - before < len(sids)
+        assert store.statistics().chunks_written == 500
+    finally:
+        await store.close()
+
+
+async def test_a_refused_call_does_not_undo_its_batch_neighbours(tmp_path: Path) -> None:
+    store = SqliteStore(str(tmp_path / "s.db"))
+    await store.open()
+    try:
+        await store.create_run(run_record("ok"))
+        results = await asyncio.wait_for(
+            asyncio.gather(
+                store.append("ok", chunks(0, 2)),
+                store.append("missing", chunks(0, 0)),
+                store.append("ok", chunks(7, 7)),
+                store.append("ok", chunks(3, 4)),
+                return_exceptions=True,
+            ),
+            30,
+        )
+        assert results[0] == 3
+        assert results[3] == 2
+        assert isinstance(results[1], KeyError)
+        assert isinstance(results[2], ValueError)
+        assert await store.read("ok", 0, 10) == chunks(0, 4)
+    finally:
+        await store.close()
+
+
+async def test_a_newer_schema_is_refused_clearly(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    store = SqliteStore(str(path))
+    await store.open()
+    await store.close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION + 1,))
+    conn.close()
+    again = SqliteStore(str(path))
+    with pytest.raises(StoreUnavailable, match="schema version 2"):
+        await again.open()
+    await again.close()
+
+
+async def test_calls_on_a_closed_store_are_unavailable(tmp_path: Path) -> None:
+    store = SqliteStore(str(tmp_path / "s.db"))
+    with pytest.raises(StoreUnavailable, match="not open"):
+        await store.get_run("x")
+    await store.open()
+    await store.close()
+    with pytest.raises(StoreUnavailable, match="not open"):
+        await store.append("x", chunks(0, 0))
+    with pytest.raises(StoreUnavailable, match="closed"):
+        await store.open()
+
+
+async def test_an_unwritable_path_is_unavailable(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    store = SqliteStore(str(blocker / "sub" / "s.db"))
+    with pytest.raises((StoreUnavailable, OSError)):
+        await store.open()
+    await store.close()
+
+
+_WRITER = textwrap.dedent(
+    """
+    import asyncio, sys
+    from icefloe.core.reliability import Reliability
+    from icefloe.store.sqlite import SqliteStore
+    from icefloe.store.types import Checkpoint, RunRecord, StoredChunk
+
+    async def main(path):
+        store = SqliteStore(path)
+        await store.open()
+        await store.create_run(RunRecord("s", "t", "acme", Reliability.EXACTLY_ONCE, (), b"m", 1.0))
+        seq = 0
+        while True:
+            batch = [StoredChunk(s, b"c%d" % s) for s in range(seq, seq + 8)]
+            await store.append("s", batch, checkpoint=Checkpoint(seq + 7, b"k%d" % (seq + 7)))
+            seq += 8
+            print(seq - 1, flush=True)  # acknowledged: committed
+
+    asyncio.run(main(sys.argv[1]))
+    """
+)
+
+
+async def test_acknowledged_writes_survive_kill_9(tmp_path: Path) -> None:
+    path = str(tmp_path / "k.db")
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _WRITER, path, stdout=subprocess.PIPE, env=env
+    )
+    assert proc.stdout is not None
+    acked = -1
+    try:
+        while acked < 2000:
+            line = await asyncio.wait_for(proc.stdout.readline(), 60)
+            assert line, "the writer died before it was killed"
+            acked = int(line)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        await asyncio.wait_for(proc.wait(), 30)
+    assert proc.returncode == -signal.SIGKILL
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        state = await store.get_run("s")
+        assert state is not None
+        assert state.last_seq >= acked
+        assert state.checkpoint is not None
+        assert state.checkpoint.seq == state.last_seq
+        got = await store.read("s", 0, state.last_seq + 1)
+        assert [c.seq for c in got] == list(range(state.last_seq + 1))
+        assert all(c.record == b"c%d" % c.seq for c in got)
+    finally:
+        await store.close()
