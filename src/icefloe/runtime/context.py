@@ -360,7 +360,7 @@ class Context:
         with the chunks it covers, never before them.
 
         :raises InvalidState: not in an ``exactly_once`` run of a flow with a store.
-        :raises TypeError: ``state`` is not msgpack-encodable.
+        :raises EncodeError: ``state`` is not msgpack-encodable.
         """
         run = current_run()
         if run is None or not run.exactly_once:

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from icefloe.core.messages import StreamChunk
 from icefloe.core.reliability import Reliability
 from icefloe.exceptions import ErrorCode, StreamClosedError
-from icefloe.runtime.durable_codec import encode_chunk, encode_state
+from icefloe.store.records import encode_chunk, encode_state
 from icefloe.store.types import NO_SEQ, Checkpoint, RunRecord, StoredChunk, Terminal
 
 if TYPE_CHECKING:

@@ -17,7 +17,6 @@ from icefloe.runtime.budgets import Budgets, BudgetStatistics
 from icefloe.runtime.channel import AdaptiveChannel, Channel, ChannelStatistics
 from icefloe.runtime.context import Context
 from icefloe.runtime.durable import DurableRun, DurableStatistics, StoreWriter
-from icefloe.runtime.durable_codec import decode_message, decode_state, encode_message
 from icefloe.runtime.fair import FairQueue
 from icefloe.runtime.limits import Limits
 from icefloe.runtime.loadwatch import LoadWatch
@@ -32,6 +31,7 @@ from icefloe.runtime.subscription import Subscription
 from icefloe.runtime.throttle import SheddingPolicy
 from icefloe.runtime.writer import StreamWriter
 from icefloe.store.protocol import Store
+from icefloe.store.records import decode_message, decode_state, encode_message
 from icefloe.store.types import NO_SEQ, RunRecord, RunState, Terminal
 
 __all__ = ["Flow", "FlowStatistics", "create"]

@@ -24,9 +24,10 @@ from collections.abc import Callable
 
 from icefloe.core.reliability import Reliability
 from icefloe.core.wire_errors import ErrorCode
+from icefloe.exceptions import CorruptRecord
 from icefloe.runtime.durable import StoreWriter
-from icefloe.runtime.durable_codec import decode_chunk
 from icefloe.runtime.stream_types import StreamPhase
+from icefloe.store.records import decode_chunk
 from icefloe.store.types import NO_SEQ, RunState, Terminal
 
 __all__ = ["INTERRUPTED_MESSAGE", "recover"]
@@ -46,7 +47,14 @@ async def recover(writer: StoreWriter, resume: Callable[[RunState], None]) -> No
     for run in runs:
         sid = run.run.stream_id
         level = run.run.reliability
-        if await _finished(writer, run):
+        try:
+            finished = await _finished(writer, run)
+        except CorruptRecord as exc:
+            terminal = Terminal(StreamPhase.FAILED.label, exc.code.value, str(exc), time.time())
+            await store.end_run(sid, terminal)
+            log.error("recovery: stream %s: its last stored chunk is corrupt; ended corrupt", sid)
+            continue
+        if finished:
             await store.end_run(sid, Terminal(StreamPhase.DONE.label, None, "", time.time()))
             done += 1
             log.info("recovery: stream %s had stored its done chunk; ended done", sid)

@@ -18,6 +18,7 @@ another request is admitting, a restart still recovering) is polled every
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from collections.abc import Callable
 
@@ -31,14 +32,16 @@ from icefloe.exceptions import (
     StreamNotFound,
     WouldBlock,
 )
-from icefloe.runtime.durable_codec import decode_chunk
 from icefloe.runtime.flow import Flow
 from icefloe.runtime.subscription import Subscription
 from icefloe.store.protocol import Store
+from icefloe.store.records import decode_chunk
 from icefloe.store.types import Terminal
 from icefloe.transport.shared import Taken
 
 __all__ = ["PAGE", "POLL_S", "StoredReader", "stored_take", "terminal_error"]
+
+log = logging.getLogger("icefloe.store")
 
 #: stored chunks read (and held) at once
 PAGE = 256
@@ -172,12 +175,14 @@ class StoredReader:
                 self.stream_id,
             )
             return
-        for record in records:
+        for seq, record in enumerate(records, first):
             try:
-                self._buffer.append(decode_chunk(record))
-            except DecodeError:
+                self._buffer.append(decode_chunk(record, stream_id=self.stream_id, seq=seq))
+            except DecodeError as exc:
+                # Never delivered: the reader gets what preceded it, then ``corrupt``.
+                log.error("stream %s: stored seq %d is corrupt: %s", self.stream_id, seq, exc)
                 self._end = StreamError(
-                    ErrorCode.CORRUPT, "a stored chunk failed its check", self.stream_id
+                    ErrorCode.CORRUPT, f"stored seq {seq} failed its check", self.stream_id
                 )
                 return
 

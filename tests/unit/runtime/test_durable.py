@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from icefloe import Context, Headers, InvalidState, Message, Node, NodePolicy, create
-from icefloe.runtime.durable_codec import decode_chunk
 from icefloe.store import Checkpoint, MemoryStore, StoredChunk
+from icefloe.store.records import decode_chunk
 
 H = Headers(tenant="acme")
 WORDS = [f"w{i} " for i in range(12)]
