@@ -173,6 +173,15 @@ class Flow:
         """The store durable runs write to (None: memory only)."""
         return None if self._writer is None else self._writer.store
 
+    async def store_ready(self) -> None:
+        """Wait until the store is open and crash recovery has run (at once without a store).
+
+        :raises StoreUnavailable: the store could not be opened.
+        """
+        self._check_running()
+        if self._writer is not None:
+            await self._writer.ready()
+
     def use_store(self, store: Store) -> None:
         """Keep durable runs in ``store`` (before :meth:`run`; the flow opens and closes it).
 
