@@ -65,8 +65,8 @@ async def main() -> None:
             await flow.store_ready()  # opened, and the unfinished run resumed
             store = flow.store
             assert store is not None
-            while (run := await store.get_run(sid)) is None or run.terminal is None:
-                await asyncio.sleep(0.05)
+            async for _ in flow.subscribe(sid, None):  # follow the resumed run to its end
+                pass
             stored = await store.read(sid, 0, 1000)
             stats = flow.stats().durable
         print(f"second server: resumed {stats.resumed if stats else 0} run(s), ", end="")
