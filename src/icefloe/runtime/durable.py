@@ -310,7 +310,7 @@ class StoreWriter:
         ):
             self._waits += 1
             await self._next_round()
-        if not state.phase and not state.has_room():
+        if not state.phase and not state.log.has_room_fast() and not state.has_room():
             await state.wait_room()
         if state.phase and not chunk.done:
             raise StreamClosedError(run.stream_id, state.code)
@@ -326,8 +326,10 @@ class StoreWriter:
     # -- the writer task ----------------------------------------------------------
 
     def _mark(self, run: DurableRun) -> None:
-        self._dirty[run.stream_id] = run
-        self._wake.set()
+        dirty = self._dirty
+        if run.stream_id not in dirty:
+            dirty[run.stream_id] = run
+            self._wake.set()
 
     async def _next_round(self) -> None:
         if self._round is None:
