@@ -40,10 +40,9 @@ async def one(level: str, store: Store | None, n: int) -> tuple[float, float, fl
     flow = create(producer(level).to(), store=store)
     async with flow:
         await flow.store_ready()
-        latencies: list[float] = []
         start = time.perf_counter()
-        async for chunk in flow.stream(Message(payload=n, headers=Headers(tenant="bench"))):
-            latencies.append((time.time_ns() - chunk.ts) / 1e6)
+        stream = flow.stream(Message(payload=n, headers=Headers(tenant="bench")))
+        latencies = [(time.time_ns() - chunk.ts) / 1e6 async for chunk in stream]
         elapsed = time.perf_counter() - start
     latencies.sort()
     p99 = latencies[int(len(latencies) * 0.99) - 1]

@@ -104,9 +104,7 @@ async def test_sigkilled_server_resumes_and_sse_delivers_each_seq_once(tmp_path:
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
             await ready(client, proc)
-            r = await client.post(
-                "/v1/streams", json={"payload": N, "headers": {"tenant": "acme"}}
-            )
+            r = await client.post("/v1/streams", json={"payload": N, "headers": {"tenant": "acme"}})
             assert r.status_code == 201, r.text
             sid = r.json()["stream_id"]
             reader = asyncio.ensure_future(read_resuming(client, sid, got))

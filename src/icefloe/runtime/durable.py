@@ -33,7 +33,6 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from icefloe.core.messages import StreamChunk
 from icefloe.core.reliability import Reliability
 from icefloe.exceptions import ErrorCode, StreamClosedError
-from icefloe.store.records import encode_chunk, encode_state
 from icefloe.store.types import NO_SEQ, Checkpoint, RunRecord, StoredChunk, Terminal
 
 if TYPE_CHECKING:
@@ -207,6 +206,11 @@ class StoreWriter:
         self._appends = self._stored = self._dropped = self._checkpoints = 0
         self._waits = self._failures = 0
         self.resumed = self.interrupted = 0
+        # The record codec (CRC32C frames) loads with the first store, not with icefloe.
+        from icefloe.store import records
+
+        self._encode_chunk = records.encode_chunk
+        self._encode_state = records.encode_state
 
     # -- life cycle ------------------------------------------------------------
 
@@ -317,7 +321,7 @@ class StoreWriter:
 
     async def checkpoint(self, run: DurableRun, value: Any) -> None:
         """Queue ``value`` as the run's state after its last emitted chunk."""
-        run.checkpoint = Checkpoint(run.emitted_seq, encode_state(value))
+        run.checkpoint = Checkpoint(run.emitted_seq, self._encode_state(value))
         self._mark(run)
         state = run.state
         if state is not None and state.phase:
@@ -399,7 +403,8 @@ class StoreWriter:
     async def _append(
         self, run: DurableRun, chunks: list[StreamChunk], checkpoint: Checkpoint | None
     ) -> None:
-        records = [StoredChunk(c.seq, encode_chunk(c)) for c in chunks]
+        encode = self._encode_chunk
+        records = [StoredChunk(c.seq, encode(c)) for c in chunks]
         await self.store.append(run.stream_id, records, checkpoint=checkpoint)
         self._appends += 1
         self._stored += len(chunks)

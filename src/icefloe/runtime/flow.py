@@ -31,7 +31,6 @@ from icefloe.runtime.subscription import Subscription
 from icefloe.runtime.throttle import SheddingPolicy
 from icefloe.runtime.writer import StreamWriter
 from icefloe.store.protocol import Store
-from icefloe.store.records import decode_message, decode_state, encode_message
 from icefloe.store.types import NO_SEQ, RunRecord, RunState, Terminal
 
 __all__ = ["Flow", "FlowStatistics", "create"]
@@ -206,6 +205,8 @@ class Flow:
         :raises ValueError: a node it entered is no longer in the flow.
         :raises DecodeError: its start message does not decode.
         """
+        from icefloe.store.records import decode_message, decode_state
+
         assert self._writer is not None
         record = stored.run
         message = decode_message(record.message)
@@ -242,9 +243,13 @@ class Flow:
     ) -> DurableRun | None:
         """The store record of a new run, when the store keeps it."""
         writer = self._writer
+        if writer is None:
+            return None  # the common case: no store, nothing to pay
         level = Reliability.parse(reliability)
-        if writer is None or (level is Reliability.AT_MOST_ONCE and not keyed):
+        if level is Reliability.AT_MOST_ONCE and not keyed:
             return None
+        from icefloe.store.records import encode_message
+
         names = () if to is None else tuple(n.name for n in ((to,) if isinstance(to, Node) else to))
         record = RunRecord(
             message.trace_id,

@@ -27,7 +27,6 @@ from icefloe.core.wire_errors import ErrorCode
 from icefloe.exceptions import CorruptRecord
 from icefloe.runtime.durable import StoreWriter
 from icefloe.runtime.stream_types import StreamPhase
-from icefloe.store.records import decode_chunk
 from icefloe.store.types import NO_SEQ, RunState, Terminal
 
 __all__ = ["INTERRUPTED_MESSAGE", "recover"]
@@ -101,6 +100,8 @@ async def recover(writer: StoreWriter, resume: Callable[[RunState], None]) -> No
 
 async def _finished(writer: StoreWriter, run: RunState) -> bool:
     """Whether the run's last stored chunk is its ``done`` chunk."""
+    from icefloe.store.records import decode_chunk
+
     if run.last_seq == NO_SEQ:
         return False
     last = await writer.store.read(run.run.stream_id, run.last_seq, 1)

@@ -228,7 +228,7 @@ class WsOps:
             self._principal,
             op.payload,
             Headers(tenant=tenant, topic=h.topic, priority=h.priority),
-            None,
+            op.idempotency_key,  # issue 11: as POST /v1/streams's
         )
         await self._replies.reply(Started(ref=op.ref, stream_id=started.stream_id))
         await self._subscribe(started.stream_id, 0, ref=op.ref, priority=h.priority)
