@@ -8,10 +8,14 @@ them (the SIGKILL test over SQLite is tests/e2e/test_durable_kill.py).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from typing import Any
 
 import httpx
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+from websockets.typing import Subprotocol
 
 from icefloe import Context, Message, Node, NodePolicy, create
 from icefloe.core.sse import SseParser
@@ -134,4 +138,53 @@ async def test_an_idempotency_key_survives_a_restart(serve: Serve) -> None:
     assert again.json()["stream_id"] == sid
     assert len(chunks) == len(WORDS) + 1
     assert replay == chunks
+    assert store.statistics().runs_created == 1
+
+
+async def test_concurrent_identical_posts_across_a_restart_start_one_run(serve: Serve) -> None:
+    store = MemoryStore()
+    body = {"payload": None, "headers": TENANT, "idempotency_key": "pay-42"}
+    async with asyncio.timeout(60):
+        async with (
+            serve(words_flow("at_least_once", store, hang_after=3)) as url,
+            httpx.AsyncClient(base_url=url) as client,
+        ):
+            before = await asyncio.gather(
+                *(client.post("/v1/streams", json=body) for _ in range(100))
+            )
+        async with (
+            serve(words_flow("at_least_once", store)) as url,
+            httpx.AsyncClient(base_url=url) as client,
+        ):
+            after = await asyncio.gather(
+                *(client.post("/v1/streams", json=body) for _ in range(100))
+            )
+    ids = {r.json()["stream_id"] for r in before + after}
+    assert len(ids) == 1
+    assert sorted(r.status_code for r in before) == [200] * 99 + [201]
+    assert {r.status_code for r in after} == {200}
+    assert store.statistics().runs_created == 1
+
+
+async def test_a_websocket_start_with_an_idempotency_key_joins_the_first_run(serve: Serve) -> None:
+    store = MemoryStore()
+    body = {"payload": None, "headers": TENANT, "idempotency_key": "ws-1"}
+    async with asyncio.timeout(30):
+        async with (
+            serve(words_flow("at_least_once", store)) as url,
+            httpx.AsyncClient(base_url=url) as client,
+        ):
+            sid = (await client.post("/v1/streams", json=body)).json()["stream_id"]
+            ws_url = url.replace("http://", "ws://") + "/v1/ws"
+            ws = await connect(ws_url, subprotocols=[Subprotocol("icefloe.v1.json")])
+            start = {"op": "start", "ref": "r1", "headers": TENANT, "idempotency_key": "ws-1"}
+            await ws.send(json.dumps(start))
+            started = json.loads(await ws.recv())
+            closing = asyncio.ensure_future(ws.close())
+            with contextlib.suppress(ConnectionClosed):
+                while True:
+                    await ws.recv()  # drain: the server's close waits behind the chunks
+            await closing
+    assert started["op"] == "started"
+    assert started["stream_id"] == sid
     assert store.statistics().runs_created == 1
