@@ -39,16 +39,21 @@ async def lines(msg: Message, ctx: Context) -> None:
     pos = 0 if ctx.restored_state is None else int(ctx.restored_state["pos"])
     for i in range(pos, int(msg.payload)):
         await ctx.emit_chunk(parent=msg, text=text_of(i))
-        if (i + 1) % CHECKPOINT_EVERY == 0:
-            await ctx.checkpoint({"pos": i + 1})
+        if (i + 1) % CHECKPOINT_EVERY == 0 and ctx.node.policy.reliability == "exactly_once":
+            await ctx.checkpoint({"pos": i + 1})  # only exactly_once runs keep checkpoints
         await asyncio.sleep(PACE_S)
     await ctx.emit_chunk(parent=msg, text="", done=True)
 
 
-def build(store: Store | None = None) -> Flow:
+def build(store: Store | None = None, level: str = "exactly_once") -> Flow:
     """The flow (``icefloe serve durable_flow:build --store URL`` gives it its store)."""
-    node = Node(lines, name="lines", policy=NodePolicy(reliability="exactly_once"))
+    node = Node(lines, name="lines", policy=NodePolicy(reliability=level))
     return create(node.to(), store=store)
+
+
+def build_at_least_once() -> Flow:
+    """The same node at ``at_least_once``: a restart ends its run ``interrupted``."""
+    return build(level="at_least_once")
 
 
 async def main() -> None:

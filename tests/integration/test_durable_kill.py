@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
+import icefloe
 from icefloe.core.sse import SseParser
 
 pytestmark = pytest.mark.slow
@@ -46,11 +47,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def serve(port: int, db: Path) -> subprocess.Popen[bytes]:
+def serve(port: int, db: Path, target: str = "durable_flow:build") -> subprocess.Popen[bytes]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(EXAMPLES)])
+    # The sources this test runs against (PYTHONPATH=... pytest), not a fixed tree.
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(icefloe.__file__).parents[1]), str(EXAMPLES)])
     code = "import sys; from icefloe.cli import main; sys.argv[0] = 'icefloe'; main()"
-    argv = ["serve", "durable_flow:build", "--port", str(port), "--store", f"sqlite:///{db}"]
+    argv = ["serve", target, "--port", str(port), "--store", f"sqlite:///{db}"]
     return subprocess.Popen(
         [sys.executable, "-c", code, *argv],
         env=env,
@@ -128,3 +130,44 @@ async def test_sigkilled_server_resumes_and_sse_delivers_each_seq_once(tmp_path:
     assert seqs == list(range(N + 1)), f"duplicates or gaps: {len(seqs)} chunks"
     assert [c["text"] for c in got[:-1]] == [text_of(i) for i in range(N)]
     assert got[-1]["done"] is True
+
+
+async def test_a_killed_at_least_once_run_ends_interrupted_with_its_prefix(tmp_path: Path) -> None:
+    port = free_port()
+    db = tmp_path / "runs.db"
+    target = "durable_flow:build_at_least_once"
+    proc = serve(port, db, target)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            await ready(client, proc)
+            r = await client.post("/v1/streams", json={"payload": N, "headers": {"tenant": "acme"}})
+            sid = r.json()["stream_id"]
+            seen: list[Any] = []
+            async with client.stream("GET", f"/v1/streams/{sid}") as body:
+                parser = SseParser()
+                async for data in body.aiter_bytes():
+                    parser.feed_data(data)
+                    seen += [json.loads(ev.data) for ev in parser.events_received()]
+                    if len(seen) >= 20:
+                        break
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=10)
+            proc = serve(port, db, target)
+            await ready(client, proc)
+            got: list[Any] = []
+            errors: list[Any] = []
+            async with asyncio.timeout(30), client.stream("GET", f"/v1/streams/{sid}") as body:
+                parser = SseParser()
+                async for data in body.aiter_bytes():
+                    parser.feed_data(data)
+                    for ev in parser.events_received():
+                        (errors if ev.event == "error" else got).append(json.loads(ev.data))
+            status = (await client.get(f"/v1/streams/{sid}/status")).json()
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+    assert [e["code"] for e in errors] == ["interrupted"]
+    assert status["code"] == "interrupted"
+    assert len(got) >= 20  # everything a reader saw before the kill, and maybe more
+    assert [c["seq"] for c in got] == list(range(len(got)))
+    assert [c["text"] for c in got] == [text_of(i) for i in range(len(got))]
