@@ -146,7 +146,13 @@ class StoredReader:
                 self._end = StreamError(ErrorCode.NOT_FOUND, "no such stream", sid)
                 return
             if run.last_seq >= self.next_seq:
-                continue  # stored meanwhile
+                if await store.read(sid, self.next_seq, 1):
+                    continue  # stored meanwhile
+                # Stored once, absent now (retention): never loop on it.
+                self._end = StreamError(
+                    ErrorCode.HISTORY_GONE, f"seq {self.next_seq} is no longer stored", sid
+                )
+                return
             if run.terminal is not None:
                 self._end = terminal_error(sid, run.terminal)
                 return
