@@ -19,7 +19,7 @@ from websockets.typing import Subprotocol
 
 from icefloe import Context, Message, Node, NodePolicy, create
 from icefloe.core.sse import SseParser
-from icefloe.store import MemoryStore
+from icefloe.store import MemoryStore, StoredChunk
 
 TENANT = {"tenant": "acme"}
 WORDS = [f"w{i} " for i in range(20)]
@@ -188,3 +188,41 @@ async def test_a_websocket_start_with_an_idempotency_key_joins_the_first_run(ser
     assert started["op"] == "started"
     assert started["stream_id"] == sid
     assert store.statistics().runs_created == 1
+
+
+class FlippingStore(MemoryStore):
+    """Reads seq ``bad`` back with one bit flipped (a disk or network fault)."""
+
+    bad = 5
+
+    async def read(self, stream_id: str, from_seq: int, limit: int) -> list[StoredChunk]:
+        chunks = await super().read(stream_id, from_seq, limit)
+        return [StoredChunk(c.seq, _flip(c.record)) if c.seq == self.bad else c for c in chunks]
+
+
+def _flip(record: bytes) -> bytes:
+    flipped = bytearray(record)
+    flipped[len(flipped) // 2] ^= 0x10
+    return bytes(flipped)
+
+
+async def test_a_corrupt_stored_chunk_is_never_delivered(serve: Serve) -> None:
+    store = FlippingStore()
+    async with asyncio.timeout(30):
+        async with (
+            serve(words_flow("at_least_once", store)) as url,
+            httpx.AsyncClient(base_url=url) as client,
+        ):
+            r = await client.post("/v1/streams", json={"payload": None, "headers": TENANT})
+            sid = r.json()["stream_id"]
+            live, _ = await read_sse(client, sid, {})
+        async with (
+            serve(words_flow("at_least_once", store)) as url,
+            httpx.AsyncClient(base_url=url) as client,
+        ):
+            chunks, errors = await read_sse(client, sid, {})
+            polled = (await client.get(f"/v1/streams/{sid}/poll?after_seq=4")).json()
+    assert len(live) == len(WORDS) + 1  # live readers got the chunks before the fault
+    assert [c["seq"] for c in chunks] == [0, 1, 2, 3, 4]
+    assert [e["code"] for e in errors] == ["corrupt"]
+    assert polled == [{"error": {"code": "corrupt", "message": "stored seq 5 failed its check"}}]

@@ -6,8 +6,20 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
-from icefloe import Context, Headers, InvalidState, Message, Node, NodePolicy, create
-from icefloe.store import Checkpoint, MemoryStore, StoredChunk
+import pytest
+
+from icefloe import (
+    Context,
+    ErrorCode,
+    Headers,
+    InvalidState,
+    Message,
+    Node,
+    NodePolicy,
+    StreamError,
+    create,
+)
+from icefloe.store import Checkpoint, MemoryStore, StoredChunk, StoreUnavailable
 from icefloe.store.records import decode_chunk
 
 H = Headers(tenant="acme")
@@ -232,3 +244,40 @@ async def test_an_idempotency_key_claims_one_run_in_the_store() -> None:
         run = await ended(store, a)
         assert run.terminal.phase == "done"
     assert store.statistics().runs_created == 1
+
+
+class FailingStore(MemoryStore):
+    """Appends fail once ``fail`` is set, as an unreachable backend's would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fail = False
+
+    async def append(
+        self,
+        stream_id: str,
+        chunks: Sequence[StoredChunk],
+        *,
+        checkpoint: Checkpoint | None = None,
+    ) -> int:
+        if self.fail:
+            raise StoreUnavailable("the store stopped answering")
+        return await super().append(stream_id, chunks, checkpoint=checkpoint)
+
+
+async def test_a_failing_store_ends_the_stream_unavailable_and_at_most_once_goes_on() -> None:
+    store = FailingStore()
+    store.fail = True
+    durable = words_node("at_least_once")
+    plain = Node(words_node("at_most_once").func, name="plain")
+    flow = create(durable.to(), plain.to(), store=store)
+    async with asyncio.timeout(10), flow:
+        with pytest.raises(StreamError) as failed:
+            [c async for c in flow.stream(Message(payload=None, headers=H), to=durable)]
+        assert failed.value.code == ErrorCode.UNAVAILABLE
+        texts = [c.text async for c in flow.stream(Message(payload=None, headers=H), to=plain)]
+        assert "".join(texts) == "".join(WORDS)
+        stats = flow.stats().durable
+        assert stats is not None
+        assert stats.failures == 1
+        assert stats.pending == 0
