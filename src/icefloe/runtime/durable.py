@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from icefloe.core.messages import StreamChunk
 from icefloe.core.reliability import Reliability
-from icefloe.exceptions import ErrorCode, StreamClosedError
+from icefloe.exceptions import ErrorCode, ReorderOverflow, StreamClosedError
 from icefloe.store.types import NO_SEQ, Checkpoint, RunRecord, StoredChunk, Terminal
 
 if TYPE_CHECKING:
@@ -418,12 +418,17 @@ class StoreWriter:
         run.stored_seq = chunks[-1].seq
         state = run.state
         assert state is not None
-        for chunk in chunks:
-            # Stored: now readers may see it.
-            try:
-                state.publish(chunk)
-            except StreamClosedError:
-                break  # it ended meanwhile; the store keeps what it holds
+        if state.phase:
+            return  # it ended meanwhile; the store keeps what it holds
+        # Stored: now readers may see them. One settle for the batch wakes the
+        # readers once and ends the stream on its done chunk.
+        log = state.log
+        try:
+            for chunk in chunks:
+                log.append(chunk)
+        except ReorderOverflow as exc:
+            state.reorder_overflow(exc)  # seqs are checked in put(): never expected
+        state.settle()
 
     def _failed(self, run: DurableRun, exc: Exception) -> None:
         self._failures += 1
