@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,7 +10,6 @@ from typing import Any
 from icefloe.core.congestion import CongestionPolicy, CongestionState
 from icefloe.core.flowwindow import FlowWindowStatistics
 from icefloe.core.messages import Headers, Message, new_id
-from icefloe.core.reliability import Reliability
 from icefloe.exceptions import ErrorCode, InvalidState, StreamError, StreamNotFound, WouldBlock
 from icefloe.runtime.budgets import Budgets, BudgetStatistics
 from icefloe.runtime.channel import AdaptiveChannel, Channel, ChannelStatistics
@@ -25,13 +23,14 @@ from icefloe.runtime.recovery import recover
 from icefloe.runtime.registry import FinishedStream, RegistryStatistics, StreamRegistry
 from icefloe.runtime.runner import NodeRunner, NodeStatistics
 from icefloe.runtime.shedding import LoadShedder, ShedStatistics
+from icefloe.runtime.store_runs import StoreRuns
 from icefloe.runtime.stream import StreamState, window_totals
-from icefloe.runtime.stream_types import StreamBrief, StreamPhase, StreamStatistics, WindowTotals
+from icefloe.runtime.stream_types import StreamBrief, StreamStatistics, WindowTotals
 from icefloe.runtime.subscription import Subscription
 from icefloe.runtime.throttle import SheddingPolicy
 from icefloe.runtime.writer import StreamWriter
 from icefloe.store.protocol import Store
-from icefloe.store.types import NO_SEQ, RunRecord, RunState, Terminal
+from icefloe.store.types import RunState
 
 __all__ = ["Flow", "FlowStatistics", "create"]
 
@@ -150,6 +149,7 @@ class Flow:
             self._shedder = LoadShedder(self.load, self._registry, shedding, self._stop_run)
             self._registry.shedder = self._shedder.refusal
         self._writer: StoreWriter | None = None
+        self._store_runs: StoreRuns | None = None
         if store is not None:
             self.use_store(store)
 
@@ -191,6 +191,7 @@ class Flow:
         if not isinstance(store, Store):
             raise TypeError(f"store must implement icefloe.store.Store, got {store!r}")
         writer = self._writer = StoreWriter(store)
+        self._store_runs = StoreRuns(writer, self._registry, self._nodes)
         self._registry.on_ended = writer.ended
         for runner in self._runners:
             runner.durable_lookup = writer.lookup
@@ -200,72 +201,17 @@ class Flow:
         await recover(self._writer, self._resume)
 
     def _resume(self, stored: RunState) -> None:
-        """Start a stored ``exactly_once`` run again where the store left it.
-
-        :raises ValueError: a node it entered is no longer in the flow.
-        :raises DecodeError: its start message does not decode.
-        """
-        from icefloe.store.records import decode_message, decode_state
-
-        assert self._writer is not None
-        record = stored.run
-        message = decode_message(record.message)
-        by_name = {n.name: n for n in self._nodes}
-        missing = [name for name in record.targets if name not in by_name]
-        if missing:
-            raise ValueError(f"its nodes {missing} are not in this flow")
-        nodes = [by_name[name] for name in record.targets] or None
-        targets = self._targets(nodes)
-        cp = stored.checkpoint
-        run = DurableRun(
-            self._writer,
-            record,
-            created=True,
-            stored_seq=stored.last_seq,
-            checkpoint_seq=NO_SEQ if cp is None else cp.seq,
-            restored_state=None if cp is None else decode_state(cp.state),
-        )
-        state = self._registry.admit(
-            record.stream_id,
-            record.trace_id,
-            message.headers,
-            reliability=record.reliability,
-            start_seq=stored.last_seq + 1,
-        )
-        state.durable = run
-        self._writer.track(run, state)
-        if message.deadline_s is not None:
-            self._registry.set_deadline(state, message.deadline_s)
-        self._defer(state, targets, message, 0.0)
+        """Start a stored ``exactly_once`` run again where the store left it."""
+        assert self._store_runs is not None
+        state, message, nodes = self._store_runs.resume(stored)
+        self._defer(state, self._targets(nodes), message, 0.0)
 
     def _durable_run(
         self, message: Message, reliability: str, to: Node | Sequence[Node] | None, *, keyed: bool
     ) -> DurableRun | None:
-        """The store record of a new run, when the store keeps it."""
-        writer = self._writer
-        if writer is None:
+        if self._store_runs is None:
             return None  # the common case: no store, nothing to pay
-        level = Reliability.parse(reliability)
-        if level is Reliability.AT_MOST_ONCE and not keyed:
-            return None
-        from icefloe.store.records import encode_message
-
-        names = () if to is None else tuple(n.name for n in ((to,) if isinstance(to, Node) else to))
-        record = RunRecord(
-            message.trace_id,
-            message.trace_id,
-            message.headers.tenant,
-            level,
-            names,
-            encode_message(message),
-            time.time(),
-        )
-        return DurableRun(writer, record)
-
-    def _attach_run(self, run: DurableRun | None, state: StreamState) -> None:
-        if run is not None and self._writer is not None:
-            state.durable = run if run.stores_chunks else None
-            self._writer.track(run, state)
+        return self._store_runs.record(message, reliability, to, keyed=keyed)
 
     # -- end of the store ---------------------------------------------------------------
 
@@ -512,7 +458,9 @@ class Flow:
         targets = self._targets(to)
         reliability = self._reliability(to)
         state, delay = self._admit(message, reliability)
-        self._attach_run(self._durable_run(message, reliability, to, keyed=False), state)
+        run = self._durable_run(message, reliability, to, keyed=False)
+        if run is not None and self._store_runs is not None:
+            self._store_runs.attach(run, state)
         reader = state.attach(0, owner=True, kickoff=None if delay else (targets, message))
         if delay:
             self._defer(state, targets, message, delay)
@@ -555,17 +503,19 @@ class Flow:
         targets = self._targets(to)
         reliability = self._reliability(to)
         run = self._durable_run(message, reliability, to, keyed=idempotency_key is not None)
-        if run is not None:
-            winner = await self._create_run(run, idempotency_key)
+        store_runs = self._store_runs
+        if run is not None and store_runs is not None:
+            winner = await store_runs.claim(run, idempotency_key)
             if winner != message.trace_id:
                 return winner
         try:
             state, delay = self._admit(message, reliability, history=history, window=window)
         except StreamError as exc:
-            if run is not None:
-                await self._refused_run(run, exc)
+            if run is not None and store_runs is not None:
+                await store_runs.refused(run, exc)
             raise
-        self._attach_run(run, state)
+        if run is not None and store_runs is not None:
+            store_runs.attach(run, state)
         # A full ingress inbox is a burst until the load watch says otherwise
         # (then admission refuses): the run starts when there is room, or
         # fails within max_delay_s (docs/qos.md, "Start-up bursts").
@@ -588,19 +538,6 @@ class Flow:
             state.cancel(ErrorCode.CANCELLED, "the run could not start")
             raise
         return state.stream_id
-
-    async def _create_run(self, run: DurableRun, key: str | None) -> str:
-        assert self._writer is not None
-        await self._writer.ready()
-        winner = await self._writer.store.create_run(run.record, idempotency_key=key)
-        run.created = True
-        return winner
-
-    async def _refused_run(self, run: DurableRun, exc: StreamError) -> None:
-        # Admission refused a run the store holds already: end it there too.
-        assert self._writer is not None
-        terminal = Terminal(StreamPhase.FAILED.label, exc.code.value, exc.message, time.time())
-        await self._writer.store.end_run(run.stream_id, terminal)
 
     def brief(self, stream_id: str) -> StreamBrief | None:
         """Tenant, state and last seq of a registered stream in O(1), or None.
