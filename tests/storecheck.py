@@ -388,6 +388,19 @@ async def retention_forgets_runs_that_ended_before(store: Store) -> None:
     assert await store.read("old0", 0, 10) == []
 
 
+@_check
+async def retention_takes_the_earliest_ended_first(store: Store) -> None:
+    """With a limit, delete_runs forgets the runs that ended first (ties: created first)."""
+    for sid, at in (("late", 30.0), ("early", 10.0), ("tie-1", 20.0), ("tie-2", 20.0)):
+        await store.create_run(run_record(sid))
+        await store.end_run(sid, _terminal(at))
+    assert await store.delete_runs(ended_before=100.0, limit=2) == 2
+    assert await store.get_run("early") is None
+    assert await store.get_run("tie-1") is None
+    assert await store.get_run("tie-2") is not None
+    assert await store.get_run("late") is not None
+
+
 # -- sessions ---------------------------------------------------------------------------
 
 

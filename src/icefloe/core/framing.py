@@ -67,13 +67,16 @@ def encode_frame(payload: bytes, fmt: Format) -> bytes:
     :raises ValueError: if ``fmt`` is not a :class:`Format` or the payload
         is 4 GiB or more.
     """
-    if fmt not in _FORMATS:
+    seed = _CRC_SEEDS.get(fmt)
+    if seed is None:
         raise ValueError(f"unknown format {fmt!r}")
     length = len(payload)
     if length > _MAX_LENGTH:
         raise ValueError(f"payload of {length} bytes does not fit a frame")
-    crc = google_crc32c.extend(_CRC_SEEDS[fmt], bytes(payload))
-    return b"".join((_HEADER.pack(length, fmt, 0), payload, _CRC.pack(crc)))
+    if type(payload) is not bytes:
+        payload = bytes(payload)
+    crc = google_crc32c.extend(seed, payload)
+    return _HEADER.pack(length, fmt, 0) + payload + _CRC.pack(crc)
 
 
 class Frame(NamedTuple):

@@ -65,12 +65,12 @@ POINTS: frozenset[str] = frozenset(_METHODS) | {f"after_{m}" for m in _METHODS} 
 class FaultAction(enum.Enum):
     """What a :class:`Fault` does."""
 
-    DROP = "drop"
-    DELAY = "delay"
-    CORRUPT = "corrupt"
-    FAIL = "fail"
-    HANG = "hang"
-    KILL = "kill"
+    DROP = enum.auto()
+    DELAY = enum.auto()
+    CORRUPT = enum.auto()
+    FAIL = enum.auto()
+    HANG = enum.auto()
+    KILL = enum.auto()
 
 
 @dataclass

@@ -150,11 +150,14 @@ class MemoryStore:
         return entry.chunks[start : start + limit]
 
     async def delete_runs(self, ended_before: float, limit: int) -> int:
-        doomed = [
-            sid
+        ended = [
+            (e.terminal.ended_at, sid)
             for sid, e in self._runs.items()
             if e.terminal is not None and e.terminal.ended_at < ended_before
-        ][: max(0, limit)]
+        ]
+        # Earliest ended first; the sort is stable, so ties keep creation order.
+        ended.sort(key=lambda pair: pair[0])
+        doomed = [sid for _, sid in ended[: max(0, limit)]]
         for sid in doomed:
             entry = self._runs.pop(sid)
             if entry.key is not None and self._keys.get(entry.key, ("",))[0] == sid:

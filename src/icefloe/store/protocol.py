@@ -122,7 +122,8 @@ class Store(Protocol):
 
     async def delete_runs(self, ended_before: float, limit: int) -> int:
         """Retention: forget up to ``limit`` runs (chunks, checkpoint, keys)
-        that ended before ``ended_before`` (wall-clock seconds); return how many."""
+        that ended before ``ended_before`` (wall-clock seconds), the earliest
+        ended first (ties: the earliest created first); return how many."""
         ...
 
     # -- WebSocket sessions --------------------------------------------------------

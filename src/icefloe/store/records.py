@@ -85,6 +85,12 @@ _encoder = msgspec.msgpack.Encoder()
 _message_decoder = msgspec.msgpack.Decoder(Message, ext_hook=_reject_ext)
 _state_decoder = msgspec.msgpack.Decoder(Any, ext_hook=_reject_ext)
 _PREFIX = {kind: bytes((RECORD_VERSION, kind)) for kind in RecordKind}
+# Enum attribute lookups cost more than the rest of a small record's encode:
+# the hot paths read these plain constants instead.
+_MSGPACK: Final = Format.MSGPACK
+_CHUNK: Final = RecordKind.CHUNK
+_CHUNK_PREFIX: Final = _PREFIX[RecordKind.CHUNK]
+_MAX_PAYLOAD: Final = MAX_RECORD + 2
 # See icefloe.core.codec: what msgspec raises for values msgpack cannot carry,
 # and for bytes that are not a valid value.
 _ENCODE_FAILURES = (msgspec.EncodeError, TypeError, OverflowError, UnicodeEncodeError)
@@ -92,7 +98,7 @@ _DECODE_FAILURES = (msgspec.DecodeError, UnicodeDecodeError, RecursionError, Dec
 
 
 def _frame(kind: RecordKind, body: bytes) -> bytes:
-    return encode_frame(_PREFIX[kind] + body, Format.MSGPACK)
+    return encode_frame(_PREFIX[kind] + body, _MSGPACK)
 
 
 def _encode_value(kind: RecordKind, value: object) -> bytes:
@@ -104,21 +110,21 @@ def _encode_value(kind: RecordKind, value: object) -> bytes:
 
 def _body(record: bytes, kind: RecordKind) -> bytes:
     """The body of ``record`` after checking its frame, version and kind."""
-    name = kind.name.lower()
     if not isinstance(record, bytes | bytearray | memoryview):
-        raise CorruptRecord(name, f"expected bytes, got {type(record).__name__}")
+        raise CorruptRecord(kind.name.lower(), f"expected bytes, got {type(record).__name__}")
     try:
-        frame = decode_frame(bytes(record), MAX_RECORD + len(_PREFIX[kind]))
+        frame = decode_frame(record if type(record) is bytes else bytes(record), _MAX_PAYLOAD)
     except DecodeError as exc:
-        raise CorruptRecord(name, str(exc)) from exc
+        raise CorruptRecord(kind.name.lower(), str(exc)) from exc
     payload = frame.payload
-    if frame.fmt is not Format.MSGPACK:
-        raise CorruptRecord(name, f"frame format is {frame.fmt.name}, not MSGPACK")
+    if frame.fmt is not _MSGPACK:
+        raise CorruptRecord(kind.name.lower(), f"frame format is {frame.fmt.name}, not MSGPACK")
     if len(payload) < 2:
-        raise CorruptRecord(name, "payload too short for a version and a kind")
+        raise CorruptRecord(kind.name.lower(), "payload too short for a version and a kind")
     if payload[0] != RECORD_VERSION:
-        raise CorruptRecord(name, f"unknown record version {payload[0]}")
+        raise CorruptRecord(kind.name.lower(), f"unknown record version {payload[0]}")
     if payload[1] != kind:
+        name = kind.name.lower()
         raise CorruptRecord(name, f"record holds kind {payload[1]}, not {int(kind)} ({name})")
     return payload[2:]
 
@@ -128,7 +134,7 @@ def encode_chunk(chunk: StreamChunk) -> bytes:
 
     :raises EncodeError: ``meta`` or ``data`` holds a value msgpack cannot carry.
     """
-    return _frame(RecordKind.CHUNK, codec.encode_chunk_msgpack(chunk))
+    return encode_frame(_CHUNK_PREFIX + codec.encode_chunk_msgpack(chunk), _MSGPACK)
 
 
 def decode_chunk(
@@ -138,7 +144,7 @@ def decode_chunk(
 
     :raises CorruptRecord: the record fails a check.
     """
-    body = _body(record, RecordKind.CHUNK)
+    body = _body(record, _CHUNK)
     try:
         chunk = codec.decode_chunk_msgpack(body)
     except DecodeError as exc:

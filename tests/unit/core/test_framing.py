@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from icefloe.core.codec import Format, decode, encode
-from icefloe.core.framing import Frame, FrameReader, ReaderState, encode_frame
+from icefloe.core.framing import Frame, FrameReader, ReaderState, decode_frame, encode_frame
 from icefloe.core.messages import StreamChunk
 from icefloe.exceptions import ChecksumMismatch, DecodeError, FrameTooLarge, InvalidState
 
@@ -277,3 +277,47 @@ def test_arbitrary_bytes_give_frames_or_decode_error(data: bytes, cuts: list[int
     for frame in reader.events_received():
         assert frame.fmt in Format
         assert len(frame.payload) <= 200
+
+
+# -- decode_frame: one whole frame, the same checks as the reader ---------------------
+
+
+@PROPERTY
+@given(st.sampled_from(Format), st.binary(max_size=300))
+def test_decode_frame_round_trips_one_frame(fmt: Format, payload: bytes) -> None:
+    assert decode_frame(encode_frame(payload, fmt)) == Frame(fmt, payload)
+
+
+@pytest.mark.parametrize(
+    ("data", "error", "match"),
+    [
+        (b"", DecodeError, "at least 10 bytes"),
+        (_raw_frame(3, 2, 0, b"abc")[:-1], DecodeError, "at least|carries"),
+        (_raw_frame(3, 2, 0, b"abc") + b"x", DecodeError, "declares a payload of 3 bytes"),
+        (_raw_frame(3, 9, 0, b"abc"), DecodeError, "unknown format 9"),
+        (_raw_frame(3, 2, 1, b"abc"), DecodeError, "unknown flags"),
+        (_raw_frame(3, 2, 0, b"abc")[:-1] + b"\x00", ChecksumMismatch, "checksum"),
+    ],
+)
+def test_decode_frame_refuses_what_is_not_one_whole_frame(
+    data: bytes, error: type[Exception], match: str
+) -> None:
+    with pytest.raises(error, match=match):
+        decode_frame(data)
+    assert len(_reader_frames(data)) != 1  # the reader does not see one whole frame either
+
+
+def _reader_frames(data: bytes) -> list[Frame]:
+    """The frames a reader parses from ``data`` then EOF; none when it fails."""
+    reader = FrameReader()
+    try:
+        reader.feed_data(data)
+        reader.feed_eof()
+    except DecodeError:
+        return []
+    return reader.events_received()
+
+
+def test_decode_frame_applies_its_size_limit_before_anything_else() -> None:
+    with pytest.raises(FrameTooLarge):
+        decode_frame(encode_frame(b"x" * 11, Format.MSGPACK), max_frame=10)

@@ -1,4 +1,4 @@
-"""Every rule of icefloe.store.protocol, checked on the memory and SQLite backends."""
+"""Every rule of icefloe.store.protocol, on memory, SQLite, and SQLite behind both wrappers."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from icefloe.store import MemoryStore, Store
+from icefloe.store.faults import FaultyStore
+from icefloe.store.resilient import ResilientStore
 from icefloe.store.sqlite import SqliteStore
 from storecheck import CHECKS, Backend
 
@@ -40,9 +42,21 @@ def _sqlite(tmp_path: Path) -> Backend:
     return Backend(make, reopen)
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+def _wrapped(tmp_path: Path) -> Backend:
+    # The wrappers keep every rule: faults unarmed, retries and breaker idle.
+    inner = _sqlite(tmp_path)
+
+    async def make() -> Store:
+        return ResilientStore(FaultyStore(await inner.make()))
+
+    return Backend(make)
+
+
+@pytest.fixture(params=["memory", "sqlite", "resilient-faulty-sqlite"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
-    return _memory() if request.param == "memory" else _sqlite(tmp_path)
+    if request.param == "memory":
+        return _memory()
+    return _sqlite(tmp_path) if request.param == "sqlite" else _wrapped(tmp_path)
 
 
 @pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from icefloe.store import StoreUnavailable, open_store
-from icefloe.store.sqlite import SCHEMA_VERSION, SqliteStore
+from icefloe.store.sqlite import SCHEMA_VERSION, SEGMENT_CHUNKS, SqliteStore
 from storecheck import chunks, run_record
 
 SRC = Path(__file__).resolve().parents[3] / "src"
@@ -69,6 +69,26 @@ async def test_concurrent_appends_share_commits(tmp_path: Path) -> None:
         await store.close()
 
 
+async def test_two_stores_on_one_file_share_one_idempotency_winner(tmp_path: Path) -> None:
+    # Two writers on one file (as two processes would be): BEGIN IMMEDIATE
+    # serialises them, so the key check and the insert stay one atomic step.
+    path = str(tmp_path / "s.db")
+    first, second = SqliteStore(path), SqliteStore(path)
+    await first.open()
+    await second.open()
+    try:
+        calls = [
+            (first if i % 2 else second).create_run(run_record(f"r{i}"), idempotency_key="k")
+            for i in range(100)
+        ]
+        winners = await asyncio.wait_for(asyncio.gather(*calls), 60)
+        assert len(set(winners)) == 1
+        assert len(await first.unfinished_runs()) == 1
+    finally:
+        await first.close()
+        await second.close()
+
+
 async def test_a_refused_call_does_not_undo_its_batch_neighbours(tmp_path: Path) -> None:
     store = SqliteStore(str(tmp_path / "s.db"))
     await store.open()
@@ -89,6 +109,100 @@ async def test_a_refused_call_does_not_undo_its_batch_neighbours(tmp_path: Path)
         assert isinstance(results[1], KeyError)
         assert isinstance(results[2], ValueError)
         assert await store.read("ok", 0, 10) == chunks(0, 4)
+    finally:
+        await store.close()
+
+
+async def test_a_long_append_is_split_into_segments_read_across_their_bounds(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "s.db"
+    store = SqliteStore(str(path))
+    await store.open()
+    try:
+        await store.create_run(run_record("s"))
+        total = SEGMENT_CHUNKS * 3 + 10
+        assert await store.append("s", chunks(0, total - 1)) == total
+        await store.append("s", chunks(total, total + 4))
+        everything = chunks(0, total + 4)
+        assert await store.read("s", 0, 10_000) == everything
+        for start, limit in ((SEGMENT_CHUNKS - 2, 5), (SEGMENT_CHUNKS * 3 + 9, 3), (17, 600)):
+            assert await store.read("s", start, limit) == everything[start : start + limit]
+    finally:
+        await store.close()
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute("SELECT first_seq, last_seq FROM segments ORDER BY last_seq").fetchall()
+    conn.close()
+    assert rows[0] == (0, SEGMENT_CHUNKS - 1)
+    assert rows[-1] == (total, total + 4)
+    assert len(rows) == 5
+
+
+async def test_a_failing_statement_is_unavailable_and_spares_its_batch(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    store = SqliteStore(str(path))
+    await store.open()
+    try:
+        await store.create_run(run_record("s"))
+        with sqlite3.connect(path) as other:
+            other.execute("DROP TABLE sessions")  # every session write now fails in SQLite
+        other.close()
+        results = await asyncio.wait_for(
+            asyncio.gather(
+                store.put_session("w", b"x", 1e12),
+                store.append("s", chunks(0, 2)),
+                return_exceptions=True,
+            ),
+            30,
+        )
+        assert isinstance(results[0], StoreUnavailable)
+        assert "no such table" in str(results[0])
+        assert results[1] == 3
+        assert await store.read("s", 0, 10) == chunks(0, 2)
+    finally:
+        await store.close()
+
+
+async def test_callers_past_the_queue_bound_wait_and_close_answers_everyone(
+    tmp_path: Path,
+) -> None:
+    store = SqliteStore(str(tmp_path / "s.db"), max_pending=4)
+    await store.open()
+    sids = [f"s{i}" for i in range(60)]
+    for sid in sids:
+        await store.create_run(run_record(sid))
+    calls = [asyncio.ensure_future(store.append(sid, chunks(0, 3))) for sid in sids]
+    await asyncio.sleep(0)  # the first calls queue; the rest wait for room
+    await asyncio.wait_for(store.close(), 30)
+    results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 30)
+    done = [r for r in results if r == 4]
+    refused = [r for r in results if isinstance(r, StoreUnavailable)]
+    assert len(done) + len(refused) == len(sids)  # every caller answered, none hangs
+    assert done  # the queued calls ahead of close() were written
+
+
+def test_a_bad_queue_bound_is_refused() -> None:
+    with pytest.raises(ValueError, match="max_pending"):
+        SqliteStore("x.db", max_pending=0)
+
+
+async def test_a_value_sqlite_cannot_store_fails_its_call_and_the_writer_lives_on(
+    tmp_path: Path,
+) -> None:
+    store = SqliteStore(str(tmp_path / "s.db"))
+    await store.open()
+    try:
+        bad = run_record("bad")._replace(targets=(object(),))  # type: ignore[arg-type]
+        results = await asyncio.wait_for(
+            asyncio.gather(
+                store.create_run(bad), store.create_run(run_record("ok")), return_exceptions=True
+            ),
+            30,
+        )
+        assert isinstance(results[0], TypeError)
+        assert results[1] == "ok"
+        assert await store.get_run("bad") is None
+        assert await asyncio.wait_for(store.append("ok", chunks(0, 1)), 30) == 2
     finally:
         await store.close()
 
@@ -123,7 +237,7 @@ async def test_an_unwritable_path_is_unavailable(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")
     store = SqliteStore(str(blocker / "sub" / "s.db"))
-    with pytest.raises((StoreUnavailable, OSError)):
+    with pytest.raises(StoreUnavailable, match="cannot open"):
         await store.open()
     await store.close()
 
