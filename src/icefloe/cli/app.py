@@ -516,15 +516,19 @@ def _allowed_hosts(settings: EdgeSettings, host: str, extra: list[str]) -> EdgeS
 def _use_store(flow: Flow, url: str) -> None:
     """Give ``flow`` the store ``--store`` names (a flow built with one keeps its own)."""
     from icefloe.store import open_store
+    from icefloe.store.memory import MemoryStore
+    from icefloe.store.resilient import ResilientStore
 
     if flow.store is not None:
         if url != "memory://":
             raise typer.BadParameter("the flow was created with a store", param_hint="--store")
         return
     try:
-        flow.use_store(open_store(url))
+        store = open_store(url)
     except (ValueError, ImportError) as exc:
         raise typer.BadParameter(str(exc), param_hint="--store") from None
+    # Timeouts, retries with a budget and a circuit breaker for a store that can fail.
+    flow.use_store(store if isinstance(store, MemoryStore) else ResilientStore(store))
 
 
 # -- end of the store ----------------------------------------------------------------------
