@@ -19,7 +19,7 @@ from websockets.typing import Subprotocol
 
 from icefloe import Context, Message, Node, NodePolicy, create
 from icefloe.core.sse import SseParser
-from icefloe.store import MemoryStore, StoredChunk
+from icefloe.store import MemoryStore, StoredChunk, StoreUnavailable
 
 TENANT = {"tenant": "acme"}
 WORDS = [f"w{i} " for i in range(20)]
@@ -226,3 +226,34 @@ async def test_a_corrupt_stored_chunk_is_never_delivered(serve: Serve) -> None:
     assert [c["seq"] for c in chunks] == [0, 1, 2, 3, 4]
     assert [e["code"] for e in errors] == ["corrupt"]
     assert polled == [{"error": {"code": "corrupt", "message": "stored seq 5 failed its check"}}]
+
+
+class UnreadableStore(MemoryStore):
+    """Its reads fail once ``down`` is set (an outage after the restart)."""
+
+    down = False
+
+    async def read(self, stream_id: str, from_seq: int, limit: int) -> list[StoredChunk]:
+        if self.down:
+            raise StoreUnavailable("the store stopped answering")
+        return await super().read(stream_id, from_seq, limit)
+
+
+async def test_a_store_outage_ends_a_stored_read_unavailable(serve: Serve) -> None:
+    store = UnreadableStore()
+    async with asyncio.timeout(30):
+        async with (
+            serve(words_flow("at_least_once", store)) as url,
+            httpx.AsyncClient(base_url=url) as client,
+        ):
+            r = await client.post("/v1/streams", json={"payload": None, "headers": TENANT})
+            sid = r.json()["stream_id"]
+            await read_sse(client, sid, {})
+        store.down = True
+        async with (
+            serve(words_flow("at_least_once", store)) as url,
+            httpx.AsyncClient(base_url=url) as client,
+        ):
+            chunks, errors = await read_sse(client, sid, {})
+    assert chunks == []
+    assert [e["code"] for e in errors] == ["unavailable"]

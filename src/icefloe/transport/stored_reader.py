@@ -34,7 +34,7 @@ from icefloe.exceptions import (
 )
 from icefloe.runtime.flow import Flow
 from icefloe.runtime.subscription import Subscription
-from icefloe.store.protocol import Store
+from icefloe.store.protocol import Store, StoreUnavailable
 from icefloe.store.records import decode_chunk
 from icefloe.store.types import Terminal
 from icefloe.transport.shared import Taken
@@ -113,12 +113,12 @@ class StoredReader:
         if self._live is not None:
             await self._live.wait()
         elif not self._buffer and self._end is None and not self._closed:
-            await self._fetch()
+            await self._fetch_or_end()
 
     async def prime(self) -> None:
         """Read the first page (or the end) without waiting for a producer."""
         if not self._buffer and self._end is None and self._live is None:
-            await self._fetch(poll=False)
+            await self._fetch_or_end(poll=False)
 
     def interrupt(self) -> None:
         if self._live is not None:
@@ -129,6 +129,16 @@ class StoredReader:
         self._closed = True
         if self._live is not None:
             self._live.close()
+
+    async def _fetch_or_end(self, *, poll: bool = True) -> None:
+        try:
+            await self._fetch(poll=poll)
+        except StoreUnavailable as exc:
+            # The reader ends with a code the client can retry on, never a 500.
+            log.warning("stream %s: the store failed a read: %s", self.stream_id, exc)
+            self._end = StreamError(
+                ErrorCode.UNAVAILABLE, "the stream store is unavailable", self.stream_id
+            )
 
     async def _fetch(self, *, poll: bool = True) -> None:
         store, sid = self._store, self.stream_id
