@@ -203,6 +203,8 @@ class StoreWriter:
         self._task: asyncio.Task[None] | None = None
         self._ready: asyncio.Future[None] | None = None
         self._closing = False
+        #: the store could not be opened: durable runs fail at once
+        self._dead = False
         self._appends = self._stored = self._dropped = self._checkpoints = 0
         self._waits = self._failures = 0
         self.resumed = self.interrupted = 0
@@ -264,6 +266,9 @@ class StoreWriter:
     def track(self, run: DurableRun, state: StreamState) -> None:
         """``run`` produces ``state`` from now on."""
         run.state = state
+        if self._dead:
+            state.fail(ErrorCode.UNAVAILABLE, "the stream's store could not be opened")
+            return
         self.runs[run.stream_id] = run
         if not run.created:
             self._mark(run)
@@ -353,6 +358,10 @@ class StoreWriter:
         except Exception as exc:
             log.error("store %s could not be opened: %s", self.store.name, exc)
             self._ready.set_exception(exc)
+            self._ready.exception()  # retrieved: ready() re-raises it to each caller
+            self._dead = True
+            for run in list(self.runs.values()):
+                self._failed(run, exc)
             return
         self._ready.set_result(None)
         next_sweep = asyncio.get_running_loop().time() + SWEEP_EVERY_S

@@ -281,3 +281,20 @@ async def test_a_failing_store_ends_the_stream_unavailable_and_at_most_once_goes
         assert stats is not None
         assert stats.failures == 1
         assert stats.pending == 0
+
+
+class UnopenableStore(MemoryStore):
+    async def open(self) -> None:
+        raise StoreUnavailable("no such server")
+
+
+async def test_a_store_that_cannot_open_fails_durable_runs_at_once() -> None:
+    flow = create(words_node("at_least_once").to(), store=UnopenableStore())
+    async with asyncio.timeout(10), flow:
+        with pytest.raises(StoreUnavailable):
+            await flow.store_ready()
+        with pytest.raises(StoreUnavailable):
+            await flow.start(Message(payload=None, headers=H))
+        with pytest.raises(StreamError) as failed:
+            [c async for c in flow.stream(Message(payload=None, headers=H))]
+        assert failed.value.code == ErrorCode.UNAVAILABLE
