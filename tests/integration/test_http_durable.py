@@ -257,3 +257,25 @@ async def test_a_store_outage_ends_a_stored_read_unavailable(serve: Serve) -> No
             chunks, errors = await read_sse(client, sid, {})
     assert chunks == []
     assert [e["code"] for e in errors] == ["unavailable"]
+
+
+async def test_a_keyed_at_most_once_run_is_not_read_from_the_store(serve: Serve) -> None:
+    store = MemoryStore()
+    body = {"payload": None, "headers": TENANT, "idempotency_key": "plain"}
+    async with asyncio.timeout(30):
+        async with (
+            serve(words_flow("at_most_once", store)) as url,
+            httpx.AsyncClient(base_url=url) as client,
+        ):
+            sid = (await client.post("/v1/streams", json=body)).json()["stream_id"]
+            await read_sse(client, sid, {})
+        async with (
+            serve(words_flow("at_most_once", store)) as url,
+            httpx.AsyncClient(base_url=url) as client,
+        ):
+            again = await client.post("/v1/streams", json=body)
+            read = await client.get(f"/v1/streams/{sid}")
+            status = (await client.get(f"/v1/streams/{sid}/status")).json()
+    assert again.json()["stream_id"] == sid  # the key held across the restart
+    assert read.status_code == 404  # its chunks were never stored
+    assert status["state"] == "done"

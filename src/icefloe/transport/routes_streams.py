@@ -233,6 +233,8 @@ class StreamRoutes:
         run = await _stored_run(store, sid)
         if run is None or not principal.can_access_tenant(run.run.tenant):
             raise missing
+        if run.run.reliability.rank == 0:
+            raise missing  # recorded for its idempotency key only: no chunk was stored
         if run.terminal is not None and from_seq > run.last_seq:
             return Response(status_code=204)  # the terminal was delivered: stop reconnecting
         return StoredReader(flow, store, sid, from_seq, self.edge.lag_limit)
