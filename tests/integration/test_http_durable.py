@@ -279,3 +279,45 @@ async def test_a_keyed_at_most_once_run_is_not_read_from_the_store(serve: Serve)
     assert again.json()["stream_id"] == sid  # the key held across the restart
     assert read.status_code == 404  # its chunks were never stored
     assert status["state"] == "done"
+
+
+async def ws_ops(url: str, ops: list[dict[str, Any]], until_end: int) -> list[dict[str, Any]]:
+    """Send ``ops`` on a fresh WebSocket; the frames received until ``until_end``
+    ``end``/``error`` ops arrived."""
+    ws = await connect(
+        url.replace("http://", "ws://") + "/v1/ws", subprotocols=[Subprotocol("icefloe.v1.json")]
+    )
+    got: list[dict[str, Any]] = []
+    try:
+        for op in ops:
+            await ws.send(json.dumps(op))
+        ends = 0
+        while ends < until_end:
+            msg = json.loads(await ws.recv())
+            got.append(msg)
+            ends += msg["op"] in ("end", "error")
+    finally:
+        closing = asyncio.ensure_future(ws.close())
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                await ws.recv()
+        await closing
+    return got
+
+
+async def test_a_websocket_subscribe_after_a_restart_reads_the_store(serve: Serve) -> None:
+    store = MemoryStore()
+    async with asyncio.timeout(30):
+        async with (
+            serve(words_flow("exactly_once", store, hang_after=7)) as url,
+            httpx.AsyncClient(base_url=url) as client,
+        ):
+            r = await client.post("/v1/streams", json={"payload": None, "headers": TENANT})
+            sid = r.json()["stream_id"]
+            await read_sse(client, sid, {}, limit=5)
+        async with serve(words_flow("exactly_once", store)) as url:
+            got = await ws_ops(url, [{"op": "subscribe", "stream_id": sid, "from_seq": 3}], 1)
+    chunks = [m for m in got if m["op"] in ("chunk", "end")]
+    assert [m["seq"] for m in chunks] == list(range(3, len(WORDS) + 1))
+    assert [m["text"] for m in chunks[:-1]] == WORDS[3:]
+    assert chunks[-1]["op"] == "end"

@@ -552,6 +552,12 @@ class Flow:
         state = self._registry.get(stream_id)
         return None if state is None else state.statistics()
 
+    def held_from(self, stream_id: str) -> int | None:
+        """The oldest seq a registered stream still holds in memory, or None
+        (older seqs of a durable stream are in the store)."""
+        state = self._registry.get(stream_id)
+        return None if state is None else state.base
+
     def finished(self, stream_id: str) -> FinishedStream | None:
         """What is remembered of a stream that ended and left the registry
         (its next seq and tenant); None if it is unknown or still registered."""

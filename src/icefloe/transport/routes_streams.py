@@ -35,7 +35,7 @@ from icefloe.transport.encoding import (
 from icefloe.transport.errors import HttpError
 from icefloe.transport.idempotency import Started
 from icefloe.transport.shared import EncodedLog
-from icefloe.transport.stored_reader import StoredReader, stored_take
+from icefloe.transport.stored_reader import StoredReader, open_stored_reader, stored_take
 from icefloe.transport.streaming import StreamPump
 
 __all__ = ["MAX_POLL_CHUNKS", "MAX_POLL_WAIT_S", "StreamRoutes"]
@@ -44,6 +44,12 @@ __all__ = ["MAX_POLL_CHUNKS", "MAX_POLL_WAIT_S", "StreamRoutes"]
 MAX_POLL_WAIT_S = 30.0
 #: most chunks one long-poll answer carries
 MAX_POLL_CHUNKS = 1000
+
+
+def _store_down() -> HttpError:
+    """The answer when the store does not answer (a fresh error each time)."""
+    return HttpError(ErrorCode.UNAVAILABLE, "the stream store is unavailable", {"Retry-After": "1"})
+
 
 #: states of a stream that ended without its ``done`` chunk
 _ABNORMAL = frozenset({StreamPhase.FAILED.label, StreamPhase.CANCELLED.label})
@@ -226,18 +232,17 @@ class StreamRoutes:
     ) -> StoredReader | Response:
         """A reader of the stored stream (issue 11); raises ``missing`` when the
         flow has no store or the store does not know the stream."""
-        flow = self.edge.flow
-        store = flow.store
-        if store is None:
-            raise missing
-        run = await _stored_run(store, sid)
-        if run is None or not principal.can_access_tenant(run.run.tenant):
-            raise missing
-        if run.run.reliability.rank == 0:
-            raise missing  # recorded for its idempotency key only: no chunk was stored
-        if run.terminal is not None and from_seq > run.last_seq:
+        try:
+            reader = await open_stored_reader(
+                self.edge.flow, principal.can_access_tenant, sid, from_seq, self.edge.lag_limit
+            )
+        except LookupError:
+            raise missing from None
+        except StoreUnavailable:
+            raise _store_down() from None
+        if reader is None:
             return Response(status_code=204)  # the terminal was delivered: stop reconnecting
-        return StoredReader(flow, store, sid, from_seq, self.edge.lag_limit)
+        return reader
 
     async def _reader(
         self, request: Request, principal: Principal
@@ -346,9 +351,7 @@ async def _stored_run(store: Store, sid: str) -> RunState | None:
     try:
         return await store.get_run(sid)
     except StoreUnavailable:
-        raise HttpError(
-            ErrorCode.UNAVAILABLE, "the stream store is unavailable", {"Retry-After": "1"}
-        ) from None
+        raise _store_down() from None
 
 
 async def _poll(reader: Subscription | StoredReader, wait_s: float) -> list[Any]:

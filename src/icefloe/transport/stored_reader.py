@@ -37,9 +37,18 @@ from icefloe.runtime.subscription import Subscription
 from icefloe.store.protocol import Store, StoreUnavailable
 from icefloe.store.records import decode_chunk
 from icefloe.store.types import Terminal
+from icefloe.transport.errors import HttpError
 from icefloe.transport.shared import Taken
 
-__all__ = ["PAGE", "POLL_S", "StoredReader", "stored_take", "terminal_error"]
+__all__ = [
+    "PAGE",
+    "POLL_S",
+    "StoredReader",
+    "open_for_subscriber",
+    "open_stored_reader",
+    "stored_take",
+    "terminal_error",
+]
 
 log = logging.getLogger("icefloe.store")
 
@@ -69,14 +78,18 @@ class StoredReader:
         self._flow = flow
         self._store = store
         self.stream_id = stream_id
-        #: the seq this reader returns next
-        self.next_seq = from_seq
+        self._next = from_seq
         self._lag_limit = lag_limit
         self._buffer: deque[StreamChunk] = deque()
         self._live: Subscription | None = None
         self._end: IcefloeError | None = None
         self._poke = asyncio.Event()
         self._closed = False
+
+    @property
+    def next_seq(self) -> int:
+        """The seq this reader returns next."""
+        return self._next if self._live is None else self._live.next_seq
 
     def held(self) -> int:
         if self._live is not None:
@@ -100,8 +113,31 @@ class StoredReader:
             raise self._end
         else:
             raise WouldBlock(f"no stored chunk of {self.stream_id!r} yet")
-        self.next_seq = chunk.seq + 1
+        self._next = chunk.seq + 1
         return chunk
+
+    def peek(self, offset: int = 0) -> StreamChunk:
+        """The held chunk ``offset`` places ahead, without taking it (WebSocket pump)."""
+        if self._live is not None:
+            return self._live.peek(offset)
+        return self._buffer[offset]
+
+    def skip(self, count: int) -> None:
+        """Take ``count`` held chunks (WebSocket pump)."""
+        if self._live is not None:
+            self._live.skip(count)
+            return
+        for _ in range(count):
+            self.receive_nowait()
+
+    async def wait_changed(self) -> None:
+        """Wait for news even while chunks are held (WebSocket pump held back for
+        credit): the live stream's next change, or :meth:`interrupt`."""
+        if self._live is not None:
+            await self._live.wait_changed()
+            return
+        self._poke.clear()
+        await self._poke.wait()
 
     def end_reason(self) -> IcefloeError | None:
         if self._live is not None:
@@ -243,3 +279,60 @@ def stored_take(encode: Callable[[StreamChunk], bytes]) -> StoredTake:
         return Taken(b"".join(parts), len(parts), first)
 
     return take
+
+
+async def open_stored_reader(
+    flow: Flow,
+    can_access: Callable[[str], bool],
+    stream_id: str,
+    from_seq: int,
+    lag_limit: int | None,
+) -> StoredReader | None:
+    """A reader of ``stream_id`` from the flow's store at ``from_seq``; None when
+    the stored run ended before ``from_seq`` (everything was read).
+
+    :raises LookupError: no store, no such stored run, another tenant's, or a
+        run recorded for its idempotency key only (its chunks were never stored).
+    :raises StoreUnavailable: the store did not answer.
+    """
+    store = flow.store
+    if store is None:
+        raise LookupError(stream_id)
+    run = await store.get_run(stream_id)
+    if run is None or not can_access(run.run.tenant) or run.run.reliability.rank == 0:
+        raise LookupError(stream_id)
+    if run.terminal is not None and from_seq > run.last_seq:
+        return None
+    return StoredReader(flow, store, stream_id, from_seq, lag_limit)
+
+
+async def open_for_subscriber(
+    flow: Flow,
+    can_access: Callable[[str], bool],
+    stream_id: str,
+    from_seq: int | None,
+    lag_limit: int | None,
+) -> StoredReader | None:
+    """A stored reader for a WebSocket ``subscribe`` (or session resume) at
+    ``from_seq`` that this process's memory cannot serve; None when memory
+    serves it, or when the store cannot either (the caller answers as without
+    a store).
+
+    :raises HttpError: ``unavailable``: the store did not answer.
+    """
+    if flow.store is None or from_seq is None:
+        return None
+    held = flow.held_from(stream_id)
+    if held is not None and from_seq >= held:
+        return None
+    gone = flow.finished(stream_id) if held is None else None
+    if gone is not None and from_seq >= gone.next_seq:
+        return None  # everything was read: the caller says so
+    try:
+        return await open_stored_reader(flow, can_access, stream_id, from_seq, lag_limit)
+    except LookupError:
+        return None
+    except StoreUnavailable:
+        raise HttpError(
+            ErrorCode.UNAVAILABLE, "the stream store is unavailable", {"Retry-After": "1"}
+        ) from None

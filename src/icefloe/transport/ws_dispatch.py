@@ -50,6 +50,7 @@ from icefloe.exceptions import StreamClosedError, StreamError, StreamNotFound, W
 from icefloe.runtime.stream_types import StreamPhase
 from icefloe.transport.auth import Principal, Scope
 from icefloe.transport.errors import HttpError
+from icefloe.transport.stored_reader import open_for_subscriber  # issue 11
 from icefloe.transport.ws_pump import WsStreams
 from icefloe.transport.ws_sender import WsSender
 from icefloe.transport.ws_session import WsSession
@@ -247,6 +248,21 @@ class WsOps:
             raise HttpError(ErrorCode.CONFLICT, "this connection already follows that stream")
         self._check_room()
         flow = self._edge.flow
+        # -- durable streams (issue 11): what memory no longer holds, the store may --
+        can_access = self._principal.can_access_tenant
+        stored = await open_for_subscriber(flow, can_access, stream_id, from_seq, None)
+        if stored is not None:
+            if not resuming:
+                try:
+                    self._session.follow(stream_id, stored.next_seq)
+                except HttpError:
+                    stored.close()
+                    raise
+            now = flow.brief(stream_id)
+            fallback = 0 if now is None else now.priority
+            self._streams.follow(stored, fallback if priority is None else priority)
+            return
+        # -- end of durable streams --
         brief = flow.brief(stream_id)
         if brief is None:
             gone = flow.finished(stream_id)
