@@ -13,13 +13,14 @@ import json
 from typing import Any
 
 import httpx
+import msgspec
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
 from icefloe import Context, Message, Node, NodePolicy, create
 from icefloe.core.sse import SseParser
-from icefloe.store import MemoryStore, StoredChunk, StoreUnavailable
+from icefloe.store import MemoryStore, StoredChunk, StoreUnavailable, records
 
 TENANT = {"tenant": "acme"}
 WORDS = [f"w{i} " for i in range(20)]
@@ -321,3 +322,46 @@ async def test_a_websocket_subscribe_after_a_restart_reads_the_store(serve: Serv
     assert [m["seq"] for m in chunks] == list(range(3, len(WORDS) + 1))
     assert [m["text"] for m in chunks[:-1]] == WORDS[3:]
     assert chunks[-1]["op"] == "end"
+
+
+async def acked(store: MemoryStore, session: str, sid: str) -> int | None:
+    """The last ack of ``sid`` the stored ``session`` holds."""
+    held = await store.get_session(session)
+    if held is None:
+        return None
+    kept = msgspec.msgpack.decode(records.decode_session(held))
+    return int(kept["streams"].get(sid, -1))
+
+
+async def test_a_websocket_session_resumes_after_a_restart(serve: Serve) -> None:
+    store = MemoryStore()
+    seen: list[dict[str, Any]] = []
+    async with asyncio.timeout(30):
+        async with serve(words_flow("exactly_once", store, hang_after=7)) as url:
+            ws = await connect(
+                url.replace("http://", "ws://") + "/v1/ws",
+                subprotocols=[Subprotocol("icefloe.v1.json")],
+            )
+            await ws.send(json.dumps({"op": "hello"}))
+            session = json.loads(await ws.recv())["session_id"]
+            await ws.send(json.dumps({"op": "start", "ref": "r", "headers": TENANT}))
+            sid = json.loads(await ws.recv())["stream_id"]
+            while len(seen) < 5:
+                msg = json.loads(await ws.recv())
+                seen.append(msg)
+                await ws.send(json.dumps({"op": "ack", "stream_id": sid, "seq": msg["seq"]}))
+            while await acked(store, session, sid) != 4:
+                await asyncio.sleep(0.01)  # the session reaches the store in the background
+            closing = asyncio.ensure_future(ws.close())
+            with contextlib.suppress(ConnectionClosed):
+                while True:
+                    await ws.recv()
+            await closing
+        async with serve(words_flow("exactly_once", store)) as url:
+            hello = {"op": "hello", "session_id": session, "resume": True}
+            got = await ws_ops(url, [hello], 1)
+    assert got[0]["op"] == "welcome"
+    assert got[0]["resumed"] is True
+    rest = [m for m in got if m["op"] in ("chunk", "end")]
+    assert [m["seq"] for m in seen + rest] == list(range(len(WORDS) + 1))
+    assert [m["text"] for m in (seen + rest)[:-1]] == WORDS

@@ -51,6 +51,7 @@ from icefloe.runtime.stream_types import StreamPhase
 from icefloe.transport.auth import Principal, Scope
 from icefloe.transport.errors import HttpError
 from icefloe.transport.stored_reader import open_for_subscriber  # issue 11
+from icefloe.transport.ws_keeper import KeptSessionTable  # issue 11
 from icefloe.transport.ws_pump import WsStreams
 from icefloe.transport.ws_sender import WsSender
 from icefloe.transport.ws_session import WsSession
@@ -187,6 +188,9 @@ class WsOps:
         batch = self._sender.batch = op.batch  # the latest accepted hello decides
         window = self._settings.window
         if op.resume and op.session_id:
+            table = self._edge.sessions  # issue 11: a session from before a restart
+            if isinstance(table, KeptSessionTable) and op.session_id not in table:
+                await table.load(op.session_id)
             try:
                 info = session.resume(op.session_id)
             except SessionError as exc:
