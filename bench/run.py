@@ -66,6 +66,7 @@ from types import ModuleType
 from typing import Any, Literal, TypedDict
 
 import icefloe
+from durable_scenarios import icefloe_one_hop_at_least_once, icefloe_one_hop_exactly_once
 from floors import (
     floor_fan_out_4,
     floor_loaded_latency,
@@ -231,6 +232,23 @@ def build_scenarios(quick: bool) -> tuple[Scenario, ...]:
     micros = "us"
     return (
         Scenario("one_hop", n, chunks, THROUGHPUT_METRICS, floor_one_hop, icefloe_one_hop),
+        # Durable one_hop (issue 11): the "floor" is at_most_once icefloe_one_hop.
+        Scenario(
+            "one_hop_at_least_once",
+            n,
+            chunks,
+            THROUGHPUT_METRICS,
+            icefloe_one_hop,
+            icefloe_one_hop_at_least_once,
+        ),
+        Scenario(
+            "one_hop_exactly_once",
+            n,
+            chunks,
+            THROUGHPUT_METRICS,
+            icefloe_one_hop,
+            icefloe_one_hop_exactly_once,
+        ),
         Scenario("pipeline_3", n, chunks, THROUGHPUT_METRICS, floor_pipeline_3, icefloe_pipeline_3),
         Scenario(
             "loaded_latency",
@@ -389,6 +407,11 @@ def targets(results: dict[str, ScenarioResult], memory: MemoryReport) -> dict[st
         goals["one_hop_ratio"] = Target(
             results["one_hop"].ratios[CHUNKS_PER_S.ratio_key], ">=", 1.0
         )
+    for name, goal in (("one_hop_at_least_once", 0.5), ("one_hop_exactly_once", 0.3)):
+        if name in results:  # durable rate / at_most_once rate (issue 11)
+            goals[f"{name}_ratio"] = Target(
+                results[name].ratios[CHUNKS_PER_S.ratio_key], ">=", goal
+            )
     if "pipeline_3" in results:
         ratio = results["pipeline_3"].ratios[CHUNKS_PER_S.ratio_key]
         goals["pipeline_3_ratio"] = Target(ratio, ">=", 0.8)

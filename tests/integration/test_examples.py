@@ -40,6 +40,7 @@ def load_example(script: str) -> ModuleType:
         ("llm_tokens.py", "stream complete"),
         ("hub_chat.py", ""),
         ("qos.py", "high priority behind 10 queued low ones"),
+        ("durable_flow.py", "stored seqs 0..40, each once: True"),  # issue 11
     ],
 )
 def test_example_runs(script: str, expected: str) -> None:

@@ -12,11 +12,9 @@ extra into one line naming it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import importlib
 import ipaddress
-import math
 import sys
 import time
 from pathlib import Path
@@ -27,6 +25,7 @@ from rich.console import Console
 
 from icefloe._version import __version__
 from icefloe.cli import main
+from icefloe.cli import serve_options as options
 from icefloe.core import conntable  # socket limits (issue 15, items 4-5)
 from icefloe.core.messages import Headers, Message
 from icefloe.demo import DEMO_TEXT, Pacing, build_demo_flow
@@ -293,6 +292,15 @@ def serve(
         typer.Option(min=0, help="Seconds without a publish after which a hub topic is evicted."),
     ] = 300.0,
     # -- end of hub budgets --
+    # -- the store of durable runs (issue 11, docs/reliability.md) ---------------
+    store: Annotated[
+        str,
+        typer.Option(
+            help="Where at_least_once/exactly_once runs and idempotency keys are kept: "
+            "memory://, sqlite:///path.db, redis://host:port/db, postgresql://user@host/db.",
+        ),
+    ] = "memory://",
+    # -- end of the store ----------------------------------------------------------
 ) -> None:
     """Serve a flow over HTTP (SSE, NDJSON, long-poll) and WebSocket, with the inspector at /."""
     flow = _load_flow(target)
@@ -328,23 +336,23 @@ def serve(
     pump = dataclasses.replace(settings.pump, bytes_per_s=connection_bytes_per_s)
     settings = dataclasses.replace(settings, unread_timeout_s=unread_timeout, ws=ws, pump=pump)
     # -- edge limits behind a proxy (issue 16) --
-    settings = _edge_limits(
+    settings = options.edge_limits(
         settings, max_connections, requests_per_s, request_burst, forwarded_allow_ips
     )
-    _raise_fd_limit()
+    options.raise_fd_limit()
     # -- end of edge limits --
-    settings = _allowed_hosts(settings, host, allowed_host or [])  # Host allow-list (item 7)
+    settings = options.allowed_hosts(settings, host, allowed_host or [])  # Host allow-list (item 7)
     # -- hub subscriber caps (issue 15, item 2) --
-    settings = _hub_subscriber_caps(
+    settings = options.hub_subscriber_caps(
         settings, max_subscribers_per_tenant, max_filter_cost_per_tenant, max_topic_subs
     )
-    share = _off_or(tenant_publish_share, float, "--tenant-publish-share")
+    share = options.off_or(tenant_publish_share, float, "--tenant-publish-share")
     settings = dataclasses.replace(settings, publish_share=share)
     # -- end of hub subscriber caps --
     # -- socket limits (issue 15, items 4-5) --
-    settings = _socket_limits(
+    settings = options.socket_limits(
         settings,
-        _SocketFlags(
+        options.SocketFlags(
             max_header_bytes,
             max_headers,
             header_timeout,
@@ -355,16 +363,17 @@ def serve(
     )
     # -- end of socket limits --
     # -- admission (issue 15, item 3) --
-    settings = _tenant_limits(
+    settings = options.tenant_limits(
         settings, tenant_requests_per_s, tenant_request_burst, tenant_max_connections
     )
     if max_streams_per_tenant is not None:
-        cap = _off_or(max_streams_per_tenant, int, "--max-streams-per-tenant")
+        cap = options.off_or(max_streams_per_tenant, int, "--max-streams-per-tenant")
         flow.set_stream_caps(max_streams_per_tenant=None if cap is None else int(cap))
     # -- end of admission --
-    settings = _hub_budgets(  # hub budgets (issue 15, item 1)
+    settings = options.hub_budgets(  # hub budgets (issue 15, item 1)
         settings, hub_bytes_per_tenant, hub_topics_per_tenant, hub_topic_idle
     )
+    options.use_store(flow, store)  # the store of durable runs (issue 11)
     _run_server(flow, settings, host, port)
 
 
@@ -386,7 +395,7 @@ def demo(
     if not _is_loopback(host):
         err.print("[red]the demo runs without authentication and binds loopback only[/red]")
         raise typer.Exit(2)
-    settings = _allowed_hosts(_settings(15.0, 10.0, 1024, None, []), host, [])
+    settings = options.allowed_hosts(_settings(15.0, 10.0, 1024, None, []), host, [])
     _run_server(build_demo_flow(pacing), settings, host, port)
 
 
@@ -547,189 +556,6 @@ def _settings(
         authenticator=auth,
         allow_origins=tuple(origins),
     )
-
-
-# -- edge limits behind a proxy (issue 16, docs/security.md) ----------------------
-
-
-def _off_or(text: str, convert: type[int] | type[float], flag: str) -> int | float | None:
-    """A limit flag's value: ``None`` for ``0`` or ``off``, else a number > 0."""
-    if text.strip().lower() in ("off", "0", "0.0", "none"):
-        return None
-    try:
-        value = convert(text)
-    except ValueError:
-        raise typer.BadParameter(
-            f"expected a number or 'off', got {text!r}", param_hint=flag
-        ) from None
-    if not (value > 0 and math.isfinite(value)):
-        raise typer.BadParameter(f"expected a number > 0 or 'off', got {text!r}", param_hint=flag)
-    return value
-
-
-def _edge_limits(
-    settings: EdgeSettings,
-    max_connections: str,
-    requests_per_s: str,
-    request_burst: int,
-    forwarded_allow_ips: str,
-) -> EdgeSettings:
-    from icefloe.transport.forwarded import TrustedProxies
-    from icefloe.transport.limits import EdgeLimits
-
-    cap = _off_or(max_connections, int, "--max-connections")
-    rate = _off_or(requests_per_s, float, "--requests-per-s")
-    limits = dataclasses.replace(
-        settings.edge_limits,
-        max_connections=None if cap is None else int(cap),
-        requests_per_s=rate,
-        request_burst=request_burst,
-    )
-    entries = tuple(part.strip() for part in forwarded_allow_ips.split(",") if part.strip())
-    try:
-        TrustedProxies(entries)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--forwarded-allow-ips") from None
-    assert isinstance(limits, EdgeLimits)
-    return dataclasses.replace(settings, edge_limits=limits, forwarded_allow_ips=entries)
-
-
-# -- admission (issue 15, item 3) ------------------------------------------------------
-
-
-def _tenant_limits(
-    settings: EdgeSettings, requests_per_s: str, request_burst: int, max_connections: str
-) -> EdgeSettings:
-    """The ``--tenant-*`` flags: the tenant layer over the per-principal limits."""
-    rate = _off_or(requests_per_s, float, "--tenant-requests-per-s")
-    cap = _off_or(max_connections, int, "--tenant-max-connections")
-    limits = dataclasses.replace(
-        settings.edge_limits,
-        tenant_requests_per_s=rate,
-        tenant_request_burst=request_burst,
-        tenant_max_connections=None if cap is None else int(cap),
-    )
-    return dataclasses.replace(settings, edge_limits=limits)
-
-
-# -- end of admission --------------------------------------------------------------------
-
-
-def _raise_fd_limit() -> None:
-    """Lift the soft open-files limit to the hard one: every streaming reader
-    holds a socket, and a 1024 soft limit would cap a server near 1,000 readers."""
-    try:
-        import resource
-    except ImportError:  # not on Windows
-        return
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or soft < hard:
-        target = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, target), hard))
-
-
-# -- end of edge limits ----------------------------------------------------------------
-
-
-# -- Host allow-list against DNS rebinding (issue 15, item 7) --------------------------
-
-
-def _allowed_hosts(settings: EdgeSettings, host: str, extra: list[str]) -> EdgeSettings:
-    """The bound address and the loopback names (any port), plus ``extra``."""
-    from icefloe.transport.edge import LOOPBACK_HOSTS
-
-    if host in ("0.0.0.0", "::", "") and not extra:
-        err.print(
-            f"[yellow]bound to {host or 'every interface'}[/yellow]: only requests naming "
-            "this address or localhost in their Host header are served; "
-            "add --allowed-host NAME for the names clients use (or * for any)"
-        )
-    bound = (host,) if host else ()
-    return dataclasses.replace(settings, allowed_hosts=(*bound, *LOOPBACK_HOSTS, *extra))
-
-
-# -- end of Host allow-list ------------------------------------------------------------
-
-
-# -- hub subscriber caps (issue 15, item 2) ---------------------------------------
-
-
-def _hub_subscriber_caps(
-    settings: EdgeSettings, per_tenant: str, filter_cost: str, topic_subs: int
-) -> EdgeSettings:
-    """The hub limits of ``--max-subscribers-per-tenant`` and
-    ``--max-filter-cost-per-tenant``, and the connection cap of ``--max-topic-subs``."""
-    cap = _off_or(per_tenant, int, "--max-subscribers-per-tenant")
-    cost = _off_or(filter_cost, int, "--max-filter-cost-per-tenant")
-    try:
-        limits = dataclasses.replace(
-            settings.hub_limits,
-            max_subscribers_per_tenant=None if cap is None else int(cap),
-            max_filter_cost_per_tenant=None if cost is None else int(cost),
-        )
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--max-subscribers-per-tenant") from None
-    ws = dataclasses.replace(settings.ws, max_topic_subs=topic_subs)
-    return dataclasses.replace(settings, hub_limits=limits, ws=ws)
-
-
-# -- end of hub subscriber caps ---------------------------------------------------
-
-
-# -- socket limits (issue 15, items 4-5) ------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class _SocketFlags:
-    """The connection and header flags of ``serve`` (docs/security.md)."""
-
-    max_header_bytes: int
-    max_headers: int
-    header_timeout: float
-    keep_alive_timeout: float
-    max_connections_per_address: str
-    max_open_connections: int | None
-
-
-def _socket_limits(settings: EdgeSettings, flags: _SocketFlags) -> EdgeSettings:
-    per_address = _off_or(flags.max_connections_per_address, int, "--max-connections-per-address")
-    limits = conntable.ConnectionLimits(
-        max_header_bytes=flags.max_header_bytes,
-        max_headers=flags.max_headers,
-        header_timeout_s=flags.header_timeout,
-        keep_alive_timeout_s=flags.keep_alive_timeout,
-        max_per_address=None if per_address is None else int(per_address),
-        max_open=flags.max_open_connections,
-    )
-    return dataclasses.replace(settings, connections=limits)
-
-
-# -- end of socket limits --------------------------------------------------------------
-
-
-# -- hub budgets (issue 15, item 1) -----------------------------------------------------
-
-
-def _hub_budgets(
-    settings: EdgeSettings, bytes_per_tenant: str, topics_per_tenant: str, topic_idle: float
-) -> EdgeSettings:
-    """The hub's tenant budgets and idle-topic eviction (docs/security.md, "Hub budgets")."""
-    size = _off_or(bytes_per_tenant, int, "--hub-bytes-per-tenant")
-    topics = _off_or(topics_per_tenant, int, "--hub-topics-per-tenant")
-    try:
-        limits = dataclasses.replace(
-            settings.hub_limits,
-            max_bytes_per_tenant=None if size is None else int(size),
-            max_topics_per_tenant=None if topics is None else int(topics),
-            topic_idle_s=topic_idle,
-        )
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
-    return dataclasses.replace(settings, hub_limits=limits)
-
-
-# -- end of hub budgets ----------------------------------------------------------------
 
 
 def _run_server(flow: Flow, settings: EdgeSettings, host: str, port: int) -> None:

@@ -158,6 +158,8 @@ class Start(_ClientOp, tag="start", frozen=True, kw_only=True):
     ref: Id
     payload: Any = None
     headers: StartHeaders = msgspec.field(default_factory=StartHeaders)
+    #: as ``POST /v1/streams``'s: the same key (per tenant) names the same run (issue 11)
+    idempotency_key: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
 
 
 class Subscribe(_ClientOp, tag="subscribe", frozen=True, kw_only=True):

@@ -27,7 +27,7 @@ import enum
 import math
 import secrets
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import ClassVar, Literal, NamedTuple
 
 from icefloe.core.wire_errors import ErrorCode
@@ -311,6 +311,41 @@ class SessionTable:
         session.attachment += 1
         self._resumed += 1
         return self._info(session_id, session, taken_over)
+
+    def restore(self, session_id: str, tenant: str, subscriptions: Mapping[str, int]) -> bool:
+        """Take back a session kept outside the table (a store, after a
+        restart): detached, resumable for ``ttl_s`` from now.
+
+        ``subscriptions`` maps stream ids to their last acknowledged seq
+        (``-1``: none); past ``max_streams_per_session`` the rest are left
+        out. Returns False when the id is held already, or every session is
+        attached (else the detached session closest to expiry makes room, as
+        in :meth:`open`).
+
+        :raises ValueError: a seq that is not an int >= -1.
+        """
+        for seq in subscriptions.values():
+            if not isinstance(seq, int) or isinstance(seq, bool) or seq < -1:
+                raise ValueError(f"a restored seq must be an int >= -1, got {seq!r}")
+        now = self._clock()
+        self._sweep(now)
+        if session_id in self._sessions:
+            return False
+        if len(self._sessions) >= self._max_sessions:
+            if not self._detached:
+                return False
+            self._drop(next(iter(self._detached)))
+            self._evicted += 1
+        session = _Session(tenant)
+        for stream_id, seq in list(subscriptions.items())[: self._max_streams]:
+            session.streams[stream_id] = seq
+            self._readers.setdefault(stream_id, set()).add(session_id)
+            self._subscriptions += 1
+        # now + ttl is the latest expiry of all: the detached order holds.
+        session.expires_at = now + self._ttl
+        self._sessions[session_id] = session
+        self._detached[session_id] = None
+        return True
 
     def detach(
         self, session_id: str, now: float | None = None, *, attachment: int | None = None

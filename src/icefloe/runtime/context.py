@@ -20,14 +20,23 @@ from typing import TYPE_CHECKING, Any
 
 from icefloe.core.latency import LatencyBudget, LatencyBudgetStatistics
 from icefloe.core.messages import NO_META, Message, StreamChunk
-from icefloe.exceptions import ErrorCode, ReorderOverflow, StreamClosedError, StreamError
+from icefloe.exceptions import (
+    ErrorCode,
+    InvalidState,
+    ReorderOverflow,
+    StreamClosedError,
+    StreamError,
+)
 from icefloe.runtime.channel import Channel
+from icefloe.runtime.durable import current_run
 from icefloe.runtime.inputs import StreamInputs
 from icefloe.runtime.node import Node
 from icefloe.runtime.stream_types import chunk_size
+from icefloe.store.types import NO_SEQ
 
 if TYPE_CHECKING:
     from icefloe.runtime.budgets import Budgets, Gate
+    from icefloe.runtime.durable import DurableRun
     from icefloe.runtime.registry import StreamRegistry
     from icefloe.runtime.stream import StreamState
 
@@ -41,6 +50,7 @@ class _Emitter:
         "byte_count",
         "closed",
         "done_seq",
+        "durable",
         "gate",
         "last_ns",
         "log",
@@ -57,7 +67,11 @@ class _Emitter:
         #: the stream's byte budgets (None: the flow has none, the common case)
         self.gate = gate
         self.last_ns = state.created_ns  # for latency budgets
-        self.next_seq = state.start_seq
+        #: the stream's durable run (None: at_most_once, the common case)
+        self.durable: DurableRun | None = state.durable
+        # A resumed run renumbers from its checkpoint; the replayed seqs the
+        # store holds are dropped (runtime/durable.py).
+        self.next_seq = state.start_seq if self.durable is None else self.durable.replay_from
         self.closed = False
         self.done_seq = 0  # the seq of this node's done chunk, once closed
         # The message of the invocation that last wrote here, and the seq it
@@ -211,6 +225,9 @@ class Context:
                 raise StreamClosedError(sid, state.code)  # it ended while we waited
         if to is None:
             if self._sink:
+                if em.durable is not None:  # durable streams (issue 11): via the store
+                    await em.durable.put(chunk)
+                    return chunk
                 # StreamState.publish, with its phase check done above. The
                 # in-order case is the log's producer fast path (the
                 # StreamLog module docstring), written out: measured on
@@ -246,6 +263,9 @@ class Context:
                 return chunk
             targets = self._targets
         elif not targets:
+            if em.durable is not None:  # durable streams (issue 11): via the store
+                await em.durable.put(chunk)
+                return chunk
             if not state.publish(chunk):
                 await state.wait_room()
             return chunk
@@ -308,6 +328,49 @@ class Context:
     def latency(self) -> LatencyBudgetStatistics | None:
         """The node's latency budget figures (None without ``latency_budget_ms``)."""
         return None if self._budget is None else self._budget.statistics()
+
+    # -- durable runs (issue 11, docs/reliability.md) ----------------------------
+
+    @property
+    def restored_state(self) -> Any:
+        """The state of the running invocation's last :meth:`checkpoint`.
+
+        ``None`` on a first run, outside an ``exactly_once`` run, or when the
+        run was resumed before its first checkpoint.
+        """
+        run = current_run()
+        return None if run is None else run.restored_state
+
+    @property
+    def resumed_from(self) -> int:
+        """The last seq the store held when this run was resumed after a restart.
+
+        ``-1`` on a first run (so ``ctx.resumed_from + 1`` is always the
+        first seq still to emit), and outside a durable run.
+        """
+        run = current_run()
+        return NO_SEQ if run is None else run.resumed_from
+
+    async def checkpoint(self, state: Any) -> None:
+        """Store ``state`` with the last seq this run emitted, atomically with
+        the chunks up to it. After a restart the run is called again with it
+        as :attr:`restored_state`, and its automatic seqs restart after it.
+
+        Returns once queued (backpressure only); it becomes durable together
+        with the chunks it covers, never before them.
+
+        :raises InvalidState: not in an ``exactly_once`` run of a flow with a store.
+        :raises EncodeError: ``state`` is not msgpack-encodable.
+        """
+        run = current_run()
+        if run is None or not run.exactly_once:
+            raise InvalidState(
+                "ctx.checkpoint needs an exactly_once run in a flow with a store "
+                "(NodePolicy(reliability='exactly_once'), create(..., store=...))"
+            )
+        await run.writer.checkpoint(run, state)
+
+    # -- end of durable runs ------------------------------------------------------
 
     def stream_progress(self, stream_id: str) -> int | None:
         """How many chunks of ``stream_id`` were released to readers so far.

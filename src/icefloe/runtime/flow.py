@@ -14,18 +14,23 @@ from icefloe.exceptions import ErrorCode, InvalidState, StreamError, StreamNotFo
 from icefloe.runtime.budgets import Budgets, BudgetStatistics
 from icefloe.runtime.channel import AdaptiveChannel, Channel, ChannelStatistics
 from icefloe.runtime.context import Context
+from icefloe.runtime.durable import DurableRun, DurableStatistics, StoreWriter
 from icefloe.runtime.fair import FairQueue
 from icefloe.runtime.limits import Limits
 from icefloe.runtime.loadwatch import LoadWatch
 from icefloe.runtime.node import Adjacency, Node
+from icefloe.runtime.recovery import recover
 from icefloe.runtime.registry import FinishedStream, RegistryStatistics, StreamRegistry
 from icefloe.runtime.runner import NodeRunner, NodeStatistics
 from icefloe.runtime.shedding import LoadShedder, ShedStatistics
+from icefloe.runtime.store_runs import StoreRuns
 from icefloe.runtime.stream import StreamState, window_totals
 from icefloe.runtime.stream_types import StreamBrief, StreamStatistics, WindowTotals
 from icefloe.runtime.subscription import Subscription
 from icefloe.runtime.throttle import SheddingPolicy
 from icefloe.runtime.writer import StreamWriter
+from icefloe.store.protocol import Store
+from icefloe.store.types import RunState
 
 __all__ = ["Flow", "FlowStatistics", "create"]
 
@@ -68,6 +73,8 @@ class FlowStatistics:
     #: the fullest node inbox against its configured maxsize, 0..1: the queue
     #: fill load shedding reads (an adaptive inbox's shrunken window is not pressure)
     queue_fill: float = 0.0
+    #: the store writer of durable runs (None: the flow has no store)
+    durable: DurableStatistics | None = None
 
     @property
     def queue_depth(self) -> int:
@@ -86,6 +93,7 @@ class Flow:
         limits: Limits | None = None,
         congestion: CongestionPolicy | None = DEFAULT_CONGESTION,
         shedding: SheddingPolicy = DEFAULT_SHEDDING,
+        store: Store | None = None,
     ) -> None:
         if not adjacencies:
             raise ValueError("create() needs at least one node: create(Node(f).to())")
@@ -140,6 +148,10 @@ class Flow:
             self.load = LoadWatch(self._load_sample, policy=congestion)
             self._shedder = LoadShedder(self.load, self._registry, shedding, self._stop_run)
             self._registry.shedder = self._shedder.refusal
+        self._writer: StoreWriter | None = None
+        self._store_runs: StoreRuns | None = None
+        if store is not None:
+            self.use_store(store)
 
     def __repr__(self) -> str:
         names = ", ".join(n.name for n in self._nodes)
@@ -152,6 +164,56 @@ class Flow:
     @property
     def running(self) -> bool:
         return self._running
+
+    # -- the store (issue 11, docs/reliability.md) ----------------------------------
+
+    @property
+    def store(self) -> Store | None:
+        """The store durable runs write to (None: memory only)."""
+        return None if self._writer is None else self._writer.store
+
+    async def store_ready(self) -> None:
+        """Wait until the store is open and crash recovery has run (at once without a store).
+
+        :raises StoreUnavailable: the store could not be opened.
+        """
+        self._check_running()
+        if self._writer is not None:
+            await self._writer.ready()
+
+    def use_store(self, store: Store) -> None:
+        """Keep durable runs in ``store`` (before :meth:`run`; the flow opens and closes it).
+
+        :raises InvalidState: the flow has started, or has a store already.
+        """
+        if self._running or self._stopped or self._writer is not None:
+            raise InvalidState("use_store() needs a flow that has not started and has no store")
+        if not isinstance(store, Store):
+            raise TypeError(f"store must implement icefloe.store.Store, got {store!r}")
+        writer = self._writer = StoreWriter(store)
+        self._store_runs = StoreRuns(writer, self._registry, self._nodes)
+        self._registry.on_ended = writer.ended
+        for runner in self._runners:
+            runner.durable_lookup = writer.lookup
+
+    async def _recover(self) -> None:
+        assert self._writer is not None
+        await recover(self._writer, self._resume)
+
+    def _resume(self, stored: RunState) -> None:
+        """Start a stored ``exactly_once`` run again where the store left it."""
+        assert self._store_runs is not None
+        state, message, nodes = self._store_runs.resume(stored)
+        self._defer(state, self._targets(nodes), message, 0.0)
+
+    def _durable_run(
+        self, message: Message, reliability: str, to: Node | Sequence[Node] | None, *, keyed: bool
+    ) -> DurableRun | None:
+        if self._store_runs is None:
+            return None  # the common case: no store, nothing to pay
+        return self._store_runs.record(message, reliability, to, keyed=keyed)
+
+    # -- end of the store ---------------------------------------------------------------
 
     # -- life cycle --------------------------------------------------------------
 
@@ -167,6 +229,8 @@ class Flow:
             runner.start()
         if self.load is not None:
             self.load.start()
+        if self._writer is not None:
+            self._writer.start(self._recover)
         self._running = True
 
     async def stop(self) -> None:
@@ -182,6 +246,9 @@ class Flow:
         self._deferred.clear()
         if self._budgets is not None:
             self._budgets.close()
+        if self._writer is not None:
+            # First: durable runs stay unfinished in the store, to be resumed.
+            await self._writer.close()
         self._registry.cancel_all(ErrorCode.CANCELLED, "the flow stopped")
         for runner in self._runners:
             await runner.stop()
@@ -398,7 +465,11 @@ class Flow:
         """
         self._check_running()
         targets = self._targets(to)
-        state, delay = self._admit(message, self._reliability(to))
+        reliability = self._reliability(to)
+        state, delay = self._admit(message, reliability)
+        run = self._durable_run(message, reliability, to, keyed=False)
+        if run is not None and self._store_runs is not None:
+            self._store_runs.attach(run, state)
         reader = state.attach(0, owner=True, kickoff=None if delay else (targets, message))
         if delay:
             self._defer(state, targets, message, delay)
@@ -411,6 +482,7 @@ class Flow:
         *,
         history: int | None = None,
         window: int | None = None,
+        idempotency_key: str | None = None,
     ) -> str:
         """Start a run whose stream lives on its own; returns the stream id.
 
@@ -425,14 +497,34 @@ class Flow:
         ``Limits.adaptive_window`` on, it is the ceiling of the stream's
         adaptive window, not a fixed size.
 
+        With a store, a durable run is recorded in it before it starts, and
+        ``idempotency_key`` (scope it yourself, e.g. ``tenant/key``) is claimed
+        there: a key claimed already returns the stream id of the run that
+        claimed it and starts nothing. Without a store the key is ignored.
+
         :raises InvalidState: the flow is not running, or the stream exists.
         :raises StreamError: ``overloaded`` (a limit, or the flow is overloaded).
+        :raises StoreUnavailable: the store did not answer.
         """
         self._check_running()
         if window is not None and (not isinstance(window, int) or window < 1):
             raise ValueError(f"window must be an int >= 1, got {window!r}")
         targets = self._targets(to)
-        state, delay = self._admit(message, self._reliability(to), history=history, window=window)
+        reliability = self._reliability(to)
+        run = self._durable_run(message, reliability, to, keyed=idempotency_key is not None)
+        store_runs = self._store_runs
+        if run is not None and store_runs is not None:
+            winner = await store_runs.claim(run, idempotency_key)
+            if winner != message.trace_id:
+                return winner
+        try:
+            state, delay = self._admit(message, reliability, history=history, window=window)
+        except StreamError as exc:
+            if run is not None and store_runs is not None:
+                await store_runs.refused(run, exc)
+            raise
+        if run is not None and store_runs is not None:
+            store_runs.attach(run, state)
         # A full ingress inbox is a burst until the load watch says otherwise
         # (then admission refuses): the run starts when there is room, or
         # fails within max_delay_s (docs/qos.md, "Start-up bursts").
@@ -468,6 +560,12 @@ class Flow:
         """The statistics of a registered stream, or None."""
         state = self._registry.get(stream_id)
         return None if state is None else state.statistics()
+
+    def held_from(self, stream_id: str) -> int | None:
+        """The oldest seq a registered stream still holds in memory, or None
+        (older seqs of a durable stream are in the store)."""
+        state = self._registry.get(stream_id)
+        return None if state is None else state.base
 
     def finished(self, stream_id: str) -> FinishedStream | None:
         """What is remembered of a stream that ended and left the registry
@@ -528,6 +626,7 @@ class Flow:
             },
             len(self._deferred),
             self._queue_fill(),
+            None if self._writer is None else self._writer.statistics(),
         )
 
 
@@ -561,6 +660,7 @@ def create(
     limits: Limits | None = None,
     congestion: CongestionPolicy | None = DEFAULT_CONGESTION,
     shedding: SheddingPolicy = DEFAULT_SHEDDING,
+    store: Store | None = None,
 ) -> Flow:
     """Build a flow from ``node.to(...)`` adjacencies.
 
@@ -569,7 +669,10 @@ def create(
     ``congestion`` sets when new streams are shed under load (see
     docs/qos.md; None turns load shedding off); ``shedding`` sets how a
     congested flow throttles new low-priority runs and how an overloaded one
-    sheds accepted ones (see :class:`SheddingPolicy`).
+    sheds accepted ones (see :class:`SheddingPolicy`). ``store`` keeps the
+    runs of ``at_least_once`` and ``exactly_once`` nodes across restarts
+    (docs/reliability.md); None (the default) keeps everything in memory,
+    and every level then behaves as ``at_most_once`` across a restart.
     """
     return Flow(
         adjacencies,
@@ -577,4 +680,5 @@ def create(
         limits=limits,
         congestion=congestion,
         shedding=shedding,
+        store=store,
     )

@@ -88,6 +88,8 @@ class StreamRegistry:
         self.refused = 0
         #: of ``refused``, those refused by load shedding
         self.shed = 0
+        #: called once per stream that ends (issue 11: the store records terminals)
+        self.on_ended: Callable[[StreamState], None] | None = None
         #: ``(headers, reliability) -> refusal reason or None``: load shedding (Flow sets it)
         self.shedder: Callable[[Headers, str], str | None] | None = None
         self._emitted_done = 0
@@ -116,6 +118,7 @@ class StreamRegistry:
         history: int | None = None,
         window: int | None = None,
         reliability: str = "at_most_once",
+        start_seq: int = 0,
     ) -> StreamState:
         """Register a new running stream (``history`` and ``window`` override
         ``Limits.stream_history`` and ``Limits.stream_buffer``).
@@ -146,6 +149,7 @@ class StreamRegistry:
             max_bytes=limits.stream_max_bytes,
             history=limits.stream_history if history is None else history,
             reorder_limit=limits.reorder_limit,
+            start_seq=start_seq,  # issue 11: a resumed durable run continues its seqs
         )
         self._streams[stream_id] = state
         self._by_trace.setdefault(trace_id, []).append(state)
@@ -231,6 +235,8 @@ class StreamRegistry:
 
     def stream_ended(self, state: StreamState) -> None:
         """``state`` reached its terminal phase: it is no longer active."""
+        if self.on_ended is not None:  # issue 11: durable terminals
+            self.on_ended(state)
         self.active -= 1
         tenant = state.headers.tenant
         self.shares.remove(tenant)

@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple
 
 from icefloe.core.latency import LatencyBudgetStatistics
 from icefloe.exceptions import EndOfStream, ErrorCode, StreamClosedError
 from icefloe.runtime.channel import EMPTY, Channel, ChannelStatistics
 from icefloe.runtime.context import Context
+from icefloe.runtime.durable import DurableRun, enter_run, leave_run
 from icefloe.runtime.node import Node
 
 if TYPE_CHECKING:
@@ -83,6 +85,8 @@ class NodeRunner:
         self.retries = 0
         self.failures = 0
         self.cancelled = 0
+        #: trace id -> its durable run (issue 11; None: the flow has no store)
+        self.durable_lookup: Callable[[str], DurableRun | None] | None = None
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -145,6 +149,8 @@ class NodeRunner:
                 self._registry.expire(msg.trace_id)
                 continue
             current[index] = msg
+            lookup = self.durable_lookup  # issue 11: ctx.checkpoint and restored_state
+            token = None if lookup is None else enter_run(lookup(msg.trace_id))
             try:
                 if plain:
                     await func(msg, ctx)
@@ -161,6 +167,8 @@ class NodeRunner:
             except Exception as exc:
                 self._fail(msg, ErrorCode.FAILED, exc)
             finally:
+                if token is not None:
+                    leave_run(token)
                 current[index] = None
                 self.invocations += 1
             if self._interrupt[index] is not None:

@@ -49,6 +49,7 @@ from icefloe.runtime.subscription import Kickoff, Subscription
 
 if TYPE_CHECKING:
     from icefloe.runtime.budgets import Gate
+    from icefloe.runtime.durable import DurableRun
     from icefloe.runtime.limits import Limits
 
 __all__ = [
@@ -97,6 +98,7 @@ class StreamState:
         "code",
         "created_ns",
         "deadline_handle",
+        "durable",
         "emitters",
         "headers",
         "inputs",
@@ -153,6 +155,8 @@ class StreamState:
         self.linger_handle: asyncio.TimerHandle | None = None
         #: interactive inputs for the producing node, created on first use
         self.inputs: StreamInputs | None = None
+        #: the run's store record (runtime/durable.py; None: memory only)
+        self.durable: DurableRun | None = None
 
     def __repr__(self) -> str:
         return (

@@ -36,7 +36,6 @@ from starlette.responses import Response
 
 from icefloe.core.conntable import ConnectionLimits  # connection limits (issue 15, items 4-5)
 from icefloe.core.messages import Headers
-from icefloe.core.sessions import SessionTable
 from icefloe.core.wire_errors import ErrorCode
 from icefloe.hub import Hub, HubLimits
 from icefloe.runtime.flow import Flow
@@ -60,6 +59,7 @@ from icefloe.transport.runs import RunStarter
 from icefloe.transport.streaming import PumpSettings, StreamPump
 from icefloe.transport.types import Receive, Send
 from icefloe.transport.types import Scope as AsgiScope
+from icefloe.transport.ws_keeper import session_table
 from icefloe.transport.ws_settings import WsSettings
 
 if TYPE_CHECKING:
@@ -193,8 +193,9 @@ class EdgeContext:
         #: chunks a network reader may hold its stream back at most: never more
         #: than the history it could resume from (see Subscription lag limits)
         self.lag_limit = max(settings.history, 1)
-        self.sessions = SessionTable(
-            settings.ws.session_ttl_s, settings.ws.max_sessions, time.monotonic
+        # Kept in the flow's store when it has one (issue 11: resumes survive restarts).
+        self.sessions = session_table(
+            flow, settings.ws.session_ttl_s, settings.ws.max_sessions, time.monotonic
         )
         #: streams started with ``headers.topic``, relayed into the hub while they run
         self.relays = StreamRelays(flow, hub)

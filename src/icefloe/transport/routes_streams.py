@@ -9,6 +9,7 @@ contract.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import msgspec
@@ -20,6 +21,8 @@ from icefloe.core.wire_errors import ErrorCode
 from icefloe.exceptions import EndOfStream, StreamError, StreamNotFound, WouldBlock
 from icefloe.runtime.stream_types import StreamPhase, StreamStatistics
 from icefloe.runtime.subscription import Subscription
+from icefloe.store.protocol import Store, StoreUnavailable
+from icefloe.store.types import RunState
 from icefloe.transport.auth import Principal, Scope
 from icefloe.transport.edge import EdgeContext, PumpResponse, read_body
 from icefloe.transport.encoding import (
@@ -32,6 +35,7 @@ from icefloe.transport.encoding import (
 from icefloe.transport.errors import HttpError
 from icefloe.transport.idempotency import Started
 from icefloe.transport.shared import EncodedLog
+from icefloe.transport.stored_reader import StoredReader, open_stored_reader, stored_take
 from icefloe.transport.streaming import StreamPump
 
 __all__ = ["MAX_POLL_CHUNKS", "MAX_POLL_WAIT_S", "StreamRoutes"]
@@ -40,6 +44,12 @@ __all__ = ["MAX_POLL_CHUNKS", "MAX_POLL_WAIT_S", "StreamRoutes"]
 MAX_POLL_WAIT_S = 30.0
 #: most chunks one long-poll answer carries
 MAX_POLL_CHUNKS = 1000
+
+
+def _store_down() -> HttpError:
+    """The answer when the store does not answer (a fresh error each time)."""
+    return HttpError(ErrorCode.UNAVAILABLE, "the stream store is unavailable", {"Retry-After": "1"})
+
 
 #: states of a stream that ended without its ``done`` chunk
 _ABNORMAL = frozenset({StreamPhase.FAILED.label, StreamPhase.CANCELLED.label})
@@ -108,7 +118,10 @@ class StreamRoutes:
         except HttpError:
             gone = self.edge.flow.finished(sid)
             if gone is None or not principal.can_access_tenant(gone.tenant):
-                raise
+                stored = await self._stored_status(principal, sid)
+                if stored is None:
+                    raise
+                return JSONResponse(stored)
             return JSONResponse(
                 {
                     "stream_id": sid,
@@ -120,6 +133,24 @@ class StreamRoutes:
                 }
             )
         return JSONResponse(_stats_json(stats))
+
+    async def _stored_status(self, principal: Principal, sid: str) -> dict[str, Any] | None:
+        """The status of a stream only the store knows (issue 11), or None."""
+        store = self.edge.flow.store
+        if store is None:
+            return None
+        run = await _stored_run(store, sid)
+        if run is None or not principal.can_access_tenant(run.run.tenant):
+            return None
+        terminal = run.terminal
+        return {
+            "stream_id": sid,
+            "tenant": run.run.tenant,
+            "state": _RUNNING if terminal is None else terminal.phase,
+            "last_seq": run.last_seq,
+            "subscribers": 0,
+            "code": None if terminal is None else terminal.code,
+        }
 
     async def cancel(self, request: Request) -> Response:
         """``DELETE /v1/streams/{id}``: answers the status."""
@@ -134,12 +165,14 @@ class StreamRoutes:
         """``GET /v1/streams/{id}``: SSE or NDJSON from the resume point."""
         edge = self.edge
         principal = edge.principal(request, Scope.STREAMS_READ)
-        reader = self._reader(request, principal)
+        reader = await self._reader(request, principal)
         if isinstance(reader, Response):
             return reader
         connection_ended = edge.open_connection(request, reader.close)
         fmt = WireFormat.negotiate(request.headers.get("accept"))
         gzip = "gzip" in request.headers.get("accept-encoding", "").lower()
+        if isinstance(reader, StoredReader):
+            return self._stored_pump(reader, fmt, gzip, connection_ended)
         log_key = (reader.stream_id, fmt)
         log = self._logs.get(log_key)
         if log is None:
@@ -168,7 +201,52 @@ class StreamRoutes:
         )
         return PumpResponse(pump)
 
-    def _reader(self, request: Request, principal: Principal) -> Subscription | Response:
+    def _stored_pump(
+        self,
+        reader: StoredReader,
+        fmt: WireFormat,
+        gzip: bool,
+        connection_ended: Callable[[str], None],
+    ) -> Response:
+        edge = self.edge
+
+        def ended(outcome: str) -> None:
+            edge.runs.mark_read(reader.stream_id)
+            connection_ended(outcome)
+
+        encode = sse_chunk if fmt is WireFormat.SSE else ndjson_chunk
+        pump = StreamPump(
+            reader,
+            fmt,
+            edge.settings.pump,
+            gzip=gzip,
+            take=stored_take(encode),
+            terminal_seq=lambda exc: terminal_seq(exc.code, reader.next_seq),
+            on_chunks=edge.metrics.chunks_written,
+            on_end=ended,
+        )
+        return PumpResponse(pump)
+
+    async def _from_store(
+        self, principal: Principal, sid: str, from_seq: int, missing: HttpError
+    ) -> StoredReader | Response:
+        """A reader of the stored stream (issue 11); raises ``missing`` when the
+        flow has no store or the store does not know the stream."""
+        try:
+            reader = await open_stored_reader(
+                self.edge.flow, principal.can_access_tenant, sid, from_seq, self.edge.lag_limit
+            )
+        except LookupError:
+            raise missing from None
+        except StoreUnavailable:
+            raise _store_down() from None
+        if reader is None:
+            return Response(status_code=204)  # the terminal was delivered: stop reconnecting
+        return reader
+
+    async def _reader(
+        self, request: Request, principal: Principal
+    ) -> Subscription | StoredReader | Response:
         """Attach a reader at the resume point, or the response that replaces it."""
         flow = self.edge.flow
         sid = request.path_params["stream_id"]
@@ -179,19 +257,28 @@ class StreamRoutes:
         except ValueError as exc:
             raise HttpError(ErrorCode.BAD_REQUEST, str(exc)) from None
         stats = flow.brief(sid)  # O(1): a thousand tabs may reconnect at once
+        not_found = HttpError(ErrorCode.NOT_FOUND, "no such stream")
         if stats is None:
             gone = flow.finished(sid)
             if gone is None or not principal.can_access_tenant(gone.tenant):
-                raise HttpError(ErrorCode.NOT_FOUND, "no such stream")
+                return await self._from_store(principal, sid, from_seq, not_found)
             if from_seq >= gone.next_seq:
                 return Response(status_code=204)
-            raise HttpError(ErrorCode.HISTORY_GONE, "the stream ended and its history is gone")
+            history_gone = HttpError(
+                ErrorCode.HISTORY_GONE, "the stream ended and its history is gone"
+            )
+            return await self._from_store(principal, sid, from_seq, history_gone)
         if not principal.can_access_tenant(stats.tenant):
-            raise HttpError(ErrorCode.NOT_FOUND, "no such stream")
+            raise not_found
         if stats.state != _RUNNING and from_seq > stats.last_seq:
             return Response(status_code=204)  # the terminal was delivered: stop reconnecting
         try:
             return self._attach(sid, from_seq, stats.state)
+        except HttpError as exc:
+            if exc.code is not ErrorCode.HISTORY_GONE:
+                raise
+            # Older than the log holds: the store may have it (issue 11).
+            return await self._from_store(principal, sid, from_seq, exc)
         except ValueError as exc:
             raise HttpError(ErrorCode.BAD_REQUEST, str(exc)) from None
         except StreamNotFound:
@@ -238,11 +325,20 @@ class StreamRoutes:
         if not 0 <= wait_s <= MAX_POLL_WAIT_S:
             raise bad_wait
         sid = request.path_params["stream_id"]
-        stats = self.edge.owned(principal, sid)
+        reader: Subscription | StoredReader
         try:
+            stats = self.edge.owned(principal, sid)
             reader = self._attach(sid, after + 1, stats.state)
         except (KeyError, ValueError):
             raise HttpError(ErrorCode.NOT_FOUND, "no such stream or seq") from None
+        except HttpError as exc:
+            if exc.code not in (ErrorCode.NOT_FOUND, ErrorCode.HISTORY_GONE):
+                raise
+            stored = await self._from_store(principal, sid, after + 1, exc)
+            if isinstance(stored, Response):
+                return JSONResponse([])  # ended, and everything after after_seq was read
+            await stored.prime()
+            reader = stored
         try:
             return JSONResponse(await _poll(reader, wait_s))
         finally:
@@ -251,7 +347,14 @@ class StreamRoutes:
             self.edge.runs.mark_read(sid)
 
 
-async def _poll(reader: Subscription, wait_s: float) -> list[Any]:
+async def _stored_run(store: Store, sid: str) -> RunState | None:
+    try:
+        return await store.get_run(sid)
+    except StoreUnavailable:
+        raise _store_down() from None
+
+
+async def _poll(reader: Subscription | StoredReader, wait_s: float) -> list[Any]:
     """Chunks available now, waiting up to ``wait_s`` for the first one."""
     chunks: list[Any] = []
     deadline = asyncio.get_running_loop().time() + wait_s

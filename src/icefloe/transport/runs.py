@@ -19,6 +19,7 @@ from icefloe.core.messages import Headers, Message, new_id
 from icefloe.core.wire_errors import ErrorCode
 from icefloe.exceptions import InvalidState, StreamError
 from icefloe.runtime.flow import Flow
+from icefloe.store.protocol import StoreUnavailable
 from icefloe.transport.auth import Principal
 from icefloe.transport.errors import HttpError
 from icefloe.transport.idempotency import ExpiringMap, Started
@@ -86,12 +87,22 @@ class RunStarter:
                 return seen, False
         message = Message(payload=payload, headers=headers, trace_id=new_id())
         started = Started(message.trace_id, message.trace_id)
-        if key is not None:
+        # With a store the key is claimed there, atomically, so it holds across
+        # concurrent requests and restarts (issue 11); without one, here.
+        stored_key = None if key is None or self._flow.store is None else f"{tenant}/{key}"
+        if key is not None and stored_key is None:
             # Recorded before the await, so a concurrent retry finds it.
             self._seen.put(f"{tenant}\x00{key}", started)
         self._metrics.stream_started(started.stream_id)
         try:
-            await self._flow.start(message, history=self._history, window=self._window)
+            sid = await self._flow.start(
+                message, history=self._history, window=self._window, idempotency_key=stored_key
+            )
+        except StoreUnavailable:
+            self._forget(tenant, key)
+            raise HttpError(
+                ErrorCode.UNAVAILABLE, "the stream store is unavailable", {"Retry-After": "1"}
+            ) from None
         except StreamError as exc:
             self._forget(tenant, key)
             # The table tells a tenant over its own budget (429) from a flow
@@ -100,6 +111,13 @@ class RunStarter:
         except InvalidState as exc:
             self._forget(tenant, key)
             raise HttpError(ErrorCode.UNAVAILABLE, str(exc), {"Retry-After": "1"}) from None
+        if stored_key is not None:
+            # The store's winner: this request's run, or an earlier one (this
+            # process's, or one from before a restart).
+            winner = Started(sid, sid)
+            self._seen.put(f"{tenant}\x00{key}", winner)
+            if sid != started.stream_id:
+                return winner, False
         if headers.topic is not None:
             self._relays.start(started.stream_id, headers.topic, relay_tenant(principal, tenant))
         if self._unread_timeout_s is not None:

@@ -59,6 +59,8 @@ from icefloe.runtime.stream_types import StreamPhase
 from icefloe.transport.auth import Principal, Scope
 from icefloe.transport.errors import HttpError
 from icefloe.transport.principals import ANY_TENANT
+from icefloe.transport.stored_reader import open_for_subscriber  # issue 11
+from icefloe.transport.ws_keeper import KeptSessionTable  # issue 11
 from icefloe.transport.ws_pump import WsStreams
 from icefloe.transport.ws_sender import WsSender
 from icefloe.transport.ws_session import WsSession
@@ -218,6 +220,9 @@ class WsOps:
         batch = self._sender.batch = op.batch  # the latest accepted hello decides
         window = self._settings.window
         if op.resume and op.session_id:
+            table = self._edge.sessions  # issue 11: a session from before a restart
+            if isinstance(table, KeptSessionTable) and op.session_id not in table:
+                await table.load(op.session_id)
             try:
                 info = session.resume(op.session_id)
             except SessionError as exc:
@@ -260,7 +265,7 @@ class WsOps:
             self._principal,
             op.payload,
             Headers(tenant=tenant, topic=h.topic, priority=h.priority),
-            None,
+            op.idempotency_key,  # issue 11: as POST /v1/streams's
         )
         await self._replies.reply(Started(ref=op.ref, stream_id=started.stream_id))
         await self._subscribe(started.stream_id, 0, ref=op.ref, priority=h.priority)
@@ -279,6 +284,21 @@ class WsOps:
             raise HttpError(ErrorCode.CONFLICT, "this connection already follows that stream")
         self._check_room()
         flow = self._edge.flow
+        # -- durable streams (issue 11): what memory no longer holds, the store may --
+        can_access = self._principal.can_access_tenant
+        stored = await open_for_subscriber(flow, can_access, stream_id, from_seq, None)
+        if stored is not None:
+            if not resuming:
+                try:
+                    self._session.follow(stream_id, stored.next_seq)
+                except HttpError:
+                    stored.close()
+                    raise
+            now = flow.brief(stream_id)
+            fallback = 0 if now is None else now.priority
+            self._streams.follow(stored, fallback if priority is None else priority)
+            return
+        # -- end of durable streams --
         brief = flow.brief(stream_id)
         if brief is None:
             gone = flow.finished(stream_id)

@@ -34,6 +34,7 @@ from icefloe.core.wire_errors import ErrorCode
 from icefloe.exceptions import StreamError
 from icefloe.runtime.subscription import Subscription
 from icefloe.transport.errors import HttpError
+from icefloe.transport.stored_reader import StoredReader  # issue 11: read from the store
 from icefloe.transport.ws_sender import WsSender
 from icefloe.transport.ws_session import WsSession
 from icefloe.transport.ws_settings import MAX_CREDIT
@@ -52,7 +53,7 @@ class _Follow:
 
     __slots__ = ("credit", "paused", "reader", "stopped", "stream_id", "task")
 
-    def __init__(self, reader: Subscription, window: int) -> None:
+    def __init__(self, reader: Subscription | StoredReader, window: int) -> None:
         self.reader = reader
         self.stream_id = reader.stream_id
         self.credit = CreditWindow(window, MAX_CREDIT)
@@ -93,7 +94,7 @@ class WsStreams:
         """Whether ``stream_id`` ended (or was unsubscribed) on this connection lately."""
         return stream_id in self._ended
 
-    def follow(self, reader: Subscription, priority: int) -> None:
+    def follow(self, reader: Subscription | StoredReader, priority: int) -> None:
         """Follow ``reader``'s stream with ``window`` credit: start its pump."""
         follow = _Follow(reader, self._window)
         self._follows[follow.stream_id] = follow
@@ -229,7 +230,9 @@ class WsStreams:
                 if len(self._ended) > MAX_ENDED:
                     self._ended.popitem(last=False)
 
-    def _encode_run(self, reader: Subscription, n: int, room: int) -> list[bytes | str]:
+    def _encode_run(
+        self, reader: Subscription | StoredReader, n: int, room: int
+    ) -> list[bytes | str]:
         """Up to ``n`` held chunks, encoded, stopping once ``room`` bytes are used."""
         frames: list[bytes | str] = []
         used = 0
