@@ -437,6 +437,7 @@ class RabbitMQSource:
         self._changed = asyncio.Condition()
         self._committed: int | None = None
         self._stored: int | None = None
+        self._resumed_from: int | None = None
         self._received = 0
         self._acked = 0
         self._nacked = 0
@@ -450,7 +451,7 @@ class RabbitMQSource:
     @property
     def resumed_from(self) -> int | None:
         """The stored offset this source resumed after (``None``: it used ``start``)."""
-        return self._stored if self._resume else None
+        return self._resumed_from
 
     async def __aenter__(self) -> RabbitMQSource:
         c = self._connection
@@ -475,6 +476,7 @@ class RabbitMQSource:
             except OffsetNotFound:
                 self._stored = None
             if self._stored is not None:
+                self._resumed_from = self._stored
                 spec = ConsumerOffsetSpecification(OffsetType.OFFSET, self._stored + 1)
         await consumer.subscribe(
             self._stream,

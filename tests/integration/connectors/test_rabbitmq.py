@@ -165,6 +165,7 @@ async def test_a_restarted_consumer_resumes_after_its_stored_offset(stream: str)
                 await second.ack(inbound)
                 if check.received() == streams * chunks:
                     break
+            assert second.resumed_from == last_acked  # stores since do not change it
     assert first_again == last_acked + 1
     check.assert_complete("rs", streams, chunks)
     # exactly the processed-but-unacked records came back, and dedup dropped them
