@@ -276,15 +276,27 @@ class RabbitMQSink:
         self._sent = 0
         self._confirmed = 0
         self._failed = 0
+        self._reconnects = 0
         self._closed = False
 
     @property
     def name(self) -> str:
         return f"rabbitmq:{self._stream}"
 
+    async def _on_connection_closed(self, info: object) -> None:
+        # rstream reconnects by itself; records awaiting confirms are failed
+        self._reconnects += 1
+
     async def __aenter__(self) -> RabbitMQSink:
         c = self._connection
-        producer = Producer(c.host, c.port, username=c.username, password=c.password, vhost=c.vhost)
+        producer = Producer(
+            c.host,
+            c.port,
+            username=c.username,
+            password=c.password,
+            vhost=c.vhost,
+            on_close_handler=self._on_connection_closed,
+        )
         await producer.start()
         self._producer = producer
         if self._create:
@@ -416,7 +428,7 @@ class RabbitMQSink:
             confirmed=self._confirmed,
             failed=self._failed,
             in_flight=len(self._unconfirmed) + len(self._batch),
-            reconnects=0,
+            reconnects=self._reconnects,
         )
 
 

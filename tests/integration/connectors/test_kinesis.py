@@ -21,6 +21,7 @@ pytest.importorskip("aiobotocore", reason="the kinesis extra is not installed")
 pytest.importorskip("moto", reason="moto[server] is not installed")
 
 from aiobotocore.session import get_session
+from botocore.exceptions import ClientError
 from motoserver import CREDENTIALS, REGION, moto_server
 from streamcheck import StreamCheck, chunk_records
 
@@ -67,9 +68,15 @@ def _stream() -> str:
 class FlakyKinesis:
     """Forwards to a real client; ``put_records`` entries picked by ``fail`` are throttled."""
 
-    def __init__(self, inner: Any, fail: Callable[[int, int, dict[str, Any]], bool]) -> None:
+    def __init__(
+        self,
+        inner: Any,
+        fail: Callable[[int, int, dict[str, Any]], bool],
+        raise_on: frozenset[int] = frozenset(),
+    ) -> None:
         self.inner = inner
         self.fail = fail
+        self.raise_on = raise_on
         self.calls = 0
         self.failed = 0
 
@@ -78,6 +85,9 @@ class FlakyKinesis:
 
     async def put_records(self, *, StreamName: str, Records: list[dict[str, Any]]) -> Any:
         self.calls += 1
+        if self.calls in self.raise_on:
+            error = {"Error": {"Code": "InternalFailure", "Message": "injected"}}
+            raise ClientError(error, "PutRecords")
         picked = [self.fail(self.calls, i, entry) for i, entry in enumerate(Records)]
         kept = [entry for entry, bad in zip(Records, picked, strict=True) if not bad]
         written = iter(
@@ -220,6 +230,21 @@ async def test_partially_failed_put_records_are_retried_in_order(client: Any) ->
     assert sink.statistics().failed == 0
     check.assert_complete("kf", streams, chunks)
     assert check.duplicates == 0
+
+
+async def test_a_put_records_call_failing_whole_is_retried(client: Any) -> None:
+    stream = _stream()
+    records = chunk_records("kw", 3, 20)
+    flaky = FlakyKinesis(client, lambda call, i, entry: False, raise_on=frozenset({1, 2}))
+    check = StreamCheck()
+    async with asyncio.timeout(30):
+        sink = KinesisSink(stream, create_shards=1, client=flaky, backoff_s=0.001)
+        async with sink:
+            await _send_streams(sink, records)
+        async with KinesisSource(stream, consumer_name="w", client=client) as source:
+            await _read(source, check, len(records))
+    assert sink.retried >= 2
+    check.assert_complete("kw", 3, 20)
 
 
 async def test_several_records_per_key_per_call_lose_order_on_partial_failure(
