@@ -18,6 +18,7 @@ broker refuses, or whose connection drops before its confirm arrives, is
 reported by the next :meth:`RabbitMQSink.flush` as
 :class:`~icefloe.connectors.protocol.DeliveryFailed`: it is not re-sent, since a
 re-send after later records were confirmed would break the stream's order.
+After a dropped connection the next publish connects again.
 
 **Source.** A named consumer (``consumer_name``, required: it is the
 reference the broker stores offsets under). On start it asks the broker for
@@ -28,13 +29,18 @@ written every ``commit_every`` acked records and on close (the broker keeps
 stored offsets in the stream log itself, so one store per record would be
 wasteful). A crash repeats at most the records acked since the last store,
 plus those not acked yet; the consumer's dedup drops them. A nacked record is
-yielded again, before newer ones, with ``deliveries`` counted up.
+yielded again, before newer ones, with ``deliveries`` counted up. After a
+dropped connection the source subscribes again, with backoff, right after the
+last offset it delivered.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
+import functools
+import random
 from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any, Final, NamedTuple
@@ -50,6 +56,7 @@ from rstream import (
     Producer,
     amqp_decoder,
 )
+from rstream.recovery import BackOffRecoveryStrategy
 
 from icefloe.connectors.commits import InOrderCommits
 from icefloe.connectors.protocol import ConnectorStatistics, DeliveryFailed, Inbound
@@ -277,6 +284,9 @@ class RabbitMQSink:
         self._confirmed = 0
         self._failed = 0
         self._reconnects = 0
+        # bumped when a connection drops: confirms of older publishes are void
+        self._generation = 0
+        self._broken = False
         self._closed = False
 
     @property
@@ -284,10 +294,19 @@ class RabbitMQSink:
         return f"rabbitmq:{self._stream}"
 
     async def _on_connection_closed(self, info: object) -> None:
-        # rstream reconnects by itself; records awaiting confirms are failed
+        # The publisher died with its connection: no confirm can come for what
+        # it sent, so those records fail now; the next publish reconnects.
+        if self._closed:
+            return
         self._reconnects += 1
+        self._broken = True
+        self._generation += 1
+        lost = list(self._unconfirmed.values())
+        self._unconfirmed.clear()
+        self._early.clear()
+        await self._fail(lost, "connection lost before the broker confirmed")
 
-    async def __aenter__(self) -> RabbitMQSink:
+    async def _connect(self) -> Producer:
         c = self._connection
         producer = Producer(
             c.host,
@@ -296,8 +315,23 @@ class RabbitMQSink:
             password=c.password,
             vhost=c.vhost,
             on_close_handler=self._on_connection_closed,
+            # the sink reconnects itself, on its next publish
+            recovery_strategy=BackOffRecoveryStrategy(False),
         )
         await producer.start()
+        return producer
+
+    async def _reconnect(self) -> None:
+        old, self._producer = self._producer, None
+        if old is not None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(5):
+                    await old.close()
+        self._producer = await self._connect()
+        self._broken = False
+
+    async def __aenter__(self) -> RabbitMQSink:
+        producer = await self._connect()
         self._producer = producer
         if self._create:
             await producer.create_stream(
@@ -314,7 +348,7 @@ class RabbitMQSink:
         :raises ValueError: the record cannot be carried (repeated header name,
             non-UTF-8 key).
         """
-        if self._producer is None:
+        if self._producer is None and not self._broken:
             raise InvalidState(f"{self.name} is not open: use it in `async with`")
         message = encode_message(record)  # refuses a record the broker could not carry, here
         async with self._changed:
@@ -337,17 +371,25 @@ class RabbitMQSink:
         # one publisher at a time, so batches reach the broker in send order
         async with self._publish_lock:
             batch, self._batch = self._batch, []
-            if not batch or self._producer is None:
-                self._batch[:0] = batch
+            if not batch:
                 return
+            generation = self._generation
             try:
+                if self._broken or self._producer is None:
+                    await self._reconnect()
+                assert self._producer is not None
                 ids = await self._producer.send_batch(
                     self._stream,
                     [message for _, message in batch],
-                    on_publish_confirm=self._on_confirm,
+                    on_publish_confirm=functools.partial(self._on_confirm, generation),
                 )
             except Exception as exc:
                 reason = f"publish failed: {type(exc).__name__}: {exc}"
+                await self._fail([record for record, _ in batch], reason)
+                return
+            if generation != self._generation:
+                # the connection dropped while this batch was being written
+                reason = "connection lost before the broker confirmed"
                 await self._fail([record for record, _ in batch], reason)
                 return
             # confirms for these ids may already have arrived: only keep the rest
@@ -359,7 +401,9 @@ class RabbitMQSink:
             async with self._changed:
                 self._changed.notify_all()
 
-    async def _on_confirm(self, status: ConfirmationStatus) -> None:
+    async def _on_confirm(self, generation: int, status: ConfirmationStatus) -> None:
+        if generation != self._generation:
+            return  # its record was failed when the connection dropped
         record = self._unconfirmed.pop(status.message_id, None)
         if record is None:
             # the confirm beat send_batch's return: settle it once the id is known
@@ -498,6 +542,10 @@ class RabbitMQSource:
         self._acked = 0
         self._nacked = 0
         self._reconnects = 0
+        # the offset after the last one delivered (None: nothing delivered yet)
+        self._next_offset: int | None = None
+        self._spec = self._start.specification()
+        self._reconnecting: asyncio.Task[None] | None = None
         self._closed = False
 
     @property
@@ -509,9 +557,10 @@ class RabbitMQSource:
         """The stored offset this source resumed after (``None``: it used ``start``)."""
         return self._resumed_from
 
-    async def __aenter__(self) -> RabbitMQSource:
+    def _make_consumer(self) -> Consumer:
         c = self._connection
-        consumer = Consumer(
+        # rstream does not recover consumers by default; _reconnect does
+        return Consumer(
             c.host,
             c.port,
             username=c.username,
@@ -519,21 +568,11 @@ class RabbitMQSource:
             vhost=c.vhost,
             on_close_handler=self._on_connection_closed,
         )
-        self._consumer = consumer
-        await consumer.start()
-        if self._create:
-            await consumer.create_stream(
-                self._stream, arguments=self._retention.arguments(), exists_ok=True
-            )
-        spec = self._start.specification()
-        if self._resume:
-            try:
-                self._stored = await consumer.query_offset(self._stream, self._consumer_name)
-            except OffsetNotFound:
-                self._stored = None
-            if self._stored is not None:
-                self._resumed_from = self._stored
-                spec = ConsumerOffsetSpecification(OffsetType.OFFSET, self._stored + 1)
+
+    async def _subscribe(self, consumer: Consumer) -> None:
+        spec = self._spec
+        if self._next_offset is not None:
+            spec = ConsumerOffsetSpecification(OffsetType.OFFSET, self._next_offset)
         await consumer.subscribe(
             self._stream,
             self._on_message,
@@ -542,13 +581,56 @@ class RabbitMQSource:
             subscriber_name=self._consumer_name,
             initial_credit=self._initial_credit,
         )
+
+    async def __aenter__(self) -> RabbitMQSource:
+        consumer = self._make_consumer()
+        self._consumer = consumer
+        await consumer.start()
+        if self._create:
+            await consumer.create_stream(
+                self._stream, arguments=self._retention.arguments(), exists_ok=True
+            )
+        if self._resume:
+            try:
+                self._stored = await consumer.query_offset(self._stream, self._consumer_name)
+            except OffsetNotFound:
+                self._stored = None
+            if self._stored is not None:
+                self._resumed_from = self._stored
+                self._spec = ConsumerOffsetSpecification(OffsetType.OFFSET, self._stored + 1)
+        await self._subscribe(consumer)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
     async def _on_connection_closed(self, info: object) -> None:
+        if self._closed or self._reconnecting is not None:
+            return
         self._reconnects += 1
+        self._reconnecting = asyncio.create_task(self._reconnect())
+
+    async def _reconnect(self) -> None:
+        """Subscribe again on a new connection, after the last offset delivered."""
+        delay = 0.1
+        while not self._closed:
+            old, self._consumer = self._consumer, None
+            if old is not None:
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(5):
+                        await old.close()
+            consumer = self._make_consumer()
+            try:
+                await consumer.start()
+                await self._subscribe(consumer)
+            except Exception:
+                self._consumer = consumer  # closed on the next round
+                await asyncio.sleep(random.uniform(0, delay))
+                delay = min(delay * 2, 5.0)
+                continue
+            self._consumer = consumer
+            break
+        self._reconnecting = None
 
     async def _on_message(self, message: AMQPMessage, context: MessageContext) -> None:
         # Waiting here holds rstream's delivery task, which then grants the
@@ -559,6 +641,9 @@ class RabbitMQSource:
             )
             if self._closed:
                 return
+            if self._next_offset is not None and context.offset < self._next_offset:
+                return  # delivered already, before a reconnect
+            self._next_offset = context.offset + 1
             self._commits.deliver(self._stream, context.offset)
             self._ready.append(Inbound(message_record(message), self._stream, context.offset))
             self._received += 1
@@ -600,7 +685,10 @@ class RabbitMQSource:
     async def _store(self) -> None:
         if self._consumer is None or self._committed is None or self._committed == self._stored:
             return
-        await self._consumer.store_offset(self._stream, self._consumer_name, self._committed)
+        try:
+            await self._consumer.store_offset(self._stream, self._consumer_name, self._committed)
+        except Exception:
+            return  # the connection is being replaced: the next store carries it
         self._stored = self._committed
 
     async def close(self) -> None:
@@ -610,12 +698,19 @@ class RabbitMQSource:
         async with self._changed:
             self._closed = True
             self._changed.notify_all()
+        if self._reconnecting is not None:
+            self._reconnecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reconnecting
         if self._consumer is not None:
             try:
                 await self._store()
             finally:
                 consumer, self._consumer = self._consumer, None
-                await consumer.close()
+                # a consumer whose connection just dropped may fail to close
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(10):
+                        await consumer.close()
 
     def statistics(self) -> ConnectorStatistics:
         return ConnectorStatistics(

@@ -8,6 +8,7 @@ saying why, only when RabbitMQ itself (port 5672) is unreachable.
 from __future__ import annotations
 
 import asyncio
+import gc
 import shutil
 import socket
 import subprocess
@@ -198,6 +199,67 @@ async def test_consuming_from_an_offset_a_timestamp_and_a_nack(stream: str) -> N
         async with RabbitMQSource(stream, consumer_name="t", start=at_time, resume=False) as src:
             inbound = await anext(aiter(src))
             assert inbound.record == late[0]
+
+
+DROP_VHOST = "icefloe-test-drop"
+
+
+def _rabbitmqctl(*args: str) -> str:
+    ctl = shutil.which("rabbitmqctl")
+    if ctl is None:
+        pytest.skip("rabbitmqctl is not installed: cannot drop connections")
+    done = subprocess.run([ctl, *args], check=True, capture_output=True, text=True, timeout=60)
+    return done.stdout
+
+
+@pytest.fixture
+def drop_vhost(rabbitmq_streams: None) -> str:
+    """A vhost of its own, so dropping its connections touches no other client."""
+    if DROP_VHOST not in _rabbitmqctl("list_vhosts", "--quiet").split():
+        _rabbitmqctl("add_vhost", DROP_VHOST)
+    _rabbitmqctl("set_permissions", "-p", DROP_VHOST, "guest", ".*", ".*", ".*")
+    return DROP_VHOST
+
+
+# rstream does not close the socket of a connection the broker dropped; its
+# StreamWriter warns when collected. Nothing of icefloe's is left open.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+async def test_both_ends_reconnect_after_the_broker_drops_their_connections(
+    drop_vhost: str,
+) -> None:
+    stream, streams, chunks = f"icefloe-drop-{uuid.uuid4().hex[:8]}", 2, 1000
+    records = chunk_records("dr", streams, chunks)
+    half = len(records) // 2
+    check = StreamCheck()
+    async with asyncio.timeout(90):
+        sink = RabbitMQSink(stream, vhost=drop_vhost)
+        source = RabbitMQSource(stream, consumer_name="d", vhost=drop_vhost, max_in_flight=100)
+        async with sink, source:
+            await _send_streams(sink, records[:half], streams)
+            read = 0
+            async for inbound in source:
+                check.feed(inbound.record)
+                await source.ack(inbound)
+                read += 1
+                if read == half // 2:
+                    break
+            await asyncio.to_thread(
+                _rabbitmqctl, "close_all_connections", "-p", drop_vhost, "icefloe test: drop"
+            )
+            # the sink reconnects on its next publish, the source by itself
+            await _send_streams(sink, records[half:], streams)
+            await _read(source, check, streams * chunks)
+            await source.close()
+            await sink.close()
+        assert sink.statistics().reconnects >= 1
+        assert source.statistics().reconnects >= 1
+        from rstream import Producer
+
+        async with Producer(HOST, username="guest", password="guest", vhost=drop_vhost) as admin:
+            await admin.delete_stream(stream, missing_ok=True)
+    check.assert_complete("dr", streams, chunks)
+    assert check.duplicates == 0
+    gc.collect()  # collect rstream's dropped sockets here, under this test's filter
 
 
 async def test_a_missing_stream_is_a_delivery_failure_when_not_created(stream: str) -> None:
