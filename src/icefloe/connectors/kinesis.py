@@ -578,7 +578,10 @@ class KinesisSource:
         shards = await self._list_shards()
         for shard_id in readable_shards(shards, self._finished):
             if shard_id not in self._readers:
-                self._readers[shard_id] = asyncio.create_task(self._read_shard(shard_id))
+                # the first iterator is taken now, so LATEST means "after the
+                # source opened", not "after its reader task first ran"
+                first = await self._iterator(shard_id, self._saved.get(shard_id))
+                self._readers[shard_id] = asyncio.create_task(self._read_shard(shard_id, first))
 
     async def _discover_loop(self) -> None:
         while True:
@@ -601,9 +604,8 @@ class KinesisSource:
         response = await self._client.get_shard_iterator(**options)
         return str(response["ShardIterator"])
 
-    async def _read_shard(self, shard_id: str) -> None:
+    async def _read_shard(self, shard_id: str, iterator: str | None) -> None:
         last = self._saved.get(shard_id)
-        iterator: str | None = None
         failures = 0
         while True:
             try:

@@ -312,6 +312,29 @@ async def test_resharding_keeps_every_stream_in_order(client: Any) -> None:
         assert child not in source.shards_read or parent["ShardId"] in source.finished_shards
 
 
+async def test_latest_skips_what_was_written_before_and_nack_redelivers(client: Any) -> None:
+    stream = _stream()
+    before, after = chunk_records("kb", 1, 10), chunk_records("ka", 1, 5)
+    async with asyncio.timeout(30):
+        async with KinesisSink(stream, create_shards=1, client=client) as sink:
+            for record in before:
+                await sink.send(record)
+            await sink.flush()
+            source = KinesisSource(stream, consumer_name="l", client=client, latest=True)
+            async with source:
+                for record in after:
+                    await sink.send(record)
+                await sink.flush()
+                first = await anext(aiter(source))
+                assert first.record == after[0]
+                await source.nack(first, "later")
+                again = await anext(aiter(source))
+                assert again.record == after[0]
+                assert again.deliveries == 2
+                await source.ack(again)
+                assert source.statistics().failed == 1
+
+
 def test_children_wait_for_every_parent_to_finish() -> None:
     shards = [
         ShardInfo("p0"),
