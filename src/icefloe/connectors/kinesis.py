@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import random
 import uuid
 from collections import OrderedDict, deque
@@ -508,6 +509,7 @@ class KinesisSource:
             checkpoints if checkpoints is not None else MemoryCheckpoints()
         )
         self._first = "LATEST" if latest else "TRIM_HORIZON"
+        self._latest_since: dict[str, datetime.datetime] = {}
         self._options = _Client(region, endpoint_url, credentials)
         self._create_shards = create_shards
         self._max_in_flight = max_in_flight
@@ -558,6 +560,8 @@ class KinesisSource:
         self._saved = await self._checkpoints.load(self._scope)
         self._finished = {shard for shard, mark in self._saved.items() if mark == SHARD_END}
         await self._discover()
+        # shards found from now on are new (children of a reshard): read them whole
+        self._first = "TRIM_HORIZON"
         self._discoverer = asyncio.create_task(self._discover_loop())
         return self
 
@@ -580,7 +584,10 @@ class KinesisSource:
             if shard_id not in self._readers:
                 # the first iterator is taken now, so LATEST means "after the
                 # source opened", not "after its reader task first ran"
+                since = datetime.datetime.now(datetime.UTC)
                 first = await self._iterator(shard_id, self._saved.get(shard_id))
+                if self._first == "LATEST" and shard_id not in self._saved:
+                    self._latest_since[shard_id] = since
                 self._readers[shard_id] = asyncio.create_task(self._read_shard(shard_id, first))
 
     async def _discover_loop(self) -> None:
@@ -596,7 +603,11 @@ class KinesisSource:
 
     async def _iterator(self, shard_id: str, after: str | None) -> str:
         options: dict[str, Any] = {"StreamName": self._stream, "ShardId": shard_id}
-        if after is None:
+        if after is None and shard_id in self._latest_since:
+            # a LATEST shard read nothing yet: again from when the source opened
+            options["ShardIteratorType"] = "AT_TIMESTAMP"
+            options["Timestamp"] = self._latest_since[shard_id]
+        elif after is None:
             options["ShardIteratorType"] = self._first
         else:
             options["ShardIteratorType"] = "AFTER_SEQUENCE_NUMBER"
