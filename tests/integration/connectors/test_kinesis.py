@@ -105,6 +105,25 @@ class FlakyKinesis:
         return {"FailedRecordCount": sum(picked), "Records": results}
 
 
+class ExpiringKinesis:
+    """Forwards to a real client; the ``get_records`` calls numbered in ``expire`` fail."""
+
+    def __init__(self, inner: Any, expire: frozenset[int]) -> None:
+        self.inner = inner
+        self.expire = expire
+        self.calls = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def get_records(self, **options: Any) -> Any:
+        self.calls += 1
+        if self.calls in self.expire:
+            error = {"Error": {"Code": "ExpiredIteratorException", "Message": "injected"}}
+            raise ClientError(error, "GetRecords")
+        return await self.inner.get_records(**options)
+
+
 async def _send_streams(sink: KinesisSink, records: list[Record]) -> None:
     """Each stream sent by its own task, so the streams share the sink at once."""
 
@@ -310,6 +329,24 @@ async def test_resharding_keeps_every_stream_in_order(client: Any) -> None:
     # no child was read before its parent was finished
     for child in children:
         assert child not in source.shards_read or parent["ShardId"] in source.finished_shards
+
+
+async def test_a_failed_read_starts_again_after_the_last_record(client: Any) -> None:
+    streams, chunks, stream = 3, 200, _stream()
+    records = chunk_records("ke", streams, chunks)
+    expiring = ExpiringKinesis(client, frozenset({2, 3, 5}))
+    check = StreamCheck()
+    async with asyncio.timeout(30):
+        async with KinesisSink(stream, create_shards=1, client=client) as sink:
+            await _send_streams(sink, records)
+        source = KinesisSource(
+            stream, consumer_name="e", client=expiring, batch_limit=50, poll_interval_s=0.01
+        )
+        async with source:
+            await _read(source, check, streams * chunks)
+    assert source.statistics().reconnects == 3
+    check.assert_complete("ke", streams, chunks)
+    assert check.duplicates == 0
 
 
 async def test_latest_skips_what_was_written_before_and_nack_redelivers(client: Any) -> None:
