@@ -8,8 +8,11 @@ OpenAI-compatible server.
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -386,3 +389,39 @@ async def test_a_reply_past_max_reply_chars_ends_the_stream_too_large() -> None:
     assert error.code is ErrorCode.TOO_LARGE
     assert "max_reply_chars=10" in error.message
     assert "".join(c.text for c in chunks) == "abcdabcd"
+
+
+# -- the example ------------------------------------------------------------------
+
+EXAMPLE = Path(__file__).parents[2] / "examples" / "openai_chat.py"
+
+
+async def test_the_openai_chat_example_streams_from_the_url_in_its_environment() -> None:
+    frames = chat_frames(["Hello", " from", " a", " fake"], usage=(4, 4))
+    async with fake_provider(Plan(frames=frames)) as fake:
+        env = {
+            **os.environ,
+            "OPENAI_BASE_URL": f"{fake.url}/v1",
+            "OPENAI_API_KEY": "test-key",
+            "OPENAI_MODEL": "my-model",
+        }
+        done = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(EXAMPLE),
+            "what",
+            "now?",
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        async with asyncio.timeout(30):
+            out, err = await done.communicate()
+    assert done.returncode == 0, err.decode()
+    text = out.decode()
+    assert "Hello from a fake" in text
+    assert "[stop; usage {'input_tokens': 4, 'output_tokens': 4, 'total_tokens': 8}]" in text
+    ((path, body),) = fake.requests
+    assert path == "/v1/chat/completions"
+    assert body["model"] == "my-model"
+    assert body["messages"] == [{"role": "user", "content": "what now?"}]
