@@ -6,10 +6,12 @@ the provider's framing, an HTTP error, a hang, a dropped connection. It
 records what a real provider would feel:
 
 * ``requests``: the path and JSON body of every request;
-* ``stalled`` / ``resumed``: a write found the socket full (the client stopped
-  reading: the kernel buffers are full and the transport's small write buffer
-  is over its limit), then drained; ``written_at_stall`` is how many body
-  bytes had been written by then;
+* ``stalled`` / ``resumed`` / ``blocked``: a write found the socket full (the
+  client stopped reading: the kernel buffers are full and the transport's
+  small write buffer is over its limit), then drained; ``blocked`` is true
+  while such a write waits, ``written_at_stall`` is how many body bytes had
+  been written at the first stall, and :meth:`SseTestServer.held_back` waits
+  for the client to hold the server back for good;
 * ``disconnected`` / ``disconnected_at``: the client closed or reset the
   connection (``loop.time()``).
 
@@ -97,6 +99,8 @@ class SseTestServer:
     written: int = 0
     written_at_stall: int | None = None
     stalls: int = 0
+    #: a write is waiting for the client to read now
+    blocked: bool = False
     url: str = ""
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -164,8 +168,25 @@ class SseTestServer:
             if self.written_at_stall is None:
                 self.written_at_stall = self.written
             self.stalled.set()
-            await writer.drain()
+            self.blocked = True
+            try:
+                await writer.drain()
+            finally:
+                self.blocked = False
             self.resumed.set()
+
+    async def held_back(self, quiet_s: float = 0.2) -> int:
+        """Wait until the client holds the server back for good; the bytes written by then.
+
+        A write can stall for a moment while the client is still reading; held
+        back means blocked, with nothing more written, over ``quiet_s``.
+        """
+        while True:
+            await self.stalled.wait()
+            written = self.written
+            await asyncio.sleep(quiet_s)  # a window in which no byte may move
+            if self.blocked and self.written == written:
+                return written
 
     async def _watch(self, reader: asyncio.StreamReader) -> None:
         """Read until the client closes: that is the disconnect a provider sees."""

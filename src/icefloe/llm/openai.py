@@ -144,7 +144,7 @@ async def _chat_delta(relay: Relay, delta: Any) -> None:
     for call in delta.tool_calls or ():
         function = call.function
         if call.id and not relay.tool_open(call.index):
-            await relay.tool_end(call.index)
+            # A call's first delta names it; some servers repeat the id later.
             relay.tool_start(call.index, call.id, (function and function.name) or "")
         if function is not None and function.arguments:
             await relay.tool_delta(call.index, function.arguments)
