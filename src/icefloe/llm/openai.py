@@ -21,7 +21,7 @@ Only the first choice (``n=1``) of a Chat Completions stream is relayed.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Final
 
@@ -187,7 +187,7 @@ async def stream_responses(
     with _provider_errors():
         stream = await client.responses.create(stream=True, **request)
         async with closing(stream):
-            async for event in _events(stream):
+            async for event in stream:
                 ended = await _responses_event(relay, event) or ended
                 if ended is not None:
                     break
@@ -199,14 +199,11 @@ async def stream_responses(
     )
 
 
-async def _events(stream: Any) -> AsyncIterator[Any]:
-    # The Responses event union is large; dispatch is on ``event.type``.
-    async for event in stream:
-        yield event
-
-
 async def _responses_event(relay: Relay, event: Any) -> tuple[str, str, dict[str, int]] | None:
-    """Relay one Responses event; returns (finish, provider finish, usage) at the end."""
+    """Relay one Responses event; returns (finish, provider finish, usage) at the end.
+
+    The event union is large and compatible servers vary: dispatch is on ``event.type``.
+    """
     kind = event.type
     if kind == "response.output_text.delta":
         await relay.text(event.delta)
