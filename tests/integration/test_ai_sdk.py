@@ -42,13 +42,32 @@ async def chat_node(msg: Message, ctx: Context) -> None:
     body = msg.payload
     if body.get("scenario") == "tools":
         for data, text in [
-            ({"reasoning": "Look up "}, ""),
-            ({"reasoning": "the weather."}, ""),
-            ({"tool_call": {"id": "call-1", "name": "weather", "input_delta": '{"city":'}}, ""),
-            ({"tool_call": {"id": "call-1", "input_delta": '"Oslo"}'}}, ""),
-            ({"tool_call": {"id": "call-1", "input": {"city": "Oslo"}}}, ""),
-            ({"tool_result": {"id": "call-1", "output": {"celsius": -3}}}, ""),
-            ({"step": True}, "It is -3 °C"),
+            ({"type": "reasoning", "id": "r", "delta": "Look up "}, ""),
+            ({"type": "reasoning", "id": "r", "delta": "the weather."}, ""),
+            (
+                {
+                    "type": "tool-input-delta",
+                    "id": "call-1",
+                    "name": "weather",
+                    "delta": '{"city":',
+                },
+                "",
+            ),
+            (
+                {"type": "tool-input-delta", "id": "call-1", "name": "weather", "delta": '"Oslo"}'},
+                "",
+            ),
+            (
+                {
+                    "type": "tool-input-available",
+                    "id": "call-1",
+                    "name": "weather",
+                    "input": {"city": "Oslo"},
+                },
+                "",
+            ),
+            ({"type": "tool-output-available", "id": "call-1", "output": {"celsius": -3}}, ""),
+            ({"type": "step"}, "It is -3 °C"),
             (None, " in Oslo."),
         ]:
             await ctx.emit_chunk(parent=msg, text=text, data=data)

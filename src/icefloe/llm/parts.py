@@ -15,6 +15,13 @@ parts (docs/llm.md has the table):
 ``tool-input-error``      ``id``, ``name``, ``input`` (the raw text), ``error``
 ========================  =====================================================
 
+A node that runs the tools itself (a tool loop, ``done=False``) adds, with the
+helpers below, ``tool-output-available`` (``id``, ``output``),
+``tool-output-error`` (``id``, ``error``) and ``step`` (a step boundary before
+the model's next call). The type names are those of
+:mod:`icefloe.core.uimessage`, which maps them to the AI SDK's parts behind
+``POST /v1/chat`` (docs/ai-sdk.md).
+
 The done chunk's ``meta`` has ``provider``, ``model``, ``finish_reason`` (one
 of :data:`FINISH_REASONS`), ``provider_finish_reason`` (the provider's own
 word) and ``usage`` (token counts, see :func:`usage_counts`).
@@ -27,26 +34,39 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+# One vocabulary: the edge's AI SDK mapper reads exactly these types.
+from icefloe.core.uimessage import (
+    REASONING,
+    STEP,
+    TOOL_INPUT_AVAILABLE,
+    TOOL_INPUT_DELTA,
+    TOOL_INPUT_ERROR,
+    TOOL_OUTPUT_AVAILABLE,
+    TOOL_OUTPUT_ERROR,
+)
+
 __all__ = [
     "FINISH_REASONS",
     "REASONING",
+    "STEP",
     "TOOL_INPUT_AVAILABLE",
     "TOOL_INPUT_DELTA",
     "TOOL_INPUT_ERROR",
+    "TOOL_OUTPUT_AVAILABLE",
+    "TOOL_OUTPUT_ERROR",
     "Reply",
     "ToolCall",
     "done_meta",
     "parse_arguments",
     "reasoning_part",
+    "step_part",
     "tool_delta_part",
     "tool_end_part",
+    "tool_output_error_part",
+    "tool_output_part",
     "usage_counts",
 ]
 
-REASONING: Final = "reasoning"
-TOOL_INPUT_DELTA: Final = "tool-input-delta"
-TOOL_INPUT_AVAILABLE: Final = "tool-input-available"
-TOOL_INPUT_ERROR: Final = "tool-input-error"
 
 #: the normalised finish reasons (the AI SDK's words)
 FINISH_REASONS: Final = ("stop", "length", "tool-calls", "content-filter", "other")
@@ -102,6 +122,21 @@ def tool_end_part(call: ToolCall) -> dict[str, Any]:
             "error": "the tool arguments are not valid JSON",
         }
     return {"type": TOOL_INPUT_AVAILABLE, "id": call.id, "name": call.name, "input": call.input}
+
+
+def tool_output_part(call_id: str, output: Any) -> dict[str, Any]:
+    """A tool's result, for a node that runs the tool itself (a tool loop)."""
+    return {"type": TOOL_OUTPUT_AVAILABLE, "id": call_id, "output": output}
+
+
+def tool_output_error_part(call_id: str, error: str) -> dict[str, Any]:
+    """A tool that failed, for a node that runs the tool itself."""
+    return {"type": TOOL_OUTPUT_ERROR, "id": call_id, "error": error}
+
+
+def step_part() -> dict[str, Any]:
+    """A step boundary: between the tool results and the model's next call."""
+    return {"type": STEP}
 
 
 def parse_arguments(text: str) -> Any:
