@@ -1,0 +1,197 @@
+"""An LLM adapter behind ``POST /v1/chat``, read by the real AI SDK in Node.
+
+The chain, each link real: a fake OpenAI server (tests/llmservers.py) on a
+socket, the openai SDK, ``icefloe.llm.openai.stream_chat`` in the node of
+examples/openai_chat_ui.py (no glue between the adapter's chunks and the
+edge), the HTTP edge, and the ``ai`` package's ``DefaultChatTransport`` and
+``readUIMessageStream`` (tests/js/ai_sdk_llm.mjs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from icefloe.core.sse import SseParser
+from jskit import JS_DIR, ROOT, check_node, load, run_node
+from llmservers import Plan, SseTestServer, chat_frames, fake_provider
+
+pytestmark = pytest.mark.timeout(120)
+
+Serve = Any  # the serve fixture of conftest.py: serve(flow, settings=None) -> url
+
+QUESTION = "What is the weather in Oslo?"
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+    },
+}
+REASONING = ["The user wants ", "the weather."]
+ARGUMENTS = ['{"city":', ' "Oslo"}']
+USAGE = {"input_tokens": 7, "output_tokens": 3, "total_tokens": 10}
+
+
+def token(i: int) -> str:
+    # Awkward on purpose: a newline, quotes, an SSE-looking "data:", non-ASCII.
+    return f'w{i} é"\n data: {i % 5} '
+
+
+def frames(tokens: Sequence[str]) -> list[bytes]:
+    """Reasoning, the text, a weather call, finish ``tool_calls``, usage 7 + 3."""
+    return chat_frames(
+        tokens,
+        reasoning=REASONING,
+        tools=[("call_1", "weather", ARGUMENTS)],
+        finish="tool_calls",
+        usage=(7, 3),
+    )
+
+
+def expected(tokens: Sequence[str], **extra: Any) -> str:
+    """What the page must show (the JSON the Node script checks against)."""
+    return json.dumps(
+        {
+            "question": QUESTION,
+            "kinds": ["step-start", "reasoning", "text", "tool-weather"],
+            "reasoning": "".join(REASONING),
+            "text": "".join(tokens),
+            "tool": {"name": "weather", "id": "call_1", "input": {"city": "Oslo"}},
+            "usage": USAGE,
+            "finishReason": "tool-calls",
+            **extra,
+        }
+    )
+
+
+@asynccontextmanager
+async def chat_edge(serve: Serve, plan: Plan) -> AsyncIterator[tuple[SseTestServer, str]]:
+    """The fake provider, and the URL of an edge serving the example's flow on it."""
+    example = load(ROOT / "examples" / "openai_chat_ui.py")
+    async with fake_provider(plan) as fake:
+        sdk = openai.AsyncOpenAI(base_url=f"{fake.url}/v1", api_key="k", max_retries=0)
+        flow = example.build_flow(sdk, "fake-model", tools=[WEATHER_TOOL])
+        async with sdk, serve(flow) as url:
+            yield fake, url
+
+
+def the_request_was_the_conversation(fake: SseTestServer) -> None:
+    path, body = fake.requests[0]
+    assert path == "/v1/chat/completions"
+    assert body["messages"] == [{"role": "user", "content": QUESTION}]
+    assert body["tools"] == [WEATHER_TOOL]
+    assert body["stream"] is True
+
+
+async def test_use_chat_shows_the_adapters_reasoning_tool_call_text_and_usage(
+    serve: Serve,
+) -> None:
+    check_node()
+    tokens = [token(i) for i in range(20)]
+    async with chat_edge(serve, Plan(frames=frames(tokens))) as (fake, url):
+        out = await run_node(JS_DIR / "ai_sdk_llm.mjs", url, "full", expected(tokens))
+    the_request_was_the_conversation(fake)
+    got = json.loads(out.strip().splitlines()[-1])
+    # Beyond what the script checked: the metadata is the done chunk's whole meta.
+    assert got["message"]["metadata"] == {
+        "provider": "openai",
+        "model": "fake-model",
+        "finish_reason": "tool-calls",
+        "provider_finish_reason": "tool_calls",
+        "usage": USAGE,
+    }
+    assert got["finish"]["messageMetadata"] == got["message"]["metadata"]
+
+
+async def test_a_page_that_goes_away_resumes_the_adapters_reply_whole(serve: Serve) -> None:
+    check_node()
+    tokens = [token(i) for i in range(150)]
+    plan = Plan(frames=frames(tokens), delay_s=0.01)  # 1.5 s of reply: the resume comes mid-way
+    async with chat_edge(serve, plan) as (fake, url):
+        out = await run_node(
+            JS_DIR / "ai_sdk_llm.mjs", url, "resume", expected(tokens, abortAfter=20)
+        )
+    got = json.loads(out.strip().splitlines()[-1])
+    print(
+        f"adapter resume: {got['deltasBeforeAbort']} deltas before the abort, "
+        f"resumed reply read in {got['resumeMs']} ms",
+        file=sys.stderr,
+    )
+    assert got["deltasBeforeAbort"] >= 20
+    assert len(fake.requests) == 1  # the resume replays the run: the model is not asked again
+
+
+async def test_a_stop_closes_the_providers_response_and_ends_the_reply(serve: Serve) -> None:
+    plan = Plan(frames=frames([token(i) for i in range(2000)]), delay_s=0.005)
+    body = {
+        "id": "chat-stop",
+        "messages": [{"role": "user", "parts": [{"type": "text", "text": QUESTION}]}],
+    }
+    async with chat_edge(serve, plan) as (fake, url), httpx.AsyncClient(base_url=url) as http:
+        parser = SseParser()
+        parts: list[Any] = []
+        async with http.stream("POST", "/v1/chat", json=body) as r:
+            assert r.status_code == 200
+            chunks = r.aiter_bytes()
+            while sum(isinstance(p, dict) and p["type"] == "text-delta" for p in parts) < 5:
+                parser.feed_data(await anext(chunks))
+                parts += [
+                    ev.data if ev.data == "[DONE]" else json.loads(ev.data)
+                    for ev in parser.events_received()
+                ]
+            loop = asyncio.get_running_loop()
+            asked = loop.time()
+            stopped = await http.delete("/v1/chat/chat-stop/stream")
+            assert stopped.json()["state"] == "cancelled"
+            async with asyncio.timeout(5):
+                await fake.disconnected.wait()
+            async for data in chunks:
+                parser.feed_data(data)
+            parts += [
+                ev.data if ev.data == "[DONE]" else json.loads(ev.data)
+                for ev in parser.events_received()
+            ]
+    assert fake.disconnected_at is not None
+    closed_ms = (fake.disconnected_at - asked) * 1000
+    print(
+        f"adapter stop: provider response closed {closed_ms:.1f} ms after DELETE", file=sys.stderr
+    )
+    assert closed_ms < 100
+    assert parts[-3:] == [
+        {"type": "text-end", "id": parts[-3]["id"]},
+        {"type": "abort", "reason": "cancelled"},
+        "[DONE]",
+    ]
+
+
+def test_the_example_sends_the_text_of_the_ui_messages() -> None:
+    chat_messages = load(ROOT / "examples" / "openai_chat_ui.py").chat_messages
+    ui = [
+        {"role": "system", "parts": [{"type": "text", "text": "Be brief."}]},
+        {"role": "user", "parts": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
+        {
+            "role": "assistant",
+            "parts": [{"type": "reasoning", "text": "x"}, {"type": "step-start"}],
+        },
+        {
+            "role": "assistant",
+            "parts": [{"type": "tool-f", "input": {}}, {"type": "text", "text": "c"}],
+        },
+        {"role": "tool", "parts": [{"type": "text", "text": "not a UI role"}]},
+        "not a message",
+    ]
+    assert chat_messages(ui) == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "ab"},
+        {"role": "assistant", "content": "c"},
+    ]
+    assert chat_messages("not a list") == []
