@@ -195,3 +195,22 @@ def test_the_example_sends_the_text_of_the_ui_messages() -> None:
         {"role": "assistant", "content": "c"},
     ]
     assert chat_messages("not a list") == []
+
+
+async def test_a_provider_429_reaches_use_chat_as_an_error_part(serve: Serve) -> None:
+    plan = Plan(status=429, error={"error": {"message": "slow down", "type": "requests"}})
+    user = {"id": "u1", "role": "user", "parts": [{"type": "text", "text": QUESTION}]}
+    parser = SseParser()
+    async with (
+        chat_edge(serve, plan) as (_, url),
+        httpx.AsyncClient(base_url=url) as http,
+        http.stream("POST", "/v1/chat", json={"id": "c", "messages": [user]}) as r,
+    ):
+        async for data in r.aiter_bytes():
+            parser.feed_data(data)
+    events = [ev.data for ev in parser.events_received()]
+    assert [json.loads(e) for e in events[-3:-1]] == [
+        {"type": "error", "errorText": "rate_limited: node 'llm' failed: openai answered HTTP 429"},
+        {"type": "finish", "finishReason": "error"},
+    ]
+    assert events[-1] == "[DONE]"
