@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import socket
 import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -214,3 +216,62 @@ async def test_a_provider_429_reaches_use_chat_as_an_error_part(serve: Serve) ->
         {"type": "finish", "finishReason": "error"},
     ]
     assert events[-1] == "[DONE]"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+async def test_the_example_serves_use_chat_from_the_url_in_its_environment() -> None:
+    # The example as its docstring runs it: a process of its own, on PORT.
+    tokens = ["Cold", " and", " clear."]
+    async with fake_provider(Plan(frames=frames(tokens))) as fake:
+        port = free_port()
+        env = {
+            **os.environ,
+            "OPENAI_BASE_URL": f"{fake.url}/v1",
+            "OPENAI_API_KEY": "test-key",
+            "OPENAI_MODEL": "my-model",
+            "PORT": str(port),
+        }
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(ROOT / "examples" / "openai_chat_ui.py"),
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            assert proc.stdout is not None
+            async with asyncio.timeout(30):
+                banner = (await proc.stdout.readline()).decode()
+                assert f"http://127.0.0.1:{port}/v1/chat (my-model)" in banner
+                user = {"id": "u1", "role": "user", "parts": [{"type": "text", "text": QUESTION}]}
+                parser = SseParser()
+                async with (
+                    httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http,
+                    http.stream("POST", "/v1/chat", json={"id": "c", "messages": [user]}) as r,
+                ):
+                    async for data in r.aiter_bytes():
+                        parser.feed_data(data)
+        finally:
+            proc.terminate()
+            await proc.wait()
+    parts = [json.loads(ev.data) for ev in parser.events_received() if ev.data != "[DONE]"]
+    deltas = dict.fromkeys(("text", "reasoning"), "")
+    for p in parts:
+        kind = p["type"].removesuffix("-delta")
+        if kind in deltas:
+            deltas[kind] += p["delta"]
+    assert deltas == {"text": "Cold and clear.", "reasoning": "".join(REASONING)}
+    tool = next(p for p in parts if p["type"] == "tool-input-available")
+    assert (tool["toolName"], tool["input"]) == ("weather", {"city": "Oslo"})
+    assert parts[-1]["finishReason"] == "tool-calls"
+    assert parts[-1]["messageMetadata"]["usage"] == USAGE
+    ((_, body),) = fake.requests
+    assert body["model"] == "my-model"
+    assert body["messages"] == [{"role": "user", "content": QUESTION}]
