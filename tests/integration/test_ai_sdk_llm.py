@@ -116,8 +116,8 @@ async def test_use_chat_shows_the_adapters_reasoning_tool_call_text_and_usage(
 
 async def test_a_page_that_goes_away_resumes_the_adapters_reply_whole(serve: Serve) -> None:
     check_node()
-    tokens = [token(i) for i in range(150)]
-    plan = Plan(frames=frames(tokens), delay_s=0.01)  # 1.5 s of reply: the resume comes mid-way
+    tokens = [token(i) for i in range(200)]
+    plan = Plan(frames=frames(tokens), delay_s=0.01)  # 2 s of reply: the resume comes mid-way
     async with chat_edge(serve, plan) as (fake, url):
         out = await run_node(
             JS_DIR / "ai_sdk_llm.mjs", url, "resume", expected(tokens, abortAfter=20)
@@ -225,6 +225,19 @@ def free_port() -> int:
         return port
 
 
+async def listening(port: int) -> None:
+    """Return once 127.0.0.1:``port`` accepts a connection (the caller bounds the wait)."""
+    while True:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            await asyncio.sleep(0.05)  # polling a port: nothing to wait on instead
+            continue
+        writer.close()
+        await writer.wait_closed()
+        return
+
+
 async def test_the_example_serves_use_chat_from_the_url_in_its_environment() -> None:
     # The example as its docstring runs it: a process of its own, on PORT.
     tokens = ["Cold", " and", " clear."]
@@ -250,6 +263,7 @@ async def test_the_example_serves_use_chat_from_the_url_in_its_environment() -> 
             async with asyncio.timeout(30):
                 banner = (await proc.stdout.readline()).decode()
                 assert f"http://127.0.0.1:{port}/v1/chat (my-model)" in banner
+                await listening(port)  # the banner comes before uvicorn binds
                 user = {"id": "u1", "role": "user", "parts": [{"type": "text", "text": QUESTION}]}
                 parser = SseParser()
                 async with (
