@@ -4,7 +4,8 @@ The chain, each link real: a fake OpenAI server (tests/llmservers.py) on a
 socket, the openai SDK, ``icefloe.llm.openai.stream_chat`` in the node of
 examples/openai_chat_ui.py (no glue between the adapter's chunks and the
 edge), the HTTP edge, and the ``ai`` package's ``DefaultChatTransport`` and
-``readUIMessageStream`` (tests/js/ai_sdk_llm.mjs).
+``readUIMessageStream`` (tests/js/ai_sdk_llm.mjs). The Responses and
+Anthropic adapters are checked at the wire (the parts, with httpx).
 """
 
 from __future__ import annotations
@@ -18,13 +19,24 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anthropic
 import httpx
 import openai
 import pytest
 
+from icefloe import Context, Message, Node, create
 from icefloe.core.sse import SseParser
+from icefloe.llm.anthropic import stream_messages
+from icefloe.llm.openai import stream_responses
 from jskit import JS_DIR, ROOT, check_node, load, run_node
-from llmservers import Plan, SseTestServer, chat_frames, fake_provider
+from llmservers import (
+    Plan,
+    SseTestServer,
+    anthropic_frames,
+    chat_frames,
+    fake_provider,
+    responses_frames,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -289,3 +301,78 @@ async def test_the_example_serves_use_chat_from_the_url_in_its_environment() -> 
     ((_, body),) = fake.requests
     assert body["model"] == "my-model"
     assert body["messages"] == [{"role": "user", "content": QUESTION}]
+
+
+def responses_flow(client: openai.AsyncOpenAI) -> Any:
+    async def llm(msg: Message, ctx: Context) -> None:
+        await stream_responses(client, ctx, parent=msg, model="fake-model", input="hi")
+
+    return create(Node(llm, name="llm").to())
+
+
+def messages_flow(client: anthropic.AsyncAnthropic) -> Any:
+    async def llm(msg: Message, ctx: Context) -> None:
+        messages = [{"role": "user", "content": "hi"}]
+        await stream_messages(
+            client, ctx, parent=msg, model="fake-claude", max_tokens=64, messages=messages
+        )
+
+    return create(Node(llm, name="llm").to())
+
+
+@pytest.mark.parametrize("provider", ["responses", "anthropic"])
+async def test_the_other_adapters_map_the_same_way(serve: Serve, provider: str) -> None:
+    # The Responses API and Anthropic Messages: reasoning, text, a tool call.
+    call = ("call_1", "weather", ARGUMENTS)
+    sdk: Any
+    if provider == "responses":
+        plan = Plan(frames=responses_frames(["Cold."], reasoning=REASONING, tools=[call]))
+    else:
+        plan = Plan(
+            frames=anthropic_frames(["Cold."], thinking=REASONING, tools=[call], stop="tool_use")
+        )
+    user = {"id": "u1", "role": "user", "parts": [{"type": "text", "text": QUESTION}]}
+    parser = SseParser()
+    async with fake_provider(plan) as fake:
+        if provider == "responses":
+            sdk = openai.AsyncOpenAI(base_url=f"{fake.url}/v1", api_key="k", max_retries=0)
+            flow = responses_flow(sdk)
+        else:
+            sdk = anthropic.AsyncAnthropic(base_url=fake.url, api_key="k", max_retries=0)
+            flow = messages_flow(sdk)
+        async with (
+            sdk,
+            serve(flow) as url,
+            httpx.AsyncClient(base_url=url) as http,
+            http.stream("POST", "/v1/chat", json={"id": "c", "messages": [user]}) as r,
+        ):
+            async for data in r.aiter_bytes():
+                parser.feed_data(data)
+    parts = [json.loads(ev.data) for ev in parser.events_received() if ev.data != "[DONE]"]
+    kinds = [p["type"] for p in parts]
+    assert kinds == [
+        "start",
+        "start-step",
+        "reasoning-start",
+        *["reasoning-delta"] * len(REASONING),
+        "reasoning-end",
+        "text-start",
+        "text-delta",
+        "text-end",
+        "tool-input-start",
+        *["tool-input-delta"] * len(ARGUMENTS),
+        "tool-input-available",
+        "finish-step",
+        "finish",
+    ]
+    assert "".join(p["delta"] for p in parts if p["type"] == "reasoning-delta") == "".join(
+        REASONING
+    )
+    tool = parts[-3]
+    assert (tool["toolCallId"], tool["toolName"], tool["input"]) == (
+        "call_1",
+        "weather",
+        {"city": "Oslo"},
+    )
+    assert parts[-1]["finishReason"] == "tool-calls"
+    assert parts[-1]["messageMetadata"]["usage"]["total_tokens"] > 0
