@@ -27,7 +27,8 @@ import pytest
 from icefloe import Context, Message, Node, create
 from icefloe.core.sse import SseParser
 from icefloe.llm.anthropic import stream_messages
-from icefloe.llm.openai import stream_responses
+from icefloe.llm.openai import stream_chat, stream_responses
+from icefloe.llm.parts import step_part, tool_output_part
 from jskit import JS_DIR, ROOT, check_node, load, run_node
 from llmservers import (
     Plan,
@@ -376,3 +377,50 @@ async def test_the_other_adapters_map_the_same_way(serve: Serve, provider: str) 
     )
     assert parts[-1]["finishReason"] == "tool-calls"
     assert parts[-1]["messageMetadata"]["usage"]["total_tokens"] > 0
+
+
+async def test_a_tool_loop_node_shows_the_call_its_output_and_the_next_step(
+    serve: Serve,
+) -> None:
+    # The node runs the model's tool itself and calls the model again on the
+    # same stream: the AI SDK shows one message, the call answered, two steps.
+    check_node()
+    first = chat_frames([], tools=[("call_1", "weather", ARGUMENTS)], finish="tool_calls")
+    second = chat_frames(["It is -3 °C."], usage=(20, 5))
+    async with fake_provider(Plan(frames=first)) as fake:
+        sdk = openai.AsyncOpenAI(base_url=f"{fake.url}/v1", api_key="k", max_retries=0)
+
+        async def llm(msg: Message, ctx: Context) -> None:
+            messages: list[Any] = [{"role": "user", "content": QUESTION}]
+            reply = await stream_chat(
+                sdk, ctx, parent=msg, model="fake-model", messages=messages, done=False
+            )
+            for call in reply.tool_calls:
+                output = {"city": call.input["city"], "celsius": -3}
+                await ctx.emit_chunk(parent=msg, text="", data=tool_output_part(call.id, output))
+            await ctx.emit_chunk(parent=msg, text="", data=step_part())
+            fake.plan = Plan(frames=second)  # what the model says once it has the result
+            await stream_chat(sdk, ctx, parent=msg, model="fake-model", messages=messages)
+
+        async with sdk, serve(create(Node(llm, name="llm").to())) as url:
+            out = await run_node(JS_DIR / "ai_sdk_llm.mjs", url, "raw", expected([]))
+    got = json.loads(out.strip().splitlines()[-1])
+    message = got["message"]
+    assert [p["type"] for p in message["parts"]] == [
+        "step-start",
+        "tool-weather",
+        "step-start",
+        "text",
+    ]
+    tool = message["parts"][1]
+    assert tool["state"] == "output-available"
+    assert tool["input"] == {"city": "Oslo"}
+    assert tool["output"] == {"city": "Oslo", "celsius": -3}
+    assert message["parts"][3]["text"] == "It is -3 °C."
+    assert message["metadata"]["usage"] == {
+        "input_tokens": 20,
+        "output_tokens": 5,
+        "total_tokens": 25,
+    }
+    assert got["finish"]["finishReason"] == "stop"
+    assert len(fake.requests) == 2

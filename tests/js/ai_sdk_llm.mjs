@@ -8,6 +8,8 @@
 //           finish chunk as one JSON line.
 //   resume: the page goes away after `abortAfter` text deltas, then resumes
 //           (useChat({resume: true})); prints the same, plus figures.
+//   raw:    one reply, read whole, checked by the caller only: prints the
+//           reconstructed UIMessage and the finish chunk.
 // Any failed check exits non-zero.
 import assert from "node:assert/strict";
 import { DefaultChatTransport, readUIMessageStream } from "ai";
@@ -105,7 +107,12 @@ async function abortThenResume() {
   };
 }
 
-const run = { full, resume: abortThenResume }[mode];
+async function raw() {
+  const { message, chunks } = await readReply(await send("chat-llm-raw"));
+  return { message, finish: chunks.at(-1) };
+}
+
+const run = { full, resume: abortThenResume, raw }[mode];
 assert.ok(run, `unknown mode ${mode}`);
 let timer;
 const timeout = new Promise((_, reject) => {
