@@ -99,6 +99,16 @@ def encode_parts(parts: list[Part]) -> bytes:
     return b"".join(b"data: %s\n\n" % _encode(p) for p in parts)
 
 
+class _Call:
+    """A tool call the message announced: its tool and how far it got."""
+
+    __slots__ = ("name", "state")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.state = _STREAMING
+
+
 class UiMessageMapper:
     """One reader's mapping of one stream (the message ``message_id``) to parts.
 
@@ -114,8 +124,8 @@ class UiMessageMapper:
         self.closed = False
         #: the open text / reasoning block: (kind, its part id, the node's block id)
         self._block: tuple[str, str, str] | None = None
-        #: tool call id -> [tool name, state], for every call announced so far
-        self._calls: dict[str, list[str]] = {}
+        #: tool call id -> the call, for every call announced so far
+        self._calls: dict[str, _Call] = {}
         #: blocks opened so far, numbering their ids (unique within the message)
         self._opened = 0
 
@@ -203,9 +213,9 @@ class UiMessageMapper:
         if call is None:
             if not isinstance(name, str) or not name:
                 return  # the first mention of a call must name its tool
-            call = self._calls[call_id] = [name, _STREAMING]
+            call = self._calls[call_id] = _Call(name)
             out.append({"type": "tool-input-start", "toolCallId": call_id, "toolName": name})
-        if call[1] != _STREAMING:
+        if call.state != _STREAMING:
             return  # its input is complete: more of it would contradict the message
         if kind == TOOL_INPUT_DELTA:
             delta = data.get("delta")
@@ -217,11 +227,11 @@ class UiMessageMapper:
             kind == TOOL_INPUT_AVAILABLE or isinstance(data.get("error"), str)
         ):
             # The AI SDK shows a tool-input-error as the call's failed output: nothing answers it.
-            call[1] = _INPUT if kind == TOOL_INPUT_AVAILABLE else _ANSWERED
+            call.state = _INPUT if kind == TOOL_INPUT_AVAILABLE else _ANSWERED
             part: Part = {
                 "type": kind,
                 "toolCallId": call_id,
-                "toolName": call[0],
+                "toolName": call.name,
                 "input": data["input"],
             }
             if kind == TOOL_INPUT_ERROR:
@@ -238,7 +248,7 @@ class UiMessageMapper:
         if not isinstance(call_id, str):
             return
         call = self._calls.get(call_id)
-        if call is None or call[1] != _INPUT:
+        if call is None or call.state != _INPUT:
             return  # an answer to a call whose input is not complete would be an orphan
         if kind == TOOL_OUTPUT_AVAILABLE and "output" in data:
             part: Part = {"type": kind, "toolCallId": call_id, "output": data["output"]}
@@ -246,6 +256,6 @@ class UiMessageMapper:
             part = {"type": kind, "toolCallId": call_id, "errorText": data["error"]}
         else:
             return
-        call[1] = _ANSWERED
+        call.state = _ANSWERED
         self._close_block(parts)
         parts.append(part)
