@@ -41,14 +41,20 @@ def answer(text: str) -> str:
 async def assistant(msg: Message, ctx: Context) -> None:
     """The payload is the body ``useChat`` posted: ``id``, ``messages``, ``trigger``..."""
     text = last_user_text(msg.payload["messages"])
-    await ctx.emit_chunk(parent=msg, text="", data={"reasoning": "Count the words first."})
-    call = {"id": "call-1", "name": "word_count", "input": {"text": text}}
-    await ctx.emit_chunk(parent=msg, text="", data={"tool_call": call})
-    result = {"id": "call-1", "output": {"words": len(text.split())}}
-    await ctx.emit_chunk(parent=msg, text="", data={"tool_result": result})
+    thought = {"type": "reasoning", "id": "r", "delta": "Count the words first."}
+    await ctx.emit_chunk(parent=msg, text="", data=thought)
+    call = {"type": "tool-input-available", "id": "call-1", "name": "word_count"}
+    await ctx.emit_chunk(parent=msg, text="", data={**call, "input": {"text": text}})
+    result = {
+        "type": "tool-output-available",
+        "id": "call-1",
+        "output": {"words": len(text.split())},
+    }
+    await ctx.emit_chunk(parent=msg, text="", data=result)
     for i, word in enumerate(answer(text).split(" ")):
         # The answer is the next step: after the tool's output.
-        await ctx.emit_chunk(parent=msg, text=word if i == 0 else f" {word}", data={"step": i == 0})
+        step = {"type": "step"} if i == 0 else None
+        await ctx.emit_chunk(parent=msg, text=word if i == 0 else f" {word}", data=step)
         await asyncio.sleep(PACE_S)
     await ctx.emit_chunk(parent=msg, text="", done=True, meta={"finish_reason": "stop"})
 

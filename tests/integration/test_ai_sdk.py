@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import json
-import os
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,11 +21,10 @@ from icefloe import Context, Message, Node, create
 from icefloe.core.sse import SseParser
 from icefloe.transport.app import EdgeSettings
 from icefloe.transport.auth import ApiKeyAuthenticator
+from jskit import JS_DIR, ROOT, check_node, load, run_node
 
 Serve = Any  # the serve fixture of conftest.py: serve(flow, settings=None) -> url
 
-ROOT = Path(__file__).resolve().parents[2]
-JS_DIR = ROOT / "tests" / "js"
 TOKENS = 200
 
 
@@ -42,13 +38,32 @@ async def chat_node(msg: Message, ctx: Context) -> None:
     body = msg.payload
     if body.get("scenario") == "tools":
         for data, text in [
-            ({"reasoning": "Look up "}, ""),
-            ({"reasoning": "the weather."}, ""),
-            ({"tool_call": {"id": "call-1", "name": "weather", "input_delta": '{"city":'}}, ""),
-            ({"tool_call": {"id": "call-1", "input_delta": '"Oslo"}'}}, ""),
-            ({"tool_call": {"id": "call-1", "input": {"city": "Oslo"}}}, ""),
-            ({"tool_result": {"id": "call-1", "output": {"celsius": -3}}}, ""),
-            ({"step": True}, "It is -3 °C"),
+            ({"type": "reasoning", "id": "r", "delta": "Look up "}, ""),
+            ({"type": "reasoning", "id": "r", "delta": "the weather."}, ""),
+            (
+                {
+                    "type": "tool-input-delta",
+                    "id": "call-1",
+                    "name": "weather",
+                    "delta": '{"city":',
+                },
+                "",
+            ),
+            (
+                {"type": "tool-input-delta", "id": "call-1", "name": "weather", "delta": '"Oslo"}'},
+                "",
+            ),
+            (
+                {
+                    "type": "tool-input-available",
+                    "id": "call-1",
+                    "name": "weather",
+                    "input": {"city": "Oslo"},
+                },
+                "",
+            ),
+            ({"type": "tool-output-available", "id": "call-1", "output": {"celsius": -3}}, ""),
+            ({"type": "step"}, "It is -3 °C"),
             (None, " in Oslo."),
         ]:
             await ctx.emit_chunk(parent=msg, text=text, data=data)
@@ -111,35 +126,6 @@ async def read_parts(response: httpx.Response) -> list[Any]:
     return await Parts(response).rest()
 
 
-def check_node() -> None:
-    if shutil.which("node") is None:
-        pytest.fail("needs Node.js 20+ on PATH (see README: make test)")
-    if not (JS_DIR / "node_modules" / "ai").is_dir():
-        pytest.fail("tests/js/node_modules is missing: run `make test` (npm ci in tests/js)")
-
-
-async def run_node(script: Path, *args: str, env: dict[str, str] | None = None) -> str:
-    """Run ``script`` in Node (60 s at most); its stdout, or the test fails with its stderr."""
-    proc = await asyncio.create_subprocess_exec(
-        "node",
-        str(script),
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        cwd=script.parent,
-        env={**os.environ, "NODE_NO_WARNINGS": "1", **(env or {})},
-    )
-    try:
-        async with asyncio.timeout(60):
-            out, err = await proc.communicate()
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    assert proc.returncode == 0, err.decode()
-    return out.decode()
-
-
 async def test_real_ai_sdk_reads_resumes_and_stops_a_chat(serve: Serve) -> None:
     check_node()
     async with serve(chat_flow()) as url:
@@ -148,21 +134,6 @@ async def test_real_ai_sdk_reads_resumes_and_stops_a_chat(serve: Serve) -> None:
     print(f"ai-sdk figures: {figures}", file=sys.stderr)
     assert figures["full"]["tokens"] == TOKENS
     assert figures["resume"]["deltasBeforeAbort"] >= 50
-
-
-def load(path: Path) -> Any:
-    """The module at ``path``, loaded by path (examples/ and tests/e2e are not packages)."""
-    name = f"_loaded_{path.stem}"
-    module = sys.modules.get(name)
-    if module is None:
-        spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None
-        assert spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        # Registered first: dataclasses resolve their module's annotations through it.
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return module
 
 
 def doc_block(name: str) -> str:

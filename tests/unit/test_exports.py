@@ -23,7 +23,19 @@ PROMISED_NAMES = [
 ]
 
 #: heavy or optional dependencies ``import icefloe`` must not load
-HEAVY_MODULES = ["starlette", "uvicorn", "aiokafka", "redis", "nats", "websockets", "typer", "rich"]
+HEAVY_MODULES = [
+    "starlette",
+    "uvicorn",
+    "aiokafka",
+    "redis",
+    "nats",
+    "websockets",
+    "typer",
+    "rich",
+    "openai",
+    "anthropic",
+    "icefloe.llm",
+]
 
 
 def test_all_is_sorted_and_unique() -> None:
@@ -63,6 +75,19 @@ def test_import_does_not_load_heavy_dependencies() -> None:
         "import json, sys\n"
         "import icefloe\n"
         f"print(json.dumps([m for m in {HEAVY_MODULES!r} if m in sys.modules]))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert json.loads(result.stdout) == []
+
+
+def test_the_llm_package_does_not_load_a_provider_sdk() -> None:
+    # The adapters are extras: only importing icefloe.llm.openai (or .anthropic) loads its SDK.
+    script = (
+        "import json, sys\n"
+        "import icefloe.llm\n"
+        "print(json.dumps([m for m in ('openai', 'anthropic') if m in sys.modules]))\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple
 
 from icefloe.core.latency import LatencyBudgetStatistics
-from icefloe.exceptions import EndOfStream, ErrorCode, StreamClosedError
+from icefloe.exceptions import EndOfStream, ErrorCode, StreamClosedError, StreamError
 from icefloe.runtime.channel import EMPTY, Channel, ChannelStatistics
 from icefloe.runtime.context import Context
 from icefloe.runtime.durable import DurableRun, enter_run, leave_run
@@ -165,7 +165,7 @@ class NodeRunner:
                     raise
                 self.cancelled += 1
             except Exception as exc:
-                self._fail(msg, ErrorCode.FAILED, exc)
+                self._fail(msg, _code_of(exc, ErrorCode.FAILED), exc)
             finally:
                 if token is not None:
                     leave_run(token)
@@ -196,7 +196,7 @@ class NodeRunner:
             except Exception as exc:
                 timed_out = policy.timeout_s is not None and scope.expired()
                 if attempt >= policy.max_retries:
-                    code = ErrorCode.TIMEOUT if timed_out else ErrorCode.FAILED
+                    code = ErrorCode.TIMEOUT if timed_out else _code_of(exc, ErrorCode.FAILED)
                     raise _Failure(code, exc) from exc
                 self.retries += 1
                 log.info(
@@ -219,6 +219,11 @@ class NodeRunner:
             exc,
             exc_info=exc if log.isEnabledFor(logging.DEBUG) else None,
         )
-        self._registry.fail_trace(
-            msg.trace_id, code, f"node {self.node.name!r} failed: {type(exc).__name__}"
-        )
+        why = exc.message if isinstance(exc, StreamError) else type(exc).__name__
+        self._registry.fail_trace(msg.trace_id, code, f"node {self.node.name!r} failed: {why}")
+
+
+def _code_of(exc: BaseException, default: ErrorCode) -> ErrorCode:
+    # A node that raises a StreamError chooses its stream's terminal code (an
+    # LLM adapter reports a provider's 429 as rate_limited, not as failed).
+    return exc.code if isinstance(exc, StreamError) else default

@@ -23,24 +23,38 @@ json_values = st.recursive(
     max_leaves=8,
 )
 call_ids = st.sampled_from(["c1", "c2", "c3"])
-tool_calls = st.fixed_dictionaries(
-    {"id": call_ids},
-    optional={
-        "name": st.sampled_from(["weather", "search", ""]),
-        "input_delta": st.text(max_size=4),
-        "input": json_values,
-    },
+names = st.sampled_from(["weather", "search", ""])
+# The typed ``data`` vocabulary (the LLM adapters' parts), with fields left
+# out or wrong now and then: the mapper must keep the grammar whatever comes.
+typed = st.one_of(
+    st.fixed_dictionaries(
+        {"type": st.just("reasoning"), "delta": st.text(max_size=6)},
+        optional={"id": st.sampled_from(["r0", "r1"])},
+    ),
+    st.fixed_dictionaries(
+        {"type": st.just("tool-input-delta"), "id": call_ids, "delta": st.text(max_size=4)},
+        optional={"name": names},
+    ),
+    st.fixed_dictionaries(
+        {"type": st.just("tool-input-available"), "id": call_ids},
+        optional={"name": names, "input": json_values},
+    ),
+    st.fixed_dictionaries(
+        {"type": st.just("tool-input-error"), "id": call_ids, "input": st.text(max_size=4)},
+        optional={"name": names, "error": st.text(max_size=4)},
+    ),
+    st.fixed_dictionaries(
+        {"type": st.just("tool-output-available"), "id": call_ids},
+        optional={"output": json_values},
+    ),
+    st.fixed_dictionaries(
+        {"type": st.just("tool-output-error"), "id": call_ids},
+        optional={"error": st.text(max_size=4)},
+    ),
+    st.just({"type": "step"}),
+    st.fixed_dictionaries({"type": st.text(max_size=4)}),
 )
-structured = st.fixed_dictionaries(
-    {},
-    optional={
-        "reasoning": st.text(max_size=6),
-        "step": st.booleans(),
-        "tool_call": tool_calls | st.lists(tool_calls, max_size=2),
-        "tool_result": st.fixed_dictionaries({"id": call_ids}, optional={"output": json_values}),
-    },
-)
-chunks = st.lists(st.tuples(st.text(max_size=6), st.none() | structured | json_values), max_size=30)
+chunks = st.lists(st.tuples(st.text(max_size=6), st.none() | typed | json_values), max_size=30)
 
 
 def run(items: list[Chunk], meta: dict[str, Any] | None = None) -> list[dict[str, Any]]:
@@ -58,7 +72,7 @@ def check_well_formed(parts: list[dict[str, Any]]) -> None:
     steps alternate, and the last part is ``finish`` / ``abort``."""
     assert parts[:2] == [{"type": "start", "messageId": "m1"}, {"type": "start-step"}]
     open_blocks: dict[str, str] = {}
-    tools: set[str] = set()
+    tools: dict[str, str] = {}  # call id -> streaming / input / answered
     in_step = True
     ids: set[str] = set()
     for part in parts[2:-1]:
@@ -79,9 +93,17 @@ def check_well_formed(parts: list[dict[str, Any]]) -> None:
         if kind == "tool-input-start":
             assert part["toolCallId"] not in tools
             assert part["toolName"]
-            tools.add(part["toolCallId"])
-        elif kind in ("tool-input-delta", "tool-input-available", "tool-output-available"):
-            assert part["toolCallId"] in tools
+            tools[part["toolCallId"]] = "streaming"
+        elif kind == "tool-input-delta":
+            assert tools[part["toolCallId"]] == "streaming"
+            assert part["inputTextDelta"]
+        elif kind in ("tool-input-available", "tool-input-error"):
+            assert tools[part["toolCallId"]] == "streaming"
+            assert part["toolName"]
+            tools[part["toolCallId"]] = "input" if kind == "tool-input-available" else "answered"
+        elif kind in ("tool-output-available", "tool-output-error"):
+            assert tools[part["toolCallId"]] == "input"
+            tools[part["toolCallId"]] = "answered"
         elif kind == "finish-step":
             assert in_step
             in_step = False
@@ -108,8 +130,10 @@ def test_text_and_reasoning_arrive_whole_in_a_well_formed_message(items: list[Ch
     parts = run(items)
     check_well_formed(parts)
     assert joined(parts, "text") == "".join(text for text, _ in items)
-    reasoning = [d.get("reasoning") for _, d in items if isinstance(d, dict)]
-    assert joined(parts, "reasoning") == "".join(r for r in reasoning if isinstance(r, str))
+    reasoning = [
+        d["delta"] for _, d in items if isinstance(d, dict) and d.get("type") == "reasoning"
+    ]
+    assert joined(parts, "reasoning") == "".join(reasoning)
 
 
 @PROPERTY
@@ -154,13 +178,21 @@ def test_encoding_is_one_data_line_per_part(items: list[Chunk]) -> None:
 def test_a_tool_call_streams_its_input_then_its_output() -> None:
     parts = run(
         [
-            ("", {"tool_call": {"id": "c1", "name": "weather", "input_delta": '{"city":'}}),
+            ("", {"type": "tool-input-delta", "id": "c1", "name": "weather", "delta": '{"city":'}),
+            ("", {"type": "tool-input-delta", "id": "c1", "name": "weather", "delta": '"Oslo"}'}),
             (
                 "",
-                {"tool_call": [{"id": "c1", "input_delta": '"Oslo"}', "input": {"city": "Oslo"}}]},
+                {
+                    "type": "tool-input-available",
+                    "id": "c1",
+                    "name": "weather",
+                    "input": {"city": "Oslo"},
+                },
             ),
-            ("", {"tool_result": {"id": "c1", "output": {"celsius": -3}}}),
-            ("", {"tool_result": {"id": "unknown", "output": 1}}),
+            ("", {"type": "tool-input-delta", "id": "c1", "name": "weather", "delta": "late"}),
+            ("", {"type": "tool-output-available", "id": "c1", "output": {"celsius": -3}}),
+            ("", {"type": "tool-output-available", "id": "c1", "output": "twice"}),
+            ("", {"type": "tool-output-available", "id": "unknown", "output": 1}),
         ]
     )
     assert parts[2:7] == [
@@ -178,8 +210,50 @@ def test_a_tool_call_streams_its_input_then_its_output() -> None:
     assert parts[7:] == [{"type": "finish-step"}, {"type": "finish"}]
 
 
+def test_a_call_with_no_arguments_and_a_call_with_bad_ones() -> None:
+    # Adapters send no delta for an empty argument list, and tool-input-error
+    # with the raw text for arguments that are not JSON.
+    parts = run(
+        [
+            ("", {"type": "tool-input-available", "id": "c1", "name": "now", "input": {}}),
+            ("", {"type": "tool-output-error", "id": "c1", "error": "clock broken"}),
+            ("", {"type": "tool-input-delta", "id": "c2", "name": "f", "delta": '{"x": '}),
+            (
+                "",
+                {
+                    "type": "tool-input-error",
+                    "id": "c2",
+                    "name": "f",
+                    "input": '{"x": ',
+                    "error": "bad",
+                },
+            ),
+            ("", {"type": "tool-output-available", "id": "c2", "output": 1}),
+        ]
+    )
+    assert parts[2:-2] == [
+        {"type": "tool-input-start", "toolCallId": "c1", "toolName": "now"},
+        {"type": "tool-input-available", "toolCallId": "c1", "toolName": "now", "input": {}},
+        {"type": "tool-output-error", "toolCallId": "c1", "errorText": "clock broken"},
+        {"type": "tool-input-start", "toolCallId": "c2", "toolName": "f"},
+        {"type": "tool-input-delta", "toolCallId": "c2", "inputTextDelta": '{"x": '},
+        {
+            "type": "tool-input-error",
+            "toolCallId": "c2",
+            "toolName": "f",
+            "input": '{"x": ',
+            "errorText": "bad",
+        },
+    ]
+
+
 def test_reasoning_then_text_switches_blocks() -> None:
-    parts = run([("", {"reasoning": "think"}), ("say", {"reasoning": "more"})])
+    parts = run(
+        [
+            ("", {"type": "reasoning", "id": "r", "delta": "think"}),
+            ("say", {"type": "reasoning", "id": "r", "delta": "more"}),
+        ]
+    )
     assert [p["type"] for p in parts[2:-2]] == [
         "reasoning-start",
         "reasoning-delta",
@@ -189,6 +263,31 @@ def test_reasoning_then_text_switches_blocks() -> None:
         "text-delta",
         "text-end",
     ]
+
+
+def test_a_new_reasoning_block_id_is_a_new_reasoning_part() -> None:
+    parts = run(
+        [
+            ("", {"type": "reasoning", "id": "rs_1", "delta": "a"}),
+            ("", {"type": "reasoning", "id": "rs_1", "delta": "b"}),
+            ("", {"type": "reasoning", "id": "rs_2", "delta": "c"}),
+        ]
+    )
+    assert parts[2:-2] == [
+        {"type": "reasoning-start", "id": "reasoning-1"},
+        {"type": "reasoning-delta", "id": "reasoning-1", "delta": "a"},
+        {"type": "reasoning-delta", "id": "reasoning-1", "delta": "b"},
+        {"type": "reasoning-end", "id": "reasoning-1"},
+        {"type": "reasoning-start", "id": "reasoning-2"},
+        {"type": "reasoning-delta", "id": "reasoning-2", "delta": "c"},
+        {"type": "reasoning-end", "id": "reasoning-2"},
+    ]
+
+
+def test_the_older_keys_are_not_read() -> None:
+    # One vocabulary: the untyped keys of earlier versions map to nothing.
+    old = {"reasoning": "x", "tool_call": {"id": "c1", "name": "f", "input": {}}, "step": True}
+    assert run([("", old)])[2:] == [{"type": "finish-step"}, {"type": "finish"}]
 
 
 def test_the_done_meta_is_the_finish() -> None:
@@ -203,7 +302,7 @@ def test_the_done_meta_is_the_finish() -> None:
 
 
 def test_a_step_boundary_ends_and_starts_a_step() -> None:
-    parts = run([("a", None), ("b", {"step": True})])
+    parts = run([("a", None), ("b", {"type": "step"})])
     assert [p["type"] for p in parts] == [
         "start",
         "start-step",

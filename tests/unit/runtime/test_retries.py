@@ -281,6 +281,27 @@ async def test_an_attempt_that_times_out_can_succeed_on_retry(make_flow: MakeFlo
     assert attempts == 2
 
 
+@pytest.mark.parametrize(
+    "policy", [NodePolicy(), NodePolicy(max_retries=1, backoff_s=0)], ids=["plain", "retried"]
+)
+async def test_a_node_raising_stream_error_chooses_the_terminal_code(
+    make_flow: MakeFlow, policy: NodePolicy
+) -> None:
+    # How an LLM adapter reports a provider's 429: not as a plain failure.
+    async def busy(msg: Message, ctx: Context) -> None:
+        await ctx.emit_chunk(parent=msg, text="a")
+        raise StreamError(ErrorCode.RATE_LIMITED, "the provider answered 429")
+
+    flow = make_flow(Node(busy, name="llm", policy=policy).to())
+    async with asyncio.timeout(10):
+        chunks, error = await read_all(flow.stream(Message(payload=None, headers=H)))
+    assert [c.text for c in chunks] == ["a"]
+    assert error is not None
+    assert error.code is ErrorCode.RATE_LIMITED
+    assert error.message == "node 'llm' failed: the provider answered 429"
+    assert flow.stats().nodes[0].failures == 1
+
+
 async def test_node_exception_without_a_timeout_is_failed_not_timeout(
     make_flow: MakeFlow,
 ) -> None:
