@@ -49,7 +49,8 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Final, TypeVar
+from functools import partial
+from typing import Any, Final, TypeVar, cast
 
 from confluent_kafka import (
     Consumer,
@@ -77,6 +78,9 @@ FETCH_BATCH: Final = 500
 FETCH_WAIT_S: Final = 0.1
 #: how long ``flush`` / ``close`` wait for the broker, in seconds
 FLUSH_TIMEOUT_S: Final = 30.0
+_ALL_BROKERS_DOWN: Final = "_ALL_BROKERS_DOWN"
+#: producer replacements one ``flush`` makes before it reports the records failed
+MAX_REPLACEMENTS: Final = 5
 #: how long a full buffer is given to drain per wait, in seconds
 _DRAIN_WAIT_S: Final = 0.05
 
@@ -93,8 +97,12 @@ def _headers(msg: Message) -> tuple[tuple[str, bytes], ...]:
     raw = msg.headers()
     if not raw:
         return ()
-    pairs = raw.items() if isinstance(raw, dict) else raw
-    return tuple((name, _as_bytes(value) or b"") for name, value in pairs)
+    # librdkafka hands a list of (name, bytes | None); a null value reads as b"".
+    pairs = tuple(raw.items() if isinstance(raw, dict) else raw)
+    for _, value in pairs:
+        if not isinstance(value, bytes):
+            return tuple((name, _as_bytes(value) or b"") for name, value in pairs)
+    return cast(tuple[tuple[str, bytes], ...], pairs)
 
 
 class _Worker:
@@ -165,6 +173,10 @@ class KafkaSink:
         self._lock = threading.Lock()
         # id -> record, for every record sent and not confirmed yet
         self._unconfirmed: dict[int, Record] = {}
+        # records accepted by send and not handed to librdkafka yet (at most one
+        # per waiting sender, plus what a replaced producer left unconfirmed)
+        self._backlog: deque[Record] = deque()
+        self._pumping = asyncio.Lock()
         self._next_id = 0
         self._failures: list[tuple[Record, str]] = []
         self._fatal = False
@@ -205,58 +217,89 @@ class KafkaSink:
         # Runs on whichever thread serves librdkafka's queue (poll or flush).
         with self._lock:
             record = self._unconfirmed.get(ident)
+            if record is None:
+                return  # sent by a replaced producer: the record was queued again
             if error is None:
-                self._unconfirmed.pop(ident, None)
+                del self._unconfirmed[ident]
                 self._confirmed += 1
-            elif record is not None and not (error.fatal() or self._fatal):
-                # A fatal error keeps the record unconfirmed: flush resends it.
-                self._unconfirmed.pop(ident)
+            elif not (error.fatal() or self._fatal):
+                # A fatal error keeps the record unconfirmed: it is sent again.
+                del self._unconfirmed[ident]
                 self._failures.append((record, error.str()))
                 self._failed += 1
 
     async def send(self, record: Record) -> None:
-        """Queue ``record``; waits while ``max_buffer`` records are unconfirmed."""
-        producer = self._client()
-        with self._lock:
-            ident = self._next_id
-            self._next_id += 1
-            self._unconfirmed[ident] = record
+        """Queue ``record``; waits while ``max_buffer`` records are unconfirmed.
+
+        :raises DeliveryFailed: (transactional sinks) the buffer stayed full
+            with no delivery report for ``stall_timeout_s``.
+        """
+        self._client()
         self._sent += 1
-        await self._produce(producer, ident, record)
+        self._backlog.append(record)
+        await self._pump()
 
-    async def _produce(self, producer: Producer, ident: int, record: Record) -> None:
-        def report(error: KafkaError | None, msg: Message) -> None:
-            self._on_delivery(ident, error, msg)
+    async def _pump(self) -> None:
+        # One task at a time hands the backlog to librdkafka, oldest first, so
+        # records resent after a producer replacement keep their order ahead
+        # of newer ones; the others wait on the lock (that is the backpressure).
+        async with self._pumping:
+            backlog = self._backlog
+            progress, since = self._confirmed, time.monotonic()
+            while backlog:
+                if self._fatal and not self._transactional:
+                    self._replace_producer()
+                producer = self._client()
+                record = backlog[0]
+                with self._lock:
+                    ident = self._next_id
+                    self._next_id += 1
+                    self._unconfirmed[ident] = record
+                try:
+                    producer.produce(
+                        self.topic,
+                        record.value,
+                        record.key,
+                        headers=list(record.headers),
+                        on_delivery=partial(self._on_delivery, ident),
+                    )
+                except BufferError:
+                    with self._lock:
+                        del self._unconfirmed[ident]
+                    # Full: serve delivery reports until room frees up.
+                    await self._worker.run(producer.poll, _DRAIN_WAIT_S)
+                    if self._confirmed != progress:
+                        progress, since = self._confirmed, time.monotonic()
+                    elif time.monotonic() - since > self._stall_timeout:
+                        self._stalled(record)
+                        progress, since = self._confirmed, time.monotonic()
+                    continue
+                backlog.popleft()
+                producer.poll(0)
 
-        while True:
-            try:
-                producer.produce(
-                    self.topic,
-                    record.value,
-                    record.key,
-                    headers=list(record.headers),
-                    on_delivery=report,
-                )
-            except BufferError:
-                # The queue is full: serve delivery reports until room frees up.
-                await self._worker.run(producer.poll, _DRAIN_WAIT_S)
-                continue
-            producer.poll(0)
-            return
+    def _stalled(self, record: Record) -> None:
+        # A full buffer that no longer drains: the producer lost its state.
+        if self._transactional:
+            raise DeliveryFailed([(record, "the producer stalled with a full buffer")])
+        self._replace_producer()
 
     async def flush(self) -> None:
         """Wait for every delivery report of records sent so far.
 
+        A producer that stalls or fails fatally is replaced and its unconfirmed
+        records sent again, up to :data:`MAX_REPLACEMENTS` times per flush.
+
         :raises DeliveryFailed: the records that failed (each reported once).
         """
-        producer = self._client()
-        await self._drain(producer)
-        if self._fatal and not self._transactional:
-            await self._replace_producer()
+        for _ in range(MAX_REPLACEMENTS + 1):
+            await self._pump()
             await self._drain(self._client())
+            if not self._fatal or self._transactional:
+                break
+            self._replace_producer()
+        else:
             with self._lock:
-                if self._fatal:
-                    self._fail_unconfirmed("not confirmed by a replaced producer either")
+                self._fail_unconfirmed("not confirmed after replacing the producer")
         with self._lock:
             failures, self._failures = self._failures, []
         if failures:
@@ -277,31 +320,28 @@ class KafkaSink:
                 self._fatal = True
                 return
 
-    async def _replace_producer(self) -> None:
-        # The old producer is unusable (its id was fenced or forgotten):
-        # purge it and resend every record it left unconfirmed, in send order.
+    def _replace_producer(self) -> None:
+        # The old producer is unusable (its id was fenced or forgotten): purge
+        # it and queue every record it left unconfirmed again, in send order,
+        # ahead of the backlog.
         old = self._client()
         old.purge()
         with self._lock:
-            pending = sorted(self._unconfirmed.items())
+            pending = [record for _, record in sorted(self._unconfirmed.items())]
             self._unconfirmed.clear()
             self._fatal = False
-        await self._worker.run(old.flush, 0)
+        self._backlog.extendleft(reversed(pending))
+        old.poll(0)  # serves the purge reports, which find nothing to update
         self._producer = Producer(self._config)
         self._reconnects += 1
-        for _, record in pending:
-            with self._lock:
-                ident = self._next_id
-                self._next_id += 1
-                self._unconfirmed[ident] = record
-            await self._produce(self._producer, ident, record)
 
     def _fail_unconfirmed(self, reason: str) -> None:
         # With self._lock held.
-        for record in self._unconfirmed.values():
+        for record in (*self._unconfirmed.values(), *self._backlog):
             self._failures.append((record, reason))
             self._failed += 1
         self._unconfirmed.clear()
+        self._backlog.clear()
         self._fatal = False
 
     # -- transactions (used by transform) --
@@ -315,10 +355,14 @@ class KafkaSink:
 
         :raises KafkaException: the transaction failed; call :meth:`abort`.
         """
+        await self._pump()
         producer = self._client()
         await self._drain(producer)
         with self._lock:
             failures, self._failures = self._failures, []
+            stalled = self._fatal
+        if stalled:
+            raise DeliveryFailed([(r, "not confirmed") for r in self._unconfirmed.values()])
         if failures:
             raise DeliveryFailed(failures)
         if offsets:
@@ -332,6 +376,8 @@ class KafkaSink:
         await self._worker.run(self._client().abort_transaction, FLUSH_TIMEOUT_S)
         with self._lock:
             self._unconfirmed.clear()
+            self._backlog.clear()
+            self._fatal = False
 
     async def close(self) -> None:
         """Flush (outside a transaction), then release the producer. Idempotent."""
@@ -347,7 +393,7 @@ class KafkaSink:
 
     def statistics(self) -> ConnectorStatistics:
         with self._lock:
-            in_flight = len(self._unconfirmed)
+            in_flight = len(self._unconfirmed) + len(self._backlog)
         return ConnectorStatistics(
             self._sent, self._confirmed, self._failed, in_flight, self._reconnects
         )
@@ -445,6 +491,8 @@ class KafkaSource:
         self._partitions: dict[str, TopicPartition] = {}
         self._dirty: set[str] = set()
         self._redeliveries: dict[tuple[str, int], int] = {}
+        # partition -> the offset a nack sought back to, until it is read again
+        self._rewound: dict[str, int] = {}
         self._in_flight = 0
         self._paused = False
         self._acked = asyncio.Event()
@@ -483,7 +531,8 @@ class KafkaSource:
     # -- callbacks, on the worker thread inside consume --
 
     def _on_error(self, error: KafkaError) -> None:
-        if error.code() == KafkaError._ALL_BROKERS_DOWN:
+        # librdkafka's name for "every broker connection is lost"
+        if error.name() == _ALL_BROKERS_DOWN:
             self._reconnects += 1
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -509,6 +558,7 @@ class KafkaSource:
             for name in names:
                 tracker = self._trackers.pop(name, None)
                 self._partitions.pop(name, None)
+                self._rewound.pop(name, None)
                 if tracker is not None:
                     self._in_flight -= len(tracker.delivered)
         self._acked.set()
@@ -543,7 +593,8 @@ class KafkaSource:
             messages = await self._worker.run(
                 consumer.consume, min(room, FETCH_BATCH), FETCH_WAIT_S
             )
-            await self._maybe_commit()
+            if self._commit_due():
+                await self.commit(asynchronous=True)
             for msg in messages:
                 inbound = self._accept(msg)
                 if inbound is not None:
@@ -563,6 +614,13 @@ class KafkaSource:
             tracker = self._trackers.get(name)
             if tracker is None:
                 return None  # revoked while in the worker's hands
+            rewound = self._rewound.get(name)
+            if rewound is not None:
+                # A nack sought back to ``rewound``: records fetched before the
+                # seek are skipped until the partition restarts there.
+                if offset != rewound:
+                    return None
+                del self._rewound[name]
             tracker.deliver(offset)
             self._in_flight += 1
             deliveries = self._redeliveries.get((name, offset), 0) + 1
@@ -582,7 +640,8 @@ class KafkaSource:
         if self._in_flight < self._max_in_flight:
             self._paused = False
             await self._worker.run(consumer.resume, self._assigned())
-        await self._maybe_commit()
+        if self._commit_due():
+            await self.commit(asynchronous=True)
 
     def _assigned(self) -> list[TopicPartition]:
         with self._lock:
@@ -600,7 +659,8 @@ class KafkaSource:
                 return
             self._dirty.add(inbound.partition)
             self._settle((inbound.partition, inbound.position))
-        await self._maybe_commit()
+        if self._commit_due():
+            await self.commit(asynchronous=True)
 
     def _settle(self, key: tuple[str, int]) -> None:
         self._in_flight -= 1
@@ -618,6 +678,7 @@ class KafkaSource:
                 return
             dropped = tracker.rewind(inbound.position)
             self._in_flight -= dropped
+            self._rewound[inbound.partition] = inbound.position
             key = (inbound.partition, inbound.position)
             self._redeliveries[key] = self._redeliveries.get(key, 0) + 1
         self._nacked += 1
@@ -625,11 +686,12 @@ class KafkaSource:
         seek = TopicPartition(tp.topic, tp.partition, inbound.position)
         await self._worker.run(self._client().seek, seek)
 
-    async def _maybe_commit(self) -> None:
+    def _commit_due(self) -> bool:
         now = time.monotonic()
-        if now - self._last_commit >= self._commit_interval:
-            self._last_commit = now
-            await self.commit(asynchronous=True)
+        if now - self._last_commit < self._commit_interval:
+            return False
+        self._last_commit = now
+        return True
 
     async def commit(self, *, asynchronous: bool = False) -> None:
         """Commit every acked offset now (``close`` and revokes do this too)."""
