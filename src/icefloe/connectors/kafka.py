@@ -234,10 +234,35 @@ class KafkaSink:
         :raises DeliveryFailed: (transactional sinks) the buffer stayed full
             with no delivery report for ``stall_timeout_s``.
         """
-        self._client()
+        producer = self._client()
         self._sent += 1
+        # The common case: nobody waits, so the record goes straight in.
+        idle = not (self._backlog or self._pumping.locked() or self._fatal)
+        if idle and self._try_produce(producer, record):
+            return
         self._backlog.append(record)
         await self._pump()
+
+    def _try_produce(self, producer: Producer, record: Record) -> bool:
+        """Hand ``record`` to librdkafka; False when its queue is full."""
+        with self._lock:
+            ident = self._next_id
+            self._next_id += 1
+            self._unconfirmed[ident] = record
+        try:
+            producer.produce(
+                self.topic,
+                record.value,
+                record.key,
+                headers=list(record.headers),
+                on_delivery=partial(self._on_delivery, ident),
+            )
+        except BufferError:
+            with self._lock:
+                del self._unconfirmed[ident]
+            return False
+        producer.poll(0)
+        return True
 
     async def _pump(self) -> None:
         # One task at a time hands the backlog to librdkafka, oldest first, so
@@ -250,32 +275,16 @@ class KafkaSink:
                 if self._fatal and not self._transactional:
                     self._replace_producer()
                 producer = self._client()
-                record = backlog[0]
-                with self._lock:
-                    ident = self._next_id
-                    self._next_id += 1
-                    self._unconfirmed[ident] = record
-                try:
-                    producer.produce(
-                        self.topic,
-                        record.value,
-                        record.key,
-                        headers=list(record.headers),
-                        on_delivery=partial(self._on_delivery, ident),
-                    )
-                except BufferError:
-                    with self._lock:
-                        del self._unconfirmed[ident]
-                    # Full: serve delivery reports until room frees up.
-                    await self._worker.run(producer.poll, _DRAIN_WAIT_S)
-                    if self._confirmed != progress:
-                        progress, since = self._confirmed, time.monotonic()
-                    elif time.monotonic() - since > self._stall_timeout:
-                        self._stalled(record)
-                        progress, since = self._confirmed, time.monotonic()
+                if self._try_produce(producer, backlog[0]):
+                    backlog.popleft()
                     continue
-                backlog.popleft()
-                producer.poll(0)
+                # Full: serve delivery reports until room frees up.
+                await self._worker.run(producer.poll, _DRAIN_WAIT_S)
+                if self._confirmed != progress:
+                    progress, since = self._confirmed, time.monotonic()
+                elif time.monotonic() - since > self._stall_timeout:
+                    self._stalled(backlog[0])
+                    progress, since = self._confirmed, time.monotonic()
 
     def _stalled(self, record: Record) -> None:
         # A full buffer that no longer drains: the producer lost its state.
