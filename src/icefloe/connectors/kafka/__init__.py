@@ -22,8 +22,10 @@ idempotent by default (no duplicate and no reordering from its own
 retries). ``send`` waits while librdkafka's queue (``max_buffer`` records) is
 full; ``flush`` waits for every delivery report and raises
 :class:`~icefloe.connectors.DeliveryFailed` for those that failed. A fatal
-producer error (the broker forgot the producer id, e.g. it restarted and lost
-its state) replaces the producer and sends the unconfirmed records once more:
+producer error, or ``stall_timeout_s`` with records outstanding and no
+delivery report (a broker that restarted without its state no longer knows
+the producer id, and librdkafka retries without end), replaces the producer
+and sends the unconfirmed records again, in their order:
 records the old producer had in fact delivered then arrive twice, and the
 consumer's dedup drops them.
 
@@ -42,7 +44,9 @@ consumer group (``send_offsets_to_transaction``). A crash before the commit
 leaves an open transaction that the next producer with the same
 ``transactional_id`` aborts when it starts; readers with
 ``isolation.level=read_committed`` (the source's default) never see its
-records, and the input offsets were not committed, so the batch is redone.
+records on a Kafka broker (the ``tansu`` test broker shows them: see
+docs/connectors-kafka.md), and the input offsets were not committed, so the
+batch is redone.
 """
 
 from __future__ import annotations
