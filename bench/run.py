@@ -44,6 +44,13 @@ connection (``ws_{json,msgpack}_{1,100}[_deflate]``: 1 or 100 multiplexed
 streams, each format, with and without permessage-deflate) against a bare
 ``websockets`` server sending the same pre-encoded frames, and
 ``ws_first_chunk`` (start to first chunk, p50/p99 ms).
+
+Kafka connector scenario (``bench/kafka_connector.py``; after the WebSocket
+ones, skipped with them by ``--no-http``, and skipped with a message when
+the ``tansu`` broker or confluent-kafka is not installed):
+``kafka_round_trip``, chunk records through ``KafkaSink`` and back through
+``KafkaSource`` against a broker on loopback, beside the raw confluent-kafka
+client doing the same work (target >= 0.7).
 """
 
 from __future__ import annotations
@@ -424,6 +431,9 @@ def targets(results: dict[str, ScenarioResult], memory: MemoryReport) -> dict[st
             goals[f"{name}_ratio"] = Target(results[name].ratios["ratio"], ">=", 0.5)
     if "sse_fan_out" in results:
         goals["sse_fan_out_ratio"] = Target(results["sse_fan_out"].ratios["ratio"], ">=", 0.5)
+    if "kafka_round_trip" in results:
+        ratio = results["kafka_round_trip"].ratios["ratio"]
+        goals["kafka_round_trip_ratio"] = Target(ratio, ">=", 0.7)
     return {name: goal.to_json() for name, goal in goals.items()}
 
 
@@ -487,6 +497,15 @@ def run(options: Options) -> dict[str, object]:
         for hs in http_scenarios:
             scenario, samples, rounds = http_collected[hs.name]
             results[hs.name] = http_result(hs, scenario, samples, rounds)
+        bench_kafka = load_http_bench("kafka_connector.py")
+        kafka_scenarios = tuple(
+            ks for ks in bench_kafka.kafka_scenarios(divisor) if options.wants(ks.name)
+        )
+        with asyncio.Runner(loop_factory=loop_factory(options.uvloop)) as runner:
+            kafka_collected = runner.run(collect_http(kafka_scenarios, options.rounds))
+        for ks in kafka_scenarios:
+            scenario, samples, rounds = kafka_collected[ks.name]
+            results[ks.name] = http_result(ks, scenario, samples, rounds)
         http["layout"] = bench_http.LAYOUT
         http["ws_layout"] = bench_ws.LAYOUT
         http["seconds"] = round(time.perf_counter() - started, 1)
