@@ -57,6 +57,7 @@ from icefloe.transport.auth import (
 from icefloe.transport.edge import EdgeContext, EdgeSettings
 from icefloe.transport.errors import HttpError, error_response
 from icefloe.transport.logfilter import install_protocol_log_filter
+from icefloe.transport.routes_events import EventRoutes
 from icefloe.transport.routes_ops import OpsRoutes
 from icefloe.transport.routes_streams import StreamRoutes
 from icefloe.transport.routes_topics import TopicRoutes
@@ -275,6 +276,8 @@ def create_app(
         Route("/v1/streams/{stream_id}/poll", streams.poll, methods=["GET"]),
         Route("/v1/topics/{topic}", topics.publish, methods=["POST"]),
         Route("/v1/topics/{pattern}", topics.read, methods=["GET"]),
+        Route("/v1/events", EventRoutes(edge).read, methods=["GET"]),
+        Route("/static/{name}", ops.static, methods=["GET"]),
         WebSocketRoute("/v1/ws", _RawAsgi(functools.partial(serve_websocket, edge))),
     ]
     middleware = []
