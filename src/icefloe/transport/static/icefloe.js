@@ -234,6 +234,7 @@ export class EventsStream {
     for (const id of streams) url.searchParams.append("stream", id);
     for (const pattern of topics) url.searchParams.append("topic", pattern);
     this.lastSeq = new Map(); // stream id -> last seq delivered
+    this.duplicates = 0; // chunks dropped as already delivered
     this.handlers = handlers;
     this.reader = new SseReader(client, url, {
       onEvent: (ev) => this.onEvent(ev),
@@ -258,7 +259,7 @@ export class EventsStream {
       if (h.onStreamError) h.onStreamError(new IcefloeError(body.code, body.message), body);
     } else if (ev.event === "chunk" || ev.event === "end") {
       const last = this.lastSeq.has(body.stream_id) ? this.lastSeq.get(body.stream_id) : -1;
-      if (body.seq <= last) return true; // already delivered
+      if (body.seq <= last) { this.duplicates += 1; return true; } // already delivered
       this.lastSeq.set(body.stream_id, body.seq);
       if (h.onChunk) h.onChunk(body);
       if (ev.event === "end" && h.onEnd) h.onEnd(body);
