@@ -31,6 +31,7 @@ export class IcefloeError extends Error {
     super(`${code}: ${message}`);
     this.name = "IcefloeError";
     this.code = code;
+    this.detail = message;
     this.status = status;
   }
 }
@@ -296,7 +297,13 @@ export class WsStream {
   // The server's chunk or end.
   receive(msg) {
     this.credit -= 1;
-    if (msg.seq <= this.lastSeq) { this.duplicates += 1; return; }
+    if (msg.seq <= this.lastSeq) {
+      // Resent after a resume (it followed the last ack): dropped, but it used
+      // a credit, which nothing else would give back.
+      this.duplicates += 1;
+      this.topUp();
+      return;
+    }
     this.lastSeq = msg.seq;
     this.delivered += 1;
     this.unconsumed += 1;
@@ -571,9 +578,13 @@ export class Connection {
   onClose(event) {
     for (const s of this.streams.values()) { clearTimeout(s.ackTimer); s.ackTimer = 0; }
     if (this.closed) return;
-    if (this.sessionId === null || FINAL_CLOSES.has(event.code)) {
+    const retries = this.options.maxRetries === undefined ? Infinity : this.options.maxRetries;
+    const why = event.reason ? `${event.code}: ${event.reason}` : String(event.code);
+    if (this.sessionId === null || FINAL_CLOSES.has(event.code) || this.attempt >= retries) {
       this.closed = true;
-      const err = new IcefloeError("closed", `the WebSocket closed (${event.code})`);
+      const err = new IcefloeError("closed", this.attempt >= retries && this.sessionId !== null
+        ? `the connection was lost ${this.attempt} times; gave up (${why})`
+        : `the WebSocket closed (${why})`);
       this.setState("closed", err);
       this.onRefused(err);
       for (const s of [...this.streams.values(), ...this.starting.values()]) s.finish(err);
@@ -581,7 +592,7 @@ export class Connection {
     }
     const delay = backoffDelay(this.attempt++, this.client.retryBaseMs, this.client.retryMaxMs);
     this.reconnects += 1;
-    this.setState("reconnecting", event.code);
+    this.setState("reconnecting", why);
     setTimeout(() => { if (!this.closed) this.open(); }, delay);
   }
 
