@@ -90,9 +90,11 @@ class EventRoutes:
         edge = self.edge
         sources = parse_sources(request)
         kinds = {s.kind for s in sources}
-        principal = edge.principal(request, Scope.STREAMS_READ if "stream" in kinds else None)
-        if "topic" in kinds:
-            principal = edge.principal(request, Scope.TOPICS_READ)
+        # One authentication and one count against the rate, then each scope.
+        principal = edge.principal(request, None)
+        for kind, scope in (("stream", Scope.STREAMS_READ), ("topic", Scope.TOPICS_READ)):
+            if kind in kinds and not principal.has(scope):
+                raise HttpError(ErrorCode.FORBIDDEN, f"missing scope {scope.value}")
         raw = request.query_params.get("from") or request.headers.get("last-event-id")
         try:
             cursor = Cursor.parse(sources, raw) if raw else Cursor(sources)
