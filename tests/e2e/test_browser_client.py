@@ -19,6 +19,7 @@ from cutproxy import cut_proxy
 from icefloe import Context, Message, Node, NodePolicy, create
 from icefloe.runtime.flow import Flow
 from icefloe.transport.app import EdgeSettings
+from icefloe.transport.auth import ApiKeyAuthenticator
 from icefloe.transport.websocket import WsSettings
 
 Serve = Callable[..., Any]  # conftest.serve: serve(flow, settings=None) -> url
@@ -178,4 +179,88 @@ async def test_one_sse_connection_follows_ten_streams_through_a_cut(
     assert reconnects >= 2
     # The server resumed each stream exactly after the cursor: nothing came twice.
     assert duplicates == 0
+    assert not page_errors
+
+
+ONE_SSE_SCRIPT = """
+async ({id, token}) => {
+  const { Client } = await import("/static/icefloe.js");
+  const client = new Client({ token, retryBaseMs: 100, retryMaxMs: 1000 });
+  window.got = {};
+  window.ended = 0;
+  window.one = client.sse(id, {
+    onChunk: (c) => { (window.got[c.stream_id] ||= []).push(c.seq); },
+    onEnd: () => { window.ended += 1; },
+  });
+}
+"""
+
+
+async def test_one_stream_over_sse_with_a_bearer_token_through_a_cut(
+    serve: Serve, page: Page, page_errors: list[str]
+) -> None:
+    key = "browser-key-0123456789abcdef"
+    grants = {key: {"tenant": "e", "scopes": ["streams:start", "streams:read"]}}
+    settings = EdgeSettings(authenticator=ApiKeyAuthenticator(grants))
+    half = asyncio.Event()
+    headers: list[dict[str, str]] = []
+    async with (
+        asyncio.timeout(60),
+        serve(gated_flow(half, PACE_S), settings) as url,
+        cut_proxy(url) as proxy,
+        httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {key}"}) as client,
+    ):
+        r = await client.post("/v1/streams", json={"payload": 0, "headers": {"tenant": "e"}})
+        sid = r.json()["stream_id"]
+        page.on(
+            "request",
+            lambda req: headers.append(req.headers) if f"/v1/streams/{sid}" in req.url else None,
+        )
+        await page.goto(f"{proxy.url}/healthz")
+        await page.evaluate(ONE_SSE_SCRIPT, {"id": sid, "token": key})
+        await least_delivered(page, 1, CHUNKS // 2)
+        assert proxy.cut() >= 1
+        half.set()
+        await page.wait_for_function("() => window.ended === 1", timeout=WAIT_MS)
+        got: dict[str, list[int]] = await page.evaluate("window.got")
+        reconnects = await page.evaluate("window.one.reconnects")
+    assert got == {sid: list(range(CHUNKS + 1))}
+    assert reconnects >= 1
+    # fetch sends the token as a header, never in the URL; a reconnect sends its position.
+    assert all(h.get("authorization") == f"Bearer {key}" for h in headers)
+    assert any(h.get("last-event-id") == str(CHUNKS // 2 - 1) for h in headers)
+    assert not page_errors
+
+
+TOPICS_SCRIPT = """
+async () => {
+  const { Client } = await import("/static/icefloe.js");
+  const client = new Client();
+  const conn = client.connect();
+  window.topicEvents = [];
+  conn.subTopic("news.*", { onEvent: (e) => window.topicEvents.push([e.topic, e.data]) });
+  await conn.ready;
+  await conn.ping();  // the sub_topic is in place
+  conn.publish("news.a", { n: 1 });
+  await client.publish("news.b", { n: 2 });
+  const s = conn.start("x", { tenant: "e2e" }, {});
+  await new Promise((resolve) => { s.options.onStarted = resolve; });
+  s.cancel();
+  try { await s.done; window.outcome = "done"; } catch (err) { window.outcome = err.code; }
+}
+"""
+
+
+async def test_topics_and_cancel_over_the_websocket(
+    serve: Serve, page: Page, page_errors: list[str]
+) -> None:
+    half = asyncio.Event()  # never set: the run is cancelled half way
+    async with asyncio.timeout(60), serve(gated_flow(half, PACE_S)) as url:
+        await page.goto(f"{url}/healthz")
+        await page.evaluate(TOPICS_SCRIPT)
+        await page.wait_for_function("() => window.topicEvents.length === 2", timeout=WAIT_MS)
+        events = await page.evaluate("window.topicEvents")
+        outcome = await page.evaluate("window.outcome")
+    assert events == [["news.a", {"n": 1}], ["news.b", {"n": 2}]]
+    assert outcome == "cancelled"
     assert not page_errors
