@@ -54,7 +54,9 @@ WS_SCRIPT = """
 async ({n, chunks}) => {
   const { Client } = await import("/static/icefloe.js");
   const client = new Client({ retryBaseMs: 100, retryMaxMs: 1000 });
-  const conn = client.connect();  // acks every 32 chunks: more than the window
+  // Acks every 32 chunks, more than the window: a resume resends more than a
+  // window of chunks the page already has, and their credit must come back.
+  const conn = client.connect({ ackEvery: 32 });
   window.got = {};
   window.states = [];
   window.streams = [];

@@ -161,7 +161,7 @@ export class TopicSubscription {
 export type ConnectionState = "connecting" | "open" | "reconnecting" | "closed";
 
 export interface ConnectionOptions {
-  /** ack after this many chunks of a stream (default 32) */
+  /** ack after this many chunks of a stream (default: half the window, at most 32) */
   ackEvery?: number;
   /** or this long after the first unacked one, ms (default 250) */
   ackDelayMs?: number;

@@ -316,7 +316,7 @@ export class WsStream {
     }
     if (o.autoCredit !== false) this.release(1);
     this.unacked += 1;
-    if (this.unacked >= this.conn.ackEvery) this.ack();
+    if (this.unacked >= this.conn.ackThreshold()) this.ack();
     else if (!this.ackTimer) this.ackTimer = setTimeout(() => this.ack(), this.conn.ackDelayMs);
   }
 
@@ -449,7 +449,7 @@ export class Connection {
   constructor(client, options = {}) {
     this.client = client;
     this.options = options;
-    this.ackEvery = options.ackEvery || 32;
+    this.ackEvery = options.ackEvery || 0; // 0: half the window, at most 32
     this.ackDelayMs = options.ackDelayMs || 250;
     this.batch = options.batch === true;
     this.sessionId = null;
@@ -467,6 +467,11 @@ export class Connection {
     this.ready = new Promise((resolve, reject) => { this.onReady = resolve; this.onRefused = reject; });
     this.ready.catch(() => {});
     this.open();
+  }
+
+  // Chunks between acks: what a resume resends at most, per stream.
+  ackThreshold() {
+    return this.ackEvery || Math.max(1, Math.min(32, Math.floor(this.window / 2)));
   }
 
   nextRef(kind) { this.refs += 1; return `${kind}-${this.refs}`; }
