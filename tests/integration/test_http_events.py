@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -19,7 +20,9 @@ from icefloe.core.wire_errors import ErrorCode
 from icefloe.runtime.flow import Flow
 from icefloe.transport.app import EdgeSettings
 from icefloe.transport.auth import ApiKeyAuthenticator
+from icefloe.transport.limits import EdgeLimits
 from icefloe.transport.multiplex import MAX_SOURCES
+from icefloe.transport.streaming import PumpSettings
 
 Serve = Any  # the serve fixture of conftest.py
 
@@ -287,3 +290,93 @@ async def test_a_cancelled_stream_ends_alone_and_the_others_go_on(serve: Serve) 
                     ended.append(data["stream_id"])
         assert [(e["stream_id"], e["code"]) for e in errors] == [(doomed, "cancelled")]
         assert ended == [other]  # then the response ended: nothing was left to follow
+
+
+#: chunks of the flood streams, and their size
+FLOOD = 20_000
+FAT = "x" * 100
+HISTORY = 512
+
+
+def flood_flow(gate: asyncio.Event) -> Flow:
+    async def flood(msg: Message, ctx: Context) -> None:
+        await gate.wait()
+        for _ in range(FLOOD):
+            await ctx.emit_chunk(parent=msg, text=FAT)
+        await ctx.emit_chunk(parent=msg, text="", done=True)
+
+    return create(Node(flood, name="flood", policy=NodePolicy(max_concurrency=4)).to())
+
+
+async def test_a_client_that_stops_reading_holds_no_memory_and_is_cut(serve: Serve) -> None:
+    gate = asyncio.Event()
+    settings = EdgeSettings(
+        history=HISTORY,
+        pump=PumpSettings(heartbeat_s=0.25, send_timeout_s=1.0),
+        edge_limits=EdgeLimits(requests_per_s=None, max_connections=None),
+    )
+    flow = flood_flow(gate)
+    async with (
+        asyncio.timeout(60),
+        serve(flow, settings) as url,
+        httpx.AsyncClient(base_url=url, timeout=10) as client,
+    ):
+        ids = [await start(client, f"s{i}") for i in range(2)]
+        host, port = url.removeprefix("http://").split(":")
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # and never read
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
+        _, stalled = await asyncio.open_connection(sock=sock)
+        query_string = "&".join(f"stream={sid}" for sid in ids)
+        stalled.write(f"GET /v1/events?{query_string} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+        await stalled.drain()
+        while not all(getattr(flow.lookup(sid), "subscribers", 0) for sid in ids):
+            await asyncio.sleep(0.01)
+        gate.set()
+        # A reader that keeps up reads both streams to their ends meanwhile.
+        ends = 0
+        async with client.stream("GET", "/v1/events", params=query(ids)) as r:
+            async for name, _, _data in sse(r):
+                ends += name == "end"
+        assert ends == 2
+        held = [s.buffered_bytes for s in map(flow.lookup, ids) if s is not None]
+        # What the stalled client costs: each stream's history and window, no more.
+        assert all(h <= (HISTORY + 256 + 32) * len(FAT) for h in held), held
+        # It is cut by the send timeout (or left behind with history_gone): no
+        # connection is left open, and the streams have no reader.
+        while "icefloe_http_stream_connections 0.0" not in (await client.get("/metrics")).text:
+            await asyncio.sleep(0.05)
+        stalled.close()
+        # From seq 0 again: the history no longer holds it. That stream alone
+        # says so in the body, with its id; the response then ends.
+        async with client.stream("GET", "/v1/events", params=query(ids[:1])) as r:
+            events = [e async for e in sse(r)]
+        assert [(name, data["code"], data["stream_id"]) for name, _, data in events] == [
+            ("error", "history_gone", ids[0])
+        ]
+        again = await client.get(
+            "/v1/events", params=query(ids[:1]), headers={"Last-Event-ID": str(events[0][1])}
+        )
+        assert again.status_code == 204
+
+
+async def test_thirty_two_sources_are_accepted(serve: Serve) -> None:
+    gate = asyncio.Event()
+    gate.set()
+    async with (
+        asyncio.timeout(30),
+        serve(gated_flow(gate)) as url,
+        httpx.AsyncClient(base_url=url, timeout=10) as client,
+    ):
+        ids = [await start(client, f"s{i}") for i in range(MAX_SOURCES // 2)]
+        topics = tuple(f"t.{i}" for i in range(MAX_SOURCES - len(ids)))
+        ends = 0
+        async with client.stream("GET", "/v1/events", params=query(ids, topics)) as r:
+            assert r.status_code == 200
+            async for name, ident, _ in sse(r):
+                assert ident is not None
+                assert len(ident) <= 9 + MAX_SOURCES * 20
+                ends += name == "end"
+                if ends == len(ids):
+                    break
