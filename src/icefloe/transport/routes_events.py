@@ -34,16 +34,16 @@ from icefloe.transport.edge import EdgeContext, PumpResponse
 from icefloe.transport.encoding import WireFormat
 from icefloe.transport.errors import HttpError
 from icefloe.transport.multiplex import DONE, MAX_SOURCES, Cursor, MergedReader, Source
-from icefloe.transport.routes_topics import MAX_TOPIC_BUFFER
 from icefloe.transport.streaming import StreamPump
 
 __all__ = ["EventRoutes"]
 
 #: query parameters this route reads; any other is a ``bad_request``
-_PARAMS = frozenset({"stream", "topic", "from"})
+#: (``access_token`` is the credential of clients that cannot set headers: EventSource)
+_PARAMS = frozenset({"stream", "topic", "from", "access_token"})
 _ABNORMAL = frozenset({StreamPhase.FAILED.label, StreamPhase.CANCELLED.label})
 #: events each topic subscription holds for this connection (drop_oldest)
-TOPIC_BUFFER = min(256, MAX_TOPIC_BUFFER)
+TOPIC_BUFFER = 256
 
 
 def _bad(message: str) -> HttpError:
