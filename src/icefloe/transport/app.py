@@ -59,6 +59,7 @@ from icefloe.transport.edge import EdgeContext, EdgeSettings
 from icefloe.transport.errors import HttpError, error_response
 from icefloe.transport.logfilter import install_protocol_log_filter
 from icefloe.transport.routes_chat import ChatRoutes
+from icefloe.transport.routes_events import EventRoutes
 from icefloe.transport.routes_ops import OpsRoutes
 from icefloe.transport.routes_streams import StreamRoutes
 from icefloe.transport.routes_topics import TopicRoutes
@@ -308,6 +309,8 @@ def create_app(
         Route("/v1/chat/{chat_id}/stream", chat.stop, methods=["DELETE"]),
         Route("/v1/topics/{topic}", topics.publish, methods=["POST"]),
         Route("/v1/topics/{pattern}", topics.read, methods=["GET"]),
+        Route("/v1/events", EventRoutes(edge).read, methods=["GET"]),
+        Route("/static/{name}", ops.static, methods=["GET"]),
         WebSocketRoute("/v1/ws", _RawAsgi(functools.partial(serve_websocket, edge))),
     ]
     # -- Pub/Sub push endpoint (issue 13, connectors) --

@@ -378,6 +378,39 @@ OPENAPI: dict[str, Any] = {
                 },
             },
         },
+        "/v1/events": {
+            "get": {
+                "summary": "Follow several streams and topic patterns on one SSE connection",
+                "parameters": [
+                    {
+                        "name": "stream",
+                        "in": "query",
+                        "schema": {"type": "array", "items": {"type": "string", "maxLength": 128}},
+                        "style": "form",
+                        "explode": True,
+                    },
+                    {
+                        "name": "topic",
+                        "in": "query",
+                        "schema": {"type": "array", "items": {"type": "string", "maxLength": 256}},
+                        "style": "form",
+                        "explode": True,
+                    },
+                    {"name": "from", "in": "query", "schema": {"type": "string"}},
+                    {"name": "Last-Event-ID", "in": "header", "schema": {"type": "string"}},
+                ],
+                "responses": {
+                    "200": {
+                        "description": "tagged events of every source, until all end",
+                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    },
+                    "204": {"description": "every source ended and was delivered"},
+                    "400": _error("bad parameters or cursor; over 32 sources"),
+                    "404": _error("no such stream (another tenant's reads the same)"),
+                    **_COMMON_ERRORS,
+                },
+            },
+        },
         "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "ok"}}}},
         "/readyz": {
             "get": {

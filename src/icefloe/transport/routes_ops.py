@@ -1,5 +1,6 @@
 """The operations routes: ``/healthz``, ``/readyz``, ``/metrics``,
-``/openapi.json`` and the inspector page at ``/``.
+``/openapi.json``, the inspector page at ``/`` and the browser client at
+``/static/icefloe.js`` (with ``icefloe.d.ts``).
 
 The probes, the API description and the inspector need no credentials: they
 say whether the server lives and takes work, and what its API is. With
@@ -27,6 +28,11 @@ from icefloe.transport.openapi import OPENAPI
 __all__ = ["OpsRoutes"]
 
 _STATIC = Path(__file__).parent / "static"
+#: the files ``GET /static/{name}`` serves, with their media types (nothing else)
+STATIC_FILES = {
+    "icefloe.js": "text/javascript; charset=utf-8",
+    "icefloe.d.ts": "application/typescript; charset=utf-8",
+}
 
 
 class OpsRoutes:
@@ -81,3 +87,14 @@ class OpsRoutes:
         if not page.exists():
             return HTMLResponse("<!doctype html><title>icefloe</title><p>icefloe</p>")
         return HTMLResponse(page.read_text(encoding="utf-8"))
+
+    async def static(self, request: Request) -> Response:
+        """``GET /static/{name}``: the browser client and its TypeScript types."""
+        name = request.path_params["name"]
+        media = STATIC_FILES.get(name)
+        path = _STATIC / name
+        if media is None or not path.exists():
+            return error_response(ErrorCode.NOT_FOUND, "no such file")
+        # A short cache: the module changes with the server it talks to.
+        headers = {"cache-control": "public, max-age=300"}
+        return Response(path.read_bytes(), media_type=media, headers=headers)
