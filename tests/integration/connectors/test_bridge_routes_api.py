@@ -10,7 +10,6 @@ from typing import Any
 import httpx
 import pytest
 from bridgekit import REDIS_URL
-from servekit import serve_asgi
 
 from icefloe import Node, create
 from icefloe.connectors.deadletter import DEAD_REASON_HEADER
@@ -18,6 +17,7 @@ from icefloe.connectors.redis_streams import entry_record
 from icefloe.gateway import Gateway, parse_config
 from icefloe.transport.app import EdgeSettings, create_app, server_options
 from icefloe.transport.auth import ApiKeyAuthenticator
+from servekit import serve_asgi
 
 ADMIN = {"Authorization": "Bearer k-admin-0123456789"}
 USER = {"Authorization": "Bearer k-user-01234567890"}
@@ -126,7 +126,8 @@ async def test_stop_and_start_a_route(base: tuple[str, str]) -> None:
         while (await routes(client))["echo"]["records_out"] == 0:
             await client.post("/v1/topics/in.a", json={"data": "x"}, headers=USER)
         echo = (await routes(client))["echo"]
-        assert echo["failures"] == 0 and echo["last_error"] == ""
+        assert echo["failures"] == 0
+        assert echo["last_error"] == ""
 
 
 async def test_a_failing_route_reports_failed_and_restarts_with_backoff(
