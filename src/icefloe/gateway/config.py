@@ -85,11 +85,11 @@ def parse_config(data: dict[str, Any]) -> BridgeConfig:
         try:
             msgspec.convert(table, RouteConfig)
         except msgspec.ValidationError as exc:
-            raise ConfigError(f"route {name!r}: {field_error(exc)}") from None
+            raise ConfigError(field_error(f"route {name!r}", exc)) from None
     try:
         config = msgspec.convert(data, BridgeConfig)
     except msgspec.ValidationError as exc:
-        raise ConfigError(f"bridge config: {field_error(exc)}") from None
+        raise ConfigError(field_error("bridge config", exc)) from None
     if not 0 < config.restart_backoff_s <= config.restart_backoff_cap_s:
         raise ConfigError(
             "bridge config: restart_backoff_s must be > 0 and <= restart_backoff_cap_s"
@@ -117,11 +117,18 @@ def load_config(path: str | Path) -> BridgeConfig:
     return parse_config(data)
 
 
-def field_error(exc: msgspec.ValidationError) -> str:
-    """The field a validation error is about, then what is wrong with it."""
+def field_error(where: str, exc: msgspec.ValidationError, *, nested: bool = False) -> str:
+    """``where``, the field a validation error is about, then what is wrong.
+
+    ``nested``: ``where`` names a table (``route 'x': source``), and the field
+    is joined to it with a dot.
+    """
     # msgspec says "... - at `$.source.kind`": name the field the TOML way
     text = str(exc)
     head, sep, path = text.rpartition(" - at `$")
+    path = path.rstrip("`").lstrip(".") if sep else ""
     if not sep:
-        return text
-    return f"{path.rstrip('`').lstrip('.') or 'the table'}: {head}"
+        head = text
+    if not path:
+        return f"{where}: {head}"
+    return f"{where}.{path}: {head}" if nested else f"{where}: {path}: {head}"

@@ -140,7 +140,7 @@ def endpoint_options(table: dict[str, Any], role: str, where: str) -> tuple[Kind
     try:
         return kind, msgspec.convert(rest, kind.options)
     except msgspec.ValidationError as exc:
-        raise ConfigError(f"{where}.{field_error(exc)}") from None
+        raise ConfigError(field_error(where, exc, nested=True)) from None
 
 
 def check_endpoints(name: str, route: RouteConfig) -> None:
