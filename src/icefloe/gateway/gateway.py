@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Final
 
 from icefloe.gateway.config import BridgeConfig
 from icefloe.gateway.kinds import Served
 from icefloe.gateway.route import Route, RouteStatus, require_served
 
-__all__ = ["Gateway"]
+__all__ = ["LAG_EVERY_S", "Gateway"]
+
+#: how often the running routes' sources are asked for their lag (``/metrics``)
+LAG_EVERY_S: Final = 1.0
 
 
 class Gateway:
@@ -55,10 +60,17 @@ class Gateway:
             route.start(require_served(self._served))
         return route
 
+    async def _watch_lag(self) -> None:
+        while True:
+            for route in self.routes():
+                await route.refresh_lag()
+            await asyncio.sleep(LAG_EVERY_S)  # a periodic refresh, not synchronisation
+
     @contextlib.asynccontextmanager
     async def running(self, served: Served) -> AsyncIterator[None]:
         """Run the ``autostart`` routes against ``served``; stop every route on leaving."""
         self._served = served
+        watch = asyncio.get_running_loop().create_task(self._watch_lag(), name="icefloe-route-lag")
         try:
             for route in self.routes():
                 if route.config.autostart:
@@ -66,5 +78,8 @@ class Gateway:
             yield
         finally:
             self._served = None
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch
             for route in self.routes():
                 await route.stop("the gateway stopped")
