@@ -273,16 +273,25 @@ def load_gateway(path: Path, *, standalone: bool = False) -> Gateway:
 
 
 async def run_bridge(gateway: Gateway, *, report_every_s: float = 10.0) -> None:
-    """Run ``gateway``'s routes alone until cancelled, printing their status now and then."""
+    """Run ``gateway``'s routes alone until SIGTERM/SIGINT, printing their status now and then.
+
+    A signal stops the routes in order (their acks flushed, clients closed).
+    """
     import asyncio
+    import signal
 
     from icefloe.gateway import Served
-    from icefloe.hub import Hub
-    from icefloe.runtime.flow import create
 
-    async with Hub() as hub, create() as flow, gateway.running(Served(flow, hub)):
-        while True:
-            await asyncio.sleep(report_every_s)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    # no edge: load_gateway(standalone=True) refused the hub and streams kinds
+    async with gateway.running(Served(None, None)):
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), report_every_s)
+                break
             for s in gateway.statuses():
                 err.print(
                     f"route {s.name}: {s.state.value} in={s.records_in} out={s.records_out} "

@@ -106,9 +106,17 @@ class _HubSource:
         return self._sub.statistics().buffered
 
 
+def _served_hub(served: Served) -> Hub:
+    if served.hub is None:
+        raise InvalidState("a hub endpoint needs the served edge (icefloe serve --bridge)")
+    return served.hub
+
+
 @contextlib.asynccontextmanager
 async def _hub_source(opts: HubSourceOptions, served: Served) -> AsyncIterator[_HubSource]:
-    sub = served.hub.subscribe(opts.topic, tenant=opts.tenant, buffer=opts.buffer, overflow="block")
+    sub = _served_hub(served).subscribe(
+        opts.topic, tenant=opts.tenant, buffer=opts.buffer, overflow="block"
+    )
     try:
         yield _HubSource(sub, opts.topic)
     finally:
@@ -128,7 +136,7 @@ class _HubSink:
 
 @contextlib.asynccontextmanager
 async def _hub_sink(opts: HubSinkOptions, served: Served) -> AsyncIterator[_HubSink]:
-    yield _HubSink(served.hub, opts)
+    yield _HubSink(_served_hub(served), opts)
 
 
 class StreamsEnd:
@@ -194,6 +202,8 @@ class StreamsEnd:
 
 @contextlib.asynccontextmanager
 async def _streams_sink(opts: StreamsSinkOptions, served: Served) -> AsyncIterator[StreamsEnd]:
+    if served.flow is None:
+        raise InvalidState("a streams sink needs the served edge (icefloe serve --bridge)")
     end = StreamsEnd(served.flow, opts)
     try:
         yield end

@@ -8,7 +8,8 @@ imported inside the factories only: a config that never names Kinesis never
 imports aiobotocore.
 
 The built-in kinds are registered by :mod:`icefloe.gateway.brokers`
-(``redis-streams``, ``kinesis``) and :mod:`icefloe.gateway.endpoints`
+(``redis-streams``, ``kinesis``), :mod:`icefloe.gateway.platforms` (``nats``,
+``rabbitmq``, ``pubsub``) and :mod:`icefloe.gateway.endpoints`
 (``hub``, ``streams``: the served edge's hub and streams). A platform
 added later (Kafka) registers itself with :func:`register_kind`.
 """
@@ -44,10 +45,13 @@ __all__ = [
 
 
 class Served(NamedTuple):
-    """What the process serves, for the built-in kinds (``hub``, ``streams``)."""
+    """What the process serves, for the built-in kinds (``hub``, ``streams``).
 
-    flow: Flow
-    hub: Hub
+    ``icefloe bridge`` serves neither (None): its config may not name them.
+    """
+
+    flow: Flow | None
+    hub: Hub | None
 
 
 class Taken(NamedTuple):
@@ -96,6 +100,9 @@ class Kind(NamedTuple):
     sink: SinkFactory | None = None
     #: a connector :class:`~icefloe.connectors.protocol.Sink`, for dead letters
     raw_sink: RawSinkFactory | None = None
+    #: checks the options for a role (``source``, ``sink``, ``dead_letter``);
+    #: raises ValueError naming the field
+    check: Callable[[Any, str], None] | None = None
 
 
 _KINDS: dict[str, Kind] = {}
@@ -109,7 +116,8 @@ def register_kind(name: str, kind: Kind) -> None:
 def _builtins() -> None:
     # registering imports no client library: factories import theirs when called
     import icefloe.gateway.brokers
-    import icefloe.gateway.endpoints  # noqa: F401
+    import icefloe.gateway.endpoints
+    import icefloe.gateway.platforms  # noqa: F401
 
 
 def kind_names() -> list[str]:
@@ -138,9 +146,15 @@ def endpoint_options(table: dict[str, Any], role: str, where: str) -> tuple[Kind
     kind = lookup(table.get("kind"), role, where)
     rest = {k: v for k, v in table.items() if k != "kind"}
     try:
-        return kind, msgspec.convert(rest, kind.options)
+        opts = msgspec.convert(rest, kind.options)
     except msgspec.ValidationError as exc:
         raise ConfigError(field_error(where, exc, nested=True)) from None
+    if kind.check is not None:
+        try:
+            kind.check(opts, role)
+        except ValueError as exc:
+            raise ConfigError(f"{where}.{exc}") from None
+    return kind, opts
 
 
 def check_endpoints(name: str, route: RouteConfig) -> None:

@@ -176,3 +176,64 @@ async def test_a_ws_publish_reaches_a_kinesis_stream(
     assert [c.text for c in chunks] == [item["msg"] for item in items]
     assert [c.data for c in chunks] == items
     assert status["records_out"] == len(items)
+
+
+async def test_icefloe_bridge_copies_a_redis_stream_to_nats(tmp_path: Path) -> None:
+    import os
+    import sys
+
+    nats = pytest.importorskip("nats")
+    from icefloe.connectors.nats import NatsSource
+    from servekit import SRC
+
+    try:
+        nc = await asyncio.wait_for(nats.connect("nats://127.0.0.1:4222", connect_timeout=1), 3)
+    except Exception as exc:
+        pytest.skip(f"no NATS: {exc!r}")
+    name = f"BRIDGE_{uuid.uuid4().hex[:10]}"
+    producer = CHUNK_PRODUCERS["redis-streams"]()
+    try:
+        source, write = await producer.__aenter__()
+    except LookupError as exc:
+        await nc.close()
+        pytest.skip(str(exc))
+    sink = {"kind": "nats", "stream": name, "subject": f"{name}.chunks"}
+    cfg = write_config(tmp_path / "bridge.toml", {"copy": {"source": source, "sink": sink}})
+    ids, records = stream_records("acme")
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    code = "from icefloe.cli import main; main()"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, "bridge", str(cfg), env=env, stderr=asyncio.subprocess.PIPE
+    )
+    got: dict[str, list[int]] = {sid: [] for sid in ids}
+    try:
+        async with asyncio.timeout(60):
+            await write(records)
+            reader = NatsSource(
+                nc, name, durable="test", subject=f"{name}.chunks", fetch_timeout_s=0.2
+            )
+            while True:  # the bridge creates the JetStream stream on its first turn
+                try:
+                    await nc.jetstream().stream_info(name)
+                    break
+                except Exception:
+                    await asyncio.sleep(0.05)  # polling for the bridge process
+            async with reader:
+                async for inbound in reader:
+                    chunk = record_chunk(inbound.record).chunk
+                    got[chunk.stream_id].append(chunk.seq)
+                    await reader.ack(inbound)
+                    if sum(map(len, got.values())) == len(records):
+                        break
+    finally:
+        proc.terminate()
+        await proc.wait()
+        await producer.__aexit__(None, None, None)
+        await nc.jetstream().delete_stream(name)
+        await nc.close()
+    # one record at a time, each confirmed before the next: the Redis order, kept
+    by_stream = {
+        sid: [int(r.header("icefloe-seq") or b"-1") for r in records if r.key == sid.encode()]
+        for sid in ids
+    }
+    assert got == by_stream

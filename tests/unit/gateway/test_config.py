@@ -75,6 +75,10 @@ CASES = [
         "restart_backoff_s must be > 0",
     ),
     ("[routes.chat\n", "not valid TOML"),
+    (
+        route('source = { kind = "pubsub", topic = "projects/p/topics/t" }', GOOD_SINK),
+        "route 'chat': source.subscription: a pubsub source needs a subscription",
+    ),
 ]
 
 
@@ -133,3 +137,9 @@ def test_serve_refuses_a_bad_bridge_config(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert "route 'chat': Object missing required field `source`" in result.output
+
+
+def test_the_example_config_loads() -> None:
+    example = Path(__file__).parents[3] / "examples" / "bridge.toml"
+    config = load_config(example)
+    assert sorted(config.routes) == ["chat", "orders"]
