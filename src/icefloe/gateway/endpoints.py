@@ -20,6 +20,7 @@ authentication is off.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
@@ -67,6 +68,9 @@ class StreamsSinkOptions(msgspec.Struct, forbid_unknown_fields=True, frozen=True
     max_pending: Annotated[int, msgspec.Meta(ge=0)] = 1_000
     #: seconds a gap may stay open before the stream fails (history_gone)
     gap_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+    #: seconds a stream's readers may leave its buffer full before the stream
+    #: ends ``interrupted`` so that the route's other streams go on (0: wait)
+    stall_timeout_s: Annotated[float, msgspec.Meta(ge=0)] = 10.0
 
 
 def event_view(event: Any) -> dict[str, Any]:
@@ -154,6 +158,7 @@ class StreamsEnd:
         )
         # None: the flow refused the stream; its later chunks are dropped
         self._writers: dict[str, StreamWriter | None] = {}
+        self._stall = opts.stall_timeout_s or None
 
     async def deliver(self, got: ChunkRecord) -> None:
         for gap in self._r.expire():
@@ -185,9 +190,16 @@ class StreamsEnd:
         if writer is None:
             return
         try:
-            await writer.emit(chunk.text, meta=dict(chunk.meta), data=chunk.data, done=chunk.done)
+            async with asyncio.timeout(self._stall):
+                await writer.emit(
+                    chunk.text, meta=dict(chunk.meta), data=chunk.data, done=chunk.done
+                )
         except InvalidState:
             self._writers[sid] = None  # cancelled in the flow: drop the rest
+        except TimeoutError:
+            # nobody reads it (a closed tab): one stream must not hold up the others
+            writer.abort(ErrorCode.INTERRUPTED, "no reader took the stream's chunks in time")
+            self._writers[sid] = None
 
     def _abort(self, sid: str, code: ErrorCode, message: str) -> None:
         writer = self._writers.pop(sid, None)

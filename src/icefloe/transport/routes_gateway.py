@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route as HttpRoute
 
 from icefloe.core.wire_errors import ErrorCode
+from icefloe.exceptions import InvalidState
 from icefloe.gateway import Gateway, Route, RouteStatus
 from icefloe.transport.auth import Scope
 from icefloe.transport.edge import EdgeContext
@@ -75,8 +76,10 @@ class GatewayRoutes:
 
     async def start(self, request: Request) -> Response:
         route = self._route(request)
-        if self.gateway.start(route.name) is None:  # pragma: no cover - checked above
-            raise HttpError(ErrorCode.NOT_FOUND, "no such route")
+        try:
+            self.gateway.start(route.name)
+        except InvalidState as exc:  # mounted, and the parent never ran the lifespan
+            raise HttpError(ErrorCode.UNAVAILABLE, str(exc)) from None
         return JSONResponse(route_json(route.status()))
 
     async def stop(self, request: Request) -> Response:

@@ -50,6 +50,10 @@ def config(dead_key: str) -> dict[str, Any]:
                 "dead_letter": {"kind": "redis-streams", "url": REDIS_URL, "key": dead_key},
             },
             "manual": {"source": hub_in, "sink": {"kind": "streams"}, "autostart": False},
+            "unread": {
+                "source": {"kind": "hub", "topic": "unread.>", "tenant": "acme"},
+                "sink": {"kind": "streams", "stall_timeout_s": 0.2},
+            },
         },
     }
 
@@ -112,7 +116,7 @@ async def test_routes_need_the_admin_scope(base: tuple[str, str]) -> None:
 async def test_stop_and_start_a_route(base: tuple[str, str]) -> None:
     async with httpx.AsyncClient(base_url=base[0]) as client, asyncio.timeout(20):
         listed = await routes(client)
-        assert sorted(listed) == ["broken", "echo", "manual", "strict"]
+        assert sorted(listed) == ["broken", "echo", "manual", "strict", "unread"]
         assert (listed["manual"]["state"], listed["manual"]["reason"]) == ("stopped", "not started")
         stopped = (await client.post("/v1/routes/echo/stop", headers=ADMIN)).json()
         assert stopped["state"] == "stopped"
@@ -168,3 +172,19 @@ async def test_poison_records_go_to_the_dead_letter_sink(base: tuple[str, str], 
     record = entry_record(entries[0][1])
     assert record is not None
     assert record.header(DEAD_REASON_HEADER) == b"the record has no 'data.msg'"
+
+
+async def test_a_stream_nobody_reads_does_not_hold_up_the_route(base: tuple[str, str]) -> None:
+    async with httpx.AsyncClient(base_url=base[0]) as client, asyncio.timeout(20):
+        while (await routes(client))["unread"]["records_in"] == 0:
+            # the route subscribes on its first turn: publish until it takes one
+            await client.post("/v1/topics/unread.a", json={"data": "x"}, headers=USER)
+        # more than the stream's buffer (64 chunks), and nobody reads unread.a
+        for i in range(80):
+            await client.post("/v1/topics/unread.a", json={"data": f"a{i}"}, headers=USER)
+        await client.post("/v1/topics/unread.b", json={"data": "b0"}, headers=USER)
+        taken = await until(client, "unread", lambda r: r["records_out"] >= r["records_in"] > 80)
+        status = (await client.get("/v1/streams/unread.a/status", headers=ADMIN)).json()
+        assert (status["state"], status["code"]) == ("failed", "interrupted")
+        assert (await client.get("/v1/streams/unread.b/status", headers=ADMIN)).status_code == 200
+        assert taken["state"] == "running"
