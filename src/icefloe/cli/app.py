@@ -31,6 +31,7 @@ from icefloe.core.messages import Headers, Message
 from icefloe.demo import DEMO_TEXT, Pacing, build_demo_flow
 
 if TYPE_CHECKING:
+    from icefloe.gateway import Gateway
     from icefloe.runtime.flow import Flow
     from icefloe.transport.app import EdgeSettings
 
@@ -301,6 +302,9 @@ def serve(
         ),
     ] = "memory://",
     # -- end of the store ----------------------------------------------------------
+    bridge: Annotated[  # bridge routes in this process (issue 13, docs/bridge.md)
+        Path | None, typer.Option(help="Bridge config (TOML): run its routes in this process.")
+    ] = None,
 ) -> None:
     """Serve a flow over HTTP (SSE, NDJSON, long-poll) and WebSocket, with the inspector at /."""
     flow = _load_flow(target)
@@ -374,7 +378,25 @@ def serve(
         settings, hub_bytes_per_tenant, hub_topics_per_tenant, hub_topic_idle
     )
     options.use_store(flow, store)  # the store of durable runs (issue 11)
-    _run_server(flow, settings, host, port)
+    gateway = None if bridge is None else options.load_gateway(bridge)  # (issue 13)
+    _run_server(flow, settings, host, port, gateway)
+
+
+# -- bridge routes (issue 13, gateways; docs/bridge.md) --
+@app.command()
+def bridge(
+    config: Annotated[Path, typer.Argument(help="Bridge config (TOML) naming the routes to run.")],
+) -> None:
+    """Run the routes of a bridge config (broker to broker; hub/streams need serve --bridge)."""
+    gateway = options.load_gateway(config, standalone=True)
+    err.print(f"icefloe {__version__}: bridging {len(gateway.routes())} route(s)")
+    try:
+        asyncio.run(options.run_bridge(gateway))
+    except KeyboardInterrupt:
+        pass
+
+
+# -- end of bridge routes --
 
 
 @app.command()
@@ -558,14 +580,16 @@ def _settings(
     )
 
 
-def _run_server(flow: Flow, settings: EdgeSettings, host: str, port: int) -> None:
+def _run_server(
+    flow: Flow, settings: EdgeSettings, host: str, port: int, gateway: Gateway | None = None
+) -> None:
     import uvicorn
 
     from icefloe.transport.app import create_app, server_options
 
     err.print(f"icefloe {__version__}: inspector and API at [bold]http://{host}:{port}/[/bold]")
     uvicorn.run(
-        create_app(flow, settings),
+        create_app(flow, settings, gateway=gateway),
         host=host,
         port=port,
         log_level="warning",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
@@ -20,6 +21,7 @@ from rich.console import Console
 from icefloe.core import conntable
 
 if TYPE_CHECKING:
+    from icefloe.gateway import Gateway
     from icefloe.runtime.flow import Flow
     from icefloe.transport.app import EdgeSettings
 
@@ -242,3 +244,59 @@ def use_store(flow: Flow, url: str) -> None:
 
 
 # -- end of the store ----------------------------------------------------------------------
+
+
+# -- bridge routes (issue 13, gateways; docs/bridge.md) -------------------------------------
+def load_gateway(path: Path, *, standalone: bool = False) -> Gateway:
+    """The gateway of the bridge config at ``path``; a bad config exits 2 with its error.
+
+    ``standalone`` (``icefloe bridge``): no edge is served, so the built-in
+    ``hub`` and ``streams`` endpoints are refused.
+    """
+    from icefloe.gateway import ConfigError, Gateway, load_config
+
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    if standalone:
+        for name, route in config.routes.items():
+            for role, table in (("source", route.source), ("sink", route.sink)):
+                if table.get("kind") in ("hub", "streams"):
+                    err.print(
+                        f"[red]route {name!r}: {role}.kind: {table['kind']!r} needs the served "
+                        "edge: run it with icefloe serve --bridge[/red]"
+                    )
+                    raise typer.Exit(2)
+    return Gateway(config)
+
+
+async def run_bridge(gateway: Gateway, *, report_every_s: float = 10.0) -> None:
+    """Run ``gateway``'s routes alone until SIGTERM/SIGINT, printing their status now and then.
+
+    A signal stops the routes in order (their acks flushed, clients closed).
+    """
+    import asyncio
+    import signal
+
+    from icefloe.gateway import Served
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    # no edge: load_gateway(standalone=True) refused the hub and streams kinds
+    async with gateway.running(Served(None, None)):
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), report_every_s)
+                break
+            for s in gateway.statuses():
+                err.print(
+                    f"route {s.name}: {s.state.value} in={s.records_in} out={s.records_out} "
+                    f"dead={s.dead_letters} failures={s.failures} {s.reason}"
+                )
+
+
+# -- end of bridge routes -------------------------------------------------------------------

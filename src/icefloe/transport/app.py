@@ -68,6 +68,7 @@ from icefloe.transport.websocket import serve_websocket
 
 if TYPE_CHECKING:  # the connector is imported only when a push source is given
     from icefloe.connectors.pubsub_push import PushSource
+    from icefloe.gateway import Gateway
 
 __all__ = [
     "CORS_ALLOW_HEADERS",
@@ -256,12 +257,15 @@ def create_app(
     *,
     hub: Hub | None = None,
     pubsub_push: PushSource | None = None,
+    gateway: Gateway | None = None,
 ) -> EdgeApp:
     """The ASGI app serving ``flow`` (and ``hub``: a fresh one when None) over HTTP
     and WebSocket; see docs/wire-protocol.md and docs/websocket.md.
 
     ``pubsub_push`` serves ``POST /v1/pubsub/push`` into that source
-    (docs/connectors-pubsub.md).
+    (docs/connectors-pubsub.md). ``gateway`` runs its bridge routes in the
+    app's lifespan, with this flow and hub, and serves ``/v1/routes``
+    (docs/bridge.md).
 
     Mounted in another app, it needs the parent to run its lifespan
     (:func:`lifespan`, :func:`running`); until the flow runs, requests that
@@ -319,6 +323,13 @@ def create_app(
 
         routes.append(Route(PUSH_PATH, pubsub_push.endpoint, methods=["POST"]))
     # -- end Pub/Sub push endpoint --
+    # -- bridge routes (issue 13, gateways) --
+    if gateway is not None:
+        from icefloe.transport.routes_gateway import GatewayCollector, GatewayRoutes
+
+        routes.extend(GatewayRoutes(edge, gateway).http_routes())
+        edge.metrics.registry.register(GatewayCollector(gateway))
+    # -- end bridge routes --
     middleware = []
     authenticator = edge.settings.authenticator
     # Host allow-list (--allowed-host): first, before CORS answers a preflight.
@@ -352,7 +363,13 @@ def create_app(
         if owned:
             flow.run()
         try:
-            yield
+            if gateway is None:
+                yield
+            else:  # bridge routes (issue 13): they share this flow and hub
+                from icefloe.gateway import Served
+
+                async with gateway.running(Served(flow, edge.hub)):
+                    yield
         finally:
             await edge.relays.aclose()
             if owned_hub:
