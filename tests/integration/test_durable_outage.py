@@ -28,6 +28,8 @@ import pytest
 import redis.asyncio
 from redis.exceptions import RedisError
 from store.netservers import REDIS_URL, UNREACHABLE, TcpProxy, unreachable
+from websockets.asyncio.client import connect
+from websockets.typing import Subprotocol
 
 from icefloe import Context, Flow, Limits, Message, Node, NodePolicy, create
 from icefloe.core.breaker import BreakerPolicy
@@ -135,6 +137,29 @@ async def run_through(client: httpx.AsyncClient, n: int) -> None:
     assert chunks[-1]["done"] is True
 
 
+async def ws_run_through(base_url: str, n: int) -> None:
+    """A WebSocket session (kept in the store when it answers) starts a run of
+    ``n`` chunks and reads it whole."""
+    url = base_url.replace("http://", "ws://") + "/v1/ws"
+    async with connect(url, subprotocols=[Subprotocol("icefloe.v1.json")]) as ws:
+        await ws.send(json.dumps({"op": "hello"}))
+        assert "session_id" in json.loads(await ws.recv())
+        await ws.send(json.dumps({"op": "start", "ref": "r", "payload": n, "headers": TENANT}))
+        started = json.loads(await ws.recv())
+        assert "stream_id" in started, started
+        seqs = []
+        while True:
+            msg = json.loads(await ws.recv())
+            assert msg["op"] in ("chunk", "end"), msg
+            seqs.append(msg["seq"])
+            await ws.send(
+                json.dumps({"op": "ack", "stream_id": msg["stream_id"], "seq": msg["seq"]})
+            )
+            if msg["op"] == "end":
+                break
+    assert seqs == list(range(n + 1))
+
+
 async def refused_while_down(client: httpx.AsyncClient) -> list[Any]:
     """Durable starts during the outage: each is a 503 with the wire error body."""
     bodies = []
@@ -165,9 +190,14 @@ async def recovered(client: httpx.AsyncClient) -> tuple[int, float]:
 
 
 async def outage(
-    proxy: TcpProxy, fast: httpx.AsyncClient, durable: httpx.AsyncClient
+    proxy: TcpProxy, fast: httpx.AsyncClient, durable: httpx.AsyncClient, *, with_ws: bool = False
 ) -> tuple[int, int, float]:
-    """One outage: cut the store mid-run, check both servers, restore, recover."""
+    """One outage: cut the store mid-run, check both servers, restore, recover.
+
+    ``with_ws``: also run an ``at_most_once`` stream over a WebSocket session
+    (its writes to the store fail). Only in the warm-up: a detached session is
+    kept ``session_ttl_s`` (30 s) for a resume, which the memory check would count.
+    """
     streaming = await start(fast, 200)  # about 1 s of chunks, read across the cut
     assert streaming.status_code == 201, streaming.text
     long_read = asyncio.ensure_future(read_all(fast, streaming.json()["stream_id"]))
@@ -178,6 +208,8 @@ async def outage(
     bodies = await refused_while_down(durable)
     ready = (await durable.get("/readyz")).json()
     await run_through(fast, 20)  # a new at_most_once stream during the outage
+    if with_ws:  # and one over a WebSocket session
+        await ws_run_through(str(fast.base_url), 20)
     chunks, errors = await long_read
     assert errors == []
     assert [c["seq"] for c in chunks] == list(range(201))
@@ -211,9 +243,10 @@ def check_outage(
 async def test_a_store_outage_refuses_durable_starts_and_spares_at_most_once(
     serve: Serve, redis_proxy: tuple[TcpProxy, str], caplog: pytest.LogCaptureFixture
 ) -> None:
-    # Each failed durable run logs an error, which pytest would keep (and the
-    # memory check count): this test is not about logs.
+    # Each failed durable run and session write logs, which pytest would keep
+    # (and the memory check count): this test is not about logs.
     caplog.set_level(logging.CRITICAL, logger="icefloe.durable")
+    caplog.set_level(logging.CRITICAL, logger="icefloe.store")
     proxy, prefix = redis_proxy
     fast_flow = flow_over(proxy, prefix, "at_most_once")
     durable_flow = flow_over(proxy, prefix, "at_least_once")
@@ -226,7 +259,7 @@ async def test_a_store_outage_refuses_durable_starts_and_spares_at_most_once(
         ):
             await run_through(durable, 20)  # the store works before the outage
             assert (await durable.get("/readyz")).json()["store"] == {"available": True}
-            seen = [await outage(proxy, fast, durable) for _ in range(WARM_UP)]
+            seen = [await outage(proxy, fast, durable, with_ws=True) for _ in range(WARM_UP)]
             await settled(fast_flow, durable_flow)
             gc.collect()
             tasks_before = len(asyncio.all_tasks())
