@@ -347,6 +347,11 @@ class EdgeMetrics:
         """A run started over the edge: its first written chunk is its time to first token."""
         self._posted_at.put(stream_id, time.perf_counter())
 
+    def stream_refused(self, stream_id: str) -> None:
+        """A run counted by :meth:`stream_started` did not start: forget it now
+        (a store outage refuses many, and each would be held until it expired)."""
+        self._posted_at.pop(stream_id)
+
     def chunks_written(self, first: StreamChunk, count: int, size: int) -> None:
         """A streaming response wrote ``count`` chunks (``size`` bytes) from ``first`` on."""
         self.chunks_sent += count

@@ -20,6 +20,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from icefloe.core.congestion import CongestionState
 from icefloe.core.wire_errors import ErrorCode
+from icefloe.store.resilient import ResilientStore
 from icefloe.transport.auth import NoAuth, Scope
 from icefloe.transport.edge import EdgeContext
 from icefloe.transport.errors import error_response
@@ -46,7 +47,12 @@ class OpsRoutes:
         return JSONResponse({"status": "ok"})
 
     async def readyz(self, request: Request) -> Response:
-        """Readiness: 503 until the flow runs, and while it is overloaded."""
+        """Readiness: 503 until the flow runs, and while it is overloaded.
+
+        A store outage keeps it 200 (``at_most_once`` runs go on, and a
+        balancer that took every replica of a shared store out would stop
+        them too) and says why durable starts are refused: ``store``.
+        """
         flow = self.edge.flow
         if not flow.running:
             return error_response(ErrorCode.UNAVAILABLE, "the flow is not running")
@@ -55,7 +61,18 @@ class OpsRoutes:
             return error_response(
                 ErrorCode.OVERLOADED, "the server is overloaded", {"Retry-After": "1"}
             )
-        return JSONResponse({"status": "ready", **self._load_report()})
+        return JSONResponse({"status": "ready", **self._load_report(), **self._store_report()})
+
+    def _store_report(self) -> dict[str, Any]:
+        """``store``: ``{"available": bool, "reason"?}`` for a flow with a
+        resilient store (its breaker open: why durable runs are refused)."""
+        store = self.edge.flow.store
+        if not isinstance(store, ResilientStore):
+            return {}
+        reason = store.unavailable_reason()
+        if reason is None:
+            return {"store": {"available": True}}
+        return {"store": {"available": False, "reason": reason}}
 
     def _load_report(self) -> dict[str, Any]:
         """The congestion state, its changes so far and how long it has held."""

@@ -32,6 +32,13 @@ __all__ = ["MAX_KEY_LENGTH", "RunStarter"]
 MAX_KEY_LENGTH = 200
 
 
+#: why a run that needs the store (a durable level, or an idempotency key) is refused
+STORE_DOWN = (
+    "the stream store is unavailable: runs that need it (at_least_once, exactly_once,"
+    " or an idempotency_key) cannot start until it answers again; retry later"
+)
+
+
 class RunStarter:
     """Starts the runs of one app and watches them for readers."""
 
@@ -99,17 +106,15 @@ class RunStarter:
                 message, history=self._history, window=self._window, idempotency_key=stored_key
             )
         except StoreUnavailable:
-            self._forget(tenant, key)
-            raise HttpError(
-                ErrorCode.UNAVAILABLE, "the stream store is unavailable", {"Retry-After": "1"}
-            ) from None
+            self._forget(tenant, key, started.stream_id)
+            raise HttpError(ErrorCode.UNAVAILABLE, STORE_DOWN, {"Retry-After": "1"}) from None
         except StreamError as exc:
-            self._forget(tenant, key)
+            self._forget(tenant, key, started.stream_id)
             # The table tells a tenant over its own budget (429) from a flow
             # over its limits (503); both may retry.
             raise HttpError(exc.code, exc.message, {"Retry-After": "1"}) from None
         except InvalidState as exc:
-            self._forget(tenant, key)
+            self._forget(tenant, key, started.stream_id)
             raise HttpError(ErrorCode.UNAVAILABLE, str(exc), {"Retry-After": "1"}) from None
         if stored_key is not None:
             # The store's winner: this request's run, or an earlier one (this
@@ -136,7 +141,9 @@ class RunStarter:
         if stream_id in self._last_read:
             self._last_read[stream_id] = time.monotonic()
 
-    def _forget(self, tenant: str, key: str | None) -> None:
+    def _forget(self, tenant: str, key: str | None, stream_id: str) -> None:
+        """A start that was refused: nothing of it stays (its key, its metrics)."""
+        self._metrics.stream_refused(stream_id)
         if key is not None:
             self._seen.pop(f"{tenant}\x00{key}")
 
