@@ -57,9 +57,9 @@ from typing import Any, Final, NamedTuple, Protocol, runtime_checkable
 import msgspec
 from aiobotocore.session import get_session  # type: ignore[import-untyped]
 
-from icefloe.connectors.commits import InOrderCommits
 from icefloe.connectors.protocol import ConnectorStatistics, DeliveryFailed, Inbound
 from icefloe.connectors.record import Record
+from icefloe.core.acktracker import PartitionAcks
 from icefloe.exceptions import InvalidState
 
 __all__ = [
@@ -527,7 +527,7 @@ class KinesisSource:
         self._readers: dict[str, asyncio.Task[None]] = {}
         self._discoverer: asyncio.Task[None] | None = None
         self._rediscover = asyncio.Event()
-        self._commits: InOrderCommits[str] = InOrderCommits()
+        self._commits: PartitionAcks[str] = PartitionAcks()
         self._ready: deque[Inbound] = deque()
         self._again: deque[Inbound] = deque()
         self._changed = asyncio.Condition()

@@ -58,9 +58,9 @@ from rstream import (
 )
 from rstream.recovery import BackOffRecoveryStrategy
 
-from icefloe.connectors.commits import InOrderCommits
 from icefloe.connectors.protocol import ConnectorStatistics, DeliveryFailed, Inbound
 from icefloe.connectors.record import Record
+from icefloe.core.acktracker import PartitionAcks
 from icefloe.exceptions import InvalidState
 
 __all__ = [
@@ -531,7 +531,7 @@ class RabbitMQSource:
         self._commit_every = commit_every
         self._initial_credit = initial_credit
         self._consumer: Consumer | None = None
-        self._commits: InOrderCommits[int] = InOrderCommits()
+        self._commits: PartitionAcks[int] = PartitionAcks()
         self._ready: deque[Inbound] = deque()
         self._again: deque[Inbound] = deque()
         self._changed = asyncio.Condition()
