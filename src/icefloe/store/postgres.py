@@ -38,7 +38,7 @@ from icefloe.core.reliability import Reliability
 from icefloe.exceptions import StreamNotFound
 from icefloe.store.memory import check_append
 from icefloe.store.protocol import StoreUnavailable
-from icefloe.store.remote import check_url, split_options, unavailable
+from icefloe.store.remote import as_unavailable, check_url, split_options
 from icefloe.store.types import (
     NO_SEQ,
     Checkpoint,
@@ -515,7 +515,7 @@ class PostgresStore:
             self._last.popitem(last=False)
 
     def _unavailable(self, operation: str) -> AbstractContextManager[None]:
-        return unavailable(self.name, operation, self._errors)
+        return as_unavailable(self.name, operation, self._errors)
 
 
 def _state(row: Any) -> RunState:

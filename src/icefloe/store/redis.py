@@ -44,7 +44,7 @@ from icefloe.core.reliability import Reliability
 from icefloe.exceptions import StreamNotFound
 from icefloe.store.memory import check_append
 from icefloe.store.protocol import StoreUnavailable
-from icefloe.store.remote import check_url, split_options, unavailable
+from icefloe.store.remote import as_unavailable, check_url, split_options
 from icefloe.store.types import (
     Checkpoint,
     RunRecord,
@@ -380,7 +380,7 @@ class RedisStore:
         return self._scripts[name]
 
     def _unavailable(self, operation: str) -> AbstractContextManager[None]:
-        return unavailable(self.name, operation, self._errors)
+        return as_unavailable(self.name, operation, self._errors)
 
 
 def _check_url(url: str) -> None:

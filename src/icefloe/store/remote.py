@@ -16,7 +16,7 @@ from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit, urlunsplit
 
 from icefloe.store.protocol import StoreUnavailable
 
-__all__ = ["check_url", "split_options", "unavailable"]
+__all__ = ["as_unavailable", "check_url", "split_options"]
 
 
 def check_url(url: str, kind: str, schemes: tuple[str, ...]) -> SplitResult:
@@ -46,7 +46,7 @@ def split_options(url: str, ours: Collection[str]) -> tuple[str, dict[str, str]]
 
 
 @contextmanager
-def unavailable(
+def as_unavailable(
     store: str, operation: str, errors: tuple[type[BaseException], ...]
 ) -> Iterator[None]:
     """Turn ``errors`` raised inside into :class:`StoreUnavailable` naming ``operation``."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from icefloe.store.protocol import StoreUnavailable
-from icefloe.store.remote import check_url, split_options, unavailable
+from icefloe.store.remote import as_unavailable, check_url, split_options
 
 
 def test_a_bad_port_or_scheme_is_refused_without_the_password() -> None:
@@ -27,12 +27,12 @@ def test_the_store_takes_its_options_and_passes_the_rest_on() -> None:
 
 
 def test_client_errors_become_store_unavailable_naming_the_operation() -> None:
-    failing = unavailable("redis://h/0", "append", (OSError,))
+    failing = as_unavailable("redis://h/0", "append", (OSError,))
     with (
         pytest.raises(StoreUnavailable, match="redis://h/0: append failed: gone") as raised,
         failing,
     ):
         raise ConnectionResetError("gone")
     assert isinstance(raised.value.__cause__, ConnectionResetError)
-    with pytest.raises(KeyError), unavailable("s", "read", (OSError,)):
+    with pytest.raises(KeyError), as_unavailable("s", "read", (OSError,)):
         raise KeyError("not a client error")
