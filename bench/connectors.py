@@ -1,41 +1,56 @@
-"""Connector round trips beside the raw client doing the same work, in the same run.
+"""Redis Streams connector round trip beside raw redis-py (part of ``make bench``).
 
-Usage::
+``redis_streams_round_trip``: 10 streams of N/10 chunks each written and read
+back through Redis Streams, one process doing both ends concurrently. The
+icefloe variant uses ``RedisStreamsSink`` / ``RedisStreamsSource`` with
+:class:`~icefloe.core.reassembly.Reassembler` and per-record acks; the floor
+uses redis-py directly: the same chunks, encoded by the same codec, ``XADD``
+in pipelines of 500, ``XREADGROUP`` 500 at a time, each entry decoded and
+``XACK``-ed. Each run uses a fresh stream key, deleted after it.
 
-    python bench/connectors.py [--redis URL] [--rounds N] [--chunks N]
+The server is the one at ``ICEFLOE_BENCH_REDIS`` (default
+``redis://127.0.0.1:6379/0``); when it does not answer,
+:func:`redis_scenarios` says so and returns no scenario.
 
-Prints one JSON object. ``redis_streams``: 10 streams of ``--chunks`` chunks
-each written and read back through Redis Streams, one process doing both
-ends concurrently. The icefloe variant uses ``RedisStreamsSink`` /
-``RedisStreamsSource`` with :class:`~icefloe.core.reassembly.Reassembler`
-and per-record acks; the floor uses redis-py directly: the same chunks,
-encoded by the same codec, ``XADD`` in pipelines of 500, ``XREADGROUP``
-500 at a time, each entry decoded and ``XACK``-ed. Variants alternate per
-round after a warm-up; the best chunks/s of each and their ratio (target
->= 0.7) are reported.
+Usage for one quick comparison: ``python bench/connectors.py [N]`` prints the
+samples as JSON.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from redis.asyncio import Redis
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "tests" / "integration" / "connectors"))
-
-from roundtrip import round_trip
 
 from icefloe.connectors.redis_streams import RedisStreamsSink, RedisStreamsSource
 from icefloe.core.codec import Format, decode, encode
 from icefloe.core.messages import StreamChunk
+from measure import CHUNKS_PER_S, Sample, throughput_sample
 
+if TYPE_CHECKING:
+    from edge import HttpScenario
+
+__all__ = ["redis_scenarios"]
+
+RunFn = Callable[[int], Awaitable[Sample]]
+
+#: chunks per round trip (``--quick`` divides it)
+CHUNKS = 20_000
 STREAMS = 10
+ROUNDS = 5
+URL = os.environ.get("ICEFLOE_BENCH_REDIS", "redis://127.0.0.1:6379/0")
+
+_TESTS = Path(__file__).resolve().parents[1] / "tests" / "integration" / "connectors"
 
 
 async def floor(client: Redis, key: str, chunks: int) -> float:
@@ -76,6 +91,12 @@ async def floor(client: Redis, key: str, chunks: int) -> float:
 
 
 async def icefloe_variant(client: Redis, key: str, chunks: int) -> float:
+    """The connectors: RedisStreamsSink, RedisStreamsSource, reassembly, per-record acks."""
+    sys.path.insert(0, str(_TESTS))
+    try:
+        from roundtrip import round_trip  # tests/integration/connectors/roundtrip.py
+    finally:
+        sys.path.remove(str(_TESTS))
     result = await round_trip(
         lambda: RedisStreamsSink(client, key),
         lambda: RedisStreamsSource(client, key, group="g", consumer="c", block_ms=100),
@@ -86,40 +107,67 @@ async def icefloe_variant(client: Redis, key: str, chunks: int) -> float:
     return result.rate
 
 
-async def main(url: str, rounds: int, chunks: int) -> None:
-    client = Redis.from_url(url)
-    best = {"floor": 0.0, "icefloe": 0.0}
-    variants = {"floor": floor, "icefloe": icefloe_variant}
+async def _sample(
+    variant: Callable[[Redis, str, int], Awaitable[float]], client: Redis, n: int
+) -> Sample:
+    key = f"icefloe-bench-{uuid.uuid4().hex}"
     try:
-        for index in range(rounds + 1):
-            order = list(variants) if index % 2 else list(reversed(variants))
-            for name in order:
-                key = f"icefloe-bench-{uuid.uuid4().hex}"
-                try:
-                    rate = await variants[name](client, key, chunks)
-                finally:
-                    await client.delete(key)
-                if index:  # round 0 warms up
-                    best[name] = max(best[name], rate)
-                print(f"round {index} {name}: {rate:,.0f} chunks/s", file=sys.stderr)
+        rate = await variant(client, key, max(1, n // STREAMS))
+    finally:
+        await client.delete(key)
+    total = STREAMS * max(1, n // STREAMS)
+    return throughput_sample(total, total / rate, CHUNKS_PER_S)
+
+
+@asynccontextmanager
+async def round_trip_session() -> AsyncIterator[tuple[RunFn, RunFn]]:
+    client = Redis.from_url(URL)
+    try:
+        yield partial(_sample, floor, client), partial(_sample, icefloe_variant, client)
     finally:
         await client.aclose()
-    report = {
-        "redis_streams": {
-            "chunks": STREAMS * chunks,
-            "floor_chunks_per_s": round(best["floor"]),
-            "icefloe_chunks_per_s": round(best["icefloe"]),
-            "ratio": round(best["icefloe"] / best["floor"], 3),
-            "target": 0.7,
-        }
-    }
-    print(json.dumps(report, indent=2))
+
+
+def _reachable(url: str) -> bool:
+    # synchronous: bench/run.py asks before its event loop starts, __main__ inside one
+    import redis
+
+    client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+    try:
+        return bool(client.ping())
+    except (redis.RedisError, OSError):
+        return False
+    finally:
+        client.close()
+
+
+def redis_scenarios(divisor: int) -> Sequence[HttpScenario]:
+    """The Redis Streams scenario; none, with a message on stderr, when Redis is unreachable."""
+    from edge import HttpScenario
+
+    if not _reachable(URL):
+        print(f"redis_streams_round_trip: skipped, no Redis answers at {URL}", file=sys.stderr)
+        return ()
+    return (
+        HttpScenario(
+            "redis_streams_round_trip",
+            CHUNKS // divisor,
+            "chunks/s",
+            (CHUNKS_PER_S,),
+            round_trip_session,
+            warm_up=True,
+            rounds=ROUNDS,
+            params={"streams": STREAMS},
+        ),
+    )
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--chunks", type=int, default=1000)
-    args = parser.parse_args()
-    asyncio.run(main(args.redis, args.rounds, args.chunks))
+    # python bench/connectors.py [N]: one quick comparison, for development
+    async def _once(n: int) -> None:
+        for scenario in redis_scenarios(CHUNKS // n):
+            async with scenario.session() as (floor_run, ice_run):
+                for run in (floor_run, ice_run, floor_run, ice_run):
+                    print(json.dumps(await run(scenario.size)))
+
+    asyncio.run(_once(int(sys.argv[1]) if len(sys.argv) > 1 else CHUNKS))

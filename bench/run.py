@@ -51,6 +51,13 @@ the ``tansu`` broker or confluent-kafka is not installed):
 ``kafka_round_trip``, chunk records through ``KafkaSink`` and back through
 ``KafkaSource`` against a broker on loopback, beside the raw confluent-kafka
 client doing the same work (target >= 0.7).
+
+Redis Streams connector scenario (``bench/connectors.py``; after the Kafka
+one, skipped with it by ``--no-http``, and skipped with a message when no
+Redis answers at ``ICEFLOE_BENCH_REDIS``, default ``redis://127.0.0.1:6379/0``):
+``redis_streams_round_trip``, chunks through ``RedisStreamsSink`` and back
+through ``RedisStreamsSource`` with reassembly and per-record acks, beside
+raw redis-py doing the same work (target >= 0.7).
 """
 
 from __future__ import annotations
@@ -434,6 +441,9 @@ def targets(results: dict[str, ScenarioResult], memory: MemoryReport) -> dict[st
     if "kafka_round_trip" in results:
         ratio = results["kafka_round_trip"].ratios["ratio"]
         goals["kafka_round_trip_ratio"] = Target(ratio, ">=", 0.7)
+    if "redis_streams_round_trip" in results:
+        ratio = results["redis_streams_round_trip"].ratios["ratio"]
+        goals["redis_streams_round_trip_ratio"] = Target(ratio, ">=", 0.7)
     return {name: goal.to_json() for name, goal in goals.items()}
 
 
@@ -497,15 +507,19 @@ def run(options: Options) -> dict[str, object]:
         for hs in http_scenarios:
             scenario, samples, rounds = http_collected[hs.name]
             results[hs.name] = http_result(hs, scenario, samples, rounds)
-        bench_kafka = load_http_bench("kafka_connector.py")
-        kafka_scenarios = tuple(
-            ks for ks in bench_kafka.kafka_scenarios(divisor) if options.wants(ks.name)
+        connector_scenarios = tuple(
+            cs
+            for cs in (
+                *load_http_bench("kafka_connector.py").kafka_scenarios(divisor),
+                *load_http_bench("connectors.py").redis_scenarios(divisor),
+            )
+            if options.wants(cs.name)
         )
         with asyncio.Runner(loop_factory=loop_factory(options.uvloop)) as runner:
-            kafka_collected = runner.run(collect_http(kafka_scenarios, options.rounds))
-        for ks in kafka_scenarios:
-            scenario, samples, rounds = kafka_collected[ks.name]
-            results[ks.name] = http_result(ks, scenario, samples, rounds)
+            connector_collected = runner.run(collect_http(connector_scenarios, options.rounds))
+        for cs in connector_scenarios:
+            scenario, samples, rounds = connector_collected[cs.name]
+            results[cs.name] = http_result(cs, scenario, samples, rounds)
         http["layout"] = bench_http.LAYOUT
         http["ws_layout"] = bench_ws.LAYOUT
         http["seconds"] = round(time.perf_counter() - started, 1)

@@ -57,9 +57,10 @@ from typing import Any, Final, NamedTuple, Protocol, runtime_checkable
 import msgspec
 from aiobotocore.session import get_session  # type: ignore[import-untyped]
 
-from icefloe.connectors.commits import InOrderCommits
-from icefloe.connectors.protocol import ConnectorStatistics, DeliveryFailed, Inbound
+from icefloe.connectors.handout import Handout
+from icefloe.connectors.protocol import ConnectorStatistics, Inbound
 from icefloe.connectors.record import Record
+from icefloe.connectors.undelivered import Undelivered
 from icefloe.exceptions import InvalidState
 
 __all__ = [
@@ -234,7 +235,7 @@ class KinesisSink:
         self._queued = 0
         self._changed = asyncio.Condition()
         self._pump: asyncio.Task[None] | None = None
-        self._failures: list[tuple[Record, str]] = []
+        self._failures = Undelivered()
         self._sent = 0
         self._written = 0
         self._failed = 0
@@ -342,7 +343,7 @@ class KinesisSink:
             self._retried += 1
             return  # stays at the head of its key's queue
         self._failed += 1
-        self._failures.append((pending.record, f"{reason} (after {attempts} attempts)"))
+        self._failures.add(pending.record, f"{reason} (after {attempts} attempts)")
         self._done(pending)
 
     def _done(self, pending: _Pending) -> None:
@@ -364,9 +365,7 @@ class KinesisSink:
         """
         async with self._changed:
             await self._changed.wait_for(lambda: self._queued == 0)
-        if self._failures:
-            failures, self._failures = self._failures, []
-            raise DeliveryFailed(failures)
+        self._failures.report()
 
     async def close(self) -> None:
         """Flush, then stop and release the client. Idempotent.
@@ -512,7 +511,6 @@ class KinesisSource:
         self._latest_since: dict[str, datetime.datetime] = {}
         self._options = _Client(region, endpoint_url, credentials)
         self._create_shards = create_shards
-        self._max_in_flight = max_in_flight
         self._commit_every = commit_every
         self._batch_limit = batch_limit
         self._poll_s = poll_interval_s
@@ -527,15 +525,8 @@ class KinesisSource:
         self._readers: dict[str, asyncio.Task[None]] = {}
         self._discoverer: asyncio.Task[None] | None = None
         self._rediscover = asyncio.Event()
-        self._commits: InOrderCommits[str] = InOrderCommits()
-        self._ready: deque[Inbound] = deque()
-        self._again: deque[Inbound] = deque()
-        self._changed = asyncio.Condition()
-        self._received = 0
-        self._acked = 0
-        self._nacked = 0
+        self._handout: Handout[str] = Handout(max_in_flight)
         self._reconnects = 0
-        self._closed = False
 
     @property
     def name(self) -> str:
@@ -647,25 +638,15 @@ class KinesisSource:
     async def _deliver(self, shard_id: str, entry: dict[str, Any]) -> bool:
         sequence = str(entry["SequenceNumber"])
         record = unpack(str(entry["PartitionKey"]), bytes(entry["Data"]))
-        async with self._changed:
-            # waiting here stops this shard's GetRecords calls: backpressure
-            await self._changed.wait_for(
-                lambda: self._closed or self._commits.outstanding() < self._max_in_flight
-            )
-            if self._closed:
-                return False
-            self._commits.deliver(shard_id, sequence)
-            self._ready.append(Inbound(record, shard_id, sequence))
-            self._received += 1
-            self._changed.notify_all()
-        return True
+        # waiting in put stops this shard's GetRecords calls: backpressure
+        return await self._handout.put(Inbound(record, shard_id, sequence))
 
     async def _shard_ended(self, shard_id: str) -> None:
         self._ended.add(shard_id)
         await self._maybe_finish(shard_id)
 
     async def _maybe_finish(self, shard_id: str) -> None:
-        if shard_id in self._ended and self._commits.waiting(shard_id) == 0:
+        if shard_id in self._ended and self._handout.waiting(shard_id) == 0:
             self._ended.discard(shard_id)
             await self._checkpoints.save(self._scope, shard_id, SHARD_END)
             self._saved[shard_id] = SHARD_END
@@ -673,16 +654,7 @@ class KinesisSource:
             self._rediscover.set()  # its children may be readable now
 
     def __aiter__(self) -> AsyncIterator[Inbound]:
-        return self._iterate()
-
-    async def _iterate(self) -> AsyncIterator[Inbound]:
-        while True:
-            async with self._changed:
-                await self._changed.wait_for(lambda: self._closed or self._again or self._ready)
-                if self._closed:
-                    return
-                inbound = self._again.popleft() if self._again else self._ready.popleft()
-            yield inbound
+        return self._handout.records()
 
     async def ack(self, inbound: Inbound) -> None:
         """Checkpoint ``inbound``'s shard up to it once every earlier record is acked.
@@ -690,8 +662,7 @@ class KinesisSource:
         :raises ValueError: ``inbound`` was not delivered by this source or is acked already.
         """
         shard_id = inbound.partition
-        committed = self._commits.ack(shard_id, inbound.position)
-        self._acked += 1
+        committed = await self._handout.ack(inbound)
         if committed is not None:
             self._committed[shard_id] = committed
             count = self._since_save.get(shard_id, 0) + 1
@@ -699,15 +670,10 @@ class KinesisSource:
             if count >= self._commit_every:
                 await self._save(shard_id)
         await self._maybe_finish(shard_id)
-        async with self._changed:
-            self._changed.notify_all()
 
     async def nack(self, inbound: Inbound, reason: str) -> None:
         """Yield ``inbound`` again before newer records; its shard's checkpoint waits for it."""
-        self._nacked += 1
-        async with self._changed:
-            self._again.append(inbound._replace(deliveries=inbound.deliveries + 1))
-            self._changed.notify_all()
+        await self._handout.nack(inbound)
 
     async def _save(self, shard_id: str) -> None:
         committed = self._committed.get(shard_id)
@@ -719,11 +685,8 @@ class KinesisSource:
 
     async def close(self) -> None:
         """Stop reading, save every shard's acked prefix, release the client. Idempotent."""
-        if self._closed:
+        if not await self._handout.close():
             return
-        async with self._changed:
-            self._closed = True
-            self._changed.notify_all()
         tasks = [*self._readers.values()]
         if self._discoverer is not None:
             tasks.append(self._discoverer)
@@ -738,10 +701,4 @@ class KinesisSource:
                 await self._owned.aclose()
 
     def statistics(self) -> ConnectorStatistics:
-        return ConnectorStatistics(
-            records=self._received,
-            confirmed=self._acked,
-            failed=self._nacked,
-            in_flight=self._commits.outstanding(),
-            reconnects=self._reconnects,
-        )
+        return self._handout.statistics(self._reconnects)

@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from icefloe.connectors.protocol import ConnectorStatistics, DeliveryFailed, Inbound
 from icefloe.connectors.record import RELIABILITY_HEADER, SEQ_HEADER, Record
+from icefloe.connectors.undelivered import Undelivered
 from icefloe.core.reliability import Reliability
 
 if TYPE_CHECKING:
@@ -165,7 +166,7 @@ class NatsSink:
         self._retries = retries
         self._unconfirmed: list[tuple[Record, str, dict[str, str], asyncio.Future[Any]]] = []
         self._lock = asyncio.Lock()
-        self._failures: list[tuple[Record, str]] = []
+        self._failures = Undelivered()
         self._sent = self._confirmed = self._failed = self._duplicates = 0
         self._closed = False
 
@@ -208,9 +209,7 @@ class NatsSink:
         :raises DeliveryFailed: records not confirmed since the last flush.
         """
         await self._confirm()
-        if self._failures:
-            failures, self._failures = self._failures, []
-            raise DeliveryFailed(failures)
+        self._failures.report()
 
     async def close(self) -> None:
         if not self._closed:
@@ -258,7 +257,7 @@ class NatsSink:
             self._settled(ack)
             return
         self._failed += 1
-        self._failures.append((record, error))
+        self._failures.add(record, error)
 
     def statistics(self) -> ConnectorStatistics:
         in_flight = self._sent - self._confirmed - self._failed

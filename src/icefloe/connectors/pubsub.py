@@ -47,9 +47,10 @@ from typing import Any
 import google.cloud.pubsub_v1 as pubsub_v1
 from google.cloud.pubsub_v1.publisher import exceptions as publisher_exceptions
 
-from icefloe.connectors.protocol import ConnectorStatistics, DeliveryFailed, Inbound
+from icefloe.connectors.protocol import ConnectorStatistics, Inbound
 from icefloe.connectors.pubsub_position import PubSubPosition
 from icefloe.connectors.record import Record
+from icefloe.connectors.undelivered import Undelivered
 
 __all__ = ["PubSubPosition", "PubSubSink", "PubSubSource"]
 
@@ -129,7 +130,7 @@ class PubSubSink:
         self._idle = asyncio.Event()
         self._idle.set()
         self._pending = 0
-        self._failures: list[tuple[Record, str]] = []
+        self._failures = Undelivered()
         self._paused: set[str] = set()
         self._sent = self._confirmed = self._failed = 0
         self._closed = False
@@ -197,7 +198,7 @@ class PubSubSink:
             self._confirmed += 1
         else:
             self._failed += 1
-            self._failures.append((record, reason))
+            self._failures.add(record, reason)
             if key:
                 self._paused.add(key)
         self._pending -= 1
@@ -213,11 +214,10 @@ class PubSubSink:
         await self._idle.wait()
         if not self._failures:
             return
-        failures, self._failures = self._failures, []
         for key in self._paused:
             self._client.resume_publish(self._topic, key)
         self._paused.clear()
-        raise DeliveryFailed(failures)
+        self._failures.report()
 
     async def close(self) -> None:
         """Flush, then stop the client (its threads and channel). Idempotent."""

@@ -41,7 +41,6 @@ import contextlib
 import enum
 import functools
 import random
-from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any, Final, NamedTuple
 
@@ -58,9 +57,10 @@ from rstream import (
 )
 from rstream.recovery import BackOffRecoveryStrategy
 
-from icefloe.connectors.commits import InOrderCommits
-from icefloe.connectors.protocol import ConnectorStatistics, DeliveryFailed, Inbound
+from icefloe.connectors.handout import Handout
+from icefloe.connectors.protocol import ConnectorStatistics, Inbound
 from icefloe.connectors.record import Record
+from icefloe.connectors.undelivered import Undelivered
 from icefloe.exceptions import InvalidState
 
 __all__ = [
@@ -279,7 +279,7 @@ class RabbitMQSink:
         # confirms that arrived before send_batch returned their ids
         self._early: dict[int, ConfirmationStatus] = {}
         self._changed = asyncio.Condition()
-        self._failures: list[tuple[Record, str]] = []
+        self._failures = Undelivered()
         self._sent = 0
         self._confirmed = 0
         self._failed = 0
@@ -422,11 +422,11 @@ class RabbitMQSink:
             reason = "connection lost before the broker confirmed"
         else:
             reason = f"broker refused the record (response code {status.response_code})"
-        self._failures.append((record, reason))
+        self._failures.add(record, reason)
 
     async def _fail(self, batch: list[Record], reason: str) -> None:
         self._failed += len(batch)
-        self._failures.extend((record, reason) for record in batch)
+        self._failures.add_all(batch, reason)
         async with self._changed:
             self._changed.notify_all()
 
@@ -444,9 +444,7 @@ class RabbitMQSink:
             waited = list(self._unconfirmed.values())
             self._unconfirmed.clear()
             await self._fail(waited, f"no confirm within {self._confirm_timeout_s} s")
-        if self._failures:
-            failures, self._failures = self._failures, []
-            raise DeliveryFailed(failures)
+        self._failures.report()
 
     async def close(self) -> None:
         """Flush, then close the connection. Idempotent.
@@ -527,26 +525,18 @@ class RabbitMQSource:
         self._connection = _Connection(host, port, username, password, vhost)
         self._create = create
         self._retention = retention
-        self._max_in_flight = max_in_flight
         self._commit_every = commit_every
         self._initial_credit = initial_credit
         self._consumer: Consumer | None = None
-        self._commits: InOrderCommits[int] = InOrderCommits()
-        self._ready: deque[Inbound] = deque()
-        self._again: deque[Inbound] = deque()
-        self._changed = asyncio.Condition()
+        self._handout: Handout[int] = Handout(max_in_flight)
         self._committed: int | None = None
         self._stored: int | None = None
         self._resumed_from: int | None = None
-        self._received = 0
-        self._acked = 0
-        self._nacked = 0
         self._reconnects = 0
         # the offset after the last one delivered (None: nothing delivered yet)
         self._next_offset: int | None = None
         self._spec = self._start.specification()
         self._reconnecting: asyncio.Task[None] | None = None
-        self._closed = False
 
     @property
     def name(self) -> str:
@@ -605,7 +595,7 @@ class RabbitMQSource:
         await self.close()
 
     async def _on_connection_closed(self, info: object) -> None:
-        if self._closed or self._reconnecting is not None:
+        if self._handout.closed or self._reconnecting is not None:
             return
         self._reconnects += 1
         self._reconnecting = asyncio.create_task(self._reconnect())
@@ -613,7 +603,7 @@ class RabbitMQSource:
     async def _reconnect(self) -> None:
         """Subscribe again on a new connection, after the last offset delivered."""
         delay = 0.1
-        while not self._closed:
+        while not self._handout.closed:
             old, self._consumer = self._consumer, None
             if old is not None:
                 with contextlib.suppress(Exception):
@@ -633,54 +623,34 @@ class RabbitMQSource:
         self._reconnecting = None
 
     async def _on_message(self, message: AMQPMessage, context: MessageContext) -> None:
-        # Waiting here holds rstream's delivery task, which then grants the
+        # Waiting in put holds rstream's delivery task, which then grants the
         # broker no more credit: backpressure reaches the broker.
-        async with self._changed:
-            await self._changed.wait_for(
-                lambda: self._closed or self._commits.outstanding() < self._max_in_flight
-            )
-            if self._closed:
-                return
-            if self._next_offset is not None and context.offset < self._next_offset:
-                return  # delivered already, before a reconnect
-            self._next_offset = context.offset + 1
-            self._commits.deliver(self._stream, context.offset)
-            self._ready.append(Inbound(message_record(message), self._stream, context.offset))
-            self._received += 1
-            self._changed.notify_all()
+        offset = context.offset
+
+        def fresh() -> bool:  # not delivered already, before a reconnect
+            return self._next_offset is None or offset >= self._next_offset
+
+        inbound = Inbound(message_record(message), self._stream, offset)
+        if await self._handout.put(inbound, fresh):
+            self._next_offset = offset + 1
 
     def __aiter__(self) -> AsyncIterator[Inbound]:
-        return self._iterate()
-
-    async def _iterate(self) -> AsyncIterator[Inbound]:
-        while True:
-            async with self._changed:
-                await self._changed.wait_for(lambda: self._closed or self._again or self._ready)
-                if self._closed:
-                    return
-                inbound = self._again.popleft() if self._again else self._ready.popleft()
-            yield inbound
+        return self._handout.records()
 
     async def ack(self, inbound: Inbound) -> None:
         """Commit ``inbound`` once every earlier record is acked too.
 
         :raises ValueError: ``inbound`` was not delivered by this source or is acked already.
         """
-        committed = self._commits.ack(inbound.partition, inbound.position)
-        self._acked += 1
+        committed = await self._handout.ack(inbound)
         if committed is not None:
             self._committed = committed
             if self._stored is None or committed - self._stored >= self._commit_every:
                 await self._store()
-        async with self._changed:
-            self._changed.notify_all()
 
     async def nack(self, inbound: Inbound, reason: str) -> None:
         """Yield ``inbound`` again before newer records; its offset stays uncommitted."""
-        self._nacked += 1
-        async with self._changed:
-            self._again.append(inbound._replace(deliveries=inbound.deliveries + 1))
-            self._changed.notify_all()
+        await self._handout.nack(inbound)
 
     async def _store(self) -> None:
         if self._consumer is None or self._committed is None or self._committed == self._stored:
@@ -693,11 +663,8 @@ class RabbitMQSource:
 
     async def close(self) -> None:
         """Store the acked prefix's offset and close the connection. Idempotent."""
-        if self._closed:
+        if not await self._handout.close():
             return
-        async with self._changed:
-            self._closed = True
-            self._changed.notify_all()
         if self._reconnecting is not None:
             self._reconnecting.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -713,10 +680,4 @@ class RabbitMQSource:
                         await consumer.close()
 
     def statistics(self) -> ConnectorStatistics:
-        return ConnectorStatistics(
-            records=self._received,
-            confirmed=self._acked,
-            failed=self._nacked,
-            in_flight=self._commits.outstanding(),
-            reconnects=self._reconnects,
-        )
+        return self._handout.statistics(self._reconnects)

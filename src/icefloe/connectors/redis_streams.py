@@ -50,6 +50,7 @@ import msgspec
 from icefloe.connectors.deadletter import DeadLetters
 from icefloe.connectors.protocol import ConnectorStatistics, DeliveryFailed, Inbound
 from icefloe.connectors.record import Record
+from icefloe.connectors.undelivered import Undelivered
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -124,7 +125,7 @@ class RedisStreamsSink:
         self._retries = retries
         self._pending: list[Record] = []
         self._lock = asyncio.Lock()
-        self._failures: list[tuple[Record, str]] = []
+        self._failures = Undelivered()
         self._sent = self._confirmed = self._failed = self._reconnects = 0
         self._closed = False
 
@@ -153,9 +154,7 @@ class RedisStreamsSink:
         :raises DeliveryFailed: records that failed since the last flush.
         """
         await self._write()
-        if self._failures:
-            failures, self._failures = self._failures, []
-            raise DeliveryFailed(failures)
+        self._failures.report()
 
     async def close(self) -> None:
         if not self._closed:
@@ -177,7 +176,7 @@ class RedisStreamsSink:
                 except (ConnectionError, TimeoutError, OSError) as exc:
                     if attempt == self._retries:
                         self._failed += len(batch)
-                        self._failures += [(r, f"redis: {exc}") for r in batch]
+                        self._failures.add_all(batch, f"redis: {exc}")
                         return
                     self._reconnects += 1
                     await asyncio.sleep(min(0.05 * 2**attempt, 1.0))

@@ -1,94 +1,157 @@
 """Which position a consumer may commit, when records are acked out of order.
 
-A broker partition hands out records at increasing positions (Kafka
-offsets); the application acks them in any order. Committing a position
-tells the broker "everything before this is processed", so it may only move
-past a record once that record *and every earlier one* is acked: a crash
-then never skips an unprocessed record (it may repeat processed ones, which
-the consumer's dedup drops).
+A broker partition (a Kafka partition, a RabbitMQ stream, a Kinesis shard)
+hands out records in order; the application acks them in any order.
+Committing a position tells the broker "everything up to here is processed",
+so the commit point may only move past a record once that record *and every
+earlier one* is acked: a crash then never skips an unprocessed record (it may
+repeat processed ones, which the consumer's dedup drops).
 
-:class:`AckTracker` holds one partition's delivered-but-not-committable
-positions and answers :attr:`~AckTracker.commit_at`, the position to commit.
-Positions need not be contiguous (transaction markers take Kafka offsets).
-Memory is one entry per delivered record not yet released, which the
-caller bounds (the Kafka source's ``max_in_flight``).
+:class:`AckTracker` holds one partition's delivered-but-not-released
+positions, in delivery order, and answers :attr:`~AckTracker.released`: the
+newest position that it and every earlier delivery are acked. Positions are
+only compared for equality (Kinesis sequence numbers are strings; Kafka
+offsets skip transaction markers). :class:`PartitionAcks` keeps one tracker
+per partition and counts what is in flight over all of them. No I/O: the
+connector stores the position these return. Memory is one entry per
+delivered record not yet released, which the caller bounds (each source's
+``max_in_flight``).
 """
 
 from __future__ import annotations
 
-from collections import deque
+from collections import OrderedDict
+from collections.abc import Hashable
+from typing import Generic, TypeVar
 
-__all__ = ["AckTracker"]
+__all__ = ["AckTracker", "PartitionAcks"]
+
+P = TypeVar("P", bound=Hashable)
 
 
-class AckTracker:
+class AckTracker(Generic[P]):
     """One partition's delivered positions, acked in any order, released in order.
 
-    :meth:`deliver` positions in increasing order, :meth:`ack` them in any
-    order; :attr:`commit_at` is the first delivered position not acked yet,
-    or one past the last delivered when all are acked (``None`` before any
-    release). :meth:`rewind` forgets deliveries from a position on, for a
-    consumer that seeks back.
+    :meth:`deliver` positions in the partition's order, :meth:`ack` them in
+    any order; :attr:`released` is the newest delivered position whose every
+    earlier delivery is acked too (``None`` before the first release).
+    :meth:`rewind` forgets a delivery and every later one, for a consumer
+    that seeks back.
     """
 
-    __slots__ = ("_commit_at", "_delivered", "_last", "_pending")
+    __slots__ = ("_entries", "_pending", "_released")
 
     def __init__(self) -> None:
-        # delivered positions not released yet, ascending (acked ones included)
-        self._delivered: deque[int] = deque()
-        # delivered positions not acked yet
-        self._pending: set[int] = set()
-        self._commit_at: int | None = None
-        self._last = -1
+        # position -> acked?, for delivered positions not released yet, in delivery order
+        self._entries: OrderedDict[P, bool] = OrderedDict()
+        self._pending = 0
+        self._released: P | None = None
 
     def __repr__(self) -> str:
-        return f"AckTracker(commit_at={self._commit_at}, pending={len(self._pending)})"
+        return f"AckTracker(released={self._released!r}, pending={self._pending})"
+
+    def __len__(self) -> int:
+        """How many delivered positions are held: not released yet, acked or not."""
+        return len(self._entries)
+
+    def __contains__(self, position: object) -> bool:
+        """Whether ``position`` is delivered and not released yet (acked or not)."""
+        return position in self._entries
 
     @property
-    def commit_at(self) -> int | None:
-        """The position to commit: everything before it is acked."""
-        return self._commit_at
+    def released(self) -> P | None:
+        """The newest position that it and every earlier delivery are acked."""
+        return self._released
 
     @property
     def pending(self) -> int:
         """How many delivered positions are not acked yet."""
-        return len(self._pending)
+        return self._pending
 
-    def deliver(self, position: int) -> None:
-        """Record ``position`` as handed out.
+    def deliver(self, position: P) -> None:
+        """Record ``position`` as handed out, after every earlier delivery.
 
-        :raises ValueError: ``position`` is not above every position delivered
-            and not rewound.
+        :raises ValueError: ``position`` is delivered already and not released.
         """
-        if position <= self._last:
-            raise ValueError(f"position {position} delivered after {self._last}")
-        self._last = position
-        self._delivered.append(position)
-        self._pending.add(position)
+        if position in self._entries:
+            raise ValueError(f"position {position!r} is already outstanding")
+        self._entries[position] = False
+        self._pending += 1
 
-    def ack(self, position: int) -> bool:
+    def ack(self, position: P) -> bool:
         """Mark ``position`` processed; False if it is not pending (unknown or acked)."""
-        pending = self._pending
-        if position not in pending:
+        entries = self._entries
+        if entries.get(position, True):
             return False
-        pending.remove(position)
-        delivered = self._delivered
-        while delivered and delivered[0] not in pending:
-            self._commit_at = delivered.popleft() + 1
+        entries[position] = True
+        self._pending -= 1
+        while entries:
+            first, acked = next(iter(entries.items()))
+            if not acked:
+                break
+            entries.popitem(last=False)
+            self._released = first
         return True
 
-    def rewind(self, position: int) -> int:
-        """Forget deliveries at ``position`` and after; returns how many were pending.
+    def rewind(self, position: P) -> int:
+        """Forget ``position`` and every later delivery; returns how many were pending.
 
-        The released prefix (below :attr:`commit_at`) is never forgotten.
+        Forgets nothing when ``position`` is not held (unknown or released):
+        the released prefix is never forgotten.
         """
-        delivered = self._delivered
+        entries = self._entries
+        if position not in entries:
+            return 0
         dropped = 0
-        while delivered and delivered[-1] >= position:
-            last = delivered.pop()
-            if last in self._pending:
-                self._pending.remove(last)
-                dropped += 1
-        floor = -1 if self._commit_at is None else self._commit_at - 1
-        self._last = max(floor, delivered[-1] if delivered else -1, min(self._last, position - 1))
+        while True:
+            last, acked = entries.popitem()
+            dropped += not acked
+            if last == position:
+                break
+        self._pending -= dropped
         return dropped
+
+
+class PartitionAcks(Generic[P]):
+    """An :class:`AckTracker` per partition, and the count in flight over all of them."""
+
+    __slots__ = ("_open", "_trackers")
+
+    def __init__(self) -> None:
+        self._trackers: dict[str, AckTracker[P]] = {}
+        self._open = 0
+
+    def deliver(self, partition: str, position: P) -> None:
+        """Record that ``position`` of ``partition`` was handed out (in partition order).
+
+        :raises ValueError: the position is already outstanding.
+        """
+        tracker = self._trackers.get(partition)
+        if tracker is None:
+            tracker = self._trackers[partition] = AckTracker()
+        tracker.deliver(position)
+        self._open += 1
+
+    def ack(self, partition: str, position: P) -> P | None:
+        """Mark ``position`` processed; the new commit point, or ``None`` if it did not move.
+
+        :raises ValueError: ``position`` was not delivered, or was already acked.
+        """
+        tracker = self._trackers.get(partition)
+        held = 0 if tracker is None else len(tracker)
+        if tracker is None or not tracker.ack(position):
+            raise ValueError(f"position {position!r} of {partition!r} is not awaiting an ack")
+        self._open -= 1
+        if not tracker:
+            del self._trackers[partition]  # nothing held: an idle partition costs nothing
+        # the commit point moved iff the ack released entries
+        return tracker.released if len(tracker) < held else None
+
+    def outstanding(self) -> int:
+        """Records delivered and not acked, over every partition."""
+        return self._open
+
+    def waiting(self, partition: str) -> int:
+        """Records of ``partition`` delivered and not acked."""
+        tracker = self._trackers.get(partition)
+        return 0 if tracker is None else tracker.pending

@@ -29,15 +29,16 @@ from __future__ import annotations
 import importlib.util
 import re
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from typing import Any, Final
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from icefloe.core.reliability import Reliability
 from icefloe.exceptions import StreamNotFound
 from icefloe.store.memory import check_append
 from icefloe.store.protocol import StoreUnavailable
+from icefloe.store.remote import as_unavailable, check_url, split_options
 from icefloe.store.types import (
     NO_SEQ,
     Checkpoint,
@@ -200,7 +201,7 @@ class PostgresStore:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
         if pool_size < 1:
             raise ValueError(f"pool_size must be >= 1, got {pool_size}")
-        _check_url(dsn)
+        check_url(dsn, "Postgres", ("postgresql", "postgres"))
         if importlib.util.find_spec("asyncpg") is None:
             raise ImportError("the Postgres store needs asyncpg: pip install 'icefloe[postgres]'")
         self._dsn = dsn
@@ -224,10 +225,7 @@ class PostgresStore:
             lowercase identifier, or a pool size or timeout that is not a positive number.
         :raises ImportError: asyncpg is not installed.
         """
-        parts = urlsplit(url)
-        query = parse_qsl(parts.query, keep_blank_values=True)
-        ours = dict(query)
-        rest = urlencode([(k, v) for k, v in query if k not in _OUR_PARAMETERS])
+        dsn, ours = split_options(url, _OUR_PARAMETERS)
         try:
             pool_size = int(ours.get("pool_size", DEFAULT_POOL_SIZE))
             timeout_s = float(ours.get("timeout_s", DEFAULT_TIMEOUT_S))
@@ -237,7 +235,7 @@ class PostgresStore:
                 f"{ours.get('pool_size')!r} and {ours.get('timeout_s')!r}"
             ) from None
         return cls(
-            urlunsplit(parts._replace(query=rest)),
+            dsn,
             schema=ours.get("schema", "public"),
             pool_size=pool_size,
             timeout_s=timeout_s,
@@ -516,24 +514,8 @@ class PostgresStore:
         if len(self._last) > LAST_SEQ_CACHE:
             self._last.popitem(last=False)
 
-    @contextmanager
-    def _unavailable(self, operation: str) -> Iterator[None]:
-        try:
-            yield
-        except self._errors as exc:
-            raise StoreUnavailable(f"{self.name}: {operation} failed: {exc}") from exc
-
-
-def _check_url(url: str) -> None:
-    """Refuse what asyncpg would only refuse at connect time, naming the URL."""
-    parts = urlsplit(url)
-    where = parts.netloc.rpartition("@")[2]  # never echo a password
-    try:
-        parts.port  # noqa: B018  (parsing it is the check)
-    except ValueError:
-        raise ValueError(f"the port in the store URL's {where!r} is not a number") from None
-    if parts.scheme not in ("postgresql", "postgres"):
-        raise ValueError(f"a Postgres store URL starts postgresql://, not {parts.scheme}://")
+    def _unavailable(self, operation: str) -> AbstractContextManager[None]:
+        return as_unavailable(self.name, operation, self._errors)
 
 
 def _state(row: Any) -> RunState:

@@ -35,15 +35,16 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from icefloe.core.reliability import Reliability
 from icefloe.exceptions import StreamNotFound
 from icefloe.store.memory import check_append
 from icefloe.store.protocol import StoreUnavailable
+from icefloe.store.remote import as_unavailable, check_url, split_options
 from icefloe.store.types import (
     Checkpoint,
     RunRecord,
@@ -173,11 +174,8 @@ class RedisStore:
         :raises ValueError: a malformed URL or an empty prefix.
         :raises ImportError: redis-py is not installed.
         """
-        parts = urlsplit(url)
-        query = parse_qsl(parts.query, keep_blank_values=True)
-        prefix = dict(query).get("prefix", DEFAULT_PREFIX)
-        rest = urlencode([(k, v) for k, v in query if k != "prefix"])
-        return cls(urlunsplit(parts._replace(query=rest)), prefix=prefix)
+        rest, ours = split_options(url, ("prefix",))
+        return cls(rest, prefix=ours.get("prefix", DEFAULT_PREFIX))
 
     @property
     def name(self) -> str:
@@ -381,24 +379,13 @@ class RedisStore:
         self._redis()
         return self._scripts[name]
 
-    @contextmanager
-    def _unavailable(self, operation: str) -> Iterator[None]:
-        try:
-            yield
-        except self._errors as exc:
-            raise StoreUnavailable(f"{self.name}: {operation} failed: {exc}") from exc
+    def _unavailable(self, operation: str) -> AbstractContextManager[None]:
+        return as_unavailable(self.name, operation, self._errors)
 
 
 def _check_url(url: str) -> None:
     """Refuse what redis-py would only refuse at connect time, naming the URL."""
-    parts = urlsplit(url)
-    where = parts.netloc.rpartition("@")[2]  # never echo a password
-    try:
-        parts.port  # noqa: B018  (parsing it is the check)
-    except ValueError:
-        raise ValueError(f"the port in the store URL's {where!r} is not a number") from None
-    if parts.scheme not in ("redis", "rediss"):
-        raise ValueError(f"a Redis store URL starts redis:// or rediss://, not {parts.scheme}://")
+    parts = check_url(url, "Redis", ("redis", "rediss"))
     if not re.fullmatch(r"/?\d*", parts.path):
         raise ValueError(f"the database in a Redis store URL is a number (/0), not {parts.path!r}")
 

@@ -97,7 +97,7 @@ class KafkaSource:
         self._worker = Worker(f"icefloe-kafka-source-{group_id}")
         self._consumer: Consumer | None = None
         self._lock = threading.Lock()
-        self._trackers: dict[str, AckTracker] = {}
+        self._trackers: dict[str, AckTracker[int]] = {}
         self._partitions: dict[str, TopicPartition] = {}
         self._dirty: set[str] = set()
         self._redeliveries: dict[tuple[str, int], int] = {}
@@ -185,8 +185,9 @@ class KafkaSource:
         offsets = []
         for name in names:
             tracker, tp = self._trackers.get(name), self._partitions.get(name)
-            if tracker is not None and tp is not None and tracker.commit_at is not None:
-                offsets.append(TopicPartition(tp.topic, tp.partition, tracker.commit_at))
+            if tracker is not None and tp is not None and tracker.released is not None:
+                # Kafka commits the next offset to read
+                offsets.append(TopicPartition(tp.topic, tp.partition, tracker.released + 1))
         return offsets
 
     # -- reading --
@@ -273,10 +274,10 @@ class KafkaSource:
         tracker = self._trackers.get(inbound.partition)
         if tracker is None:
             return False
-        before = tracker.commit_at
+        held = len(tracker)
         if not tracker.ack(inbound.position):
             return False
-        if tracker.commit_at != before:
+        if len(tracker) < held:  # the commit point moved
             self._dirty.add(inbound.partition)
         self._in_flight -= 1
         self._confirmed += 1
@@ -290,8 +291,8 @@ class KafkaSource:
         with self._lock:
             tracker = self._trackers.get(inbound.partition)
             tp = self._partitions.get(inbound.partition)
-            if tracker is None or tp is None:
-                return
+            if tracker is None or tp is None or inbound.position not in tracker:
+                return  # unknown, or acked and released already: nothing to redo
             dropped = tracker.rewind(inbound.position)
             self._in_flight -= dropped
             self._rewound[inbound.partition] = inbound.position
