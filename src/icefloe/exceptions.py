@@ -35,6 +35,11 @@ the module of each class defined elsewhere::
     ├── StoreUnavailable                     store.protocol: the store did not answer (retryable)
     ├── DeliveryFailed                       connectors.protocol: records a sink could not deliver
     ├── HttpError                            transport.errors: a request refused with a code
+    ├── ConfigError                          gateway.config: a bridge config that does not check
+    ├── TranslateError                       gateway.translate: a route's translate step failed
+    ├── AppError                             testing.asgi_app: an app broke the ASGI protocol
+    ├── WebSocketClosed                      testing.ws: the app closed the in-memory WebSocket
+    │   └── WebSocketDenied                  ... before accepting it
     ├── AuthError                            transport.principals: credentials refused (401/403)
     └── RateLimited                          transport.limits: a principal over its limit (429)
 

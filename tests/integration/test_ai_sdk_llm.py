@@ -218,7 +218,7 @@ async def test_a_provider_429_reaches_use_chat_as_an_error_part(serve: Serve) ->
     parser = SseParser()
     async with (
         chat_edge(serve, plan) as (_, url),
-        httpx.AsyncClient(base_url=url) as http,
+        httpx.AsyncClient(base_url=url, timeout=30) as http,
         http.stream("POST", "/v1/chat", json={"id": "c", "messages": [user]}) as r,
     ):
         async for data in r.aiter_bytes():
@@ -280,7 +280,7 @@ async def test_the_example_serves_use_chat_from_the_url_in_its_environment() -> 
                 user = {"id": "u1", "role": "user", "parts": [{"type": "text", "text": QUESTION}]}
                 parser = SseParser()
                 async with (
-                    httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http,
+                    httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http,
                     http.stream("POST", "/v1/chat", json={"id": "c", "messages": [user]}) as r,
                 ):
                     async for data in r.aiter_bytes():
@@ -344,7 +344,7 @@ async def test_the_other_adapters_map_the_same_way(serve: Serve, provider: str) 
         async with (
             sdk,
             serve(flow) as url,
-            httpx.AsyncClient(base_url=url) as http,
+            httpx.AsyncClient(base_url=url, timeout=30) as http,
             http.stream("POST", "/v1/chat", json={"id": "c", "messages": [user]}) as r,
         ):
             async for data in r.aiter_bytes():

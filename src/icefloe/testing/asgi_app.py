@@ -8,6 +8,8 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any, Final
 
+from icefloe.exceptions import IcefloeError
+
 __all__ = [
     "CLOSE_GRACE_S",
     "ASGIApp",
@@ -30,7 +32,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 CLOSE_GRACE_S: Final = 1.0
 
 
-class AppError(Exception):
+class AppError(IcefloeError):
     """The app broke the ASGI protocol (no response start, a bad message)."""
 
 

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any, Final
 from urllib.parse import quote
 
+from icefloe.exceptions import IcefloeError
 from icefloe.testing.asgi_app import CLOSE_GRACE_S, AppError, ASGIApp, Message, Scope
 
 __all__ = [
@@ -35,7 +36,7 @@ WS_QUEUE: Final = 64
 ABNORMAL: Final = 1006
 
 
-class WebSocketClosed(Exception):
+class WebSocketClosed(IcefloeError):
     """The app closed the connection (or ended); ``code`` and ``reason`` are its close."""
 
     def __init__(self, code: int, reason: str = "") -> None:

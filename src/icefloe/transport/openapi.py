@@ -53,6 +53,10 @@ _COMMON_ERRORS = {
     "401": _error("missing or bad credentials"),
     "403": _error("missing scope or foreign tenant"),
     "429": _error("rate or connection limit; see Retry-After"),
+    # The connection layer answers these before any route runs (docs/security.md,
+    # "Connections and headers"), so any operation may see them.
+    "408": _error("the request head did not arrive within --header-timeout"),
+    "431": _error("the request line and headers are over --max-header-bytes or --max-headers"),
 }
 
 OPENAPI: dict[str, Any] = {
