@@ -151,7 +151,10 @@ async def test_a_stop_closes_the_providers_response_and_ends_the_reply(serve: Se
         "id": "chat-stop",
         "messages": [{"role": "user", "parts": [{"type": "text", "text": QUESTION}]}],
     }
-    async with chat_edge(serve, plan) as (fake, url), httpx.AsyncClient(base_url=url) as http:
+    async with (
+        chat_edge(serve, plan) as (fake, url),
+        httpx.AsyncClient(base_url=url, timeout=30) as http,
+    ):
         parser = SseParser()
         parts: list[Any] = []
         async with http.stream("POST", "/v1/chat", json=body) as r:
