@@ -293,6 +293,15 @@ def serve(
         typer.Option(min=0, help="Seconds without a publish after which a hub topic is evicted."),
     ] = 300.0,
     # -- end of hub budgets --
+    # -- backplane (issue 12) --
+    backplane: Annotated[
+        str | None,
+        typer.Option(
+            help="redis://HOST:PORT/DB[?prefix=P]: share streams with the other gateways "
+            "on this Redis (docs/deploy.md)."
+        ),
+    ] = None,
+    # -- end of backplane --
 ) -> None:
     """Serve a flow over HTTP (SSE, NDJSON, long-poll) and WebSocket, with the inspector at /."""
     flow = _load_flow(target)
@@ -365,6 +374,14 @@ def serve(
     settings = _hub_budgets(  # hub budgets (issue 15, item 1)
         settings, hub_bytes_per_tenant, hub_topics_per_tenant, hub_topic_idle
     )
+    if backplane is not None:  # -- backplane (issue 12) --
+        from icefloe.backplane.keys import parse_url
+
+        try:
+            parse_url(backplane)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--backplane") from None
+        settings = dataclasses.replace(settings, backplane=backplane)
     _run_server(flow, settings, host, port)
 
 

@@ -333,8 +333,12 @@ def create_app(
         if owned:
             flow.run()
         try:
+            if edge.backplane is not None:  # -- backplane (issue 12) --
+                await edge.backplane.open()
             yield
         finally:
+            if edge.backplane is not None:  # -- backplane (issue 12) --
+                await edge.backplane.aclose()
             await edge.relays.aclose()
             if owned_hub:
                 await edge.hub.aclose()

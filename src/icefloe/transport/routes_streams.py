@@ -97,6 +97,8 @@ class StreamRoutes:
             for s in self.edge.flow.streams()
             if principal.can_access_tenant(s.tenant)
         ]
+        if self.edge.backplane is not None:  # -- backplane (issue 12) --
+            streams += await self.edge.backplane.streams(principal)
         return JSONResponse({"streams": streams})
 
     async def status(self, request: Request) -> Response:
@@ -106,6 +108,10 @@ class StreamRoutes:
         try:
             stats = self.edge.owned(principal, sid)
         except HttpError:
+            if self.edge.backplane is not None:  # -- backplane (issue 12) --
+                remote = await self.edge.backplane.status(principal, sid)
+                if remote is not None:
+                    return JSONResponse(remote)
             gone = self.edge.flow.finished(sid)
             if gone is None or not principal.can_access_tenant(gone.tenant):
                 raise
@@ -125,6 +131,10 @@ class StreamRoutes:
         """``DELETE /v1/streams/{id}``: answers the status."""
         principal = self.edge.principal(request, Scope.STREAMS_CANCEL)
         sid = request.path_params["stream_id"]
+        if self.edge.backplane is not None:  # -- backplane (issue 12) --
+            remote = await self.edge.backplane.cancel(principal, sid)
+            if remote is not None:
+                return JSONResponse(remote)
         stats = self.edge.owned(principal, sid)
         if stats.state == _RUNNING:
             self.edge.flow.cancel(sid)
@@ -134,7 +144,9 @@ class StreamRoutes:
         """``GET /v1/streams/{id}``: SSE or NDJSON from the resume point."""
         edge = self.edge
         principal = edge.principal(request, Scope.STREAMS_READ)
-        reader = self._reader(request, principal)
+        # -- backplane (issue 12): a stream another gateway produces --
+        remote = None if edge.backplane is None else await edge.backplane.reader(request, principal)
+        reader = self._reader(request, principal) if remote is None else remote
         if isinstance(reader, Response):
             return reader
         connection_ended = edge.open_connection(request, reader.close)

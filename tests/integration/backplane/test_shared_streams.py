@@ -1,0 +1,105 @@
+"""Streams shared across gateways through the Redis backplane (issue 12).
+
+Real ``icefloe serve --backplane redis://…`` processes on the machine's
+Redis, each test under a key prefix of its own; clients reach them directly
+or through a round-robin TCP proxy (:mod:`cluster`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import httpx
+from cluster import cluster, round_robin, sse_events
+
+TENANT = {"tenant": "t1"}
+
+
+async def _start(url: str, payload: dict[str, Any]) -> str:
+    async with httpx.AsyncClient(base_url=url) as client:
+        answer = await client.post("/v1/streams", json={"headers": TENANT, "payload": payload})
+        assert answer.status_code == 201, answer.text
+        sid: str = answer.json()["stream_id"]
+        return sid
+
+
+async def _read_sse(
+    url: str, sid: str, *, last_event_id: int | None = None, stop_after: int | None = None
+) -> tuple[list[int], str | None]:
+    """The seqs read over SSE and the terminal (``done`` or an error code)."""
+    headers = {} if last_event_id is None else {"Last-Event-ID": str(last_event_id)}
+    seqs: list[int] = []
+    async with (
+        httpx.AsyncClient(base_url=url, timeout=30) as client,
+        client.stream("GET", f"/v1/streams/{sid}", headers=headers) as response,
+    ):
+        assert response.status_code == 200, await response.aread()
+        async for _id, event, data in sse_events(response):
+            body = json.loads(data)
+            if event == "error":
+                return seqs, body["code"]
+            seqs.append(body["seq"])
+            if body.get("done"):
+                return seqs, "done"
+            if stop_after is not None and len(seqs) >= stop_after:
+                return seqs, None
+    return seqs, None
+
+
+async def test_a_stream_started_on_one_gateway_is_read_on_the_others() -> None:
+    async with asyncio.timeout(60), cluster(3) as gws:
+        n = 600
+        sid = await _start(gws[0].url, {"n": n, "every": 20, "pause_ms": 5})
+        results = await asyncio.gather(*(_read_sse(g.url, sid) for g in gws))
+        for seqs, end in results:
+            assert end == "done"
+            assert seqs == list(range(n + 1))  # n chunks and the done chunk
+
+
+async def test_status_and_list_answer_a_remote_stream() -> None:
+    async with asyncio.timeout(60), cluster(2) as gws:
+        sid = await _start(gws[0].url, {"n": 5})
+        await _read_sse(gws[1].url, sid)
+        async with httpx.AsyncClient(base_url=gws[1].url) as client:
+            status = (await client.get(f"/v1/streams/{sid}/status")).json()
+            assert status["tenant"] == "t1"
+            assert status["state"] == "done"
+            assert status["last_seq"] == 5
+            listed = (await client.get("/v1/streams")).json()["streams"]
+            assert sid in {s["stream_id"] for s in listed}
+            missing = await client.get("/v1/streams/nope/status")
+            assert missing.status_code == 404
+
+
+async def test_a_reader_reconnecting_through_the_proxy_gets_each_seq_once() -> None:
+    async with asyncio.timeout(90), cluster(3) as gws, round_robin(gws) as proxy:
+        n = 500
+        sid = await _start(gws[0].url, {"n": n, "every": 10, "pause_ms": 5})
+        got: list[int] = []
+        end: str | None = None
+        connections = 0
+        while end is None:
+            last = got[-1] if got else None
+            seqs, end = await _read_sse(proxy, sid, last_event_id=last, stop_after=50)
+            got += seqs
+            connections += 1
+        assert end == "done"
+        assert got == list(range(n + 1))
+        assert connections >= n // 50
+
+
+async def test_a_remote_gateway_cancels_the_stream() -> None:
+    async with asyncio.timeout(60), cluster(2) as gws:
+        sid = await _start(gws[0].url, {"n": 100_000, "every": 1, "pause_ms": 2})
+        reading = asyncio.ensure_future(_read_sse(gws[1].url, sid))
+        async with httpx.AsyncClient(base_url=gws[1].url) as client:
+            answer = await client.delete(f"/v1/streams/{sid}")
+            assert answer.status_code == 200, answer.text
+        seqs, end = await reading
+        assert end == "cancelled"
+        assert seqs == list(range(len(seqs)))
+        async with httpx.AsyncClient(base_url=gws[0].url) as client:
+            local = (await client.get(f"/v1/streams/{sid}/status")).json()
+        assert local["state"] == "cancelled"
