@@ -197,7 +197,11 @@ class RedisBackplane:
         sid = meta.stream_id
         if meta.state in ABNORMAL:
             ended = Follower(sid, from_seq, 1)
-            ended.end(StreamError(ErrorCode(meta.code or "failed"), meta.message, sid))
+            try:
+                code = ErrorCode(meta.code or ErrorCode.FAILED)
+            except ValueError:  # a code from a newer gateway
+                code = ErrorCode.FAILED
+            ended.end(StreamError(code, meta.message, sid))
             return RemoteReader(ended, from_seq, lambda _r: None)
         follower = self._followers.get(sid)
         if follower is None:

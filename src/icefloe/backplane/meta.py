@@ -5,13 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from icefloe.core.wire_errors import ErrorCode
+
 __all__ = ["ABNORMAL", "CANCELLED", "DONE", "FAILED", "RUNNING", "StreamMeta"]
 
 #: the states of a stream in its meta hash (the labels of the stream phases)
 RUNNING = "running"
 DONE = "done"
-FAILED = "failed"
-CANCELLED = "cancelled"
+# An abnormal end's state is its code's name (as the stream phases' labels are).
+FAILED = ErrorCode.FAILED.value
+CANCELLED = ErrorCode.CANCELLED.value
 #: states of a stream that ended without its ``done`` chunk
 ABNORMAL = frozenset({FAILED, CANCELLED})
 

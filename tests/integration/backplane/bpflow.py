@@ -1,7 +1,7 @@
 """The flow the backplane tests serve: ``icefloe serve bpflow:build``.
 
 A start's payload says what the run produces: ``n`` chunks of ``size``
-bytes of text, a pause of ``pause_ms`` every ``every`` chunks (to keep a
+bytes of text after ``delay_ms``, a pause of ``pause_ms`` every ``every`` chunks (to keep a
 stream running while readers attach elsewhere), then the ``done`` chunk.
 """
 
@@ -22,6 +22,8 @@ async def produce(msg: Message, ctx: Context) -> None:
     text = "x" * int(spec.get("size", 8))
     every = max(1, int(spec.get("every", 1)))
     pause = float(spec.get("pause_ms", 0)) / 1000
+    # Time for readers on other gateways to attach before the first chunk.
+    await asyncio.sleep(float(spec.get("delay_ms", 0)) / 1000)
     for i in range(n):
         await ctx.emit_chunk(parent=msg, text=text)
         if pause and (i + 1) % every == 0:
