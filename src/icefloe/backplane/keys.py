@@ -11,6 +11,8 @@ parameter says otherwise)::
                                      that process's slowest reader of the stream is
     P streams                ZSET    stream ids by start time (unix ms), for listing
     P control                STREAM  cancel requests: field ``cancel`` = stream id
+    P hub                    STREAM  hub events of every tenant and topic: field ``o``
+                                     (the publishing process), ``e`` (the event)
 
 Every per-stream key carries a TTL, refreshed by its producer while the
 stream runs (a crashed producer's streams vanish by themselves).
@@ -69,3 +71,7 @@ class Keys:
     @property
     def control(self) -> str:
         return f"{self.prefix}control"
+
+    @property
+    def hub(self) -> str:
+        return f"{self.prefix}hub"

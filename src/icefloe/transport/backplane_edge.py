@@ -6,6 +6,9 @@
 * every run this gateway starts is published (a blocking in-process reader
   attached at seq 0 feeds the engine, so the producer can run at most the
   backplane window ahead of the slowest remote reader);
+* hub events published here over HTTP are shared, and events published on
+  other gateways are published into this gateway's hub
+  (:mod:`icefloe.backplane.topics`);
 * a stream the flow does not know (``flow.brief`` and ``flow.finished`` are
   None) is looked up in the engine; the stream routes then read it through a
   :class:`~icefloe.backplane.reader.RemoteReader`, answer its status, list it
@@ -16,36 +19,67 @@ A stream read on the gateway that produces it never reaches this module.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
 from icefloe.backplane.engine import RedisBackplane
 from icefloe.backplane.meta import RUNNING, StreamMeta
 from icefloe.backplane.reader import RemoteReader
+from icefloe.backplane.topics import HubLink
 from icefloe.core.wire_errors import ErrorCode
 from icefloe.exceptions import StreamError
+from icefloe.hub import Hub, HubEvent
 from icefloe.runtime.flow import Flow
 from icefloe.transport.auth import Principal
 from icefloe.transport.encoding import parse_resume_point
 from icefloe.transport.errors import HttpError
 
-__all__ = ["EdgeBackplane"]
+__all__ = ["DELIVER_TIMEOUT_S", "EdgeBackplane"]
+
+#: seconds an event from another gateway may wait for room in this hub
+#: (then it is dropped here, and logged)
+DELIVER_TIMEOUT_S = 1.0
+
+_encode_event = msgspec.msgpack.encode
+_decode_event = msgspec.msgpack.Decoder(tuple[str, str, Any, dict[str, Any], str]).decode
 
 
 class EdgeBackplane:
     """One app's streams shared with the other gateways on the engine."""
 
-    def __init__(self, flow: Flow, url: str, *, history: int, window: int) -> None:
+    def __init__(self, flow: Flow, hub: Hub, url: str, *, history: int, window: int) -> None:
         self._flow = flow
+        self._hub = hub
         self.engine = RedisBackplane(url, history=history, window=window, on_cancel=flow.cancel)
+        self._link: HubLink | None = None
 
     async def open(self) -> None:
-        await self.engine.open()
+        engine = self.engine
+        await engine.open()
+        self._link = HubLink(engine.client, engine.keys.hub, engine.process_id, self._deliver)
+        await self._link.open()
 
     async def aclose(self) -> None:
+        if self._link is not None:
+            await self._link.aclose()
         await self.engine.aclose()
+
+    def forward(self, event: HubEvent) -> None:
+        """Share an event published on this gateway with the others."""
+        if self._link is not None:
+            fields = (event.topic, event.tenant, event.data, event.headers, event.reliability)
+            self._link.forward(_encode_event(fields))
+
+    async def _deliver(self, raw: bytes) -> None:
+        topic, tenant, data, headers, reliability = _decode_event(raw)
+        async with asyncio.timeout(DELIVER_TIMEOUT_S):
+            await self._hub.publish(
+                topic, data, tenant=tenant, headers=headers, reliability=reliability
+            )
 
     def started(self, stream_id: str, tenant: str) -> None:
         """Publish a run this gateway just started (before any chunk is trimmed)."""

@@ -221,7 +221,7 @@ class EdgeContext:
             from icefloe.transport.backplane_edge import EdgeBackplane
 
             self.backplane = EdgeBackplane(
-                flow, settings.backplane, history=settings.history, window=self.lag_limit
+                flow, hub, settings.backplane, history=settings.history, window=self.lag_limit
             )
         # -- end of backplane --
         # The live connection of each attached WebSocket session.
