@@ -11,7 +11,10 @@
   :data:`~icefloe.backplane.follower.REPORT_EVERY` chunks read), the slowest
   local reader's position of each followed stream;
 * one control task following ``P control`` for cancel requests naming a
-  stream this process produces.
+  stream this process produces;
+* one keepalive task refreshing the TTL of the streams this process
+  produces, so that a crashed process's streams expire (their readers
+  elsewhere then end with ``unavailable`` and may resume nowhere).
 
 Limits: :data:`MAX_FOLLOWED` streams followed at once (a reader past it gets
 ``unavailable``), each follower's buffer as in
@@ -31,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Final
 from icefloe.backplane.follower import Follower
 from icefloe.backplane.keys import Keys, entry_id, parse_url
 from icefloe.backplane.meta import ABNORMAL, RUNNING, StreamMeta
-from icefloe.backplane.publisher import STALE_MS, ChunkSource, publish
+from icefloe.backplane.publisher import RUNNING_TTL_S, STALE_MS, ChunkSource, publish
 from icefloe.backplane.reader import RemoteReader
 from icefloe.core.codec import decode_chunk_msgpack
 from icefloe.core.messages import StreamChunk
@@ -118,6 +121,7 @@ class RedisBackplane:
         self._tasks = [
             asyncio.ensure_future(self._report_loop()),
             asyncio.ensure_future(self._control_loop()),
+            asyncio.ensure_future(self._keepalive_loop()),
         ]
 
     async def aclose(self) -> None:
@@ -331,6 +335,21 @@ class RedisBackplane:
                 sid = fields.get(b"cancel", b"").decode()
                 if sid in self._publishing:
                     self._on_cancel(sid)
+
+    async def _keepalive_loop(self) -> None:
+        """Refresh the TTL of the streams this process produces (one pipeline)."""
+        while True:
+            await asyncio.sleep(RUNNING_TTL_S / 3)
+            if not self._publishing:
+                continue
+            pipe = self.client.pipeline(transaction=False)
+            for sid in self._publishing:
+                pipe.expire(self.keys.meta(sid), RUNNING_TTL_S)
+                pipe.expire(self.keys.log(sid), RUNNING_TTL_S)
+            try:
+                await pipe.execute()
+            except Exception as exc:
+                log.warning("backplane keepalive failed: %r", exc)
 
     def followed(self) -> dict[str, Follower]:
         """The followed streams (for tests and metrics)."""

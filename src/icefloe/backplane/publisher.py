@@ -31,7 +31,16 @@ from icefloe.exceptions import EndOfStream, StreamError, WouldBlock
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-__all__ = ["MAX_BATCH", "POLL_S", "STALE_MS", "TTL_S", "ChunkSource", "publish", "slowest"]
+__all__ = [
+    "MAX_BATCH",
+    "POLL_S",
+    "RUNNING_TTL_S",
+    "STALE_MS",
+    "TTL_S",
+    "ChunkSource",
+    "publish",
+    "slowest",
+]
 
 #: chunks one pipelined append carries at most
 MAX_BATCH: Final = 256
@@ -39,10 +48,11 @@ MAX_BATCH: Final = 256
 POLL_S: Final = 0.02
 #: milliseconds after which a reader position report is ignored
 STALE_MS: Final = 5000
-#: seconds a stream's keys live after its last refresh (running) or its end
+#: seconds a stream's keys live after its end
 TTL_S: Final = 600
-#: seconds between TTL refreshes of a running stream's keys
-REFRESH_S: Final = 10.0
+#: seconds a running stream's keys live after the last refresh (the engine's
+#: keepalive refreshes them every third of it: a crashed producer's streams vanish)
+RUNNING_TTL_S: Final = 30
 
 
 class ChunkSource(Protocol):
@@ -115,10 +125,9 @@ async def publish(
         "owner": owner,
     }
     await client.hset(meta, mapping=fields)
-    await client.expire(meta, TTL_S)
+    await client.expire(meta, RUNNING_TTL_S)
     await client.zadd(keys.streams, {stream_id: int(time.time() * 1000)})
     next_seq = 0
-    refreshed = time.monotonic()
     try:
         while True:
             room = await _room(client, keys, stream_id, next_seq, window)
@@ -137,10 +146,6 @@ async def publish(
                 pipe.hset(meta, "last_seq", next_seq - 1)
                 if chunks[-1].done:
                     pipe.hset(meta, "state", DONE)
-                if time.monotonic() - refreshed > REFRESH_S:
-                    refreshed = time.monotonic()
-                    pipe.expire(meta, TTL_S)
-                    pipe.expire(log, TTL_S)
                 await pipe.execute()
             if isinstance(end, StreamError):
                 await _end(client, keys, stream_id, next_seq, end)
@@ -150,7 +155,10 @@ async def publish(
                 await source.wait()
     finally:
         source.close()
-        await client.expire(log, TTL_S)
+        pipe = client.pipeline(transaction=False)
+        pipe.expire(meta, TTL_S)
+        pipe.expire(log, TTL_S)
+        await pipe.execute()
 
 
 async def _end(

@@ -122,6 +122,18 @@ class EdgeBackplane:
         except StreamError as exc:
             raise HttpError(exc.code, exc.message) from None
 
+    async def poll_reader(
+        self, principal: Principal, stream_id: str, from_seq: int
+    ) -> RemoteReader | None:
+        """A reader for one long-poll of a remote stream (None: not a remote stream)."""
+        meta = await self._meta(principal, stream_id)
+        if meta is None:
+            return None
+        try:
+            return await self.engine.follow(meta, from_seq)
+        except StreamError as exc:
+            raise HttpError(exc.code, exc.message) from None
+
     async def status(self, principal: Principal, stream_id: str) -> dict[str, Any] | None:
         """The status of a remote stream (None: not a remote stream)."""
         meta = await self._meta(principal, stream_id)

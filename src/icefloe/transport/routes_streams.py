@@ -15,6 +15,7 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from icefloe.backplane.reader import RemoteReader
 from icefloe.core.messages import Headers
 from icefloe.core.wire_errors import ErrorCode
 from icefloe.exceptions import EndOfStream, StreamError, StreamNotFound, WouldBlock
@@ -250,11 +251,15 @@ class StreamRoutes:
         if not 0 <= wait_s <= MAX_POLL_WAIT_S:
             raise bad_wait
         sid = request.path_params["stream_id"]
-        stats = self.edge.owned(principal, sid)
-        try:
-            reader = self._attach(sid, after + 1, stats.state)
-        except (KeyError, ValueError):
-            raise HttpError(ErrorCode.NOT_FOUND, "no such stream or seq") from None
+        reader: Subscription | RemoteReader | None = None  # -- backplane (issue 12) --
+        if self.edge.backplane is not None:
+            reader = await self.edge.backplane.poll_reader(principal, sid, after + 1)
+        if reader is None:
+            stats = self.edge.owned(principal, sid)
+            try:
+                reader = self._attach(sid, after + 1, stats.state)
+            except (KeyError, ValueError):
+                raise HttpError(ErrorCode.NOT_FOUND, "no such stream or seq") from None
         try:
             return JSONResponse(await _poll(reader, wait_s))
         finally:
@@ -263,7 +268,7 @@ class StreamRoutes:
             self.edge.runs.mark_read(sid)
 
 
-async def _poll(reader: Subscription, wait_s: float) -> list[Any]:
+async def _poll(reader: Subscription | RemoteReader, wait_s: float) -> list[Any]:
     """Chunks available now, waiting up to ``wait_s`` for the first one."""
     chunks: list[Any] = []
     deadline = asyncio.get_running_loop().time() + wait_s

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -103,3 +104,53 @@ async def test_a_remote_gateway_cancels_the_stream() -> None:
         async with httpx.AsyncClient(base_url=gws[0].url) as client:
             local = (await client.get(f"/v1/streams/{sid}/status")).json()
         assert local["state"] == "cancelled"
+
+
+async def test_a_long_poll_on_another_gateway_reads_the_stream() -> None:
+    async with asyncio.timeout(60), cluster(2) as gws:
+        n = 40
+        sid = await _start(gws[0].url, {"n": n, "every": 5, "pause_ms": 5})
+        got: list[int] = []
+        async with httpx.AsyncClient(base_url=gws[1].url, timeout=30) as client:
+            while not got or got[-1] < n:
+                after = got[-1] if got else -1
+                answer = await client.get(
+                    f"/v1/streams/{sid}/poll", params={"after_seq": after, "wait_s": 5}
+                )
+                assert answer.status_code == 200, answer.text
+                got += [chunk["seq"] for chunk in answer.json()]
+        assert got == list(range(n + 1))
+
+
+SCOPES = ["streams:start", "streams:read", "streams:cancel", "topics:read", "topics:publish"]
+
+
+async def test_another_tenants_remote_stream_reads_as_missing(tmp_path: Path) -> None:
+    keys = {"key-a-0123456789": {"tenant": "a", "scopes": SCOPES}}
+    keys["key-b-0123456789"] = {"tenant": "b", "scopes": SCOPES}
+    (tmp_path / "keys.json").write_text(json.dumps(keys))
+    a = {"Authorization": "Bearer key-a-0123456789"}
+    b = {"Authorization": "Bearer key-b-0123456789"}
+    async with asyncio.timeout(60), cluster(2, "--api-keys", str(tmp_path / "keys.json")) as gws:
+        async with httpx.AsyncClient(base_url=gws[0].url, headers=a) as client:
+            started = await client.post(
+                "/v1/streams",
+                json={"headers": {"tenant": "a"}, "payload": {"n": 500, "pause_ms": 10}},
+            )
+            assert started.status_code == 201, started.text
+        sid = started.json()["stream_id"]
+        async with httpx.AsyncClient(base_url=gws[1].url, headers=b) as client:
+            for method, path in [
+                ("GET", f"/v1/streams/{sid}"),
+                ("GET", f"/v1/streams/{sid}/status"),
+                ("GET", f"/v1/streams/{sid}/poll"),
+                ("DELETE", f"/v1/streams/{sid}"),
+            ]:
+                answer = await client.request(method, path)
+                assert answer.status_code == 404, (method, path, answer.text)
+            listed = (await client.get("/v1/streams")).json()["streams"]
+            assert sid not in {s["stream_id"] for s in listed}
+        async with httpx.AsyncClient(base_url=gws[1].url, headers=a) as client:
+            status = await client.get(f"/v1/streams/{sid}/status")
+            assert status.status_code == 200
+            assert status.json()["state"] == "running"
