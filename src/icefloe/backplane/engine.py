@@ -214,11 +214,16 @@ class RedisBackplane:
                 raise StreamError(ErrorCode.UNAVAILABLE, too_many, sid)
             follower = self._followers[sid] = Follower(sid, from_seq, self.history)
             follower.report_due = self._report_due
-        elif from_seq < follower.base:
-            await self._prefill(follower, from_seq)
         # A reader ahead of the run (a reconnect past it) waits for the run
-        # to reach it, within the fetcher's limit.
+        # to reach it, within the fetcher's limit. One behind it is attached
+        # first: its position pins ``base`` while the missing part is fetched.
         reader = RemoteReader(follower, from_seq, self._reader_closed)
+        if from_seq < follower.base:
+            try:
+                await self._prefill(follower, from_seq)
+            except BaseException:
+                reader.close()
+                raise
         if sid not in self._fetchers:
             task = asyncio.ensure_future(self._fetch_loop(follower))
             self._fetchers[sid] = task
@@ -233,7 +238,15 @@ class RedisBackplane:
         entries: Any = await self.client.xrange(
             self.keys.log(sid), entry_id(from_seq), entry_id(follower.base - 1), count=need
         )
-        chunks = [c for _id, f in entries if isinstance(c := _decode(sid, f), StreamChunk)]
+        # Another reader resuming meanwhile may have fetched part of it.
+        base = follower.base
+        if from_seq >= base:
+            return
+        chunks = [
+            c
+            for _id, f in entries
+            if isinstance(c := _decode(sid, f), StreamChunk) and c.seq < base
+        ]
         if not chunks or chunks[0].seq != from_seq or not follower.prepend(chunks):
             raise StreamError(ErrorCode.HISTORY_GONE, "the stream's history is gone", sid)
 
