@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 from cluster import Gateway, cluster, sse_events
+from websockets.asyncio.client import connect
 
 #: events each gateway publishes
 PER_GATEWAY = 30
@@ -55,3 +56,17 @@ async def test_an_event_published_on_one_gateway_reaches_every_gateway_once() ->
             for origin in range(3):  # each publisher's events keep their order
                 ns = [n for i, n in seen if i == origin]
                 assert ns == list(range(PER_GATEWAY))
+
+
+async def test_a_websocket_publish_reaches_another_gateways_subscriber() -> None:
+    async with asyncio.timeout(60), cluster(2) as gws:
+        ready = asyncio.Event()
+        reader = asyncio.ensure_future(_subscribe(gws[1].url, ready, 3))
+        await ready.wait()
+        url = gws[0].url.replace("http://", "ws://") + "/v1/ws"
+        proto: Any = ["icefloe.v1.json"]
+        async with connect(url, subprotocols=proto) as ws:
+            for n in range(3):
+                await ws.send(json.dumps({"op": "publish", "topic": "room.ws", "data": {"n": n}}))
+        events = await reader
+        assert [e["data"]["n"] for e in events] == [0, 1, 2]
