@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -154,3 +156,27 @@ async def test_another_tenants_remote_stream_reads_as_missing(tmp_path: Path) ->
             status = await client.get(f"/v1/streams/{sid}/status")
             assert status.status_code == 200
             assert status.json()["state"] == "running"
+
+
+async def test_the_readers_of_a_killed_gateway_resume_on_the_others() -> None:
+    async with asyncio.timeout(90), cluster(3) as gws, round_robin(gws[1:]) as proxy:
+        n = 400
+        sid = await _start(gws[0].url, {"n": n, "every": 10, "pause_ms": 10})
+        got, end = await _read_sse(gws[1].url, sid, stop_after=100)
+        assert end is None
+        os.kill(gws[1].pid, signal.SIGKILL)  # its readers go to the others through the proxy
+        while end is None:
+            seqs, end = await _read_sse_retrying(proxy, sid, got[-1])
+            got += seqs
+        assert end == "done"
+        assert got == list(range(n + 1))
+
+
+async def _read_sse_retrying(url: str, sid: str, last: int) -> tuple[list[int], str | None]:
+    """One SSE read resuming after ``last``; a refused connection (the dead gateway
+    behind the proxy) is tried again, as a browser's EventSource would."""
+    while True:
+        try:
+            return await _read_sse(url, sid, last_event_id=last)
+        except httpx.TransportError:
+            await asyncio.sleep(0.05)  # the client's reconnect delay
