@@ -50,7 +50,9 @@ log = logging.getLogger("icefloe.backplane")
 
 #: entries one XREAD returns at most
 FETCH_COUNT: Final = 256
-#: milliseconds one XREAD blocks before the fetcher checks the stream's meta
+#: milliseconds one XREAD blocks before the fetcher checks the stream's meta;
+#: every block stays well under redis-py's socket timeout (5 s by default),
+#: which would otherwise cut the read and leave its answer on the connection
 BLOCK_MS: Final = 1000
 #: seconds between position reports
 REPORT_S: Final = 0.1
@@ -313,9 +315,14 @@ class RedisBackplane:
     async def _report_loop(self) -> None:
         """Write each followed stream's slowest reader position, every REPORT_S."""
         while True:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(REPORT_S):
-                    await self._report_due.wait()
+            # asyncio.wait, not asyncio.timeout: on Python 3.11 a cancel that
+            # lands as the timeout fires comes out as TimeoutError, and the
+            # loop would outlive aclose().
+            due = asyncio.ensure_future(self._report_due.wait())
+            try:
+                await asyncio.wait({due}, timeout=REPORT_S)
+            finally:
+                due.cancel()
             self._report_due.clear()
             if not self._followers:
                 continue
@@ -336,7 +343,7 @@ class RedisBackplane:
         last = "$"
         while True:
             try:
-                answer: Any = await self.client.xread({self.keys.control: last}, block=BLOCK_MS * 5)
+                answer: Any = await self.client.xread({self.keys.control: last}, block=BLOCK_MS * 2)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

@@ -105,7 +105,7 @@ class HubLink:
         while True:
             try:
                 answer: Any = await self._client.xread(
-                    {self._key: last}, count=READ_COUNT, block=5000
+                    {self._key: last}, count=READ_COUNT, block=2000
                 )
             except asyncio.CancelledError:
                 raise
