@@ -58,6 +58,10 @@ BLOCK_MS: Final = 1000
 REPORT_S: Final = 0.1
 #: streams one process follows at once
 MAX_FOLLOWED: Final = 1000
+#: seconds aclose waits for the tasks it cancelled
+CLOSE_S: Final = 2.0
+#: seconds between health checks (and the longest a PING may take)
+HEALTH_S: Final = 1.0
 #: cancel requests the control log keeps
 CONTROL_MAXLEN: Final = 1000
 #: streams ``list_streams`` reads at most
@@ -107,6 +111,9 @@ class RedisBackplane:
         self._report_due = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._forgetting: set[asyncio.Task[None]] = set()
+        self._closing = False
+        #: whether the engine answered the last health check (``/readyz``)
+        self.healthy = False
 
     @property
     def client(self) -> Redis:
@@ -120,18 +127,24 @@ class RedisBackplane:
 
         self._client = redis.asyncio.Redis.from_url(self._url)
         await self._client.ping()
+        self.healthy = True
         self._tasks = [
             asyncio.ensure_future(self._report_loop()),
             asyncio.ensure_future(self._control_loop()),
             asyncio.ensure_future(self._keepalive_loop()),
+            asyncio.ensure_future(self._health_loop()),
         ]
 
     async def aclose(self) -> None:
         """Stop every task and close the pool."""
+        # The loops also stop on this flag: redis-py may turn a cancel that
+        # lands mid-command into another error, which a loop would survive.
+        self._closing = True
         tasks = [*self._tasks, *self._publishing.values(), *self._fetchers.values()]
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:
+            await asyncio.wait(tasks, timeout=CLOSE_S)
         if self._client is not None:
             await self._client.aclose()
             self._client = None
@@ -314,7 +327,7 @@ class RedisBackplane:
 
     async def _report_loop(self) -> None:
         """Write each followed stream's slowest reader position, every REPORT_S."""
-        while True:
+        while not self._closing:
             # asyncio.wait, not asyncio.timeout: on Python 3.11 a cancel that
             # lands as the timeout fires comes out as TimeoutError, and the
             # loop would outlive aclose().
@@ -341,7 +354,7 @@ class RedisBackplane:
     async def _control_loop(self) -> None:
         """Cancel the streams this process produces when another process asks."""
         last = "$"
-        while True:
+        while not self._closing:
             try:
                 answer: Any = await self.client.xread({self.keys.control: last}, block=BLOCK_MS * 2)
             except asyncio.CancelledError:
@@ -358,7 +371,7 @@ class RedisBackplane:
 
     async def _keepalive_loop(self) -> None:
         """Refresh the TTL of the streams this process produces (one pipeline)."""
-        while True:
+        while not self._closing:
             await asyncio.sleep(RUNNING_TTL_S / 3)
             if not self._publishing:
                 continue
@@ -370,6 +383,29 @@ class RedisBackplane:
                 await pipe.execute()
             except Exception as exc:
                 log.warning("backplane keepalive failed: %r", exc)
+
+    async def _health_loop(self) -> None:
+        """PING every HEALTH_S: ``healthy`` says whether the engine answers.
+
+        redis-py reconnects on the next command after a connection is lost;
+        every loop of this module waits before it tries again, so an outage
+        costs a command per loop per second, not a busy loop.
+        """
+        while not self._closing:
+            await asyncio.sleep(HEALTH_S)
+            try:
+                async with asyncio.timeout(HEALTH_S):
+                    await self.client.ping()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                if self.healthy:
+                    log.warning("backplane unreachable: /readyz answers 503 until it is back")
+                self.healthy = False
+            else:
+                if not self.healthy:
+                    log.warning("backplane reachable again")
+                self.healthy = True
 
     def followed(self) -> dict[str, Follower]:
         """The followed streams (for tests and metrics)."""

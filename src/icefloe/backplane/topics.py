@@ -54,6 +54,7 @@ class HubLink:
         self._deliver = deliver
         self._outbox: asyncio.Queue[bytes] = asyncio.Queue(OUTBOX)
         self._tasks: list[asyncio.Task[None]] = []
+        self._closing = False
         #: events that reached only this gateway (outbox full)
         self.dropped = 0
         #: events delivered from other processes
@@ -72,9 +73,12 @@ class HubLink:
         return bool(await self._client.exists(self._key))
 
     async def aclose(self) -> None:
+        # The loops also stop on the flag (see RedisBackplane.aclose).
+        self._closing = True
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=2.0)
 
     def forward(self, event: bytes) -> None:
         """Share an event published here (never waits)."""
@@ -85,7 +89,7 @@ class HubLink:
 
     async def _write_loop(self) -> None:
         outbox = self._outbox
-        while True:
+        while not self._closing:
             batch = [await outbox.get()]
             while len(batch) < WRITE_BATCH and not outbox.empty():
                 batch.append(outbox.get_nowait())
@@ -102,7 +106,7 @@ class HubLink:
                 await asyncio.sleep(0.5)
 
     async def _read_loop(self, last: str) -> None:
-        while True:
+        while not self._closing:
             try:
                 answer: Any = await self._client.xread(
                     {self._key: last}, count=READ_COUNT, block=2000

@@ -44,12 +44,14 @@ def _free_port() -> int:
         return port
 
 
-async def _start(prefix: str, flags: tuple[str, ...]) -> tuple[asyncio.subprocess.Process, str]:
+async def _start(
+    prefix: str, flags: tuple[str, ...], redis_url: str
+) -> tuple[asyncio.subprocess.Process, str]:
     port = _free_port()
     path = os.pathsep.join([str(SRC), str(HERE), os.environ.get("PYTHONPATH", "")])
     env = {**os.environ, "PYTHONPATH": path}
     code = "from icefloe.cli import main; main()"
-    backplane = f"{REDIS_URL}?prefix={prefix}"
+    backplane = f"{redis_url}?prefix={prefix}"
     args = [sys.executable, "-c", code, "serve", "bpflow:build", "--port", str(port)]
     args += ["--backplane", backplane, *flags]
     proc = await asyncio.create_subprocess_exec(*args, env=env, stderr=asyncio.subprocess.DEVNULL)
@@ -68,14 +70,19 @@ async def _ready(proc: asyncio.subprocess.Process, url: str) -> None:
 
 
 @asynccontextmanager
-async def cluster(count: int, *flags: str) -> AsyncIterator[list[Gateway]]:
-    """``count`` gateways sharing a fresh key prefix; its keys are deleted after."""
+async def cluster(
+    count: int, *flags: str, redis_url: str = REDIS_URL
+) -> AsyncIterator[list[Gateway]]:
+    """``count`` gateways sharing a fresh key prefix; its keys are deleted after.
+
+    ``redis_url`` is where the gateways reach Redis (a proxy in front of it,
+    for outage tests); the keys are deleted through :data:`REDIS_URL`."""
     import redis.asyncio
 
     prefix = f"icefloe:test:{uuid.uuid4().hex[:10]}:"
     procs: list[asyncio.subprocess.Process] = []
     try:
-        started = [await _start(prefix, flags) for _ in range(count)]
+        started = [await _start(prefix, flags, redis_url) for _ in range(count)]
         procs = [proc for proc, _url in started]
         await asyncio.gather(*(_ready(proc, url) for proc, url in started))
         yield [Gateway(url, proc.pid) for proc, url in started]
