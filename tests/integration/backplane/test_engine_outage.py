@@ -62,21 +62,23 @@ async def test_readyz_is_false_while_the_engine_is_unreachable() -> None:
     proxy = _Cuttable()
     await proxy.up()
     url = f"redis://127.0.0.1:{proxy.port}/0"
-    async with (
-        asyncio.timeout(60),
-        cluster(1, redis_url=url) as gws,
-        httpx.AsyncClient(base_url=gws[0].url) as client,
-    ):
-        assert (await client.get("/readyz")).status_code == 200
+    try:
+        async with (
+            asyncio.timeout(60),
+            cluster(1, redis_url=url) as gws,
+            httpx.AsyncClient(base_url=gws[0].url) as client,
+        ):
+            assert (await client.get("/readyz")).status_code == 200
+            await proxy.down()
+            await _ready_becomes(client, 503)
+            body = (await client.get("/readyz")).json()
+            assert body["error"]["code"] == "unavailable"
+            await proxy.up()
+            await _ready_becomes(client, 200)
+            # Streams work again after the outage.
+            answer = await client.post(
+                "/v1/streams", json={"headers": {"tenant": "t"}, "payload": {"n": 3}}
+            )
+            assert answer.status_code == 201
+    finally:
         await proxy.down()
-        await _ready_becomes(client, 503)
-        body = (await client.get("/readyz")).json()
-        assert body["error"]["code"] == "unavailable"
-        await proxy.up()
-        await _ready_becomes(client, 200)
-        # Streams work again after the outage.
-        answer = await client.post(
-            "/v1/streams", json={"headers": {"tenant": "t"}, "payload": {"n": 3}}
-        )
-        assert answer.status_code == 201
-    await proxy.down()
