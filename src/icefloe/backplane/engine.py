@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Final
 from icefloe.backplane.follower import Follower
 from icefloe.backplane.keys import Keys, entry_id, parse_url
 from icefloe.backplane.meta import ABNORMAL, RUNNING, StreamMeta
-from icefloe.backplane.publisher import RUNNING_TTL_S, STALE_MS, ChunkSource, publish
+from icefloe.backplane.publisher import RUNNING_TTL_S, STALE_MS, ChunkSource, publish, slowest
 from icefloe.backplane.reader import RemoteReader
 from icefloe.core.codec import decode_chunk_msgpack
 from icefloe.core.messages import StreamChunk
@@ -112,6 +112,8 @@ class RedisBackplane:
         self._tasks: list[asyncio.Task[None]] = []
         self._forgetting: set[asyncio.Task[None]] = set()
         self._closing = False
+        #: when a stream this process produces was last seen read elsewhere
+        self._read_elsewhere: dict[str, float] = {}
         #: whether the engine answered the last health check (``/readyz``)
         self.healthy = False
 
@@ -170,6 +172,7 @@ class RedisBackplane:
 
     def _published(self, stream_id: str, task: asyncio.Task[None]) -> None:
         self._publishing.pop(stream_id, None)
+        self._read_elsewhere.pop(stream_id, None)
         if not task.cancelled() and task.exception() is not None:
             log.warning("backplane publish of %s failed: %r", stream_id, task.exception())
 
@@ -370,19 +373,39 @@ class RedisBackplane:
                     self._on_cancel(sid)
 
     async def _keepalive_loop(self) -> None:
-        """Refresh the TTL of the streams this process produces (one pipeline)."""
+        """Each second, note which streams this process produces have fresh
+        remote readers; every RUNNING_TTL_S / 3, refresh their TTL. One
+        pipeline per pass, whatever the number of streams."""
+        tick = 0
         while not self._closing:
-            await asyncio.sleep(RUNNING_TTL_S / 3)
-            if not self._publishing:
+            await asyncio.sleep(HEALTH_S)
+            tick += 1
+            refresh = tick % int(RUNNING_TTL_S / 3 / HEALTH_S) == 0
+            sids = list(self._publishing)
+            if not sids:
                 continue
             pipe = self.client.pipeline(transaction=False)
-            for sid in self._publishing:
-                pipe.expire(self.keys.meta(sid), RUNNING_TTL_S)
-                pipe.expire(self.keys.log(sid), RUNNING_TTL_S)
+            for sid in sids:
+                pipe.hgetall(self.keys.readers(sid))
+                if refresh:
+                    pipe.expire(self.keys.meta(sid), RUNNING_TTL_S)
+                    pipe.expire(self.keys.log(sid), RUNNING_TTL_S)
             try:
-                await pipe.execute()
+                answers: list[Any] = await pipe.execute()
             except Exception as exc:
                 log.warning("backplane keepalive failed: %r", exc)
+                continue
+            now_ms = int(time.time() * 1000)
+            step = 3 if refresh else 1
+            for sid, raw in zip(sids, answers[::step], strict=True):
+                if slowest(raw, now_ms) is not None:
+                    self._read_elsewhere[sid] = time.monotonic()
+
+    def read_elsewhere(self, stream_id: str) -> bool:
+        """Whether another process reported reading ``stream_id`` lately
+        (within the staleness of a position report, checked each second)."""
+        seen = self._read_elsewhere.get(stream_id)
+        return seen is not None and time.monotonic() - seen < STALE_MS / 1000
 
     async def _health_loop(self) -> None:
         """PING every HEALTH_S: ``healthy`` says whether the engine answers.

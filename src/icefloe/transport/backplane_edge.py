@@ -85,6 +85,15 @@ class EdgeBackplane:
         """Publish a run this gateway just started (before any chunk is trimmed)."""
         self.engine.publish(stream_id, tenant, self._flow.subscribe(stream_id, 0))
 
+    def readers_elsewhere(self, stream_id: str) -> int:
+        """How to correct a run's local reader count for the unread timeout:
+        the backplane's own reader is no reader (-1), a reader on another
+        gateway is one (+1)."""
+        engine = self.engine
+        if not engine.publishing(stream_id):
+            return 0
+        return (1 if engine.read_elsewhere(stream_id) else 0) - 1
+
     def _local(self, stream_id: str) -> bool:
         flow = self._flow
         return flow.brief(stream_id) is not None or flow.finished(stream_id) is not None

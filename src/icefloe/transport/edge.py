@@ -223,6 +223,7 @@ class EdgeContext:
             self.backplane = EdgeBackplane(
                 flow, hub, settings.backplane, history=settings.history, window=self.lag_limit
             )
+            self.runs.readers_elsewhere = self.backplane.readers_elsewhere
         # -- end of backplane --
         # The live connection of each attached WebSocket session.
         self._ws_live: dict[str, WsConnection] = {}
