@@ -49,16 +49,16 @@ class _Source:
 
     def __init__(self, sid: str, count: int, text: str) -> None:
         self._sid, self._count, self._text, self._next = sid, count, text, 0
-        self._ended = asyncio.Event()
+        self._yielded = asyncio.Event()
 
     def receive_nowait(self) -> StreamChunk:
         seq = self._next
         if seq > self._count:
             raise EndOfStream("done")
-        if seq and seq % BATCH == 0 and not self._ended.is_set():
-            self._ended.set()  # let the loop run: a producer yields now and then
+        if seq and seq % BATCH == 0 and not self._yielded.is_set():
+            self._yielded.set()  # let the loop run: a producer yields now and then
             raise WouldBlock("yield")
-        self._ended.clear()
+        self._yielded.clear()
         self._next += 1
         return StreamChunk(self._sid, seq, self._text, done=seq == self._count)
 
