@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit perf browser js bench fuzz clean
+.PHONY: demo test lint typecheck unit perf browser js bench bench-backplane fuzz clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "icefloe needs Python >= 3.11")'
@@ -64,6 +64,10 @@ fuzz: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# The backplane beside raw redis-py (needs Redis: REDIS=redis://host:port/db).
+bench-backplane: $(STAMP)
+	$(BIN)/python bench/backplane.py --redis $(or $(REDIS),redis://127.0.0.1:6379/0)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis tests/js/node_modules

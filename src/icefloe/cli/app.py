@@ -305,6 +305,15 @@ def serve(
     bridge: Annotated[  # bridge routes in this process (issue 13, docs/bridge.md)
         Path | None, typer.Option(help="Bridge config (TOML): run its routes in this process.")
     ] = None,
+    # -- backplane (issue 12) --
+    backplane: Annotated[
+        str | None,
+        typer.Option(
+            help="redis://HOST:PORT/DB[?prefix=P]: share streams with the other gateways "
+            "on this Redis (docs/deploy.md)."
+        ),
+    ] = None,
+    # -- end of backplane --
 ) -> None:
     """Serve a flow over HTTP (SSE, NDJSON, long-poll) and WebSocket, with the inspector at /."""
     flow = _load_flow(target)
@@ -379,6 +388,14 @@ def serve(
     )
     options.use_store(flow, store)  # the store of durable runs (issue 11)
     gateway = None if bridge is None else options.load_gateway(bridge)  # (issue 13)
+    if backplane is not None:  # -- backplane (issue 12) --
+        from icefloe.backplane.keys import parse_url
+
+        try:
+            parse_url(backplane)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--backplane") from None
+        settings = dataclasses.replace(settings, backplane=backplane)
     _run_server(flow, settings, host, port, gateway)
 
 

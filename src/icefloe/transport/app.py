@@ -363,6 +363,8 @@ def create_app(
         if owned:
             flow.run()
         try:
+            if edge.backplane is not None:  # -- backplane (issue 12) --
+                await edge.backplane.open()
             if gateway is None:
                 yield
             else:  # bridge routes (issue 13): they share this flow and hub
@@ -371,6 +373,8 @@ def create_app(
                 async with gateway.running(Served(flow, edge.hub)):
                     yield
         finally:
+            if edge.backplane is not None:  # -- backplane (issue 12) --
+                await edge.backplane.aclose()
             await edge.relays.aclose()
             if owned_hub:
                 await edge.hub.aclose()

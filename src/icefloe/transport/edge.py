@@ -63,6 +63,7 @@ from icefloe.transport.ws_keeper import session_table
 from icefloe.transport.ws_settings import WsSettings
 
 if TYPE_CHECKING:
+    from icefloe.transport.backplane_edge import EdgeBackplane
     from icefloe.transport.websocket import WsConnection
 
 __all__ = [
@@ -164,6 +165,11 @@ class EdgeSettings:
     #: the limits of the hub ``create_app`` makes when given none (tenant
     #: budgets, idle topics: docs/security.md, "Hub budgets")
     hub_limits: HubLimits = field(default_factory=HubLimits)
+    # -- backplane (issue 12) --
+    #: ``redis://host:port/db[?prefix=P]``: share streams with the other
+    #: gateways on this engine (None: this process alone; docs/deploy.md)
+    backplane: str | None = None
+    # -- end of backplane --
 
     def __post_init__(self) -> None:
         if not isinstance(self.history, int) or self.history < 0:
@@ -209,6 +215,17 @@ class EdgeContext:
             idempotency_ttl_s=settings.idempotency_ttl_s,
             idempotency_max=settings.idempotency_max,
         )
+        # -- backplane (issue 12) --
+        #: streams shared with other gateways (None: no --backplane)
+        self.backplane: EdgeBackplane | None = None
+        if settings.backplane is not None:
+            from icefloe.transport.backplane_edge import EdgeBackplane
+
+            self.backplane = EdgeBackplane(
+                flow, hub, settings.backplane, history=settings.history, window=self.lag_limit
+            )
+            self.runs.readers_elsewhere = self.backplane.readers_elsewhere
+        # -- end of backplane --
         # The live connection of each attached WebSocket session.
         self._ws_live: dict[str, WsConnection] = {}
 
@@ -341,7 +358,10 @@ class EdgeContext:
     ) -> tuple[Started, bool]:
         """Start a run for ``principal`` (HTTP POST and WebSocket ``start``);
         see :meth:`RunStarter.start`."""
-        return await self.runs.start(principal, payload, headers, idempotency_key)
+        started, new = await self.runs.start(principal, payload, headers, idempotency_key)
+        if new and self.backplane is not None:  # -- backplane (issue 12) --
+            self.backplane.started(started.stream_id, headers.tenant)
+        return started, new
 
     def ws_attach(self, session_id: str, conn: WsConnection) -> None:
         """``conn`` now holds the session; an older connection holding it is cut."""

@@ -47,7 +47,8 @@ class OpsRoutes:
         return JSONResponse({"status": "ok"})
 
     async def readyz(self, request: Request) -> Response:
-        """Readiness: 503 until the flow runs, and while it is overloaded.
+        """Readiness: 503 until the flow runs, while it is overloaded, and while
+        its backplane (``--backplane``) does not answer.
 
         A store outage keeps it 200 (``at_most_once`` runs go on, and a
         balancer that took every replica of a shared store out would stop
@@ -56,6 +57,9 @@ class OpsRoutes:
         flow = self.edge.flow
         if not flow.running:
             return error_response(ErrorCode.UNAVAILABLE, "the flow is not running")
+        backplane = self.edge.backplane  # -- backplane (issue 12) --
+        if backplane is not None and not backplane.engine.healthy:
+            return error_response(ErrorCode.UNAVAILABLE, "the backplane is unreachable")
         if flow.congestion is CongestionState.OVERLOADED:
             # Tell load balancers to send new work elsewhere until load falls.
             return error_response(

@@ -16,6 +16,7 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from icefloe.backplane.reader import RemoteReader
 from icefloe.core.messages import Headers
 from icefloe.core.wire_errors import ErrorCode
 from icefloe.exceptions import EndOfStream, StreamError, StreamNotFound, WouldBlock
@@ -107,6 +108,8 @@ class StreamRoutes:
             for s in self.edge.flow.streams()
             if principal.can_access_tenant(s.tenant)
         ]
+        if self.edge.backplane is not None:  # -- backplane (issue 12) --
+            streams += await self.edge.backplane.streams(principal)
         return JSONResponse({"streams": streams})
 
     async def status(self, request: Request) -> Response:
@@ -116,6 +119,10 @@ class StreamRoutes:
         try:
             stats = self.edge.owned(principal, sid)
         except HttpError:
+            if self.edge.backplane is not None:  # -- backplane (issue 12) --
+                remote = await self.edge.backplane.status(principal, sid)
+                if remote is not None:
+                    return JSONResponse(remote)
             gone = self.edge.flow.finished(sid)
             if gone is None or not principal.can_access_tenant(gone.tenant):
                 stored = await self._stored_status(principal, sid)
@@ -156,6 +163,10 @@ class StreamRoutes:
         """``DELETE /v1/streams/{id}``: answers the status."""
         principal = self.edge.principal(request, Scope.STREAMS_CANCEL)
         sid = request.path_params["stream_id"]
+        if self.edge.backplane is not None:  # -- backplane (issue 12) --
+            remote = await self.edge.backplane.cancel(principal, sid)
+            if remote is not None:
+                return JSONResponse(remote)
         stats = self.edge.owned(principal, sid)
         if stats.state == _RUNNING:
             self.edge.flow.cancel(sid)
@@ -165,7 +176,9 @@ class StreamRoutes:
         """``GET /v1/streams/{id}``: SSE or NDJSON from the resume point."""
         edge = self.edge
         principal = edge.principal(request, Scope.STREAMS_READ)
-        reader = await self._reader(request, principal)
+        # -- backplane (issue 12): a stream another gateway produces --
+        remote = None if edge.backplane is None else await edge.backplane.reader(request, principal)
+        reader = await self._reader(request, principal) if remote is None else remote
         if isinstance(reader, Response):
             return reader
         connection_ended = edge.open_connection(request, reader.close)
@@ -325,20 +338,24 @@ class StreamRoutes:
         if not 0 <= wait_s <= MAX_POLL_WAIT_S:
             raise bad_wait
         sid = request.path_params["stream_id"]
-        reader: Subscription | StoredReader
-        try:
-            stats = self.edge.owned(principal, sid)
-            reader = self._attach(sid, after + 1, stats.state)
-        except (KeyError, ValueError):
-            raise HttpError(ErrorCode.NOT_FOUND, "no such stream or seq") from None
-        except HttpError as exc:
-            if exc.code not in (ErrorCode.NOT_FOUND, ErrorCode.HISTORY_GONE):
-                raise
-            stored = await self._from_store(principal, sid, after + 1, exc)
-            if isinstance(stored, Response):
-                return JSONResponse([])  # ended, and everything after after_seq was read
-            await stored.prime()
-            reader = stored
+        # -- backplane (issue 12): a stream another gateway produces --
+        reader: Subscription | StoredReader | RemoteReader | None = None
+        if self.edge.backplane is not None:
+            reader = await self.edge.backplane.poll_reader(principal, sid, after + 1)
+        if reader is None:
+            try:
+                stats = self.edge.owned(principal, sid)
+                reader = self._attach(sid, after + 1, stats.state)
+            except (KeyError, ValueError):
+                raise HttpError(ErrorCode.NOT_FOUND, "no such stream or seq") from None
+            except HttpError as exc:
+                if exc.code not in (ErrorCode.NOT_FOUND, ErrorCode.HISTORY_GONE):
+                    raise
+                stored = await self._from_store(principal, sid, after + 1, exc)
+                if isinstance(stored, Response):
+                    return JSONResponse([])  # ended, and everything after after_seq was read
+                await stored.prime()
+                reader = stored
         try:
             return JSONResponse(await _poll(reader, wait_s))
         finally:
@@ -354,7 +371,7 @@ async def _stored_run(store: Store, sid: str) -> RunState | None:
         raise _store_down() from None
 
 
-async def _poll(reader: Subscription | StoredReader, wait_s: float) -> list[Any]:
+async def _poll(reader: Subscription | StoredReader | RemoteReader, wait_s: float) -> list[Any]:
     """Chunks available now, waiting up to ``wait_s`` for the first one."""
     chunks: list[Any] = []
     deadline = asyncio.get_running_loop().time() + wait_s

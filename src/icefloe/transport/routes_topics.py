@@ -138,6 +138,8 @@ class TopicRoutes:
             raise HttpError(exc.code, exc.message, retry) from None
         except ClosedResourceError:
             raise HttpError(ErrorCode.UNAVAILABLE, "the hub is closed", retry) from None
+        if self.edge.backplane is not None:  # -- backplane (issue 12) --
+            self.edge.backplane.forward(event)
         return JSONResponse(
             {"topic": event.topic, "offset": event.offset, "epoch": event.epoch}, status_code=201
         )

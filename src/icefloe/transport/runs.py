@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 from icefloe.core.messages import Headers, Message, new_id
@@ -62,6 +63,8 @@ class RunStarter:
         self._unread_timeout_s = unread_timeout_s
         #: when each watched run was last seen read (monotonic), while it runs
         self._last_read: dict[str, float] = {}
+        # -- backplane (issue 12): corrects a run's reader count (see EdgeBackplane) --
+        self.readers_elsewhere: Callable[[str], int] | None = None
         self._seen: ExpiringMap[Started] = ExpiringMap(
             idempotency_ttl_s, idempotency_max, time.monotonic
         )
@@ -160,7 +163,10 @@ class RunStarter:
             self._last_read.pop(stream_id, None)
             return
         now = time.monotonic()
-        if self._relays.is_read(stream_id, stats.subscribers):
+        subscribers = stats.subscribers
+        if self.readers_elsewhere is not None:  # -- backplane (issue 12) --
+            subscribers += self.readers_elsewhere(stream_id)
+        if self._relays.is_read(stream_id, subscribers):
             self._last_read[stream_id] = now
         last_read = self._last_read[stream_id]
         if now - last_read >= timeout:

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from icefloe.hub import Hub
     from icefloe.runtime.flow import Flow
     from icefloe.transport.auth import Principal, Scope
+    from icefloe.transport.backplane_edge import EdgeBackplane
     from icefloe.transport.errors import HttpError
     from icefloe.transport.idempotency import Started
     from icefloe.transport.limits import PrincipalLimiter
@@ -79,6 +80,12 @@ class WsEdge(Protocol):
     @property
     def sessions(self) -> SessionTable:
         """Every WebSocket session of the server."""
+        ...
+
+    # -- backplane (issue 12) --
+    @property
+    def backplane(self) -> EdgeBackplane | None:
+        """Streams and hub events shared with other gateways (None: none)."""
         ...
 
     def host_denial(self, request: HTTPConnection) -> HttpError | None:

@@ -20,7 +20,7 @@ from icefloe.core.ops import Publish, SubTopic
 from icefloe.core.topics import TopicError
 from icefloe.core.wire_errors import ErrorCode
 from icefloe.exceptions import ClosedResourceError, EncodeError, StreamError, WouldBlock
-from icefloe.hub import Hub, HubSubscription
+from icefloe.hub import Hub, HubEvent, HubSubscription
 from icefloe.transport.auth import Principal
 from icefloe.transport.errors import HttpError
 from icefloe.transport.principals import ANY_TENANT
@@ -37,6 +37,7 @@ class WsTopics:
     :param error: ``await error(code, message)`` sends an ``error`` op (the
         end of a subscription the hub ended abnormally).
     :param max_subs: topic subscriptions the connection may hold at once.
+    :param forward: called with each event published here (the backplane).
     """
 
     def __init__(
@@ -49,8 +50,11 @@ class WsTopics:
         *,
         max_subs: int,
         budget: PublishBudget,
+        forward: Callable[[HubEvent], None] | None = None,
     ) -> None:
         self._hub = hub
+        #: shares each event published here with the other gateways (backplane, issue 12)
+        self._forward = forward
         self._budget = budget
         self._max_subs = max_subs
         self._principal = principal
@@ -73,13 +77,15 @@ class WsTopics:
         tenant = self._principal.tenant
         try:
             with self._budget.metered(None if tenant == ANY_TENANT else tenant):
-                self._hub.publish_nowait(op.topic, op.data, tenant=tenant)
+                event = self._hub.publish_nowait(op.topic, op.data, tenant=tenant)
         except (TopicError, ValueError, EncodeError) as exc:
             raise HttpError(ErrorCode.BAD_REQUEST, str(exc)) from None
         except WouldBlock as exc:
             raise HttpError(ErrorCode.OVERLOADED, str(exc)) from None
         except StreamError as exc:
             raise HttpError(exc.code, exc.message) from None
+        if self._forward is not None:
+            self._forward(event)
 
     def subscribe(self, op: SubTopic) -> None:
         """Open a hub subscription and its pump; the caller checked scope and room."""

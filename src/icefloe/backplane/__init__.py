@@ -1,0 +1,20 @@
+"""The backplane: streams shared across gateway processes through Redis Streams.
+
+With ``icefloe serve --backplane redis://…`` each process appends the chunks
+of the streams it produces to the engine, and any other process reads them
+(SSE, status, list, cancel) by following the engine's log. A stream read on
+the process that produces it stays on the in-process fast path. The key
+layout, limits and measured figures are in docs/deploy.md.
+
+Layering: this package sees :mod:`icefloe.core` and the engine client only;
+the edge glue that ties it to a :class:`~icefloe.runtime.flow.Flow` lives in
+:mod:`icefloe.transport.backplane_edge`. ``redis`` is imported lazily.
+"""
+
+from __future__ import annotations
+
+from icefloe.backplane.keys import Keys, parse_url
+from icefloe.backplane.meta import StreamMeta
+from icefloe.backplane.reader import RemoteReader
+
+__all__ = ["Keys", "RemoteReader", "StreamMeta", "parse_url"]

@@ -1,0 +1,439 @@
+"""The backplane of one process on one Redis server.
+
+:class:`RedisBackplane` owns the connection pool and the process's tasks:
+
+* one :func:`~icefloe.backplane.publisher.publish` task per stream this
+  process produces;
+* one fetch task per stream this process follows (a blocking ``XREAD`` of at
+  most :data:`FETCH_COUNT` entries, whatever the number of local readers),
+  started by the first reader and ended with the last;
+* one reporter task writing, every :data:`REPORT_S` (or sooner, after
+  :data:`~icefloe.backplane.follower.REPORT_EVERY` chunks read), the slowest
+  local reader's position of each followed stream;
+* one control task following ``P control`` for cancel requests naming a
+  stream this process produces;
+* one keepalive task refreshing the TTL of the streams this process
+  produces, so that a crashed process's streams expire (their readers
+  elsewhere then end with ``unavailable`` and may resume nowhere).
+
+Limits: :data:`MAX_FOLLOWED` streams followed at once (a reader past it gets
+``unavailable``), each follower's buffer as in
+:mod:`icefloe.backplane.follower`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Final
+
+from icefloe.backplane.follower import Follower
+from icefloe.backplane.keys import Keys, entry_id, parse_url
+from icefloe.backplane.meta import ABNORMAL, RUNNING, StreamMeta
+from icefloe.backplane.publisher import RUNNING_TTL_S, STALE_MS, ChunkSource, publish, slowest
+from icefloe.backplane.reader import RemoteReader
+from icefloe.core.codec import decode_chunk_msgpack
+from icefloe.core.messages import StreamChunk
+from icefloe.core.wire_errors import ErrorCode
+from icefloe.exceptions import StreamError
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+__all__ = ["FETCH_COUNT", "MAX_FOLLOWED", "REPORT_S", "RedisBackplane"]
+
+log = logging.getLogger("icefloe.backplane")
+
+#: entries one XREAD returns at most
+FETCH_COUNT: Final = 256
+#: milliseconds one XREAD blocks before the fetcher checks the stream's meta;
+#: every block stays well under redis-py's socket timeout (5 s by default),
+#: which would otherwise cut the read and leave its answer on the connection
+BLOCK_MS: Final = 1000
+#: seconds between position reports
+REPORT_S: Final = 0.1
+#: streams one process follows at once
+MAX_FOLLOWED: Final = 1000
+#: seconds aclose waits for the tasks it cancelled
+CLOSE_S: Final = 2.0
+#: seconds between health checks (and the longest a PING may take)
+HEALTH_S: Final = 1.0
+#: cancel requests the control log keeps
+CONTROL_MAXLEN: Final = 1000
+#: streams ``list_streams`` reads at most
+MAX_LISTED: Final = 1000
+
+
+def _entries(answer: Any) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    """The entries of a one-key XREAD answer (empty on a timeout)."""
+    return list(answer[0][1]) if answer else []
+
+
+def _decode(stream_id: str, fields: dict[Any, Any]) -> StreamChunk | StreamError:
+    raw = fields.get(b"c")
+    if raw is not None:
+        return decode_chunk_msgpack(raw)
+    code, _, message = bytes(fields.get(b"t", b"")).decode().partition("\n")
+    try:
+        return StreamError(ErrorCode(code), message, stream_id)
+    except ValueError:
+        return StreamError(ErrorCode.FAILED, message, stream_id)
+
+
+class RedisBackplane:
+    """Streams shared with the other processes on one Redis server."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        history: int,
+        window: int,
+        on_cancel: Callable[[str], object],
+        max_followed: int = MAX_FOLLOWED,
+    ) -> None:
+        self._url, prefix = parse_url(url)
+        self.keys = Keys(prefix)
+        self.history = max(history, 1)
+        self.window = max(1, min(window, self.history))
+        self._on_cancel = on_cancel
+        self._max_followed = max_followed
+        #: this process, in reports and meta
+        self.process_id = uuid.uuid4().hex[:12]
+        self._client: Redis | None = None
+        self._publishing: dict[str, asyncio.Task[None]] = {}
+        self._followers: dict[str, Follower] = {}
+        self._fetchers: dict[str, asyncio.Task[None]] = {}
+        self._report_due = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._forgetting: set[asyncio.Task[None]] = set()
+        self._closing = False
+        #: when a stream this process produces was last seen read elsewhere
+        self._read_elsewhere: dict[str, float] = {}
+        #: whether the engine answered the last health check (``/readyz``)
+        self.healthy = False
+
+    @property
+    def client(self) -> Redis:
+        if self._client is None:
+            raise RuntimeError("the backplane is not open")
+        return self._client
+
+    async def open(self) -> None:
+        """Connect (checked with a PING) and start the reporter and control tasks."""
+        import redis.asyncio
+
+        self._client = redis.asyncio.Redis.from_url(self._url)
+        await self._client.ping()
+        self.healthy = True
+        self._tasks = [
+            asyncio.ensure_future(self._report_loop()),
+            asyncio.ensure_future(self._control_loop()),
+            asyncio.ensure_future(self._keepalive_loop()),
+            asyncio.ensure_future(self._health_loop()),
+        ]
+
+    async def aclose(self) -> None:
+        """Stop every task and close the pool."""
+        # The loops also stop on this flag: redis-py may turn a cancel that
+        # lands mid-command into another error, which a loop would survive.
+        self._closing = True
+        tasks = [*self._tasks, *self._publishing.values(), *self._fetchers.values()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=CLOSE_S)
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    # -- producing ------------------------------------------------------------
+
+    def publish(self, stream_id: str, tenant: str, source: ChunkSource) -> None:
+        """Append ``source`` (a stream this process produces) to the engine."""
+        task = asyncio.ensure_future(
+            publish(
+                self.client,
+                self.keys,
+                source,
+                stream_id=stream_id,
+                tenant=tenant,
+                owner=self.process_id,
+                history=self.history,
+                window=self.window,
+            )
+        )
+        self._publishing[stream_id] = task
+        task.add_done_callback(lambda t: self._published(stream_id, t))
+
+    def _published(self, stream_id: str, task: asyncio.Task[None]) -> None:
+        self._publishing.pop(stream_id, None)
+        self._read_elsewhere.pop(stream_id, None)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("backplane publish of %s failed: %r", stream_id, task.exception())
+
+    # -- reading --------------------------------------------------------------
+
+    async def meta(self, stream_id: str) -> StreamMeta | None:
+        """The stream's meta, or None if no process shares it."""
+        return StreamMeta.from_hash(stream_id, await self.client.hgetall(self.keys.meta(stream_id)))
+
+    async def list_streams(self) -> list[StreamMeta]:
+        """The shared streams, newest first (at most :data:`MAX_LISTED`)."""
+        client = self.client
+        ids: Any = await client.zrevrange(self.keys.streams, 0, MAX_LISTED - 1)
+        pipe = client.pipeline(transaction=False)
+        for raw in ids:
+            pipe.hgetall(self.keys.meta(raw.decode()))
+        found: list[StreamMeta] = []
+        gone: list[bytes] = []
+        for raw, fields in zip(ids, await pipe.execute(), strict=True):
+            meta = StreamMeta.from_hash(raw.decode(), fields)
+            if meta is None:
+                gone.append(raw)
+            else:
+                found.append(meta)
+        if gone:
+            await client.zrem(self.keys.streams, *gone)
+        return found
+
+    async def cancel(self, stream_id: str) -> None:
+        """Ask the producing process to cancel ``stream_id``."""
+        await self.client.xadd(
+            self.keys.control, {"cancel": stream_id}, maxlen=CONTROL_MAXLEN, approximate=True
+        )
+
+    async def follow(self, meta: StreamMeta, from_seq: int) -> RemoteReader:
+        """A reader of the remote stream ``meta`` from ``from_seq``.
+
+        A stream that ended abnormally answers its terminal wherever the
+        reader starts.
+
+        :raises StreamError: ``history_gone`` (``from_seq`` was trimmed) or
+            ``unavailable`` (this process follows too many streams).
+        """
+        sid = meta.stream_id
+        if meta.state in ABNORMAL:
+            ended = Follower(sid, from_seq, 1)
+            try:
+                code = ErrorCode(meta.code or ErrorCode.FAILED)
+            except ValueError:  # a code from a newer gateway
+                code = ErrorCode.FAILED
+            ended.end(StreamError(code, meta.message, sid))
+            return RemoteReader(ended, from_seq, lambda _r: None)
+        follower = self._followers.get(sid)
+        if follower is None:
+            if len(self._followers) >= self._max_followed:
+                too_many = "this gateway follows too many streams"
+                raise StreamError(ErrorCode.UNAVAILABLE, too_many, sid)
+            follower = self._followers[sid] = Follower(sid, from_seq, self.history)
+            follower.report_due = self._report_due
+        # A reader ahead of the run (a reconnect past it) waits for the run
+        # to reach it, within the fetcher's limit. One behind it is attached
+        # first: its position pins ``base`` while the missing part is fetched.
+        reader = RemoteReader(follower, from_seq, self._reader_closed)
+        if from_seq < follower.base:
+            try:
+                await self._prefill(follower, from_seq)
+            except BaseException:
+                reader.close()
+                raise
+        if sid not in self._fetchers:
+            task = asyncio.ensure_future(self._fetch_loop(follower))
+            self._fetchers[sid] = task
+        return reader
+
+    async def _prefill(self, follower: Follower, from_seq: int) -> None:
+        """Fetch ``[from_seq, base)`` with XRANGE for a reader resuming behind the run."""
+        sid = follower.stream_id
+        need = follower.base - from_seq
+        if need > self.history:
+            raise StreamError(ErrorCode.HISTORY_GONE, "the stream's history is gone", sid)
+        entries: Any = await self.client.xrange(
+            self.keys.log(sid), entry_id(from_seq), entry_id(follower.base - 1), count=need
+        )
+        # Another reader resuming meanwhile may have fetched part of it.
+        base = follower.base
+        if from_seq >= base:
+            return
+        chunks = [
+            c
+            for _id, f in entries
+            if isinstance(c := _decode(sid, f), StreamChunk) and c.seq < base
+        ]
+        if not chunks or chunks[0].seq != from_seq or not follower.prepend(chunks):
+            raise StreamError(ErrorCode.HISTORY_GONE, "the stream's history is gone", sid)
+
+    def _reader_closed(self, reader: RemoteReader) -> None:
+        follower = self._followers.get(reader.stream_id)
+        if follower is None or follower.readers:
+            return
+        del self._followers[reader.stream_id]
+        task = self._fetchers.pop(reader.stream_id, None)
+        if task is not None:
+            task.cancel()
+        if self._client is not None:
+            # Forget this process's position: it no longer holds the producer.
+            forget = asyncio.ensure_future(self._forget(reader.stream_id))
+            self._forgetting.add(forget)
+            forget.add_done_callback(self._forgetting.discard)
+
+    async def _forget(self, stream_id: str) -> None:
+        with contextlib.suppress(Exception):
+            await self.client.hdel(self.keys.readers(stream_id), self.process_id)
+
+    async def _fetch_loop(self, follower: Follower) -> None:
+        sid = follower.stream_id
+        key = self.keys.log(sid)
+        client = self.client
+        try:
+            while not follower.ended:
+                room = follower.room_left()
+                if room <= 0:
+                    follower.room.clear()
+                    await follower.room.wait()
+                    continue
+                last = entry_id(follower.head - 1) if follower.head else "0-0"
+                answer: Any = await client.xread(
+                    {key: last}, count=min(room, FETCH_COUNT), block=BLOCK_MS
+                )
+                if not answer:
+                    await self._check_alive(follower)
+                    continue
+                chunks: list[StreamChunk] = []
+                for _id, fields in _entries(answer):
+                    item = _decode(sid, fields)
+                    if isinstance(item, StreamError):
+                        follower.extend(chunks)
+                        follower.end(item)
+                        return
+                    chunks.append(item)
+                follower.extend(chunks)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the engine failed: the readers reconnect elsewhere
+            log.warning("backplane follow of %s failed: %r", sid, exc)
+            follower.end(StreamError(ErrorCode.UNAVAILABLE, "the backplane is unreachable", sid))
+
+    async def _check_alive(self, follower: Follower) -> None:
+        """After an idle XREAD: end the follow if the producer vanished or ended."""
+        meta = await self.meta(follower.stream_id)
+        sid = follower.stream_id
+        if meta is None:
+            follower.end(StreamError(ErrorCode.UNAVAILABLE, "the producing gateway is gone", sid))
+        elif meta.state != RUNNING and follower.head > meta.last_seq and meta.code is None:
+            follower.end(StreamError(ErrorCode.UNAVAILABLE, "the stream ended unseen", sid))
+
+    async def _report_loop(self) -> None:
+        """Write each followed stream's slowest reader position, every REPORT_S."""
+        while not self._closing:
+            # asyncio.wait, not asyncio.timeout: on Python 3.11 a cancel that
+            # lands as the timeout fires comes out as TimeoutError, and the
+            # loop would outlive aclose().
+            due = asyncio.ensure_future(self._report_due.wait())
+            try:
+                await asyncio.wait({due}, timeout=REPORT_S)
+            finally:
+                due.cancel()
+            self._report_due.clear()
+            if not self._followers:
+                continue
+            now_ms = int(time.time() * 1000)
+            pipe = self.client.pipeline(transaction=False)
+            for sid, follower in self._followers.items():
+                follower.moved = 0
+                key = self.keys.readers(sid)
+                pipe.hset(key, self.process_id, f"{follower.slowest()} {now_ms}")
+                pipe.pexpire(key, STALE_MS * 4)
+            try:
+                await pipe.execute()
+            except Exception as exc:
+                log.warning("backplane position report failed: %r", exc)
+
+    async def _control_loop(self) -> None:
+        """Cancel the streams this process produces when another process asks."""
+        last = "$"
+        while not self._closing:
+            try:
+                answer: Any = await self.client.xread({self.keys.control: last}, block=BLOCK_MS * 2)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("backplane control read failed: %r", exc)
+                await asyncio.sleep(1.0)
+                continue
+            for entry_id_, fields in _entries(answer):
+                last = entry_id_.decode()
+                sid = fields.get(b"cancel", b"").decode()
+                if sid in self._publishing:
+                    self._on_cancel(sid)
+
+    async def _keepalive_loop(self) -> None:
+        """Each second, note which streams this process produces have fresh
+        remote readers; every RUNNING_TTL_S / 3, refresh their TTL. One
+        pipeline per pass, whatever the number of streams."""
+        tick = 0
+        while not self._closing:
+            await asyncio.sleep(HEALTH_S)
+            tick += 1
+            refresh = tick % int(RUNNING_TTL_S / 3 / HEALTH_S) == 0
+            sids = list(self._publishing)
+            if not sids:
+                continue
+            pipe = self.client.pipeline(transaction=False)
+            for sid in sids:
+                pipe.hgetall(self.keys.readers(sid))
+                if refresh:
+                    pipe.expire(self.keys.meta(sid), RUNNING_TTL_S)
+                    pipe.expire(self.keys.log(sid), RUNNING_TTL_S)
+            try:
+                answers: list[Any] = await pipe.execute()
+            except Exception as exc:
+                log.warning("backplane keepalive failed: %r", exc)
+                continue
+            now_ms = int(time.time() * 1000)
+            step = 3 if refresh else 1
+            for sid, raw in zip(sids, answers[::step], strict=True):
+                if slowest(raw, now_ms) is not None:
+                    self._read_elsewhere[sid] = time.monotonic()
+
+    def read_elsewhere(self, stream_id: str) -> bool:
+        """Whether another process reported reading ``stream_id`` lately
+        (within the staleness of a position report, checked each second)."""
+        seen = self._read_elsewhere.get(stream_id)
+        return seen is not None and time.monotonic() - seen < STALE_MS / 1000
+
+    async def _health_loop(self) -> None:
+        """PING every HEALTH_S: ``healthy`` says whether the engine answers.
+
+        redis-py reconnects on the next command after a connection is lost;
+        every loop of this module waits before it tries again, so an outage
+        costs a command per loop per second, not a busy loop.
+        """
+        while not self._closing:
+            await asyncio.sleep(HEALTH_S)
+            try:
+                async with asyncio.timeout(HEALTH_S):
+                    await self.client.ping()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                if self.healthy:
+                    log.warning("backplane unreachable: /readyz answers 503 until it is back")
+                self.healthy = False
+            else:
+                if not self.healthy:
+                    log.warning("backplane reachable again")
+                self.healthy = True
+
+    def followed(self) -> dict[str, Follower]:
+        """The followed streams (for tests and metrics)."""
+        return dict(self._followers)
+
+    def publishing(self, stream_id: str) -> bool:
+        """Whether this process produces ``stream_id``."""
+        return stream_id in self._publishing

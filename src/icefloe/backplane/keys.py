@@ -1,0 +1,77 @@
+"""The backplane's key layout on one Redis server.
+
+``P`` is the prefix (``icefloe:bp:`` unless the URL's ``prefix`` query
+parameter says otherwise)::
+
+    P s:<stream id>:log      STREAM  one entry per chunk, ID ``<seq>-1``, field ``c``
+                                     (msgpack chunk); an abnormal end is one last
+                                     entry with field ``t`` (code, message)
+    P s:<stream id>:meta     HASH    tenant, state, last_seq, code, message, owner
+    P s:<stream id>:readers  HASH    process id -> "<position> <unix ms>": where
+                                     that process's slowest reader of the stream is
+    P streams                ZSET    stream ids by start time (unix ms), for listing
+    P control                STREAM  cancel requests: field ``cancel`` = stream id
+    P hub                    STREAM  hub events of every tenant and topic: field ``o``
+                                     (the publishing process), ``e`` (the event)
+
+Every per-stream key carries a TTL, refreshed by its producer while the
+stream runs (a crashed producer's streams vanish by themselves).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+__all__ = ["DEFAULT_PREFIX", "Keys", "entry_id", "parse_url"]
+
+#: the key prefix when the URL names none
+DEFAULT_PREFIX: Final = "icefloe:bp:"
+
+
+def parse_url(url: str) -> tuple[str, str]:
+    """``redis://host:port/db?prefix=P`` as (the URL without ``prefix``, the prefix).
+
+    :raises ValueError: not a ``redis://`` or ``rediss://`` URL.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss"):
+        raise ValueError(f"--backplane must be a redis:// or rediss:// URL, got {url!r}")
+    query = parse_qsl(parts.query)
+    prefix = next((v for k, v in query if k == "prefix"), DEFAULT_PREFIX)
+    rest = urlencode([(k, v) for k, v in query if k != "prefix"])
+    return urlunsplit(parts._replace(query=rest)), prefix
+
+
+def entry_id(seq: int) -> str:
+    """The Stream entry ID of chunk ``seq`` (``0-0`` is not a valid ID)."""
+    return f"{seq}-1"
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """The keys under one prefix."""
+
+    prefix: str = DEFAULT_PREFIX
+
+    def log(self, stream_id: str) -> str:
+        return f"{self.prefix}s:{stream_id}:log"
+
+    def meta(self, stream_id: str) -> str:
+        return f"{self.prefix}s:{stream_id}:meta"
+
+    def readers(self, stream_id: str) -> str:
+        return f"{self.prefix}s:{stream_id}:readers"
+
+    @property
+    def streams(self) -> str:
+        return f"{self.prefix}streams"
+
+    @property
+    def control(self) -> str:
+        return f"{self.prefix}control"
+
+    @property
+    def hub(self) -> str:
+        return f"{self.prefix}hub"

@@ -1,0 +1,170 @@
+"""The edge's side of the backplane: streams of other gateways, read here.
+
+:class:`EdgeBackplane` ties one app's flow to a
+:class:`~icefloe.backplane.engine.RedisBackplane`:
+
+* every run this gateway starts is published (a blocking in-process reader
+  attached at seq 0 feeds the engine, so the producer can run at most the
+  backplane window ahead of the slowest remote reader);
+* hub events published here over HTTP are shared, and events published on
+  other gateways are published into this gateway's hub
+  (:mod:`icefloe.backplane.topics`);
+* a stream the flow does not know (``flow.brief`` and ``flow.finished`` are
+  None) is looked up in the engine; the stream routes then read it through a
+  :class:`~icefloe.backplane.reader.RemoteReader`, answer its status, list it
+  and cancel it through the engine's control log.
+
+A stream read on the gateway that produces it never reaches this module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from icefloe.backplane.engine import RedisBackplane
+from icefloe.backplane.meta import RUNNING, StreamMeta
+from icefloe.backplane.reader import RemoteReader
+from icefloe.backplane.topics import HubLink
+from icefloe.core.wire_errors import ErrorCode
+from icefloe.exceptions import StreamError
+from icefloe.hub import Hub, HubEvent
+from icefloe.runtime.flow import Flow
+from icefloe.transport.auth import Principal
+from icefloe.transport.encoding import parse_resume_point
+from icefloe.transport.errors import HttpError
+
+__all__ = ["DELIVER_TIMEOUT_S", "EdgeBackplane"]
+
+#: seconds an event from another gateway may wait for room in this hub
+#: (then it is dropped here, and logged)
+DELIVER_TIMEOUT_S = 1.0
+
+_encode_event = msgspec.msgpack.encode
+_decode_event = msgspec.msgpack.Decoder(tuple[str, str, Any, dict[str, Any], str]).decode
+
+
+class EdgeBackplane:
+    """One app's streams shared with the other gateways on the engine."""
+
+    def __init__(self, flow: Flow, hub: Hub, url: str, *, history: int, window: int) -> None:
+        self._flow = flow
+        self._hub = hub
+        self.engine = RedisBackplane(url, history=history, window=window, on_cancel=flow.cancel)
+        self._link: HubLink | None = None
+
+    async def open(self) -> None:
+        engine = self.engine
+        await engine.open()
+        self._link = HubLink(engine.client, engine.keys.hub, engine.process_id, self._deliver)
+        await self._link.open()
+
+    async def aclose(self) -> None:
+        if self._link is not None:
+            await self._link.aclose()
+        await self.engine.aclose()
+
+    def forward(self, event: HubEvent) -> None:
+        """Share an event published on this gateway with the others."""
+        if self._link is not None:
+            fields = (event.topic, event.tenant, event.data, event.headers, event.reliability)
+            self._link.forward(_encode_event(fields))
+
+    async def _deliver(self, raw: bytes) -> None:
+        topic, tenant, data, headers, reliability = _decode_event(raw)
+        async with asyncio.timeout(DELIVER_TIMEOUT_S):
+            await self._hub.publish(
+                topic, data, tenant=tenant, headers=headers, reliability=reliability
+            )
+
+    def started(self, stream_id: str, tenant: str) -> None:
+        """Publish a run this gateway just started (before any chunk is trimmed)."""
+        self.engine.publish(stream_id, tenant, self._flow.subscribe(stream_id, 0))
+
+    def readers_elsewhere(self, stream_id: str) -> int:
+        """How to correct a run's local reader count for the unread timeout:
+        the backplane's own reader is no reader (-1), a reader on another
+        gateway is one (+1)."""
+        engine = self.engine
+        if not engine.publishing(stream_id):
+            return 0
+        return (1 if engine.read_elsewhere(stream_id) else 0) - 1
+
+    def _local(self, stream_id: str) -> bool:
+        flow = self._flow
+        return flow.brief(stream_id) is not None or flow.finished(stream_id) is not None
+
+    async def _meta(self, principal: Principal, stream_id: str) -> StreamMeta | None:
+        """The remote stream's meta if the principal may see it (None: not remote)."""
+        if self._local(stream_id):
+            return None
+        meta = await self.engine.meta(stream_id)
+        if meta is None or not principal.can_access_tenant(meta.tenant):
+            return None
+        return meta
+
+    async def reader(
+        self, request: Request, principal: Principal
+    ) -> RemoteReader | Response | None:
+        """A reader of a stream another gateway produces, at the request's resume
+        point, or the response that replaces it; None: not a remote stream."""
+        sid = request.path_params["stream_id"]
+        meta = await self._meta(principal, sid)
+        if meta is None:
+            return None
+        try:
+            from_seq = parse_resume_point(
+                request.query_params.get("from_seq"), request.headers.get("last-event-id")
+            )
+        except ValueError as exc:
+            raise HttpError(ErrorCode.BAD_REQUEST, str(exc)) from None
+        if meta.state != RUNNING and meta.code is None and from_seq > meta.last_seq:
+            return Response(status_code=204)  # the terminal was delivered: stop reconnecting
+        if meta.state == RUNNING and from_seq > meta.last_seq + 1 + self.engine.history:
+            raise HttpError(ErrorCode.BAD_REQUEST, "from_seq is past the stream's next seq")
+        try:
+            return await self.engine.follow(meta, from_seq)
+        except StreamError as exc:
+            raise HttpError(exc.code, exc.message) from None
+
+    async def poll_reader(
+        self, principal: Principal, stream_id: str, from_seq: int
+    ) -> RemoteReader | None:
+        """A reader for one long-poll of a remote stream (None: not a remote stream)."""
+        meta = await self._meta(principal, stream_id)
+        if meta is None:
+            return None
+        try:
+            return await self.engine.follow(meta, from_seq)
+        except StreamError as exc:
+            raise HttpError(exc.code, exc.message) from None
+
+    async def status(self, principal: Principal, stream_id: str) -> dict[str, Any] | None:
+        """The status of a remote stream (None: not a remote stream)."""
+        meta = await self._meta(principal, stream_id)
+        return None if meta is None else meta.to_json(self._subscribers(stream_id))
+
+    async def streams(self, principal: Principal) -> list[dict[str, Any]]:
+        """The remote streams the principal may see (this gateway's left out)."""
+        return [
+            meta.to_json(self._subscribers(meta.stream_id))
+            for meta in await self.engine.list_streams()
+            if principal.can_access_tenant(meta.tenant) and not self._local(meta.stream_id)
+        ]
+
+    async def cancel(self, principal: Principal, stream_id: str) -> dict[str, Any] | None:
+        """Ask the producing gateway to cancel a remote stream; its status (None: not remote)."""
+        meta = await self._meta(principal, stream_id)
+        if meta is None:
+            return None
+        if meta.state == RUNNING:
+            await self.engine.cancel(stream_id)
+        return meta.to_json(self._subscribers(stream_id))
+
+    def _subscribers(self, stream_id: str) -> int:
+        follower = self.engine.followed().get(stream_id)
+        return 0 if follower is None else len(follower.readers)

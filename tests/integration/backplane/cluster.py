@@ -1,0 +1,172 @@
+"""Gateways for the backplane tests: ``icefloe serve --backplane`` processes
+on the machine's Redis, and a round-robin TCP proxy in front of them.
+
+A plain module (not a conftest), so that test modules import it by name.
+Redis: ``ICEFLOE_TEST_REDIS_URL`` (default ``redis://127.0.0.1:6379/0``);
+each test gets a key prefix of its own, removed afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import socket
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+import icefloe
+
+__all__ = ["REDIS_URL", "Gateway", "cluster", "round_robin", "rss_bytes", "sse_events"]
+
+REDIS_URL = os.environ.get("ICEFLOE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+SRC = Path(icefloe.__file__).parents[1]
+HERE = Path(__file__).parent
+
+
+@dataclass(frozen=True)
+class Gateway:
+    url: str
+    pid: int
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+async def _start(
+    prefix: str, flags: tuple[str, ...], redis_url: str
+) -> tuple[asyncio.subprocess.Process, str]:
+    port = _free_port()
+    path = os.pathsep.join([str(SRC), str(HERE), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "PYTHONPATH": path}
+    code = "from icefloe.cli import main; main()"
+    backplane = f"{redis_url}?prefix={prefix}"
+    args = [sys.executable, "-c", code, "serve", "bpflow:build", "--port", str(port)]
+    args += ["--backplane", backplane, *flags]
+    proc = await asyncio.create_subprocess_exec(*args, env=env, stderr=asyncio.subprocess.DEVNULL)
+    return proc, f"http://127.0.0.1:{port}"
+
+
+async def _ready(proc: asyncio.subprocess.Process, url: str) -> None:
+    async with httpx.AsyncClient(base_url=url) as client, asyncio.timeout(30):
+        while True:
+            if proc.returncode is not None:
+                raise RuntimeError(f"icefloe serve exited with {proc.returncode}")
+            with contextlib.suppress(httpx.TransportError):
+                if (await client.get("/healthz")).status_code == 200:
+                    return
+            await asyncio.sleep(0.05)  # polling a starting process, not synchronisation
+
+
+@asynccontextmanager
+async def cluster(
+    count: int, *flags: str, redis_url: str = REDIS_URL
+) -> AsyncIterator[list[Gateway]]:
+    """``count`` gateways sharing a fresh key prefix; its keys are deleted after.
+
+    ``redis_url`` is where the gateways reach Redis (a proxy in front of it,
+    for outage tests); the keys are deleted through :data:`REDIS_URL`."""
+    import redis.asyncio
+
+    prefix = f"icefloe:test:{uuid.uuid4().hex[:10]}:"
+    procs: list[asyncio.subprocess.Process] = []
+    try:
+        started = [await _start(prefix, flags, redis_url) for _ in range(count)]
+        procs = [proc for proc, _url in started]
+        await asyncio.gather(*(_ready(proc, url) for proc, url in started))
+        yield [Gateway(url, proc.pid) for proc, url in started]
+    finally:
+        for proc in procs:
+            if proc.returncode is None:
+                proc.terminate()
+        for proc in procs:
+            try:
+                await asyncio.wait_for(proc.wait(), 10)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+        client = redis.asyncio.Redis.from_url(REDIS_URL)
+        try:
+            keys = [key async for key in client.scan_iter(match=f"{prefix}*", count=1000)]
+            if keys:
+                await client.delete(*keys)
+        finally:
+            await client.aclose()
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except OSError:
+        pass
+    finally:
+        writer.close()
+
+
+@asynccontextmanager
+async def round_robin(gateways: list[Gateway]) -> AsyncIterator[str]:
+    """A TCP proxy sending each new connection to the next gateway; yields its URL."""
+    backends = itertools.cycle([g.url.rsplit(":", 1)[1] for g in gateways])
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        port = int(next(backends))
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            writer.close()
+            return
+        for task in (
+            asyncio.ensure_future(_pipe(reader, up_writer)),
+            asyncio.ensure_future(_pipe(up_reader, writer)),
+        ):
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.close()
+        for task in list(tasks):
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await server.wait_closed()
+
+
+async def sse_events(response: httpx.Response) -> AsyncIterator[tuple[str | None, str, str]]:
+    """(id, event, data) of each SSE event of a streaming response."""
+    event_id: str | None = None
+    event = "message"
+    data: list[str] = []
+    async for line in response.aiter_lines():
+        if not line:
+            if data:
+                yield event_id, event, "\n".join(data)
+            event_id, event, data = None, "message", []
+        elif line.startswith("id:"):
+            event_id = line[3:].strip()
+        elif line.startswith("event:"):
+            event = line[6:].strip()
+        elif line.startswith("data:"):
+            data.append(line[5:].removeprefix(" "))
+
+
+def rss_bytes(pid: int) -> int:
+    """The resident set size of process ``pid``."""
+    with open(f"/proc/{pid}/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")

@@ -1,0 +1,84 @@
+"""Engine connection loss: ``/readyz`` is false meanwhile, then true again (issue 12, item 5).
+
+The gateway reaches Redis through a TCP proxy the test cuts and restores.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+
+import httpx
+from cluster import REDIS_URL, cluster
+
+HOST, _, REST = REDIS_URL.removeprefix("redis://").partition(":")
+REDIS_PORT = int(REST.split("/")[0])
+
+
+class _Cuttable:
+    """A TCP proxy to Redis on a fixed port that can be cut and restored."""
+
+    def __init__(self) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port: int = probe.getsockname()[1]
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def up(self) -> None:
+        self._server = await asyncio.start_server(
+            self._accept, "127.0.0.1", self.port, reuse_address=True
+        )
+
+    async def down(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in list(self._writers):
+            writer.close()
+        self._writers.clear()
+        await self._server.wait_closed()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(HOST, REDIS_PORT)
+        self._writers |= {writer, up_writer}
+        await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    with contextlib.suppress(OSError):
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    writer.close()
+
+
+async def _ready_becomes(client: httpx.AsyncClient, status: int) -> None:
+    while (await client.get("/readyz")).status_code != status:
+        await asyncio.sleep(0.1)  # polling another process's health check
+
+
+async def test_readyz_is_false_while_the_engine_is_unreachable() -> None:
+    proxy = _Cuttable()
+    await proxy.up()
+    url = f"redis://127.0.0.1:{proxy.port}/0"
+    try:
+        async with (
+            asyncio.timeout(60),
+            cluster(1, redis_url=url) as gws,
+            httpx.AsyncClient(base_url=gws[0].url) as client,
+        ):
+            assert (await client.get("/readyz")).status_code == 200
+            await proxy.down()
+            await _ready_becomes(client, 503)
+            body = (await client.get("/readyz")).json()
+            assert body["error"]["code"] == "unavailable"
+            await proxy.up()
+            await _ready_becomes(client, 200)
+            # Streams work again after the outage.
+            answer = await client.post(
+                "/v1/streams", json={"headers": {"tenant": "t"}, "payload": {"n": 3}}
+            )
+            assert answer.status_code == 201
+    finally:
+        await proxy.down()
