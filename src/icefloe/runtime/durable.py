@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from icefloe.core.messages import StreamChunk
 from icefloe.core.reliability import Reliability
 from icefloe.exceptions import ErrorCode, ReorderOverflow, StreamClosedError
-from icefloe.store.types import NO_SEQ, Checkpoint, RunRecord, StoredChunk, Terminal
+from icefloe.store.types import NO_SEQ, Checkpoint, RunRecord, Terminal
 
 if TYPE_CHECKING:
     from icefloe.runtime.stream import StreamState
@@ -104,6 +104,14 @@ class DurableStatistics(NamedTuple):
     resumed: int = 0
     #: runs ended with ``interrupted`` after a restart
     interrupted: int = 0
+
+
+class _Batch(NamedTuple):
+    """One append the writer took: chunks out of a run's pending list, and
+    the run's checkpoint if they cover it."""
+
+    chunks: list[StreamChunk]
+    checkpoint: Checkpoint | None
 
 
 class DurableRun:
@@ -211,7 +219,7 @@ class StoreWriter:
         # The record codec (CRC32C frames) loads with the first store, not with icefloe.
         from icefloe.store import records
 
-        self._encode_chunk = records.encode_chunk
+        self._encode_chunks = records.encode_chunks
         self._encode_state = records.encode_state
 
     # -- life cycle ------------------------------------------------------------
@@ -296,13 +304,26 @@ class StoreWriter:
     # -- producing -------------------------------------------------------------
 
     async def put(self, run: DurableRun, chunk: StreamChunk) -> None:
+        """Queue ``chunk`` for the store; return once the producer may go on."""
+        if not self.offer(run, chunk):
+            await self.settle(run, chunk)
+
+    def offer(self, run: DurableRun, chunk: StreamChunk) -> bool:
+        """Queue ``chunk`` for the store; whether its producer may go on at once.
+
+        False: it must ``await settle(run, chunk)`` (a pending bound or its
+        stream's log is full, or its stream ended). The split spares the
+        common case a coroutine per chunk (``emit_chunk`` calls this).
+
+        :raises ValueError: ``chunk`` leaves a gap in its stream's seqs.
+        """
         seq = chunk.seq
         if seq > run.emitted_seq:
             run.emitted_seq = seq
         if seq <= run.put_seq:
             # Stored (or queued) already: a resumed node replaying, a retry.
             self._dropped += 1
-            return
+            return True
         if seq != run.put_seq + 1:
             raise ValueError(
                 f"stream {run.stream_id}: a durable stream takes its seqs in order; "
@@ -310,10 +331,25 @@ class StoreWriter:
             )
         state = run.state
         assert state is not None
-        run.pending.append(chunk)
+        pending = run.pending
+        pending.append(chunk)
         run.put_seq = seq
         self._pending += 1
         self._mark(run)
+        return (
+            not state.phase
+            and self._pending < self.max_pending
+            and len(pending) < self.max_batch
+            and state.log.has_room_fast()
+        )
+
+    async def settle(self, run: DurableRun, chunk: StreamChunk) -> None:
+        """Wait while ``chunk`` (just offered) holds its producer back.
+
+        :raises StreamClosedError: the stream ended (not for its done chunk).
+        """
+        state = run.state
+        assert state is not None
         while not state.phase and (
             self._pending >= self.max_pending or len(run.pending) >= self.max_batch
         ):
@@ -374,29 +410,44 @@ class StoreWriter:
             self._wake.clear()
             while self._dirty:
                 batch, self._dirty = self._dirty, {}
-                await asyncio.gather(*(self._flush(run) for run in batch.values()))
+                takes = [(run, self._take(run)) for run in batch.values()]
+                # The taken chunks left their pending lists: producers held by
+                # a full list fill the next batch while this one commits.
+                self._wake_producers()
+                if len(takes) == 1:
+                    await self._flush(*takes[0])
+                else:
+                    await asyncio.gather(*(self._flush(run, taken) for run, taken in takes))
                 self._wake_producers()
             if asyncio.get_running_loop().time() >= next_sweep:
                 next_sweep += SWEEP_EVERY_S
                 await self._sweep()
 
-    async def _flush(self, run: DurableRun) -> None:
-        store = self.store
-        sid = run.stream_id
-        if self.runs.get(sid) is not run:
-            return  # its terminal is written already
+    def _take(self, run: DurableRun) -> _Batch | None:
+        """``run``'s next append, its chunks out of its pending list (None:
+        the run is not tracked any more, its terminal is written)."""
+        if self.runs.get(run.stream_id) is not run:
+            return None
         chunks = run.pending[: self.max_batch]
         # Out of the pending list while in flight (an ending clears the rest),
         # still counted in the pending total until stored: producers wait on it.
         del run.pending[: len(chunks)]
+        checkpoint = run.checkpoint
+        last = chunks[-1].seq if chunks else run.stored_seq
+        if checkpoint is not None and checkpoint.seq > last:
+            checkpoint = None  # it covers chunks of a later batch
+        return _Batch(chunks, checkpoint)
+
+    async def _flush(self, run: DurableRun, batch: _Batch | None) -> None:
+        if batch is None:
+            return
+        chunks, checkpoint = batch
+        store = self.store
+        sid = run.stream_id
         try:
             if not run.created:
                 await store.create_run(run.record)
                 run.created = True
-            checkpoint = run.checkpoint
-            last = chunks[-1].seq if chunks else run.stored_seq
-            if checkpoint is not None and checkpoint.seq > last:
-                checkpoint = None  # it covers chunks of a later batch
             if chunks or checkpoint is not None:
                 await self._append(run, chunks, checkpoint)
             if run.pending or run.checkpoint is not None:
@@ -412,8 +463,7 @@ class StoreWriter:
     async def _append(
         self, run: DurableRun, chunks: list[StreamChunk], checkpoint: Checkpoint | None
     ) -> None:
-        encode = self._encode_chunk
-        records = [StoredChunk(c.seq, encode(c)) for c in chunks]
+        records = self._encode_chunks(chunks)
         await self.store.append(run.stream_id, records, checkpoint=checkpoint)
         self._appends += 1
         self._stored += len(chunks)

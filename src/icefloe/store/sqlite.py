@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import operator
 import os
 import sqlite3
 import time
@@ -120,6 +121,26 @@ def _path_from_url(url: str) -> tuple[str, str]:
     if sync not in _SYNCHRONOUS:
         raise ValueError(f"sqlite URL {url!r}: synchronous must be normal or full, got {sync!r}")
     return path, sync
+
+
+_SEQ = operator.itemgetter(0)  # StoredChunk.seq, called from C
+
+
+def _in_sequence(
+    last_seq: int, chunks: list[StoredChunk], checkpoint: Checkpoint | None
+) -> list[StoredChunk] | None:
+    """``chunks`` when they are exactly the seqs after ``last_seq`` (and cover
+    ``checkpoint``): the common append, checked by builtins, not a Python
+    loop per chunk. None: let :func:`check_append` decide (and word the error).
+    """
+    if not chunks or chunks[0].seq != last_seq + 1:
+        return None
+    end = last_seq + 1 + len(chunks)
+    if list(map(_SEQ, chunks)) != list(range(last_seq + 1, end)):
+        return None
+    if checkpoint is not None and checkpoint.seq >= end:
+        return None
+    return chunks
 
 
 class SqliteStore:
@@ -347,7 +368,9 @@ class SqliteStore:
             ).fetchone()
             if row is None:
                 raise StreamNotFound(stream_id)
-            fresh = check_append(stream_id, row[0], chunks, checkpoint)
+            fresh = _in_sequence(row[0], chunks, checkpoint)
+            if fresh is None:
+                fresh = check_append(stream_id, row[0], chunks, checkpoint)
             if fresh:
                 conn.executemany(
                     "INSERT INTO segments (stream_id, last_seq, first_seq, sizes, records)"
