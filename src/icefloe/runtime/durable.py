@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from icefloe.core.bytecount import chunk_size
 from icefloe.core.messages import StreamChunk
 from icefloe.core.reliability import Reliability
 from icefloe.exceptions import ErrorCode, ReorderOverflow, StreamClosedError
@@ -129,6 +130,7 @@ class DurableRun:
         "replay_from",
         "restored_state",
         "resumed_from",
+        "sid",
         "state",
         "stored_seq",
         "writer",
@@ -146,6 +148,8 @@ class DurableRun:
     ) -> None:
         self.writer = writer
         self.record = record
+        #: the stream id (a plain slot: the writer reads it per chunk)
+        self.sid = record.stream_id
         #: whether the store holds the run already
         self.created = created
         #: the stream this run produces (set at admission)
@@ -335,12 +339,19 @@ class StoreWriter:
         pending.append(chunk)
         run.put_seq = seq
         self._pending += 1
-        self._mark(run)
+        dirty = self._dirty
+        if run.sid not in dirty:  # _mark(), written out: it runs per chunk
+            dirty[run.sid] = run
+            self._wake.set()
+        # The log's room, as StreamLog.has_room_fast() checks it, written out.
+        log = state.log
+        count = log.byte_count
         return (
             not state.phase
             and self._pending < self.max_pending
             and len(pending) < self.max_batch
-            and state.log.has_room_fast()
+            and len(log.queue) < log.room_len
+            and count.bound < count.limit
         )
 
     async def settle(self, run: DurableRun, chunk: StreamChunk) -> None:
@@ -482,11 +493,21 @@ class StoreWriter:
         # Stored: now readers may see them. One settle for the batch wakes the
         # readers once and ends the stream on its done chunk.
         log = state.log
-        try:
-            for chunk in chunks:
-                log.append(chunk)
-        except ReorderOverflow as exc:
-            state.reorder_overflow(exc)  # seqs are checked in put(): never expected
+        if log.in_order and chunks[0].seq == log.next_seq:
+            # StreamLog.append's in-order path for the whole batch (offer()
+            # keeps seqs consecutive, and a done chunk can only be the last).
+            log.queue.extend(chunks)
+            last = chunks[-1]
+            log.next_seq = last.seq + 1
+            log.byte_count.bound += sum(map(chunk_size, chunks))
+            if last.done or log.data_wanted:
+                log.appended(last)
+        else:
+            try:
+                for chunk in chunks:
+                    log.append(chunk)
+            except ReorderOverflow as exc:
+                state.reorder_overflow(exc)  # seqs are checked in offer(): never expected
         state.settle()
 
     def _failed(self, run: DurableRun, exc: Exception) -> None:
