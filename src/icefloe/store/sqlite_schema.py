@@ -94,11 +94,22 @@ def segment_rows(fresh: list[StoredChunk]) -> list[tuple[int, int, bytes, bytes]
         return []
     records = list(map(_RECORD, fresh))
     lengths = list(map(len, records))
-    if len(fresh) <= SEGMENT_CHUNKS and sum(lengths) - lengths[-1] < SEGMENT_BYTES:
-        # The common append: one row, its bounds checked by builtins (the
-        # writer thread holds the GIL while it builds rows; the loop waits).
-        sizes = struct.pack(f"<{len(lengths)}I", *lengths)
-        return [(fresh[-1].seq, fresh[0].seq, sizes, b"".join(records))]
+    # The common append: rows of SEGMENT_CHUNKS chunks, none reaching
+    # SEGMENT_BYTES before its last chunk, so the rows the loop below would
+    # cut; checked by builtins (the writer thread holds the GIL meanwhile, and
+    # the event loop waits for it).
+    rows = []
+    for start in range(0, len(fresh), SEGMENT_CHUNKS):
+        end = min(start + SEGMENT_CHUNKS, len(fresh))
+        part = lengths[start:end]
+        if sum(part) - part[-1] >= SEGMENT_BYTES:
+            return _segment_rows_by_size(fresh)
+        sizes = struct.pack(f"<{len(part)}I", *part)
+        rows.append((fresh[end - 1].seq, fresh[start].seq, sizes, b"".join(records[start:end])))
+    return rows
+
+
+def _segment_rows_by_size(fresh: list[StoredChunk]) -> list[tuple[int, int, bytes, bytes]]:
     rows = []
     start = 0
     while start < len(fresh):
