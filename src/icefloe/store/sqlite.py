@@ -21,6 +21,12 @@ A store is used from the event loop that opened it.
 WAL lets them proceed while the writer writes, and a read issued after a
 write's ``await`` returned sees that write.
 
+**WAL checkpoints** run on a third connection in their own thread, a
+PASSIVE one every :data:`CHECKPOINT_COMMITS` commits: a checkpoint syncs the
+file, and on the writer thread that sync held every commit queued behind it.
+The writer checkpoints itself only past :data:`WAL_BACKSTOP_PAGES`, which
+bounds the WAL should the background checkpoints fall behind.
+
 **Durability** (journal_mode=WAL):
 
 * a process crash (``kill -9``, an OOM kill) loses nothing that was
