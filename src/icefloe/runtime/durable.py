@@ -58,7 +58,7 @@ log = logging.getLogger("icefloe.durable")
 #: chunks waiting for the store, all durable streams together, before producers wait
 DEFAULT_MAX_PENDING = 4096
 #: chunks of one stream in one ``append`` at most (also its pending limit; measured
-#: with bench/run.py one_hop_at_least_once: 256 gave 0.30x, 512 0.39x, p99 within 5 ms)
+#: with bench/run.py one_hop_at_least_once: 256 gave 0.30x, 512 0.39x, p50 about 2 ms)
 DEFAULT_MAX_BATCH = 512
 #: seconds a stopping flow waits for its pending chunks to be written
 CLOSE_FLUSH_S = 5.0
