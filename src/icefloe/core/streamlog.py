@@ -61,8 +61,11 @@ the call (``runtime/context.py``: about 5% of a one-hop stream). While
    ``log.byte_count.bound < log.byte_count.limit`` (the O(1) room check),
    and treat it as False otherwise.
 
-That is exactly what :meth:`StreamLog.append` does in that case. Nothing
-else outside the log writes its public fields.
+That is exactly what :meth:`StreamLog.append` does in that case. The
+durable store writer (``runtime/durable.py``) releases a stored batch of
+consecutive chunks the same way, steps 1 and 2 for the whole batch at once
+(``queue.extend``, one ``appended`` with the last chunk). Nothing else
+outside the log writes its public fields.
 """
 
 from __future__ import annotations

@@ -225,8 +225,11 @@ class Context:
                 raise StreamClosedError(sid, state.code)  # it ended while we waited
         if to is None:
             if self._sink:
-                if em.durable is not None:  # durable streams (issue 11): via the store
-                    await em.durable.put(chunk)
+                durable = em.durable
+                if durable is not None:  # durable streams (issue 11): via the store
+                    writer = durable.writer
+                    if not writer.offer(durable, chunk):
+                        await writer.settle(durable, chunk)
                     return chunk
                 # StreamState.publish, with its phase check done above. The
                 # in-order case is the log's producer fast path (the
@@ -263,8 +266,11 @@ class Context:
                 return chunk
             targets = self._targets
         elif not targets:
-            if em.durable is not None:  # durable streams (issue 11): via the store
-                await em.durable.put(chunk)
+            durable = em.durable
+            if durable is not None:  # durable streams (issue 11): via the store
+                writer = durable.writer
+                if not writer.offer(durable, chunk):
+                    await writer.settle(durable, chunk)
                 return chunk
             if not state.publish(chunk):
                 await state.wait_room()

@@ -37,8 +37,14 @@ for the edge to relay).
 from __future__ import annotations
 
 import enum
+import functools
+import operator
+import struct
+from collections.abc import Sequence
+from itertools import repeat
 from typing import Any, Final, NoReturn
 
+import google_crc32c
 import msgspec
 
 from icefloe.core import codec
@@ -46,6 +52,7 @@ from icefloe.core.codec import Format
 from icefloe.core.framing import decode_frame, encode_frame
 from icefloe.core.messages import Message, StreamChunk
 from icefloe.exceptions import CorruptRecord, DecodeError, EncodeError
+from icefloe.store.types import StoredChunk
 
 __all__ = [
     "MAX_RECORD",
@@ -56,6 +63,7 @@ __all__ = [
     "decode_session",
     "decode_state",
     "encode_chunk",
+    "encode_chunks",
     "encode_message",
     "encode_session",
     "encode_state",
@@ -91,6 +99,15 @@ _MSGPACK: Final = Format.MSGPACK
 _CHUNK: Final = RecordKind.CHUNK
 _CHUNK_PREFIX: Final = _PREFIX[RecordKind.CHUNK]
 _MAX_PAYLOAD: Final = MAX_RECORD + 2
+# encode_chunks writes the frame of icefloe.core.framing itself, with the
+# record's version and kind bytes folded into its header, so a batch makes no
+# Python call per record. tests/unit/store/test_records.py checks that both
+# paths give the same bytes.
+_U32 = struct.Struct(">I")  # the frame's length and CRC fields
+_CHUNK_FIXED: Final = bytes((_MSGPACK, 0)) + _CHUNK_PREFIX  # format, flags, version, kind
+_CHUNK_SEED: Final = google_crc32c.value(_CHUNK_FIXED)
+_PLUS_PREFIX = functools.partial(operator.add, len(_CHUNK_PREFIX))
+_SEQ = operator.attrgetter("seq")
 # See icefloe.core.codec: what msgspec raises for values msgpack cannot carry,
 # and for bytes that are not a valid value.
 _ENCODE_FAILURES = (msgspec.EncodeError, TypeError, OverflowError, UnicodeEncodeError)
@@ -135,6 +152,29 @@ def encode_chunk(chunk: StreamChunk) -> bytes:
     :raises EncodeError: ``meta`` or ``data`` holds a value msgpack cannot carry.
     """
     return encode_frame(_CHUNK_PREFIX + codec.encode_chunk_msgpack(chunk), _MSGPACK)
+
+
+def encode_chunks(chunks: Sequence[StreamChunk]) -> list[StoredChunk]:
+    """Each of ``chunks`` as a record with its seq, in order: the records
+    :func:`encode_chunk` makes, built by builtins (``map``), with no Python
+    bytecode per chunk (the store writer encodes every durable chunk here).
+
+    :raises EncodeError: a chunk's ``meta`` or ``data`` holds a value msgpack
+        cannot carry (the whole call fails: no record is returned).
+    """
+    try:
+        bodies = list(map(_encoder.encode, chunks))
+    except _ENCODE_FAILURES as exc:
+        raise EncodeError(f"chunk cannot be encoded as MSGPACK: {exc}") from exc
+    # A record: header (payload length, format, flags, then the payload's
+    # version and kind bytes), the msgpack body, the CRC32C of everything
+    # after the length; CRC32C streams, so the seed covers the fixed bytes.
+    lengths = map(_U32.pack, map(_PLUS_PREFIX, map(len, bodies)))
+    crcs = map(_U32.pack, map(google_crc32c.extend, repeat(_CHUNK_SEED), bodies))
+    records = map(b"".join, zip(lengths, repeat(_CHUNK_FIXED), bodies, crcs))
+    # tuple.__new__ from map: a NamedTuple's own __new__ is a Python frame.
+    pairs = zip(map(_SEQ, chunks), records, strict=True)
+    return list(map(tuple.__new__, repeat(StoredChunk), pairs))
 
 
 def decode_chunk(

@@ -21,6 +21,12 @@ A store is used from the event loop that opened it.
 WAL lets them proceed while the writer writes, and a read issued after a
 write's ``await`` returned sees that write.
 
+**WAL checkpoints** run on a third connection in their own thread, a
+PASSIVE one every :data:`CHECKPOINT_COMMITS` commits: a checkpoint syncs the
+file, and on the writer thread that sync held every commit queued behind it.
+The writer checkpoints itself only past :data:`WAL_BACKSTOP_PAGES`, which
+bounds the WAL should the background checkpoints fall behind.
+
 **Durability** (journal_mode=WAL):
 
 * a process crash (``kill -9``, an OOM kill) loses nothing that was
@@ -53,6 +59,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import operator
 import os
 import sqlite3
 import time
@@ -85,18 +93,29 @@ from icefloe.store.types import (
 )
 
 __all__ = [
+    "CHECKPOINT_COMMITS",
     "MAX_BATCH",
     "MAX_PENDING",
     "SCHEMA_VERSION",
     "SEGMENT_BYTES",
     "SEGMENT_CHUNKS",
+    "WAL_BACKSTOP_PAGES",
     "SqliteStore",
 ]
 
 T = TypeVar("T")
 
+log = logging.getLogger("icefloe.store")
+
 #: the most operations queued for the writer; callers past it wait for room
 MAX_PENDING: Final = 8192
+#: commits between two WAL checkpoints, which run on their own connection and
+#: thread: a checkpoint syncs the file, and on the writer thread that sync
+#: held every commit queued behind it (the p99 of a durable stream)
+CHECKPOINT_COMMITS: Final = 64
+#: WAL pages past which the writer checkpoints itself all the same (16 MiB at
+#: 4 KiB pages): a backstop should the background checkpoints fall behind
+WAL_BACKSTOP_PAGES: Final = 4096
 _SYNCHRONOUS = ("normal", "full")
 _NO_COUNT: Counts = (0, 0, 0, 0)
 
@@ -120,6 +139,30 @@ def _path_from_url(url: str) -> tuple[str, str]:
     if sync not in _SYNCHRONOUS:
         raise ValueError(f"sqlite URL {url!r}: synchronous must be normal or full, got {sync!r}")
     return path, sync
+
+
+def _wal_checkpoint(conn: sqlite3.Connection) -> None:
+    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+
+_SEQ = operator.itemgetter(0)  # StoredChunk.seq, called from C
+
+
+def _in_sequence(
+    last_seq: int, chunks: list[StoredChunk], checkpoint: Checkpoint | None
+) -> list[StoredChunk] | None:
+    """``chunks`` when they are exactly the seqs after ``last_seq`` (and cover
+    ``checkpoint``): the common append, checked by builtins, not a Python
+    loop per chunk. None: let :func:`check_append` decide (and word the error).
+    """
+    if not chunks or chunks[0].seq != last_seq + 1:
+        return None
+    end = last_seq + 1 + len(chunks)
+    if list(map(_SEQ, chunks)) != list(range(last_seq + 1, end)):
+        return None
+    if checkpoint is not None and checkpoint.seq >= end:
+        return None
+    return chunks
 
 
 class SqliteStore:
@@ -152,6 +195,11 @@ class SqliteStore:
         self._writer: GroupCommitWriter | None = None
         self._reader: ThreadPoolExecutor | None = None
         self._read_conn: sqlite3.Connection | None = None
+        self._checkpointer: ThreadPoolExecutor | None = None
+        self._ckpt_conn: sqlite3.Connection | None = None
+        self._ckpt_running: asyncio.Future[None] | None = None
+        self._ckpt_commits = 0
+        self._ckpt_done = 0
         self._open_lock = asyncio.Lock()
         self._closed = False
 
@@ -173,6 +221,11 @@ class SqliteStore:
         """Transactions the writer committed (each holds one or more calls)."""
         return 0 if self._writer is None else self._writer.commits
 
+    @property
+    def checkpoints(self) -> int:
+        """WAL checkpoints run beside the writer (see :data:`CHECKPOINT_COMMITS`)."""
+        return self._ckpt_done
+
     def statistics(self) -> StoreStatistics:
         """This store's counters since it was opened."""
         counts = _NO_COUNT if self._writer is None else self._writer.counts
@@ -188,21 +241,23 @@ class SqliteStore:
                 return
             loop = asyncio.get_running_loop()
             reader = ThreadPoolExecutor(1, thread_name_prefix="icefloe-sqlite-read")
-            write_conn: sqlite3.Connection | None = None
+            checkpointer = ThreadPoolExecutor(1, thread_name_prefix="icefloe-sqlite-checkpoint")
+            opened: list[sqlite3.Connection] = []
             try:
-                write_conn = await asyncio.to_thread(self._connect, True)
-                read_conn = await loop.run_in_executor(reader, self._connect, False)
-            except (sqlite3.Error, OSError) as exc:
-                if write_conn is not None:
-                    write_conn.close()
+                opened.append(await asyncio.to_thread(self._connect, True))
+                opened.append(await loop.run_in_executor(reader, self._connect, False))
+                opened.append(await loop.run_in_executor(checkpointer, self._connect, False))
+            except BaseException as exc:
+                for conn in opened:
+                    conn.close()
                 reader.shutdown(wait=False)
-                raise StoreUnavailable(f"cannot open {self.name}: {exc}") from exc
-            except BaseException:
-                if write_conn is not None:
-                    write_conn.close()
-                reader.shutdown(wait=False)
+                checkpointer.shutdown(wait=False)
+                if isinstance(exc, sqlite3.Error | OSError):
+                    raise StoreUnavailable(f"cannot open {self.name}: {exc}") from exc
                 raise
+            write_conn, read_conn, ckpt_conn = opened
             self._reader, self._read_conn = reader, read_conn
+            self._checkpointer, self._ckpt_conn = checkpointer, ckpt_conn
             self._writer = GroupCommitWriter(self.name, write_conn, self._max_pending)
 
     async def close(self) -> None:
@@ -215,6 +270,13 @@ class SqliteStore:
             if reader is not None and read_conn is not None:
                 await asyncio.get_running_loop().run_in_executor(reader, read_conn.close)
                 reader.shutdown(wait=True)
+            if self._ckpt_running is not None:
+                await asyncio.gather(self._ckpt_running, return_exceptions=True)
+            checkpointer, self._checkpointer = self._checkpointer, None
+            ckpt_conn, self._ckpt_conn = self._ckpt_conn, None
+            if checkpointer is not None and ckpt_conn is not None:
+                await asyncio.get_running_loop().run_in_executor(checkpointer, ckpt_conn.close)
+                checkpointer.shutdown(wait=True)
 
     def _connect(self, writer: bool) -> sqlite3.Connection:
         directory = os.path.dirname(self._path)
@@ -229,6 +291,7 @@ class SqliteStore:
             if writer:
                 conn.execute("PRAGMA journal_mode = WAL")
                 conn.execute(f"PRAGMA synchronous = {self._sync.upper()}")
+                conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_BACKSTOP_PAGES}")
                 migrate(conn, self._path)
             else:
                 conn.execute("PRAGMA query_only = ON")
@@ -238,9 +301,39 @@ class SqliteStore:
         return conn
 
     async def _write(self, op: Op) -> Any:
-        if self._writer is None:
+        writer = self._writer
+        if writer is None:
             raise StoreUnavailable(f"{self.name} is not open")
-        return await self._writer.submit(op)
+        result = await writer.submit(op)
+        if writer.commits - self._ckpt_commits >= CHECKPOINT_COMMITS:
+            self._checkpoint(writer.commits)
+        return result
+
+    def _checkpoint(self, commits: int) -> None:
+        """Start a PASSIVE WAL checkpoint on its own thread, unless one runs.
+
+        PASSIVE copies what it can without waiting for the writer or the
+        readers, so commits go on meanwhile. Durability does not depend on it:
+        a commit is in the WAL before its caller hears of it.
+        """
+        checkpointer, conn = self._checkpointer, self._ckpt_conn
+        if self._ckpt_running is not None or checkpointer is None or conn is None:
+            return
+        self._ckpt_commits = commits
+        loop = asyncio.get_running_loop()
+        running = loop.run_in_executor(checkpointer, _wal_checkpoint, conn)
+        self._ckpt_running = running
+        running.add_done_callback(self._checkpointed)
+
+    def _checkpointed(self, running: asyncio.Future[None]) -> None:
+        self._ckpt_running = None
+        if running.cancelled():
+            return
+        if running.exception() is None:
+            self._ckpt_done += 1
+        else:
+            # The writer's backstop checkpoint bounds the WAL; say why it grows.
+            log.warning("%s: WAL checkpoint failed: %s", self.name, running.exception())
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         reader, conn = self._reader, self._read_conn
@@ -347,7 +440,9 @@ class SqliteStore:
             ).fetchone()
             if row is None:
                 raise StreamNotFound(stream_id)
-            fresh = check_append(stream_id, row[0], chunks, checkpoint)
+            fresh = _in_sequence(row[0], chunks, checkpoint)
+            if fresh is None:
+                fresh = check_append(stream_id, row[0], chunks, checkpoint)
             if fresh:
                 conn.executemany(
                     "INSERT INTO segments (stream_id, last_seq, first_seq, sizes, records)"

@@ -10,6 +10,7 @@ Every statement of :data:`SCHEMA` is ``CREATE ... IF NOT EXISTS``, so
 from __future__ import annotations
 
 import json
+import operator
 import sqlite3
 import struct
 from typing import Any, Final
@@ -36,6 +37,8 @@ SCHEMA_VERSION: Final = 1
 SEGMENT_CHUNKS: Final = 256
 #: a segment row is closed once its records reach this many bytes
 SEGMENT_BYTES: Final = 256 * 1024
+
+_RECORD = operator.itemgetter(1)  # StoredChunk.record, called from C
 
 SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
@@ -87,6 +90,26 @@ RUN_COLUMNS: Final = (
 
 def segment_rows(fresh: list[StoredChunk]) -> list[tuple[int, int, bytes, bytes]]:
     """Consecutive chunks as segment rows: (last_seq, first_seq, sizes, records)."""
+    if not fresh:
+        return []
+    records = list(map(_RECORD, fresh))
+    lengths = list(map(len, records))
+    # The common append: rows of SEGMENT_CHUNKS chunks, none reaching
+    # SEGMENT_BYTES before its last chunk, so the rows the loop below would
+    # cut; checked by builtins (the writer thread holds the GIL meanwhile, and
+    # the event loop waits for it).
+    rows = []
+    for start in range(0, len(fresh), SEGMENT_CHUNKS):
+        end = min(start + SEGMENT_CHUNKS, len(fresh))
+        part = lengths[start:end]
+        if sum(part) - part[-1] >= SEGMENT_BYTES:
+            return _segment_rows_by_size(fresh)
+        sizes = struct.pack(f"<{len(part)}I", *part)
+        rows.append((fresh[end - 1].seq, fresh[start].seq, sizes, b"".join(records[start:end])))
+    return rows
+
+
+def _segment_rows_by_size(fresh: list[StoredChunk]) -> list[tuple[int, int, bytes, bytes]]:
     rows = []
     start = 0
     while start < len(fresh):

@@ -19,6 +19,7 @@ from icefloe import (
     StreamError,
     create,
 )
+from icefloe.runtime.durable import DEFAULT_MAX_BATCH
 from icefloe.store import Checkpoint, MemoryStore, StoredChunk, StoreUnavailable
 from icefloe.store.records import decode_chunk
 
@@ -131,7 +132,7 @@ async def test_the_pending_buffer_is_bounded_and_holds_the_producer() -> None:
         await asyncio.sleep(0.2)
         stats = flow.stats().durable
         assert stats is not None
-        assert 0 < stats.pending <= 2 * 256
+        assert 0 < stats.pending <= 2 * DEFAULT_MAX_BATCH  # one batch in flight, one pending
         assert stats.producer_waits >= 1
         store.gate.set()
         texts = [c.text async for c in reader]

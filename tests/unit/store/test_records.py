@@ -13,6 +13,7 @@ from icefloe.core.framing import encode_frame
 from icefloe.core.messages import Headers, Message, StreamChunk
 from icefloe.exceptions import CorruptRecord, EncodeError, ErrorCode
 from icefloe.store import records
+from icefloe.store.types import StoredChunk
 
 _INT64 = st.integers(-(2**63), 2**63 - 1)
 _SCALARS = st.none() | st.booleans() | _INT64 | st.floats(allow_nan=False) | st.text()
@@ -54,6 +55,20 @@ def test_a_chunk_round_trips(chunk: StreamChunk) -> None:
     record = records.encode_chunk(chunk)
     assert records.decode_chunk(record) == chunk
     assert records.decode_chunk(record, stream_id=chunk.stream_id, seq=chunk.seq) == chunk
+
+
+@given(st.lists(CHUNKS, max_size=8))
+def test_a_batch_encodes_to_the_records_of_its_chunks(chunks: list[StreamChunk]) -> None:
+    stored = records.encode_chunks(chunks)
+    assert [(s.seq, s.record) for s in stored] == [(c.seq, records.encode_chunk(c)) for c in chunks]
+    assert all(type(s) is StoredChunk for s in stored)
+
+
+def test_a_batch_with_a_chunk_msgpack_cannot_carry_fails_whole() -> None:
+    good = StreamChunk("s", 0, "a")
+    bad = StreamChunk("s", 1, "b", data=object())
+    with pytest.raises(EncodeError, match="MSGPACK"):
+        records.encode_chunks([good, bad])
 
 
 @given(MESSAGES)

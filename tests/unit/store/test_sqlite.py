@@ -14,7 +14,13 @@ from pathlib import Path
 import pytest
 
 from icefloe.store import StoreUnavailable, open_store
-from icefloe.store.sqlite import SCHEMA_VERSION, SEGMENT_CHUNKS, SqliteStore
+from icefloe.store.sqlite import (
+    CHECKPOINT_COMMITS,
+    SCHEMA_VERSION,
+    SEGMENT_CHUNKS,
+    WAL_BACKSTOP_PAGES,
+    SqliteStore,
+)
 from storecheck import chunks, run_record
 
 SRC = Path(__file__).resolve().parents[3] / "src"
@@ -65,6 +71,28 @@ async def test_concurrent_appends_share_commits(tmp_path: Path) -> None:
         # 50 calls queued at once cannot take 50 transactions.
         assert store.commits - before < len(sids)
         assert store.statistics().chunks_written == 500
+    finally:
+        await store.close()
+
+
+async def test_wal_checkpoints_run_beside_the_writer(tmp_path: Path) -> None:
+    # The writer's own checkpoint waits for WAL_BACKSTOP_PAGES; far fewer
+    # commits than that reach the database file all the same, through the
+    # checkpoint every CHECKPOINT_COMMITS commits start on their own thread.
+    path = tmp_path / "s.db"
+    store = SqliteStore(str(path))
+    await store.open()
+    try:
+        await store.create_run(run_record("s1"))
+        empty = path.stat().st_size
+        seq = 0
+        while store.checkpoints == 0 and seq < CHECKPOINT_COMMITS * 40:
+            await asyncio.wait_for(store.append("s1", chunks(seq, seq + 1)), 30)
+            seq += 2
+        assert store.checkpoints >= 1
+        assert store.commits < WAL_BACKSTOP_PAGES // 10
+        assert path.stat().st_size > empty  # copied out of the WAL, store still open
+        assert await store.read("s1", 0, 10_000) == chunks(0, seq - 1)
     finally:
         await store.close()
 

@@ -31,3 +31,23 @@ def test_a_row_closes_once_its_bytes_reach_the_limit() -> None:
     big = b"x" * (SEGMENT_BYTES // 2)
     rows = segment_rows([StoredChunk(i, big) for i in range(5)])
     assert [(start, last) for last, start, _, _ in rows] == [(0, 1), (2, 3), (4, 4)]
+
+
+def test_rows_hold_segment_chunks_each_until_the_bytes_limit_cuts_one() -> None:
+    small = [StoredChunk(i, b"r") for i in range(SEGMENT_CHUNKS * 2 + 10)]
+    rows = segment_rows(small)
+    n = SEGMENT_CHUNKS
+    assert [(start, last) for last, start, _, _ in rows] == [
+        (0, n - 1),
+        (n, 2 * n - 1),
+        (2 * n, 2 * n + 9),
+    ]
+    # A big record in the second row's span cuts it by bytes instead.
+    big = b"x" * SEGMENT_BYTES
+    mixed = [StoredChunk(i, big if i == n + 3 else b"r") for i in range(2 * n)]
+    rows = segment_rows(mixed)
+    assert [(start, last) for last, start, _, _ in rows] == [
+        (0, n - 1),
+        (n, n + 3),
+        (n + 4, 2 * n - 1),
+    ]
