@@ -16,8 +16,11 @@ each icefloe stream is the order of its sends.
 :meth:`~RedisStreamsSink.flush`) the batch goes out as one pipeline of
 ``XADD key MAXLEN ~ maxlen * ...``. ``maxlen`` trims old entries (``~``:
 approximately, cheap; ``exact_maxlen=True`` for ``=``; ``None`` keeps all).
-A batch that fails on the connection is retried ``retries`` times; a retry
-may write some entries twice, which the consumer's dedup drops.
+A batch that fails on the connection (or meets a restarted server still
+loading its data) is retried ``retries`` times with the source's backoff:
+the default 8 spans about 7 s, a broker restart with room to spare (3 retries
+spanned 0.35 s, shorter than a restart). A retry may write some entries
+twice, which the consumer's dedup drops.
 
 **Source.** Consumer ``consumer`` of group ``group`` (``XGROUP CREATE ...
 MKSTREAM``, from ``start_id``: ``"0"`` the whole stream, ``"$"`` only new
@@ -109,7 +112,7 @@ class RedisStreamsSink:
         maxlen: int | None = 1_000_000,
         exact_maxlen: bool = False,
         batch: int = 500,
-        retries: int = 3,
+        retries: int = 8,
     ) -> None:
         if batch < 1:
             raise ValueError(f"batch must be >= 1, got {batch}")
@@ -179,7 +182,7 @@ class RedisStreamsSink:
                         self._failures.add_all(batch, f"redis: {exc}")
                         return
                     self._reconnects += 1
-                    await asyncio.sleep(min(0.05 * 2**attempt, 1.0))
+                    await asyncio.sleep(min(_FIRST_BACKOFF_S * 2**attempt, _MAX_BACKOFF_S))
                 else:
                     self._confirmed += len(batch)
                     return
