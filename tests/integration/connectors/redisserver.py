@@ -41,9 +41,11 @@ def _free_port() -> int:
 class RedisServer:
     """One ``redis-server`` subprocess on ``127.0.0.1:port``, AOF in ``directory``."""
 
-    def __init__(self, binary: Path, directory: Path) -> None:
+    def __init__(self, binary: Path, directory: Path, *, persistent: bool = True) -> None:
         self.binary = binary
         self.directory = directory
+        #: ``False``: no AOF, so a restart comes back empty (no stream, no group)
+        self.persistent = persistent
         self.port = _free_port()
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -64,7 +66,7 @@ class RedisServer:
                 "--dir",
                 str(self.directory),
                 "--appendonly",
-                "yes",
+                "yes" if self.persistent else "no",
                 "--appendfsync",
                 "always",
                 "--save",

@@ -19,7 +19,7 @@ import pytest
 from redisserver import RedisServer, redis_server_binary
 from roundtrip import consume, stream_ids
 
-from icefloe.connectors import Inbound, chunk_record
+from icefloe.connectors import Inbound, chunk_record, record_chunk
 from icefloe.core.messages import StreamChunk
 from icefloe.core.reassembly import Reassembler
 
@@ -123,3 +123,41 @@ async def test_a_broker_restart_mid_stream_loses_no_chunk(
     assert entries >= STREAMS * CHUNKS
     assert stats.duplicates >= entries - STREAMS * CHUNKS
     assert pending == 0
+
+
+async def test_a_restart_without_persistence_recreates_the_group(tmp_path: Path) -> None:
+    # A server with no AOF comes back empty: the source's next read meets
+    # NOGROUP. It creates the group again and reads what is written after.
+    binary = redis_server_binary()
+    if binary is None:
+        pytest.skip("redis-server is not installed (Debian package redis-server)")
+    server = RedisServer(binary, tmp_path, persistent=False)
+    server.start()
+    client = redis_asyncio.Redis.from_url(server.url)
+
+    async def send(seqs: range) -> None:
+        async with RedisStreamsSink(client, "chunks") as sink:
+            for seq in seqs:
+                await sink.send(chunk_record(StreamChunk("s", seq, "x"), trace_id="t", tenant="a"))
+
+    seen: list[int] = []
+    try:
+        async with asyncio.timeout(30):
+            await send(range(5))
+            source = RedisStreamsSource(client, "chunks", group="g", consumer="c", block_ms=50)
+            async with source:
+                async for inbound in source:
+                    seen.append(record_chunk(inbound.record).chunk.seq)
+                    await source.ack(inbound)
+                    if len(seen) == 5:
+                        server.stop()
+                        server.start()
+                        await send(range(5, 10))
+                    if len(seen) == 10:
+                        break
+            assert (await client.xpending("chunks", "g"))["pending"] == 0
+    finally:
+        await client.aclose()
+        server.stop()
+    assert seen == list(range(10))
+    assert source.statistics().reconnects >= 1
