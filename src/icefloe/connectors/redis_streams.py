@@ -16,8 +16,11 @@ each icefloe stream is the order of its sends.
 :meth:`~RedisStreamsSink.flush`) the batch goes out as one pipeline of
 ``XADD key MAXLEN ~ maxlen * ...``. ``maxlen`` trims old entries (``~``:
 approximately, cheap; ``exact_maxlen=True`` for ``=``; ``None`` keeps all).
-A batch that fails on the connection is retried ``retries`` times; a retry
-may write some entries twice, which the consumer's dedup drops.
+A batch that fails on the connection (or meets a restarted server still
+loading its data) is retried ``retries`` times with the source's backoff:
+the default 8 spans about 7 s, a broker restart with room to spare (3 retries
+spanned 0.35 s, shorter than a restart). A retry may write some entries
+twice, which the consumer's dedup drops.
 
 **Source.** Consumer ``consumer`` of group ``group`` (``XGROUP CREATE ...
 MKSTREAM``, from ``start_id``: ``"0"`` the whole stream, ``"$"`` only new
@@ -35,7 +38,10 @@ dead-letter sink it is delivered that way, for the consumer's decode to
 reject. A lost connection (after redis-py's own
 retries) is retried with backoff (50 ms doubling to 2 s, counted in
 ``reconnects``), then the consumer re-reads its own pending entries, so an
-entry whose reply was lost on the way is not skipped.
+entry whose reply was lost on the way is not skipped. A server that comes
+back without the group (restarted with no persistence: ``NOGROUP``) gets it
+created again from ``0`` (counted in ``reconnects``); what the server lost
+is lost, and shows as gaps in the streams.
 """
 
 from __future__ import annotations
@@ -109,7 +115,7 @@ class RedisStreamsSink:
         maxlen: int | None = 1_000_000,
         exact_maxlen: bool = False,
         batch: int = 500,
-        retries: int = 3,
+        retries: int = 8,
     ) -> None:
         if batch < 1:
             raise ValueError(f"batch must be >= 1, got {batch}")
@@ -179,7 +185,7 @@ class RedisStreamsSink:
                         self._failures.add_all(batch, f"redis: {exc}")
                         return
                     self._reconnects += 1
-                    await asyncio.sleep(min(0.05 * 2**attempt, 1.0))
+                    await asyncio.sleep(min(_FIRST_BACKOFF_S * 2**attempt, _MAX_BACKOFF_S))
                 else:
                     self._confirmed += len(batch)
                     return
@@ -240,14 +246,17 @@ class RedisStreamsSource:
         return f"redis:{self._key}"
 
     async def __aenter__(self) -> RedisStreamsSource:
+        await self._create_group(self._start_id)
+        return self
+
+    async def _create_group(self, start_id: str) -> None:
         from redis.exceptions import ResponseError
 
         try:
-            await self._client.xgroup_create(self._key, self._group, self._start_id, mkstream=True)
+            await self._client.xgroup_create(self._key, self._group, start_id, mkstream=True)
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
-        return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self._flush_acks()
@@ -256,7 +265,7 @@ class RedisStreamsSource:
         return self._iterate()
 
     async def _iterate(self) -> AsyncIterator[Inbound]:
-        from redis.exceptions import ConnectionError, TimeoutError
+        from redis.exceptions import ConnectionError, ResponseError, TimeoutError
 
         # first what this consumer had before a restart (or before a lost
         # connection swallowed a reply), then new entries
@@ -278,6 +287,19 @@ class RedisStreamsSource:
                 self._reconnects += 1
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _MAX_BACKOFF_S)
+                recover = True
+                continue
+            except ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                # the server came back without the group (a restart with no
+                # persistence): what it lost is lost, everything it has now
+                # is newer than what was read, so the group starts at "0"
+                self._reconnects += 1
+                self._acks.clear()
+                self._unacked.clear()
+                self._room.set()
+                await self._create_group("0")
                 recover = True
                 continue
             delay = _FIRST_BACKOFF_S
@@ -376,13 +398,18 @@ class RedisStreamsSource:
             self._acks.append(inbound.position)
             self._room.set()
         if len(self._acks) >= self._count:
-            from redis.exceptions import ConnectionError, TimeoutError
+            from redis.exceptions import ConnectionError, ResponseError, TimeoutError
 
             try:
                 await self._flush_acks()
             except (ConnectionError, TimeoutError, OSError):
                 # kept, and sent with the next read once the connection is back
                 self._reconnects += 1
+            except ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                # the group is gone with the server's data; the next read recreates it
+                self._acks.clear()
 
     async def nack(self, inbound: Inbound, reason: str) -> None:
         """Leave the entry pending: ``XAUTOCLAIM`` delivers it again after ``claim_min_idle_ms``."""
