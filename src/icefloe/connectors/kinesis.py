@@ -261,8 +261,12 @@ class KinesisSink:
         if self._client is None:
             self._owned = contextlib.AsyncExitStack()
             self._client = await self._owned.enter_async_context(self._options.create())
-        if self._create_shards is not None:
-            await ensure_stream(self._client, self._stream, self._create_shards)
+        try:
+            if self._create_shards is not None:
+                await ensure_stream(self._client, self._stream, self._create_shards)
+        except BaseException:
+            await self.close()  # a failed open releases the client it made
+            raise
         self._pump = asyncio.create_task(self._run())
         return self
 
@@ -546,11 +550,15 @@ class KinesisSource:
         if self._client is None:
             self._owned = contextlib.AsyncExitStack()
             self._client = await self._owned.enter_async_context(self._options.create())
-        if self._create_shards is not None:
-            await ensure_stream(self._client, self._stream, self._create_shards)
-        self._saved = await self._checkpoints.load(self._scope)
-        self._finished = {shard for shard, mark in self._saved.items() if mark == SHARD_END}
-        await self._discover()
+        try:
+            if self._create_shards is not None:
+                await ensure_stream(self._client, self._stream, self._create_shards)
+            self._saved = await self._checkpoints.load(self._scope)
+            self._finished = {shard for shard, mark in self._saved.items() if mark == SHARD_END}
+            await self._discover()
+        except BaseException:
+            await self.close()  # a failed open (no such stream...) releases the client
+            raise
         # shards found from now on are new (children of a reshard): read them whole
         self._first = "TRIM_HORIZON"
         self._discoverer = asyncio.create_task(self._discover_loop())

@@ -109,6 +109,32 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", CREDENTIALS[1])
 
 
+async def wait_for_kinesis_stream(moto_url: str, stream: str) -> None:
+    """Until the route's sink has created ``stream``: both ends of the route are
+    open then (the source opens first), so nothing published is missed."""
+    from aiobotocore.session import get_session
+    from botocore.exceptions import ClientError
+    from motoserver import CREDENTIALS, REGION
+
+    session = get_session()
+    async with session.create_client(
+        "kinesis",
+        region_name=REGION,
+        endpoint_url=moto_url,
+        aws_access_key_id=CREDENTIALS[0],
+        aws_secret_access_key=CREDENTIALS[1],
+    ) as client:
+        while True:
+            try:
+                summary = await client.describe_stream_summary(StreamName=stream)
+            except ClientError:
+                pass
+            else:
+                if summary["StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE":
+                    return
+            await asyncio.sleep(0.05)  # polling the emulator for the stream, not synchronisation
+
+
 async def read_kinesis(moto_url: str, stream: str, count: int) -> list[Record]:
     from motoserver import CREDENTIALS, REGION
 
@@ -164,6 +190,7 @@ async def test_a_ws_publish_reaches_a_kinesis_stream(
         httpx.AsyncClient(base_url=url) as client,
         asyncio.timeout(60),
     ):
+        await wait_for_kinesis_stream(moto_url, stream)
         (status,) = (await client.get("/v1/routes")).json()["routes"]
         assert status["state"] == "running", status
         await ws_publish(url, "orders.eu", items)

@@ -386,3 +386,21 @@ def test_children_wait_for_every_parent_to_finish() -> None:
     assert readable_shards(shards, {"p0", "p1"}) == ["c0", "c1", "orphan"]
     assert readable_shards(shards, {"p0", "p1", "c1"}) == ["c0", "m", "orphan"]
     assert SHARD_END == "SHARD_END"
+
+
+async def test_opening_a_missing_stream_fails_and_releases_the_client(moto_url: str) -> None:
+    """An open that fails (no such stream) closes the client it made: a leaked
+    aiohttp session would be reported when collected (warnings are errors here)."""
+    import gc
+
+    source = KinesisSource(
+        f"missing-{uuid.uuid4().hex[:8]}",
+        consumer_name="c",
+        region=REGION,
+        endpoint_url=moto_url,
+        credentials=CREDENTIALS,
+    )
+    with pytest.raises(ClientError, match="ResourceNotFoundException"):
+        await source.__aenter__()
+    del source
+    gc.collect()

@@ -21,7 +21,7 @@ def served(monkeypatch: pytest.MonkeyPatch) -> list[EdgeSettings]:
     """The settings ``serve`` builds its app with (uvicorn is not started)."""
     seen: list[EdgeSettings] = []
 
-    def build(flow: Any, settings: EdgeSettings) -> object:
+    def build(flow: Any, settings: EdgeSettings, **options: Any) -> object:
         seen.append(settings)
         return object()
 

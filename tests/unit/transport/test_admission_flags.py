@@ -21,7 +21,7 @@ def served(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Flow, EdgeSettings]]:
     """The flow and settings ``serve`` builds its app with (uvicorn is not started)."""
     seen: list[tuple[Flow, EdgeSettings]] = []
 
-    def build(flow: Flow, settings: EdgeSettings) -> object:
+    def build(flow: Flow, settings: EdgeSettings, **options: Any) -> object:
         seen.append((flow, settings))
         return object()
 

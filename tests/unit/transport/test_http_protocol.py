@@ -234,7 +234,7 @@ def served(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     """The settings and uvicorn options ``serve`` would run with."""
     seen: list[dict[str, Any]] = []
 
-    def build(flow: Any, settings: EdgeSettings) -> object:
+    def build(flow: Any, settings: EdgeSettings, **options: Any) -> object:
         seen.append({"settings": settings})
         return object()
 
