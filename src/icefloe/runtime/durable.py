@@ -14,9 +14,11 @@ holds ``max_pending`` chunks in all (in flight included), or ``max_batch``
 not yet taken of its own stream, or while its stream's log is full (the
 window of today's streams). The writer takes a stream's pending chunks when
 its round starts, so the producer fills the next batch while one commits
-(two batches of a stream at most: one in flight, one pending). Records are
-encoded per batch (:func:`~icefloe.store.records.encode_chunks`), and a
-stored batch reaches the log in one ``extend``. A checkpoint travels in the
+(two batches of a stream at most: one in flight, one pending). A batch
+goes to the store as a :class:`~icefloe.store.batch.ChunkBatch`, encoded
+by the backend as it keeps it (one segment record for SQLite, a record per
+chunk for the others), and a stored batch reaches the log in one
+``extend``. A checkpoint travels in the
 same queue and is written in the same ``append`` as the chunks it covers.
 
 The terminal of a recorded run (done, failed, cancelled) is written after
@@ -227,8 +229,9 @@ class StoreWriter:
         self.resumed = self.interrupted = 0
         # The record codec (CRC32C frames) loads with the first store, not with icefloe.
         from icefloe.store import records
+        from icefloe.store.batch import ChunkBatch
 
-        self._encode_chunks = records.encode_chunks
+        self._batch = ChunkBatch
         self._encode_state = records.encode_state
 
     # -- life cycle ------------------------------------------------------------
@@ -479,8 +482,8 @@ class StoreWriter:
     async def _append(
         self, run: DurableRun, chunks: list[StreamChunk], checkpoint: Checkpoint | None
     ) -> None:
-        records = self._encode_chunks(chunks)
-        await self.store.append(run.stream_id, records, checkpoint=checkpoint)
+        batch = self._batch(chunks) if chunks else ()
+        await self.store.append(run.stream_id, batch, checkpoint=checkpoint)
         self._appends += 1
         self._stored += len(chunks)
         self._pending -= len(chunks)
