@@ -129,7 +129,10 @@ def test_a_segment_filed_under_the_wrong_key_is_corrupt() -> None:
     ids=["no-chunk", "short-stamps", "long-dones", "negative", "past-2**63", "bad-meta", "no-list"],
 )
 def test_a_well_sealed_segment_with_a_bad_body_is_corrupt(body: list[Any]) -> None:
-    sealed = encode_frame(bytes((records.RECORD_VERSION, 5)) + msgspec.msgpack.encode(body), Format.MSGPACK)
+    payload = bytes((records.RECORD_VERSION, records.RecordKind.SEGMENT)) + msgspec.msgpack.encode(
+        body
+    )
+    sealed = encode_frame(payload, Format.MSGPACK)
     with pytest.raises(CorruptRecord) as caught:
         records.decode_segment(sealed)
     assert caught.value.kind == "segment"

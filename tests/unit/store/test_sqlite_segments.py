@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 from pathlib import Path
 
@@ -45,9 +46,9 @@ def test_a_large_batch_is_cut_into_segments_under_the_byte_limit() -> None:
     big = tokens(0, 99, text="x" * 1000)
     segments = ChunkBatch(big).segments(10_000)
     assert all(len(record) <= 10_000 for _, _, record in segments)
-    assert [first for first, _, _ in segments][0] == 0
-    assert [last for _, last, _ in segments][-1] == 99
-    assert all(a[1] + 1 == b[0] for a, b in zip(segments, segments[1:], strict=False))
+    assert segments[0][0] == 0
+    assert segments[-1][1] == 99
+    assert all(a[1] + 1 == b[0] for a, b in itertools.pairwise(segments))
     # a single chunk larger than the limit is a segment of its own
     assert len(ChunkBatch(tokens(0, 0, text="y" * 50_000)).segments(10_000)) == 1
 
