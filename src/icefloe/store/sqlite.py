@@ -441,29 +441,28 @@ class SqliteStore:
         listed: Sequence[StoredChunk] = chunks if batch is not None else list(chunks)
 
         def op(conn: sqlite3.Connection) -> tuple[Any, Counts]:
+            if (
+                segments is not None
+                and batch is not None
+                and insert_batch(conn, stream_id, batch, segments, checkpoint)
+            ):
+                return len(batch), (0, len(batch), 0, int(checkpoint is not None))
             row = conn.execute(
                 "SELECT last_seq FROM runs WHERE stream_id = ?", (stream_id,)
             ).fetchone()
             if row is None:
                 raise StreamNotFound(stream_id)
-            if (
-                batch is not None
-                and segments is not None
-                and insert_batch(conn, stream_id, row[0], batch, segments, checkpoint)
-            ):
-                fresh_count, last_seq = len(batch), batch.last_seq
-            else:
-                stored = list(listed)  # a batch's records are encoded here, if ever
-                fresh = _in_sequence(row[0], stored, checkpoint)
-                if fresh is None:
-                    fresh = check_append(stream_id, row[0], stored, checkpoint)
-                if fresh:
-                    conn.executemany(
-                        "INSERT INTO segments (stream_id, last_seq, first_seq, sizes, records)"
-                        " VALUES (?, ?, ?, ?, ?)",
-                        [(stream_id, *segment) for segment in segment_rows(fresh)],
-                    )
-                fresh_count, last_seq = len(fresh), fresh[-1].seq if fresh else row[0]
+            stored = list(listed)  # a batch's records are encoded here, if ever
+            fresh = _in_sequence(row[0], stored, checkpoint)
+            if fresh is None:
+                fresh = check_append(stream_id, row[0], stored, checkpoint)
+            if fresh:
+                conn.executemany(
+                    "INSERT INTO segments (stream_id, last_seq, first_seq, sizes, records)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    [(stream_id, *segment) for segment in segment_rows(fresh)],
+                )
+            fresh_count, last_seq = len(fresh), fresh[-1].seq if fresh else row[0]
             if fresh_count:
                 conn.execute(
                     "UPDATE runs SET last_seq = ? WHERE stream_id = ?", (last_seq, stream_id)
