@@ -6,7 +6,7 @@ whoever reads them back detects a torn or flipped record. The payload is::
 
     offset  size  field
     0       1     version  RECORD_VERSION (1); another value is refused
-    1       1     kind     a RecordKind: 1 chunk, 2 message, 3 state, 4 session
+    1       1     kind     a RecordKind: 1 chunk, 2 message, 3 state, 4 session, 5 segment
     2       n     body     the value (msgpack), or the raw bytes of a session
 
 =========  ==========================================  ======================
