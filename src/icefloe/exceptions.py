@@ -197,7 +197,7 @@ class CorruptRecord(DecodeError):
     kind of record asked for. ``code`` is always ``ErrorCode.CORRUPT`` (the
     code a stream ends with when the record cannot be recovered); ``kind``
     names what was being decoded (``"chunk"``, ``"message"``, ``"state"``,
-    ``"session"``). The failing check is the ``__cause__``. The record is
+    ``"session"``, ``"segment"``). The failing check is the ``__cause__``. The record is
     never delivered.
     """
 
