@@ -86,7 +86,8 @@ async def test_nats_status_list_cancel_and_long_poll_on_another_gateway() -> Non
             listed = {s["stream_id"] for s in (await client.get("/v1/streams")).json()["streams"]}
             assert {done, sid} <= listed
             assert (await client.get("/v1/streams/nope/status")).status_code == 404
-            polled = await client.get(f"/v1/streams/{sid}/poll", params={"after_seq": -1})
+            params = {"after_seq": -1, "wait_s": 5}
+            polled = await client.get(f"/v1/streams/{sid}/poll", params=params)
             assert polled.status_code == 200, polled.text
             assert [c["seq"] for c in polled.json()][:1] == [0]
             reading = asyncio.ensure_future(_read_sse(gws[1].url, sid))
