@@ -1,0 +1,48 @@
+"""NATS connection loss: ``/readyz`` is false meanwhile, then true again
+(issue 12, item 5; the NATS twin of test_engine_outage.py).
+
+The gateway reaches NATS through a TCP proxy the test cuts and restores.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+from cluster import NATS_URL, cluster
+from test_engine_outage import _Cuttable, _ready_becomes
+from test_nats_backplane import _reachable
+
+pytestmark = pytest.mark.skipif(not _reachable(NATS_URL), reason=f"no NATS server at {NATS_URL}")
+
+
+async def test_nats_readyz_is_false_while_the_engine_is_unreachable() -> None:
+    target = urlsplit(NATS_URL)
+    proxy = _Cuttable(target.hostname or "127.0.0.1", target.port or 4222)
+    await proxy.up()
+    url = f"nats://127.0.0.1:{proxy.port}"
+    try:
+        async with (
+            asyncio.timeout(60),
+            cluster(1, engine="nats", nats_url=url) as gws,
+            httpx.AsyncClient(base_url=gws[0].url) as client,
+        ):
+            assert (await client.get("/readyz")).status_code == 200
+            await proxy.down()
+            await _ready_becomes(client, 503)
+            body = (await client.get("/readyz")).json()
+            assert body["error"]["code"] == "unavailable"
+            await proxy.up()
+            await _ready_becomes(client, 200)
+            # Streams work again after the outage, and are shared.
+            answer = await client.post(
+                "/v1/streams", json={"headers": {"tenant": "t"}, "payload": {"n": 3}}
+            )
+            assert answer.status_code == 201
+            sid = answer.json()["stream_id"]
+            status = await client.get(f"/v1/streams/{sid}/status")
+            assert status.status_code == 200
+    finally:
+        await proxy.down()
