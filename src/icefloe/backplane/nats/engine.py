@@ -221,6 +221,7 @@ class NatsBackplane:
             raise
         try:
             await produce(
+                self.nc,
                 self.js,
                 self.store,
                 source,

@@ -4,9 +4,9 @@
 subscription attached at seq 0) and publishes each chunk once,
 msgpack-encoded, to ``P.c.<token>``: the chunks of one batch (what is
 ready, at most :data:`~icefloe.backplane.publisher.MAX_BATCH`) go out
-pipelined (``publish_async``, in order on one connection), then the batch's
-acknowledgements are awaited and the meta (last seq and its JetStream
-sequence) is written. An abnormal end is one last message with the
+pipelined in order on one connection, the last one as a request whose
+acknowledgement answers for the batch, then the meta (last seq and its
+JetStream sequence) is written. An abnormal end is one last message with the
 ``Icefloe-End`` header.
 
 Bounded across processes: :class:`Positions` holds the positions the
@@ -32,6 +32,7 @@ from icefloe.core.wire_errors import ErrorCode
 from icefloe.exceptions import EndOfStream, StreamError, WouldBlock
 
 if TYPE_CHECKING:
+    from nats.aio.client import Client
     from nats.js import JetStreamContext
 
 __all__ = ["ACK_TIMEOUT_S", "MAX_PROCESSES", "Positions", "produce"]
@@ -102,16 +103,29 @@ def _ready(source: ChunkSource, limit: int) -> tuple[list[StreamChunk], BaseExce
 
 
 async def _append(
-    js: JetStreamContext, subject: str, payloads: list[bytes], headers: dict[str, str] | None = None
-) -> list[int]:
-    """Publish ``payloads`` in order, pipelined; their JetStream sequences."""
-    futures = [await js.publish_async(subject, p, headers=headers) for p in payloads]
-    async with asyncio.timeout(ACK_TIMEOUT_S):
-        acks = await asyncio.gather(*futures)
-    return [ack.seq for ack in acks]
+    nc: Client, js: JetStreamContext, subject: str, payloads: list[bytes], *, ack_first: bool
+) -> tuple[int, int]:
+    """Publish ``payloads`` in order, pipelined; the JetStream sequences of the
+    first (0 unless ``ack_first``) and of the last.
+
+    Only the last one (and the first if asked) waits for JetStream's
+    acknowledgement: the server stores one connection's messages to a stream
+    in order, so the last one's acknowledgement answers for the batch.
+    """
+    first = 0
+    if ack_first:
+        first = (await js.publish(subject, payloads[0], timeout=ACK_TIMEOUT_S)).seq
+        payloads = payloads[1:]
+        if not payloads:
+            return first, first
+    for payload in payloads[:-1]:
+        await nc.publish(subject, payload)
+    last = (await js.publish(subject, payloads[-1], timeout=ACK_TIMEOUT_S)).seq
+    return first, last
 
 
 async def produce(
+    nc: Client,
     js: JetStreamContext,
     store: MetaStore,
     source: ChunkSource,
@@ -136,16 +150,18 @@ async def produce(
             room = await positions.room(next_seq, window)
             chunks, end = _ready(source, room)
             if chunks:
-                seqs = await _append(js, subject, [encode_chunk_msgpack(c) for c in chunks])
-                if not meta["js0"]:
-                    meta["js0"] = max(1, seqs[0] - chunks[0].seq)
+                payloads = [encode_chunk_msgpack(c) for c in chunks]
+                first, last = await _append(nc, js, subject, payloads, ack_first=not meta["js0"])
+                if first:
+                    meta["js0"] = max(1, first - chunks[0].seq)
                 next_seq = chunks[-1].seq + 1
-                meta.update(last_seq=next_seq - 1, js_last=seqs[-1])
+                meta.update(last_seq=next_seq - 1, js_last=last)
                 if chunks[-1].done:
                     meta["state"] = DONE
                 await store.put(sid, meta)
             if isinstance(end, StreamError):
-                await _append(js, subject, [end.message.encode()], {END_HEADER: end.code.value})
+                headers = {END_HEADER: end.code.value}
+                await js.publish(subject, end.message.encode(), ACK_TIMEOUT_S, headers=headers)
                 state = CANCELLED if end.code is ErrorCode.CANCELLED else FAILED
                 meta.update(state=state, code=end.code.value, message=end.message)
                 await store.put(sid, meta)

@@ -11,6 +11,7 @@ server :data:`INACTIVE_S` after a crashed process stopped asking.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import TYPE_CHECKING, Final
 
@@ -44,6 +45,10 @@ class Pull:
         self._name = ""
         #: messages the open request may still deliver
         self._asked = 0
+        #: messages delivered and not taken yet (at most one request's worth,
+        #: plus its status message)
+        self._arrived: list[Msg] = []
+        self._arrival = asyncio.Event()
 
     async def open(self, start: int) -> None:
         """Create the consumer at JetStream sequence ``start`` (filtered to the subject)."""
@@ -52,7 +57,7 @@ class Pull:
         inbox = self._nc.new_inbox()
         limit = max(MAX_REQUEST_BYTES, 2 * self._nc.max_payload)
         self._sub = await self._nc.subscribe(
-            inbox, pending_msgs_limit=4096, pending_bytes_limit=2 * limit
+            inbox, cb=self._on_msg, pending_msgs_limit=4096, pending_bytes_limit=2 * limit
         )
         config = ConsumerConfig(
             filter_subject=self._subject,
@@ -87,17 +92,27 @@ class Pull:
             subject = f"$JS.API.CONSUMER.MSG.NEXT.{self._stream}.{self._name}"
             await self._nc.publish(subject, json.dumps(request).encode(), reply=sub.subject)
             self._asked = limit
-        try:
-            msg = await sub.next_msg(timeout=block_s + SLACK_S)
-        except TimeoutError:
-            self._asked = 0  # the request was lost: ask again
-            return []
+        if not self._arrived:
+            self._arrival.clear()
+            arrival = asyncio.ensure_future(self._arrival.wait())
+            try:
+                await asyncio.wait({arrival}, timeout=block_s + SLACK_S)
+            finally:
+                arrival.cancel()
+            if not self._arrived:
+                self._asked = 0  # the request was lost (a reconnect): ask again
+                return []
         got: list[Msg] = []
-        while True:
+        arrived, self._arrived = self._arrived, []
+        for msg in arrived:
             self._take(msg, got)
-            if self._asked == 0 or sub.pending_msgs == 0:
-                return got
-            msg = await sub.next_msg(timeout=None)
+        return got
+
+    async def _on_msg(self, msg: Msg) -> None:
+        # nats-py calls this once per message without a loop iteration in
+        # between when several are pending: the fetcher takes them in one go.
+        self._arrived.append(msg)
+        self._arrival.set()
 
     def _take(self, msg: Msg, got: list[Msg]) -> None:
         from nats.js import JetStreamContext
