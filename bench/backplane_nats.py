@@ -1,14 +1,16 @@
 """The NATS JetStream half of ``bench/backplane.py`` (``--nats URL``).
 
 * ``nats``: the producer's :class:`~icefloe.backplane.nats.engine.NatsBackplane`
-  ``publish`` (pipelined ``publish_async`` batches of 256, acknowledged per
-  batch, a meta write per batch, the window check against the positions
+  ``publish`` (pipelined batches of 256, one acknowledgement per batch, a
+  meta write per batch, the window check against the positions
   the reader publishes) and the reader's ``follow`` (one pull consumer, a
   :class:`~icefloe.backplane.reader.RemoteReader`, position reports);
 * ``nats-raw``: the same work written directly with nats-py: the same
-  msgpack chunks published with ``publish_async`` in batches of 256 (each
-  batch's acks awaited) to a stream with the same limits, and an ordered
-  push consumer decoding them (no window, no meta, no reports).
+  msgpack chunks published in batches of 256, pipelined, the last of each
+  as a request whose acknowledgement is awaited (as the engine does), to a
+  stream in memory, and a pull consumer (nats-py ``pull_subscribe``,
+  ``fetch(256)``, no acknowledgements) decoding them (no window, no meta,
+  no reports).
 
 URLs carry the prefix: ``nats://host:4222?prefix=P``.
 """
@@ -107,13 +109,14 @@ async def produce_raw(url: str, sid: str, count: int, text: str) -> None:
     try:
         seq = 0
         while seq <= count:
-            futures = []
-            for n in range(seq, min(seq + BATCH, count + 1)):
-                chunk = StreamChunk(sid, n, text, done=n == count)
-                payload = encode_chunk_msgpack(chunk)
-                futures.append(await js.publish_async(f"{subject}.{sid}", payload))
-            await asyncio.gather(*futures)
-            seq += BATCH
+            end = min(seq + BATCH, count + 1)
+            for n in range(seq, end):
+                payload = encode_chunk_msgpack(StreamChunk(sid, n, text, done=n == count))
+                if n < end - 1:
+                    await nc.publish(f"{subject}.{sid}", payload)
+                else:  # the batch's last one waits for its acknowledgement
+                    await js.publish(f"{subject}.{sid}", payload)
+            seq = end
     finally:
         await nc.close()
 
@@ -125,16 +128,21 @@ async def read_raw(url: str, sid: str, ready: Any) -> list[tuple[int, int]]:
     nc = await nats.connect(server)
     arrivals: list[tuple[int, int]] = []
     try:
-        sub = await nc.jetstream().subscribe(
-            f"{subject}.{sid}", stream=stream, ordered_consumer=True
-        )
+        from nats.js.api import AckPolicy, ConsumerConfig
+
+        config = ConsumerConfig(ack_policy=AckPolicy.NONE, mem_storage=True)
+        sub = await nc.jetstream().pull_subscribe(f"{subject}.{sid}", stream=stream, config=config)
         ready.set()
-        async for msg in sub.messages:
-            chunk = decode_chunk_msgpack(msg.data)
-            arrivals.append((chunk.ts, time.time_ns()))
-            if chunk.done:
-                return arrivals
-        return arrivals
+        while True:
+            try:
+                msgs = await sub.fetch(BATCH, timeout=1.0)
+            except TimeoutError:
+                continue
+            for msg in msgs:
+                chunk = decode_chunk_msgpack(msg.data)
+                arrivals.append((chunk.ts, time.time_ns()))
+                if chunk.done:
+                    return arrivals
     finally:
         await nc.close()
 

@@ -287,6 +287,9 @@ class NatsBackplane:
                 raise StreamError(ErrorCode.UNAVAILABLE, too_many, sid)
             follower = self._followers[sid] = Follower(sid, from_seq, self.history)
             follower.report_due = self._report_due
+            # Report at once: until the producer hears of this reader, it may
+            # run past the chunks the subject keeps.
+            self._report_due.set()
         reader = RemoteReader(follower, from_seq, self._reader_closed)
         try:
             if from_seq < follower.base:
