@@ -19,6 +19,8 @@ import pytest
 from cluster import NATS_URL, cluster, round_robin
 from test_shared_streams import _read_sse, _read_sse_retrying, _start
 from test_shared_topics import PER_GATEWAY, _publish, _subscribe
+from test_unread_timeout import _start as _start_slow
+from test_unread_timeout import _state
 
 
 def _reachable(url: str) -> bool:
@@ -131,3 +133,14 @@ async def test_nats_an_event_published_on_one_gateway_reaches_every_gateway_once
             assert sorted(seen) == sorted((i, n) for i in range(3) for n in range(PER_GATEWAY))
             for origin in range(3):
                 assert [n for i, n in seen if i == origin] == list(range(PER_GATEWAY))
+
+
+async def test_nats_a_run_nobody_reads_is_cancelled_and_a_remotely_read_one_is_not() -> None:
+    async with asyncio.timeout(60), cluster(2, "--unread-timeout", "2", engine="nats") as gws:
+        unread = await _start_slow(gws[0].url)
+        read = await _start_slow(gws[0].url)
+        # About 4 s at 10 ms a chunk: twice the timeout.
+        seqs, end = await _read_sse(gws[1].url, read, stop_after=400)
+        assert (len(seqs), end) == (400, None)
+        assert await _state(gws[0].url, read) == "running"
+        assert await _state(gws[0].url, unread) == "cancelled"

@@ -1,5 +1,6 @@
 """Bounded across processes on NATS JetStream: a stalled remote reader holds
-no memory (issue 12, item 2; the NATS twin of test_bounded.py).
+no memory (issue 12, item 2; the NATS twin of test_bounded.py), and many
+readers over three gateways (the twin of test_many_readers.py).
 
 The producer may run at most the window (1,024 chunks) ahead of the slowest
 fresh position the readers publish; a reader that stops reading is cut by
@@ -14,8 +15,10 @@ import time
 
 import httpx
 import pytest
-from cluster import NATS_URL, cluster, rss_bytes
+from cluster import NATS_URL, cluster, round_robin, rss_bytes
 from test_bounded import CHUNKS, MB, PAYLOAD, SIZE, _read_all, _stalled_reader
+from test_many_readers import CHUNKS as MANY_CHUNKS
+from test_many_readers import READERS, _read
 from test_nats_backplane import _reachable
 
 pytestmark = [
@@ -89,3 +92,21 @@ async def test_nats_a_stalled_remote_reader_holds_the_producer_back_and_no_memor
         assert all(g < 64 for g in growth.values()), growth
         assert lead.leads
         assert max(lead.leads) <= 1024 + 256 + 64, max(lead.leads)
+
+
+async def test_nats_hundreds_of_readers_over_three_gateways_get_every_chunk_in_order() -> None:
+    async with asyncio.timeout(180), cluster(3, engine="nats") as gws, round_robin(gws) as proxy:
+        async with httpx.AsyncClient(base_url=gws[0].url) as client:
+            answer = await client.post(
+                "/v1/streams",
+                json={
+                    "headers": {"tenant": "t"},
+                    "payload": {"n": MANY_CHUNKS, "delay_ms": 3000, "every": 10, "pause_ms": 20},
+                },
+            )
+        sid = answer.json()["stream_id"]
+        limits = httpx.Limits(max_connections=READERS + 10, max_keepalive_connections=0)
+        async with httpx.AsyncClient(base_url=proxy, timeout=120, limits=limits) as client:
+            results = await asyncio.gather(*(_read(client, sid) for _ in range(READERS)))
+        for seqs in results:
+            assert seqs == list(range(MANY_CHUNKS + 1))

@@ -79,6 +79,11 @@ class NatsBackplane:
         on_cancel: Callable[[str], object],
         max_followed: int = MAX_FOLLOWED,
     ) -> None:
+        # nats-py is imported here, before the loop serves: imported in open(),
+        # its import time is loop lag, which the flow's load watch would see
+        # as an overload at start.
+        import nats.js.api  # noqa: F401
+
         self._options = parse_nats_url(url)
         self.layout = Layout(self._options.prefix)
         self.history = max(history, 1)
