@@ -14,6 +14,7 @@ import pytest
 from cluster import NATS_URL, cluster
 from test_engine_outage import _Cuttable, _ready_becomes
 from test_nats_backplane import _reachable
+from test_shared_streams import _read_sse, _start
 
 pytestmark = pytest.mark.skipif(not _reachable(NATS_URL), reason=f"no NATS server at {NATS_URL}")
 
@@ -46,3 +47,29 @@ async def test_nats_readyz_is_false_while_the_engine_is_unreachable() -> None:
             assert status.status_code == 200
     finally:
         await proxy.down()
+
+
+async def test_nats_a_lost_chunk_stream_and_bucket_are_made_again() -> None:
+    """As after a restart of a server whose streams were in memory."""
+    import nats
+    from nats.js.errors import NotFoundError
+
+    async with asyncio.timeout(60), cluster(2, engine="nats") as gws:
+        prefix = gws[0].prefix
+        client = await nats.connect(NATS_URL)
+        try:
+            js = client.jetstream()
+            for name in (f"{prefix}_chunks", f"KV_{prefix}_meta"):
+                await js.delete_stream(name)
+            while True:
+                try:
+                    await js.stream_info(f"{prefix}_chunks")
+                    await js.stream_info(f"KV_{prefix}_meta")
+                    break
+                except NotFoundError:
+                    await asyncio.sleep(0.1)  # polling another process's health check
+        finally:
+            await client.close()
+        sid = await _start(gws[0].url, {"n": 50})
+        seqs, end = await _read_sse(gws[1].url, sid)
+        assert (seqs, end) == (list(range(51)), "done")

@@ -15,7 +15,8 @@ one connection (nats-py reconnects by itself) and the process's tasks:
   local reader's position of each followed stream;
 * one keepalive task rewriting the meta of the streams this process
   produces every third of :data:`~icefloe.backplane.publisher.RUNNING_TTL_S`;
-* one health task asking JetStream for the account's info each second.
+* one health task asking JetStream for the chunk stream each second (and
+  making it and the meta bucket again if a restarted server lost them).
 
 Cancel requests arrive on one subscription. Limits: :data:`MAX_FOLLOWED`
 streams followed at once, each follower's buffer as in
@@ -39,9 +40,10 @@ from icefloe.backplane.nats.layout import Layout, parse_nats_url
 from icefloe.backplane.nats.metastore import MetaStore, now_ms
 from icefloe.backplane.nats.producer import Positions, produce
 from icefloe.backplane.nats.pull import Pull
+from icefloe.backplane.nats.setup import ensure_chunks, ensure_meta
 from icefloe.backplane.nats.topics import NatsHubLink
 from icefloe.backplane.protocol import Deliver
-from icefloe.backplane.publisher import RUNNING_TTL_S, TTL_S, ChunkSource
+from icefloe.backplane.publisher import RUNNING_TTL_S, ChunkSource
 from icefloe.backplane.reader import RemoteReader
 from icefloe.core.wire_errors import ErrorCode
 from icefloe.exceptions import StreamError
@@ -50,6 +52,7 @@ if TYPE_CHECKING:
     from nats.aio.client import Client
     from nats.aio.msg import Msg
     from nats.js import JetStreamContext
+    from nats.js.kv import KeyValue
 
 __all__ = ["MAX_FOLLOWED", "MAX_LISTED", "REPORT_S", "NatsBackplane"]
 
@@ -149,39 +152,10 @@ class NatsBackplane:
         ]
 
     async def _ensure_chunks(self) -> None:
-        from nats.js.api import DiscardPolicy, StorageType, StreamConfig
-        from nats.js.errors import BadRequestError
+        await ensure_chunks(self.js, self.layout, self._options, self.history)
 
-        config = StreamConfig(
-            name=self.layout.chunk_stream,
-            subjects=[self.layout.chunk_subjects],
-            storage=StorageType(self._options.storage),
-            max_msgs_per_subject=self.history,
-            max_age=TTL_S,
-            max_bytes=self._options.max_bytes,
-            discard=DiscardPolicy.OLD,
-            num_replicas=1,
-        )
-        try:
-            await self.js.add_stream(config)
-        except BadRequestError:  # made by a gateway with other limits: use it as is
-            info = await self.js.stream_info(self.layout.chunk_stream)
-            log.warning("backplane chunk stream exists with other limits: %s", info.config)
-
-    async def _ensure_meta(self) -> Any:
-        from nats.js.api import KeyValueConfig, StorageType
-        from nats.js.errors import BucketNotFoundError
-
-        try:
-            return await self.js.key_value(self.layout.meta_bucket)
-        except BucketNotFoundError:
-            config = KeyValueConfig(
-                bucket=self.layout.meta_bucket,
-                history=1,
-                ttl=TTL_S,
-                storage=StorageType(self._options.storage),
-            )
-            return await self.js.create_key_value(config)
+    async def _ensure_meta(self) -> KeyValue:
+        return await ensure_meta(self.js, self.layout, self._options)
 
     async def aclose(self) -> None:
         """Stop every task and close the connection."""
@@ -376,14 +350,23 @@ class NatsBackplane:
                     break
 
     async def _health_loop(self) -> None:
-        """Ask JetStream every HEALTH_S: ``healthy`` says whether it answers."""
+        """Ask JetStream for the chunk stream every HEALTH_S: ``healthy`` says
+        whether it answers. A server restarted without the stream (memory
+        storage) gets the stream and the bucket again."""
+        from nats.js.errors import NotFoundError
+
         while not self._closing:
             await asyncio.sleep(HEALTH_S)
             try:
                 if not self.nc.is_connected:
                     raise ConnectionError("not connected")
-                async with asyncio.timeout(HEALTH_S):
-                    await self.js.account_info()
+                async with asyncio.timeout(HEALTH_S * 2):
+                    try:
+                        await self.js.stream_info(self.layout.chunk_stream)
+                    except NotFoundError:
+                        log.warning("backplane chunk stream missing: made again")
+                        await self._ensure_chunks()
+                        await self._ensure_meta()
             except asyncio.CancelledError:
                 raise
             except Exception:
