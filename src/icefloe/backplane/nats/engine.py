@@ -68,6 +68,10 @@ MAX_LISTED: Final = 1000
 HEALTH_S: Final = 1.0
 #: seconds aclose waits for the tasks it cancelled
 CLOSE_S: Final = 2.0
+#: cancel requests waiting to be handled (past it nats-py drops them)
+CONTROL_PENDING: Final = 1000
+#: position reports of one produced stream waiting to be taken
+POSITIONS_PENDING: Final = 1000
 
 
 class NatsBackplane:
@@ -143,7 +147,9 @@ class NatsBackplane:
         self._js = self._nc.jetstream()
         await self._ensure_chunks()
         self._store = MetaStore(await self._ensure_meta())
-        await self._nc.subscribe(self.layout.control, cb=self._on_control)
+        await self._nc.subscribe(
+            self.layout.control, cb=self._on_control, pending_msgs_limit=CONTROL_PENDING
+        )
         self.healthy = True
         self._tasks = [
             asyncio.ensure_future(self._report_loop()),
@@ -193,7 +199,9 @@ class NatsBackplane:
 
         try:
             sub = await self.nc.subscribe(
-                self.layout.positions(stream_id), cb=on_report, pending_msgs_limit=1000
+                self.layout.positions(stream_id),
+                cb=on_report,
+                pending_msgs_limit=POSITIONS_PENDING,
             )
         except BaseException:
             source.close()
