@@ -51,6 +51,11 @@ def engine_for(
         from icefloe.backplane.nats.engine import NatsBackplane
 
         return NatsBackplane(url, history=history, window=window, on_cancel=on_cancel)
+    # redis-py is imported here, before the loop serves: imported by open(),
+    # its import time is loop lag, which the flow's load watch reads as an
+    # overload at start (new runs refused for a second or two).
+    import redis.asyncio  # noqa: F401
+
     from icefloe.backplane.engine import RedisBackplane
 
     return RedisBackplane(url, history=history, window=window, on_cancel=on_cancel)
