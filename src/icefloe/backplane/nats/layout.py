@@ -7,7 +7,7 @@ parameter says otherwise; letters, digits, ``_`` and ``-`` only)::
                 stream, one subject ``P.c.<token>`` per stream; a message is
                 one msgpack chunk, or the abnormal end (header
                 ``Icefloe-End: <code>``, the message as payload). Limits:
-                ``history`` messages per subject, ``TTL_S`` max age,
+                ``history + 1`` messages per subject, ``TTL_S`` max age,
                 ``max_bytes`` (URL, default 256 MiB) in all, oldest dropped.
     P_meta      KV bucket: ``<token>`` -> the stream's meta (JSON), one
                 revision kept, ``TTL_S`` max age; a running stream's meta

@@ -21,8 +21,9 @@ log = logging.getLogger("icefloe.backplane")
 async def ensure_chunks(
     js: JetStreamContext, layout: Layout, options: Options, history: int
 ) -> None:
-    """Make ``P_chunks``: ``history`` messages per subject, ``TTL_S`` max age,
-    ``max_bytes`` in all, oldest dropped (an existing one is used as it is)."""
+    """Make ``P_chunks``: ``history + 1`` messages per subject (the window's
+    chunks and the abnormal end after them), ``TTL_S`` max age, ``max_bytes``
+    in all, oldest dropped (an existing one is used as it is)."""
     from nats.js.api import DiscardPolicy, StorageType, StreamConfig
     from nats.js.errors import BadRequestError
 
@@ -30,7 +31,7 @@ async def ensure_chunks(
         name=layout.chunk_stream,
         subjects=[layout.chunk_subjects],
         storage=StorageType(options.storage),
-        max_msgs_per_subject=history,
+        max_msgs_per_subject=history + 1,
         max_age=TTL_S,
         max_bytes=options.max_bytes,
         discard=DiscardPolicy.OLD,
