@@ -145,11 +145,15 @@ class NatsBackplane:
             error_cb=_quiet,
         )
         self._js = self._nc.jetstream()
-        await self._ensure_chunks()
-        self._store = MetaStore(await self._ensure_meta())
-        await self._nc.subscribe(
-            self.layout.control, cb=self._on_control, pending_msgs_limit=CONTROL_PENDING
-        )
+        try:  # a server without JetStream fails here
+            await self._ensure_chunks()
+            self._store = MetaStore(await self._ensure_meta())
+            await self._nc.subscribe(
+                self.layout.control, cb=self._on_control, pending_msgs_limit=CONTROL_PENDING
+            )
+        except BaseException:
+            await self.aclose()
+            raise
         self.healthy = True
         self._tasks = [
             asyncio.ensure_future(self._report_loop()),
@@ -184,8 +188,8 @@ class NatsBackplane:
 
     def publish(self, stream_id: str, tenant: str, source: ChunkSource) -> None:
         """Append ``source`` (a stream this process produces) to the engine."""
-        self._metas[stream_id] = {"stream_id": stream_id, "tenant": tenant}
-        self._metas[stream_id]["owner"] = self.process_id
+        meta = {"stream_id": stream_id, "tenant": tenant, "owner": self.process_id}
+        self._metas[stream_id] = meta
         self._positions[stream_id] = Positions()
         task = asyncio.ensure_future(self._produce(stream_id, source))
         self._publishing[stream_id] = task
