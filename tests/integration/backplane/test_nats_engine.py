@@ -84,6 +84,8 @@ async def test_nats_a_resume_from_any_seq_gets_the_rest_exactly_once() -> None:
             producer.publish(sid, "t", _Chunks(sid))
         while any(producer.publishing(sid) for sid in sids):
             await asyncio.sleep(0.01)  # the publish tasks run in this loop
+        marks = await follower.store.marks(sids[0])
+        assert marks.js_last - marks.js0 > CHUNKS  # other streams' chunks in between
         for sid in sids:
             meta = await follower.meta(sid)
             assert meta is not None
