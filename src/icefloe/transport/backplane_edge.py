@@ -1,7 +1,8 @@
 """The edge's side of the backplane: streams of other gateways, read here.
 
-:class:`EdgeBackplane` ties one app's flow to a
-:class:`~icefloe.backplane.engine.RedisBackplane`:
+:class:`EdgeBackplane` ties one app's flow to a backplane
+:class:`~icefloe.backplane.protocol.Engine` (Redis or NATS JetStream, by the
+URL's scheme, :func:`~icefloe.backplane.engines.engine_for`):
 
 * every run this gateway starts is published (a blocking in-process reader
   attached at seq 0 feeds the engine, so the producer can run at most the
@@ -26,10 +27,10 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from icefloe.backplane.engine import RedisBackplane
+from icefloe.backplane.engines import engine_for
 from icefloe.backplane.meta import RUNNING, StreamMeta
+from icefloe.backplane.protocol import TopicLink
 from icefloe.backplane.reader import RemoteReader
-from icefloe.backplane.topics import HubLink
 from icefloe.core.wire_errors import ErrorCode
 from icefloe.exceptions import StreamError
 from icefloe.hub import Hub, HubEvent
@@ -54,13 +55,13 @@ class EdgeBackplane:
     def __init__(self, flow: Flow, hub: Hub, url: str, *, history: int, window: int) -> None:
         self._flow = flow
         self._hub = hub
-        self.engine = RedisBackplane(url, history=history, window=window, on_cancel=flow.cancel)
-        self._link: HubLink | None = None
+        self.engine = engine_for(url, history=history, window=window, on_cancel=flow.cancel)
+        self._link: TopicLink | None = None
 
     async def open(self) -> None:
         engine = self.engine
         await engine.open()
-        self._link = HubLink(engine.client, engine.keys.hub, engine.process_id, self._deliver)
+        self._link = engine.topic_link(self._deliver)
         await self._link.open()
 
     async def aclose(self) -> None:
