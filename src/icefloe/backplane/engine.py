@@ -28,12 +28,12 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Final
 
 from icefloe.backplane.follower import Follower
 from icefloe.backplane.keys import Keys, entry_id, parse_url
-from icefloe.backplane.meta import ABNORMAL, RUNNING, StreamMeta
+from icefloe.backplane.meta import ABNORMAL, LIVE, StreamMeta
 from icefloe.backplane.publisher import RUNNING_TTL_S, STALE_MS, ChunkSource, publish, slowest
 from icefloe.backplane.reader import RemoteReader
 from icefloe.core.codec import decode_chunk_msgpack
@@ -105,7 +105,7 @@ class RedisBackplane:
         #: this process, in reports and meta
         self.process_id = uuid.uuid4().hex[:12]
         self._client: Redis | None = None
-        self._publishing: dict[str, asyncio.Task[None]] = {}
+        self._publishing: dict[str, asyncio.Task[Any]] = {}
         self._followers: dict[str, Follower] = {}
         self._fetchers: dict[str, asyncio.Task[None]] = {}
         self._report_due = asyncio.Event()
@@ -155,7 +155,8 @@ class RedisBackplane:
 
     def publish(self, stream_id: str, tenant: str, source: ChunkSource) -> None:
         """Append ``source`` (a stream this process produces) to the engine."""
-        task = asyncio.ensure_future(
+        self.produce(
+            stream_id,
             publish(
                 self.client,
                 self.keys,
@@ -165,12 +166,19 @@ class RedisBackplane:
                 owner=self.process_id,
                 history=self.history,
                 window=self.window,
-            )
+            ),
         )
+
+    def produce(self, stream_id: str, appender: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run ``appender`` as the publisher of ``stream_id``: cancel requests,
+        keepalive and close treat it as :meth:`publish`'s (a worker's fenced
+        publisher, issue 12)."""
+        task = asyncio.ensure_future(appender)
         self._publishing[stream_id] = task
         task.add_done_callback(lambda t: self._published(stream_id, t))
+        return task
 
-    def _published(self, stream_id: str, task: asyncio.Task[None]) -> None:
+    def _published(self, stream_id: str, task: asyncio.Task[Any]) -> None:
         self._publishing.pop(stream_id, None)
         self._read_elsewhere.pop(stream_id, None)
         if not task.cancelled() and task.exception() is not None:
@@ -325,7 +333,7 @@ class RedisBackplane:
         sid = follower.stream_id
         if meta is None:
             follower.end(StreamError(ErrorCode.UNAVAILABLE, "the producing gateway is gone", sid))
-        elif meta.state != RUNNING and follower.head > meta.last_seq and meta.code is None:
+        elif meta.state not in LIVE and follower.head > meta.last_seq and meta.code is None:
             follower.end(StreamError(ErrorCode.UNAVAILABLE, "the stream ended unseen", sid))
 
     async def _report_loop(self) -> None:

@@ -290,6 +290,15 @@ class StoreWriter:
         if not run.created:
             self._mark(run)
 
+    def forget(self, stream_id: str) -> None:
+        """Write nothing more of ``stream_id`` (another process took it over, issue 12)."""
+        run = self.runs.pop(stream_id, None)
+        self._dirty.pop(stream_id, None)
+        if run is not None and run.pending:
+            self._pending -= len(run.pending)
+            run.pending.clear()
+            self._wake_producers()
+
     def lookup(self, trace_id: str) -> DurableRun | None:
         """The run of ``trace_id`` (its stream id is its trace id), if tracked."""
         return self.runs.get(trace_id)
