@@ -218,14 +218,15 @@ class RedisBackplane:
     async def follow(self, meta: StreamMeta, from_seq: int) -> RemoteReader:
         """A reader of the remote stream ``meta`` from ``from_seq``.
 
-        A stream that ended abnormally answers its terminal wherever the
-        reader starts.
+        A reader past the last chunk of a stream that ended abnormally gets
+        its terminal at once; one before it reads the chunks first (an
+        ``interrupted`` run's prefix, issue 12).
 
         :raises StreamError: ``history_gone`` (``from_seq`` was trimmed) or
             ``unavailable`` (this process follows too many streams).
         """
         sid = meta.stream_id
-        if meta.state in ABNORMAL:
+        if meta.state in ABNORMAL and from_seq > meta.last_seq:
             ended = Follower(sid, from_seq, 1)
             try:
                 code = ErrorCode(meta.code or ErrorCode.FAILED)

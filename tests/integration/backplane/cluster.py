@@ -71,15 +71,16 @@ async def _ready(proc: asyncio.subprocess.Process, url: str) -> None:
 
 @asynccontextmanager
 async def cluster(
-    count: int, *flags: str, redis_url: str = REDIS_URL
+    count: int, *flags: str, redis_url: str = REDIS_URL, prefix: str | None = None
 ) -> AsyncIterator[list[Gateway]]:
-    """``count`` gateways sharing a fresh key prefix; its keys are deleted after.
+    """``count`` gateways sharing a fresh key prefix (or ``prefix``); its keys
+    are deleted after.
 
     ``redis_url`` is where the gateways reach Redis (a proxy in front of it,
     for outage tests); the keys are deleted through :data:`REDIS_URL`."""
     import redis.asyncio
 
-    prefix = f"icefloe:test:{uuid.uuid4().hex[:10]}:"
+    prefix = prefix or f"icefloe:test:{uuid.uuid4().hex[:10]}:"
     procs: list[asyncio.subprocess.Process] = []
     try:
         started = [await _start(prefix, flags, redis_url) for _ in range(count)]
