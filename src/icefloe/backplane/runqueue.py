@@ -92,7 +92,7 @@ return {state, last}
 _CANCEL_QUEUED = """
 -- KEYS: meta, log. ARGV: ttl, message. Ends a start no worker took yet.
 if redis.call('HGET', KEYS[1], 'state') ~= 'queued' then return 0 end
-redis.call('XADD', KEYS[2], '0-1', 't', 'cancelled\n' .. ARGV[2])
+redis.call('XADD', KEYS[2], '0-1', 't', 'cancelled\\n' .. ARGV[2])
 redis.call('HSET', KEYS[1], 'state', 'cancelled', 'code', 'cancelled', 'message', ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 redis.call('EXPIRE', KEYS[2], ARGV[1])
@@ -169,9 +169,11 @@ def _claimed(entries: Any) -> list[Claimed]:
 class RunQueue:
     """The run queue under one key prefix, on one Redis client."""
 
-    def __init__(self, client: Redis, keys: Keys) -> None:
+    def __init__(self, client: Redis, keys: Keys, *, max_queued: int = MAX_QUEUED) -> None:
         self._client = client
         self.keys = keys
+        #: starts the queue holds at most (queued and running)
+        self.max_queued = max_queued
         self._enqueue = client.register_script(_ENQUEUE)
         self._own = client.register_script(_OWN)
         self._cancel_queued = client.register_script(_CANCEL_QUEUED)
@@ -195,12 +197,13 @@ class RunQueue:
     async def enqueue(self, stream_id: str, tenant: str, message: bytes) -> None:
         """Queue a start for the workers; its meta says ``queued`` at once.
 
-        :raises StreamError: ``overloaded``: :data:`MAX_QUEUED` starts are held.
+        :raises StreamError: ``overloaded``: ``max_queued`` starts are held.
         """
         keys = self.keys
+        now_ms = int(time.time() * 1000)
         added = await self._enqueue(
             keys=[keys.runs, keys.meta(stream_id), keys.streams],
-            args=[MAX_QUEUED, stream_id, message, tenant, int(time.time() * 1000), QUEUED_TTL_S],
+            args=[self.max_queued, stream_id, message, tenant, now_ms, QUEUED_TTL_S],
         )
         if not added:
             raise StreamError(ErrorCode.OVERLOADED, "the run queue is full; retry later", stream_id)
@@ -209,9 +212,10 @@ class RunQueue:
         """End a start no worker took yet with ``cancelled`` (False: it was taken,
         or ended); the worker that takes its entry drops it."""
         keys = self.keys
+        why = "cancelled before a worker took it"
         return bool(
             await self._cancel_queued(
-                keys=[keys.meta(stream_id), keys.log(stream_id)], args=[TTL_S, "cancelled"]
+                keys=[keys.meta(stream_id), keys.log(stream_id)], args=[TTL_S, why]
             )
         )
 
@@ -284,7 +288,7 @@ class RunQueue:
     async def stats(self) -> dict[str, Any]:
         """The queue's numbers, for ``GET /v1/cluster`` and autoscalers.
 
-        ``{"queued": n, "running": n, "orphaned": n, "limit": MAX_QUEUED,
+        ``{"queued": n, "running": n, "orphaned": n, "limit": max_queued,
         "workers": [{"id", "concurrency", "running", "heartbeat_ms"}, …]}``:
         ``queued`` starts no worker took yet, ``running`` starts a worker
         holds, ``orphaned`` those of them past their lease (a dead worker's,
@@ -326,6 +330,6 @@ class RunQueue:
             "queued": max(0, int(length) - held),
             "running": held,
             "orphaned": len(expired),
-            "limit": MAX_QUEUED,
+            "limit": self.max_queued,
             "workers": workers,
         }

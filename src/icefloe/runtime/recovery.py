@@ -40,8 +40,8 @@ INTERRUPTED_MESSAGE = "the server restarted while the run was producing; its sto
 #: what :func:`settle` did with a run
 DONE = "done"
 RESUMED = "resumed"
-INTERRUPTED = "interrupted"
-CORRUPT = "corrupt"
+INTERRUPTED = ErrorCode.INTERRUPTED.value
+CORRUPT = ErrorCode.CORRUPT.value
 
 
 async def recover(writer: StoreWriter, resume: Callable[[RunState], None]) -> None:

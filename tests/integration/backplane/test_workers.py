@@ -102,6 +102,11 @@ async def test_a_queued_start_runs_on_a_worker_and_reads_on_every_gateway() -> N
         assert (await _status(gws[1].url, sid))["state"] == "queued"
         stats = await _stats(prefix)
         assert (stats["queued"], stats["running"]) == (1, 0)
+        # A queued start cancelled on any gateway ends there and then; no worker runs it.
+        dropped = await _start(gws[0].url, {"n": 5})
+        async with httpx.AsyncClient(base_url=gws[1].url) as client:
+            assert (await client.delete(f"/v1/streams/{dropped}")).status_code == 200
+        assert await _read(gws[0].url, dropped) == ([], "cancelled")
         readers = [asyncio.ensure_future(_read(g.url, sid)) for g in gws]
         w = await start_worker(prefix, "wflow:exactly_once", "--exit-when-idle", "1")
         try:
