@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import signal
+import time
 import uuid
 from typing import Any
 
@@ -140,6 +141,9 @@ async def test_kill_9_of_the_worker_running_an_exactly_once_run_resumes_it_elsew
         await _until(seen, 30)
         victim = await _holder(prefix, ws)
         os.kill(victim.proc.pid, signal.SIGKILL)
+        killed_at, at_kill = time.monotonic(), len(seen)
+        await _until(seen, at_kill + 10)  # past what the store held: the resumed node's
+        print(f"kill -9 to 10 more chunks read: {time.monotonic() - killed_at:.2f} s")
         for chunks, end in await asyncio.gather(*readers):
             assert end == "done"
             assert chunks == _expected(n)  # every seq once, in order, the right text
