@@ -151,6 +151,8 @@ class Claimed(NamedTuple):
     stream_id: str
     #: the start message, as :func:`icefloe.store.records.encode_message` wrote it
     message: bytes
+    #: how many times a worker took it (more than 1: taken over)
+    deliveries: int = 1
 
 
 def _text(value: Any) -> str:
@@ -237,7 +239,14 @@ class RunQueue:
         gone = answer[2] if len(answer) > 2 else []
         if gone:  # deleted entries still pending: nothing to resume
             await self._client.xack(self.keys.runs, GROUP, *gone)
-        return _claimed(entries)
+        taken = _claimed(entries)
+        if not taken:
+            return taken
+        pipe = self._client.pipeline(transaction=False)
+        for c in taken:
+            pipe.xpending_range(self.keys.runs, GROUP, c.entry_id, c.entry_id, 1)
+        counts = [int(p[0]["times_delivered"]) if p else 1 for p in await pipe.execute()]
+        return [c._replace(deliveries=n) for c, n in zip(taken, counts, strict=True)]
 
     async def own(self, stream_id: str, token: str) -> tuple[str, int] | None:
         """Make ``token`` the owner of a queued or running stream.

@@ -44,7 +44,7 @@ from icefloe.runtime.flow import Flow
 from icefloe.runtime.recovery import RESUMED
 from icefloe.store.protocol import StoreUnavailable
 
-__all__ = ["BLOCK_MS", "FILL_BATCH", "Worker"]
+__all__ = ["BLOCK_MS", "FILL_BATCH", "MAX_DELIVERIES", "Worker"]
 
 log = logging.getLogger("icefloe.worker")
 
@@ -52,6 +52,9 @@ log = logging.getLogger("icefloe.worker")
 BLOCK_MS: Final = 500
 #: stored chunks one read of a taken-over run's missing part fetches
 FILL_BATCH: Final = 256
+#: times a start may be taken (its first run and take-overs) before it is
+#: failed: a start that kills every worker that runs it must not go round forever
+MAX_DELIVERIES: Final = 10
 #: what a reader of a run that cannot be resumed is told
 INTERRUPTED: Final = "its worker stopped while the run was producing; its chunks so far remain"
 
@@ -187,6 +190,10 @@ class Worker:
             await self._ack(held)  # expired, cancelled while queued, or ended
             return
         state, last_seq = found
+        if claimed.deliveries > MAX_DELIVERIES:
+            why = f"its workers stopped {claimed.deliveries - 1} times while running it"
+            await self._end(held, ErrorCode.FAILED, why)
+            return
         if state == QUEUED:
             await self._run_fresh(held)
         else:

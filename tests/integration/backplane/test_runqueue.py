@@ -107,7 +107,7 @@ async def test_a_renewal_reports_the_entries_another_worker_took(queue: RunQueue
         assert await queue.hand_back("a", ids[1])
         assert (await queue.stats())["orphaned"] == 1
         again = await queue.reclaim("c", 4)
-        assert [c.stream_id for c in again] == ["u"]
+        assert [(c.stream_id, c.deliveries) for c in again] == [("u", 2)]
         await queue.leave("a")
         assert (await queue.stats())["workers"] == []
     finally:
