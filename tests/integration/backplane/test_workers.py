@@ -123,6 +123,8 @@ async def test_a_queued_start_runs_on_a_worker_and_reads_on_every_gateway() -> N
             if w.proc.returncode is None:
                 w.proc.kill()
                 await w.proc.wait()
+            if w.reading is not None:
+                await w.reading
 
 
 async def test_kill_9_of_the_worker_running_an_exactly_once_run_resumes_it_elsewhere() -> None:
@@ -185,8 +187,10 @@ async def test_a_draining_worker_hands_its_run_over_and_exits_0() -> None:
         await _until(seen, 20)
         holder = await _holder(prefix, ws)
         holder.proc.send_signal(signal.SIGTERM)
-        async with asyncio.timeout(10):
+        signalled = time.monotonic()
+        async with asyncio.timeout(20):
             assert await holder.proc.wait() == 0
+        print(f"SIGTERM to exit (drain timeout 0.3 s): {time.monotonic() - signalled:.2f} s")
         chunks, end = await reader
         assert (chunks, end) == (_expected(n), "done")
         other = next(w for w in ws if w is not holder)

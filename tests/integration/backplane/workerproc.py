@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cluster import HERE, REDIS_URL, SRC
 
@@ -24,6 +24,14 @@ class WorkerProc:
     proc: asyncio.subprocess.Process
     #: the worker's consumer name (its first line on stderr says it)
     id: str
+    #: what it wrote on stderr since (read all along, so the pipe never fills)
+    log: list[str] = field(default_factory=list)
+    reading: asyncio.Task[None] | None = None
+
+    async def read_log(self) -> None:
+        assert self.proc.stderr is not None
+        while line := await self.proc.stderr.readline():
+            self.log.append(line.decode(errors="replace"))
 
 
 async def start_worker(prefix: str, target: str, *flags: str) -> WorkerProc:
@@ -38,8 +46,9 @@ async def start_worker(prefix: str, target: str, *flags: str) -> WorkerProc:
     async with asyncio.timeout(30):
         line = (await proc.stderr.readline()).decode()
     assert " worker w-" in line, line
-    # Nobody reads stderr from here on: the workers log little (warnings only).
-    return WorkerProc(proc, line.split(" worker ", 1)[1].split()[0])
+    worker = WorkerProc(proc, line.split(" worker ", 1)[1].split()[0])
+    worker.reading = asyncio.ensure_future(worker.read_log())
+    return worker
 
 
 @asynccontextmanager
@@ -62,3 +71,7 @@ async def workers(
             if w.proc.returncode is None:
                 w.proc.kill()
             await w.proc.wait()
+            if w.reading is not None:
+                await w.reading
+            if w.log:
+                print(f"worker {w.id} stderr:", *w.log[-20:], sep="\n  ")
