@@ -323,7 +323,8 @@ class Worker:
         try:
             await self.queue.done(self.id, held.claimed.entry_id)
         except Exception as exc:
-            log.warning("worker %s: acknowledging %s failed: %r", self.id, held.claimed, exc)
+            sid = held.claimed.stream_id
+            log.warning("worker %s: acknowledging %s failed: %r", self.id, sid, exc)
         self._drop(held)
 
     def _drop(self, held: _Held) -> None:
@@ -346,8 +347,9 @@ class Worker:
             for entry_id in lost:
                 held = self._held.get(entry_id)
                 if held is not None:
-                    log.warning("worker %s: lost %s to another worker", self.id, held.claimed)
-                    self._flow.abandon(held.claimed.stream_id)
+                    sid = held.claimed.stream_id
+                    log.warning("worker %s: lost %s to another worker", self.id, sid)
+                    self._flow.abandon(sid)
                     self._drop(held)
             await asyncio.sleep(HEARTBEAT_S)
 

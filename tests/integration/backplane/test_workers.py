@@ -195,3 +195,23 @@ async def test_a_draining_worker_hands_its_run_over_and_exits_0() -> None:
         assert (chunks, end) == (_expected(n), "done")
         other = next(w for w in ws if w is not holder)
         assert other.proc.returncode is None
+
+
+async def test_a_worker_that_stalls_past_its_lease_is_fenced_when_it_comes_back() -> None:
+    prefix = _prefix()
+    n = 150
+    async with (
+        asyncio.timeout(60),
+        cluster(2, "--no-runs", prefix=prefix) as gws,
+        workers(prefix, 2, "wflow:exactly_once") as ws,
+    ):
+        sid = await _start(gws[0].url, {"n": n, "pace_ms": 20})
+        seen: list[tuple[int, str]] = []
+        reader = asyncio.ensure_future(_read(gws[1].url, sid, seen))
+        await _until(seen, 20)
+        stalled = await _holder(prefix, ws)
+        stalled.proc.send_signal(signal.SIGSTOP)  # frozen past its lease
+        await _until(seen, len(seen) + 30)  # the other worker took the run over
+        stalled.proc.send_signal(signal.SIGCONT)
+        assert await reader == (_expected(n), "done")
+        assert stalled.proc.returncode is None  # it came back, and appended nothing
