@@ -114,7 +114,10 @@ class Worker:
         self._changed.set()
 
     async def run(self) -> None:
-        """Open, take entries until :meth:`drain` (or idle), drain, close."""
+        """Open, take entries until :meth:`drain` (or idle), drain, close.
+
+        A drain that hands runs over stops the flow (its store flushed) even
+        if the caller started it."""
         flow = self._flow
         flow.recover_at_start = False  # runs are settled one by one, when taken over
         owned = not flow.running
@@ -174,7 +177,8 @@ class Worker:
         return self.exit_when_idle_s - (time.monotonic() - self._busy_at)
 
     async def _take(self, claimed: Claimed) -> None:
-        held = _Held(claimed, f"{self.id}:{claimed.entry_id}")
+        # One token per delivery: this worker's earlier hold of the entry is fenced too.
+        held = _Held(claimed, f"{self.id}:{claimed.entry_id}:{claimed.deliveries}")
         self._held[claimed.entry_id] = held
         self._busy_at = time.monotonic()
         try:
