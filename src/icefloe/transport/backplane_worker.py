@@ -66,6 +66,8 @@ class _Held:
     claimed: Claimed
     token: str
     task: asyncio.Task[Any] | None = None
+    #: being handed over by a drain: held (its lease renewed) until given away
+    handing: bool = False
 
 
 class Worker:
@@ -303,8 +305,8 @@ class Worker:
         held.task.add_done_callback(lambda task: self._published(held, task))
 
     def _published(self, held: _Held, task: asyncio.Task[Any]) -> None:
-        if self._held.get(held.claimed.entry_id) is not held:
-            return  # handed back or lost meanwhile
+        if held.handing or self._held.get(held.claimed.entry_id) is not held:
+            return  # being handed over (the drain gives it away), or lost
         if task.cancelled() or task.exception() is not None or not task.result():
             # The engine failed, or another worker owns the stream now: stop
             # here, and let the lease say who goes on.
@@ -374,8 +376,10 @@ class Worker:
             return
         queue = self.queue
         # Fence first: nothing more of them reaches the engine (their ends
-        # included), while the entries are still ours and nobody takes them.
+        # included), while the entries are still ours (their leases renewed
+        # until given away) and nobody takes them before the store is flushed.
         for held in rest:
+            held.handing = True
             await queue.release(held.claimed.stream_id, held.token)
         # The store gets what is pending; the records stay unfinished.
         await self._flow.stop()
