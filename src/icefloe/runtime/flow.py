@@ -209,17 +209,19 @@ class Flow:
         """Settle one unfinished run of the store now, as crash recovery does
         at start; what was done (``runtime.recovery.RESUMED``, ``DONE``,
         ``INTERRUPTED``, ``CORRUPT``), or None: the store holds no unfinished
-        run of that id (or the flow has no store).
+        run of that id, the flow runs it already, or it has no store.
 
         :raises StoreUnavailable: the store did not answer.
         """
         self._check_running()
-        if self._writer is None:
+        if self._writer is None or self._registry.get(stream_id) is not None:
             return None
         await self._writer.ready()
         stored = await self._writer.store.get_run(stream_id)
         if stored is None or stored.terminal is not None:
             return None
+        if self._registry.get(stream_id) is not None:
+            return None  # admitted here while the store answered
         return await settle(self._writer, stored, self._resume)
 
     def abandon(self, stream_id: str) -> None:
