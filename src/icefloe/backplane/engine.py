@@ -11,7 +11,8 @@
   :data:`~icefloe.backplane.follower.REPORT_EVERY` chunks read), the slowest
   local reader's position of each followed stream;
 * one control task following ``P control`` for cancel requests naming a
-  stream this process produces;
+  stream this process produces, and WebSocket sessions another process
+  resumes (:mod:`icefloe.backplane.sessions`);
 * one keepalive task refreshing the TTL of the streams this process
   produces, so that a crashed process's streams expire (their readers
   elsewhere then end with ``unavailable`` and may resume nowhere).
@@ -116,6 +117,8 @@ class RedisBackplane:
         self._read_elsewhere: dict[str, float] = {}
         #: whether the engine answered the last health check (``/readyz``)
         self.healthy = False
+        #: called with a WebSocket session id another process resumes (issue 12)
+        self.on_session_taken: Callable[[str], object] | None = None
 
     @property
     def client(self) -> Redis:
@@ -371,6 +374,12 @@ class RedisBackplane:
                 sid = fields.get(b"cancel", b"").decode()
                 if sid in self._publishing:
                     self._on_cancel(sid)
+                # -- a WebSocket session resumed on another process (issue 12) --
+                session = fields.get(b"session")
+                by = fields.get(b"by", b"").decode()
+                taken = self.on_session_taken
+                if session is not None and taken is not None and by != self.process_id:
+                    taken(session.decode())
 
     async def _keepalive_loop(self) -> None:
         """Each second, note which streams this process produces have fresh

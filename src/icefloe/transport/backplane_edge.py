@@ -20,6 +20,7 @@ A stream read on the gateway that produces it never reaches this module.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -27,11 +28,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from icefloe.backplane.engine import RedisBackplane
+from icefloe.backplane.idempotency import IdempotencyClaims
 from icefloe.backplane.meta import RUNNING, StreamMeta
 from icefloe.backplane.reader import RemoteReader
+from icefloe.backplane.sessions import RedisSessionKeeper
 from icefloe.backplane.topics import HubLink
 from icefloe.core.wire_errors import ErrorCode
-from icefloe.exceptions import StreamError
+from icefloe.exceptions import EndOfStream, StreamError
 from icefloe.hub import Hub, HubEvent
 from icefloe.runtime.flow import Flow
 from icefloe.transport.auth import Principal
@@ -51,17 +54,60 @@ _decode_event = msgspec.msgpack.Decoder(tuple[str, str, Any, dict[str, Any], str
 class EdgeBackplane:
     """One app's streams shared with the other gateways on the engine."""
 
-    def __init__(self, flow: Flow, hub: Hub, url: str, *, history: int, window: int) -> None:
+    def __init__(
+        self,
+        flow: Flow,
+        hub: Hub,
+        url: str,
+        *,
+        history: int,
+        window: int,
+        idempotency_ttl_s: float = 600.0,
+    ) -> None:
         self._flow = flow
         self._hub = hub
-        self.engine = RedisBackplane(url, history=history, window=window, on_cancel=flow.cancel)
+        self.engine = engine = RedisBackplane(
+            url, history=history, window=window, on_cancel=flow.cancel
+        )
         self._link: HubLink | None = None
+        self._sessions: RedisSessionKeeper | None = None
+        #: idempotency keys claimed across gateways
+        self.claims = IdempotencyClaims(lambda: engine.client, engine.keys, idempotency_ttl_s)
 
     async def open(self) -> None:
         engine = self.engine
         await engine.open()
         self._link = HubLink(engine.client, engine.keys.hub, engine.process_id, self._deliver)
         await self._link.open()
+        keys = engine.keys
+        self._sessions = RedisSessionKeeper(
+            engine.client, keys.prefix, keys.control, engine.process_id
+        )
+
+    # -- WebSocket sessions: the edge's SessionKeeper (see icefloe.backplane.sessions) --
+
+    def _keeper(self) -> RedisSessionKeeper:
+        if self._sessions is None:
+            raise RuntimeError("the backplane is not open")
+        return self._sessions
+
+    async def take(self, session_id: str, owner: str) -> bytes | None:
+        return await self._keeper().take(session_id, owner)
+
+    async def put(
+        self, session_id: str, blob: bytes, owner: str, attached: bool, ttl_s: float
+    ) -> None:
+        await self._keeper().put(session_id, blob, owner, attached, ttl_s)
+
+    async def delete(self, session_id: str) -> None:
+        await self._keeper().delete(session_id)
+
+    async def held_here(self, session_id: str) -> bool:
+        return await self._keeper().held_here(session_id)
+
+    def on_session_taken(self, callback: Callable[[str], object]) -> None:
+        """Call ``callback(session_id)`` when another gateway resumes a session."""
+        self.engine.on_session_taken = callback
 
     async def aclose(self) -> None:
         if self._link is not None:
@@ -113,23 +159,46 @@ class EdgeBackplane:
         """A reader of a stream another gateway produces, at the request's resume
         point, or the response that replaces it; None: not a remote stream."""
         sid = request.path_params["stream_id"]
-        meta = await self._meta(principal, sid)
-        if meta is None:
-            return None
         try:
             from_seq = parse_resume_point(
                 request.query_params.get("from_seq"), request.headers.get("last-event-id")
             )
         except ValueError as exc:
             raise HttpError(ErrorCode.BAD_REQUEST, str(exc)) from None
-        if meta.state != RUNNING and meta.code is None and from_seq > meta.last_seq:
-            return Response(status_code=204)  # the terminal was delivered: stop reconnecting
-        if meta.state == RUNNING and from_seq > meta.last_seq + 1 + self.engine.history:
-            raise HttpError(ErrorCode.BAD_REQUEST, "from_seq is past the stream's next seq")
         try:
-            return await self.engine.follow(meta, from_seq)
+            return await self.follow_stream(principal, sid, from_seq)
+        except EndOfStream:
+            return Response(status_code=204)  # the terminal was delivered: stop reconnecting
+        except ValueError as exc:
+            raise HttpError(ErrorCode.BAD_REQUEST, str(exc)) from None
         except StreamError as exc:
             raise HttpError(exc.code, exc.message) from None
+
+    async def follow_stream(
+        self, principal: Principal, stream_id: str, from_seq: int | None
+    ) -> RemoteReader | None:
+        """A reader of a stream another gateway produces, from ``from_seq`` (None:
+        the live head), for any edge (SSE, ``/v1/events``, WebSocket, chat).
+
+        None: not a remote stream the principal may see (another tenant's
+        reads as missing, as locally).
+
+        :raises EndOfStream: the stream is done and ``from_seq`` is past its end
+            (everything was delivered).
+        :raises ValueError: ``from_seq`` is past the stream's next seq.
+        :raises StreamError: ``history_gone`` or ``unavailable``.
+        """
+        meta = await self._meta(principal, stream_id)
+        if meta is None:
+            return None
+        running = meta.state == RUNNING
+        if from_seq is None:
+            from_seq = meta.last_seq + 1 if running else max(meta.last_seq, 0)
+        if not running and meta.code is None and from_seq > meta.last_seq:
+            raise EndOfStream(f"stream {stream_id!r} is done")
+        if running and from_seq > meta.last_seq + 1 + self.engine.history:
+            raise ValueError("from_seq is past the stream's next seq")
+        return await self.engine.follow(meta, from_seq)
 
     async def poll_reader(
         self, principal: Principal, stream_id: str, from_seq: int

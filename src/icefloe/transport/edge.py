@@ -222,9 +222,24 @@ class EdgeContext:
             from icefloe.transport.backplane_edge import EdgeBackplane
 
             self.backplane = EdgeBackplane(
-                flow, hub, settings.backplane, history=settings.history, window=self.lag_limit
+                flow,
+                hub,
+                settings.backplane,
+                history=settings.history,
+                window=self.lag_limit,
+                idempotency_ttl_s=settings.idempotency_ttl_s,
             )
             self.runs.readers_elsewhere = self.backplane.readers_elsewhere
+            self.runs.claims = self.backplane.claims
+            # WebSocket sessions in the backplane's Redis: they resume on any gateway.
+            self.sessions = session_table(
+                flow,
+                settings.ws.session_ttl_s,
+                settings.ws.max_sessions,
+                time.monotonic,
+                keeper=self.backplane,
+            )
+            self.backplane.on_session_taken(self._ws_taken_elsewhere)
         # -- end of backplane --
         # The live connection of each attached WebSocket session.
         self._ws_live: dict[str, WsConnection] = {}
@@ -369,6 +384,13 @@ class EdgeContext:
         self._ws_live[session_id] = conn
         if old is not None and old is not conn:
             old.take_over()
+
+    def _ws_taken_elsewhere(self, session_id: str) -> None:
+        """Another gateway resumes the session: its connection here ends (4000)
+        and parks it, writing its last acks for the other gateway to read."""
+        conn = self._ws_live.get(session_id)
+        if conn is not None:
+            conn.resumed_elsewhere()
 
     def ws_detach(self, session_id: str, conn: WsConnection) -> None:
         """``conn`` no longer holds the session (a newer one may)."""
