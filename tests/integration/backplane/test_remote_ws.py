@@ -55,6 +55,12 @@ async def ws_client(base: str, headers: dict[str, str] | None = None) -> AsyncIt
         await closing
 
 
+async def drain(c: Ws) -> None:
+    """Read until the connection closes."""
+    while True:
+        await c.recv()
+
+
 async def start(url: str, payload: dict[str, Any]) -> str:
     async with httpx.AsyncClient(base_url=url) as client:
         answer = await client.post("/v1/streams", json={"headers": TENANT, "payload": payload})
@@ -152,8 +158,7 @@ async def test_resuming_on_another_gateway_closes_the_old_connection_with_4000()
                 welcome = await new.recv()
                 assert (welcome["session_id"], welcome["resumed"]) == (session, True)
                 with pytest.raises(ConnectionClosed) as closed:
-                    while True:
-                        await old.recv()
+                    await drain(old)
                 assert closed.value.rcvd is not None
                 assert closed.value.rcvd.code == 4000
                 # The new connection resumes after the last ack the old one had.
