@@ -30,6 +30,7 @@ from starlette.responses import Response
 from icefloe.backplane.engine import RedisBackplane
 from icefloe.backplane.idempotency import IdempotencyClaims
 from icefloe.backplane.meta import RUNNING, StreamMeta
+from icefloe.backplane.publisher import TTL_S
 from icefloe.backplane.reader import RemoteReader
 from icefloe.backplane.sessions import RedisSessionKeeper
 from icefloe.backplane.topics import HubLink
@@ -233,6 +234,27 @@ class EdgeBackplane:
         if meta.state == RUNNING:
             await self.engine.cancel(stream_id)
         return meta.to_json(self._subscribers(stream_id))
+
+    # -- /v1/chat: a chat's reply, whichever gateway runs it --
+
+    async def chat_started(self, tenant: str, chat_id: str, stream_id: str) -> None:
+        """Record the chat's reply, for a resume or stop on another gateway."""
+        engine = self.engine
+        await engine.client.set(engine.keys.chat(tenant, chat_id), stream_id, ex=TTL_S)
+
+    async def chat_reply(self, principal: Principal, tenant: str, chat_id: str) -> str | None:
+        """The chat's running reply on another gateway (None: none)."""
+        engine = self.engine
+        raw: Any = await engine.client.get(engine.keys.chat(tenant, chat_id))
+        if raw is None:
+            return None
+        meta = await self._meta(principal, raw.decode())
+        return None if meta is None or meta.state != RUNNING else meta.stream_id
+
+    async def chat_stopped(self, tenant: str, chat_id: str) -> None:
+        """The chat has no reply any more."""
+        engine = self.engine
+        await engine.client.delete(engine.keys.chat(tenant, chat_id))
 
     def _subscribers(self, stream_id: str) -> int:
         follower = self.engine.followed().get(stream_id)
