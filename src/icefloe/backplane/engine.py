@@ -15,7 +15,9 @@
   resumes (:mod:`icefloe.backplane.sessions`);
 * one keepalive task refreshing the TTL of the streams this process
   produces, so that a crashed process's streams expire (their readers
-  elsewhere then end with ``unavailable`` and may resume nowhere).
+  elsewhere then end with ``unavailable`` and may resume nowhere), and
+  their leases in their tenant's running streams
+  (:mod:`icefloe.backplane.tenants`).
 
 Limits: :data:`MAX_FOLLOWED` streams followed at once (a reader past it gets
 ``unavailable``), each follower's buffer as in
@@ -37,6 +39,7 @@ from icefloe.backplane.keys import Keys, entry_id, parse_url
 from icefloe.backplane.meta import ABNORMAL, RUNNING, StreamMeta
 from icefloe.backplane.publisher import RUNNING_TTL_S, STALE_MS, ChunkSource, publish, slowest
 from icefloe.backplane.reader import RemoteReader
+from icefloe.backplane.tenants import TenantRuns
 from icefloe.core.codec import decode_chunk_msgpack
 from icefloe.core.messages import StreamChunk
 from icefloe.core.wire_errors import ErrorCode
@@ -107,6 +110,10 @@ class RedisBackplane:
         self.process_id = uuid.uuid4().hex[:12]
         self._client: Redis | None = None
         self._publishing: dict[str, asyncio.Task[None]] = {}
+        #: the tenant of each stream this process produces
+        self._tenants: dict[str, str] = {}
+        #: each tenant's running streams, across processes
+        self.tenant_runs = TenantRuns(lambda: self.client, self.keys)
         self._followers: dict[str, Follower] = {}
         self._fetchers: dict[str, asyncio.Task[None]] = {}
         self._report_due = asyncio.Event()
@@ -171,11 +178,15 @@ class RedisBackplane:
             )
         )
         self._publishing[stream_id] = task
+        self._tenants[stream_id] = tenant
         task.add_done_callback(lambda t: self._published(stream_id, t))
 
     def _published(self, stream_id: str, task: asyncio.Task[None]) -> None:
         self._publishing.pop(stream_id, None)
         self._read_elsewhere.pop(stream_id, None)
+        tenant = self._tenants.pop(stream_id, None)
+        if tenant is not None and self._client is not None and not self._closing:
+            self.finished(tenant, stream_id)
         if not task.cancelled() and task.exception() is not None:
             log.warning("backplane publish of %s failed: %r", stream_id, task.exception())
 
@@ -270,6 +281,17 @@ class RedisBackplane:
         ]
         if not chunks or chunks[0].seq != from_seq or not follower.prepend(chunks):
             raise StreamError(ErrorCode.HISTORY_GONE, "the stream's history is gone", sid)
+
+    def finished(self, tenant: str, stream_id: str) -> None:
+        """``stream_id`` no longer counts for its tenant (it ended, or never started)."""
+        done = asyncio.ensure_future(self._finish(tenant, stream_id))
+        self._forgetting.add(done)
+        done.add_done_callback(self._forgetting.discard)
+
+    async def _finish(self, tenant: str, stream_id: str) -> None:
+        # A failure leaves the lease to expire (RUNNING_TTL_S).
+        with contextlib.suppress(Exception):
+            await self.tenant_runs.finish(tenant, stream_id)
 
     def _reader_closed(self, reader: RemoteReader) -> None:
         follower = self._followers.get(reader.stream_id)
@@ -399,13 +421,14 @@ class RedisBackplane:
                 if refresh:
                     pipe.expire(self.keys.meta(sid), RUNNING_TTL_S)
                     pipe.expire(self.keys.log(sid), RUNNING_TTL_S)
+                    self.tenant_runs.renew(pipe, self._tenants.get(sid, ""), sid)
             try:
                 answers: list[Any] = await pipe.execute()
             except Exception as exc:
                 log.warning("backplane keepalive failed: %r", exc)
                 continue
             now_ms = int(time.time() * 1000)
-            step = 3 if refresh else 1
+            step = 5 if refresh else 1  # HGETALL, then EXPIRE x2, ZADD, PEXPIRE
             for sid, raw in zip(sids, answers[::step], strict=True):
                 if slowest(raw, now_ms) is not None:
                     self._read_elsewhere[sid] = time.monotonic()

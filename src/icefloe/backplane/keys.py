@@ -18,6 +18,8 @@ parameter says otherwise)::
                                        (``n``: the tenant's length, so no tenant
                                        and key pair reads as another)
     P chat:<n>:<tenant>:<id>   STRING  the stream id of a chat's reply (``/v1/chat``)
+    P runs:<n>:<tenant>        ZSET    the tenant's running streams, scored by lease
+                                       expiry (unix ms) (:mod:`icefloe.backplane.tenants`)
     P hub                    STREAM  hub events of every tenant and topic: field ``o``
                                      (the publishing process), ``e`` (the event)
 
@@ -85,6 +87,9 @@ class Keys:
 
     def idempotency(self, tenant: str, key: str) -> str:
         return f"{self.prefix}idem:{len(tenant)}:{tenant}:{key}"
+
+    def tenant_runs(self, tenant: str) -> str:
+        return f"{self.prefix}runs:{len(tenant)}:{tenant}"
 
     def chat(self, tenant: str, chat_id: str) -> str:
         return f"{self.prefix}chat:{len(tenant)}:{tenant}:{chat_id}"

@@ -132,6 +132,20 @@ class EdgeBackplane:
         """Publish a run this gateway just started (before any chunk is trimmed)."""
         self.engine.publish(stream_id, tenant, self._flow.subscribe(stream_id, 0))
 
+    async def admit(self, tenant: str, stream_id: str) -> str | None:
+        """Count a run about to start against its tenant's cap across gateways
+        (``Limits.max_streams_per_tenant``); the refusal, if over it."""
+        cap = self._flow.limits.max_streams_per_tenant
+        if cap is None or not self.engine.healthy:
+            return None  # unreachable: the flow's own (per-gateway) cap alone holds
+        if await self.engine.tenant_runs.admit(tenant, stream_id, cap):
+            return None
+        return f"tenant {tenant!r} has reached its stream limit ({cap}); retry later"
+
+    def refused(self, tenant: str, stream_id: str) -> None:
+        """A run :meth:`admit` counted did not start."""
+        self.engine.finished(tenant, stream_id)
+
     def readers_elsewhere(self, stream_id: str) -> int:
         """How to correct a run's local reader count for the unread timeout:
         the backplane's own reader is no reader (-1), a reader on another

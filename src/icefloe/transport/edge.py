@@ -231,6 +231,7 @@ class EdgeContext:
             )
             self.runs.readers_elsewhere = self.backplane.readers_elsewhere
             self.runs.claims = self.backplane.claims
+            self.runs.admission = self.backplane
             # WebSocket sessions in the backplane's Redis: they resume on any gateway.
             self.sessions = session_table(
                 flow,

@@ -15,7 +15,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from icefloe.core.messages import Headers, Message, new_id
 from icefloe.core.wire_errors import ErrorCode
@@ -30,6 +30,19 @@ from icefloe.transport.relays import StreamRelays, check_relay_topic, relay_tena
 
 if TYPE_CHECKING:
     from icefloe.backplane.idempotency import IdempotencyClaims
+
+
+class TenantAdmission(Protocol):
+    """Counts runs against their tenant's stream cap across gateways (the backplane)."""
+
+    async def admit(self, tenant: str, stream_id: str) -> str | None:
+        """Count the run; the refusal if the tenant is at its cap."""
+        ...
+
+    def refused(self, tenant: str, stream_id: str) -> None:
+        """A counted run did not start."""
+        ...
+
 
 __all__ = ["MAX_KEY_LENGTH", "RunStarter"]
 
@@ -76,6 +89,8 @@ class RunStarter:
         self.readers_elsewhere: Callable[[str], int] | None = None
         #: idempotency keys claimed across gateways (None: this process alone)
         self.claims: IdempotencyClaims | None = None
+        #: each tenant's stream cap counted across gateways (None: this process alone)
+        self.admission: TenantAdmission | None = None
         self._releasing: set[asyncio.Task[None]] = set()
         self._seen: ExpiringMap[Started] = ExpiringMap(
             idempotency_ttl_s, idempotency_max, time.monotonic
@@ -124,6 +139,8 @@ class RunStarter:
             # Recorded before the await, so a concurrent retry finds it.
             self._seen.put(f"{tenant}\x00{key}", started)
         self._metrics.stream_started(started.stream_id)
+        if self.admission is not None:  # -- backplane (issue 12): the tenant's cap everywhere --
+            await self._admit(self.admission, tenant, key, started.stream_id)
         try:
             sid = await self._flow.start(
                 message, history=self._history, window=self._window, idempotency_key=stored_key
@@ -145,7 +162,9 @@ class RunStarter:
             winner = Started(sid, sid)
             self._seen.put(f"{tenant}\x00{key}", winner)
             if sid != started.stream_id:
-                if self.claims is not None and key is not None:  # -- backplane (issue 12) --
+                if self.admission is not None:  # -- backplane (issue 12) --
+                    self.admission.refused(tenant, started.stream_id)
+                if self.claims is not None and key is not None:
                     await self._settle(self.claims, tenant, key, sid)
                 return winner, False
         if headers.topic is not None:
@@ -169,6 +188,8 @@ class RunStarter:
     def _forget(self, tenant: str, key: str | None, stream_id: str) -> None:
         """A start that was refused: nothing of it stays (its key, its metrics)."""
         self._metrics.stream_refused(stream_id)
+        if self.admission is not None:  # -- backplane (issue 12) --
+            self.admission.refused(tenant, stream_id)
         if key is not None:
             self._seen.pop(f"{tenant}\x00{key}")
             if self.claims is not None:  # -- backplane (issue 12) --
@@ -181,6 +202,23 @@ class RunStarter:
         if not task.cancelled() and task.exception() is not None:
             # The claim then expires with its TTL; a retry names the refused id meanwhile.
             log.warning("idempotency claim release failed: %r", task.exception())
+
+    async def _admit(
+        self, admission: TenantAdmission, tenant: str, key: str | None, stream_id: str
+    ) -> None:
+        """Count the run against its tenant's cap across gateways; while the
+        backplane does not answer, the flow's own (per-process) cap alone holds.
+
+        :raises HttpError: ``overloaded`` over the cap (nothing of the start stays).
+        """
+        try:
+            refusal = await admission.admit(tenant, stream_id)
+        except Exception as exc:
+            log.warning("tenant stream count failed, the per-gateway cap holds: %r", exc)
+            return
+        if refusal is not None:
+            self._forget(tenant, key, stream_id)
+            raise HttpError(ErrorCode.OVERLOADED, refusal, {"Retry-After": "1"})
 
     async def _claim(
         self, claims: IdempotencyClaims, tenant: str, key: str, stream_id: str

@@ -128,3 +128,40 @@ async def test_another_tenant_finds_nothing_of_a_tenants_streams_on_any_gateway(
             status = await a1h.get(f"/v1/streams/{sid}/status")
             assert status.json()["state"] == "running"
             assert (await a1h.delete(f"/v1/streams/{sid}")).status_code == 200
+
+
+def _at_cap(answer: httpx.Response, cap: int) -> bool:
+    """Whether ``answer`` is the refusal of a tenant at its stream cap."""
+    if answer.status_code != 503:
+        return False
+    error = answer.json()["error"]
+    assert answer.headers["retry-after"] == "1"
+    return bool(error["code"] == "overloaded" and f"stream limit ({cap})" in error["message"])
+
+
+async def test_a_tenants_stream_cap_counts_its_streams_on_every_gateway() -> None:
+    # One stream of a tenant per gateway at a time: on a loaded machine a
+    # gateway's load shedding may refuse a tenant's second stream by itself.
+    async with asyncio.timeout(60), cluster(2, "--max-streams-per-tenant", "2") as gws:
+        long = {"n": 100_000, "every": 1, "pause_ms": 100}
+
+        async def post(url: str, tenant: str) -> httpx.Response:
+            async with httpx.AsyncClient(base_url=url) as client:
+                body = {"headers": {"tenant": tenant}, "payload": long}
+                return await client.post("/v1/streams", json=body)
+
+        sids = []
+        for gw in gws:
+            answer = await post(gw.url, "t1")
+            assert answer.status_code == 201, answer.text
+            sids.append(answer.json()["stream_id"])
+        # Gateway 2 runs one of t1's streams, the cluster two: the cap is reached.
+        assert _at_cap(await post(gws[1].url, "t1"), 2)
+        assert (await post(gws[0].url, "t2")).status_code == 201  # other tenants go on
+        # t1's stream on gateway 1 ends: t1 may start one more.
+        async with httpx.AsyncClient(base_url=gws[0].url) as client:
+            assert (await client.delete(f"/v1/streams/{sids[0]}")).status_code == 200
+        while _at_cap(answer := await post(gws[0].url, "t1"), 2):
+            await asyncio.sleep(0.02)  # the producer removes the ended stream's lease
+        assert answer.status_code == 201, answer.text
+        assert _at_cap(await post(gws[1].url, "t1"), 2)
