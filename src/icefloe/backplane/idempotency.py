@@ -14,7 +14,9 @@ key if it still names its stream, so a retry may start the run.
 
 from __future__ import annotations
 
+import asyncio
 import math
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
@@ -23,10 +25,12 @@ from icefloe.backplane.keys import Keys
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-__all__ = ["IdempotencyClaims"]
+__all__ = ["SHARED_POLL_S", "SHARED_WAIT_S", "IdempotencyClaims"]
 
-#: times a claim is tried when the key expires between its SET and its GET
-_TRIES: Final = 3
+#: seconds a request that lost the claim waits for the winner's stream to be shared
+SHARED_WAIT_S: Final = 2.0
+#: seconds between two looks at the winner's stream meanwhile
+SHARED_POLL_S: Final = 0.01
 
 # KEYS[1] the key; ARGV[1] the stream id that claimed it.
 _RELEASE = """
@@ -49,16 +53,27 @@ class IdempotencyClaims:
 
     async def claim(self, tenant: str, key: str, stream_id: str) -> str | None:
         """Claim ``key`` of ``tenant`` for ``stream_id``; None: claimed, start the
-        run; else the stream id of the request that claimed it first."""
+        run; else the stream id of the request that claimed it first.
+
+        The claimer's id is answered once its stream is readable on every
+        gateway (its meta hash exists), waiting at most :data:`SHARED_WAIT_S`:
+        a client reading the answer through the load balancer must not find
+        nothing. If the claimer's start is refused meanwhile (its claim is
+        gone), this request claims the key itself.
+        """
         client = self._client()
         name = self._keys.idempotency(tenant, key)
-        for _ in range(_TRIES):
+        deadline = time.monotonic() + SHARED_WAIT_S
+        while True:
             if await client.set(name, stream_id, nx=True, px=self._ttl_ms):
                 return None
-            held: Any = await client.get(name)
-            if held is not None:
-                return _text(held)
-        return None  # expired three times in a row: as good as unclaimed
+            raw: Any = await client.get(name)
+            if raw is None:
+                continue  # expired or released between the two: claim it again
+            held = _text(raw)
+            if await client.exists(self._keys.meta(held)) or time.monotonic() >= deadline:
+                return held
+            await asyncio.sleep(SHARED_POLL_S)
 
     async def settle(self, tenant: str, key: str, stream_id: str) -> None:
         """The key names ``stream_id`` after all (the store's winner, issue 11)."""
