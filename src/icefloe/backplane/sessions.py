@@ -8,7 +8,8 @@ connection holds it), expiring ``ttl_s`` after its last write.
 
 Only the holder writes: a process that lost the session (it was resumed on
 another gateway) cannot overwrite the newer state with its own. A resume on
-a process that does not hold the session *takes* it:
+the process holding the session marks it attached (``a`` ``1``) before it
+answers; a resume on a process that does not hold it *takes* it:
 
 * detached elsewhere: the hash is claimed (``h`` set to this process, if it
   still names the old holder) and its acks are the resume point;
@@ -56,6 +57,13 @@ redis.call('HSET', KEYS[1], 'h', ARGV[1], 'a', '1')
 return redis.call('HGET', KEYS[1], 'b')
 """
 # KEYS[1] the hash; ARGV[1] this process.
+_HOLD = """
+local h = redis.call('HGET', KEYS[1], 'h')
+if h and h ~= ARGV[1] then return 0 end
+if h then redis.call('HSET', KEYS[1], 'a', '1') end
+return 1
+"""
+# KEYS[1] the hash; ARGV[1] this process.
 _DELETE = """
 local h = redis.call('HGET', KEYS[1], 'h')
 if h and h ~= ARGV[1] then return 0 end
@@ -78,6 +86,7 @@ class RedisSessionKeeper:
         self._put = client.register_script(_PUT)
         self._claim = client.register_script(_CLAIM)
         self._delete = client.register_script(_DELETE)
+        self._hold = client.register_script(_HOLD)
 
     def _key(self, session_id: str) -> str:
         return f"{self._prefix}ws:{session_id}"
@@ -97,9 +106,11 @@ class RedisSessionKeeper:
     async def delete(self, session_id: str) -> None:
         await self._delete(keys=[self._key(session_id)], args=[self._me])
 
-    async def held_here(self, session_id: str) -> bool:
-        holder: Any = await self._client.hget(self._key(session_id), "h")
-        return holder is None or _text(holder) == self._me
+    async def hold(self, session_id: str) -> bool:
+        # Marked attached before the resume answers: a take elsewhere from now
+        # on waits for this process to park it, with its last acks.
+        held: Any = await self._hold(keys=[self._key(session_id)], args=[self._me])
+        return bool(held)
 
     async def take(self, session_id: str, owner: str) -> bytes | None:
         key = self._key(session_id)

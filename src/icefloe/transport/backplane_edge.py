@@ -103,8 +103,8 @@ class EdgeBackplane:
     async def delete(self, session_id: str) -> None:
         await self._keeper().delete(session_id)
 
-    async def held_here(self, session_id: str) -> bool:
-        return await self._keeper().held_here(session_id)
+    async def hold(self, session_id: str) -> bool:
+        return await self._keeper().hold(session_id)
 
     def on_session_taken(self, callback: Callable[[str], object]) -> None:
         """Call ``callback(session_id)`` when another gateway resumes a session."""

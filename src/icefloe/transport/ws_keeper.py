@@ -20,7 +20,7 @@ by default; with a backplane (``--backplane``, issue 12) the backplane's
 Redis (:class:`~icefloe.backplane.sessions.RedisSessionKeeper`), so that a
 session opened on one gateway resumes on any other. A shared keeper may hold
 a newer state of a session this table also holds (it was resumed elsewhere
-since): :meth:`SessionKeeper.held_here` says whether this table's copy is
+since): :meth:`SessionKeeper.hold` says whether this table's copy is
 still the latest.
 """
 
@@ -70,8 +70,9 @@ class SessionKeeper(Protocol):
         """Forget a session (no error when absent)."""
         ...
 
-    async def held_here(self, session_id: str) -> bool:
-        """Whether this process's copy of the session is the latest."""
+    async def hold(self, session_id: str) -> bool:
+        """Whether this process's copy of the session is the latest; if so, it
+        is resumed here now (a shared keeper marks it attached)."""
         ...
 
 
@@ -105,7 +106,7 @@ class StoreSessionKeeper:
     async def delete(self, session_id: str) -> None:
         await self._store().delete_session(session_id)
 
-    async def held_here(self, session_id: str) -> bool:
+    async def hold(self, session_id: str) -> bool:
         return True  # one process per store: its own copy is the latest
 
 
@@ -162,7 +163,7 @@ class KeptSessionTable(SessionTable):
         keeper = self._keeper
         try:
             if session_id in self:
-                if await keeper.held_here(session_id):
+                if await keeper.hold(session_id):
                     return False
                 # Resumed on another gateway since: the keeper's state is newer.
                 self.discard(session_id)

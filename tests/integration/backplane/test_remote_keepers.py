@@ -3,6 +3,7 @@ keeping, idempotency claims and each tenant's running streams."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -39,18 +40,39 @@ async def test_only_the_holder_writes_a_session_and_a_detached_one_is_taken(
     redis: tuple[Any, Keys],
 ) -> None:
     client, keys = redis
+    owner = "t\x00u"
     a = RedisSessionKeeper(client, keys.prefix, keys.control, "proc-a")
     b = RedisSessionKeeper(client, keys.prefix, keys.control, "proc-b")
-    await a.put("s1", b"acks-1", "t\x00u", False, 60)
-    assert await a.held_here("s1")
-    assert not await b.held_here("s1")
+    await a.put("s1", b"acks-1", owner, False, 60)
+    assert not await b.hold("s1")
+    assert await a.hold("s1")  # resumed on a again: attached
+    await a.put("s1", b"acks-2", owner, False, 60)  # a's connection parks it
     assert await b.take("s1", "other\x00owner") is None  # another owner's: untouched
-    assert await b.take("s1", "t\x00u") == b"acks-1"  # detached: claimed at once
-    assert await b.held_here("s1")
-    await a.put("s1", b"stale", "t\x00u", False, 60)  # a lost it: refused
+    assert await b.take("s1", owner) == b"acks-2"  # detached: claimed at once
+    assert await b.hold("s1")
+    await a.put("s1", b"stale", owner, False, 60)  # a lost it: refused
     await a.delete("s1")
-    assert await b.take("s1", "t\x00u") == b"acks-1"
-    assert await b.take("nope", "t\x00u") is None
+    assert await b.take("s1", owner) == b"acks-2"
+    assert await b.take("nope", owner) is None
+
+
+async def test_a_take_of_an_attached_session_waits_for_its_holder_to_park_it(
+    redis: tuple[Any, Keys],
+) -> None:
+    client, keys = redis
+    owner = "t\x00u"
+    a = RedisSessionKeeper(client, keys.prefix, keys.control, "proc-a")
+    b = RedisSessionKeeper(client, keys.prefix, keys.control, "proc-b")
+    await a.put("s1", b"acks-1", owner, True, 60)
+    taking = asyncio.ensure_future(b.take("s1", owner))
+    async with asyncio.timeout(5):
+        while not await client.xlen(keys.control):
+            await asyncio.sleep(0.01)  # b asks the holder to let go
+    entries = await client.xrange(keys.control)
+    assert entries[-1][1] == {b"session": b"s1", b"by": b"proc-b"}
+    assert not taking.done()
+    await a.put("s1", b"acks-2", owner, False, 60)  # a closes its connection, parks
+    assert await asyncio.wait_for(taking, 5) == b"acks-2"
 
 
 async def test_one_claim_per_tenant_and_key_and_a_refused_start_releases_it(
