@@ -171,4 +171,9 @@ async def test_resuming_on_another_gateway_closes_the_old_connection_with_4000()
                 while first["op"] != "chunk":
                     first = await new.recv()
                 assert first["seq"] == seen[-1] + 1
+                # A cancel on this gateway ends the run on the producing one.
                 await new.send("cancel", stream_id=sid)
+                end = await new.recv()
+                while end["op"] != "error":
+                    end = await new.recv()
+                assert (end["code"], end["stream_id"]) == ("cancelled", sid)
