@@ -4,7 +4,8 @@
 :class:`~icefloe.transport.ws_keeper.SessionKeeper` when it has a backplane:
 one hash ``P ws:<session id>`` per session (fields ``b`` the session's blob,
 ``o`` its owner key, ``h`` the process holding it, ``a`` ``1`` while a
-connection holds it), expiring ``ttl_s`` after its last write.
+connection holds it), expiring ``ttl_s`` (``--session-ttl``) after its last
+write once detached, :data:`HELD_TTL_S` while a connection holds it.
 
 Only the holder writes: a process that lost the session (it was resumed on
 another gateway) cannot overwrite the newer state with its own. A resume on
@@ -31,12 +32,16 @@ from typing import TYPE_CHECKING, Any, Final
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-__all__ = ["TAKE_POLL_S", "TAKE_WAIT_S", "RedisSessionKeeper"]
+__all__ = ["HELD_TTL_S", "TAKE_POLL_S", "TAKE_WAIT_S", "RedisSessionKeeper"]
 
 #: seconds a resume waits for the gateway holding the session to let it go
 TAKE_WAIT_S: Final = 1.0
 #: seconds between two looks at the session while waiting
 TAKE_POLL_S: Final = 0.02
+#: seconds a session a connection holds lives past its last write (a detached
+#: one: ``--session-ttl``): long enough for an idle connection, and for a
+#: resume elsewhere after its gateway died
+HELD_TTL_S: Final = 600
 #: cancel and session requests the control log keeps (as the engine's)
 _CONTROL_MAXLEN: Final = 1000
 
@@ -48,19 +53,23 @@ redis.call('HSET', KEYS[1], 'h', ARGV[1], 'b', ARGV[2], 'o', ARGV[3], 'a', ARGV[
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 return 1
 """
-# KEYS[1] the hash; ARGV: this process, the holder seen (empty: any).
+# KEYS[1] the hash; ARGV: this process, the holder seen (empty: any), held ttl.
 _CLAIM = """
 local h = redis.call('HGET', KEYS[1], 'h')
 if not h then return nil end
 if ARGV[2] ~= '' and h ~= ARGV[2] then return nil end
 redis.call('HSET', KEYS[1], 'h', ARGV[1], 'a', '1')
+redis.call('EXPIRE', KEYS[1], ARGV[3])
 return redis.call('HGET', KEYS[1], 'b')
 """
-# KEYS[1] the hash; ARGV[1] this process.
+# KEYS[1] the hash; ARGV: this process, held ttl.
 _HOLD = """
 local h = redis.call('HGET', KEYS[1], 'h')
 if h and h ~= ARGV[1] then return 0 end
-if h then redis.call('HSET', KEYS[1], 'a', '1') end
+if h then
+  redis.call('HSET', KEYS[1], 'a', '1')
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+end
 return 1
 """
 # KEYS[1] the hash; ARGV[1] this process.
@@ -99,7 +108,7 @@ class RedisSessionKeeper:
             blob,
             owner,
             "1" if attached else "0",
-            max(1, math.ceil(ttl_s)),
+            HELD_TTL_S if attached else max(1, math.ceil(ttl_s)),
         ]
         await self._put(keys=[self._key(session_id)], args=args)
 
@@ -109,7 +118,7 @@ class RedisSessionKeeper:
     async def hold(self, session_id: str) -> bool:
         # Marked attached before the resume answers: a take elsewhere from now
         # on waits for this process to park it, with its last acks.
-        held: Any = await self._hold(keys=[self._key(session_id)], args=[self._me])
+        held: Any = await self._hold(keys=[self._key(session_id)], args=[self._me, HELD_TTL_S])
         return bool(held)
 
     async def take(self, session_id: str, owner: str) -> bytes | None:
@@ -124,7 +133,7 @@ class RedisSessionKeeper:
             holder = _text(fields.get("h", b""))
             attached = _text(fields.get("a", b"0")) == "1"
             if holder == self._me or not attached or time.monotonic() >= deadline:
-                blob: Any = await self._claim(keys=[key], args=[self._me, holder])
+                blob: Any = await self._claim(keys=[key], args=[self._me, holder, HELD_TTL_S])
                 if blob is not None:
                     return bytes(blob)
                 continue  # another process claimed it meanwhile: look again
