@@ -434,6 +434,10 @@ class RedisBackplane:
         """The followed streams (for tests and metrics)."""
         return dict(self._followers)
 
+    def producing(self) -> int:
+        """How many streams this process is appending to the engine (a drain waits for 0)."""
+        return len(self._publishing)
+
     def publishing(self, stream_id: str) -> bool:
         """Whether this process produces ``stream_id``."""
         return stream_id in self._publishing

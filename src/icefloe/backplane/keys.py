@@ -13,6 +13,8 @@ parameter says otherwise)::
     P control                STREAM  cancel requests: field ``cancel`` = stream id
     P hub                    STREAM  hub events of every tenant and topic: field ``o``
                                      (the publishing process), ``e`` (the event)
+    P members                ZSET    process id -> its last heartbeat (unix ms)
+    P member:<process id>    STRING  the process's last heartbeat (JSON), with a TTL
 
 Every per-stream key carries a TTL, refreshed by its producer while the
 stream runs (a crashed producer's streams vanish by themselves).
@@ -75,3 +77,11 @@ class Keys:
     @property
     def hub(self) -> str:
         return f"{self.prefix}hub"
+
+    # -- membership (issue 12, backplane/members.py) --
+    @property
+    def members(self) -> str:
+        return f"{self.prefix}members"
+
+    def member(self, process_id: str) -> str:
+        return f"{self.prefix}member:{process_id}"

@@ -313,6 +313,14 @@ def serve(
             "on this Redis (docs/deploy.md)."
         ),
     ] = None,
+    drain_timeout: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="Seconds SIGTERM waits for this process's runs to end while its clients "
+            "move to other gateways (docs/deploy.md, 'Draining').",
+        ),
+    ] = 25.0,
     # -- end of backplane --
 ) -> None:
     """Serve a flow over HTTP (SSE, NDJSON, long-poll) and WebSocket, with the inspector at /."""
@@ -396,6 +404,10 @@ def serve(
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--backplane") from None
         settings = dataclasses.replace(settings, backplane=backplane)
+    # lifecycle (issue 12): SIGTERM drains; /v1/cluster lists this address
+    settings = dataclasses.replace(
+        settings, drain_timeout_s=drain_timeout, advertise=f"{host}:{port}"
+    )
     _run_server(flow, settings, host, port, gateway)
 
 

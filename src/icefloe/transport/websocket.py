@@ -32,7 +32,8 @@ Every close the server sends comes from
 :func:`~icefloe.core.wire_errors.close_frame`: a flood of bad messages and a
 slow consumer (one send not finished within ``send_timeout_s``) 1008, a zstd
 message too big once inflated 1009, a bug in the send path 1011, the session
-resumed on another connection 4000.
+resumed on another connection 4000, a draining gateway (SIGTERM, issue 12)
+4001: reconnect, to any gateway, and resume the session.
 
 Limits: streams per connection (``max_streams``), credit per stream
 (``MAX_CREDIT``), bytes queued per stream (``stream_queue_bytes``), one send
@@ -211,6 +212,10 @@ class WsConnection:
         self._session.release()  # the session is no longer ours to park
         self._cut(CloseReason.SESSION_TAKEN)
 
+    def hand_off(self) -> None:
+        """The gateway drains (issue 12): close with 4001, reconnect and resume."""
+        self._cut(CloseReason.DRAINING)
+
     def _cut(self, reason: CloseReason) -> None:
         """End the connection from any task: the receive loop closes for ``reason``."""
         if self._closing is None:
@@ -225,6 +230,8 @@ class WsConnection:
         self._owner = asyncio.current_task()
         clock = time.perf_counter
         try:
+            if self._closing is not None:  # cut before it ran: a draining gateway
+                return close_frame(self._closing)
             slice_start = clock()
             while True:
                 message = await receive()
@@ -358,6 +365,7 @@ async def serve_websocket(edge: WsEdge, scope: Any, receive: Any, send: Any) -> 
             edge, settings, principal, fmt, send, edge.sessions, compress=compress, limit_key=key
         )
         edge.metrics.ws.opened(ws)
+        edge.drain.enlist(ws)  # lifecycle (issue 12)
         try:
             edge.sessions.expire()
             close = await ws.run(receive)
@@ -369,6 +377,7 @@ async def serve_websocket(edge: WsEdge, scope: Any, receive: Any, send: Any) -> 
                         code, reason = close
                         await send({"type": "websocket.close", "code": code, "reason": reason})
         finally:
+            edge.drain.leave(ws)
             edge.metrics.ws.closed_conn(ws)
     finally:
         edge.limiter.close_connection(key)
