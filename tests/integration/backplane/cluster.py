@@ -35,6 +35,8 @@ HERE = Path(__file__).parent
 class Gateway:
     url: str
     pid: int
+    #: the process, for a test that signals it and waits for its exit status
+    proc: asyncio.subprocess.Process | None = None
 
 
 def _free_port() -> int:
@@ -85,7 +87,7 @@ async def cluster(
         started = [await _start(prefix, flags, redis_url) for _ in range(count)]
         procs = [proc for proc, _url in started]
         await asyncio.gather(*(_ready(proc, url) for proc, url in started))
-        yield [Gateway(url, proc.pid) for proc, url in started]
+        yield [Gateway(url, proc.pid, proc) for proc, url in started]
     finally:
         for proc in procs:
             if proc.returncode is None:
