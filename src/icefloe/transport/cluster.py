@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import socket
 import time
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from icefloe.backplane.members import ROLES, Members, beat_forever
+from icefloe.backplane.members import BEAT_S, ROLES, Members, beat_forever
 from icefloe.runtime.flow import Flow
 from icefloe.transport.drain import Drain
 
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
     from icefloe.transport.backplane_edge import EdgeBackplane
 
 __all__ = ["ClusterCollector", "ClusterView", "RunStats"]
+
+log = logging.getLogger("icefloe.cluster")
 
 #: ``await run_stats()`` -> ``{"queued": n, "running": m}``: the run queue's figures
 RunStats: TypeAlias = Callable[[], Awaitable[Mapping[str, int]]]
@@ -100,14 +103,25 @@ class ClusterView:
         }
 
     async def open(self, backplane: EdgeBackplane | None) -> None:
-        """Start beating (with a backplane; without one there is nothing to do)."""
+        """Start beating (with a backplane), refreshing the snapshot after each
+        beat; without one, only the run figures (if any) are refreshed."""
         self._backplane = backplane
         if backplane is None:
+            if self._run_stats is not None:
+                self._task = asyncio.ensure_future(self._refresh_forever())
             return
         self._members = members = Members(backplane.engine.client, backplane.engine.keys)
         self._task = asyncio.ensure_future(
             beat_forever(members, self.process_id, "gateway", self.stats, after_beat=self.refresh)
         )
+
+    async def _refresh_forever(self) -> None:
+        while True:
+            try:
+                await self.refresh()
+            except Exception as exc:  # the provider's failure: keep the last figures
+                log.debug("run stats failed: %r", exc)
+            await asyncio.sleep(BEAT_S)
 
     async def aclose(self) -> None:
         """Stop beating and leave the membership."""
@@ -134,8 +148,10 @@ class ClusterView:
 
     def snapshot(self) -> tuple[list[dict[str, Any]], Mapping[str, int] | None]:
         """The last read cluster, or this process alone before the first read."""
-        if self._snapshot is None or self._members is None:
+        if self._snapshot is None:
             return [self.record()], None
+        if self._members is None:  # this process alone: its figures are fresh
+            return [self.record()], self._snapshot[1]
         return self._snapshot
 
     async def _processes(self) -> list[dict[str, Any]]:
