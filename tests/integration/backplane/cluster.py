@@ -24,7 +24,15 @@ import httpx
 
 import icefloe
 
-__all__ = ["REDIS_URL", "Gateway", "cluster", "round_robin", "rss_bytes", "sse_events"]
+__all__ = [
+    "REDIS_URL",
+    "CuttableRedis",
+    "Gateway",
+    "cluster",
+    "round_robin",
+    "rss_bytes",
+    "sse_events",
+]
 
 REDIS_URL = os.environ.get("ICEFLOE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 SRC = Path(icefloe.__file__).parents[1]
@@ -116,6 +124,40 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
         pass
     finally:
         writer.close()
+
+
+class CuttableRedis:
+    """A TCP proxy to Redis on a fixed port that can be cut and restored
+    (``redis://127.0.0.1:<port>/0``: the gateways' engine, for outage tests)."""
+
+    def __init__(self) -> None:
+        self.port = _free_port()
+        host, _, rest = REDIS_URL.removeprefix("redis://").partition(":")
+        self._target = (host, int(rest.split("/")[0]))
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    async def up(self) -> None:
+        self._server = await asyncio.start_server(
+            self._accept, "127.0.0.1", self.port, reuse_address=True
+        )
+
+    async def down(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in list(self._writers):
+            writer.close()
+        self._writers.clear()
+        await self._server.wait_closed()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self._target)
+        self._writers |= {writer, up_writer}
+        await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
 
 
 @asynccontextmanager
