@@ -27,9 +27,9 @@ from icefloe.core.wire_errors import CloseReason, close_frame
 TENANT = {"tenant": "t1"}
 #: chunks per run (and the done chunk)
 N = 600
-#: a run pauses 20 ms every 5 chunks: about 2.4 s of producing, so the
-#: drain starts with every run in the middle
-SPEC = {"n": N, "every": 5, "pause_ms": 20}
+#: a run pauses 25 ms every 2 chunks: about 7.5 s of producing, so the
+#: drain starts with every run in the middle even on a loaded machine
+SPEC = {"n": N, "every": 2, "pause_ms": 25}
 #: chunks each reader has before the SIGTERM
 BEFORE = 40
 
@@ -101,8 +101,10 @@ class Reader:
 
 async def _wait_draining(gateway: Gateway) -> dict[str, Any]:
     """``/readyz`` of ``gateway`` once it says it drains (the signal is async)."""
+    assert gateway.proc is not None
     async with httpx.AsyncClient(base_url=gateway.url) as client, asyncio.timeout(10):
         while True:
+            assert gateway.proc.returncode is None, "the gateway exited: its runs had ended"
             answer = await client.get("/readyz")
             if answer.status_code == 503:
                 body: dict[str, Any] = answer.json()

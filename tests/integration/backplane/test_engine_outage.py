@@ -63,6 +63,9 @@ async def test_a_remote_reader_loses_nothing_across_a_short_engine_outage() -> N
             )
             assert started.status_code == 201, started.text
             sid = started.json()["stream_id"]
+            # The producer shares the run just after answering the start.
+            while (await reader.get(f"/v1/streams/{sid}/status")).status_code == 404:
+                await asyncio.sleep(0.02)  # polling another process's state
             seqs: list[int] = []
             ends: list[str] = []
             async with reader.stream("GET", f"/v1/streams/{sid}") as response:
