@@ -448,7 +448,7 @@ OPENAPI: dict[str, Any] = {
                             }
                         },
                     },
-                    "503": _error("the backplane is unreachable"),
+                    "503": _error("the backplane or the run queue is unreachable"),
                     **_COMMON_ERRORS,
                 },
             }

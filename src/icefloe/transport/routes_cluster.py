@@ -2,10 +2,12 @@
 
 With authentication on it needs the ``metrics`` scope (or ``admin``), as
 ``/metrics`` does: it lists every process's address and load. The backplane
-unreachable: ``503 unavailable``.
+unreachable (or the run queue's figures failing): ``503 unavailable``.
 """
 
 from __future__ import annotations
+
+import logging
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -17,6 +19,8 @@ from icefloe.transport.edge import EdgeContext
 from icefloe.transport.errors import HttpError
 
 __all__ = ["ClusterRoutes"]
+
+log = logging.getLogger("icefloe.cluster")
 
 
 class ClusterRoutes:
@@ -32,7 +36,9 @@ class ClusterRoutes:
             self.edge.principal(request, Scope.METRICS)  # raises 401, 403 or 429
         try:
             report = await self.view.report()
-        except Exception:
-            # redis-py's errors: the engine is away (readyz says so too)
-            raise HttpError(ErrorCode.UNAVAILABLE, "the backplane is unreachable") from None
+        except Exception as exc:
+            # Most often the engine is away (readyz says so too), or the run
+            # queue's provider failed: logged here, never sent to the client.
+            log.warning("GET /v1/cluster failed: %r", exc)
+            raise HttpError(ErrorCode.UNAVAILABLE, "the cluster view is unavailable") from None
         return JSONResponse(report)
