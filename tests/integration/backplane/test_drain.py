@@ -12,14 +12,19 @@ backplane) and exits 0; every reader gets every seq exactly once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import signal
+import socket
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from cluster import Gateway, cluster, round_robin, sse_events
+from cluster import SRC, Gateway, cluster, round_robin, sse_events
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -211,3 +216,65 @@ async def test_a_draining_gateway_closes_websockets_with_reconnect() -> None:
                         break
         assert seqs == list(range(N + 1))
         assert await asyncio.wait_for(draining.proc.wait(), 30) == 0
+
+
+async def test_without_a_backplane_readers_finish_their_run_before_the_exit() -> None:
+    """Nowhere else to read the run: its reader stays to the end, new runs are
+    refused meanwhile, and the process exits 0 once the run has ended."""
+    port = _free_port()
+    path = os.pathsep.join([str(SRC), str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])
+    code = "from icefloe.cli import main; main()"
+    args = [sys.executable, "-c", code, "serve", "bpflow:build", "--port", str(port)]
+    proc = await asyncio.create_subprocess_exec(
+        *args, env={**os.environ, "PYTHONPATH": path}, stderr=asyncio.subprocess.DEVNULL
+    )
+    gateway = Gateway(f"http://127.0.0.1:{port}", proc.pid, proc)
+    try:
+        async with asyncio.timeout(60):
+            await _serving(gateway)
+            sid = await _start(gateway.url)
+            seqs: list[int] = []
+            events: list[str] = []
+            async with (
+                httpx.AsyncClient(base_url=gateway.url, timeout=30) as client,
+                client.stream("GET", f"/v1/streams/{sid}") as response,
+            ):
+                async for _id, event, data in sse_events(response):
+                    events.append(event)
+                    if event in ("chunk", "end"):
+                        seqs.append(json.loads(data)["seq"])
+                    if len(seqs) == BEFORE and proc.returncode is None:
+                        proc.send_signal(signal.SIGTERM)
+                        await _wait_draining(gateway)
+                        refused = await _post(gateway.url)
+                        assert refused.status_code == 503, refused.text
+                    if event == "end":
+                        break
+            assert seqs == list(range(N + 1))
+            assert "reconnect" not in events
+            assert await proc.wait() == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def _serving(gateway: Gateway) -> None:
+    async with httpx.AsyncClient(base_url=gateway.url) as client, asyncio.timeout(30):
+        while True:
+            with contextlib.suppress(httpx.TransportError):
+                if (await client.get("/healthz")).status_code == 200:
+                    return
+            await asyncio.sleep(0.05)  # polling a starting process
+
+
+async def _post(url: str) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=url) as client:
+        return await client.post("/v1/streams", json={"headers": TENANT, "payload": SPEC})
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
