@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit perf browser js bench bench-backplane fuzz clean
+.PHONY: demo test lint typecheck unit perf browser js bench bench-backplane cluster fuzz clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "icefloe needs Python >= 3.11")'
@@ -19,8 +19,8 @@ demo: $(STAMP)
 	$(BIN)/icefloe demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench examples
-	$(BIN)/ruff format --check src tests bench examples
+	$(BIN)/ruff check src tests bench examples scripts
+	$(BIN)/ruff format --check src tests bench examples scripts
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -69,6 +69,11 @@ bench: $(STAMP)
 # NATS=nats://host:4222 also runs the JetStream engine beside raw nats-py.
 bench-backplane: $(STAMP)
 	$(BIN)/python bench/backplane.py --redis $(or $(REDIS),redis://127.0.0.1:6379/0) $(if $(NATS),--nats $(NATS))
+
+# 3 gateways, 2 workers (when `icefloe worker` exists) and a round-robin proxy
+# on this machine's Redis (REDIS=redis://host:port/db): docs/deploy.md.
+cluster: $(STAMP)
+	$(BIN)/python scripts/cluster.py --redis $(or $(REDIS),redis://127.0.0.1:6379/0)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis tests/js/node_modules

@@ -19,6 +19,12 @@
   their leases in their tenant's running streams
   (:mod:`icefloe.backplane.tenants`).
 
+The engine away: each loop retries with backoff
+(:mod:`icefloe.backplane.backoff`); a followed stream keeps its readers
+through an outage shorter than
+:data:`~icefloe.backplane.backoff.RETRY_BUDGET_S` (they see a pause), and
+ends with ``unavailable`` after a longer one.
+
 Limits: :data:`MAX_FOLLOWED` streams followed at once (a reader past it gets
 ``unavailable``), each follower's buffer as in
 :mod:`icefloe.backplane.follower`.
@@ -34,6 +40,7 @@ import uuid
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Final
 
+from icefloe.backplane.backoff import RETRY_BUDGET_S, backoff_s, engine_errors
 from icefloe.backplane.follower import Follower
 from icefloe.backplane.keys import Keys, entry_id, parse_url
 from icefloe.backplane.meta import ABNORMAL, LIVE, StreamMeta
@@ -73,6 +80,9 @@ HEALTH_S: Final = 1.0
 CONTROL_MAXLEN: Final = 1000
 #: streams ``list_streams`` reads at most
 MAX_LISTED: Final = 1000
+
+
+_UNREACHABLE = "the backplane is unreachable"
 
 
 def _entries(answer: Any) -> list[tuple[bytes, dict[bytes, bytes]]]:
@@ -330,36 +340,55 @@ class RedisBackplane:
 
     async def _fetch_loop(self, follower: Follower) -> None:
         sid = follower.stream_id
-        key = self.keys.log(sid)
-        client = self.client
-        try:
-            while not follower.ended:
-                room = follower.room_left()
-                if room <= 0:
-                    follower.room.clear()
-                    await follower.room.wait()
+        errors = engine_errors()
+        failing_since: float | None = None
+        attempt = 0
+        while not follower.ended:
+            try:
+                await self._fetch_once(follower)
+            except asyncio.CancelledError:
+                raise
+            except errors as exc:  # the engine away: retried, the readers wait
+                now = time.monotonic()
+                if failing_since is None:
+                    failing_since = now
+                    log.warning("backplane follow of %s: %r; retrying", sid, exc)
+                if now - failing_since < RETRY_BUDGET_S:
+                    await asyncio.sleep(backoff_s(attempt))
+                    attempt += 1
                     continue
-                last = entry_id(follower.head - 1) if follower.head else "0-0"
-                answer: Any = await client.xread(
-                    {key: last}, count=min(room, FETCH_COUNT), block=BLOCK_MS
-                )
-                if not answer:
-                    await self._check_alive(follower)
-                    continue
-                chunks: list[StreamChunk] = []
-                for _id, fields in _entries(answer):
-                    item = _decode(sid, fields)
-                    if isinstance(item, StreamError):
-                        follower.extend(chunks)
-                        follower.end(item)
-                        return
-                    chunks.append(item)
+                follower.end(StreamError(ErrorCode.UNAVAILABLE, _UNREACHABLE, sid))
+            except Exception as exc:  # a bug or a bad entry: the readers reconnect elsewhere
+                log.warning("backplane follow of %s failed: %r", sid, exc)
+                follower.end(StreamError(ErrorCode.UNAVAILABLE, _UNREACHABLE, sid))
+            else:
+                failing_since = None
+                attempt = 0
+
+    async def _fetch_once(self, follower: Follower) -> None:
+        """One XREAD into ``follower`` (or a wait for room, or a liveness check)."""
+        sid = follower.stream_id
+        room = follower.room_left()
+        if room <= 0:
+            follower.room.clear()
+            await follower.room.wait()
+            return
+        last = entry_id(follower.head - 1) if follower.head else "0-0"
+        answer: Any = await self.client.xread(
+            {self.keys.log(sid): last}, count=min(room, FETCH_COUNT), block=BLOCK_MS
+        )
+        if not answer:
+            await self._check_alive(follower)
+            return
+        chunks: list[StreamChunk] = []
+        for _id, fields in _entries(answer):
+            item = _decode(sid, fields)
+            if isinstance(item, StreamError):
                 follower.extend(chunks)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # the engine failed: the readers reconnect elsewhere
-            log.warning("backplane follow of %s failed: %r", sid, exc)
-            follower.end(StreamError(ErrorCode.UNAVAILABLE, "the backplane is unreachable", sid))
+                follower.end(item)
+                return
+            chunks.append(item)
+        follower.extend(chunks)
 
     async def _check_alive(self, follower: Follower) -> None:
         """After an idle XREAD: end the follow if the producer vanished or ended."""
@@ -372,6 +401,7 @@ class RedisBackplane:
 
     async def _report_loop(self) -> None:
         """Write each followed stream's slowest reader position, every REPORT_S."""
+        failures = 0
         while not self._closing:
             # asyncio.wait, not asyncio.timeout: on Python 3.11 a cancel that
             # lands as the timeout fires comes out as TimeoutError, and the
@@ -394,20 +424,29 @@ class RedisBackplane:
             try:
                 await pipe.execute()
             except Exception as exc:
-                log.warning("backplane position report failed: %r", exc)
+                if not failures:
+                    log.warning("backplane position report failed: %r; retrying", exc)
+                await asyncio.sleep(backoff_s(failures))
+                failures += 1
+            else:
+                failures = 0
 
     async def _control_loop(self) -> None:
         """Cancel the streams this process produces when another process asks."""
         last = "$"
+        failures = 0
         while not self._closing:
             try:
                 answer: Any = await self.client.xread({self.keys.control: last}, block=BLOCK_MS * 2)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("backplane control read failed: %r", exc)
-                await asyncio.sleep(1.0)
+                if not failures:
+                    log.warning("backplane control read failed: %r; retrying", exc)
+                await asyncio.sleep(backoff_s(failures))
+                failures += 1
                 continue
+            failures = 0
             for entry_id_, fields in _entries(answer):
                 last = entry_id_.decode()
                 sid = fields.get(b"cancel", b"").decode()
@@ -460,11 +499,14 @@ class RedisBackplane:
         """PING every HEALTH_S: ``healthy`` says whether the engine answers.
 
         redis-py reconnects on the next command after a connection is lost;
-        every loop of this module waits before it tries again, so an outage
-        costs a command per loop per second, not a busy loop.
+        every loop of this module backs off before it tries again, so an
+        outage costs a few commands per loop per second, not a busy loop.
+        While the engine is away the PINGs back off from 50 ms up to
+        HEALTH_S, so readiness comes back as soon as it answers.
         """
+        failures = 0
         while not self._closing:
-            await asyncio.sleep(HEALTH_S)
+            await asyncio.sleep(backoff_s(failures, cap_s=HEALTH_S) if failures else HEALTH_S)
             try:
                 async with asyncio.timeout(HEALTH_S):
                     await self.client.ping()
@@ -474,14 +516,20 @@ class RedisBackplane:
                 if self.healthy:
                     log.warning("backplane unreachable: /readyz answers 503 until it is back")
                 self.healthy = False
+                failures += 1
             else:
                 if not self.healthy:
                     log.warning("backplane reachable again")
                 self.healthy = True
+                failures = 0
 
     def followed(self) -> dict[str, Follower]:
         """The followed streams (for tests and metrics)."""
         return dict(self._followers)
+
+    def producing(self) -> int:
+        """How many streams this process is appending to the engine (a drain waits for 0)."""
+        return len(self._publishing)
 
     def publishing(self, stream_id: str) -> bool:
         """Whether this process produces ``stream_id``."""

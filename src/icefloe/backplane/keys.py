@@ -27,6 +27,8 @@ parameter says otherwise)::
                                      consumer group ``workers``
     P workers                ZSET    worker id -> last heartbeat (unix ms)
     P w:<worker id>          HASH    a worker's concurrency and runs held, with a TTL
+    P members                ZSET    process id -> its last heartbeat (unix ms)
+    P member:<process id>    STRING  the process's last heartbeat (JSON), with a TTL
 
 Every per-stream key carries a TTL, refreshed by its producer while the
 stream runs (a crashed producer's streams vanish by themselves).
@@ -110,3 +112,11 @@ class Keys:
 
     def chat(self, tenant: str, chat_id: str) -> str:
         return f"{self.prefix}chat:{len(tenant)}:{tenant}:{chat_id}"
+
+    # -- membership (issue 12, backplane/members.py) --
+    @property
+    def members(self) -> str:
+        return f"{self.prefix}members"
+
+    def member(self, process_id: str) -> str:
+        return f"{self.prefix}member:{process_id}"

@@ -79,6 +79,10 @@ class Engine(Protocol):
         """Whether this process produces ``stream_id``."""
         ...
 
+    def producing(self) -> int:
+        """How many streams this process is appending to the engine now."""
+        ...
+
     def read_elsewhere(self, stream_id: str) -> bool:
         """Whether another process reported reading ``stream_id`` lately."""
         ...

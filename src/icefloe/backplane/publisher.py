@@ -13,14 +13,24 @@ the reading processes report (``P s:<id>:readers``) and appends at most
 which holds the stream's producer back in-process, as a slow local reader
 would. A report older than :data:`STALE_MS` is ignored (a crashed gateway
 must not stall a stream forever).
+
+The engine away: every call is retried with backoff for
+:data:`~icefloe.backplane.backoff.RETRY_BUDGET_S` (a batch that went
+partly through before the connection dropped is appended again, its
+entries already there skipped by their ID), so a short outage costs the
+readers elsewhere a pause and no chunk. Meanwhile the publisher takes
+nothing from the stream, which holds the run back as a slow reader would.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
+from icefloe.backplane.backoff import retrying
 from icefloe.backplane.keys import Keys, entry_id
 from icefloe.backplane.meta import CANCELLED, DONE, FAILED, RUNNING
 from icefloe.core.codec import encode_chunk_msgpack
@@ -30,6 +40,7 @@ from icefloe.exceptions import EndOfStream, StreamError, WouldBlock
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
+    from redis.asyncio.client import Pipeline
 
 __all__ = [
     "MAX_BATCH",
@@ -85,13 +96,51 @@ async def window_room(client: Redis, keys: Keys, stream_id: str, next_seq: int, 
     """Chunks that may be appended now; waits (polling) while none may."""
     key = keys.readers(stream_id)
     while True:
-        floor = slowest(await client.hgetall(key), int(time.time() * 1000))
+        positions = await retrying(lambda: client.hgetall(key))
+        floor = slowest(positions, int(time.time() * 1000))
         if floor is None:
             return MAX_BATCH
         room = floor + window - next_seq
         if room > 0:
             return min(room, MAX_BATCH)
         await asyncio.sleep(POLL_S)
+
+
+def _is_duplicate(result: object) -> bool:
+    """An XADD refused because its entry is already in the log (a retried batch)."""
+    return isinstance(result, Exception) and "equal or smaller" in str(result)
+
+
+async def _execute(make: Callable[[], Pipeline]) -> None:
+    """Run the pipeline ``make`` builds, retried while the engine is away;
+    entries a previous try already appended are not an error."""
+
+    async def once() -> None:
+        for result in await make().execute(raise_on_error=False):
+            if isinstance(result, Exception) and not _is_duplicate(result):
+                raise result
+
+    await retrying(once)
+
+
+def _batch(
+    client: Redis,
+    keys: Keys,
+    stream_id: str,
+    encoded: list[tuple[str, bytes]],
+    last_seq: int,
+    done: bool,
+    history: int,
+) -> Pipeline:
+    """One append: the entries (ID, msgpack chunk), the last seq, the state if done."""
+    pipe = client.pipeline(transaction=False)
+    log, meta = keys.log(stream_id), keys.meta(stream_id)
+    for entry, blob in encoded:
+        pipe.xadd(log, {"c": blob}, id=entry, maxlen=max(history, 1), approximate=True)
+    pipe.hset(meta, "last_seq", last_seq)
+    if done:
+        pipe.hset(meta, "state", DONE)
+    return pipe
 
 
 def ready_chunks(source: ChunkSource, limit: int) -> tuple[list[StreamChunk], BaseException | None]:
@@ -126,29 +175,28 @@ async def publish(
         "last_seq": -1,
         "owner": owner,
     }
-    await client.hset(meta, mapping=fields)
-    await client.expire(meta, RUNNING_TTL_S)
-    await client.zadd(keys.streams, {stream_id: int(time.time() * 1000)})
+    started_ms = int(time.time() * 1000)
+
+    def opening() -> Pipeline:
+        pipe = client.pipeline(transaction=False)
+        pipe.hset(meta, mapping=fields)
+        pipe.expire(meta, RUNNING_TTL_S)
+        pipe.zadd(keys.streams, {stream_id: started_ms})
+        return pipe
+
+    await _execute(opening)
     next_seq = 0
     try:
         while True:
             room = await window_room(client, keys, stream_id, next_seq, window)
             chunks, end = ready_chunks(source, room)
             if chunks:
-                pipe = client.pipeline(transaction=False)
-                for chunk in chunks:
-                    pipe.xadd(
-                        log,
-                        {"c": encode_chunk_msgpack(chunk)},
-                        id=entry_id(chunk.seq),
-                        maxlen=max(history, 1),
-                        approximate=True,
-                    )
+                encoded = [(entry_id(c.seq), encode_chunk_msgpack(c)) for c in chunks]
                 next_seq = chunks[-1].seq + 1
-                pipe.hset(meta, "last_seq", next_seq - 1)
-                if chunks[-1].done:
-                    pipe.hset(meta, "state", DONE)
-                await pipe.execute()
+                batch = functools.partial(
+                    _batch, client, keys, stream_id, encoded, next_seq - 1, chunks[-1].done, history
+                )
+                await _execute(batch)
             if isinstance(end, StreamError):
                 await _end(client, keys, stream_id, next_seq, end)
             if end is not None:
@@ -167,19 +215,23 @@ async def _end(
     client: Redis, keys: Keys, stream_id: str, next_seq: int, error: StreamError
 ) -> None:
     """Write an abnormal end: a last log entry for followers, then the meta."""
-    pipe = client.pipeline(transaction=False)
-    pipe.xadd(
-        keys.log(stream_id),
-        {"t": f"{error.code.value}\n{error.message}".encode()},
-        id=entry_id(next_seq),
-    )
-    pipe.hset(
-        keys.meta(stream_id),
-        mapping={
-            "state": CANCELLED if error.code is ErrorCode.CANCELLED else FAILED,
-            "code": error.code.value,
-            "message": error.message,
-        },
-    )
-    pipe.expire(keys.meta(stream_id), TTL_S)
-    await pipe.execute()
+
+    def ending() -> Pipeline:
+        pipe = client.pipeline(transaction=False)
+        pipe.xadd(
+            keys.log(stream_id),
+            {"t": f"{error.code.value}\n{error.message}".encode()},
+            id=entry_id(next_seq),
+        )
+        pipe.hset(
+            keys.meta(stream_id),
+            mapping={
+                "state": CANCELLED if error.code is ErrorCode.CANCELLED else FAILED,
+                "code": error.code.value,
+                "message": error.message,
+            },
+        )
+        pipe.expire(keys.meta(stream_id), TTL_S)
+        return pipe
+
+    await _execute(ending)

@@ -322,6 +322,14 @@ def serve(
             "(needs --backplane; docs/deploy.md, Workers).",
         ),
     ] = False,
+    drain_timeout: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="Seconds SIGTERM waits for this process's runs to end while its clients "
+            "move to other gateways (docs/deploy.md, 'Draining').",
+        ),
+    ] = 25.0,
     # -- end of backplane --
 ) -> None:
     """Serve a flow over HTTP (SSE, NDJSON, long-poll) and WebSocket, with the inspector at /."""
@@ -412,6 +420,10 @@ def serve(
         settings = dataclasses.replace(settings, backplane=backplane, no_runs=no_runs)
     elif no_runs:
         raise typer.BadParameter("--no-runs needs --backplane", param_hint="--no-runs")
+    # lifecycle (issue 12): SIGTERM drains; /v1/cluster lists this address
+    settings = dataclasses.replace(
+        settings, drain_timeout_s=drain_timeout, advertise=f"{host}:{port}"
+    )
     _run_server(flow, settings, host, port, gateway)
 
 

@@ -97,7 +97,7 @@ class ErrorCode(enum.StrEnum):
 
 
 class CloseCode(enum.IntEnum):
-    """WebSocket close codes the server sends (RFC 6455 section 7.4, plus 4000)."""
+    """WebSocket close codes the server sends (RFC 6455 section 7.4, plus 4000 and 4001)."""
 
     NORMAL = 1000
     POLICY_VIOLATION = 1008
@@ -107,6 +107,9 @@ class CloseCode(enum.IntEnum):
     SERVICE_RESTART = 1012
     #: private range: the session was taken over by another connection
     SESSION_TAKEN = 4000
+    #: private range: this gateway drains (SIGTERM); reconnect, to any
+    #: gateway, at once and resume the session (issue 12, lifecycle)
+    RECONNECT = 4001
 
 
 class WireError(NamedTuple):
@@ -170,6 +173,8 @@ class CloseReason(enum.Enum):
     SESSION_TAKEN = enum.auto()
     #: a server bug; nothing of it reaches the peer
     INTERNAL = enum.auto()
+    #: the gateway drains (SIGTERM): reconnect elsewhere and resume (issue 12)
+    DRAINING = enum.auto()
 
 
 _CLOSES: Final[Mapping[CloseReason, tuple[CloseCode, str]]] = MappingProxyType(
@@ -180,6 +185,7 @@ _CLOSES: Final[Mapping[CloseReason, tuple[CloseCode, str]]] = MappingProxyType(
         CloseReason.TOO_BIG: (CloseCode.MESSAGE_TOO_BIG, "message too big"),
         CloseReason.SESSION_TAKEN: (CloseCode.SESSION_TAKEN, "session resumed elsewhere"),
         CloseReason.INTERNAL: (CloseCode.INTERNAL_ERROR, "internal error"),
+        CloseReason.DRAINING: (CloseCode.RECONNECT, "draining: reconnect and resume"),
     }
 )
 

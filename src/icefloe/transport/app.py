@@ -55,10 +55,13 @@ from icefloe.transport.auth import (
     prepare,
     request_token,
 )
+from icefloe.transport.cluster import ClusterCollector, ClusterView, RunStats  # issue 12
+from icefloe.transport.drain import DRAIN_SCOPE_KEY, Drain  # lifecycle (issue 12)
 from icefloe.transport.edge import EdgeContext, EdgeSettings
 from icefloe.transport.errors import HttpError, error_response
 from icefloe.transport.logfilter import install_protocol_log_filter
 from icefloe.transport.routes_chat import ChatRoutes
+from icefloe.transport.routes_cluster import ClusterRoutes  # issue 12
 from icefloe.transport.routes_events import EventRoutes
 from icefloe.transport.routes_ops import OpsRoutes
 from icefloe.transport.routes_streams import StreamRoutes
@@ -177,6 +180,8 @@ class EdgeApp(Starlette):
         # ``run`` is the lifespan body, shared by the server (the app served on
         # its own) and by a parent app (mounted; see running()).
         self._run = run
+        #: the app's drain (issue 12), put in every scope for the streaming responses
+        self.drain: Drain | None = None
         super().__init__(lifespan=lambda _app: run(), **kwargs)
 
     def running(self) -> AbstractAsyncContextManager[None]:
@@ -188,6 +193,7 @@ class EdgeApp(Starlette):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope[RAW_SEND] = send
+        scope[DRAIN_SCOPE_KEY] = self.drain
         await super().__call__(scope, receive, send)
 
 
@@ -258,6 +264,7 @@ def create_app(
     hub: Hub | None = None,
     pubsub_push: PushSource | None = None,
     gateway: Gateway | None = None,
+    run_stats: RunStats | None = None,
 ) -> EdgeApp:
     """The ASGI app serving ``flow`` (and ``hub``: a fresh one when None) over HTTP
     and WebSocket; see docs/wire-protocol.md and docs/websocket.md.
@@ -265,7 +272,8 @@ def create_app(
     ``pubsub_push`` serves ``POST /v1/pubsub/push`` into that source
     (docs/connectors-pubsub.md). ``gateway`` runs its bridge routes in the
     app's lifespan, with this flow and hub, and serves ``/v1/routes``
-    (docs/bridge.md).
+    (docs/bridge.md). ``run_stats`` gives ``GET /v1/cluster`` and ``/metrics``
+    the run queue's figures (docs/deploy.md, "Cluster view").
 
     Mounted in another app, it needs the parent to run its lifespan
     (:func:`lifespan`, :func:`running`); until the flow runs, requests that
@@ -280,6 +288,9 @@ def create_app(
     topics = TopicRoutes(edge)
     ops = OpsRoutes(edge)
     chat = ChatRoutes(edge)
+    # -- cluster view (issue 12) --
+    cluster = ClusterView(flow, edge.drain, address=settings.advertise, run_stats=run_stats)
+    edge.metrics.registry.register(ClusterCollector(cluster))
 
     async def on_http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HttpError)
@@ -301,6 +312,7 @@ def create_app(
         Route("/healthz", ops.healthz, methods=["GET"]),
         Route("/readyz", ops.readyz, methods=["GET"]),
         Route("/metrics", ops.metrics, methods=["GET"]),
+        Route("/v1/cluster", ClusterRoutes(edge, cluster).get, methods=["GET"]),  # issue 12
         Route("/openapi.json", ops.openapi, methods=["GET"]),
         Route("/v1/streams", streams.start, methods=["POST"]),
         Route("/v1/streams", streams.list_streams, methods=["GET"]),
@@ -362,9 +374,17 @@ def create_app(
         owned = not flow.running
         if owned:
             flow.run()
+        stack = contextlib.ExitStack()  # what the lifespan installed, undone first
         try:
             if edge.backplane is not None:  # -- backplane (issue 12) --
                 await edge.backplane.open()
+            await cluster.open(edge.backplane)  # heartbeat (issue 12)
+            if settings.drain_timeout_s is not None:  # lifecycle (issue 12)
+                from icefloe.transport.drain_signal import SigtermDrain
+
+                sigterm = SigtermDrain(edge, settings.drain_timeout_s)
+                sigterm.install()
+                stack.callback(sigterm.uninstall)
             if gateway is None:
                 yield
             else:  # bridge routes (issue 13): they share this flow and hub
@@ -373,6 +393,8 @@ def create_app(
                 async with gateway.running(Served(flow, edge.hub)):
                     yield
         finally:
+            stack.close()
+            await cluster.aclose()
             if edge.backplane is not None:  # -- backplane (issue 12) --
                 await edge.backplane.aclose()
             await edge.relays.aclose()
@@ -392,4 +414,5 @@ def create_app(
         },
     )
     app.state.edge = edge
+    app.drain = edge.drain
     return app

@@ -30,11 +30,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 import time
 from dataclasses import dataclass
 from typing import Any, Final
 
 from icefloe.backplane.engine import RedisBackplane
+from icefloe.backplane.members import Members, beat_forever
 from icefloe.backplane.meta import LIVE, QUEUED
 from icefloe.backplane.runqueue import CLAIM_COUNT, HEARTBEAT_S, Claimed, RunQueue
 from icefloe.backplane.worker_publish import FENCED, GAP, append_owned, end_owned, publish_owned
@@ -99,6 +102,7 @@ class Worker:
         self._changed = asyncio.Event()
         self._busy_at = time.monotonic()
         self._acks: set[asyncio.Task[None]] = set()
+        self._started = time.time()
 
     @property
     def queue(self) -> RunQueue:
@@ -109,6 +113,19 @@ class Worker:
     def running(self) -> int:
         """Entries held now (runs running, or being taken over)."""
         return len(self._held)
+
+    def stats(self) -> dict[str, Any]:
+        """This worker's heartbeat figures, as ``GET /v1/cluster`` lists them."""
+        return {
+            "started": round(self._started, 3),
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "load": self._flow.congestion.value,
+            "draining": self._stopping.is_set(),
+            "concurrency": self.concurrency,
+            "streams": self._flow.stats().streams.active,
+            "runs_running": len(self._held),
+        }
 
     def drain(self) -> None:
         """Stop taking entries; :meth:`run` then drains and returns (SIGTERM)."""
@@ -130,12 +147,16 @@ class Worker:
         self._queue = RunQueue(self.engine.client, self.engine.keys)
         await self._queue.ensure_group()
         heartbeat = asyncio.ensure_future(self._heartbeat_loop())
+        # Listed by every gateway's GET /v1/cluster (backplane/members.py).
+        members = Members(self.engine.client, self.engine.keys)
+        membership = asyncio.ensure_future(beat_forever(members, self.id, "worker", self.stats))
         try:
             await self._take_loop()
             await self._drain()
         finally:
             heartbeat.cancel()
-            await asyncio.gather(heartbeat, return_exceptions=True)
+            membership.cancel()
+            await asyncio.gather(heartbeat, membership, return_exceptions=True)
             if owned:
                 await flow.stop()
             with contextlib.suppress(Exception):

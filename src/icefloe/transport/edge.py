@@ -48,6 +48,7 @@ from icefloe.transport.auth import (
     Scope,
     request_token,
 )
+from icefloe.transport.drain import Drain  # lifecycle (issue 12)
 from icefloe.transport.errors import HttpError
 from icefloe.transport.forwarded import TrustedProxies
 from icefloe.transport.idempotency import Started
@@ -172,6 +173,11 @@ class EdgeSettings:
     #: queue starts for ``icefloe worker`` processes instead of running them
     #: here (``--no-runs``; needs ``backplane``; docs/deploy.md, "Workers")
     no_runs: bool = False
+    #: ``host:port`` this gateway is reached at, listed by ``GET /v1/cluster``
+    advertise: str | None = None
+    #: served by uvicorn: SIGTERM drains for at most this many seconds, then
+    #: stops (None: uvicorn's own SIGTERM, an immediate stop; docs/deploy.md)
+    drain_timeout_s: float | None = None
     # -- end of backplane --
 
     def __post_init__(self) -> None:
@@ -181,6 +187,8 @@ class EdgeSettings:
             raise ValueError(f"history must be an int >= 0, got {self.history!r}")
         if not isinstance(self.stream_window, int) or self.stream_window < 1:
             raise ValueError(f"stream_window must be an int >= 1, got {self.stream_window!r}")
+        if self.drain_timeout_s is not None and not self.drain_timeout_s >= 0:
+            raise ValueError(f"drain_timeout_s must be >= 0 or None, got {self.drain_timeout_s!r}")
         if self.unread_timeout_s is not None and not self.unread_timeout_s > 0:
             raise ValueError(f"unread_timeout_s must be > 0 or None, got {self.unread_timeout_s!r}")
         TrustedProxies(self.forwarded_allow_ips)  # refuse a bad entry now, not per request
@@ -254,6 +262,9 @@ class EdgeContext:
                 )
                 self.backplane.on_session_taken(self._ws_taken_elsewhere)
         # -- end of backplane --
+        # -- lifecycle (issue 12): SIGTERM drains; with a backplane the
+        # clients can resume on another gateway at once --
+        self.drain = Drain(hand_off_at_once=settings.backplane is not None)
         # The live connection of each attached WebSocket session.
         self._ws_live: dict[str, WsConnection] = {}
 
@@ -386,6 +397,12 @@ class EdgeContext:
     ) -> tuple[Started, bool]:
         """Start a run for ``principal`` (HTTP POST and WebSocket ``start``);
         see :meth:`RunStarter.start`."""
+        if self.drain.draining:  # lifecycle (issue 12)
+            raise HttpError(
+                ErrorCode.UNAVAILABLE,
+                "draining: this gateway is shutting down, start the run on another",
+                {"Retry-After": "1"},
+            )
         started, new = await self.runs.start(principal, payload, headers, idempotency_key)
         if new and self.backplane is not None:  # -- backplane (issue 12) --
             self.backplane.started(started.stream_id, headers.tenant)

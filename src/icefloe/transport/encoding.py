@@ -26,10 +26,12 @@ __all__ = [
     "error_body",
     "ndjson_chunk",
     "ndjson_error",
+    "ndjson_reconnect",
     "parse_query_int",
     "parse_resume_point",
     "sse_chunk",
     "sse_error",
+    "sse_reconnect",
     "sse_retry",
     "terminal_seq",
 ]
@@ -97,6 +99,22 @@ def terminal_seq(code: ErrorCode, next_seq: int) -> int | None:
     if code is ErrorCode.HISTORY_GONE:
         return next_seq - 1 if next_seq > 0 else None
     return next_seq
+
+
+def sse_reconnect(retry_ms: int, *, event: bool = True) -> bytes:
+    """The last bytes of a response a draining gateway hands off (issue 12):
+    a ``retry:`` hint, then an ``event: reconnect`` (no id, so the resume
+    point stays the last chunk's) or, for a body whose parser takes no
+    unknown events (the AI SDK's), a ``: reconnect`` comment."""
+    body = _encode({"reason": "draining", "retry_ms": retry_ms})
+    if not event:
+        return b"retry: %d\n: reconnect\n\n" % retry_ms
+    return b"retry: %d\n\nevent: reconnect\ndata: %s\n\n" % (retry_ms, body)
+
+
+def ndjson_reconnect(retry_ms: int) -> bytes:
+    """The NDJSON twin of :func:`sse_reconnect`: ``{"reconnect": {...}}``."""
+    return _encode({"reconnect": {"reason": "draining", "retry_ms": retry_ms}}) + b"\n"
 
 
 def ndjson_chunk(chunk: StreamChunk) -> bytes:

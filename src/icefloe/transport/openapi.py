@@ -420,7 +420,38 @@ OPENAPI: dict[str, Any] = {
         "/readyz": {
             "get": {
                 "summary": "Readiness",
-                "responses": {"200": {"description": "ready"}, "503": _error("not ready")},
+                "responses": {
+                    "200": {"description": "ready"},
+                    "503": _error("not ready (starting, overloaded, backplane away, draining)"),
+                },
+            }
+        },
+        # -- cluster view (issue 12, docs/deploy.md "Cluster view") --
+        "/v1/cluster": {
+            "get": {
+                "summary": "Gateways and workers alive, their load, the runs "
+                "(with auth on: the metrics scope)",
+                "responses": {
+                    "200": {
+                        "description": "the processes alive, their totals and the runs",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["self", "processes", "totals", "runs"],
+                                    "properties": {
+                                        "self": {"type": "string"},
+                                        "processes": {"type": "array", "items": {"type": "object"}},
+                                        "totals": {"type": "object"},
+                                        "runs": {"type": "object"},
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "503": _error("the backplane or the run queue is unreachable"),
+                    **_COMMON_ERRORS,
+                },
             }
         },
         "/metrics": {

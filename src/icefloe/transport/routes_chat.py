@@ -300,6 +300,7 @@ class ChatRoutes:
             take=_take,
             on_chunks=edge.metrics.chunks_written,
             on_end=ended,
+            reconnect_event=False,  # the AI SDK's parser takes no unknown events (issue 12)
         )
         return _UiStreamResponse(pump)
 

@@ -47,14 +47,17 @@ class OpsRoutes:
         return JSONResponse({"status": "ok"})
 
     async def readyz(self, request: Request) -> Response:
-        """Readiness: 503 until the flow runs, while it is overloaded, and while
-        its backplane (``--backplane``) does not answer.
+        """Readiness: 503 until the flow runs, while it is overloaded, while
+        its backplane (``--backplane``) does not answer, and from SIGTERM on
+        (``draining``: the server hands its clients off and stops).
 
         A store outage keeps it 200 (``at_most_once`` runs go on, and a
         balancer that took every replica of a shared store out would stop
         them too) and says why durable starts are refused: ``store``.
         """
         flow = self.edge.flow
+        if self.edge.drain.draining:  # lifecycle (issue 12): first, it never ends
+            return error_response(ErrorCode.UNAVAILABLE, "draining", {"Retry-After": "1"})
         if not flow.running:
             return error_response(ErrorCode.UNAVAILABLE, "the flow is not running")
         backplane = self.edge.backplane  # -- backplane (issue 12) --

@@ -21,6 +21,11 @@ explicit:
   ``history_gone``), and nothing is dropped or reordered.
 * ``Accept-Encoding: gzip`` is honoured with a sync flush per write, so
   compression never holds a token back.
+* A draining gateway (issue 12, :mod:`icefloe.transport.drain`) hands the
+  pump off: between two writes it sends a ``retry:`` hint and an ``event:
+  reconnect`` (NDJSON: a ``{"reconnect": ...}`` line) and ends the body, so
+  the client resumes with ``Last-Event-ID`` on another gateway. Nothing taken
+  from the reader is left unwritten.
 """
 
 from __future__ import annotations
@@ -36,14 +41,17 @@ from icefloe.core.messages import StreamChunk
 from icefloe.core.token_bucket import TokenBucket
 from icefloe.exceptions import IcefloeError, StreamError
 from icefloe.runtime.throttle import pace
+from icefloe.transport.drain import DRAIN_SCOPE_KEY, Drain, reconnect_delay_ms
 from icefloe.transport.encoding import (
     NDJSON_HEARTBEAT,
     SSE_PING,
     WireFormat,
     ndjson_chunk,
     ndjson_error,
+    ndjson_reconnect,
     sse_chunk,
     sse_error,
+    sse_reconnect,
     sse_retry,
 )
 from icefloe.transport.logfilter import CUTS, mark_response_cut
@@ -135,6 +143,7 @@ class StreamPump:
         terminal_seq: TerminalSeq | None = None,
         on_chunks: Callable[[StreamChunk, int, int], None] | None = None,
         on_end: Callable[[str], None] | None = None,
+        reconnect_event: bool = True,
     ) -> None:
         self.reader = reader
         self.fmt = fmt
@@ -165,6 +174,10 @@ class StreamPump:
         self._bucket = settings.bucket()
         #: seconds this connection waited on its bytes/s limit
         self.throttled_s = 0.0
+        # Handed off by a draining gateway (issue 12): end with a reconnect hint;
+        # an SSE body an AI SDK client parses gets a comment, not an event.
+        self._handed_off = False
+        self._reconnect_event = reconnect_event
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = [
@@ -177,6 +190,9 @@ class StreamPump:
             headers.append((b"vary", b"accept-encoding"))
         outcome = "disconnected"
         loop = self._loop = asyncio.get_running_loop()
+        drain: Drain | None = scope.get(DRAIN_SCOPE_KEY)
+        if drain is not None:
+            drain.enlist(self)
         try:
             await send({"type": "http.response.start", "status": 200, "headers": headers})
             self._last_write = loop.time()
@@ -209,9 +225,22 @@ class StreamPump:
             for handle in (self._watchdog, self._beater):
                 if handle is not None:
                     handle.cancel()
+            if drain is not None:
+                drain.leave(self)
             self.reader.close()
             if self._on_end is not None:
                 self._on_end(outcome)
+
+    def hand_off(self) -> None:
+        """The gateway drains: end after the write in progress, with a reconnect hint."""
+        self._handed_off = True
+        self.reader.interrupt()
+
+    def _reconnect(self) -> bytes:
+        retry_ms = reconnect_delay_ms()
+        if self.fmt is WireFormat.NDJSON:
+            return ndjson_reconnect(retry_ms)
+        return sse_reconnect(retry_ms, event=self._reconnect_event)
 
     async def _pump(self, send: Send) -> str:
         reader = self.reader
@@ -225,6 +254,10 @@ class StreamPump:
             # One write is one payment: never ask the bucket for more than it holds.
             limit = max(1, min(limit, int(self._bucket.burst)))
         while True:
+            if self._handed_off:
+                parts.append(self._reconnect())
+                await self._write(send, parts, more=False)
+                return "draining"
             outcome = None
             first: StreamChunk | None = None
             count = 0
@@ -259,7 +292,8 @@ class StreamPump:
                 size = 0
             if outcome is not None:
                 return outcome
-            if not reader.held():
+            # A hand-off during the write found no wait to interrupt.
+            if not reader.held() and not self._handed_off:
                 await reader.wait()
 
     def _terminal(self, exc: StreamError) -> bytes:

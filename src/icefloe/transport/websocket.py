@@ -32,7 +32,8 @@ Every close the server sends comes from
 :func:`~icefloe.core.wire_errors.close_frame`: a flood of bad messages and a
 slow consumer (one send not finished within ``send_timeout_s``) 1008, a zstd
 message too big once inflated 1009, a bug in the send path 1011, the session
-resumed on another connection 4000.
+resumed on another connection 4000, a draining gateway (SIGTERM, issue 12)
+4001: reconnect, to any gateway, and resume the session.
 
 Limits: streams per connection (``max_streams``), credit per stream
 (``MAX_CREDIT``), bytes queued per stream (``stream_queue_bytes``), one send
@@ -216,6 +217,10 @@ class WsConnection:
         (4000) and parks the session, so its last acks reach the other gateway."""
         self._cut(CloseReason.SESSION_TAKEN)
 
+    def hand_off(self) -> None:
+        """The gateway drains (issue 12): close with 4001, reconnect and resume."""
+        self._cut(CloseReason.DRAINING)
+
     def _cut(self, reason: CloseReason) -> None:
         """End the connection from any task: the receive loop closes for ``reason``."""
         if self._closing is None:
@@ -230,6 +235,8 @@ class WsConnection:
         self._owner = asyncio.current_task()
         clock = time.perf_counter
         try:
+            if self._closing is not None:  # cut before it ran: a draining gateway
+                return close_frame(self._closing)
             slice_start = clock()
             while True:
                 message = await receive()
@@ -363,6 +370,7 @@ async def serve_websocket(edge: WsEdge, scope: Any, receive: Any, send: Any) -> 
             edge, settings, principal, fmt, send, edge.sessions, compress=compress, limit_key=key
         )
         edge.metrics.ws.opened(ws)
+        edge.drain.enlist(ws)  # lifecycle (issue 12)
         try:
             edge.sessions.expire()
             close = await ws.run(receive)
@@ -374,6 +382,7 @@ async def serve_websocket(edge: WsEdge, scope: Any, receive: Any, send: Any) -> 
                         code, reason = close
                         await send({"type": "websocket.close", "code": code, "reason": reason})
         finally:
+            edge.drain.leave(ws)
             edge.metrics.ws.closed_conn(ws)
     finally:
         edge.limiter.close_connection(key)

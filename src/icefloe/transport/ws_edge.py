@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from icefloe.runtime.flow import Flow
     from icefloe.transport.auth import Principal, Scope
     from icefloe.transport.backplane_edge import EdgeBackplane
+    from icefloe.transport.drain import Drain
     from icefloe.transport.errors import HttpError
     from icefloe.transport.idempotency import Started
     from icefloe.transport.limits import PrincipalLimiter
@@ -86,6 +87,11 @@ class WsEdge(Protocol):
     @property
     def backplane(self) -> EdgeBackplane | None:
         """Streams and hub events shared with other gateways (None: none)."""
+        ...
+
+    @property
+    def drain(self) -> Drain:
+        """The gateway's drain (SIGTERM): connections enlist to be handed off."""
         ...
 
     def host_denial(self, request: HTTPConnection) -> HttpError | None:

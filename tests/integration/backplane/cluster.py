@@ -30,6 +30,7 @@ import icefloe
 __all__ = [
     "NATS_URL",
     "REDIS_URL",
+    "CuttableRedis",
     "Gateway",
     "cluster",
     "round_robin",
@@ -49,6 +50,8 @@ class Gateway:
     pid: int
     #: the backplane prefix its cluster shares
     prefix: str = ""
+    #: the process, for a test that signals it and waits for its exit status
+    proc: asyncio.subprocess.Process | None = None
 
 
 def _free_port() -> int:
@@ -107,7 +110,7 @@ async def cluster(
         started = [await _start(flags, backplane) for _ in range(count)]
         procs = [proc for proc, _url in started]
         await asyncio.gather(*(_ready(proc, url) for proc, url in started))
-        yield [Gateway(url, proc.pid, prefix) for proc, url in started]
+        yield [Gateway(url, proc.pid, prefix, proc) for proc, url in started]
     finally:
         for proc in procs:
             if proc.returncode is None:
@@ -155,6 +158,41 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
         pass
     finally:
         writer.close()
+
+
+class CuttableRedis:
+    """A TCP proxy to Redis (or to ``host:port``, another engine) on a fixed
+    port that can be cut and restored (``redis://127.0.0.1:<port>/0``: the
+    gateways' engine, for outage tests)."""
+
+    def __init__(self, host: str | None = None, port: int | None = None) -> None:
+        self.port = _free_port()
+        redis_host, _, rest = REDIS_URL.removeprefix("redis://").partition(":")
+        self._target = (host or redis_host, port or int(rest.split("/")[0]))
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    async def up(self) -> None:
+        self._server = await asyncio.start_server(
+            self._accept, "127.0.0.1", self.port, reuse_address=True
+        )
+
+    async def down(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in list(self._writers):
+            writer.close()
+        self._writers.clear()
+        await self._server.wait_closed()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self._target)
+        self._writers |= {writer, up_writer}
+        await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
 
 
 @asynccontextmanager

@@ -11,8 +11,8 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from cluster import NATS_URL, cluster
-from test_engine_outage import _Cuttable, _ready_becomes
+from cluster import NATS_URL, CuttableRedis, cluster
+from test_engine_outage import _ready_becomes
 from test_nats_backplane import _reachable
 from test_shared_streams import _read_sse, _start
 
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.skipif(not _reachable(NATS_URL), reason=f"no NATS serve
 
 async def test_nats_readyz_is_false_while_the_engine_is_unreachable() -> None:
     target = urlsplit(NATS_URL)
-    proxy = _Cuttable(target.hostname or "127.0.0.1", target.port or 4222)
+    proxy = CuttableRedis(target.hostname or "127.0.0.1", target.port or 4222)
     await proxy.up()
     url = f"nats://127.0.0.1:{proxy.port}"
     try:

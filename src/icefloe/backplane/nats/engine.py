@@ -245,6 +245,10 @@ class NatsBackplane:
     def publishing(self, stream_id: str) -> bool:
         return stream_id in self._publishing
 
+    def producing(self) -> int:
+        """How many streams this process is appending to the engine (a drain waits for 0)."""
+        return len(self._publishing)
+
     # -- reading --------------------------------------------------------------
 
     async def meta(self, stream_id: str) -> StreamMeta | None:

@@ -22,6 +22,8 @@ export const WS_SUBPROTOCOL = "icefloe.v1.json";
 
 // Close codes after which reconnecting cannot help.
 const FINAL_CLOSES = new Set([1008, 1009, 4000]);
+// The gateway drains (SIGTERM): reconnect at once (to another gateway) and resume.
+const RECONNECT_CLOSE = 4001;
 // HTTP statuses worth retrying (a reader reconnects after them).
 const RETRY_STATUSES = new Set([429, 502, 503, 504]);
 
@@ -136,6 +138,7 @@ class SseReader {
     try {
       while (!this.finished) {
         let delivered = false;
+        this.handoffMs = null;
         try {
           delivered = await this.connect();
           if (this.finished) break;
@@ -146,8 +149,10 @@ class SseReader {
         if (delivered) attempt = 0;
         this.reconnects += 1;
         if (this.handlers.onReconnect) this.handlers.onReconnect(this.reconnects);
-        await sleep(backoffDelay(attempt++, this.client.retryBaseMs, this.client.retryMaxMs),
-          this.abort.signal);
+        // A draining gateway handed this reader off: its retry hint, no backoff.
+        const wait = this.handoffMs !== null ? this.handoffMs
+          : backoffDelay(attempt++, this.client.retryBaseMs, this.client.retryMaxMs);
+        await sleep(wait, this.abort.signal);
       }
     } catch (err) {
       this.finished = true;
@@ -172,6 +177,10 @@ class SseReader {
     let delivered = false;
     const parser = new SseParser((ev) => {
       if (this.finished) return;
+      if (ev.event === "reconnect") { // the gateway drains: resume elsewhere
+        this.handoffMs = parser.retry !== null ? parser.retry : 0;
+        return;
+      }
       if (ev.id !== null) this.lastEventId = ev.id;
       delivered = true;
       if (this.handlers.onEvent(ev) === false) this.close();
@@ -182,7 +191,7 @@ class SseReader {
         const { value, done } = await reader.read();
         if (done) break;
         parser.feed(value);
-        if (this.finished) break;
+        if (this.finished || this.handoffMs !== null) break;
       }
     } finally {
       reader.cancel().catch(() => {});
@@ -585,7 +594,9 @@ export class Connection {
     if (this.closed) return;
     const retries = this.options.maxRetries === undefined ? Infinity : this.options.maxRetries;
     const why = event.reason ? `${event.code}: ${event.reason}` : String(event.code);
-    if (this.sessionId === null || FINAL_CLOSES.has(event.code) || this.attempt >= retries) {
+    const handedOff = event.code === RECONNECT_CLOSE;
+    if ((this.sessionId === null && !handedOff) || FINAL_CLOSES.has(event.code)
+        || this.attempt >= retries) {
       this.closed = true;
       const err = new IcefloeError("closed", this.attempt >= retries && this.sessionId !== null
         ? `the connection was lost ${this.attempt} times; gave up (${why})`
@@ -595,7 +606,9 @@ export class Connection {
       for (const s of [...this.streams.values(), ...this.starting.values()]) s.finish(err);
       return;
     }
-    const delay = backoffDelay(this.attempt++, this.client.retryBaseMs, this.client.retryMaxMs);
+    // Handed off by a draining gateway: reconnect at once (no backoff growth).
+    const delay = handedOff ? backoffDelay(0, this.client.retryBaseMs, this.client.retryMaxMs)
+      : backoffDelay(this.attempt++, this.client.retryBaseMs, this.client.retryMaxMs);
     this.reconnects += 1;
     this.setState("reconnecting", why);
     setTimeout(() => { if (!this.closed) this.open(); }, delay);
