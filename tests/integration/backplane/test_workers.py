@@ -95,6 +95,14 @@ async def _until(seen: list[Any], count: int) -> None:
         await asyncio.sleep(0.01)  # polling what a reader task read so far
 
 
+async def _cluster(url: str) -> dict[str, Any]:
+    async with httpx.AsyncClient(base_url=url) as client:
+        response = await client.get("/v1/cluster")
+        assert response.status_code == 200, response.text
+        view: dict[str, Any] = response.json()
+        return view
+
+
 async def test_a_queued_start_runs_on_a_worker_and_reads_on_every_gateway() -> None:
     prefix = _prefix()
     async with asyncio.timeout(40), cluster(2, "--no-runs", prefix=prefix) as gws:
@@ -103,6 +111,10 @@ async def test_a_queued_start_runs_on_a_worker_and_reads_on_every_gateway() -> N
         assert (await _status(gws[1].url, sid))["state"] == "queued"
         stats = await _stats(prefix)
         assert (stats["queued"], stats["running"]) == (1, 0)
+        # Any gateway's cluster view counts the queue and both gateways.
+        view = await _cluster(gws[1].url)
+        assert view["runs"]["queued"] == 1
+        assert (view["totals"]["gateways"], view["totals"]["workers"]) == (2, 0)
         # A queued start cancelled on any gateway ends there and then; no worker runs it.
         dropped = await _start(gws[0].url, {"n": 5})
         async with httpx.AsyncClient(base_url=gws[1].url) as client:
@@ -111,6 +123,9 @@ async def test_a_queued_start_runs_on_a_worker_and_reads_on_every_gateway() -> N
         readers = [asyncio.ensure_future(_read(g.url, sid)) for g in gws]
         w = await start_worker(prefix, "wflow:exactly_once", "--exit-when-idle", "1")
         try:
+            # The worker beats as a member: the cluster view lists it.
+            while (await _cluster(gws[0].url))["totals"]["workers"] != 1:
+                await asyncio.sleep(0.05)  # polling the view, not synchronisation
             for chunks, end in await asyncio.gather(*readers):
                 assert (chunks, end) == (_expected(20), "done")
             assert (await _status(gws[1].url, sid))["state"] == "done"
