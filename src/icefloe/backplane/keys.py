@@ -11,8 +11,9 @@ parameter says otherwise)::
                                      that process's slowest reader of the stream is
     P streams                ZSET    stream ids by start time (unix ms), for listing
     P control                STREAM  cancel requests: field ``cancel`` = stream id
-    P hub                    STREAM  hub events of every tenant and topic: field ``o``
-                                     (the publishing process), ``e`` (the event)
+    P hub                    STREAM  hub events of every tenant and topic, numbered
+                                     by the engine (see icefloe.backplane.topics)
+    P hub:topic:<t>          HASH    a topic's epoch and next offset
 
 Every per-stream key carries a TTL, refreshed by its producer while the
 stream runs (a crashed producer's streams vanish by themselves).

@@ -387,6 +387,8 @@ def serve(
         settings, hub_bytes_per_tenant, hub_topics_per_tenant, hub_topic_idle
     )
     options.use_store(flow, store)  # the store of durable runs (issue 11)
+    if backplane is None:  # and of hub topic history (memory:// keeps none)
+        settings = dataclasses.replace(settings, topic_store=store)
     gateway = None if bridge is None else options.load_gateway(bridge)  # (issue 13)
     if backplane is not None:  # -- backplane (issue 12) --
         from icefloe.backplane.keys import parse_url

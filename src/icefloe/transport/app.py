@@ -365,6 +365,8 @@ def create_app(
         try:
             if edge.backplane is not None:  # -- backplane (issue 12) --
                 await edge.backplane.open()
+            if edge.topic_journal is not None:  # hub topic history in the store (issue 11)
+                await edge.topic_journal.open()
             if gateway is None:
                 yield
             else:  # bridge routes (issue 13): they share this flow and hub
@@ -373,6 +375,8 @@ def create_app(
                 async with gateway.running(Served(flow, edge.hub)):
                     yield
         finally:
+            if edge.topic_journal is not None:  # hub topic history in the store (issue 11)
+                await edge.topic_journal.aclose()
             if edge.backplane is not None:  # -- backplane (issue 12) --
                 await edge.backplane.aclose()
             await edge.relays.aclose()

@@ -6,9 +6,11 @@
 * every run this gateway starts is published (a blocking in-process reader
   attached at seq 0 feeds the engine, so the producer can run at most the
   backplane window ahead of the slowest remote reader);
-* hub events published here over HTTP are shared, and events published on
-  other gateways are published into this gateway's hub
-  (:mod:`icefloe.backplane.topics`);
+* hub events published here (HTTP, WebSocket) are numbered on the engine
+  (one offset sequence and epoch per topic across all gateways) and every
+  gateway, this one too, publishes them into its hub from there
+  (:mod:`icefloe.backplane.topics`); it is the edge's
+  :class:`~icefloe.transport.topic_log.TopicLog`;
 * a stream the flow does not know (``flow.brief`` and ``flow.finished`` are
   None) is looked up in the engine; the stream routes then read it through a
   :class:`~icefloe.backplane.reader.RemoteReader`, answer its status, list it
@@ -20,6 +22,7 @@ A stream read on the gateway that produces it never reaches this module.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
@@ -31,8 +34,8 @@ from icefloe.backplane.meta import RUNNING, StreamMeta
 from icefloe.backplane.reader import RemoteReader
 from icefloe.backplane.topics import HubLink
 from icefloe.core.wire_errors import ErrorCode
-from icefloe.exceptions import StreamError
-from icefloe.hub import Hub, HubEvent
+from icefloe.exceptions import ClosedResourceError, StreamError
+from icefloe.hub import Hub
 from icefloe.runtime.flow import Flow
 from icefloe.transport.auth import Principal
 from icefloe.transport.encoding import parse_resume_point
@@ -45,7 +48,7 @@ __all__ = ["DELIVER_TIMEOUT_S", "EdgeBackplane"]
 DELIVER_TIMEOUT_S = 1.0
 
 _encode_event = msgspec.msgpack.encode
-_decode_event = msgspec.msgpack.Decoder(tuple[str, str, Any, dict[str, Any], str]).decode
+_decode_event = msgspec.msgpack.Decoder(tuple[Any, dict[str, Any]]).decode
 
 
 class EdgeBackplane:
@@ -68,18 +71,39 @@ class EdgeBackplane:
             await self._link.aclose()
         await self.engine.aclose()
 
-    def forward(self, event: HubEvent) -> None:
-        """Share an event published on this gateway with the others."""
-        if self._link is not None:
-            fields = (event.topic, event.tenant, event.data, event.headers, event.reliability)
-            self._link.forward(_encode_event(fields))
+    # -- hub topics numbered by the engine (a TopicLog: transport/topic_log.py) --
+    def _encoded(
+        self, topic: str, data: Any, tenant: str, headers: Mapping[str, Any] | None
+    ) -> bytes:
+        if self._link is None:
+            raise ClosedResourceError("the backplane is not open")
+        # Checked here as the hub would check it, so the engine numbers only valid events.
+        self._hub.position(topic, data, tenant=tenant, headers=headers)
+        return _encode_event((data, dict(headers or {})))
 
-    async def _deliver(self, raw: bytes) -> None:
-        topic, tenant, data, headers, reliability = _decode_event(raw)
+    async def publish(
+        self, topic: str, data: Any, *, tenant: str, headers: Mapping[str, Any] | None = None
+    ) -> tuple[str, int]:
+        """Number the event on the engine; every gateway (this one too) delivers it."""
+        raw = self._encoded(topic, data, tenant, headers)
+        assert self._link is not None
+        return await self._link.publish(tenant, topic, raw)
+
+    def publish_nowait(
+        self, topic: str, data: Any, *, tenant: str, headers: Mapping[str, Any] | None = None
+    ) -> None:
+        raw = self._encoded(topic, data, tenant, headers)
+        assert self._link is not None
+        self._link.publish_nowait(tenant, topic, raw)
+
+    async def _deliver(self, tenant: str, topic: str, epoch: str, offset: int, raw: bytes) -> None:
+        data, headers = _decode_event(raw)
         async with asyncio.timeout(DELIVER_TIMEOUT_S):
-            await self._hub.publish(
-                topic, data, tenant=tenant, headers=headers, reliability=reliability
+            await self._hub.publish_at(
+                topic, data, tenant=tenant, offset=offset, epoch=epoch, headers=headers or None
             )
+
+    # -- end of hub topics --
 
     def started(self, stream_id: str, tenant: str) -> None:
         """Publish a run this gateway just started (before any chunk is trimmed)."""

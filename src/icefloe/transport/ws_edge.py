@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from icefloe.transport.limits import PrincipalLimiter
     from icefloe.transport.metrics import EdgeMetrics
     from icefloe.transport.publish_budget import PublishBudget
+    from icefloe.transport.topic_log import TopicLog
     from icefloe.transport.websocket import WsConnection
     from icefloe.transport.ws_settings import WsSettings
 
@@ -86,6 +87,11 @@ class WsEdge(Protocol):
     @property
     def backplane(self) -> EdgeBackplane | None:
         """Streams and hub events shared with other gateways (None: none)."""
+        ...
+
+    @property
+    def topic_log(self) -> TopicLog | None:
+        """What numbers and keeps hub events published here (issues 11, 12; None: the hub)."""
         ...
 
     def host_denial(self, request: HTTPConnection) -> HttpError | None:

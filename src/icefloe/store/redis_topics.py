@@ -1,0 +1,149 @@
+"""Hub topic history in Redis (see :mod:`icefloe.store.topics`).
+
+Keys (``P`` is the store's prefix, ``icefloe:`` unless the URL's
+``prefix`` says otherwise; ``<t>`` is ``len(tenant):tenant:topic``)::
+
+    P topic:<t>        ZSET   the topic's records, scored by offset
+    P topic:<t>:meta   HASH   tenant, topic, epoch
+    P topics           SET    the ZSET keys, for the load at start
+
+One Lua script per topic and batch appends, drops the records of another
+epoch and trims to ``max_items`` and ``max_bytes`` (oldest first); both
+keys expire after ``idle_s`` without an append (an idle topic is dropped,
+as the hub drops it). Durability is the server's (AOF ``appendfsync``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from icefloe.store.protocol import StoreUnavailable
+from icefloe.store.remote import split_options
+from icefloe.store.topics import Retention, TopicRecord
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+__all__ = ["RedisTopicStore"]
+
+_APPEND = """
+-- KEYS: records zset, meta hash, index set. ARGV: tenant, topic, epoch,
+-- max_items, max_bytes, idle ms, then offset, record pairs in order.
+if redis.call('HGET', KEYS[2], 'epoch') ~= ARGV[3] then
+  redis.call('DEL', KEYS[1])
+  redis.call('HSET', KEYS[2], 'tenant', ARGV[1], 'topic', ARGV[2], 'epoch', ARGV[3])
+end
+for i = 7, #ARGV, 2 do
+  redis.call('ZADD', KEYS[1], ARGV[i], ARGV[i + 1])
+end
+redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -(tonumber(ARGV[4]) + 1))
+local newest = redis.call('ZREVRANGE', KEYS[1], 0, -1)
+local total, limit = 0, tonumber(ARGV[5])
+for i, record in ipairs(newest) do
+  total = total + #record
+  if total > limit then
+    redis.call('ZREMRANGEBYRANK', KEYS[1], 0, #newest - i)
+    break
+  end
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+redis.call('PEXPIRE', KEYS[2], ARGV[6])
+redis.call('SADD', KEYS[3], KEYS[1])
+return #newest
+"""
+
+
+class RedisTopicStore:
+    """Hub topic history in Redis (see the module docstring)."""
+
+    def __init__(self, url: str, *, prefix: str = "icefloe:") -> None:
+        self._url = url
+        self._prefix = prefix
+        self._client: Redis | None = None
+        self._script: Any = None
+
+    @classmethod
+    def from_url(cls, url: str) -> RedisTopicStore:
+        """``redis://host:port/db[?prefix=P]``, as the run store reads it."""
+        rest, ours = split_options(url, ("prefix",))
+        return cls(rest, prefix=ours.get("prefix", "icefloe:"))
+
+    @property
+    def name(self) -> str:
+        return f"redis topics (prefix {self._prefix})"
+
+    def _key(self, tenant: str, topic: str) -> str:
+        return f"{self._prefix}topic:{len(tenant)}:{tenant}:{topic}"
+
+    async def open(self) -> None:
+        if self._client is not None:
+            return
+        import redis.asyncio
+
+        client = redis.asyncio.Redis.from_url(self._url, socket_timeout=5.0)
+        try:
+            await client.ping()
+        except Exception as exc:
+            await client.aclose()
+            raise StoreUnavailable(f"{self.name}: {exc!r}") from exc
+        self._client = client
+        self._script = client.register_script(_APPEND)
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    def _live(self) -> Redis:
+        if self._client is None:
+            raise StoreUnavailable(f"{self.name} is not open")
+        return self._client
+
+    async def append(self, records: Sequence[TopicRecord], retention: Retention) -> None:
+        client = self._live()
+        runs: dict[tuple[str, str], list[TopicRecord]] = {}
+        for record in records:
+            runs.setdefault((record.tenant, record.topic), []).append(record)
+        idle_ms = max(1, int(retention.idle_s * 1000))
+        pipe = client.pipeline(transaction=False)
+        for (tenant, topic), run in runs.items():
+            # A topic reset within the batch: only its last epoch is kept.
+            epoch = run[-1].epoch
+            key = self._key(tenant, topic)
+            args: list[Any] = [tenant, topic, epoch, retention.max_items, retention.max_bytes]
+            args.append(idle_ms)
+            for record in run:
+                if record.epoch == epoch:
+                    args += [record.offset, record.record]
+            await self._script(keys=[key, key + ":meta", self._index], args=args, client=pipe)
+        try:
+            await pipe.execute()
+        except Exception as exc:
+            raise StoreUnavailable(f"{self.name}: {exc!r}") from exc
+
+    @property
+    def _index(self) -> str:
+        return f"{self._prefix}topics"
+
+    async def load(self, retention: Retention) -> list[TopicRecord]:
+        client = self._live()
+        now = time.time()
+        rows: list[TopicRecord] = []
+        try:
+            keys: list[Any] = sorted(await client.smembers(self._index))
+            for raw in keys:
+                key = raw.decode()
+                meta: dict[Any, Any] = await client.hgetall(key + ":meta")
+                if not meta:
+                    await client.srem(self._index, key)
+                    continue
+                tenant, topic = meta[b"tenant"].decode(), meta[b"topic"].decode()
+                epoch = meta[b"epoch"].decode()
+                entries: list[Any] = await client.zrange(key, 0, -1, withscores=True)
+                for record, score in entries:
+                    rows.append(TopicRecord(tenant, topic, epoch, int(score), now, bytes(record)))
+        except Exception as exc:
+            raise StoreUnavailable(f"{self.name}: {exc!r}") from exc
+        return rows
