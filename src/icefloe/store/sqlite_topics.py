@@ -73,8 +73,11 @@ _LOAD = (
 class SqliteTopicStore:
     """Hub topic history in a SQLite file (see the module docstring)."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, synchronous: str = "normal") -> None:
+        if synchronous not in ("normal", "full"):
+            raise ValueError(f"synchronous must be normal or full, got {synchronous!r}")
         self._path = path
+        self._sync = synchronous
         self._conn: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
 
@@ -86,11 +89,7 @@ class SqliteTopicStore:
         if parts.scheme != "sqlite" or parts.netloc or not path or path == ":memory:":
             raise ValueError(f"not a sqlite store URL naming a file: {url!r}")
         sync = parse_qs(parts.query).get("synchronous", ["normal"])[0]
-        store = cls(path)
-        store._sync = sync if sync in ("normal", "full") else "normal"
-        return store
-
-    _sync = "normal"
+        return cls(path, synchronous=sync)
 
     @property
     def name(self) -> str:
