@@ -2,8 +2,8 @@
 keeps topic events in the store, and after a SIGKILL and a restart a client
 resuming a topic with (offset, epoch) gets exactly the events after its
 offset under the same epoch; a changed epoch, an offset ahead of the topic,
-or a corrupt stored record in the way is ``410 history_gone``. SQLite and
-Redis (the real server; skipped when unreachable)."""
+or a corrupt stored record in the way is ``410 history_gone``. SQLite,
+Redis and PostgreSQL (the real servers; skipped when unreachable)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,13 @@ import httpx
 import pytest
 import redis.asyncio
 from redis.exceptions import RedisError
-from store.netservers import REDIS_URL, UNREACHABLE, unreachable
+from store.netservers import (
+    REDIS_URL,
+    UNREACHABLE,
+    drop_schema,
+    postgres_test_url,
+    unreachable,
+)
 
 import icefloe
 from icefloe.core.sse import SseParser
@@ -38,10 +44,18 @@ class Backend(NamedTuple):
     url: str
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "redis", "postgres"])
 async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
     if request.param == "sqlite":
         yield Backend("sqlite", f"sqlite:///{tmp_path / 'topics.db'}")
+        return
+    if request.param == "postgres":
+        url = await postgres_test_url()
+        schema = f"topics_{uuid.uuid4().hex[:12]}"
+        try:
+            yield Backend("postgres", f"{url}?schema={schema}")
+        finally:
+            await drop_schema(url, schema)
         return
     admin = redis.asyncio.Redis.from_url(REDIS_URL, socket_connect_timeout=5)
     try:

@@ -51,7 +51,8 @@ def test_a_replay_is_exactly_the_log_events_after_the_offset(
             try:
                 sub = hub.subscribe("t", tenant="x", from_offset=resume, epoch=epoch)
             except StreamError as exc:
-                assert exc.code == "history_gone"
+                gone = exc.code
+                assert gone == "history_gone"
                 return
             got = [sub.receive_nowait() for _ in range(sub.held())]
             offsets = [e.offset for e in got]
@@ -67,7 +68,8 @@ def test_a_replay_is_exactly_the_log_events_after_the_offset(
 async def test_publish_at_takes_the_log_numbering() -> None:
     async with Hub() as hub:
         first = await hub.publish_at("t", "a", tenant="x", offset=7, epoch="e1e1e1e1e1e1")
-        assert first is not None and (first.offset, first.epoch) == (7, "e1e1e1e1e1e1")
+        assert first is not None
+        assert (first.offset, first.epoch) == (7, "e1e1e1e1e1e1")
         assert await hub.publish_at("t", "a", tenant="x", offset=7, epoch="e1e1e1e1e1e1") is None
         await hub.publish_at("t", "b", tenant="x", offset=8, epoch="e1e1e1e1e1e1")
         sub = hub.subscribe("t", tenant="x", from_offset=7, epoch="e1e1e1e1e1e1")
