@@ -245,6 +245,8 @@ class EdgeContext:
             store = open_topic_store(settings.topic_store)
             if store is not None:
                 self.topic_log = self.topic_journal = TopicJournal(hub, store)
+        if self.topic_log is not None:
+            self.relays.publish = self.topic_log.publish
         # -- end of topics numbered by a log --
         # The live connection of each attached WebSocket session.
         self._ws_live: dict[str, WsConnection] = {}
