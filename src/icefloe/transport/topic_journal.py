@@ -26,6 +26,11 @@ an event waits at most :data:`DELIVER_TIMEOUT_S` for room in the hub
 (``block`` subscribers), then it is kept but not delivered live.
 If the store fails, the batch's publishers get ``unavailable`` and their
 events are neither kept nor delivered.
+
+One process numbers the topics of one store: two servers sharing a store
+without a backplane would each number the same topics (each write of a
+new epoch drops the other's); several gateways share topics through
+``--backplane`` instead (docs/deploy.md).
 """
 
 from __future__ import annotations
@@ -158,9 +163,9 @@ class TopicJournal:
         key = (tenant, topic)
         epoch, offset = hub.position(topic, data, tenant=tenant, headers=headers)
         ahead = self._next.get(key)
-        flying = 0
+        flying = 0 if ahead is None else ahead[2]
         if ahead is not None and ahead[0] == epoch:
-            _, offset, flying = ahead
+            offset = ahead[1]
         event = TopicEvent(
             tenant, topic, epoch, offset, time.time_ns(), "at_most_once", data, dict(headers or {})
         )
