@@ -12,6 +12,9 @@ Cases, each on one topic with one subscriber (drained as it goes):
   delivery), one publisher at a time (latency) and 64 at once (throughput),
   and ``publish_nowait`` (the WebSocket op, which does not wait).
 
+``backplane``: the engine numbering a topic (``--backplane``): how long a
+publish waits for its offset, and until it comes back to be delivered.
+
 Prints one JSON object: per case events/s and, for one publisher, p50/p99 µs.
 """
 
@@ -109,6 +112,51 @@ async def journaled(store: TopicStore, events: int) -> dict[str, Any]:
         hub.close()
 
 
+async def backplane(url: str, events: int) -> dict[str, Any]:
+    """The engine's numbering (:class:`~icefloe.backplane.topics.HubLink`): one
+    publisher waiting for each publish, and until the event comes back from
+    ``XREAD`` (what a subscriber on any gateway waits for)."""
+    import redis.asyncio
+
+    from icefloe.backplane.topics import HubLink
+
+    key = f"icefloe-bench:{uuid.uuid4().hex[:8]}:hub"
+    client = redis.asyncio.Redis.from_url(url)
+    arrived: dict[int, float] = {}
+    waiting: dict[int, asyncio.Future[None]] = {}
+
+    async def deliver(tenant: str, topic: str, epoch: str, offset: int, event: bytes) -> None:
+        arrived[offset] = time.perf_counter()
+        done = waiting.pop(offset, None)
+        if done is not None:
+            done.set_result(None)
+
+    link = HubLink(client, key, "bench", deliver)
+    await link.open()
+    try:
+        numbered, delivered = [], []
+        count = max(200, events // 20)
+        for _ in range(count):
+            t0 = time.perf_counter()
+            _, offset = await link.publish("x", "t", b"payload")
+            t1 = time.perf_counter()
+            if offset not in arrived:
+                waiting[offset] = asyncio.get_running_loop().create_future()
+                await waiting[offset]
+            numbered.append(t1 - t0)
+            delivered.append(arrived[offset] - t0)
+        return {
+            "numbered": _pcts(numbered),
+            "delivered_back": _pcts(delivered),
+        }
+    finally:
+        await link.aclose()
+        keys = [k async for k in client.scan_iter(match=f"{key}*")]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=20_000)
@@ -131,6 +179,7 @@ async def main() -> None:
         if keys:
             await admin.delete(*keys)
         await admin.aclose()
+    report["backplane"] = await backplane(args.redis, args.events)
     print(json.dumps(report, indent=2))
 
 

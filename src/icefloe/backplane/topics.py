@@ -34,6 +34,7 @@ kept in ``P hub`` (approximately), :data:`READ_COUNT` per read.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 from collections.abc import Awaitable, Callable
@@ -90,7 +91,7 @@ class HubLink:
         self._key = key
         self._origin = process_id
         self._deliver = deliver
-        self._script: Any = client.register_script(_PUBLISH)
+        self._sha = hashlib.sha1(_PUBLISH.encode()).hexdigest()
         self._outbox: asyncio.Queue[_Item] = asyncio.Queue(OUTBOX)
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
@@ -104,6 +105,7 @@ class HubLink:
 
     async def open(self) -> None:
         """Deliver what the engine still holds, then follow it, and start writing."""
+        await self._client.script_load(_PUBLISH)
         last = await self._catch_up()
         self._tasks = [
             asyncio.ensure_future(self._write_loop()),
@@ -161,15 +163,15 @@ class HubLink:
             batch = [await outbox.get()]
             while len(batch) < WRITE_BATCH and not outbox.empty():
                 batch.append(outbox.get_nowait())
-            # One connection, no transaction: the scripts run in this order.
-            pipe = self._client.pipeline(transaction=False)
-            for tenant, topic, event, _ in batch:
-                args = [os.urandom(6).hex(), ttl_ms, MAXLEN, tenant, topic, self._origin, event]
-                await self._script(
-                    keys=[self.topic_key(tenant, topic), self._key], args=args, client=pipe
+            calls = [
+                (
+                    self.topic_key(tenant, topic),
+                    [os.urandom(6).hex(), ttl_ms, MAXLEN, tenant, topic, self._origin, event],
                 )
+                for tenant, topic, event, _ in batch
+            ]
             try:
-                answers: list[Any] = await pipe.execute()
+                answers = await self._run(calls)
             except Exception as exc:  # the engine is away: nobody gets these
                 self.dropped += len(batch)
                 log.warning("backplane hub write failed: %r", exc)
@@ -183,6 +185,25 @@ class HubLink:
             for (*_, done), (epoch, offset) in zip(batch, answers, strict=True):
                 if done is not None and not done.done():
                     done.set_result((epoch.decode(), int(offset)))
+
+    async def _run(self, calls: list[tuple[str, list[Any]]]) -> list[Any]:
+        """Run the publish script once per call, pipelined on one connection (so
+        in this order), by its SHA: one round trip (a pipeline of registered
+        scripts would first ask the server whether they exist)."""
+        from redis.exceptions import NoScriptError
+
+        for attempt in (0, 1):
+            pipe = self._client.pipeline(transaction=False)
+            for topic_key, args in calls:
+                pipe.evalsha(self._sha, 2, topic_key, self._key, *args)
+            try:
+                answers: list[Any] = await pipe.execute()
+                return answers
+            except NoScriptError:  # the server restarted: nothing of the batch ran
+                if attempt:
+                    raise
+                await self._client.script_load(_PUBLISH)
+        raise AssertionError("unreachable")
 
     async def _read_loop(self, last: str) -> None:
         while not self._closing:

@@ -15,6 +15,7 @@ as the hub drops it). Durability is the server's (AOF ``appendfsync``).
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -62,7 +63,7 @@ class RedisTopicStore:
         self._url = url
         self._prefix = prefix
         self._client: Redis | None = None
-        self._script: Any = None
+        self._sha = hashlib.sha1(_APPEND.encode()).hexdigest()
 
     @classmethod
     def from_url(cls, url: str) -> RedisTopicStore:
@@ -89,7 +90,10 @@ class RedisTopicStore:
             await client.aclose()
             raise StoreUnavailable(f"{self.name}: {exc!r}") from exc
         self._client = client
-        self._script = client.register_script(_APPEND)
+        try:
+            await client.script_load(_APPEND)
+        except Exception as exc:
+            raise StoreUnavailable(f"{self.name}: {exc!r}") from exc
 
     async def close(self) -> None:
         client, self._client = self._client, None
@@ -107,7 +111,7 @@ class RedisTopicStore:
         for record in records:
             runs.setdefault((record.tenant, record.topic), []).append(record)
         idle_ms = max(1, int(retention.idle_s * 1000))
-        pipe = client.pipeline(transaction=False)
+        calls: list[tuple[str, list[Any]]] = []
         for (tenant, topic), run in runs.items():
             # A topic reset within the batch: only its last epoch is kept.
             epoch = run[-1].epoch
@@ -117,11 +121,28 @@ class RedisTopicStore:
             for record in run:
                 if record.epoch == epoch:
                     args += [record.offset, record.record]
-            await self._script(keys=[key, key + ":meta", self._index], args=args, client=pipe)
+            calls.append((key, args))
         try:
-            await pipe.execute()
+            await self._run(client, calls)
         except Exception as exc:
             raise StoreUnavailable(f"{self.name}: {exc!r}") from exc
+
+    async def _run(self, client: Redis, calls: list[tuple[str, list[Any]]]) -> None:
+        # By SHA, in one round trip (a pipeline of registered scripts first asks
+        # the server whether they exist); loaded again if the server forgot it.
+        from redis.exceptions import NoScriptError
+
+        for attempt in (0, 1):
+            pipe = client.pipeline(transaction=False)
+            for key, args in calls:
+                pipe.evalsha(self._sha, 3, key, key + ":meta", self._index, *args)
+            try:
+                await pipe.execute()
+                return
+            except NoScriptError:  # nothing of the batch ran
+                if attempt:
+                    raise
+                await client.script_load(_APPEND)
 
     @property
     def _index(self) -> str:
