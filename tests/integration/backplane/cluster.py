@@ -24,7 +24,15 @@ import httpx
 
 import icefloe
 
-__all__ = ["REDIS_URL", "Gateway", "cluster", "round_robin", "rss_bytes", "sse_events"]
+__all__ = [
+    "REDIS_URL",
+    "Gateway",
+    "cluster",
+    "joined",
+    "round_robin",
+    "rss_bytes",
+    "sse_events",
+]
 
 REDIS_URL = os.environ.get("ICEFLOE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 SRC = Path(icefloe.__file__).parents[1]
@@ -35,6 +43,8 @@ HERE = Path(__file__).parent
 class Gateway:
     url: str
     pid: int
+    #: the cluster's key prefix (for a gateway joining it later: :func:`joined`)
+    prefix: str = ""
 
 
 def _free_port() -> int:
@@ -85,7 +95,7 @@ async def cluster(
         started = [await _start(prefix, flags, redis_url) for _ in range(count)]
         procs = [proc for proc, _url in started]
         await asyncio.gather(*(_ready(proc, url) for proc, url in started))
-        yield [Gateway(url, proc.pid) for proc, url in started]
+        yield [Gateway(url, proc.pid, prefix) for proc, url in started]
     finally:
         for proc in procs:
             if proc.returncode is None:
@@ -103,6 +113,23 @@ async def cluster(
                 await client.delete(*keys)
         finally:
             await client.aclose()
+
+
+@asynccontextmanager
+async def joined(member: Gateway, *flags: str) -> AsyncIterator[Gateway]:
+    """One more gateway on ``member``'s cluster, started now (stopped after)."""
+    proc, url = await _start(member.prefix, flags, REDIS_URL)
+    try:
+        await _ready(proc, url)
+        yield Gateway(url, proc.pid, member.prefix)
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), 10)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 import httpx
-from cluster import Gateway, cluster, round_robin, sse_events
+from cluster import Gateway, cluster, joined, round_robin, sse_events
 from websockets.asyncio.client import connect
 
 #: events each gateway publishes
@@ -142,3 +142,27 @@ async def test_a_client_resumes_a_topic_on_another_gateway() -> None:
             async with httpx.AsyncClient(base_url=gateway.url) as client:
                 gone = await client.get(path, params={"from_offset": 3, "epoch": "0123456789ab"})
                 assert gone.status_code == 410, gone.text
+
+
+async def test_a_gateway_started_later_resumes_a_topic_from_the_engine() -> None:
+    """A new gateway reads what the engine holds before it serves: a client
+    resumes there with the (offset, epoch) another gateway gave it."""
+    topic = "room.late"
+    async with asyncio.timeout(60), cluster(1) as gws:
+        async with httpx.AsyncClient(base_url=gws[0].url) as client:
+            answers = []
+            for n in range(10):
+                answer = await client.post(f"/v1/topics/{topic}", json={"data": {"n": n}})
+                answers.append((answer.json()["epoch"], answer.json()["offset"]))
+        epoch = answers[0][0]
+        assert answers == [(epoch, n) for n in range(10)]
+        async with joined(gws[0]) as late:
+            path = f"/v1/topics/{topic}"
+            got = await _subscribe(late.url, asyncio.Event(), 7, path, from_offset=3, epoch=epoch)
+            assert [(e["offset"], e["data"]["n"], e["epoch"]) for e in got] == [
+                (n, n, epoch) for n in range(3, 10)
+            ]
+            # and it numbers on with the others
+            async with httpx.AsyncClient(base_url=late.url) as client:
+                answer = await client.post(path, json={"data": {"n": 10}})
+                assert (answer.json()["epoch"], answer.json()["offset"]) == (epoch, 10)
