@@ -144,6 +144,20 @@ class HubLink:
         await self._outbox.put((tenant, topic, event, done))
         return await done
 
+    def submit(self, tenant: str, topic: str, event: bytes) -> asyncio.Future[tuple[str, int]]:
+        """Queue an event now; the future is its (epoch, offset) once the engine holds it.
+
+        :raises WouldBlock: :data:`OUTBOX` events are already waiting.
+        """
+        if self._closing:
+            raise ClosedResourceError("the backplane is closed")
+        done: asyncio.Future[tuple[str, int]] = asyncio.get_running_loop().create_future()
+        try:
+            self._outbox.put_nowait((tenant, topic, event, done))
+        except asyncio.QueueFull:
+            raise WouldBlock("the backplane's outbox is full") from None
+        return done
+
     def publish_nowait(self, tenant: str, topic: str, event: bytes) -> None:
         """Number and share an event without waiting (failures are logged).
 

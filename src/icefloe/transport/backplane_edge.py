@@ -89,6 +89,13 @@ class EdgeBackplane:
         assert self._link is not None
         return await self._link.publish(tenant, topic, raw)
 
+    def submit(
+        self, topic: str, data: Any, *, tenant: str, headers: Mapping[str, Any] | None = None
+    ) -> asyncio.Future[tuple[str, int]]:
+        raw = self._encoded(topic, data, tenant, headers)
+        assert self._link is not None
+        return self._link.submit(tenant, topic, raw)
+
     def publish_nowait(
         self, topic: str, data: Any, *, tenant: str, headers: Mapping[str, Any] | None = None
     ) -> None:

@@ -127,8 +127,19 @@ class TopicRoutes:
         retry = {"Retry-After": "1"}
         metered = self.edge.publish_budget.metered(None if tenant == ANY_TENANT else tenant)
         try:
-            with metered:
-                epoch, offset = await self._publish(topic, item.data, tenant, item.headers)
+            log = self.edge.topic_log
+            if log is None:
+                with metered:
+                    event = await self.edge.hub.publish(
+                        topic, item.data, tenant=tenant, headers=item.headers
+                    )
+                epoch, offset = event.epoch, event.offset
+            else:
+                # Numbered by the store or the backplane (issues 11, 12): the
+                # check is loop time, the wait for the log is not.
+                with metered:
+                    kept = log.submit(topic, item.data, tenant=tenant, headers=item.headers)
+                epoch, offset = await kept
         except (TopicError, ValueError, EncodeError) as exc:
             raise HttpError(ErrorCode.BAD_REQUEST, str(exc)) from None
         except WouldBlock as exc:
@@ -140,16 +151,6 @@ class TopicRoutes:
         except StoreUnavailable as exc:  # the store or the backplane did not keep it
             raise HttpError(ErrorCode.UNAVAILABLE, str(exc), retry) from None
         return JSONResponse({"topic": topic, "offset": offset, "epoch": epoch}, status_code=201)
-
-    async def _publish(
-        self, topic: str, data: Any, tenant: str, headers: dict[str, Any] | None
-    ) -> tuple[str, int]:
-        # Numbered by the store or the backplane when there is one (issues 11, 12).
-        log = self.edge.topic_log
-        if log is not None:
-            return await log.publish(topic, data, tenant=tenant, headers=headers)
-        event = await self.edge.hub.publish(topic, data, tenant=tenant, headers=headers)
-        return event.epoch, event.offset
 
     async def read(self, request: Request) -> Response:
         """``GET /v1/topics/{pattern}``: the matching events as SSE or NDJSON."""

@@ -20,8 +20,9 @@ epoch, and a client's (offset, epoch) still means the same events. At
 start, :meth:`TopicJournal.open` loads the stored history into the hub
 (corrupt records are skipped: a gap, so no resume crosses them).
 
-Limits: :data:`OUTBOX` events waiting to be written (past it a WebSocket
-publish is refused with ``overloaded`` and an HTTP publish waits for room);
+Limits: :data:`OUTBOX` events waiting to be written (past it a publish is
+refused with ``overloaded``: HTTP 503 + ``Retry-After``, a WebSocket
+``error`` op; a relay waits for room);
 an event waits at most :data:`DELIVER_TIMEOUT_S` for room in the hub
 (``block`` subscribers), then it is kept but not delivered live.
 If the store fails, the batch's publishers get ``unavailable`` and their
@@ -43,7 +44,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from icefloe.core.reliability import Reliability
-from icefloe.exceptions import ClosedResourceError, WouldBlock
+from icefloe.exceptions import ClosedResourceError, StreamError, WouldBlock
 from icefloe.hub import Hub, HubEvent
 from icefloe.store.protocol import StoreUnavailable
 from icefloe.store.topics import (
@@ -70,7 +71,12 @@ DELIVER_TIMEOUT_S: Final = 1.0
 class _Pending:
     __slots__ = ("done", "event", "record")
 
-    def __init__(self, event: TopicEvent, record: TopicRecord, done: asyncio.Future[None] | None):
+    def __init__(
+        self,
+        event: TopicEvent,
+        record: TopicRecord,
+        done: asyncio.Future[tuple[str, int]] | None,
+    ) -> None:
         self.event = event
         self.record = record
         self.done = done
@@ -119,7 +125,11 @@ class TopicJournal:
             first = group[0]
             events = [_hub_event(e) for e in group]
             age = max(0.0, now - last_at[(first.tenant, first.topic)])
-            self._hub.restore(events, age_s=age)
+            try:
+                self._hub.restore(events, age_s=age)
+            except StreamError as exc:  # past a hub budget: this topic starts afresh
+                log.warning("topic %r not restored: %s", first.topic, exc.message)
+                continue
             self.restored += len(events)
 
     async def aclose(self) -> None:
@@ -136,11 +146,18 @@ class TopicJournal:
     async def publish(
         self, topic: str, data: Any, *, tenant: str, headers: Mapping[str, Any] | None = None
     ) -> tuple[str, int]:
-        done = asyncio.get_running_loop().create_future()
-        pending = self._reserve(topic, data, tenant, headers, done)
-        await self._outbox.put(pending)
-        await done
-        return pending.event.epoch, pending.event.offset
+        done: asyncio.Future[tuple[str, int]] = asyncio.get_running_loop().create_future()
+        await self._outbox.put(self._reserve(topic, data, tenant, headers, done))
+        return await done
+
+    def submit(
+        self, topic: str, data: Any, *, tenant: str, headers: Mapping[str, Any] | None = None
+    ) -> asyncio.Future[tuple[str, int]]:
+        if self._outbox.full():
+            raise WouldBlock("the topic journal's outbox is full")
+        done: asyncio.Future[tuple[str, int]] = asyncio.get_running_loop().create_future()
+        self._outbox.put_nowait(self._reserve(topic, data, tenant, headers, done))
+        return done
 
     def publish_nowait(
         self, topic: str, data: Any, *, tenant: str, headers: Mapping[str, Any] | None = None
@@ -155,7 +172,7 @@ class TopicJournal:
         data: Any,
         tenant: str,
         headers: Mapping[str, Any] | None,
-        done: asyncio.Future[None] | None,
+        done: asyncio.Future[tuple[str, int]] | None,
     ) -> _Pending:
         if self._task is None:
             raise ClosedResourceError("the topic journal is closed")
@@ -210,7 +227,7 @@ class TopicJournal:
         finally:
             self._landed(p)
             if p.done is not None and not p.done.done():
-                p.done.set_result(None)
+                p.done.set_result((e.epoch, e.offset))
 
     def _landed(self, p: _Pending) -> None:
         key = (p.event.tenant, p.event.topic)

@@ -12,6 +12,7 @@ with :meth:`~icefloe.hub.Hub.publish_at`.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -29,6 +30,17 @@ class TopicLog(Protocol):
         :raises TopicError, ValueError, EncodeError, StreamError,
             ClosedResourceError: as ``Hub.publish``; ``StoreUnavailable``
             (``unavailable``): the log could not keep it.
+        """
+        ...
+
+    def submit(
+        self, topic: str, data: Any, *, tenant: str, headers: Mapping[str, Any] | None = None
+    ) -> asyncio.Future[tuple[str, int]]:
+        """Check and queue a publish now; the future is its (epoch, offset) once
+        the log holds it (``POST /v1/topics``: the wait is not charged as the
+        tenant's loop time).
+
+        :raises WouldBlock: the log's outbox is full. Other errors as :meth:`publish`.
         """
         ...
 
