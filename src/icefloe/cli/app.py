@@ -297,7 +297,8 @@ def serve(
     store: Annotated[
         str,
         typer.Option(
-            help="Where at_least_once/exactly_once runs and idempotency keys are kept: "
+            help="Where at_least_once/exactly_once runs and idempotency keys are kept "
+            "(and hub topic history, unless --backplane): "
             "memory://, sqlite:///path.db, redis://host:port/db, postgresql://user@host/db.",
         ),
     ] = "memory://",
