@@ -5,7 +5,9 @@ Keys (``P`` is the store's prefix, ``icefloe:`` unless the URL's
 
     P topic:<t>        ZSET   the topic's records, scored by offset
     P topic:<t>:meta   HASH   tenant, topic, epoch
-    P topics           SET    the ZSET keys, for the load at start
+    P topics           ZSET   the topics' ZSET keys by last append (unix ms), for the
+                              load at start; entries idle past ``idle_s`` are removed
+                              by every append
 
 One Lua script per topic and batch appends, drops the records of another
 epoch and trims to ``max_items`` and ``max_bytes`` (oldest first); both
@@ -30,13 +32,13 @@ if TYPE_CHECKING:
 __all__ = ["RedisTopicStore"]
 
 _APPEND = """
--- KEYS: records zset, meta hash, index set. ARGV: tenant, topic, epoch,
--- max_items, max_bytes, idle ms, then offset, record pairs in order.
+-- KEYS: records zset, meta hash, index zset. ARGV: tenant, topic, epoch,
+-- max_items, max_bytes, idle ms, now ms, then offset, record pairs in order.
 if redis.call('HGET', KEYS[2], 'epoch') ~= ARGV[3] then
   redis.call('DEL', KEYS[1])
   redis.call('HSET', KEYS[2], 'tenant', ARGV[1], 'topic', ARGV[2], 'epoch', ARGV[3])
 end
-for i = 7, #ARGV, 2 do
+for i = 8, #ARGV, 2 do
   redis.call('ZADD', KEYS[1], ARGV[i], ARGV[i + 1])
 end
 redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -(tonumber(ARGV[4]) + 1))
@@ -51,7 +53,8 @@ for i, record in ipairs(newest) do
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
 redis.call('PEXPIRE', KEYS[2], ARGV[6])
-redis.call('SADD', KEYS[3], KEYS[1])
+redis.call('ZADD', KEYS[3], ARGV[7], KEYS[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. (tonumber(ARGV[7]) - tonumber(ARGV[6])))
 return #newest
 """
 
@@ -111,13 +114,14 @@ class RedisTopicStore:
         for record in records:
             runs.setdefault((record.tenant, record.topic), []).append(record)
         idle_ms = max(1, int(retention.idle_s * 1000))
+        now_ms = int(time.time() * 1000)
         calls: list[tuple[str, list[Any]]] = []
         for (tenant, topic), run in runs.items():
             # A topic reset within the batch: only its last epoch is kept.
             epoch = run[-1].epoch
             key = self._key(tenant, topic)
             args: list[Any] = [tenant, topic, epoch, retention.max_items, retention.max_bytes]
-            args.append(idle_ms)
+            args += [idle_ms, now_ms]
             for record in run:
                 if record.epoch == epoch:
                     args += [record.offset, record.record]
@@ -153,12 +157,12 @@ class RedisTopicStore:
         now = time.time()
         rows: list[TopicRecord] = []
         try:
-            keys: list[Any] = sorted(await client.smembers(self._index))
+            keys: list[Any] = sorted(await client.zrange(self._index, 0, -1))
             for raw in keys:
                 key = raw.decode()
                 meta: dict[Any, Any] = await client.hgetall(key + ":meta")
                 if not meta:
-                    await client.srem(self._index, key)
+                    await client.zrem(self._index, key)
                     continue
                 tenant, topic = meta[b"tenant"].decode(), meta[b"topic"].decode()
                 epoch = meta[b"epoch"].decode()
