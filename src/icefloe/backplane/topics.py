@@ -196,8 +196,14 @@ class HubLink:
                         )
                 await asyncio.sleep(0.5)
                 continue
-            for (*_, done), (epoch, offset) in zip(batch, answers, strict=True):
-                if done is not None and not done.done():
+            for (*_, done), answer in zip(batch, answers, strict=True):
+                if isinstance(answer, Exception):
+                    self.dropped += 1
+                    log.warning("backplane hub event not numbered: %r", answer)
+                    if done is not None and not done.done():
+                        done.set_exception(StreamError(ErrorCode.UNAVAILABLE, str(answer)))
+                elif done is not None and not done.done():
+                    epoch, offset = answer
                     done.set_result((epoch.decode(), int(offset)))
 
     async def _run(self, calls: list[tuple[str, list[Any]]]) -> list[Any]:
@@ -210,13 +216,13 @@ class HubLink:
             pipe = self._client.pipeline(transaction=False)
             for topic_key, args in calls:
                 pipe.evalsha(self._sha, 2, topic_key, self._key, *args)
-            try:
-                answers: list[Any] = await pipe.execute()
+            # Each event's own answer or error: one failing script must not
+            # fail the publishers of the others, which ran.
+            answers: list[Any] = await pipe.execute(raise_on_error=False)
+            if attempt or not any(isinstance(a, NoScriptError) for a in answers):
                 return answers
-            except NoScriptError:  # the server restarted: nothing of the batch ran
-                if attempt:
-                    raise
-                await self._client.script_load(_PUBLISH)
+            # The server restarted and forgot the script: none of the batch ran.
+            await self._client.script_load(_PUBLISH)
         raise AssertionError("unreachable")
 
     async def _read_loop(self, last: str) -> None:

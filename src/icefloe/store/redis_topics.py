@@ -39,6 +39,8 @@ if redis.call('HGET', KEYS[2], 'epoch') ~= ARGV[3] then
   redis.call('HSET', KEYS[2], 'tenant', ARGV[1], 'topic', ARGV[2], 'epoch', ARGV[3])
 end
 for i = 8, #ARGV, 2 do
+  -- one record per offset: an offset written again replaces the old record
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], ARGV[i], ARGV[i])
   redis.call('ZADD', KEYS[1], ARGV[i], ARGV[i + 1])
 end
 redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -(tonumber(ARGV[4]) + 1))
