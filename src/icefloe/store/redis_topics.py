@@ -61,6 +61,10 @@ return #newest
 """
 
 
+#: topics whose records one pipelined load round trip fetches
+_LOAD_BATCH = 500
+
+
 class RedisTopicStore:
     """Hub topic history in Redis (see the module docstring)."""
 
@@ -159,18 +163,31 @@ class RedisTopicStore:
         now = time.time()
         rows: list[TopicRecord] = []
         try:
-            keys: list[Any] = sorted(await client.zrange(self._index, 0, -1))
-            for raw in keys:
-                key = raw.decode()
-                meta: dict[Any, Any] = await client.hgetall(key + ":meta")
-                if not meta:
-                    await client.zrem(self._index, key)
-                    continue
-                tenant, topic = meta[b"tenant"].decode(), meta[b"topic"].decode()
-                epoch = meta[b"epoch"].decode()
-                entries: list[Any] = await client.zrange(key, 0, -1, withscores=True)
-                for record, score in entries:
-                    rows.append(TopicRecord(tenant, topic, epoch, int(score), now, bytes(record)))
+            found: list[Any] = await client.zrange(self._index, 0, -1)
+            keys = sorted(raw.decode() for raw in found)
+            for start in range(0, len(keys), _LOAD_BATCH):
+                rows += await self._load_batch(client, keys[start : start + _LOAD_BATCH], now)
         except Exception as exc:
             raise StoreUnavailable(f"{self.name}: {exc!r}") from exc
+        return rows
+
+    async def _load_batch(self, client: Redis, keys: list[str], now: float) -> list[TopicRecord]:
+        # Two pipelined round trips per batch of topics, not two per topic.
+        pipe = client.pipeline(transaction=False)
+        for key in keys:
+            pipe.hgetall(key + ":meta")
+            pipe.zrange(key, 0, -1, withscores=True)
+        answers: list[Any] = await pipe.execute()
+        rows: list[TopicRecord] = []
+        gone: list[str] = []
+        for key, meta, entries in zip(keys, answers[::2], answers[1::2], strict=True):
+            if not meta:
+                gone.append(key)  # expired: idle past idle_s
+                continue
+            tenant, topic = meta[b"tenant"].decode(), meta[b"topic"].decode()
+            epoch = meta[b"epoch"].decode()
+            for record, score in entries:
+                rows.append(TopicRecord(tenant, topic, epoch, int(score), now, bytes(record)))
+        if gone:
+            await client.zrem(self._index, *gone)
         return rows
