@@ -62,6 +62,8 @@ async def test_http_websocket_and_relayed_events_survive_a_restart(
             url = base.replace("http://", "ws://") + "/v1/ws"
             async with connect(url, subprotocols=[Subprotocol("icefloe.v1.json")]) as ws:
                 await ws.send(json.dumps({"op": "publish", "topic": topic, "data": "ws"}))
+            # The WebSocket event is in (offset 1) before the relay starts.
+            assert len(await read(client, topic, 2, from_offset=0, epoch=epoch)) == 2
             started = await client.post(
                 "/v1/streams", json={"payload": 5, "headers": {"tenant": "acme", "topic": topic}}
             )
