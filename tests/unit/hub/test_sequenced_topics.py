@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from icefloe.exceptions import StreamError
@@ -30,6 +30,7 @@ def test_align_is_the_documented_table(epoch: str, nxt: int, got: str, offset: i
         assert step is Step.STALE
 
 
+@settings(max_examples=200, deadline=None)  # an event loop per example: slow on a busy machine
 @given(st.lists(st.tuples(EPOCHS, st.integers(0, 30)), max_size=40), st.integers(0, 30))
 def test_a_replay_is_exactly_the_log_events_after_the_offset(
     log: list[tuple[str, int]], resume: int
