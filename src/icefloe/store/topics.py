@@ -37,6 +37,7 @@ import msgspec
 
 from icefloe.core.codec import Format
 from icefloe.core.framing import decode_frame, encode_frame
+from icefloe.core.reliability import Reliability
 from icefloe.exceptions import CorruptRecord, DecodeError, EncodeError
 from icefloe.store.records import MAX_RECORD, RECORD_VERSION
 
@@ -155,6 +156,7 @@ def decode_topic_event(row: TopicRecord) -> TopicEvent:
         key = (event.tenant, event.topic, event.epoch, event.offset)
         if key != (row.tenant, row.topic, row.epoch, row.offset):
             raise DecodeError(f"record of {key!r} stored as {row[:4]!r}")
+        Reliability(event.reliability)  # a level this icefloe knows (ValueError if not)
     except (*_DECODE_FAILURES, ValueError, IndexError) as exc:
         raise CorruptRecord("topic", str(exc)) from exc
     return event

@@ -144,6 +144,9 @@ def test_a_flipped_or_misfiled_record_is_corrupt() -> None:
         decode_topic_event(good._replace(offset=4))
     with pytest.raises(CorruptRecord):
         decode_topic_event(good._replace(topic="b"))
+    odd = TopicEvent("acme", "a", "e" * 12, 3, 3, "sometimes", "x", {})
+    with pytest.raises(CorruptRecord):
+        decode_topic_event(encode_topic_event(odd))
     # A corrupt record is left out of the groups: a gap, never delivered.
     rows = [record("a", 0), record("a", 1)._replace(record=b"junk"), record("a", 2)]
     assert [[e.offset for e in g] for g in topic_events(rows)] == [[0, 2]]
