@@ -30,7 +30,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Final, NamedTuple, Protocol, runtime_checkable
+from typing import Any, Final, NamedTuple, NoReturn, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 import msgspec
@@ -60,7 +60,13 @@ TOPIC_KIND: Final = 16
 _PREFIX: Final = bytes((RECORD_VERSION, TOPIC_KIND))
 _Body = tuple[str, str, str, int, int, str, Any, dict[str, Any]]
 _encoder = msgspec.msgpack.Encoder()
-_decoder = msgspec.msgpack.Decoder(_Body)
+
+
+def _reject_ext(code: int, data: memoryview) -> NoReturn:
+    raise DecodeError(f"msgpack extension type {code} is not allowed in a record")
+
+
+_decoder = msgspec.msgpack.Decoder(_Body, ext_hook=_reject_ext)
 _ENCODE_FAILURES = (msgspec.EncodeError, TypeError, OverflowError, UnicodeEncodeError)
 _DECODE_FAILURES = (msgspec.DecodeError, UnicodeDecodeError, RecursionError, DecodeError)
 
