@@ -65,9 +65,10 @@ fuzz: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
-# The backplane beside raw redis-py (needs Redis: REDIS=redis://host:port/db).
+# The backplane beside raw redis-py (needs Redis: REDIS=redis://host:port/db);
+# NATS=nats://host:4222 also runs the JetStream engine beside raw nats-py.
 bench-backplane: $(STAMP)
-	$(BIN)/python bench/backplane.py --redis $(or $(REDIS),redis://127.0.0.1:6379/0)
+	$(BIN)/python bench/backplane.py --redis $(or $(REDIS),redis://127.0.0.1:6379/0) $(if $(NATS),--nats $(NATS))
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis tests/js/node_modules

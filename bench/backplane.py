@@ -18,6 +18,10 @@ creation to the last chunk's arrival, and the added latency per chunk is
 arrival minus creation (p50/p99). Needs a Redis server
 (``--redis redis://127.0.0.1:6379/0``); its keys go under a fresh prefix and
 are deleted. Not part of ``make bench``'s default run (it needs Redis).
+
+With ``--nats nats://127.0.0.1:4222`` the same rounds also run the NATS
+JetStream engine beside raw nats-py (``bench/backplane_nats.py``), reported
+as ``nats``, ``nats-raw`` and ``nats_ratio``; ``--no-redis`` runs only those.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import time
 import uuid
 from typing import Any
 
+import backplane_nats
 from icefloe.backplane.engine import RedisBackplane
 from icefloe.backplane.keys import Keys, entry_id
 from icefloe.backplane.publisher import publish
@@ -166,8 +171,16 @@ async def _read_raw(url: str, sid: str, ready: Any) -> list[tuple[int, int]]:
         await client.aclose()
 
 
+_READERS = {
+    "icefloe": _read_icefloe,
+    "raw": _read_raw,
+    "nats": backplane_nats.read_icefloe,
+    "nats-raw": backplane_nats.read_raw,
+}
+
+
 def _reader_main(variant: str, url: str, sid: str, out: Any, ready: Any) -> None:
-    read = _read_icefloe if variant == "icefloe" else _read_raw
+    read = _READERS[variant]
     try:
         out.send(asyncio.run(asyncio.wait_for(read(url, sid, ready), TIMEOUT_S)))
     except BaseException as exc:
@@ -175,8 +188,13 @@ def _reader_main(variant: str, url: str, sid: str, out: Any, ready: Any) -> None
 
 
 def _producer_main(variant: str, url: str, sid: str, count: int, text: str) -> None:
-    produce = _produce_icefloe if variant == "icefloe" else _produce_raw
-    asyncio.run(produce(url, sid, count, text))
+    if variant == "nats":
+        asyncio.run(backplane_nats.produce_icefloe(url, sid, _Source(sid, count, text)))
+    elif variant == "nats-raw":
+        asyncio.run(backplane_nats.produce_raw(url, sid, count, text))
+    else:
+        produce = _produce_icefloe if variant == "icefloe" else _produce_raw
+        asyncio.run(produce(url, sid, count, text))
 
 
 def _one(variant: str, url: str, count: int, size: int) -> dict[str, float]:
@@ -213,28 +231,37 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=50_000)
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--nats", default=None, help="also bench NATS JetStream at this URL")
+    parser.add_argument("--no-redis", action="store_true", help="bench NATS only")
     options = parser.parse_args()
-    prefix = f"icefloe:bench:{uuid.uuid4().hex[:8]}:"
-    url = f"{options.redis}?prefix={prefix}"
-    results: dict[str, list[dict[str, float]]] = {"icefloe": [], "raw": []}
+    tag = uuid.uuid4().hex[:8]
+    prefix = f"icefloe:bench:{tag}:"
+    urls = {} if options.no_redis else {"icefloe": f"{options.redis}?prefix={prefix}"}
+    urls["raw"] = urls.get("icefloe", "")
+    if options.nats:
+        urls["nats"] = urls["nats-raw"] = f"{options.nats}?prefix=icefloe_bench_{tag}"
+        asyncio.run(backplane_nats.setup(urls["nats"], options.chunks))
+    variants = [v for v, url in urls.items() if url]
+    results: dict[str, list[dict[str, float]]] = {v: [] for v in variants}
     try:
         for i in range(options.rounds):
-            order = ("icefloe", "raw") if i % 2 == 0 else ("raw", "icefloe")
-            for variant in order:
-                results[variant].append(_one(variant, url, options.chunks, options.size))
+            for variant in variants if i % 2 == 0 else variants[::-1]:
+                run = _one(variant, urls[variant], options.chunks, options.size)
+                results[variant].append(run)
     finally:
-        asyncio.run(_cleanup(options.redis, prefix))
-    summary = {
+        if "icefloe" in urls:
+            asyncio.run(_cleanup(options.redis, prefix))
+        if "nats" in urls:
+            asyncio.run(backplane_nats.cleanup(urls["nats"]))
+    summary: dict[str, Any] = {
         variant: {k: statistics.median(r[k] for r in runs) for k in runs[0]}
         for variant, runs in results.items()
     }
-    ratio = summary["icefloe"]["chunks_per_s"] / summary["raw"]["chunks_per_s"]
-    print(
-        json.dumps(
-            {"chunks": options.chunks, "size": options.size, **summary, "ratio": round(ratio, 3)},
-            indent=2,
-        )
-    )
+    for name, ours, raw in [("ratio", "icefloe", "raw"), ("nats_ratio", "nats", "nats-raw")]:
+        if ours in summary:
+            ratio = summary[ours]["chunks_per_s"] / summary[raw]["chunks_per_s"]
+            summary[name] = round(ratio, 3)
+    print(json.dumps({"chunks": options.chunks, "size": options.size, **summary}, indent=2))
 
 
 async def _cleanup(redis_url: str, prefix: str) -> None:

@@ -44,6 +44,7 @@ _DECODERS: dict[int, Callable[[bytes], Any]] = {
     records.RecordKind.MESSAGE: records.decode_message,
     records.RecordKind.STATE: records.decode_state,
     records.RecordKind.SESSION: records.decode_session,
+    records.RecordKind.SEGMENT: records.decode_segment,
 }
 
 
@@ -65,6 +66,11 @@ def seeds() -> list[tuple[int, bytes]]:
         (records.RecordKind.STATE, records.encode_state(state)),
         (records.RecordKind.STATE, records.encode_state(None)),
         (records.RecordKind.SESSION, records.encode_session(b"session \x00 blob")),
+        (records.RecordKind.SEGMENT, records.encode_segment([chunk])),
+        (
+            records.RecordKind.SEGMENT,
+            records.encode_segment([StreamChunk("s", i, f"t{i}", ts=i) for i in range(3, 9)]),
+        ),
     ]
 
 

@@ -60,12 +60,13 @@ async def serve_asgi(app: Any, **config: Any) -> AsyncIterator[str]:
 
 @asynccontextmanager
 async def serve_command(
-    target: str, *flags: str, open_files: int | None = None
+    target: str, *flags: str, open_files: int | None = None, cwd: Path | None = None
 ) -> AsyncIterator[str]:
     """``icefloe serve TARGET FLAGS`` in its own process on a free loopback
     port; yields its URL once ``/healthz`` answers. A server with a loop and
     a core of its own: for tests whose clients would otherwise starve it.
-    ``open_files`` sets the process's open-files limit (soft and hard)."""
+    ``open_files`` sets the process's open-files limit (soft and hard);
+    ``cwd`` is the directory it runs in (where a TARGET module may live)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -81,7 +82,7 @@ async def serve_command(
             resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
 
     proc = await asyncio.create_subprocess_exec(
-        *args, env=env, stderr=asyncio.subprocess.PIPE, preexec_fn=limit_files
+        *args, cwd=cwd, env=env, stderr=asyncio.subprocess.PIPE, preexec_fn=limit_files
     )
     assert proc.stderr is not None
     url = f"http://127.0.0.1:{port}"

@@ -26,7 +26,7 @@ the module of each class defined elsewhere::
     │   ├── CorruptRecord                    store.records: a stored record that fails its checks
     │   └── BadRequest                       core.ops: a client op that does not decode
     ├── EncodeError (+ ValueError)           a chunk holds a value the wire format cannot carry
-    ├── FilterError (+ ValueError)           core.filters: a hub filter that does not compile
+    ├── FilterError (+ ValueError)           core.filter_syntax: a hub filter that does not compile
     ├── TopicError (+ ValueError)            core.topics: a bad topic name or pattern
     ├── SessionError                         core.sessions: a WebSocket session op refused
     │   ├── SessionExpired                   no session to resume
@@ -197,7 +197,7 @@ class CorruptRecord(DecodeError):
     kind of record asked for. ``code`` is always ``ErrorCode.CORRUPT`` (the
     code a stream ends with when the record cannot be recovered); ``kind``
     names what was being decoded (``"chunk"``, ``"message"``, ``"state"``,
-    ``"session"``). The failing check is the ``__cause__``. The record is
+    ``"session"``, ``"segment"``). The failing check is the ``__cause__``. The record is
     never delivered.
     """
 

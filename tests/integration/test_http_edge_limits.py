@@ -10,10 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import resource
-import socket
-import sys
 import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -24,15 +21,14 @@ import pytest
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import InvalidStatus
 
-import icefloe
 from icefloe import Context, Message, Node, create
 from icefloe.runtime.flow import Flow
 from icefloe.transport.auth import ApiKeyAuthenticator
 from icefloe.transport.edge import EdgeSettings
 from icefloe.transport.limits import EdgeLimits
+from servekit import serve_command
 
 #: the icefloe under test (the subprocess must run the same one)
-SRC = Path(icefloe.__file__).parents[1]
 
 FLOW_MODULE = textwrap.dedent(
     """
@@ -58,45 +54,12 @@ FLOW_MODULE = textwrap.dedent(
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @contextlib.asynccontextmanager
 async def icefloe_serve(tmp_path: Path, *flags: str) -> AsyncIterator[str]:
     """``icefloe serve ticks:flow FLAGS`` on a free loopback port; yields its URL."""
     (tmp_path / "ticksflow.py").write_text(FLOW_MODULE)
-    port = _free_port()
-    env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    env.pop("FORWARDED_ALLOW_IPS", None)
-    code = "from icefloe.cli import main; main()"
-    args = [sys.executable, "-c", code, "serve", "ticksflow:flow", "--port", str(port), *flags]
-    proc = await asyncio.create_subprocess_exec(
-        *args, cwd=tmp_path, env=env, stderr=asyncio.subprocess.PIPE
-    )
-    assert proc.stderr is not None
-    url = f"http://127.0.0.1:{port}"
-    try:
-        async with httpx.AsyncClient(base_url=url) as client, asyncio.timeout(20):
-            while True:
-                if proc.returncode is not None:
-                    raise RuntimeError(f"icefloe serve exited: {await proc.stderr.read()!r}")
-                with contextlib.suppress(httpx.TransportError):
-                    if (await client.get("/healthz")).status_code == 200:
-                        break
-                await asyncio.sleep(0.05)  # polling a starting process, not synchronisation
+    async with serve_command("ticksflow:flow", *flags, cwd=tmp_path) as url:
         yield url
-    finally:
-        if proc.returncode is None:
-            proc.terminate()
-        try:
-            await asyncio.wait_for(proc.wait(), 10)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
 
 
 def _raise_fd_limit(needed: int) -> None:

@@ -36,6 +36,7 @@ from icefloe.backplane.keys import Keys, entry_id, parse_url
 from icefloe.backplane.meta import ABNORMAL, RUNNING, StreamMeta
 from icefloe.backplane.publisher import RUNNING_TTL_S, STALE_MS, ChunkSource, publish, slowest
 from icefloe.backplane.reader import RemoteReader
+from icefloe.backplane.topics import HubLink
 from icefloe.core.codec import decode_chunk_msgpack
 from icefloe.core.messages import StreamChunk
 from icefloe.core.wire_errors import ErrorCode
@@ -43,6 +44,8 @@ from icefloe.exceptions import StreamError
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
+
+    from icefloe.backplane.protocol import Deliver, NumberedDeliver
 
 __all__ = ["FETCH_COUNT", "MAX_FOLLOWED", "REPORT_S", "RedisBackplane"]
 
@@ -437,3 +440,8 @@ class RedisBackplane:
     def publishing(self, stream_id: str) -> bool:
         """Whether this process produces ``stream_id``."""
         return stream_id in self._publishing
+
+    def topic_link(self, numbered: NumberedDeliver, forwarded: Deliver) -> HubLink:
+        """The hub link of this process on ``P hub`` (opened by the caller):
+        Redis numbers the topics (``forwarded`` is not used)."""
+        return HubLink(self.client, self.keys.hub, self.process_id, numbered)

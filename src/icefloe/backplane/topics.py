@@ -37,7 +37,6 @@ import asyncio
 import hashlib
 import logging
 import os
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from icefloe.core.wire_errors import ErrorCode
@@ -46,7 +45,9 @@ from icefloe.exceptions import ClosedResourceError, StreamError, WouldBlock
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-__all__ = ["MAXLEN", "OUTBOX", "READ_COUNT", "TOPIC_TTL_S", "Deliver", "HubLink"]
+    from icefloe.backplane.protocol import NumberedDeliver
+
+__all__ = ["MAXLEN", "OUTBOX", "READ_COUNT", "TOPIC_TTL_S", "HubLink"]
 
 log = logging.getLogger("icefloe.backplane")
 
@@ -61,8 +62,6 @@ WRITE_BATCH: Final = 512
 #: seconds a topic's counter outlives its last publish on the engine
 TOPIC_TTL_S: Final = 86_400
 
-#: ``await deliver(tenant, topic, epoch, offset, event)``
-Deliver = Callable[[str, str, str, int, bytes], Awaitable[None]]
 
 _PUBLISH = """
 -- KEYS: topic hash, hub stream. ARGV: a new epoch (used if the topic has
@@ -86,7 +85,7 @@ _Item = tuple[str, str, bytes, "asyncio.Future[tuple[str, int]] | None"]
 class HubLink:
     """The hub events of one process, numbered and shared on the engine."""
 
-    def __init__(self, client: Redis, key: str, process_id: str, deliver: Deliver) -> None:
+    def __init__(self, client: Redis, key: str, process_id: str, deliver: NumberedDeliver) -> None:
         self._client = client
         self._key = key
         self._origin = process_id

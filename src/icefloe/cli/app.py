@@ -310,8 +310,8 @@ def serve(
     backplane: Annotated[
         str | None,
         typer.Option(
-            help="redis://HOST:PORT/DB[?prefix=P]: share streams with the other gateways "
-            "on this Redis (docs/deploy.md)."
+            help="redis://HOST:PORT/DB[?prefix=P] or nats://HOST:PORT[?prefix=P] (JetStream): "
+            "share streams with the other gateways on this Redis or NATS (docs/deploy.md)."
         ),
     ] = None,
     # -- end of backplane --
@@ -392,10 +392,10 @@ def serve(
         settings = dataclasses.replace(settings, topic_store=store)
     gateway = None if bridge is None else options.load_gateway(bridge)  # (issue 13)
     if backplane is not None:  # -- backplane (issue 12) --
-        from icefloe.backplane.keys import parse_url
+        from icefloe.backplane.engines import check_url
 
         try:
-            parse_url(backplane)
+            check_url(backplane)
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--backplane") from None
         settings = dataclasses.replace(settings, backplane=backplane)

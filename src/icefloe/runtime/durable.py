@@ -14,9 +14,11 @@ holds ``max_pending`` chunks in all (in flight included), or ``max_batch``
 not yet taken of its own stream, or while its stream's log is full (the
 window of today's streams). The writer takes a stream's pending chunks when
 its round starts, so the producer fills the next batch while one commits
-(two batches of a stream at most: one in flight, one pending). Records are
-encoded per batch (:func:`~icefloe.store.records.encode_chunks`), and a
-stored batch reaches the log in one ``extend``. A checkpoint travels in the
+(two batches of a stream at most: one in flight, one pending). A batch
+goes to the store as a :class:`~icefloe.store.batch.ChunkBatch`, encoded
+by the backend as it keeps it (one segment record for SQLite, a record per
+chunk for the others), and a stored batch reaches the log in one
+``extend``. A checkpoint travels in the
 same queue and is written in the same ``append`` as the chunks it covers.
 
 The terminal of a recorded run (done, failed, cancelled) is written after
@@ -30,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import operator
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -83,6 +86,19 @@ def enter_run(run: DurableRun | None) -> contextvars.Token[DurableRun | None]:
 
 def leave_run(token: contextvars.Token[DurableRun | None]) -> None:
     _CURRENT.reset(token)
+
+
+_TEXT = operator.attrgetter("text")
+_DATA = operator.attrgetter("data")
+
+
+def _bytes_of(chunks: list[StreamChunk]) -> int:
+    """What ``chunks`` count against their log's byte limit (``chunk_size``,
+    summed): by builtins when no chunk has data, the common case."""
+    datas = list(map(_DATA, chunks))
+    if datas.count(None) == len(datas):
+        return sum(map(len, map(_TEXT, chunks)))
+    return sum(map(chunk_size, chunks))
 
 
 class DurableStatistics(NamedTuple):
@@ -227,8 +243,9 @@ class StoreWriter:
         self.resumed = self.interrupted = 0
         # The record codec (CRC32C frames) loads with the first store, not with icefloe.
         from icefloe.store import records
+        from icefloe.store.batch import ChunkBatch
 
-        self._encode_chunks = records.encode_chunks
+        self._batch = ChunkBatch
         self._encode_state = records.encode_state
 
     # -- life cycle ------------------------------------------------------------
@@ -479,8 +496,8 @@ class StoreWriter:
     async def _append(
         self, run: DurableRun, chunks: list[StreamChunk], checkpoint: Checkpoint | None
     ) -> None:
-        records = self._encode_chunks(chunks)
-        await self.store.append(run.stream_id, records, checkpoint=checkpoint)
+        batch = self._batch(chunks) if chunks else ()
+        await self.store.append(run.stream_id, batch, checkpoint=checkpoint)
         self._appends += 1
         self._stored += len(chunks)
         self._pending -= len(chunks)
@@ -504,7 +521,7 @@ class StoreWriter:
             log.queue.extend(chunks)
             last = chunks[-1]
             log.next_seq = last.seq + 1
-            log.byte_count.bound += sum(map(chunk_size, chunks))
+            log.byte_count.bound += _bytes_of(chunks)
             if last.done or log.data_wanted:
                 log.appended(last)
         else:

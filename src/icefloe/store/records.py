@@ -6,7 +6,7 @@ whoever reads them back detects a torn or flipped record. The payload is::
 
     offset  size  field
     0       1     version  RECORD_VERSION (1); another value is refused
-    1       1     kind     a RecordKind: 1 chunk, 2 message, 3 state, 4 session
+    1       1     kind     a RecordKind: 1 chunk, 2 message, 3 state, 4 session, 5 segment
     2       n     body     the value (msgpack), or the raw bytes of a session
 
 =========  ==========================================  ======================
@@ -17,7 +17,18 @@ message    a start :class:`Message` with its Headers    ``Message``
 state      a checkpoint's state: any msgpack value      that value (tuples
                                                         come back as lists)
 session    a session blob, as given                     ``bytes``
+segment    consecutive chunks of one stream, by         ``list[StreamChunk]``
+           column (below)
 =========  ==========================================  ======================
+
+A **segment** holds a run of chunks of one stream, seqs ``first_seq`` up,
+in one frame and so under one CRC32C: the SQLite store keeps each durable
+batch as one segment (one msgpack encode and one checksum per batch, not per
+chunk). Its body is the msgpack array ``[stream_id, first_seq, texts, dones,
+metas, datas, tss]``: one list per field, ``dones``, ``metas`` and ``datas``
+``nil`` when every chunk has the default (``False``, ``{}``, ``None``), so a
+token costs its text and its timestamp. A segment is checked whole: one
+flipped bit and none of its chunks decodes.
 
 Every decoder checks the frame (:func:`~icefloe.core.framing.decode_frame`,
 the same checks :class:`~icefloe.core.framing.FrameReader` makes), the
@@ -50,7 +61,7 @@ import msgspec
 from icefloe.core import codec
 from icefloe.core.codec import Format
 from icefloe.core.framing import decode_frame, encode_frame
-from icefloe.core.messages import Message, StreamChunk
+from icefloe.core.messages import NO_META, Message, StreamChunk
 from icefloe.exceptions import CorruptRecord, DecodeError, EncodeError
 from icefloe.store.types import StoredChunk
 
@@ -60,11 +71,13 @@ __all__ = [
     "RecordKind",
     "decode_chunk",
     "decode_message",
+    "decode_segment",
     "decode_session",
     "decode_state",
     "encode_chunk",
     "encode_chunks",
     "encode_message",
+    "encode_segment",
     "encode_session",
     "encode_state",
 ]
@@ -83,6 +96,7 @@ class RecordKind(enum.IntEnum):
     MESSAGE = 2
     STATE = 3
     SESSION = 4
+    SEGMENT = 5
 
 
 def _reject_ext(code: int, data: memoryview) -> NoReturn:
@@ -108,6 +122,13 @@ _CHUNK_FIXED: Final = bytes((_MSGPACK, 0)) + _CHUNK_PREFIX  # format, flags, ver
 _CHUNK_SEED: Final = google_crc32c.value(_CHUNK_FIXED)
 _PLUS_PREFIX = functools.partial(operator.add, len(_CHUNK_PREFIX))
 _SEQ = operator.attrgetter("seq")
+_astuple = msgspec.structs.astuple
+_MAX_SEQ: Final = 2**63 - 1
+# A segment's body: [stream_id, first_seq, texts, dones, metas, datas, tss].
+_SegmentBody = tuple[
+    str, int, list[str], list[bool] | None, list[dict[str, Any]] | None, list[Any] | None, list[int]
+]
+_segment_decoder = msgspec.msgpack.Decoder(_SegmentBody, ext_hook=_reject_ext)
 # See icefloe.core.codec: what msgspec raises for values msgpack cannot carry,
 # and for bytes that are not a valid value.
 _ENCODE_FAILURES = (msgspec.EncodeError, TypeError, OverflowError, UnicodeEncodeError)
@@ -252,3 +273,67 @@ def decode_session(record: bytes) -> bytes:
     :raises CorruptRecord: the record fails a check.
     """
     return bytes(_body(record, RecordKind.SESSION))
+
+
+def encode_segment(chunks: Sequence[StreamChunk]) -> bytes:
+    """Consecutive ``chunks`` of one stream (seqs ``chunks[0].seq`` up) as one
+    segment record. Built by builtins: no Python bytecode per chunk.
+
+    :raises ValueError: ``chunks`` is empty, or not consecutive seqs of one stream.
+    :raises EncodeError: a chunk's ``meta`` or ``data`` holds a value msgpack cannot carry.
+    """
+    if not chunks:
+        raise ValueError("a segment holds at least one chunk")
+    # One tuple per chunk, transposed into one column per field (StreamChunk's
+    # field order): two C calls for the whole batch.
+    sids, seqs, texts, dones, metas, datas, stamps = zip(*map(_astuple, chunks), strict=True)
+    count = len(seqs)
+    first = seqs[0]
+    if seqs != tuple(range(first, first + count)) or sids.count(sids[0]) != count:
+        raise ValueError("a segment holds consecutive seqs of one stream")
+    body = (
+        sids[0],
+        first,
+        texts,
+        dones if True in dones else None,
+        metas if any(metas) else None,
+        None if datas.count(None) == count else datas,
+        stamps,
+    )
+    return _encode_value(RecordKind.SEGMENT, body)
+
+
+def decode_segment(
+    record: bytes, *, stream_id: str | None = None, first_seq: int | None = None
+) -> list[StreamChunk]:
+    """The chunks in segment ``record``, in seq order; with ``stream_id`` /
+    ``first_seq``, also check it is the segment its caller looked up.
+
+    :raises CorruptRecord: the record fails a check (then no chunk of it is returned).
+    """
+    body = _body(record, RecordKind.SEGMENT)
+    try:
+        sid, first, texts, dones, metas, datas, stamps = _segment_decoder.decode(body)
+    except _DECODE_FAILURES as exc:
+        raise CorruptRecord("segment", str(exc)) from exc
+    count = len(texts)
+    if not count or any(len(c) != count for c in (dones, metas, datas, stamps) if c is not None):
+        raise CorruptRecord("segment", "columns of different lengths, or no chunk")
+    if not 0 <= first <= _MAX_SEQ - count + 1:
+        raise CorruptRecord("segment", f"seqs from {first} out of [0, 2**63)")
+    if stream_id is not None and sid != stream_id:
+        raise CorruptRecord("segment", f"record of stream {sid!r} under {stream_id!r}")
+    if first_seq is not None and first != first_seq:
+        raise CorruptRecord("segment", f"record from seq {first} under seq {first_seq}")
+    return list(
+        map(
+            StreamChunk,
+            repeat(sid, count),
+            range(first, first + count),
+            texts,
+            repeat(False, count) if dones is None else dones,
+            repeat(NO_META, count) if metas is None else metas,
+            repeat(None, count) if datas is None else datas,
+            stamps,
+        )
+    )

@@ -44,11 +44,12 @@ tie the chunk rate to the disk's sync latency.
 
 **Chunks are stored in segments**: the new chunks of one ``append`` (up
 to :data:`SEGMENT_CHUNKS` chunks or :data:`SEGMENT_BYTES` bytes a row)
-become one row holding their records back to back and a packed array of
-their lengths, keyed by (stream id, last seq). Writing a row costs about
+become one row, keyed by (stream id, last seq). Writing a row costs about
 what writing one chunk did, so a stream that appends many chunks at a time
-pays per append, not per chunk; a read splits rows by the stored lengths
-(it never parses a record).
+pays per append, not per chunk. The store writer's batches
+(:class:`~icefloe.store.batch.ChunkBatch`) become one *segment record* a
+row, one encode and one CRC32C per batch; other appends keep their chunk
+records back to back (:mod:`icefloe.store.sqlite_segments`).
 
 The tables are in :mod:`icefloe.store.sqlite_schema`. Schema version
 :data:`SCHEMA_VERSION` is recorded in ``schema_version``; a file written by a
@@ -70,6 +71,7 @@ from typing import Any, Final, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from icefloe.exceptions import StreamNotFound
+from icefloe.store.batch import ChunkBatch
 from icefloe.store.memory import check_append
 from icefloe.store.protocol import StoreUnavailable
 from icefloe.store.sqlite_schema import (
@@ -80,8 +82,8 @@ from icefloe.store.sqlite_schema import (
     migrate,
     run_state,
     segment_rows,
-    split_segment,
 )
+from icefloe.store.sqlite_segments import insert_batch, read_chunks
 from icefloe.store.sqlite_writer import MAX_BATCH, Counts, GroupCommitWriter, Op
 from icefloe.store.types import (
     Checkpoint,
@@ -432,33 +434,46 @@ class SqliteStore:
         *,
         checkpoint: Checkpoint | None = None,
     ) -> int:
-        chunks = list(chunks)
+        # A durable batch is encoded here, on the loop, as segment records
+        # (sqlite_segments); its per-chunk records are built only if needed.
+        batch = chunks if isinstance(chunks, ChunkBatch) else None
+        segments = None if batch is None else batch.segments(SEGMENT_BYTES)
+        listed: Sequence[StoredChunk] = chunks if batch is not None else list(chunks)
 
         def op(conn: sqlite3.Connection) -> tuple[Any, Counts]:
+            if (
+                segments is not None
+                and batch is not None
+                and insert_batch(conn, stream_id, batch, segments, checkpoint)
+            ):
+                return len(batch), (0, len(batch), 0, int(checkpoint is not None))
             row = conn.execute(
                 "SELECT last_seq FROM runs WHERE stream_id = ?", (stream_id,)
             ).fetchone()
             if row is None:
                 raise StreamNotFound(stream_id)
-            fresh = _in_sequence(row[0], chunks, checkpoint)
+            stored = list(listed)  # a batch's records are encoded here, if ever
+            fresh = _in_sequence(row[0], stored, checkpoint)
             if fresh is None:
-                fresh = check_append(stream_id, row[0], chunks, checkpoint)
+                fresh = check_append(stream_id, row[0], stored, checkpoint)
             if fresh:
                 conn.executemany(
                     "INSERT INTO segments (stream_id, last_seq, first_seq, sizes, records)"
                     " VALUES (?, ?, ?, ?, ?)",
                     [(stream_id, *segment) for segment in segment_rows(fresh)],
                 )
+            fresh_count, last_seq = len(fresh), fresh[-1].seq if fresh else row[0]
+            if fresh_count:
                 conn.execute(
-                    "UPDATE runs SET last_seq = ? WHERE stream_id = ?", (fresh[-1].seq, stream_id)
+                    "UPDATE runs SET last_seq = ? WHERE stream_id = ?", (last_seq, stream_id)
                 )
             if checkpoint is not None:
                 conn.execute(
                     "UPDATE runs SET ckpt_seq = ?, ckpt_state = ? WHERE stream_id = ?",
                     (checkpoint.seq, checkpoint.state, stream_id),
                 )
-            moved = (0, len(fresh), len(chunks) - len(fresh), int(checkpoint is not None))
-            return len(fresh), moved
+            moved = (0, fresh_count, len(listed) - fresh_count, int(checkpoint is not None))
+            return fresh_count, moved
 
         result: int = await self._write(op)
         return result
@@ -468,18 +483,7 @@ class SqliteStore:
             return []
 
         def fn(conn: sqlite3.Connection) -> list[StoredChunk]:
-            rows = conn.execute(
-                "SELECT first_seq, sizes, records FROM segments"
-                " WHERE stream_id = ? AND last_seq >= ? ORDER BY last_seq",
-                (stream_id, from_seq),
-            )
-            got: list[StoredChunk] = []
-            for first_seq, sizes, blob in rows:
-                split_segment(got, first_seq, sizes, blob, from_seq, limit)
-                if len(got) >= limit:
-                    break
-            rows.close()
-            return got
+            return read_chunks(conn, stream_id, from_seq, limit)
 
         return await self._read(fn)
 

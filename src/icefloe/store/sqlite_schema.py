@@ -2,7 +2,8 @@
 
 Tables: ``runs`` (one row per run: its record, last seq, terminal and latest
 checkpoint), ``segments`` (a run's chunks, several per row: see
-:func:`segment_rows`), ``idem_keys``, ``sessions`` and ``schema_version``.
+:func:`segment_rows`, and :mod:`icefloe.store.sqlite_segments` for rows
+whose ``sizes`` is empty: one segment record), ``idem_keys``, ``sessions`` and ``schema_version``.
 Every statement of :data:`SCHEMA` is ``CREATE ... IF NOT EXISTS``, so
 :func:`migrate` is safe on every open and by two processes at once.
 """
@@ -31,8 +32,9 @@ __all__ = [
     "split_segment",
 ]
 
-#: the schema this module writes
-SCHEMA_VERSION: Final = 1
+#: the schema this module writes: 2 adds rows holding one segment record
+#: (:mod:`icefloe.store.sqlite_segments`), which version 1 would read as empty
+SCHEMA_VERSION: Final = 2
 #: the most chunks one segment row holds
 SEGMENT_CHUNKS: Final = 256
 #: a segment row is closed once its records reach this many bytes
@@ -146,7 +148,8 @@ def migrate(conn: sqlite3.Connection, path: str) -> None:
     # and by two processes at once (a duplicate version row is harmless).
     conn.executescript(SCHEMA)
     row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
-    if row[0] is None:
+    if row[0] is None or row[0] < SCHEMA_VERSION:
+        # Version 1 rows read as they are; the new row keeps older icefloe out.
         conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
     elif row[0] > SCHEMA_VERSION:
         raise StoreUnavailable(

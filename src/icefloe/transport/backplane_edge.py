@@ -1,7 +1,8 @@
 """The edge's side of the backplane: streams of other gateways, read here.
 
-:class:`EdgeBackplane` ties one app's flow to a
-:class:`~icefloe.backplane.engine.RedisBackplane`:
+:class:`EdgeBackplane` ties one app's flow to a backplane
+:class:`~icefloe.backplane.protocol.Engine` (Redis or NATS JetStream, by the
+URL's scheme, :func:`~icefloe.backplane.engines.engine_for`):
 
 * every run this gateway starts is published (a blocking in-process reader
   attached at seq 0 feeds the engine, so the producer can run at most the
@@ -29,13 +30,13 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from icefloe.backplane.engine import RedisBackplane
+from icefloe.backplane.engines import engine_for
 from icefloe.backplane.meta import RUNNING, StreamMeta
+from icefloe.backplane.protocol import NumberedTopicLink, TopicLink
 from icefloe.backplane.reader import RemoteReader
-from icefloe.backplane.topics import HubLink
 from icefloe.core.wire_errors import ErrorCode
 from icefloe.exceptions import ClosedResourceError, StreamError
-from icefloe.hub import Hub
+from icefloe.hub import Hub, HubEvent
 from icefloe.runtime.flow import Flow
 from icefloe.transport.auth import Principal
 from icefloe.transport.encoding import parse_resume_point
@@ -49,6 +50,7 @@ DELIVER_TIMEOUT_S = 1.0
 
 _encode_event = msgspec.msgpack.encode
 _decode_event = msgspec.msgpack.Decoder(tuple[Any, dict[str, Any]]).decode
+_decode_forwarded = msgspec.msgpack.Decoder(tuple[str, str, Any, dict[str, Any], str]).decode
 
 
 class EdgeBackplane:
@@ -57,18 +59,26 @@ class EdgeBackplane:
     def __init__(self, flow: Flow, hub: Hub, url: str, *, history: int, window: int) -> None:
         self._flow = flow
         self._hub = hub
-        self.engine = RedisBackplane(url, history=history, window=window, on_cancel=flow.cancel)
-        self._link: HubLink | None = None
+        self.engine = engine_for(url, history=history, window=window, on_cancel=flow.cancel)
+        # The engine numbers topics (Redis), or each hub does and events are
+        # forwarded (NATS: core NATS keeps no log to number them from).
+        self._link: NumberedTopicLink | None = None
+        self._forward: TopicLink | None = None
 
     async def open(self) -> None:
         engine = self.engine
         await engine.open()
-        self._link = HubLink(engine.client, engine.keys.hub, engine.process_id, self._deliver)
-        await self._link.open()
+        link = engine.topic_link(self._deliver, self._deliver_forwarded)
+        if isinstance(link, NumberedTopicLink):
+            self._link = link
+        else:
+            self._forward = link
+        await link.open()
 
     async def aclose(self) -> None:
-        if self._link is not None:
-            await self._link.aclose()
+        for link in (self._link, self._forward):
+            if link is not None:
+                await link.aclose()
         await self.engine.aclose()
 
     # -- hub topics numbered by the engine (a TopicLog: transport/topic_log.py) --
@@ -85,6 +95,8 @@ class EdgeBackplane:
         self, topic: str, data: Any, *, tenant: str, headers: Mapping[str, Any] | None = None
     ) -> tuple[str, int]:
         """Number the event on the engine; every gateway (this one too) delivers it."""
+        if self._forward is not None:
+            return await self._publish_here(topic, data, tenant, headers)
         raw = self._encoded(topic, data, tenant, headers)
         assert self._link is not None
         return await self._link.publish(tenant, topic, raw)
@@ -92,6 +104,8 @@ class EdgeBackplane:
     def submit(
         self, topic: str, data: Any, *, tenant: str, headers: Mapping[str, Any] | None = None
     ) -> asyncio.Future[tuple[str, int]]:
+        if self._forward is not None:
+            return asyncio.ensure_future(self._publish_here(topic, data, tenant, headers))
         raw = self._encoded(topic, data, tenant, headers)
         assert self._link is not None
         return self._link.submit(tenant, topic, raw)
@@ -99,6 +113,10 @@ class EdgeBackplane:
     def publish_nowait(
         self, topic: str, data: Any, *, tenant: str, headers: Mapping[str, Any] | None = None
     ) -> None:
+        if self._forward is not None:
+            event = self._hub.publish_nowait(topic, data, tenant=tenant, headers=headers)
+            self._share(event)
+            return
         raw = self._encoded(topic, data, tenant, headers)
         assert self._link is not None
         self._link.publish_nowait(tenant, topic, raw)
@@ -108,6 +126,27 @@ class EdgeBackplane:
         async with asyncio.timeout(DELIVER_TIMEOUT_S):
             await self._hub.publish_at(
                 topic, data, tenant=tenant, offset=offset, epoch=epoch, headers=headers or None
+            )
+
+    # An engine that cannot number topics (NATS): each hub numbers its own
+    # events, which are forwarded to the other gateways' hubs.
+    async def _publish_here(
+        self, topic: str, data: Any, tenant: str, headers: Mapping[str, Any] | None
+    ) -> tuple[str, int]:
+        event = await self._hub.publish(topic, data, tenant=tenant, headers=headers)
+        self._share(event)
+        return event.epoch, event.offset
+
+    def _share(self, event: HubEvent) -> None:
+        if self._forward is not None:
+            fields = (event.topic, event.tenant, event.data, event.headers, event.reliability)
+            self._forward.forward(_encode_event(fields))
+
+    async def _deliver_forwarded(self, raw: bytes) -> None:
+        topic, tenant, data, headers, reliability = _decode_forwarded(raw)
+        async with asyncio.timeout(DELIVER_TIMEOUT_S):
+            await self._hub.publish(
+                topic, data, tenant=tenant, headers=headers, reliability=reliability
             )
 
     # -- end of hub topics --

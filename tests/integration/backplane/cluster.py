@@ -3,7 +3,10 @@ on the machine's Redis, and a round-robin TCP proxy in front of them.
 
 A plain module (not a conftest), so that test modules import it by name.
 Redis: ``ICEFLOE_TEST_REDIS_URL`` (default ``redis://127.0.0.1:6379/0``);
-each test gets a key prefix of its own, removed afterwards.
+each test gets a key prefix of its own, removed afterwards. With
+``engine="nats"`` the gateways use NATS JetStream instead
+(``ICEFLOE_TEST_NATS_URL``, default ``nats://127.0.0.1:4222``), under a
+prefix of their own whose stream and bucket are deleted afterwards.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import httpx
 import icefloe
 
 __all__ = [
+    "NATS_URL",
     "REDIS_URL",
     "Gateway",
     "cluster",
@@ -35,6 +39,7 @@ __all__ = [
 ]
 
 REDIS_URL = os.environ.get("ICEFLOE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+NATS_URL = os.environ.get("ICEFLOE_TEST_NATS_URL", "nats://127.0.0.1:4222")
 SRC = Path(icefloe.__file__).parents[1]
 HERE = Path(__file__).parent
 
@@ -43,7 +48,7 @@ HERE = Path(__file__).parent
 class Gateway:
     url: str
     pid: int
-    #: the cluster's key prefix (for a gateway joining it later: :func:`joined`)
+    #: the backplane prefix its cluster shares
     prefix: str = ""
 
 
@@ -54,14 +59,11 @@ def _free_port() -> int:
         return port
 
 
-async def _start(
-    prefix: str, flags: tuple[str, ...], redis_url: str
-) -> tuple[asyncio.subprocess.Process, str]:
+async def _start(flags: tuple[str, ...], backplane: str) -> tuple[asyncio.subprocess.Process, str]:
     port = _free_port()
     path = os.pathsep.join([str(SRC), str(HERE), os.environ.get("PYTHONPATH", "")])
     env = {**os.environ, "PYTHONPATH": path}
     code = "from icefloe.cli import main; main()"
-    backplane = f"{redis_url}?prefix={prefix}"
     args = [sys.executable, "-c", code, "serve", "bpflow:build", "--port", str(port)]
     args += ["--backplane", backplane, *flags]
     proc = await asyncio.create_subprocess_exec(*args, env=env, stderr=asyncio.subprocess.DEVNULL)
@@ -81,18 +83,27 @@ async def _ready(proc: asyncio.subprocess.Process, url: str) -> None:
 
 @asynccontextmanager
 async def cluster(
-    count: int, *flags: str, redis_url: str = REDIS_URL
+    count: int,
+    *flags: str,
+    redis_url: str = REDIS_URL,
+    engine: str = "redis",
+    nats_url: str = NATS_URL,
 ) -> AsyncIterator[list[Gateway]]:
     """``count`` gateways sharing a fresh key prefix; its keys are deleted after.
 
-    ``redis_url`` is where the gateways reach Redis (a proxy in front of it,
-    for outage tests); the keys are deleted through :data:`REDIS_URL`."""
-    import redis.asyncio
-
-    prefix = f"icefloe:test:{uuid.uuid4().hex[:10]}:"
+    ``redis_url`` (``nats_url`` with ``engine="nats"``) is where the gateways
+    reach the engine (a proxy in front of it, for outage tests); the keys are
+    deleted through :data:`REDIS_URL` (:data:`NATS_URL`)."""
+    hexid = uuid.uuid4().hex[:10]
+    if engine == "nats":
+        prefix = f"icefloe_test_{hexid}"
+        backplane = f"{nats_url}?prefix={prefix}"
+    else:
+        prefix = f"icefloe:test:{hexid}:"
+        backplane = f"{redis_url}?prefix={prefix}"
     procs: list[asyncio.subprocess.Process] = []
     try:
-        started = [await _start(prefix, flags, redis_url) for _ in range(count)]
+        started = [await _start(flags, backplane) for _ in range(count)]
         procs = [proc for proc, _url in started]
         await asyncio.gather(*(_ready(proc, url) for proc, url in started))
         yield [Gateway(url, proc.pid, prefix) for proc, url in started]
@@ -106,19 +117,38 @@ async def cluster(
             except TimeoutError:
                 proc.kill()
                 await proc.wait()
-        client = redis.asyncio.Redis.from_url(REDIS_URL)
-        try:
-            keys = [key async for key in client.scan_iter(match=f"{prefix}*", count=1000)]
-            if keys:
-                await client.delete(*keys)
-        finally:
-            await client.aclose()
+        await (_drop_nats(prefix) if engine == "nats" else _drop_redis(prefix))
+
+
+async def _drop_redis(prefix: str) -> None:
+    import redis.asyncio
+
+    client = redis.asyncio.Redis.from_url(REDIS_URL)
+    try:
+        keys = [key async for key in client.scan_iter(match=f"{prefix}*", count=1000)]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()
+
+
+async def _drop_nats(prefix: str) -> None:
+    import nats
+    from nats.js.errors import NotFoundError
+
+    client = await nats.connect(NATS_URL)
+    try:
+        for name in (f"{prefix}_chunks", f"KV_{prefix}_meta"):
+            with contextlib.suppress(NotFoundError):
+                await client.jetstream().delete_stream(name)
+    finally:
+        await client.close()
 
 
 @asynccontextmanager
 async def joined(member: Gateway, *flags: str) -> AsyncIterator[Gateway]:
     """One more gateway on ``member``'s cluster, started now (stopped after)."""
-    proc, url = await _start(member.prefix, flags, REDIS_URL)
+    proc, url = await _start(flags, f"{REDIS_URL}?prefix={member.prefix}")
     try:
         await _ready(proc, url)
         yield Gateway(url, proc.pid, member.prefix)

@@ -18,9 +18,10 @@ REDIS_PORT = int(REST.split("/")[0])
 
 
 class _Cuttable:
-    """A TCP proxy to Redis on a fixed port that can be cut and restored."""
+    """A TCP proxy to Redis (or another server) on a fixed port that can be cut and restored."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = HOST, port: int = REDIS_PORT) -> None:
+        self._target = (host, port)
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port: int = probe.getsockname()[1]
@@ -41,7 +42,7 @@ class _Cuttable:
         await self._server.wait_closed()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection(HOST, REDIS_PORT)
+        up_reader, up_writer = await asyncio.open_connection(*self._target)
         self._writers |= {writer, up_writer}
         await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
 

@@ -32,6 +32,7 @@ def test_the_seeds_are_valid_records_of_their_kind() -> None:
         records.RecordKind.MESSAGE: records.decode_message,
         records.RecordKind.STATE: records.decode_state,
         records.RecordKind.SESSION: records.decode_session,
+        records.RecordKind.SEGMENT: records.decode_segment,
     }
     for kind, record in seeds():
         decoders[records.RecordKind(kind)](record)

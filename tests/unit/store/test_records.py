@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -64,6 +65,87 @@ def test_a_batch_encodes_to_the_records_of_its_chunks(chunks: list[StreamChunk])
     assert all(type(s) is StoredChunk for s in stored)
 
 
+@given(
+    st.lists(CHUNKS, min_size=1, max_size=8),
+    st.text(min_size=1, max_size=16),
+    st.integers(0, 2**63 - 9),
+)
+def test_a_segment_round_trips_its_chunks(chunks: list[StreamChunk], sid: str, first: int) -> None:
+    # The generated chunks, renumbered into one stream's consecutive seqs.
+    run = [
+        StreamChunk(sid, first + i, c.text, c.done, c.meta, c.data, c.ts)
+        for i, c in enumerate(chunks)
+    ]
+    record = records.encode_segment(run)
+    assert records.decode_segment(record) == run
+    assert records.decode_segment(record, stream_id=sid, first_seq=first) == run
+
+
+def test_a_segment_of_plain_tokens_is_their_texts_and_stamps() -> None:
+    tokens = [StreamChunk("stream-" + "x" * 25, i, "tok") for i in range(512)]
+    record = records.encode_segment(tokens)
+    # about 14 bytes a token (3 of text, 9 of stamp), against ~96 for a record each
+    assert len(record) < 16 * len(tokens)
+    assert sum(len(r) for _, r in records.encode_chunks(tokens)) > 90 * len(tokens)
+    decoded = records.decode_segment(record)
+    assert decoded == tokens
+    assert all(c.meta == {} and c.data is None and not c.done for c in decoded)
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        [],
+        [StreamChunk("s", 0, "a"), StreamChunk("s", 2, "b")],
+        [StreamChunk("s", 1, "a"), StreamChunk("s", 0, "b")],
+        [StreamChunk("s", 0, "a"), StreamChunk("t", 1, "b")],
+    ],
+    ids=["empty", "gap", "descending", "two-streams"],
+)
+def test_a_segment_holds_consecutive_seqs_of_one_stream(chunks: list[StreamChunk]) -> None:
+    with pytest.raises(ValueError, match="segment holds"):
+        records.encode_segment(chunks)
+
+
+def test_a_segment_filed_under_the_wrong_key_is_corrupt() -> None:
+    record = records.encode_segment([StreamChunk("s", 4, "a"), StreamChunk("s", 5, "b")])
+    with pytest.raises(CorruptRecord, match="under 't'"):
+        records.decode_segment(record, stream_id="t")
+    with pytest.raises(CorruptRecord, match="under seq 5"):
+        records.decode_segment(record, first_seq=5)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        ["s", 0, [], None, None, None, []],
+        ["s", 0, ["a", "b"], None, None, None, [1]],
+        ["s", 0, ["a"], [True, False], None, None, [1]],
+        ["s", -1, ["a"], None, None, None, [1]],
+        ["s", 2**63 - 1, ["a", "b"], None, None, None, [1, 2]],
+        ["s", 0, ["a"], None, [5], None, [1]],
+        ["s", 0, "a", None, None, None, [1]],
+    ],
+    ids=["no-chunk", "short-stamps", "long-dones", "negative", "past-2**63", "bad-meta", "no-list"],
+)
+def test_a_well_sealed_segment_with_a_bad_body_is_corrupt(body: list[Any]) -> None:
+    payload = bytes((records.RECORD_VERSION, records.RecordKind.SEGMENT)) + msgspec.msgpack.encode(
+        body
+    )
+    sealed = encode_frame(payload, Format.MSGPACK)
+    with pytest.raises(CorruptRecord) as caught:
+        records.decode_segment(sealed)
+    assert caught.value.kind == "segment"
+
+
+def test_a_chunk_record_is_not_a_segment_nor_a_segment_a_chunk() -> None:
+    chunk = StreamChunk("s", 0, "a")
+    with pytest.raises(CorruptRecord, match="kind 1"):
+        records.decode_segment(records.encode_chunk(chunk))
+    with pytest.raises(CorruptRecord, match="kind 5"):
+        records.decode_chunk(records.encode_segment([chunk]))
+
+
 def test_a_batch_with_a_chunk_msgpack_cannot_carry_fails_whole() -> None:
     good = StreamChunk("s", 0, "a")
     bad = StreamChunk("s", 1, "b", data=object())
@@ -98,6 +180,7 @@ def _sample_records() -> list[tuple[str, bytes]]:
         ("message", records.encode_message(message)),
         ("state", records.encode_state({"pos": 16, "text": "abc"})),
         ("session", records.encode_session(b"\x00session-blob\xff")),
+        ("segment", records.encode_segment([chunk, StreamChunk("s-1", 8, "!", True, ts=6)])),
     ]
 
 
@@ -106,6 +189,7 @@ _DECODERS = {
     "message": records.decode_message,
     "state": records.decode_state,
     "session": records.decode_session,
+    "segment": records.decode_segment,
 }
 
 

@@ -244,7 +244,7 @@ async def test_a_newer_schema_is_refused_clearly(tmp_path: Path) -> None:
         conn.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION + 1,))
     conn.close()
     again = SqliteStore(str(path))
-    with pytest.raises(StoreUnavailable, match="schema version 2"):
+    with pytest.raises(StoreUnavailable, match=f"schema version {SCHEMA_VERSION + 1}"):
         await again.open()
     await again.close()
 

@@ -1,0 +1,173 @@
+"""The producing side on JetStream: one stream's chunks appended to its subject.
+
+:func:`produce` reads a local stream (the edge's blocking in-process
+subscription attached at seq 0) and publishes each chunk once,
+msgpack-encoded, to ``P.c.<token>``: the chunks of one batch (what is
+ready, at most :data:`~icefloe.backplane.publisher.MAX_BATCH`) go out
+pipelined in order on one connection, the last one as a request whose
+acknowledgement answers for the batch, then the meta (last seq and its
+JetStream sequence) is written. An abnormal end is one last message with the
+``Icefloe-End`` header.
+
+Bounded across processes: :class:`Positions` holds the positions the
+reading processes publish on ``P.p.<token>`` (pushed to the producer; no
+polling of the engine), and the producer appends at most ``window`` chunks
+past the slowest fresh one, waiting for the next report while it may not.
+A report older than :data:`~icefloe.backplane.publisher.STALE_MS` is
+ignored (a crashed gateway must not stall a stream forever).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any, Final
+
+from icefloe.backplane.meta import CANCELLED, DONE, FAILED, RUNNING
+from icefloe.backplane.nats.layout import END_HEADER
+from icefloe.backplane.nats.metastore import MetaStore, now_ms
+from icefloe.backplane.publisher import MAX_BATCH, STALE_MS, ChunkSource
+from icefloe.core.codec import encode_chunk_msgpack
+from icefloe.core.messages import StreamChunk
+from icefloe.core.wire_errors import ErrorCode
+from icefloe.exceptions import EndOfStream, StreamError, WouldBlock
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client
+    from nats.js import JetStreamContext
+
+__all__ = ["ACK_TIMEOUT_S", "MAX_PROCESSES", "Positions", "produce"]
+
+#: seconds a batch's acknowledgements may take
+ACK_TIMEOUT_S: Final = 10.0
+#: reading processes whose positions one produced stream keeps
+MAX_PROCESSES: Final = 1000
+#: seconds the producer waits for a report before it looks again (a stale
+#: report must stop holding it back even if no new one comes)
+RECHECK_S: Final = 0.5
+
+
+class Positions:
+    """Where the other processes' slowest readers of one produced stream are."""
+
+    def __init__(self) -> None:
+        self._at: dict[str, tuple[int, int]] = {}
+        #: set on every report
+        self.changed = asyncio.Event()
+
+    def report(self, data: bytes) -> None:
+        """Take one ``<process> <seq> <unix ms>`` report (seq -1: it stopped reading)."""
+        try:
+            process, pos_text, ts_text = data.decode().split(" ")
+            pos, ts = int(pos_text), int(ts_text)
+        except ValueError:
+            return  # a foreign message
+        if pos < 0:
+            self._at.pop(process, None)
+        elif process in self._at or len(self._at) < MAX_PROCESSES:
+            self._at[process] = (pos, ts)
+        self.changed.set()
+
+    def slowest(self, now: int) -> int | None:
+        """The slowest fresh position (None: no fresh reader)."""
+        fresh = [pos for pos, ts in self._at.values() if now - ts <= STALE_MS]
+        return min(fresh, default=None)
+
+    async def room(self, next_seq: int, window: int) -> int:
+        """Chunks that may be appended now; waits while none may."""
+        while True:
+            floor = self.slowest(now_ms())
+            if floor is None:
+                return MAX_BATCH
+            room = floor + window - next_seq
+            if room > 0:
+                return min(room, MAX_BATCH)
+            self.changed.clear()
+            changed = asyncio.ensure_future(self.changed.wait())
+            try:
+                await asyncio.wait({changed}, timeout=RECHECK_S)
+            finally:
+                changed.cancel()
+
+
+def _ready(source: ChunkSource, limit: int) -> tuple[list[StreamChunk], BaseException | None]:
+    """What ``source`` holds now, up to ``limit`` chunks, and its end if reached."""
+    chunks: list[StreamChunk] = []
+    while len(chunks) < limit:
+        try:
+            chunks.append(source.receive_nowait())
+        except WouldBlock:
+            return chunks, None
+        except (EndOfStream, StreamError) as exc:
+            return chunks, exc
+    return chunks, None
+
+
+async def _append(
+    nc: Client, js: JetStreamContext, subject: str, payloads: list[bytes], *, ack_first: bool
+) -> tuple[int, int]:
+    """Publish ``payloads`` in order, pipelined; the JetStream sequences of the
+    first (0 unless ``ack_first``) and of the last.
+
+    Only the last one (and the first if asked) waits for JetStream's
+    acknowledgement: the server stores one connection's messages to a stream
+    in order, so the last one's acknowledgement answers for the batch.
+    """
+    first = 0
+    if ack_first:
+        first = (await js.publish(subject, payloads[0], timeout=ACK_TIMEOUT_S)).seq
+        payloads = payloads[1:]
+        if not payloads:
+            return first, first
+    for payload in payloads[:-1]:
+        await nc.publish(subject, payload)
+    last = (await js.publish(subject, payloads[-1], timeout=ACK_TIMEOUT_S)).seq
+    return first, last
+
+
+async def produce(
+    nc: Client,
+    js: JetStreamContext,
+    store: MetaStore,
+    source: ChunkSource,
+    positions: Positions,
+    *,
+    subject: str,
+    meta: dict[str, Any],
+    window: int,
+) -> None:
+    """Publish ``source``'s chunks to ``subject`` until it ends.
+
+    ``meta`` holds the stream's meta fields (stream id, tenant, owner); it is
+    kept current here, and the engine's keepalive rewrites it as it is.
+    """
+    sid = str(meta["stream_id"])
+    meta.update(state=RUNNING, last_seq=-1, code="", message="", js0=0, js_last=0)
+    meta["started"] = now_ms()
+    await store.put(sid, meta)
+    next_seq = 0
+    try:
+        while True:
+            room = await positions.room(next_seq, window)
+            chunks, end = _ready(source, room)
+            if chunks:
+                payloads = [encode_chunk_msgpack(c) for c in chunks]
+                first, last = await _append(nc, js, subject, payloads, ack_first=not meta["js0"])
+                if first:
+                    meta["js0"] = max(1, first - chunks[0].seq)
+                next_seq = chunks[-1].seq + 1
+                meta.update(last_seq=next_seq - 1, js_last=last)
+                if chunks[-1].done:
+                    meta["state"] = DONE
+                await store.put(sid, meta)
+            if isinstance(end, StreamError):
+                headers = {END_HEADER: end.code.value}
+                await js.publish(subject, end.message.encode(), ACK_TIMEOUT_S, headers=headers)
+                state = CANCELLED if end.code is ErrorCode.CANCELLED else FAILED
+                meta.update(state=state, code=end.code.value, message=end.message)
+                await store.put(sid, meta)
+            if end is not None:
+                return
+            if not chunks:
+                await source.wait()
+    finally:
+        source.close()
