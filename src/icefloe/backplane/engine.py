@@ -28,12 +28,12 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Final
 
 from icefloe.backplane.follower import Follower
 from icefloe.backplane.keys import Keys, entry_id, parse_url
-from icefloe.backplane.meta import ABNORMAL, RUNNING, StreamMeta
+from icefloe.backplane.meta import ABNORMAL, LIVE, StreamMeta
 from icefloe.backplane.publisher import RUNNING_TTL_S, STALE_MS, ChunkSource, publish, slowest
 from icefloe.backplane.reader import RemoteReader
 from icefloe.backplane.topics import HubLink
@@ -108,7 +108,7 @@ class RedisBackplane:
         #: this process, in reports and meta
         self.process_id = uuid.uuid4().hex[:12]
         self._client: Redis | None = None
-        self._publishing: dict[str, asyncio.Task[None]] = {}
+        self._publishing: dict[str, asyncio.Task[Any]] = {}
         self._followers: dict[str, Follower] = {}
         self._fetchers: dict[str, asyncio.Task[None]] = {}
         self._report_due = asyncio.Event()
@@ -158,7 +158,8 @@ class RedisBackplane:
 
     def publish(self, stream_id: str, tenant: str, source: ChunkSource) -> None:
         """Append ``source`` (a stream this process produces) to the engine."""
-        task = asyncio.ensure_future(
+        self.produce(
+            stream_id,
             publish(
                 self.client,
                 self.keys,
@@ -168,12 +169,19 @@ class RedisBackplane:
                 owner=self.process_id,
                 history=self.history,
                 window=self.window,
-            )
+            ),
         )
+
+    def produce(self, stream_id: str, appender: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run ``appender`` as the publisher of ``stream_id``: cancel requests,
+        keepalive and close treat it as :meth:`publish`'s (a worker's fenced
+        publisher, issue 12)."""
+        task = asyncio.ensure_future(appender)
         self._publishing[stream_id] = task
         task.add_done_callback(lambda t: self._published(stream_id, t))
+        return task
 
-    def _published(self, stream_id: str, task: asyncio.Task[None]) -> None:
+    def _published(self, stream_id: str, task: asyncio.Task[Any]) -> None:
         self._publishing.pop(stream_id, None)
         self._read_elsewhere.pop(stream_id, None)
         if not task.cancelled() and task.exception() is not None:
@@ -213,14 +221,15 @@ class RedisBackplane:
     async def follow(self, meta: StreamMeta, from_seq: int) -> RemoteReader:
         """A reader of the remote stream ``meta`` from ``from_seq``.
 
-        A stream that ended abnormally answers its terminal wherever the
-        reader starts.
+        A reader past the last chunk of a stream that ended abnormally gets
+        its terminal at once; one before it reads the chunks first (an
+        ``interrupted`` run's prefix, issue 12).
 
         :raises StreamError: ``history_gone`` (``from_seq`` was trimmed) or
             ``unavailable`` (this process follows too many streams).
         """
         sid = meta.stream_id
-        if meta.state in ABNORMAL:
+        if meta.state in ABNORMAL and from_seq > meta.last_seq:
             ended = Follower(sid, from_seq, 1)
             try:
                 code = ErrorCode(meta.code or ErrorCode.FAILED)
@@ -328,7 +337,7 @@ class RedisBackplane:
         sid = follower.stream_id
         if meta is None:
             follower.end(StreamError(ErrorCode.UNAVAILABLE, "the producing gateway is gone", sid))
-        elif meta.state != RUNNING and follower.head > meta.last_seq and meta.code is None:
+        elif meta.state not in LIVE and follower.head > meta.last_seq and meta.code is None:
             follower.end(StreamError(ErrorCode.UNAVAILABLE, "the stream ended unseen", sid))
 
     async def _report_loop(self) -> None:

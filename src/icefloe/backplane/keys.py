@@ -14,6 +14,11 @@ parameter says otherwise)::
     P hub                    STREAM  hub events of every tenant and topic, numbered
                                      by the engine (see icefloe.backplane.topics)
     P hub:topic:<t>          HASH    a topic's epoch and next offset
+    P runs                   STREAM  the run queue of ``--no-runs`` gateways: one entry
+                                     per start (fields ``s`` stream id, ``m`` message),
+                                     consumer group ``workers``
+    P workers                ZSET    worker id -> last heartbeat (unix ms)
+    P w:<worker id>          HASH    a worker's concurrency and runs held, with a TTL
 
 Every per-stream key carries a TTL, refreshed by its producer while the
 stream runs (a crashed producer's streams vanish by themselves).
@@ -76,3 +81,15 @@ class Keys:
     @property
     def hub(self) -> str:
         return f"{self.prefix}hub"
+
+    # -- workers (issue 12) --
+    @property
+    def runs(self) -> str:
+        return f"{self.prefix}runs"
+
+    @property
+    def workers(self) -> str:
+        return f"{self.prefix}workers"
+
+    def worker(self, worker_id: str) -> str:
+        return f"{self.prefix}w:{worker_id}"

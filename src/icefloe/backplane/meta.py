@@ -7,11 +7,15 @@ from typing import Any
 
 from icefloe.core.wire_errors import ErrorCode
 
-__all__ = ["ABNORMAL", "CANCELLED", "DONE", "FAILED", "RUNNING", "StreamMeta"]
+__all__ = ["ABNORMAL", "CANCELLED", "DONE", "FAILED", "LIVE", "QUEUED", "RUNNING", "StreamMeta"]
 
 #: the states of a stream in its meta hash (the labels of the stream phases)
 RUNNING = "running"
 DONE = "done"
+# -- workers (issue 12): a start a ``--no-runs`` gateway queued for a worker --
+QUEUED = "queued"
+#: states of a stream that has not ended (its readers wait for more)
+LIVE = frozenset({QUEUED, RUNNING})
 # An abnormal end's state is its code's name (as the stream phases' labels are).
 FAILED = ErrorCode.FAILED.value
 CANCELLED = ErrorCode.CANCELLED.value
@@ -29,7 +33,7 @@ class StreamMeta:
 
     stream_id: str
     tenant: str
-    #: running, done, failed or cancelled
+    #: queued, running, done, failed or cancelled
     state: str
     last_seq: int
     #: the terminal's code (None: running or done)

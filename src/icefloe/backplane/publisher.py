@@ -39,7 +39,9 @@ __all__ = [
     "TTL_S",
     "ChunkSource",
     "publish",
+    "ready_chunks",
     "slowest",
+    "window_room",
 ]
 
 #: chunks one pipelined append carries at most
@@ -79,7 +81,7 @@ def slowest(raw: dict[Any, Any], now_ms: int) -> int | None:
     return floor
 
 
-async def _room(client: Redis, keys: Keys, stream_id: str, next_seq: int, window: int) -> int:
+async def window_room(client: Redis, keys: Keys, stream_id: str, next_seq: int, window: int) -> int:
     """Chunks that may be appended now; waits (polling) while none may."""
     key = keys.readers(stream_id)
     while True:
@@ -92,7 +94,7 @@ async def _room(client: Redis, keys: Keys, stream_id: str, next_seq: int, window
         await asyncio.sleep(POLL_S)
 
 
-def _ready(source: ChunkSource, limit: int) -> tuple[list[StreamChunk], BaseException | None]:
+def ready_chunks(source: ChunkSource, limit: int) -> tuple[list[StreamChunk], BaseException | None]:
     """What ``source`` holds now, up to ``limit`` chunks, and its end if reached."""
     chunks: list[StreamChunk] = []
     while len(chunks) < limit:
@@ -130,8 +132,8 @@ async def publish(
     next_seq = 0
     try:
         while True:
-            room = await _room(client, keys, stream_id, next_seq, window)
-            chunks, end = _ready(source, room)
+            room = await window_room(client, keys, stream_id, next_seq, window)
+            chunks, end = ready_chunks(source, room)
             if chunks:
                 pipe = client.pipeline(transaction=False)
                 for chunk in chunks:

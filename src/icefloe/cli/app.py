@@ -26,6 +26,7 @@ from rich.console import Console
 from icefloe._version import __version__
 from icefloe.cli import main
 from icefloe.cli import serve_options as options
+from icefloe.cli import worker as worker_command  # icefloe worker (issue 12)
 from icefloe.core import conntable  # socket limits (issue 15, items 4-5)
 from icefloe.core.messages import Headers, Message
 from icefloe.demo import DEMO_TEXT, Pacing, build_demo_flow
@@ -314,6 +315,14 @@ def serve(
             "share streams with the other gateways on this Redis or NATS (docs/deploy.md)."
         ),
     ] = None,
+    no_runs: Annotated[
+        bool,
+        typer.Option(
+            "--no-runs",
+            help="Queue starts for `icefloe worker` processes instead of running them "
+            "(needs --backplane; docs/deploy.md, Workers).",
+        ),
+    ] = False,
     # -- end of backplane --
 ) -> None:
     """Serve a flow over HTTP (SSE, NDJSON, long-poll) and WebSocket, with the inspector at /."""
@@ -398,7 +407,14 @@ def serve(
             check_url(backplane)
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--backplane") from None
-        settings = dataclasses.replace(settings, backplane=backplane)
+        if no_runs and not backplane.startswith(("redis://", "rediss://")):
+            raise typer.BadParameter(
+                "--no-runs needs a redis:// backplane (workers queue on Redis Streams)",
+                param_hint="--no-runs",
+            )
+        settings = dataclasses.replace(settings, backplane=backplane, no_runs=no_runs)
+    elif no_runs:
+        raise typer.BadParameter("--no-runs needs --backplane", param_hint="--no-runs")
     _run_server(flow, settings, host, port, gateway)
 
 
@@ -642,3 +658,6 @@ async def _terminal_demo(text: str, pacing: Pacing, console: Console) -> None:
             f"[dim]{count} chunks in {elapsed:.2f} s, first token after "
             f"{(first or 0) * 1000:.0f} ms[/dim]"
         )
+
+
+worker_command.register(app, _load_flow)  # icefloe worker (issue 12)

@@ -236,6 +236,8 @@ class StoreWriter:
         self._task: asyncio.Task[None] | None = None
         self._ready: asyncio.Future[None] | None = None
         self._closing = False
+        #: the writer task is told to end (close() has flushed what it could)
+        self._stopping = False
         #: the store could not be opened: durable runs fail at once
         self._dead = False
         self._appends = self._stored = self._dropped = self._checkpoints = 0
@@ -287,7 +289,12 @@ class StoreWriter:
                         await self._next_round()
                 except TimeoutError:
                     continue
+            # A cancel landing mid-command may come out of the store's client
+            # as another error, which _flush absorbs: the loop also stops on
+            # this flag, woken, so that close() never waits forever.
+            self._stopping = True
             task.cancel()
+            self._wake.set()
             await asyncio.gather(task, return_exceptions=True)
         self._wake_producers()
         try:
@@ -306,6 +313,15 @@ class StoreWriter:
         self.runs[run.stream_id] = run
         if not run.created:
             self._mark(run)
+
+    def forget(self, stream_id: str) -> None:
+        """Write nothing more of ``stream_id`` (another process took it over, issue 12)."""
+        run = self.runs.pop(stream_id, None)
+        self._dirty.pop(stream_id, None)
+        if run is not None and run.pending:
+            self._pending -= len(run.pending)
+            run.pending.clear()
+            self._wake_producers()
 
     def lookup(self, trace_id: str) -> DurableRun | None:
         """The run of ``trace_id`` (its stream id is its trace id), if tracked."""
@@ -434,14 +450,14 @@ class StoreWriter:
             return
         self._ready.set_result(None)
         next_sweep = asyncio.get_running_loop().time() + SWEEP_EVERY_S
-        while True:
+        while not self._stopping:
             try:
                 async with asyncio.timeout(SWEEP_EVERY_S):
                     await self._wake.wait()
             except TimeoutError:
                 pass
             self._wake.clear()
-            while self._dirty:
+            while self._dirty and not self._stopping:
                 batch, self._dirty = self._dirty, {}
                 takes = [(run, self._take(run)) for run in batch.values()]
                 # The taken chunks left their pending lists: producers held by

@@ -19,7 +19,7 @@ from icefloe.runtime.fair import FairQueue
 from icefloe.runtime.limits import Limits
 from icefloe.runtime.loadwatch import LoadWatch
 from icefloe.runtime.node import Adjacency, Node
-from icefloe.runtime.recovery import recover
+from icefloe.runtime.recovery import recover, settle
 from icefloe.runtime.registry import FinishedStream, RegistryStatistics, StreamRegistry
 from icefloe.runtime.runner import NodeRunner, NodeStatistics
 from icefloe.runtime.shedding import LoadShedder, ShedStatistics
@@ -150,6 +150,9 @@ class Flow:
             self._registry.shedder = self._shedder.refusal
         self._writer: StoreWriter | None = None
         self._store_runs: StoreRuns | None = None
+        #: whether :meth:`run` settles the store's unfinished runs (False: a
+        #: worker's flow, which settles only the runs it takes over, issue 12)
+        self.recover_at_start = True
         if store is not None:
             self.use_store(store)
 
@@ -198,7 +201,35 @@ class Flow:
 
     async def _recover(self) -> None:
         assert self._writer is not None
-        await recover(self._writer, self._resume)
+        if self.recover_at_start:
+            await recover(self._writer, self._resume)
+
+    # -- workers (issue 12): runs taken over from another process --
+    async def recover_run(self, stream_id: str) -> str | None:
+        """Settle one unfinished run of the store now, as crash recovery does
+        at start; what was done (``runtime.recovery.RESUMED``, ``DONE``,
+        ``INTERRUPTED``, ``CORRUPT``), or None: the store holds no unfinished
+        run of that id, the flow runs it already, or it has no store.
+
+        :raises StoreUnavailable: the store did not answer.
+        """
+        self._check_running()
+        if self._writer is None or self._registry.get(stream_id) is not None:
+            return None
+        await self._writer.ready()
+        stored = await self._writer.store.get_run(stream_id)
+        if stored is None or stored.terminal is not None:
+            return None
+        if self._registry.get(stream_id) is not None:
+            return None  # admitted here while the store answered
+        return await settle(self._writer, stored, self._resume)
+
+    def abandon(self, stream_id: str) -> None:
+        """Stop a run another process took over: it ends here (``cancelled``)
+        and nothing more of it, its end included, is written to the store."""
+        if self._writer is not None:
+            self._writer.forget(stream_id)
+        self.cancel(stream_id)
 
     def _resume(self, stored: RunState) -> None:
         """Start a stored ``exactly_once`` run again where the store left it."""

@@ -29,7 +29,7 @@ from icefloe.runtime.durable import StoreWriter
 from icefloe.runtime.stream_types import StreamPhase
 from icefloe.store.types import NO_SEQ, RunState, Terminal
 
-__all__ = ["INTERRUPTED_MESSAGE", "recover"]
+__all__ = ["CORRUPT", "DONE", "INTERRUPTED", "INTERRUPTED_MESSAGE", "RESUMED", "recover", "settle"]
 
 log = logging.getLogger("icefloe.recovery")
 
@@ -37,56 +37,19 @@ log = logging.getLogger("icefloe.recovery")
 INTERRUPTED_MESSAGE = "the server restarted while the run was producing; its stored chunks remain"
 
 
+#: what :func:`settle` did with a run
+DONE = "done"
+RESUMED = "resumed"
+INTERRUPTED = ErrorCode.INTERRUPTED.value
+CORRUPT = ErrorCode.CORRUPT.value
+
+
 async def recover(writer: StoreWriter, resume: Callable[[RunState], None]) -> None:
     """Settle every unfinished run of ``writer.store``; ``resume`` restarts one
     (raising when it cannot)."""
     store = writer.store
     runs = await store.unfinished_runs()
-    done = 0
-    for run in runs:
-        sid = run.run.stream_id
-        level = run.run.reliability
-        try:
-            finished = await _finished(writer, run)
-        except CorruptRecord as exc:
-            terminal = Terminal(StreamPhase.FAILED.label, exc.code.value, str(exc), time.time())
-            await store.end_run(sid, terminal)
-            log.error("recovery: stream %s: its last stored chunk is corrupt; ended corrupt", sid)
-            continue
-        if finished:
-            await store.end_run(sid, Terminal(StreamPhase.DONE.label, None, "", time.time()))
-            done += 1
-            log.info("recovery: stream %s had stored its done chunk; ended done", sid)
-            continue
-        why = "not resumable at this level"
-        if level is Reliability.EXACTLY_ONCE:
-            try:
-                resume(run)
-            except Exception as exc:
-                why = f"could not resume: {exc}"
-            else:
-                writer.resumed += 1
-                cp = run.checkpoint
-                log.info(
-                    "recovery: resumed %s stream %s: %d chunks stored, checkpoint at seq %s",
-                    level.value,
-                    sid,
-                    run.last_seq + 1,
-                    "none" if cp is None else cp.seq,
-                )
-                continue
-        terminal = Terminal(
-            StreamPhase.FAILED.label, ErrorCode.INTERRUPTED.value, INTERRUPTED_MESSAGE, time.time()
-        )
-        await store.end_run(sid, terminal)
-        writer.interrupted += 1
-        log.info(
-            "recovery: ended %s stream %s with interrupted (%s): %d chunks stored, readable",
-            level.value,
-            sid,
-            why,
-            run.last_seq + 1,
-        )
+    outcomes = [await settle(writer, run, resume) for run in runs]
     if runs:
         log.info(
             "recovery on %s: %d unfinished runs, %d resumed, %d interrupted, %d already done",
@@ -94,8 +57,57 @@ async def recover(writer: StoreWriter, resume: Callable[[RunState], None]) -> No
             len(runs),
             writer.resumed,
             writer.interrupted,
-            done,
+            outcomes.count(DONE),
         )
+
+
+async def settle(writer: StoreWriter, run: RunState, resume: Callable[[RunState], None]) -> str:
+    """Settle one unfinished run: :data:`DONE`, :data:`RESUMED`,
+    :data:`INTERRUPTED` or :data:`CORRUPT` (what was done with it)."""
+    store = writer.store
+    sid = run.run.stream_id
+    level = run.run.reliability
+    try:
+        finished = await _finished(writer, run)
+    except CorruptRecord as exc:
+        terminal = Terminal(StreamPhase.FAILED.label, exc.code.value, str(exc), time.time())
+        await store.end_run(sid, terminal)
+        log.error("recovery: stream %s: its last stored chunk is corrupt; ended corrupt", sid)
+        return CORRUPT
+    if finished:
+        await store.end_run(sid, Terminal(StreamPhase.DONE.label, None, "", time.time()))
+        log.info("recovery: stream %s had stored its done chunk; ended done", sid)
+        return DONE
+    why = "not resumable at this level"
+    if level is Reliability.EXACTLY_ONCE:
+        try:
+            resume(run)
+        except Exception as exc:
+            why = f"could not resume: {exc}"
+        else:
+            writer.resumed += 1
+            cp = run.checkpoint
+            log.info(
+                "recovery: resumed %s stream %s: %d chunks stored, checkpoint at seq %s",
+                level.value,
+                sid,
+                run.last_seq + 1,
+                "none" if cp is None else cp.seq,
+            )
+            return RESUMED
+    terminal = Terminal(
+        StreamPhase.FAILED.label, ErrorCode.INTERRUPTED.value, INTERRUPTED_MESSAGE, time.time()
+    )
+    await store.end_run(sid, terminal)
+    writer.interrupted += 1
+    log.info(
+        "recovery: ended %s stream %s with interrupted (%s): %d chunks stored, readable",
+        level.value,
+        sid,
+        why,
+        run.last_seq + 1,
+    )
+    return INTERRUPTED
 
 
 async def _finished(writer: StoreWriter, run: RunState) -> bool:

@@ -30,10 +30,13 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
+from icefloe.backplane.engine import RedisBackplane
 from icefloe.backplane.engines import engine_for
-from icefloe.backplane.meta import RUNNING, StreamMeta
+from icefloe.backplane.meta import LIVE, QUEUED, StreamMeta
 from icefloe.backplane.protocol import NumberedTopicLink, TopicLink
 from icefloe.backplane.reader import RemoteReader
+from icefloe.backplane.runqueue import RunQueue
+from icefloe.core.messages import Message
 from icefloe.core.wire_errors import ErrorCode
 from icefloe.exceptions import ClosedResourceError, StreamError
 from icefloe.hub import Hub, HubEvent
@@ -56,18 +59,28 @@ _decode_forwarded = msgspec.msgpack.Decoder(tuple[str, str, Any, dict[str, Any],
 class EdgeBackplane:
     """One app's streams shared with the other gateways on the engine."""
 
-    def __init__(self, flow: Flow, hub: Hub, url: str, *, history: int, window: int) -> None:
+    def __init__(
+        self, flow: Flow, hub: Hub, url: str, *, history: int, window: int, no_runs: bool = False
+    ) -> None:
         self._flow = flow
         self._hub = hub
         self.engine = engine_for(url, history=history, window=window, on_cancel=flow.cancel)
+        if no_runs and not isinstance(self.engine, RedisBackplane):
+            raise ValueError("--no-runs needs a redis:// backplane: workers queue on Redis Streams")
         # The engine numbers topics (Redis), or each hub does and events are
         # forwarded (NATS: core NATS keeps no log to number them from).
         self._link: NumberedTopicLink | None = None
         self._forward: TopicLink | None = None
+        #: the run queue starts go to (``--no-runs``: workers run them; None: this gateway does)
+        self.queue: RunQueue | None = None
+        self._no_runs = no_runs
 
     async def open(self) -> None:
         engine = self.engine
         await engine.open()
+        if self._no_runs and isinstance(engine, RedisBackplane):
+            self.queue = RunQueue(engine.client, engine.keys)
+            await self.queue.ensure_group()
         link = engine.topic_link(self._deliver, self._deliver_forwarded)
         if isinstance(link, NumberedTopicLink):
             self._link = link
@@ -153,7 +166,27 @@ class EdgeBackplane:
 
     def started(self, stream_id: str, tenant: str) -> None:
         """Publish a run this gateway just started (before any chunk is trimmed)."""
+        if self._no_runs:
+            return  # a queued start: its worker publishes it
         self.engine.publish(stream_id, tenant, self._flow.subscribe(stream_id, 0))
+
+    async def enqueue(self, message: Message) -> None:
+        """Queue a start for the workers (``--no-runs``, issue 12).
+
+        :raises StreamError: ``overloaded`` (the queue is full) or
+            ``unavailable`` (the engine did not answer).
+        """
+        from redis.exceptions import RedisError
+
+        from icefloe.store.records import encode_message
+
+        sid = message.trace_id
+        if self.queue is None:
+            raise StreamError(ErrorCode.UNAVAILABLE, "the run queue is not open", sid)
+        try:
+            await self.queue.enqueue(sid, message.headers.tenant, encode_message(message))
+        except RedisError:
+            raise StreamError(ErrorCode.UNAVAILABLE, "the backplane is unreachable", sid) from None
 
     def readers_elsewhere(self, stream_id: str) -> int:
         """How to correct a run's local reader count for the unread timeout:
@@ -192,9 +225,9 @@ class EdgeBackplane:
             )
         except ValueError as exc:
             raise HttpError(ErrorCode.BAD_REQUEST, str(exc)) from None
-        if meta.state != RUNNING and meta.code is None and from_seq > meta.last_seq:
+        if meta.state not in LIVE and meta.code is None and from_seq > meta.last_seq:
             return Response(status_code=204)  # the terminal was delivered: stop reconnecting
-        if meta.state == RUNNING and from_seq > meta.last_seq + 1 + self.engine.history:
+        if meta.state in LIVE and from_seq > meta.last_seq + 1 + self.engine.history:
             raise HttpError(ErrorCode.BAD_REQUEST, "from_seq is past the stream's next seq")
         try:
             return await self.engine.follow(meta, from_seq)
@@ -231,8 +264,10 @@ class EdgeBackplane:
         meta = await self._meta(principal, stream_id)
         if meta is None:
             return None
-        if meta.state == RUNNING:
+        if meta.state in LIVE:
             await self.engine.cancel(stream_id)
+        if meta.state == QUEUED and self.queue is not None:  # -- workers (issue 12) --
+            await self.queue.cancel_queued(stream_id)
         return meta.to_json(self._subscribers(stream_id))
 
     def _subscribers(self, stream_id: str) -> int:

@@ -171,6 +171,9 @@ class EdgeSettings:
     #: ``redis://host:port/db[?prefix=P]``: share streams with the other
     #: gateways on this engine (None: this process alone; docs/deploy.md)
     backplane: str | None = None
+    #: queue starts for ``icefloe worker`` processes instead of running them
+    #: here (``--no-runs``; needs ``backplane``; docs/deploy.md, "Workers")
+    no_runs: bool = False
     # -- end of backplane --
     # -- hub topic history in the store (issue 11) --
     #: a durable store URL (``sqlite:``, ``redis:``, ``postgresql:``) keeping
@@ -180,6 +183,8 @@ class EdgeSettings:
     # -- end of hub topic history --
 
     def __post_init__(self) -> None:
+        if self.no_runs and self.backplane is None:
+            raise ValueError("no_runs needs a backplane: the workers take starts from it")
         if not isinstance(self.history, int) or self.history < 0:
             raise ValueError(f"history must be an int >= 0, got {self.history!r}")
         if not isinstance(self.stream_window, int) or self.stream_window < 1:
@@ -230,9 +235,17 @@ class EdgeContext:
             from icefloe.transport.backplane_edge import EdgeBackplane
 
             self.backplane = EdgeBackplane(
-                flow, hub, settings.backplane, history=settings.history, window=self.lag_limit
+                flow,
+                hub,
+                settings.backplane,
+                history=settings.history,
+                window=self.lag_limit,
+                no_runs=settings.no_runs,
             )
             self.runs.readers_elsewhere = self.backplane.readers_elsewhere
+            if settings.no_runs:  # workers run the starts (issue 12)
+                self.runs.queue_start = self.backplane.enqueue
+                flow.recover_at_start = False  # the workers settle the store's runs
         # -- end of backplane --
         # -- topics numbered by a log (issues 11, 12: transport/topic_log.py) --
         #: where edge publishes go when not straight into the hub

@@ -153,7 +153,8 @@ OPENAPI: dict[str, Any] = {
                 "properties": {
                     "stream_id": {"type": "string"},
                     "tenant": {"type": "string"},
-                    "state": {"enum": [p.label for p in StreamPhase]},
+                    # queued: a --no-runs gateway's start no worker took yet (issue 12)
+                    "state": {"enum": [p.label for p in StreamPhase] + ["queued"]},
                     "last_seq": {"type": "integer"},
                     "subscribers": {"type": "integer"},
                     "code": {"type": ["string", "null"]},

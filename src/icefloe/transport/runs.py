@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from icefloe.core.messages import Headers, Message, new_id
@@ -65,6 +65,8 @@ class RunStarter:
         self._last_read: dict[str, float] = {}
         # -- backplane (issue 12): corrects a run's reader count (see EdgeBackplane) --
         self.readers_elsewhere: Callable[[str], int] | None = None
+        # -- workers (issue 12): a ``--no-runs`` gateway queues starts for the workers --
+        self.queue_start: Callable[[Message], Awaitable[None]] | None = None
         self._seen: ExpiringMap[Started] = ExpiringMap(
             idempotency_ttl_s, idempotency_max, time.monotonic
         )
@@ -88,6 +90,8 @@ class RunStarter:
             raise HttpError(ErrorCode.FORBIDDEN, "tenant not allowed for this principal")
         if headers.topic is not None:
             check_relay_topic(principal, headers.topic)
+            if self.queue_start is not None:  # -- workers (issue 12) --
+                raise HttpError(ErrorCode.BAD_REQUEST, "--no-runs gateways relay no stream")
         key = idempotency_key
         if key is not None:
             if not 0 < len(key) <= MAX_KEY_LENGTH:
@@ -99,15 +103,20 @@ class RunStarter:
         started = Started(message.trace_id, message.trace_id)
         # With a store the key is claimed there, atomically, so it holds across
         # concurrent requests and restarts (issue 11); without one, here.
-        stored_key = None if key is None or self._flow.store is None else f"{tenant}/{key}"
+        local = self._flow.store is None or self.queue_start is not None
+        stored_key = None if key is None or local else f"{tenant}/{key}"
         if key is not None and stored_key is None:
             # Recorded before the await, so a concurrent retry finds it.
             self._seen.put(f"{tenant}\x00{key}", started)
         self._metrics.stream_started(started.stream_id)
         try:
-            sid = await self._flow.start(
-                message, history=self._history, window=self._window, idempotency_key=stored_key
-            )
+            if self.queue_start is not None:  # -- workers (issue 12) --
+                await self.queue_start(message)
+                sid = started.stream_id
+            else:
+                sid = await self._flow.start(
+                    message, history=self._history, window=self._window, idempotency_key=stored_key
+                )
         except StoreUnavailable:
             self._forget(tenant, key, started.stream_id)
             raise HttpError(ErrorCode.UNAVAILABLE, STORE_DOWN, {"Retry-After": "1"}) from None

@@ -88,18 +88,20 @@ async def cluster(
     redis_url: str = REDIS_URL,
     engine: str = "redis",
     nats_url: str = NATS_URL,
+    prefix: str | None = None,
 ) -> AsyncIterator[list[Gateway]]:
-    """``count`` gateways sharing a fresh key prefix; its keys are deleted after.
+    """``count`` gateways sharing a fresh key prefix (or ``prefix``); its keys
+    are deleted after.
 
     ``redis_url`` (``nats_url`` with ``engine="nats"``) is where the gateways
     reach the engine (a proxy in front of it, for outage tests); the keys are
     deleted through :data:`REDIS_URL` (:data:`NATS_URL`)."""
     hexid = uuid.uuid4().hex[:10]
     if engine == "nats":
-        prefix = f"icefloe_test_{hexid}"
+        prefix = prefix or f"icefloe_test_{hexid}"
         backplane = f"{nats_url}?prefix={prefix}"
     else:
-        prefix = f"icefloe:test:{hexid}:"
+        prefix = prefix or f"icefloe:test:{hexid}:"
         backplane = f"{redis_url}?prefix={prefix}"
     procs: list[asyncio.subprocess.Process] = []
     try:
