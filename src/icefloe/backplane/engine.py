@@ -11,10 +11,13 @@
   :data:`~icefloe.backplane.follower.REPORT_EVERY` chunks read), the slowest
   local reader's position of each followed stream;
 * one control task following ``P control`` for cancel requests naming a
-  stream this process produces;
+  stream this process produces, and WebSocket sessions another process
+  resumes (:mod:`icefloe.backplane.sessions`);
 * one keepalive task refreshing the TTL of the streams this process
   produces, so that a crashed process's streams expire (their readers
-  elsewhere then end with ``unavailable`` and may resume nowhere).
+  elsewhere then end with ``unavailable`` and may resume nowhere), and
+  their leases in their tenant's running streams
+  (:mod:`icefloe.backplane.tenants`).
 
 Limits: :data:`MAX_FOLLOWED` streams followed at once (a reader past it gets
 ``unavailable``), each follower's buffer as in
@@ -36,6 +39,7 @@ from icefloe.backplane.keys import Keys, entry_id, parse_url
 from icefloe.backplane.meta import ABNORMAL, LIVE, StreamMeta
 from icefloe.backplane.publisher import RUNNING_TTL_S, STALE_MS, ChunkSource, publish, slowest
 from icefloe.backplane.reader import RemoteReader
+from icefloe.backplane.tenants import TenantRuns
 from icefloe.backplane.topics import HubLink
 from icefloe.core.codec import decode_chunk_msgpack
 from icefloe.core.messages import StreamChunk
@@ -109,6 +113,10 @@ class RedisBackplane:
         self.process_id = uuid.uuid4().hex[:12]
         self._client: Redis | None = None
         self._publishing: dict[str, asyncio.Task[Any]] = {}
+        #: the tenant of each stream this process produces
+        self._tenants: dict[str, str] = {}
+        #: each tenant's running streams, across processes
+        self.tenant_runs = TenantRuns(lambda: self.client, self.keys)
         self._followers: dict[str, Follower] = {}
         self._fetchers: dict[str, asyncio.Task[None]] = {}
         self._report_due = asyncio.Event()
@@ -119,6 +127,8 @@ class RedisBackplane:
         self._read_elsewhere: dict[str, float] = {}
         #: whether the engine answered the last health check (``/readyz``)
         self.healthy = False
+        #: called with a WebSocket session id another process resumes (issue 12)
+        self.on_session_taken: Callable[[str], object] | None = None
 
     @property
     def client(self) -> Redis:
@@ -170,20 +180,29 @@ class RedisBackplane:
                 history=self.history,
                 window=self.window,
             ),
+            tenant,
         )
 
-    def produce(self, stream_id: str, appender: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+    def produce(
+        self, stream_id: str, appender: Coroutine[Any, Any, Any], tenant: str | None = None
+    ) -> asyncio.Task[Any]:
         """Run ``appender`` as the publisher of ``stream_id``: cancel requests,
         keepalive and close treat it as :meth:`publish`'s (a worker's fenced
-        publisher, issue 12)."""
+        publisher, issue 12). With ``tenant``, the stream counts in that
+        tenant's running streams across processes until it ends."""
         task = asyncio.ensure_future(appender)
         self._publishing[stream_id] = task
+        if tenant is not None:
+            self._tenants[stream_id] = tenant
         task.add_done_callback(lambda t: self._published(stream_id, t))
         return task
 
     def _published(self, stream_id: str, task: asyncio.Task[Any]) -> None:
         self._publishing.pop(stream_id, None)
         self._read_elsewhere.pop(stream_id, None)
+        tenant = self._tenants.pop(stream_id, None)
+        if tenant is not None and self._client is not None and not self._closing:
+            self.finished(tenant, stream_id)
         if not task.cancelled() and task.exception() is not None:
             log.warning("backplane publish of %s failed: %r", stream_id, task.exception())
 
@@ -279,6 +298,17 @@ class RedisBackplane:
         ]
         if not chunks or chunks[0].seq != from_seq or not follower.prepend(chunks):
             raise StreamError(ErrorCode.HISTORY_GONE, "the stream's history is gone", sid)
+
+    def finished(self, tenant: str, stream_id: str) -> None:
+        """``stream_id`` no longer counts for its tenant (it ended, or never started)."""
+        done = asyncio.ensure_future(self._finish(tenant, stream_id))
+        self._forgetting.add(done)
+        done.add_done_callback(self._forgetting.discard)
+
+    async def _finish(self, tenant: str, stream_id: str) -> None:
+        # A failure leaves the lease to expire (RUNNING_TTL_S).
+        with contextlib.suppress(Exception):
+            await self.tenant_runs.finish(tenant, stream_id)
 
     def _reader_closed(self, reader: RemoteReader) -> None:
         follower = self._followers.get(reader.stream_id)
@@ -383,6 +413,12 @@ class RedisBackplane:
                 sid = fields.get(b"cancel", b"").decode()
                 if sid in self._publishing:
                     self._on_cancel(sid)
+                # -- a WebSocket session resumed on another process (issue 12) --
+                session = fields.get(b"session")
+                by = fields.get(b"by", b"").decode()
+                taken = self.on_session_taken
+                if session is not None and taken is not None and by != self.process_id:
+                    taken(session.decode())
 
     async def _keepalive_loop(self) -> None:
         """Each second, note which streams this process produces have fresh
@@ -402,13 +438,14 @@ class RedisBackplane:
                 if refresh:
                     pipe.expire(self.keys.meta(sid), RUNNING_TTL_S)
                     pipe.expire(self.keys.log(sid), RUNNING_TTL_S)
+                    self.tenant_runs.renew(pipe, self._tenants.get(sid, ""), sid)
             try:
                 answers: list[Any] = await pipe.execute()
             except Exception as exc:
                 log.warning("backplane keepalive failed: %r", exc)
                 continue
             now_ms = int(time.time() * 1000)
-            step = 3 if refresh else 1
+            step = 5 if refresh else 1  # HGETALL, then EXPIRE x2, ZADD, PEXPIRE
             for sid, raw in zip(sids, answers[::step], strict=True):
                 if slowest(raw, now_ms) is not None:
                     self._read_elsewhere[sid] = time.monotonic()

@@ -10,7 +10,16 @@ parameter says otherwise)::
     P s:<stream id>:readers  HASH    process id -> "<position> <unix ms>": where
                                      that process's slowest reader of the stream is
     P streams                ZSET    stream ids by start time (unix ms), for listing
-    P control                STREAM  cancel requests: field ``cancel`` = stream id
+    P control                STREAM  cancel requests: field ``cancel`` = stream id;
+                                     session take-overs: field ``session`` = session id
+    P ws:<session id>        HASH    a WebSocket session: blob, owner, holding process,
+                                     attached (:mod:`icefloe.backplane.sessions`)
+    P idem:<n>:<tenant>:<key>  STRING  the stream id an idempotency key started
+                                       (``n``: the tenant's length, so no tenant
+                                       and key pair reads as another)
+    P chat:<n>:<tenant>:<id>   STRING  the stream id of a chat's reply (``/v1/chat``)
+    P runs:<n>:<tenant>        ZSET    the tenant's running streams, scored by lease
+                                       expiry (unix ms) (:mod:`icefloe.backplane.tenants`)
     P hub                    STREAM  hub events of every tenant and topic, numbered
                                      by the engine (see icefloe.backplane.topics)
     P hub:topic:<t>          HASH    a topic's epoch and next offset
@@ -93,3 +102,12 @@ class Keys:
 
     def worker(self, worker_id: str) -> str:
         return f"{self.prefix}w:{worker_id}"
+
+    def idempotency(self, tenant: str, key: str) -> str:
+        return f"{self.prefix}idem:{len(tenant)}:{tenant}:{key}"
+
+    def tenant_runs(self, tenant: str) -> str:
+        return f"{self.prefix}runs:{len(tenant)}:{tenant}"
+
+    def chat(self, tenant: str, chat_id: str) -> str:
+        return f"{self.prefix}chat:{len(tenant)}:{tenant}:{chat_id}"

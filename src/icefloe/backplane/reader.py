@@ -106,6 +106,19 @@ class RemoteReader:
         finally:
             self._waiter = None
 
+    async def wait_changed(self) -> None:
+        """Wait for the follower's next fetch or end (or :meth:`interrupt`), even
+        while chunks are held: a WebSocket pump held back for credit must still
+        notice the end of the stream. Once it ended only :meth:`interrupt` wakes it."""
+        if self._closed:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiter = waiter
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+
     def interrupt(self) -> None:
         """End a pending :meth:`wait` early."""
         waiter = self._waiter

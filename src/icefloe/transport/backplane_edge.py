@@ -23,7 +23,7 @@ A stream read on the gateway that produces it never reaches this module.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import msgspec
@@ -32,13 +32,16 @@ from starlette.responses import Response
 
 from icefloe.backplane.engine import RedisBackplane
 from icefloe.backplane.engines import engine_for
+from icefloe.backplane.idempotency import IdempotencyClaims
 from icefloe.backplane.meta import LIVE, QUEUED, StreamMeta
 from icefloe.backplane.protocol import NumberedTopicLink, TopicLink
+from icefloe.backplane.publisher import TTL_S
 from icefloe.backplane.reader import RemoteReader
 from icefloe.backplane.runqueue import RunQueue
+from icefloe.backplane.sessions import RedisSessionKeeper
 from icefloe.core.messages import Message
 from icefloe.core.wire_errors import ErrorCode
-from icefloe.exceptions import ClosedResourceError, StreamError
+from icefloe.exceptions import ClosedResourceError, EndOfStream, StreamError
 from icefloe.hub import Hub, HubEvent
 from icefloe.runtime.flow import Flow
 from icefloe.transport.auth import Principal
@@ -60,12 +63,22 @@ class EdgeBackplane:
     """One app's streams shared with the other gateways on the engine."""
 
     def __init__(
-        self, flow: Flow, hub: Hub, url: str, *, history: int, window: int, no_runs: bool = False
+        self,
+        flow: Flow,
+        hub: Hub,
+        url: str,
+        *,
+        history: int,
+        window: int,
+        no_runs: bool = False,
+        idempotency_ttl_s: float = 600.0,
     ) -> None:
         self._flow = flow
         self._hub = hub
-        self.engine = engine_for(url, history=history, window=window, on_cancel=flow.cancel)
-        if no_runs and not isinstance(self.engine, RedisBackplane):
+        self.engine = engine = engine_for(
+            url, history=history, window=window, on_cancel=flow.cancel
+        )
+        if no_runs and not isinstance(engine, RedisBackplane):
             raise ValueError("--no-runs needs a redis:// backplane: workers queue on Redis Streams")
         # The engine numbers topics (Redis), or each hub does and events are
         # forwarded (NATS: core NATS keeps no log to number them from).
@@ -74,12 +87,24 @@ class EdgeBackplane:
         #: the run queue starts go to (``--no-runs``: workers run them; None: this gateway does)
         self.queue: RunQueue | None = None
         self._no_runs = no_runs
+        self._sessions: RedisSessionKeeper | None = None
+        #: the Redis engine, for what only it shares (sessions, idempotency keys,
+        #: tenant caps, chats, the run queue); None on NATS, where those stay
+        #: per gateway (docs/deploy.md)
+        self.redis = engine if isinstance(engine, RedisBackplane) else None
+        #: idempotency keys claimed across gateways (None: per gateway)
+        redis = self.redis
+        self.claims = (
+            None
+            if redis is None
+            else IdempotencyClaims(lambda: redis.client, redis.keys, idempotency_ttl_s)
+        )
 
     async def open(self) -> None:
         engine = self.engine
         await engine.open()
-        if self._no_runs and isinstance(engine, RedisBackplane):
-            self.queue = RunQueue(engine.client, engine.keys)
+        if self._no_runs and self.redis is not None:
+            self.queue = RunQueue(self.redis.client, self.redis.keys)
             await self.queue.ensure_group()
         link = engine.topic_link(self._deliver, self._deliver_forwarded)
         if isinstance(link, NumberedTopicLink):
@@ -87,6 +112,37 @@ class EdgeBackplane:
         else:
             self._forward = link
         await link.open()
+        if self.redis is not None:
+            keys = self.redis.keys
+            self._sessions = RedisSessionKeeper(
+                self.redis.client, keys.prefix, keys.control, self.redis.process_id
+            )
+
+    # -- WebSocket sessions: the edge's SessionKeeper (see icefloe.backplane.sessions) --
+
+    def _keeper(self) -> RedisSessionKeeper:
+        if self._sessions is None:
+            raise RuntimeError("the backplane is not open")
+        return self._sessions
+
+    async def take(self, session_id: str, owner: str) -> bytes | None:
+        return await self._keeper().take(session_id, owner)
+
+    async def put(
+        self, session_id: str, blob: bytes, owner: str, attached: bool, ttl_s: float
+    ) -> None:
+        await self._keeper().put(session_id, blob, owner, attached, ttl_s)
+
+    async def delete(self, session_id: str) -> None:
+        await self._keeper().delete(session_id)
+
+    async def hold(self, session_id: str) -> bool:
+        return await self._keeper().hold(session_id)
+
+    def on_session_taken(self, callback: Callable[[str], object]) -> None:
+        """Call ``callback(session_id)`` when another gateway resumes a session."""
+        if self.redis is not None:
+            self.redis.on_session_taken = callback
 
     async def aclose(self) -> None:
         for link in (self._link, self._forward):
@@ -188,6 +244,23 @@ class EdgeBackplane:
         except RedisError:
             raise StreamError(ErrorCode.UNAVAILABLE, "the backplane is unreachable", sid) from None
 
+    async def admit(self, tenant: str, stream_id: str) -> str | None:
+        """Count a run about to start against its tenant's cap across gateways
+        (``Limits.max_streams_per_tenant``); the refusal, if over it."""
+        cap = self._flow.limits.max_streams_per_tenant
+        if cap is None or not self.engine.healthy:
+            return None  # unreachable: the flow's own (per-gateway) cap alone holds
+        if self.redis is None:
+            return None  # NATS: the flow's own (per-gateway) cap alone holds
+        if await self.redis.tenant_runs.admit(tenant, stream_id, cap):
+            return None
+        return f"tenant {tenant!r} has reached its stream limit ({cap}); retry later"
+
+    def refused(self, tenant: str, stream_id: str) -> None:
+        """A run :meth:`admit` counted did not start."""
+        if self.redis is not None:
+            self.redis.finished(tenant, stream_id)
+
     def readers_elsewhere(self, stream_id: str) -> int:
         """How to correct a run's local reader count for the unread timeout:
         the backplane's own reader is no reader (-1), a reader on another
@@ -216,23 +289,46 @@ class EdgeBackplane:
         """A reader of a stream another gateway produces, at the request's resume
         point, or the response that replaces it; None: not a remote stream."""
         sid = request.path_params["stream_id"]
-        meta = await self._meta(principal, sid)
-        if meta is None:
-            return None
         try:
             from_seq = parse_resume_point(
                 request.query_params.get("from_seq"), request.headers.get("last-event-id")
             )
         except ValueError as exc:
             raise HttpError(ErrorCode.BAD_REQUEST, str(exc)) from None
-        if meta.state not in LIVE and meta.code is None and from_seq > meta.last_seq:
-            return Response(status_code=204)  # the terminal was delivered: stop reconnecting
-        if meta.state in LIVE and from_seq > meta.last_seq + 1 + self.engine.history:
-            raise HttpError(ErrorCode.BAD_REQUEST, "from_seq is past the stream's next seq")
         try:
-            return await self.engine.follow(meta, from_seq)
+            return await self.follow_stream(principal, sid, from_seq)
+        except EndOfStream:
+            return Response(status_code=204)  # the terminal was delivered: stop reconnecting
+        except ValueError as exc:
+            raise HttpError(ErrorCode.BAD_REQUEST, str(exc)) from None
         except StreamError as exc:
             raise HttpError(exc.code, exc.message) from None
+
+    async def follow_stream(
+        self, principal: Principal, stream_id: str, from_seq: int | None
+    ) -> RemoteReader | None:
+        """A reader of a stream another gateway produces, from ``from_seq`` (None:
+        the live head), for any edge (SSE, ``/v1/events``, WebSocket, chat).
+
+        None: not a remote stream the principal may see (another tenant's
+        reads as missing, as locally).
+
+        :raises EndOfStream: the stream is done and ``from_seq`` is past its end
+            (everything was delivered).
+        :raises ValueError: ``from_seq`` is past the stream's next seq.
+        :raises StreamError: ``history_gone`` or ``unavailable``.
+        """
+        meta = await self._meta(principal, stream_id)
+        if meta is None:
+            return None
+        running = meta.state in LIVE
+        if from_seq is None:
+            from_seq = meta.last_seq + 1 if running else max(meta.last_seq, 0)
+        if not running and meta.code is None and from_seq > meta.last_seq:
+            raise EndOfStream(f"stream {stream_id!r} is done")
+        if running and from_seq > meta.last_seq + 1 + self.engine.history:
+            raise ValueError("from_seq is past the stream's next seq")
+        return await self.engine.follow(meta, from_seq)
 
     async def poll_reader(
         self, principal: Principal, stream_id: str, from_seq: int
@@ -269,6 +365,31 @@ class EdgeBackplane:
         if meta.state == QUEUED and self.queue is not None:  # -- workers (issue 12) --
             await self.queue.cancel_queued(stream_id)
         return meta.to_json(self._subscribers(stream_id))
+
+    # -- /v1/chat: a chat's reply, whichever gateway runs it --
+
+    async def chat_started(self, tenant: str, chat_id: str, stream_id: str) -> None:
+        """Record the chat's reply, for a resume or stop on another gateway."""
+        engine = self.redis
+        if engine is not None:  # NATS: a chat resumes on its own gateway only
+            await engine.client.set(engine.keys.chat(tenant, chat_id), stream_id, ex=TTL_S)
+
+    async def chat_reply(self, principal: Principal, tenant: str, chat_id: str) -> str | None:
+        """The chat's running reply on another gateway (None: none)."""
+        engine = self.redis
+        if engine is None:
+            return None
+        raw: Any = await engine.client.get(engine.keys.chat(tenant, chat_id))
+        if raw is None:
+            return None
+        meta = await self._meta(principal, raw.decode())
+        return None if meta is None or meta.state not in LIVE else meta.stream_id
+
+    async def chat_stopped(self, tenant: str, chat_id: str) -> None:
+        """The chat has no reply any more."""
+        engine = self.redis
+        if engine is not None:
+            await engine.client.delete(engine.keys.chat(tenant, chat_id))
 
     def _subscribers(self, stream_id: str) -> int:
         follower = self.engine.followed().get(stream_id)

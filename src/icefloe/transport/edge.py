@@ -241,11 +241,26 @@ class EdgeContext:
                 history=settings.history,
                 window=self.lag_limit,
                 no_runs=settings.no_runs,
+                idempotency_ttl_s=settings.idempotency_ttl_s,
             )
             self.runs.readers_elsewhere = self.backplane.readers_elsewhere
             if settings.no_runs:  # workers run the starts (issue 12)
                 self.runs.queue_start = self.backplane.enqueue
                 flow.recover_at_start = False  # the workers settle the store's runs
+            if self.backplane.redis is not None:
+                # Sessions, idempotency keys and tenant caps shared through
+                # Redis; on NATS they stay per gateway (docs/deploy.md).
+                self.runs.claims = self.backplane.claims
+                self.runs.admission = self.backplane
+                # WebSocket sessions in the backplane's Redis: they resume on any gateway.
+                self.sessions = session_table(
+                    flow,
+                    settings.ws.session_ttl_s,
+                    settings.ws.max_sessions,
+                    time.monotonic,
+                    keeper=self.backplane,
+                )
+                self.backplane.on_session_taken(self._ws_taken_elsewhere)
         # -- end of backplane --
         # -- topics numbered by a log (issues 11, 12: transport/topic_log.py) --
         #: where edge publishes go when not straight into the hub
@@ -404,6 +419,13 @@ class EdgeContext:
         self._ws_live[session_id] = conn
         if old is not None and old is not conn:
             old.take_over()
+
+    def _ws_taken_elsewhere(self, session_id: str) -> None:
+        """Another gateway resumes the session: its connection here ends (4000)
+        and parks it, writing its last acks for the other gateway to read."""
+        conn = self._ws_live.get(session_id)
+        if conn is not None:
+            conn.resumed_elsewhere()
 
     def ws_detach(self, session_id: str, conn: WsConnection) -> None:
         """``conn`` no longer holds the session (a newer one may)."""

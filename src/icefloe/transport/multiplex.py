@@ -27,6 +27,7 @@ from typing import Final
 
 import msgspec
 
+from icefloe.backplane.reader import RemoteReader
 from icefloe.core.codec import Format
 from icefloe.core.wire_errors import ErrorCode
 from icefloe.exceptions import EndOfStream, IcefloeError, StreamError
@@ -34,7 +35,10 @@ from icefloe.hub import HubSubscription
 from icefloe.runtime.subscription import Subscription
 from icefloe.transport.shared import Taken
 
-__all__ = ["DONE", "MAX_SOURCES", "Cursor", "MergedReader", "Source"]
+__all__ = ["DONE", "MAX_SOURCES", "Cursor", "MergedReader", "Source", "StreamReader"]
+
+#: a stream's reader: in process, or (issue 12) from the backplane
+StreamReader = Subscription | RemoteReader
 
 #: streams and topic patterns one connection may follow at most
 MAX_SOURCES: Final = 32
@@ -112,10 +116,10 @@ class _Feed:
 
     __slots__ = ("index", "reader", "source")
 
-    def __init__(self, index: int, source: Source, reader: Subscription | HubSubscription) -> None:
+    def __init__(self, index: int, source: Source, reader: StreamReader | HubSubscription) -> None:
         self.index = index
         self.source = source
-        self.reader: Subscription | HubSubscription | None = reader
+        self.reader: StreamReader | HubSubscription | None = reader
 
 
 class MergedReader:
@@ -132,7 +136,7 @@ class MergedReader:
         self._turn = 0
         self._wake: asyncio.Future[None] | None = None
 
-    def add(self, index: int, source: Source, reader: Subscription | HubSubscription) -> None:
+    def add(self, index: int, source: Source, reader: StreamReader | HubSubscription) -> None:
         self._feeds.append(_Feed(index, source, reader))
 
     def fail(self, index: int, source: Source, exc: IcefloeError) -> None:
@@ -220,10 +224,10 @@ class MergedReader:
         size = 0
         try:
             while reader.held() and (not out or size < budget):
-                if isinstance(reader, Subscription):
-                    data = self._chunk(feed, reader)
-                else:
+                if isinstance(reader, HubSubscription):
                     data = self._event(feed, reader)
+                else:
+                    data = self._chunk(feed, reader)
                 out.append(data)
                 size += len(data)
             if feed.reader is not None and not reader.held():
@@ -234,7 +238,7 @@ class MergedReader:
             self._end(feed, exc, out)
         return out
 
-    def _chunk(self, feed: _Feed, reader: Subscription) -> bytes:
+    def _chunk(self, feed: _Feed, reader: StreamReader) -> bytes:
         chunk = reader.peek(0)
         reader.skip(1)
         if chunk.done:

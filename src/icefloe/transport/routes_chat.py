@@ -23,6 +23,7 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from icefloe.backplane.reader import RemoteReader
 from icefloe.core.messages import Headers
 from icefloe.core.uimessage import (
     DONE_EVENT,
@@ -35,6 +36,7 @@ from icefloe.exceptions import EndOfStream, IcefloeError, StreamError, StreamNot
 from icefloe.runtime.stream_types import StreamPhase
 from icefloe.runtime.subscription import Subscription
 from icefloe.transport.auth import Principal, Scope
+from icefloe.transport.chat_remote import remote_reply, remote_stop, remote_supersede
 from icefloe.transport.edge import EdgeContext, read_body
 from icefloe.transport.encoding import WireFormat
 from icefloe.transport.errors import HttpError
@@ -110,7 +112,7 @@ class _UiReader:
     :class:`EndOfStream`, since the closing parts already told the client.
     """
 
-    def __init__(self, sub: Subscription) -> None:
+    def __init__(self, sub: Subscription | RemoteReader) -> None:
         self.sub = sub
         self.mapper = UiMessageMapper(sub.stream_id)
         self._begun = False
@@ -222,6 +224,8 @@ class ChatRoutes:
             # A new message supersedes the chat's reply in progress.
             edge.flow.cancel(previous)
         self.chats.put(tenant, chat.id, started.stream_id)
+        if edge.backplane is not None:  # -- backplane (issue 12) --
+            await remote_supersede(edge.backplane, principal, tenant, chat.id, started.stream_id)
         return self._respond(request, started.stream_id)
 
     async def resume(self, request: Request) -> Response:
@@ -230,6 +234,10 @@ class ChatRoutes:
         tenant, chat_id = self._chat(request, principal)
         sid = self.chats.active(tenant, chat_id)
         if sid is None:
+            if self.edge.backplane is not None:  # -- backplane (issue 12) --
+                remote = await remote_reply(self.edge.backplane, principal, tenant, chat_id)
+                if remote is not None:
+                    return self._pump(request, remote)
             return Response(status_code=204)
         return self._respond(request, sid)
 
@@ -240,6 +248,11 @@ class ChatRoutes:
         sid = self.chats.active(tenant, chat_id)
         self.chats.drop(tenant, chat_id)
         if sid is None:
+            if self.edge.backplane is not None:  # -- backplane (issue 12) --
+                stopped = await remote_stop(self.edge.backplane, principal, tenant, chat_id)
+                if stopped is not None:
+                    state = StreamPhase.CANCELLED.label
+                    return JSONResponse({"chat_id": chat_id, "stream_id": stopped, "state": state})
             return Response(status_code=204)
         self.edge.flow.cancel(sid)
         brief = self.edge.flow.brief(sid)
@@ -266,6 +279,12 @@ class ChatRoutes:
             ) from None
         except StreamNotFound:
             return Response(status_code=204)  # ended and left between the lookup and now
+        return self._pump(request, sub)
+
+    def _pump(self, request: Request, sub: Subscription | RemoteReader) -> Response:
+        """The reader's stream as a UI message stream response."""
+        edge = self.edge
+        stream_id = sub.stream_id
         reader = _UiReader(sub)
         connection_ended = edge.open_connection(request, reader.close)
 

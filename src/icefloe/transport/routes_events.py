@@ -20,12 +20,16 @@ response ends; a reconnect then answers ``204``. SSE only.
 
 from __future__ import annotations
 
+import enum
+from typing import Final
+
 from starlette.requests import Request
 from starlette.responses import Response
 
+from icefloe.backplane.reader import RemoteReader
 from icefloe.core.topics import Pattern, TopicError
 from icefloe.core.wire_errors import ErrorCode
-from icefloe.exceptions import ClosedResourceError, StreamError, StreamNotFound
+from icefloe.exceptions import ClosedResourceError, EndOfStream, StreamError, StreamNotFound
 from icefloe.hub import HubSubscription
 from icefloe.runtime.stream_types import StreamPhase
 from icefloe.runtime.subscription import Subscription
@@ -44,6 +48,15 @@ _PARAMS = frozenset({"stream", "topic", "from", "access_token"})
 _ABNORMAL = frozenset({StreamPhase.FAILED.label, StreamPhase.CANCELLED.label})
 #: events each topic subscription holds for this connection (drop_oldest)
 TOPIC_BUFFER = 256
+
+
+class _NotRemote(enum.Enum):
+    """Not a stream of another gateway: the local rules answer."""
+
+    TOKEN = 0
+
+
+_NOT_REMOTE: Final = _NotRemote.TOKEN
 
 
 def _bad(message: str) -> HttpError:
@@ -104,7 +117,7 @@ class EventRoutes:
         try:
             for index, source in enumerate(sources):
                 if not cursor.done(index):
-                    self._attach(merged, principal, index, source)
+                    await self._attach(merged, principal, index, source)
         except BaseException:
             merged.close()
             raise
@@ -124,18 +137,46 @@ class EventRoutes:
         )
         return PumpResponse(pump)
 
-    def _attach(self, merged: MergedReader, principal: Principal, index: int, src: Source) -> None:
+    async def _attach(
+        self, merged: MergedReader, principal: Principal, index: int, src: Source
+    ) -> None:
         position = merged.cursor.position(index)
         if src.kind == "topic":
             merged.add(index, src, self._topic(principal, src, position))
             return
-        reader = self._stream(principal, src.name, position or 0)
+        # -- backplane (issue 12): a stream another gateway produces --
+        remote = await self._remote(principal, src.name, position or 0)
+        reader: Subscription | RemoteReader | StreamError | None
+        if remote is _NOT_REMOTE:
+            reader = self._stream(principal, src.name, position or 0)
+        else:
+            reader = remote
         if isinstance(reader, StreamError):
             merged.fail(index, src, reader)
         elif reader is not None:
             merged.add(index, src, reader)
         else:
             merged.cursor.entries[index] = DONE
+
+    async def _remote(
+        self, principal: Principal, sid: str, from_seq: int
+    ) -> RemoteReader | StreamError | _NotRemote | None:
+        """As :meth:`_stream`, for a stream another gateway produces;
+        ``_NOT_REMOTE``: answer as without a backplane (local, or no such stream)."""
+        edge = self.edge
+        flow = edge.flow
+        local = flow.brief(sid) is not None or flow.finished(sid) is not None
+        if edge.backplane is None or local:
+            return _NOT_REMOTE
+        try:
+            reader = await edge.backplane.follow_stream(principal, sid, from_seq)
+        except EndOfStream:
+            return None
+        except ValueError:
+            raise _bad(f"the resume point of stream {sid[:128]!r} is past its end") from None
+        except StreamError as exc:
+            return exc
+        return _NOT_REMOTE if reader is None else reader
 
     def _stream(
         self, principal: Principal, sid: str, from_seq: int

@@ -12,9 +12,10 @@ long-poll between requests, an SSE client reconnecting).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from icefloe.core.messages import Headers, Message, new_id
 from icefloe.core.wire_errors import ErrorCode
@@ -27,11 +28,32 @@ from icefloe.transport.idempotency import ExpiringMap, Started
 from icefloe.transport.metrics import EdgeMetrics
 from icefloe.transport.relays import StreamRelays, check_relay_topic, relay_tenant
 
+if TYPE_CHECKING:
+    from icefloe.backplane.idempotency import IdempotencyClaims
+
+
+class TenantAdmission(Protocol):
+    """Counts runs against their tenant's stream cap across gateways (the backplane)."""
+
+    async def admit(self, tenant: str, stream_id: str) -> str | None:
+        """Count the run; the refusal if the tenant is at its cap."""
+        ...
+
+    def refused(self, tenant: str, stream_id: str) -> None:
+        """A counted run did not start."""
+        ...
+
+
 __all__ = ["MAX_KEY_LENGTH", "RunStarter"]
+
+log = logging.getLogger("icefloe.edge")
 
 #: longest tenant name and idempotency key, characters
 MAX_KEY_LENGTH = 200
 
+
+#: why a start with an idempotency key is refused while the backplane is down
+BACKPLANE_DOWN = "the backplane is unreachable: idempotency keys cannot be checked; retry later"
 
 #: why a run that needs the store (a durable level, or an idempotency key) is refused
 STORE_DOWN = (
@@ -67,6 +89,11 @@ class RunStarter:
         self.readers_elsewhere: Callable[[str], int] | None = None
         # -- workers (issue 12): a ``--no-runs`` gateway queues starts for the workers --
         self.queue_start: Callable[[Message], Awaitable[None]] | None = None
+        #: idempotency keys claimed across gateways (None: this process alone)
+        self.claims: IdempotencyClaims | None = None
+        #: each tenant's stream cap counted across gateways (None: this process alone)
+        self.admission: TenantAdmission | None = None
+        self._releasing: set[asyncio.Task[None]] = set()
         self._seen: ExpiringMap[Started] = ExpiringMap(
             idempotency_ttl_s, idempotency_max, time.monotonic
         )
@@ -103,12 +130,23 @@ class RunStarter:
         started = Started(message.trace_id, message.trace_id)
         # With a store the key is claimed there, atomically, so it holds across
         # concurrent requests and restarts (issue 11); without one, here.
+        # A ``--no-runs`` gateway starts nothing in its store: the key is kept here.
         local = self._flow.store is None or self.queue_start is not None
         stored_key = None if key is None or local else f"{tenant}/{key}"
-        if key is not None and stored_key is None:
+        if key is not None and self.claims is not None:  # -- backplane (issue 12) --
+            # Claimed in Redis, atomically across every gateway (and this one's
+            # concurrent requests); the winner's stream id for everyone else.
+            held = await self._claim(self.claims, tenant, key, started.stream_id)
+            if held is not None:
+                return held, False
+            if stored_key is None:
+                self._seen.put(f"{tenant}\x00{key}", started)
+        elif key is not None and stored_key is None:
             # Recorded before the await, so a concurrent retry finds it.
             self._seen.put(f"{tenant}\x00{key}", started)
         self._metrics.stream_started(started.stream_id)
+        if self.admission is not None:  # -- backplane (issue 12): the tenant's cap everywhere --
+            await self._admit(self.admission, tenant, key, started.stream_id)
         try:
             if self.queue_start is not None:  # -- workers (issue 12) --
                 await self.queue_start(message)
@@ -134,6 +172,10 @@ class RunStarter:
             winner = Started(sid, sid)
             self._seen.put(f"{tenant}\x00{key}", winner)
             if sid != started.stream_id:
+                if self.admission is not None:  # -- backplane (issue 12) --
+                    self.admission.refused(tenant, started.stream_id)
+                if self.claims is not None and key is not None:
+                    await self._settle(self.claims, tenant, key, sid)
                 return winner, False
         if headers.topic is not None:
             self._relays.start(started.stream_id, headers.topic, relay_tenant(principal, tenant))
@@ -156,8 +198,60 @@ class RunStarter:
     def _forget(self, tenant: str, key: str | None, stream_id: str) -> None:
         """A start that was refused: nothing of it stays (its key, its metrics)."""
         self._metrics.stream_refused(stream_id)
+        if self.admission is not None:  # -- backplane (issue 12) --
+            self.admission.refused(tenant, stream_id)
         if key is not None:
             self._seen.pop(f"{tenant}\x00{key}")
+            if self.claims is not None:  # -- backplane (issue 12) --
+                release = asyncio.ensure_future(self.claims.release(tenant, key, stream_id))
+                self._releasing.add(release)
+                release.add_done_callback(self._released)
+
+    def _released(self, task: asyncio.Task[None]) -> None:
+        self._releasing.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # The claim then expires with its TTL; a retry names the refused id meanwhile.
+            log.warning("idempotency claim release failed: %r", task.exception())
+
+    async def _admit(
+        self, admission: TenantAdmission, tenant: str, key: str | None, stream_id: str
+    ) -> None:
+        """Count the run against its tenant's cap across gateways; while the
+        backplane does not answer, the flow's own (per-process) cap alone holds.
+
+        :raises HttpError: ``overloaded`` over the cap (nothing of the start stays).
+        """
+        try:
+            refusal = await admission.admit(tenant, stream_id)
+        except Exception as exc:
+            log.warning("tenant stream count failed, the per-gateway cap holds: %r", exc)
+            return
+        if refusal is not None:
+            self._forget(tenant, key, stream_id)
+            raise HttpError(ErrorCode.OVERLOADED, refusal, {"Retry-After": "1"})
+
+    async def _claim(
+        self, claims: IdempotencyClaims, tenant: str, key: str, stream_id: str
+    ) -> Started | None:
+        """Claim ``key`` across gateways; the earlier start that holds it, if any."""
+        try:
+            held = await claims.claim(tenant, key, stream_id)
+        except Exception as exc:
+            log.warning("idempotency claim failed: %r", exc)
+            raise HttpError(ErrorCode.UNAVAILABLE, BACKPLANE_DOWN, {"Retry-After": "1"}) from None
+        if held is None:
+            return None
+        winner = Started(held, held)
+        self._seen.put(f"{tenant}\x00{key}", winner)
+        return winner
+
+    async def _settle(
+        self, claims: IdempotencyClaims, tenant: str, key: str, stream_id: str
+    ) -> None:
+        try:
+            await claims.settle(tenant, key, stream_id)
+        except Exception as exc:  # the claim then names a run that never started
+            log.warning("idempotency claim update failed: %r", exc)
 
     def _watch_unread(self, stream_id: str) -> None:
         """Cancel the stream once it has had no reader for ``unread_timeout_s``.

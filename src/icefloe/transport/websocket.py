@@ -211,6 +211,11 @@ class WsConnection:
         self._session.release()  # the session is no longer ours to park
         self._cut(CloseReason.SESSION_TAKEN)
 
+    def resumed_elsewhere(self) -> None:
+        """Another gateway resumes this session (issue 12): this connection ends
+        (4000) and parks the session, so its last acks reach the other gateway."""
+        self._cut(CloseReason.SESSION_TAKEN)
+
     def _cut(self, reason: CloseReason) -> None:
         """End the connection from any task: the receive loop closes for ``reason``."""
         if self._closing is None:

@@ -54,14 +54,21 @@ from icefloe.core.ops import (
 )
 from icefloe.core.sessions import SessionError
 from icefloe.core.wire_errors import ErrorCode
-from icefloe.exceptions import StreamClosedError, StreamError, StreamNotFound, WouldBlock
+from icefloe.exceptions import (
+    EndOfStream,
+    StreamClosedError,
+    StreamError,
+    StreamNotFound,
+    WouldBlock,
+)
 from icefloe.runtime.stream_types import StreamPhase
 from icefloe.transport.auth import Principal, Scope
 from icefloe.transport.errors import HttpError
 from icefloe.transport.principals import ANY_TENANT
 from icefloe.transport.stored_reader import open_for_subscriber  # issue 11
 from icefloe.transport.ws_keeper import KeptSessionTable  # issue 11
-from icefloe.transport.ws_pump import WsStreams
+from icefloe.transport.ws_pump import WsReader, WsStreams
+from icefloe.transport.ws_remote import REMOTE_PRIORITY, cancel_remote, open_remote  # issue 12
 from icefloe.transport.ws_sender import WsSender
 from icefloe.transport.ws_session import WsSession
 from icefloe.transport.ws_settings import WsSettings
@@ -154,7 +161,7 @@ class WsOps:
             case Resume():
                 self._streams.resume(op.stream_id)
             case Cancel():
-                self._cancel(op)
+                await self._cancel(op)
             case Input():
                 self._input(op)
             case Hello():
@@ -220,9 +227,10 @@ class WsOps:
         batch = self._sender.batch = op.batch  # the latest accepted hello decides
         window = self._settings.window
         if op.resume and op.session_id:
-            table = self._edge.sessions  # issue 11: a session from before a restart
-            if isinstance(table, KeptSessionTable) and op.session_id not in table:
-                await table.load(op.session_id)
+            # A session from before a restart (issue 11), or from another gateway (issue 12).
+            table = self._edge.sessions
+            if isinstance(table, KeptSessionTable):
+                await table.load(op.session_id, session.owner_key)
             try:
                 info = session.resume(op.session_id)
             except SessionError as exc:
@@ -299,6 +307,18 @@ class WsOps:
             self._streams.follow(stored, fallback if priority is None else priority)
             return
         # -- end of durable streams --
+        # -- backplane (issue 12): a stream another gateway produces --
+        try:
+            remote = await open_remote(
+                self._edge.backplane, flow, self._principal, stream_id, from_seq
+            )
+        except EndOfStream:
+            self._session.forget(stream_id)  # everything up to the end was acked
+            return
+        if remote is not None:
+            self._follow(remote, resuming, REMOTE_PRIORITY if priority is None else priority)
+            return
+        # -- end of backplane --
         brief = flow.brief(stream_id)
         if brief is None:
             gone = flow.finished(stream_id)
@@ -325,20 +345,28 @@ class WsOps:
             raise HttpError(ErrorCode.BAD_REQUEST, str(exc)) from None
         except StreamNotFound:
             raise HttpError(ErrorCode.NOT_FOUND, "no such stream") from None
-        if not resuming:
-            try:
-                self._session.follow(stream_id, reader.next_seq)
-            except HttpError:
-                reader.close()
-                raise
         if priority is None:
             # Headers.priority of the stream's start (0 if it is already gone).
             now = flow.brief(stream_id)
             priority = 0 if now is None else now.priority
+        self._follow(reader, resuming, priority)
+
+    def _follow(self, reader: WsReader, resuming: bool, priority: int) -> None:
+        """Follow ``reader`` on this connection (and, unless resuming, in the session)."""
+        if not resuming:
+            try:
+                self._session.follow(reader.stream_id, reader.next_seq)
+            except HttpError:
+                reader.close()
+                raise
         self._streams.follow(reader, priority)
 
-    def _cancel(self, op: Cancel) -> None:
+    async def _cancel(self, op: Cancel) -> None:
         self._require(Scope.STREAMS_CANCEL)
+        edge = self._edge
+        # -- backplane (issue 12): the producing gateway cancels it --
+        if await cancel_remote(edge.backplane, edge.flow, self._principal, op.stream_id):
+            return
         self._owned(op.stream_id)
         self._edge.flow.cancel(op.stream_id)
 

@@ -14,6 +14,14 @@ Writes are coalesced: a session acked a hundred times between two writes is
 written once. The marked set holds at most one entry per session of the
 table (``max_sessions``). A failed write is logged and retried at the
 session's next change.
+
+Where the sessions are kept is a :class:`SessionKeeper`: the flow's store
+by default; with a backplane (``--backplane``, issue 12) the backplane's
+Redis (:class:`~icefloe.backplane.sessions.RedisSessionKeeper`), so that a
+session opened on one gateway resumes on any other. A shared keeper may hold
+a newer state of a session this table also holds (it was resumed elsewhere
+since): :meth:`SessionKeeper.hold` says whether this table's copy is
+still the latest.
 """
 
 from __future__ import annotations
@@ -22,14 +30,15 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 import msgspec
 
-from icefloe.core.sessions import SessionError, SessionTable
+from icefloe.core.sessions import SessionError, SessionState, SessionTable
 from icefloe.runtime.flow import Flow
 from icefloe.store.protocol import Store
 
-__all__ = ["KeptSessionTable", "session_table"]
+__all__ = ["KeptSessionTable", "SessionKeeper", "StoreSessionKeeper", "session_table"]
 
 log = logging.getLogger("icefloe.store")
 
@@ -44,16 +53,79 @@ class _Kept(msgspec.Struct, frozen=True):
 _decode = msgspec.msgpack.Decoder(_Kept).decode
 
 
-class KeptSessionTable(SessionTable):
-    """A :class:`SessionTable` whose sessions are also written to a store."""
+class SessionKeeper(Protocol):
+    """Where a :class:`KeptSessionTable` keeps its sessions."""
 
-    __slots__ = ("_dirty", "_flow", "_task", "_ttl_s")
+    async def take(self, session_id: str, owner: str) -> bytes | None:
+        """The kept blob of a session to resume here (None: none, or another owner's)."""
+        ...
+
+    async def put(
+        self, session_id: str, blob: bytes, owner: str, attached: bool, ttl_s: float
+    ) -> None:
+        """Keep (replace) a session's blob for ``ttl_s`` seconds."""
+        ...
+
+    async def delete(self, session_id: str) -> None:
+        """Forget a session (no error when absent)."""
+        ...
+
+    async def hold(self, session_id: str) -> bool:
+        """Whether this process's copy of the session is the latest; if so, it
+        is resumed here now (a shared keeper marks it attached)."""
+        ...
+
+
+class StoreSessionKeeper:
+    """Sessions in the flow's store (``Store.put_session``, CRC32C records)."""
+
+    def __init__(self, flow: Flow) -> None:
+        self._flow = flow
+
+    def _store(self) -> Store:
+        store = self._flow.store
+        if store is None:
+            raise RuntimeError("the flow has no store")
+        return store
+
+    async def take(self, session_id: str, owner: str) -> bytes | None:
+        from icefloe.store import records
+
+        await self._flow.store_ready()
+        held = await self._store().get_session(session_id)
+        return None if held is None else records.decode_session(held)
+
+    async def put(
+        self, session_id: str, blob: bytes, owner: str, attached: bool, ttl_s: float
+    ) -> None:
+        from icefloe.store import records
+
+        record = records.encode_session(blob)
+        await self._store().put_session(session_id, record, time.time() + ttl_s)
+
+    async def delete(self, session_id: str) -> None:
+        await self._store().delete_session(session_id)
+
+    async def hold(self, session_id: str) -> bool:
+        return True  # one process per store: its own copy is the latest
+
+
+class KeptSessionTable(SessionTable):
+    """A :class:`SessionTable` whose sessions are also written to a keeper."""
+
+    __slots__ = ("_dirty", "_flow", "_keeper", "_task", "_ttl_s")
 
     def __init__(
-        self, flow: Flow, ttl_s: float, max_sessions: int, clock: Callable[[], float]
+        self,
+        flow: Flow,
+        ttl_s: float,
+        max_sessions: int,
+        clock: Callable[[], float],
+        keeper: SessionKeeper | None = None,
     ) -> None:
         super().__init__(ttl_s, max_sessions, clock)
         self._flow = flow
+        self._keeper: SessionKeeper = StoreSessionKeeper(flow) if keeper is None else keeper
         self._ttl_s = ttl_s
         self._dirty: set[str] = set()
         self._task: asyncio.Task[None] | None = None
@@ -83,23 +155,24 @@ class KeptSessionTable(SessionTable):
             self._changed(session_id)
         return detached
 
-    # -- the store -----------------------------------------------------------------
+    # -- the keeper ----------------------------------------------------------------
 
-    async def load(self, session_id: str) -> bool:
-        """Take a session this table does not hold back from the store; whether it did."""
-        store = self._flow.store
-        if store is None or session_id in self:
-            return False
-        from icefloe.store import records
-
+    async def load(self, session_id: str, owner: str) -> bool:
+        """Take a session back from the keeper unless this table holds its latest
+        state; whether it did (the resume then finds it here either way)."""
+        keeper = self._keeper
         try:
-            await self._flow.store_ready()
-            held = await store.get_session(session_id)
-            if held is None:
+            if session_id in self:
+                if await keeper.hold(session_id):
+                    return False
+                # Resumed on another gateway since: the keeper's state is newer.
+                self.discard(session_id)
+            blob = await keeper.take(session_id, owner)
+            if blob is None:
                 return False
-            kept = _decode(records.decode_session(held))
+            kept = _decode(blob)
         except Exception as exc:  # unreachable, corrupt: the resume answers session_expired
-            log.warning("session %s could not be loaded from the store: %s", session_id, exc)
+            log.warning("session %s could not be loaded: %s", session_id, exc)
             return False
         return self.restore(session_id, kept.owner, kept.streams)
 
@@ -110,37 +183,37 @@ class KeptSessionTable(SessionTable):
             self._task = loop.create_task(self._flush(), name="icefloe:ws-sessions")
 
     async def _flush(self) -> None:
-        store = self._flow.store
-        if store is None:
-            self._dirty.clear()
-            return
         await asyncio.sleep(0)  # let a burst of acks mark before writing
         while self._dirty:
             batch = list(self._dirty)
             self._dirty.clear()
             for session_id in batch:
-                await self._write(store, session_id)
+                await self._write(session_id)
 
-    async def _write(self, store: Store, session_id: str) -> None:
-        from icefloe.store import records
-
+    async def _write(self, session_id: str) -> None:
+        keeper = self._keeper
         try:
             try:
                 info = self.info(session_id)
             except SessionError:
-                await store.delete_session(session_id)  # gone here: gone there
+                await keeper.delete(session_id)  # gone here: gone there
                 return
             blob = _encode(_Kept(info.tenant, info.subscriptions))
-            expires_at = time.time() + self._ttl_s
-            await store.put_session(session_id, records.encode_session(blob), expires_at)
+            attached = info.state is SessionState.ATTACHED
+            await keeper.put(session_id, blob, info.tenant, attached, self._ttl_s)
         except Exception as exc:  # the next change writes it again
-            log.warning("session %s could not be written to the store: %s", session_id, exc)
+            log.warning("session %s could not be written: %s", session_id, exc)
 
 
 def session_table(
-    flow: Flow, ttl_s: float, max_sessions: int, clock: Callable[[], float]
+    flow: Flow,
+    ttl_s: float,
+    max_sessions: int,
+    clock: Callable[[], float],
+    keeper: SessionKeeper | None = None,
 ) -> SessionTable:
-    """The edge's session table: kept in the store when the flow has one."""
-    if flow.store is None:
+    """The edge's session table: kept by ``keeper`` if given (the backplane),
+    else in the store when the flow has one."""
+    if flow.store is None and keeper is None:
         return SessionTable(ttl_s, max_sessions, clock)
-    return KeptSessionTable(flow, ttl_s, max_sessions, clock)
+    return KeptSessionTable(flow, ttl_s, max_sessions, clock, keeper)

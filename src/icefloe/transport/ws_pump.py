@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 from collections import OrderedDict
 
+from icefloe.backplane.reader import RemoteReader  # issue 12: a stream of another gateway
 from icefloe.core.codec import Format
 from icefloe.core.credit import CreditWindow
 from icefloe.core.ops import Error, encode_chunk, encode_server
@@ -39,7 +40,11 @@ from icefloe.transport.ws_sender import WsSender
 from icefloe.transport.ws_session import WsSession
 from icefloe.transport.ws_settings import MAX_CREDIT
 
-__all__ = ["MAX_ENDED", "WsStreams"]
+__all__ = ["MAX_ENDED", "WsReader", "WsStreams"]
+
+#: what a followed stream is read through: in memory, from the store, or
+#: from the backplane (a stream another gateway produces)
+WsReader = Subscription | StoredReader | RemoteReader
 
 #: ended streams a connection remembers, so that ops crossing their end are no-ops
 MAX_ENDED = 1024
@@ -53,7 +58,7 @@ class _Follow:
 
     __slots__ = ("credit", "paused", "reader", "stopped", "stream_id", "task")
 
-    def __init__(self, reader: Subscription | StoredReader, window: int) -> None:
+    def __init__(self, reader: WsReader, window: int) -> None:
         self.reader = reader
         self.stream_id = reader.stream_id
         self.credit = CreditWindow(window, MAX_CREDIT)
@@ -94,7 +99,7 @@ class WsStreams:
         """Whether ``stream_id`` ended (or was unsubscribed) on this connection lately."""
         return stream_id in self._ended
 
-    def follow(self, reader: Subscription | StoredReader, priority: int) -> None:
+    def follow(self, reader: WsReader, priority: int) -> None:
         """Follow ``reader``'s stream with ``window`` credit: start its pump."""
         follow = _Follow(reader, self._window)
         self._follows[follow.stream_id] = follow
@@ -230,9 +235,7 @@ class WsStreams:
                 if len(self._ended) > MAX_ENDED:
                     self._ended.popitem(last=False)
 
-    def _encode_run(
-        self, reader: Subscription | StoredReader, n: int, room: int
-    ) -> list[bytes | str]:
+    def _encode_run(self, reader: WsReader, n: int, room: int) -> list[bytes | str]:
         """Up to ``n`` held chunks, encoded, stopping once ``room`` bytes are used."""
         frames: list[bytes | str] = []
         used = 0

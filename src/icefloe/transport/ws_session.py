@@ -54,6 +54,11 @@ class WsSession:
         self._end_seqs: dict[str, int] = {}
 
     @property
+    def owner_key(self) -> str:
+        """Who may resume the session (tenant and subject)."""
+        return self._owner_key
+
+    @property
     def id(self) -> str | None:
         """The session's id; ``None`` before the first ``hello`` (or ``start``)."""
         return self._id
