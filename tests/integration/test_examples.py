@@ -41,6 +41,7 @@ def load_example(script: str) -> ModuleType:
         ("hub_chat.py", ""),
         ("qos.py", "high priority behind 10 queued low ones"),
         ("durable_flow.py", "stored seqs 0..40, each once: True"),  # issue 11
+        ("topic_resume.py", "resumed offsets [2, 3, 4] under the same epoch: True"),  # issue 11
     ],
 )
 def test_example_runs(script: str, expected: str) -> None:

@@ -56,7 +56,7 @@ from icefloe.exceptions import StreamError
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-    from icefloe.backplane.protocol import Deliver
+    from icefloe.backplane.protocol import Deliver, NumberedDeliver
 
 __all__ = ["FETCH_COUNT", "MAX_FOLLOWED", "REPORT_S", "RedisBackplane"]
 
@@ -535,6 +535,7 @@ class RedisBackplane:
         """Whether this process produces ``stream_id``."""
         return stream_id in self._publishing
 
-    def topic_link(self, deliver: Deliver) -> HubLink:
-        """The hub link of this process on ``P hub`` (opened by the caller)."""
-        return HubLink(self.client, self.keys.hub, self.process_id, deliver)
+    def topic_link(self, numbered: NumberedDeliver, forwarded: Deliver) -> HubLink:
+        """The hub link of this process on ``P hub`` (opened by the caller):
+        Redis numbers the topics (``forwarded`` is not used)."""
+        return HubLink(self.client, self.keys.hub, self.process_id, numbered)

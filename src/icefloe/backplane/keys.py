@@ -20,8 +20,9 @@ parameter says otherwise)::
     P chat:<n>:<tenant>:<id>   STRING  the stream id of a chat's reply (``/v1/chat``)
     P runs:<n>:<tenant>        ZSET    the tenant's running streams, scored by lease
                                        expiry (unix ms) (:mod:`icefloe.backplane.tenants`)
-    P hub                    STREAM  hub events of every tenant and topic: field ``o``
-                                     (the publishing process), ``e`` (the event)
+    P hub                    STREAM  hub events of every tenant and topic, numbered
+                                     by the engine (see icefloe.backplane.topics)
+    P hub:topic:<t>          HASH    a topic's epoch and next offset
     P runs                   STREAM  the run queue of ``--no-runs`` gateways: one entry
                                      per start (fields ``s`` stream id, ``m`` message),
                                      consumer group ``workers``

@@ -12,8 +12,9 @@ the reading side (:class:`~icefloe.backplane.follower.Follower`,
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from icefloe.backplane.follower import Follower
@@ -21,10 +22,13 @@ if TYPE_CHECKING:
     from icefloe.backplane.publisher import ChunkSource
     from icefloe.backplane.reader import RemoteReader
 
-__all__ = ["Deliver", "Engine", "TopicLink"]
+__all__ = ["Deliver", "Engine", "NumberedDeliver", "NumberedTopicLink", "TopicLink"]
 
 #: hands one hub event published on another process to the local hub
 Deliver = Callable[[bytes], Awaitable[None]]
+#: hands one hub event the engine numbered to the local hub (every process's,
+#: this one's too): ``(tenant, topic, epoch, offset, event)``
+NumberedDeliver = Callable[[str, str, str, int, bytes], Awaitable[None]]
 
 
 class TopicLink(Protocol):
@@ -35,6 +39,27 @@ class TopicLink(Protocol):
 
     def forward(self, event: bytes) -> None:
         """Share an event published on this process (never waits)."""
+        ...
+
+
+@runtime_checkable
+class NumberedTopicLink(Protocol):
+    """Hub events numbered by the engine: one offset sequence and epoch per
+    topic across all processes (Redis: :mod:`icefloe.backplane.topics`)."""
+
+    async def open(self) -> None: ...
+    async def aclose(self) -> None: ...
+
+    async def publish(self, tenant: str, topic: str, event: bytes) -> tuple[str, int]:
+        """Number and share an event; its (epoch, offset) once the engine holds it."""
+        ...
+
+    def submit(self, tenant: str, topic: str, event: bytes) -> asyncio.Future[tuple[str, int]]:
+        """As :meth:`publish`, queued now (``WouldBlock`` if the outbox is full)."""
+        ...
+
+    def publish_nowait(self, tenant: str, topic: str, event: bytes) -> None:
+        """As :meth:`publish`, without waiting (failures are logged)."""
         ...
 
 
@@ -87,6 +112,11 @@ class Engine(Protocol):
         """Whether another process reported reading ``stream_id`` lately."""
         ...
 
-    def topic_link(self, deliver: Deliver) -> TopicLink:
-        """The hub link of this process (opened by the caller)."""
+    def topic_link(
+        self, numbered: NumberedDeliver, forwarded: Deliver
+    ) -> NumberedTopicLink | TopicLink:
+        """The hub link of this process (opened by the caller): a
+        :class:`NumberedTopicLink` delivering to ``numbered`` if the engine can
+        number topics, else a :class:`TopicLink` delivering to ``forwarded``
+        the events other processes published (numbered by each hub)."""
         ...

@@ -298,7 +298,8 @@ def serve(
     store: Annotated[
         str,
         typer.Option(
-            help="Where at_least_once/exactly_once runs and idempotency keys are kept: "
+            help="Where at_least_once/exactly_once runs and idempotency keys are kept "
+            "(and hub topic history, unless --backplane): "
             "memory://, sqlite:///path.db, redis://host:port/db, postgresql://user@host/db.",
         ),
     ] = "memory://",
@@ -404,6 +405,8 @@ def serve(
         settings, hub_bytes_per_tenant, hub_topics_per_tenant, hub_topic_idle
     )
     options.use_store(flow, store)  # the store of durable runs (issue 11)
+    if backplane is None:  # and of hub topic history (memory:// keeps none)
+        settings = dataclasses.replace(settings, topic_store=store)
     gateway = None if bridge is None else options.load_gateway(bridge)  # (issue 13)
     if backplane is not None:  # -- backplane (issue 12) --
         from icefloe.backplane.engines import check_url

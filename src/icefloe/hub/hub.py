@@ -69,11 +69,13 @@ subscriber's buffer and reader
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from icefloe.core.filters import Filter
+from icefloe.core.reliability import Reliability
 from icefloe.core.ring import Overflow
+from icefloe.hub.event import HubEvent, event_size
 from icefloe.hub.limits import HubLimits
 from icefloe.hub.publish import HubPublisher
 from icefloe.hub.registry import HubRegistry
@@ -212,6 +214,80 @@ class Hub(HubPublisher):
             epoch=epoch,
         )
         return HubSubscription(subscriber)
+
+    # -- topics numbered by a log (issues 11 and 12: hub.journal, backplane.topics) --
+    async def publish_at(
+        self,
+        topic: str,
+        data: Any = None,
+        *,
+        tenant: str,
+        offset: int,
+        epoch: str,
+        headers: Mapping[str, Any] | None = None,
+        reliability: Reliability | str = Reliability.AT_MOST_ONCE,
+    ) -> HubEvent | None:
+        """Publish event ``offset`` of epoch ``epoch``, numbered by a log, not here.
+
+        The topic is fitted to it first (:mod:`icefloe.hub.sequence`): a
+        new epoch or a gap forgets the history that no longer leads up to
+        it; an offset already delivered is skipped (returns None).
+        Otherwise as :meth:`publish` (it waits for room the same way).
+        Events of one topic must be given in log order, one at a time.
+        """
+        state, clean, size, target, level = self._prepare(
+            topic, data, tenant, headers, None, reliability
+        )
+        if not state.follow(epoch, offset):
+            return None
+        if not state.queue:
+            outcome = self._deliver(state, data, clean, size, target, level)
+            if type(outcome) is HubEvent:
+                return outcome
+        return await self._publish_waiting(state, data, clean, size, target, level)
+
+    def position(
+        self,
+        topic: str,
+        data: Any = None,
+        *,
+        tenant: str,
+        headers: Mapping[str, Any] | None = None,
+    ) -> tuple[str, int]:
+        """The (epoch, next offset) of a topic, after checking a publish of
+        ``data`` to it as :meth:`publish` would (the topic is created, and
+        admitted, if new); nothing is published.
+
+        :raises ClosedResourceError, TopicError, ValueError, EncodeError,
+            StreamError: as :meth:`publish`.
+        """
+        state = self._prepare(topic, data, tenant, headers, None, Reliability.AT_MOST_ONCE)[0]
+        return state.epoch, state.next_offset
+
+    def restore(self, events: Sequence[HubEvent], *, age_s: float = 0.0) -> None:
+        """Refill a topic's history from a log (at start, before anyone subscribes).
+
+        ``events`` are events of one topic, oldest first (a gap between
+        them forgets what came before it); the topic numbers on after the last, and counts as last
+        published ``age_s`` seconds ago (for ``topic_idle_s``). The hub's
+        history limits apply as to any publish.
+        """
+        if not events:
+            return
+        first = events[0]
+        state = self._registry.topic_for(first.tenant, first.topic)
+        history = state.history
+        for event in events:
+            # A missing record (trimmed, or corrupt and skipped) is a gap: no
+            # resume may cross it.
+            if not state.follow(event.epoch, event.offset):
+                continue
+            if history is not None:
+                history.append(event, event_size(event.topic, event.data, event.headers))
+            state.next_offset = event.offset + 1
+        state.last_used = self._clock() - age_s
+
+    # -- end of topics numbered by a log --
 
     def close(self) -> None:
         """End every subscriber with ``StreamError("cancelled")`` and refuse new work.

@@ -31,18 +31,18 @@ watcher holds it (and so the stream's producer) until it has room.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from icefloe.core.reliability import Reliability
 from icefloe.core.topics import TopicError
-from icefloe.exceptions import StreamError
+from icefloe.exceptions import ClosedResourceError, IcefloeError, StreamError
 
 if TYPE_CHECKING:
     from icefloe.hub.hub import Hub
     from icefloe.runtime.flow import Flow
     from icefloe.runtime.subscription import Subscription
 
-__all__ = ["RelayResult", "relay_reader", "relay_stream"]
+__all__ = ["Publisher", "RelayResult", "relay_reader", "relay_stream"]
 
 log = logging.getLogger("icefloe.hub")
 
@@ -86,11 +86,14 @@ async def relay_reader(
     *,
     tenant: str,
     reliability: Reliability | str = Reliability.AT_MOST_ONCE,
+    publish: Publisher | None = None,
 ) -> RelayResult:
     """:func:`relay_stream` from a reader already attached (closed at the end).
 
     Attach the reader where the run starts, so that no chunk can be trimmed
-    before the relay's task first runs.
+    before the relay's task first runs. ``publish``: what publishes each
+    event instead of ``hub.publish`` (a durable store's or the backplane's
+    log, which numbers the topic; it publishes ``at_most_once``).
     """
     relayed = skipped = 0
     skips = _Skips(topic)
@@ -103,9 +106,9 @@ async def relay_reader(
             except StreamError as exc:
                 error = {"code": exc.code.value, "message": exc.message}
                 data = {"stream_id": stream_id, "error": error}
-                await _publish(hub, topic, data, tenant, reliability, skips)
+                await _publish(hub, topic, data, tenant, reliability, skips, publish)
                 break
-            if await _publish(hub, topic, chunk, tenant, reliability, skips):
+            if await _publish(hub, topic, chunk, tenant, reliability, skips, publish):
                 relayed += 1
             else:
                 skipped += 1
@@ -150,10 +153,14 @@ async def _publish(
     tenant: str,
     reliability: Reliability | str,
     skips: _Skips,
+    publish: Publisher | None = None,
 ) -> bool:
     """Publish one event; False (counted in ``skips``) if the hub refused this one event."""
     try:
-        await hub.publish(topic, data, tenant=tenant, reliability=reliability)
+        if publish is not None:
+            await publish(topic, data, tenant=tenant)
+        else:
+            await hub.publish(topic, data, tenant=tenant, reliability=reliability)
     except StreamError as exc:  # the hub over a limit: expected under load
         skips.skipped(exc.message, bug=False)
         return False
@@ -162,4 +169,15 @@ async def _publish(
     except ValueError as exc:  # too big, or EncodeError: this event only
         skips.skipped(str(exc), bug=True)
         return False
+    except ClosedResourceError:
+        raise  # the hub is closing: so is the relay
+    except IcefloeError as exc:  # the log (store, backplane) did not keep this one
+        skips.skipped(str(exc), bug=False)
+        return False
     return True
+
+
+class Publisher(Protocol):
+    """Publishes one event of a relay (``TopicLog.publish``)."""
+
+    async def __call__(self, topic: str, data: Any, *, tenant: str) -> object: ...

@@ -35,6 +35,7 @@ from icefloe.exceptions import ErrorCode, StreamError
 from icefloe.hub.checks import check_name, check_range
 from icefloe.hub.event import HubEvent
 from icefloe.hub.limits import HubLimits
+from icefloe.hub.sequence import Step, align
 from icefloe.hub.subscription import NormalTarget, SubscriberState, wants
 
 __all__ = ["Entry", "History", "TenantState", "TopicState", "new_epoch", "replay"]
@@ -109,6 +110,15 @@ class History:
         self.ledger.held += change
         tenant.held += change
         self.held = held
+
+    def append(self, entry: Entry, size: int) -> None:
+        """Retain ``entry`` of ``size`` bytes (the publish path does this inline)."""
+        sizes = self.sizes
+        grown = size - sizes[0] if len(sizes) == self.max_items else size
+        sizes.append(size)
+        self.entries.append(entry)
+        if grown:
+            self.grow(grown)
 
     def snapshot(self, start: int) -> list[Entry]:
         """The entries from position ``start`` (0 = oldest) on."""
@@ -267,6 +277,21 @@ class TopicState:
         self.rest = tuple(s for s in subscribers if s is not lead)
         self.filtered = any(s.filter is not None for s in subscribers)
         self.generation = owner.generation
+
+    def follow(self, epoch: str, offset: int) -> bool:
+        """Fit an event numbered elsewhere, (``epoch``, ``offset``), to this topic
+        (see :mod:`icefloe.hub.sequence`); False: it was delivered already."""
+        step = align(self.epoch, self.next_offset, epoch, offset)
+        if step is Step.APPEND:
+            return True
+        if step is Step.STALE:
+            return False
+        # A gap or a new epoch: what is retained no longer leads up to offset.
+        if self.history is not None:
+            self.history.clear()
+        self.epoch = epoch
+        self.next_offset = offset
+        return True
 
     def first_retained(self) -> int:
         """The oldest offset a subscriber can resume from."""

@@ -385,6 +385,8 @@ def create_app(
                 sigterm = SigtermDrain(edge, settings.drain_timeout_s)
                 sigterm.install()
                 stack.callback(sigterm.uninstall)
+            if edge.topic_journal is not None:  # hub topic history in the store (issue 11)
+                await edge.topic_journal.open()
             if gateway is None:
                 yield
             else:  # bridge routes (issue 13): they share this flow and hub
@@ -395,6 +397,8 @@ def create_app(
         finally:
             stack.close()
             await cluster.aclose()
+            if edge.topic_journal is not None:  # hub topic history in the store (issue 11)
+                await edge.topic_journal.aclose()
             if edge.backplane is not None:  # -- backplane (issue 12) --
                 await edge.backplane.aclose()
             await edge.relays.aclose()

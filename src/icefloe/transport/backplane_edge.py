@@ -7,9 +7,11 @@ URL's scheme, :func:`~icefloe.backplane.engines.engine_for`):
 * every run this gateway starts is published (a blocking in-process reader
   attached at seq 0 feeds the engine, so the producer can run at most the
   backplane window ahead of the slowest remote reader);
-* hub events published here over HTTP are shared, and events published on
-  other gateways are published into this gateway's hub
-  (:mod:`icefloe.backplane.topics`);
+* hub events published here (HTTP, WebSocket) are numbered on the engine
+  (one offset sequence and epoch per topic across all gateways) and every
+  gateway, this one too, publishes them into its hub from there
+  (:mod:`icefloe.backplane.topics`); it is the edge's
+  :class:`~icefloe.transport.topic_log.TopicLog`;
 * a stream the flow does not know (``flow.brief`` and ``flow.finished`` are
   None) is looked up in the engine; the stream routes then read it through a
   :class:`~icefloe.backplane.reader.RemoteReader`, answer its status, list it
@@ -21,7 +23,7 @@ A stream read on the gateway that produces it never reaches this module.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import msgspec
@@ -32,14 +34,14 @@ from icefloe.backplane.engine import RedisBackplane
 from icefloe.backplane.engines import engine_for
 from icefloe.backplane.idempotency import IdempotencyClaims
 from icefloe.backplane.meta import LIVE, QUEUED, StreamMeta
-from icefloe.backplane.protocol import TopicLink
+from icefloe.backplane.protocol import NumberedTopicLink, TopicLink
 from icefloe.backplane.publisher import TTL_S
 from icefloe.backplane.reader import RemoteReader
 from icefloe.backplane.runqueue import RunQueue
 from icefloe.backplane.sessions import RedisSessionKeeper
 from icefloe.core.messages import Message
 from icefloe.core.wire_errors import ErrorCode
-from icefloe.exceptions import EndOfStream, StreamError
+from icefloe.exceptions import ClosedResourceError, EndOfStream, StreamError
 from icefloe.hub import Hub, HubEvent
 from icefloe.runtime.flow import Flow
 from icefloe.transport.auth import Principal
@@ -53,7 +55,8 @@ __all__ = ["DELIVER_TIMEOUT_S", "EdgeBackplane"]
 DELIVER_TIMEOUT_S = 1.0
 
 _encode_event = msgspec.msgpack.encode
-_decode_event = msgspec.msgpack.Decoder(tuple[str, str, Any, dict[str, Any], str]).decode
+_decode_event = msgspec.msgpack.Decoder(tuple[Any, dict[str, Any]]).decode
+_decode_forwarded = msgspec.msgpack.Decoder(tuple[str, str, Any, dict[str, Any], str]).decode
 
 
 class EdgeBackplane:
@@ -77,7 +80,10 @@ class EdgeBackplane:
         )
         if no_runs and not isinstance(engine, RedisBackplane):
             raise ValueError("--no-runs needs a redis:// backplane: workers queue on Redis Streams")
-        self._link: TopicLink | None = None
+        # The engine numbers topics (Redis), or each hub does and events are
+        # forwarded (NATS: core NATS keeps no log to number them from).
+        self._link: NumberedTopicLink | None = None
+        self._forward: TopicLink | None = None
         #: the run queue starts go to (``--no-runs``: workers run them; None: this gateway does)
         self.queue: RunQueue | None = None
         self._no_runs = no_runs
@@ -100,8 +106,12 @@ class EdgeBackplane:
         if self._no_runs and self.redis is not None:
             self.queue = RunQueue(self.redis.client, self.redis.keys)
             await self.queue.ensure_group()
-        self._link = engine.topic_link(self._deliver)
-        await self._link.open()
+        link = engine.topic_link(self._deliver, self._deliver_forwarded)
+        if isinstance(link, NumberedTopicLink):
+            self._link = link
+        else:
+            self._forward = link
+        await link.open()
         if self.redis is not None:
             keys = self.redis.keys
             self._sessions = RedisSessionKeeper(
@@ -135,22 +145,80 @@ class EdgeBackplane:
             self.redis.on_session_taken = callback
 
     async def aclose(self) -> None:
-        if self._link is not None:
-            await self._link.aclose()
+        for link in (self._link, self._forward):
+            if link is not None:
+                await link.aclose()
         await self.engine.aclose()
 
-    def forward(self, event: HubEvent) -> None:
-        """Share an event published on this gateway with the others."""
-        if self._link is not None:
-            fields = (event.topic, event.tenant, event.data, event.headers, event.reliability)
-            self._link.forward(_encode_event(fields))
+    # -- hub topics numbered by the engine (a TopicLog: transport/topic_log.py) --
+    def _encoded(
+        self, topic: str, data: Any, tenant: str, headers: Mapping[str, Any] | None
+    ) -> bytes:
+        if self._link is None:
+            raise ClosedResourceError("the backplane is not open")
+        # Checked here as the hub would check it, so the engine numbers only valid events.
+        self._hub.position(topic, data, tenant=tenant, headers=headers)
+        return _encode_event((data, dict(headers or {})))
 
-    async def _deliver(self, raw: bytes) -> None:
-        topic, tenant, data, headers, reliability = _decode_event(raw)
+    async def publish(
+        self, topic: str, data: Any, *, tenant: str, headers: Mapping[str, Any] | None = None
+    ) -> tuple[str, int]:
+        """Number the event on the engine; every gateway (this one too) delivers it."""
+        if self._forward is not None:
+            return await self._publish_here(topic, data, tenant, headers)
+        raw = self._encoded(topic, data, tenant, headers)
+        assert self._link is not None
+        return await self._link.publish(tenant, topic, raw)
+
+    def submit(
+        self, topic: str, data: Any, *, tenant: str, headers: Mapping[str, Any] | None = None
+    ) -> asyncio.Future[tuple[str, int]]:
+        if self._forward is not None:
+            return asyncio.ensure_future(self._publish_here(topic, data, tenant, headers))
+        raw = self._encoded(topic, data, tenant, headers)
+        assert self._link is not None
+        return self._link.submit(tenant, topic, raw)
+
+    def publish_nowait(
+        self, topic: str, data: Any, *, tenant: str, headers: Mapping[str, Any] | None = None
+    ) -> None:
+        if self._forward is not None:
+            event = self._hub.publish_nowait(topic, data, tenant=tenant, headers=headers)
+            self._share(event)
+            return
+        raw = self._encoded(topic, data, tenant, headers)
+        assert self._link is not None
+        self._link.publish_nowait(tenant, topic, raw)
+
+    async def _deliver(self, tenant: str, topic: str, epoch: str, offset: int, raw: bytes) -> None:
+        data, headers = _decode_event(raw)
+        async with asyncio.timeout(DELIVER_TIMEOUT_S):
+            await self._hub.publish_at(
+                topic, data, tenant=tenant, offset=offset, epoch=epoch, headers=headers or None
+            )
+
+    # An engine that cannot number topics (NATS): each hub numbers its own
+    # events, which are forwarded to the other gateways' hubs.
+    async def _publish_here(
+        self, topic: str, data: Any, tenant: str, headers: Mapping[str, Any] | None
+    ) -> tuple[str, int]:
+        event = await self._hub.publish(topic, data, tenant=tenant, headers=headers)
+        self._share(event)
+        return event.epoch, event.offset
+
+    def _share(self, event: HubEvent) -> None:
+        if self._forward is not None:
+            fields = (event.topic, event.tenant, event.data, event.headers, event.reliability)
+            self._forward.forward(_encode_event(fields))
+
+    async def _deliver_forwarded(self, raw: bytes) -> None:
+        topic, tenant, data, headers, reliability = _decode_forwarded(raw)
         async with asyncio.timeout(DELIVER_TIMEOUT_S):
             await self._hub.publish(
                 topic, data, tenant=tenant, headers=headers, reliability=reliability
             )
+
+    # -- end of hub topics --
 
     def started(self, stream_id: str, tenant: str) -> None:
         """Publish a run this gateway just started (before any chunk is trimmed)."""

@@ -65,6 +65,8 @@ from icefloe.transport.ws_settings import WsSettings
 
 if TYPE_CHECKING:
     from icefloe.transport.backplane_edge import EdgeBackplane
+    from icefloe.transport.topic_journal import TopicJournal
+    from icefloe.transport.topic_log import TopicLog
     from icefloe.transport.websocket import WsConnection
 
 __all__ = [
@@ -179,6 +181,12 @@ class EdgeSettings:
     #: stops (None: uvicorn's own SIGTERM, an immediate stop; docs/deploy.md)
     drain_timeout_s: float | None = None
     # -- end of backplane --
+    # -- hub topic history in the store (issue 11) --
+    #: a durable store URL (``sqlite:``, ``redis:``, ``postgresql:``) keeping
+    #: the hub's topic history across restarts (None: memory only; with a
+    #: backplane, the engine numbers and keeps topics instead; docs/reliability.md)
+    topic_store: str | None = None
+    # -- end of hub topic history --
 
     def __post_init__(self) -> None:
         if self.no_runs and self.backplane is None:
@@ -265,6 +273,20 @@ class EdgeContext:
         # -- lifecycle (issue 12): SIGTERM drains; with a backplane the
         # clients can resume on another gateway at once --
         self.drain = Drain(hand_off_at_once=settings.backplane is not None)
+        # -- topics numbered by a log (issues 11, 12: transport/topic_log.py) --
+        #: where edge publishes go when not straight into the hub
+        self.topic_log: TopicLog | None = self.backplane
+        self.topic_journal: TopicJournal | None = None
+        if self.backplane is None and settings.topic_store is not None:
+            from icefloe.store.topics import open_topic_store
+            from icefloe.transport.topic_journal import TopicJournal
+
+            store = open_topic_store(settings.topic_store)
+            if store is not None:
+                self.topic_log = self.topic_journal = TopicJournal(hub, store)
+        if self.topic_log is not None:
+            self.relays.publish = self.topic_log.publish
+        # -- end of topics numbered by a log --
         # The live connection of each attached WebSocket session.
         self._ws_live: dict[str, WsConnection] = {}
 

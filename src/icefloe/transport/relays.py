@@ -17,6 +17,7 @@ from typing import NamedTuple
 from icefloe.core.topics import Pattern, TopicError, validate_topic
 from icefloe.core.wire_errors import ErrorCode
 from icefloe.hub import Hub, RelayResult, relay_reader
+from icefloe.hub.relay import Publisher
 from icefloe.runtime.flow import Flow
 from icefloe.transport.auth import Principal, Scope
 from icefloe.transport.errors import HttpError
@@ -69,6 +70,9 @@ class StreamRelays:
         self._hub = hub
         self._running: dict[str, _Relay] = {}
         self._closed = False
+        #: publishes relayed events when a store or the backplane numbers
+        #: topics (issues 11, 12; None: straight into the hub)
+        self.publish: Publisher | None = None
 
     def start(self, stream_id: str, topic: str, tenant: str) -> None:
         """Relay the stream's chunks into ``topic`` until it ends (docs/hub.md)."""
@@ -77,7 +81,7 @@ class StreamRelays:
         # Attached now, not when the task first runs: no chunk can be trimmed first.
         reader = self._flow.subscribe(stream_id, 0)
         task = asyncio.ensure_future(
-            relay_reader(reader, self._hub, stream_id, topic, tenant=tenant)
+            relay_reader(reader, self._hub, stream_id, topic, tenant=tenant, publish=self.publish)
         )
         self._running[stream_id] = _Relay(task, topic, tenant)
         task.add_done_callback(lambda done: self._done(stream_id, done))

@@ -39,6 +39,7 @@ from icefloe.exceptions import (
     WouldBlock,
 )
 from icefloe.hub import HubEvent, HubSubscription
+from icefloe.store.protocol import StoreUnavailable
 from icefloe.transport.auth import Principal, Scope
 from icefloe.transport.edge import EdgeContext, PumpResponse, read_body
 from icefloe.transport.encoding import WireFormat, parse_query_int, parse_resume_point
@@ -126,10 +127,19 @@ class TopicRoutes:
         retry = {"Retry-After": "1"}
         metered = self.edge.publish_budget.metered(None if tenant == ANY_TENANT else tenant)
         try:
-            with metered:
-                event = await self.edge.hub.publish(
-                    topic, item.data, tenant=tenant, headers=item.headers
-                )
+            log = self.edge.topic_log
+            if log is None:
+                with metered:
+                    event = await self.edge.hub.publish(
+                        topic, item.data, tenant=tenant, headers=item.headers
+                    )
+                epoch, offset = event.epoch, event.offset
+            else:
+                # Numbered by the store or the backplane (issues 11, 12): the
+                # check is loop time, the wait for the log is not.
+                with metered:
+                    kept = log.submit(topic, item.data, tenant=tenant, headers=item.headers)
+                epoch, offset = await kept
         except (TopicError, ValueError, EncodeError) as exc:
             raise HttpError(ErrorCode.BAD_REQUEST, str(exc)) from None
         except WouldBlock as exc:
@@ -138,11 +148,9 @@ class TopicRoutes:
             raise HttpError(exc.code, exc.message, retry) from None
         except ClosedResourceError:
             raise HttpError(ErrorCode.UNAVAILABLE, "the hub is closed", retry) from None
-        if self.edge.backplane is not None:  # -- backplane (issue 12) --
-            self.edge.backplane.forward(event)
-        return JSONResponse(
-            {"topic": event.topic, "offset": event.offset, "epoch": event.epoch}, status_code=201
-        )
+        except StoreUnavailable as exc:  # the store or the backplane did not keep it
+            raise HttpError(ErrorCode.UNAVAILABLE, str(exc), retry) from None
+        return JSONResponse({"topic": topic, "offset": offset, "epoch": epoch}, status_code=201)
 
     async def read(self, request: Request) -> Response:
         """``GET /v1/topics/{pattern}``: the matching events as SSE or NDJSON."""

@@ -149,7 +149,7 @@ class WsConnection:
             replies.error,
             max_subs=settings.max_topic_subs,
             budget=edge.publish_budget,
-            forward=None if edge.backplane is None else edge.backplane.forward,  # issue 12
+            log=edge.topic_log,  # a store or the backplane numbers topics (issues 11, 12)
         )
         # limit_key: start/publish/sub_topic count against the rate (issue 15, item 3)
         self._ops = WsOps(

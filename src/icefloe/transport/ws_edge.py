@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from icefloe.transport.limits import PrincipalLimiter
     from icefloe.transport.metrics import EdgeMetrics
     from icefloe.transport.publish_budget import PublishBudget
+    from icefloe.transport.topic_log import TopicLog
     from icefloe.transport.websocket import WsConnection
     from icefloe.transport.ws_settings import WsSettings
 
@@ -92,6 +93,11 @@ class WsEdge(Protocol):
     @property
     def drain(self) -> Drain:
         """The gateway's drain (SIGTERM): connections enlist to be handed off."""
+        ...
+
+    @property
+    def topic_log(self) -> TopicLog | None:
+        """What numbers and keeps hub events published here (issues 11, 12; None: the hub)."""
         ...
 
     def host_denial(self, request: HTTPConnection) -> HttpError | None:

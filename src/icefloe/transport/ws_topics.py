@@ -20,11 +20,12 @@ from icefloe.core.ops import Publish, SubTopic
 from icefloe.core.topics import TopicError
 from icefloe.core.wire_errors import ErrorCode
 from icefloe.exceptions import ClosedResourceError, EncodeError, StreamError, WouldBlock
-from icefloe.hub import Hub, HubEvent, HubSubscription
+from icefloe.hub import Hub, HubSubscription
 from icefloe.transport.auth import Principal
 from icefloe.transport.errors import HttpError
 from icefloe.transport.principals import ANY_TENANT
 from icefloe.transport.publish_budget import PublishBudget
+from icefloe.transport.topic_log import TopicLog
 from icefloe.transport.ws_sender import WsSender
 
 __all__ = ["WsTopics"]
@@ -37,7 +38,8 @@ class WsTopics:
     :param error: ``await error(code, message)`` sends an ``error`` op (the
         end of a subscription the hub ended abnormally).
     :param max_subs: topic subscriptions the connection may hold at once.
-    :param forward: called with each event published here (the backplane).
+    :param log: numbers and keeps the events published here (a durable
+        store or the backplane; None: the hub numbers them).
     """
 
     def __init__(
@@ -50,11 +52,11 @@ class WsTopics:
         *,
         max_subs: int,
         budget: PublishBudget,
-        forward: Callable[[HubEvent], None] | None = None,
+        log: TopicLog | None = None,
     ) -> None:
         self._hub = hub
-        #: shares each event published here with the other gateways (backplane, issue 12)
-        self._forward = forward
+        #: numbers and keeps each event published here (issues 11, 12)
+        self._log = log
         self._budget = budget
         self._max_subs = max_subs
         self._principal = principal
@@ -77,15 +79,16 @@ class WsTopics:
         tenant = self._principal.tenant
         try:
             with self._budget.metered(None if tenant == ANY_TENANT else tenant):
-                event = self._hub.publish_nowait(op.topic, op.data, tenant=tenant)
+                if self._log is not None:
+                    self._log.publish_nowait(op.topic, op.data, tenant=tenant)
+                else:
+                    self._hub.publish_nowait(op.topic, op.data, tenant=tenant)
         except (TopicError, ValueError, EncodeError) as exc:
             raise HttpError(ErrorCode.BAD_REQUEST, str(exc)) from None
         except WouldBlock as exc:
             raise HttpError(ErrorCode.OVERLOADED, str(exc)) from None
         except StreamError as exc:
             raise HttpError(exc.code, exc.message) from None
-        if self._forward is not None:
-            self._forward(event)
 
     def subscribe(self, op: SubTopic) -> None:
         """Open a hub subscription and its pump; the caller checked scope and room."""

@@ -33,6 +33,7 @@ __all__ = [
     "CuttableRedis",
     "Gateway",
     "cluster",
+    "joined",
     "round_robin",
     "rss_bytes",
     "sse_events",
@@ -147,6 +148,23 @@ async def _drop_nats(prefix: str) -> None:
                 await client.jetstream().delete_stream(name)
     finally:
         await client.close()
+
+
+@asynccontextmanager
+async def joined(member: Gateway, *flags: str) -> AsyncIterator[Gateway]:
+    """One more gateway on ``member``'s cluster, started now (stopped after)."""
+    proc, url = await _start(flags, f"{REDIS_URL}?prefix={member.prefix}")
+    try:
+        await _ready(proc, url)
+        yield Gateway(url, proc.pid, member.prefix)
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), 10)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -87,3 +87,40 @@ async def test_a_remote_reader_loses_nothing_across_a_short_engine_outage() -> N
             assert seqs == list(range(n + 1))
     finally:
         await proxy.down()
+
+
+async def test_a_topic_publish_is_refused_while_the_engine_is_unreachable() -> None:
+    """The engine numbers topics: without it a publish answers 503 and reaches
+    nobody; afterwards the numbering goes on under the same epoch."""
+    proxy = CuttableRedis()
+    await proxy.up()
+    url = proxy.url
+    path = "/v1/topics/room.outage"
+    try:
+        async with (
+            asyncio.timeout(60),
+            cluster(1, redis_url=url) as gws,
+            httpx.AsyncClient(base_url=gws[0].url, timeout=20) as client,
+        ):
+            first = (await client.post(path, json={"data": 0})).json()
+            await proxy.down()
+            await _ready_becomes(client, 503)
+            refused = await client.post(path, json={"data": "lost"})
+            assert refused.status_code == 503, refused.text
+            assert refused.json()["error"]["code"] == "unavailable"
+            await proxy.up()
+            await _ready_becomes(client, 200)
+            after = (await client.post(path, json={"data": 1})).json()
+            assert (after["epoch"], after["offset"]) == (first["epoch"], first["offset"] + 1)
+            params = {"from_offset": "0", "epoch": first["epoch"]}
+            async with client.stream("GET", path, params=params) as response:
+                assert response.status_code == 200
+                data = []
+                async for line in response.aiter_lines():
+                    if line.startswith("data:"):
+                        data.append(json.loads(line[5:])["data"])
+                        if len(data) == 2:
+                            break
+            assert data == [0, 1]
+    finally:
+        await proxy.down()

@@ -42,7 +42,7 @@ from icefloe.backplane.nats.producer import Positions, produce
 from icefloe.backplane.nats.pull import Pull
 from icefloe.backplane.nats.setup import ensure_chunks, ensure_meta
 from icefloe.backplane.nats.topics import NatsHubLink
-from icefloe.backplane.protocol import Deliver
+from icefloe.backplane.protocol import Deliver, NumberedDeliver
 from icefloe.backplane.publisher import RUNNING_TTL_S, ChunkSource
 from icefloe.backplane.reader import RemoteReader
 from icefloe.core.wire_errors import ErrorCode
@@ -180,9 +180,10 @@ class NatsBackplane:
                 await self._nc.close()
             self._nc = None
 
-    def topic_link(self, deliver: Deliver) -> NatsHubLink:
+    def topic_link(self, numbered: NumberedDeliver, forwarded: Deliver) -> NatsHubLink:
         """The hub link of this process on ``P.h`` (opened by the caller)."""
-        return NatsHubLink(self.nc, self.layout.hub, self.process_id, deliver)
+        # Core NATS keeps no log to number topics from: each hub numbers its own.
+        return NatsHubLink(self.nc, self.layout.hub, self.process_id, forwarded)
 
     # -- producing ------------------------------------------------------------
 
