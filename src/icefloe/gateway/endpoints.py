@@ -136,9 +136,12 @@ class _HubSink:
         self._hub = hub
         self._opts = opts
 
-    async def deliver(self, got: ChunkRecord) -> None:
+    async def send(self, got: ChunkRecord) -> None:
         data = msgspec.to_builtins(got.chunk)
         await self._hub.publish(self._opts.topic, data, tenant=self._opts.tenant)
+
+    async def flush(self) -> None:
+        """Nothing to wait for: a publish returns once the hub took the event."""
 
 
 @contextlib.asynccontextmanager
@@ -164,7 +167,10 @@ class StreamsEnd:
         self._stall = opts.stall_timeout_s or None
         self._history = opts.history
 
-    async def deliver(self, got: ChunkRecord) -> None:
+    async def flush(self) -> None:
+        """Nothing to wait for: ``send`` returns once the reassembler holds the chunk."""
+
+    async def send(self, got: ChunkRecord) -> None:
         for gap in self._r.expire():
             self._abort(gap.stream_id or "", ErrorCode.HISTORY_GONE, gap.message)
         chunk = got.chunk

@@ -1,10 +1,18 @@
 """One running route: Source -> (translate) -> Sink, restarted with backoff after a failure.
 
-A route takes a record from its source end, translates its view (when
-configured), makes the chunk, hands it to the sink end, which returns once
-the sink confirmed it, and only then acks the source's record: a crash or a
-failure in between redelivers the record (at least once; a chunk's
-(stream_id, seq) lets the consumer drop the repeat).
+A route moves its records in batches (:mod:`icefloe.gateway.intake`): it
+takes up to ``batch`` records that its source has ready, translates each
+view (when configured), makes each chunk and sends it to the sink end,
+flushes the sink once (it returns when the sink confirmed every chunk), and
+only then acks the batch's records, in order: a crash or a failure in between
+redelivers them (at least once; a chunk's (stream_id, seq) lets the
+consumer drop the repeat).
+
+A route is ``starting`` until its source, sink and dead-letter sink are
+open (after every restart too), then ``running``; ``stopped`` and ``failed``
+say why in ``reason``. Its ``lag`` is what it has not moved yet: the records
+waiting at the source (when the source knows) plus those it took and has
+not acked.
 
 A poison record (it does not decode, the translate step refuses it, or its
 chunk cannot be encoded) goes to the route's dead-letter sink with the
@@ -27,6 +35,7 @@ from typing import Any, NamedTuple
 from icefloe.connectors.deadletter import DeadLetters
 from icefloe.exceptions import EncodeError, InvalidState
 from icefloe.gateway.config import RouteConfig
+from icefloe.gateway.intake import Intake
 from icefloe.gateway.kinds import Served, SinkEnd, SourceEnd, Taken, endpoint_options
 from icefloe.gateway.translate import (
     TranslateError,
@@ -40,9 +49,14 @@ __all__ = ["Route", "RouteState", "RouteStatus"]
 
 #: longest error text kept for the status (a broker's message can be long)
 MAX_ERROR_CHARS = 500
+#: seconds a stopping route may run on after its cancellation before it is
+#: cancelled again (a library swallowed the first one)
+RECANCEL_S = 0.5
 
 
 class RouteState(enum.StrEnum):
+    #: opening its source and sink (at a start, and after each failure)
+    STARTING = "starting"
     RUNNING = "running"
     STOPPED = "stopped"
     FAILED = "failed"
@@ -53,7 +67,7 @@ class RouteStatus(NamedTuple):
 
     name: str
     state: RouteState
-    #: why it is stopped or failed ("" while running)
+    #: why it is stopped or failed ("" while starting or running)
     reason: str
     source: str
     sink: str
@@ -67,7 +81,8 @@ class RouteStatus(NamedTuple):
     filtered: int
     #: times the route failed
     failures: int
-    #: records waiting at the source, when it knows (None otherwise)
+    #: records not moved yet: waiting at the source plus taken and not acked
+    #: (None while the source does not know its own)
     lag: int | None
     #: the last failure ("" if none)
     last_error: str
@@ -103,6 +118,9 @@ class Route:
         self._state = RouteState.STOPPED
         self._reason = "not started"
         self._source_end: SourceEnd | None = None
+        self._intake: Intake | None = None
+        self._stopping = False
+        self._unacked = 0  # records of the batch in hand not acked yet
         self._lag: int | None = None
         self._in = self._out = self._dead_count = self._filtered = self._failures = 0
         self._last_error = ""
@@ -115,7 +133,8 @@ class Route:
         """Run the route (in the current loop) unless it runs."""
         if self._task is not None and not self._task.done():
             return
-        self._state, self._reason = RouteState.RUNNING, ""
+        self._stopping = False
+        self._state, self._reason = RouteState.STARTING, ""
         self._task = asyncio.get_running_loop().create_task(
             self._run(served), name=f"icefloe-route:{self.name}"
         )
@@ -124,11 +143,11 @@ class Route:
         """Stop the route and close its ends; records in flight are redelivered later."""
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            self._stopping = True  # the task checks it too (see _cancel)
+            await _cancel(task)
         self._state, self._reason = RouteState.STOPPED, reason
         self._source_end = None
+        self._intake = None
 
     async def refresh_lag(self, timeout_s: float = 1.0) -> int | None:
         """Ask the source for its lag (kept for :meth:`status` and ``/metrics``)."""
@@ -137,9 +156,12 @@ class Route:
             return self._lag
         try:
             async with asyncio.timeout(timeout_s):
-                self._lag = await end.lag()
+                waiting = await end.lag()
         except Exception:  # a lag query is a hint: never fail the caller
-            pass
+            return self._lag
+        intake = self._intake
+        held = self._unacked + (0 if intake is None else intake.held)
+        self._lag = None if waiting is None else waiting + held
         return self._lag
 
     def status(self) -> RouteStatus:
@@ -167,6 +189,8 @@ class Route:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                if self._stopping:
+                    raise asyncio.CancelledError from exc
                 self._failures += 1
                 error = f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
                 self._state, self._reason, self._last_error = RouteState.FAILED, error, error
@@ -174,12 +198,12 @@ class Route:
                 self._state, self._reason = RouteState.STOPPED, "the source ended"
                 return
             finally:
-                self._source_end = None
+                self._source_end, self._intake, self._unacked = None, None, 0
             attempt = 0 if self._in > moved else attempt + 1
             base, cap = self._backoff
             # jitter spreads the restarts of many routes on one broker
             await asyncio.sleep(min(cap, base * 2**attempt) * random.uniform(0.5, 1.0))
-            self._state, self._reason = RouteState.RUNNING, ""
+            self._state, self._reason = RouteState.STARTING, ""
 
     async def _pump(self, served: Served) -> None:
         async with AsyncExitStack() as stack:
@@ -194,41 +218,65 @@ class Route:
                 kind, opts = self._dead
                 assert kind.raw_sink is not None
                 dead = DeadLetters(await stack.enter_async_context(kind.raw_sink(opts)))
-            self._source_end = source
+            intake = await stack.enter_async_context(Intake(source, self.config.batch))
+            self._source_end, self._intake = source, intake
             self._state, self._reason = RouteState.RUNNING, ""
-            async for taken in source:
-                self._in += 1
-                await self._take(taken, source, sink, dead)
+            while batch := await intake.batch():
+                if self._stopping:
+                    raise asyncio.CancelledError  # see stop()
+                self._in += len(batch)
+                await self._move(batch, source, sink, dead)
 
-    async def _take(
-        self, taken: Taken, source: SourceEnd, sink: SinkEnd, dead: DeadLetters | None
+    async def _move(
+        self, batch: list[Taken], source: SourceEnd, sink: SinkEnd, dead: DeadLetters | None
     ) -> None:
-        if taken.poison:
-            await self._poison(taken, taken.poison, source, dead)
-            return
-        try:
-            view: dict[str, Any] | None = taken.view
-            if self._translate is not None:
-                view = await self._translate(taken.view)
-            if view is None:
-                self._filtered += 1
-                await source.ack(taken)
-                return
-            got = to_chunk(view)
-            await sink.deliver(got)
-        except (TranslateError, EncodeError) as exc:
-            await self._poison(taken, str(exc), source, dead)
-            return
-        await source.ack(taken)
-        self._out += 1
+        """Send the batch's chunks, flush the sink once, then ack every record in order."""
+        self._unacked = len(batch)
+        sent = 0
+        for taken in batch:
+            if taken.poison:
+                await self._poison(taken, taken.poison, source, dead)
+                continue
+            try:
+                view: dict[str, Any] | None = taken.view
+                if self._translate is not None:
+                    view = await self._translate(taken.view)
+                if view is None:
+                    self._filtered += 1
+                    continue
+                await sink.send(to_chunk(view))
+            except (TranslateError, EncodeError) as exc:
+                await self._poison(taken, str(exc), source, dead)
+                continue
+            sent += 1
+        await sink.flush()
+        self._out += sent
+        for taken in batch:
+            await source.ack(taken)
+            self._unacked -= 1
 
     async def _poison(
         self, taken: Taken, reason: str, source: SourceEnd, dead: DeadLetters | None
     ) -> None:
+        """Dead-letter ``taken`` (confirmed); the batch acks it with the others."""
         if dead is not None:
             await dead.send(taken.inbound, reason, source=source.name)
         self._dead_count += 1
-        await source.ack(taken)
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    """Cancel ``task`` and wait for its end, cancelling it again while it runs on.
+
+    A client library may swallow a cancellation (a broker client turning it
+    into a connection error that a connector retries: seen with redis-py),
+    and the task then waits on; the next cancellation lands elsewhere.
+    """
+    task.cancel()
+    while not task.done():
+        await asyncio.wait({task}, timeout=RECANCEL_S)
+        task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def require_served(served: Served | None) -> Served:
