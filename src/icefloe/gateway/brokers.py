@@ -115,11 +115,15 @@ async def _redis(url: str) -> AsyncIterator[Any]:
 
 def _redis_lag(client: Any, key: str, group: str) -> Any:
     async def lag() -> int | None:
+        # not delivered to the group yet, plus delivered and not acked (read
+        # ahead by the source, or in the route's batch): not moved either way
         for info in await client.xinfo_groups(key):
             name = info.get("name")
             if name in (group, group.encode()):
                 value = info.get("lag")
-                return int(value) if value is not None else None
+                if value is None:
+                    return None
+                return int(value) + int(info.get("pending") or 0)
         return None
 
     return lag

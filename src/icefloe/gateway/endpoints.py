@@ -6,7 +6,8 @@
   events. An event's view is ``topic, offset, data, headers, tenant``, plus
   the chunk fields it maps to by default: ``stream_id`` = topic, ``seq`` =
   offset (consecutive per topic), ``text`` = data when it is a string,
-  else ``""`` with ``data`` = data. Lag: events in the buffer.
+  else ``""`` with ``data`` = data. Lag: events in the buffer plus those
+  the route took and has not moved yet.
 * ``hub`` sink: publishes each chunk (as a JSON-able table) to ``topic``.
 * ``streams`` sink: replays the chunk streams as streams of the served flow,
   so SSE / WS / NDJSON clients read them at ``/v1/streams/{stream_id}``:
@@ -98,19 +99,23 @@ class _HubSource:
     def __init__(self, sub: HubSubscription, topic: str) -> None:
         self.name = f"hub:{topic}"
         self._sub = sub
+        self._taken = self._acked = 0
 
     async def __aiter__(self) -> AsyncIterator[Taken]:
         async for event in self._sub:
             view = event_view(event)
             # what a dead-letter sink gets: the event as JSON, keyed by its topic
             record = Record(event.topic.encode(), msgspec.json.encode(view))
+            self._taken += 1
             yield Taken(view, Inbound(record, event.topic, event.offset))
 
     async def ack(self, taken: Taken) -> None:
-        """Nothing to commit: the hub forgets delivered events."""
+        """Nothing to commit: the hub forgets delivered events (counted for the lag)."""
+        self._acked += 1
 
     async def lag(self) -> int | None:
-        return self._sub.statistics().buffered
+        # buffered in the subscription, plus taken by the route and not moved yet
+        return self._sub.statistics().buffered + self._taken - self._acked
 
 
 def _served_hub(served: Served) -> Hub:

@@ -49,11 +49,6 @@ class Intake:
         self._reader: asyncio.Task[None] | None = None
         self._end: _End | None = None
 
-    @property
-    def held(self) -> int:
-        """Records read from the source and not handed to the route yet."""
-        return self._queue.qsize()
-
     async def __aenter__(self) -> Intake:
         self._reader = asyncio.get_running_loop().create_task(
             self._read(), name=f"icefloe-intake:{self._source.name}"

@@ -10,9 +10,9 @@ consumer drop the repeat).
 
 A route is ``starting`` until its source, sink and dead-letter sink are
 open (after every restart too), then ``running``; ``stopped`` and ``failed``
-say why in ``reason``. Its ``lag`` is what it has not moved yet: the records
-waiting at the source (when the source knows) plus those it took and has
-not acked.
+say why in ``reason``. Its ``lag`` is what it has not moved yet, as its
+source counts it: records not acked (waiting at the broker, read ahead, or
+taken by the route and not yet confirmed by the sink).
 
 A poison record (it does not decode, the translate step refuses it, or its
 chunk cannot be encoded) goes to the route's dead-letter sink with the
@@ -81,8 +81,7 @@ class RouteStatus(NamedTuple):
     filtered: int
     #: times the route failed
     failures: int
-    #: records not moved yet: waiting at the source plus taken and not acked
-    #: (None while the source does not know its own)
+    #: records not moved yet: not acked at the source (None: it does not know)
     lag: int | None
     #: the last failure ("" if none)
     last_error: str
@@ -118,9 +117,7 @@ class Route:
         self._state = RouteState.STOPPED
         self._reason = "not started"
         self._source_end: SourceEnd | None = None
-        self._intake: Intake | None = None
         self._stopping = False
-        self._unacked = 0  # records of the batch in hand not acked yet
         self._lag: int | None = None
         self._in = self._out = self._dead_count = self._filtered = self._failures = 0
         self._last_error = ""
@@ -147,7 +144,6 @@ class Route:
             await _cancel(task)
         self._state, self._reason = RouteState.STOPPED, reason
         self._source_end = None
-        self._intake = None
 
     async def refresh_lag(self, timeout_s: float = 1.0) -> int | None:
         """Ask the source for its lag (kept for :meth:`status` and ``/metrics``)."""
@@ -156,12 +152,9 @@ class Route:
             return self._lag
         try:
             async with asyncio.timeout(timeout_s):
-                waiting = await end.lag()
+                self._lag = await end.lag()
         except Exception:  # a lag query is a hint: never fail the caller
-            return self._lag
-        intake = self._intake
-        held = self._unacked + (0 if intake is None else intake.held)
-        self._lag = None if waiting is None else waiting + held
+            pass
         return self._lag
 
     def status(self) -> RouteStatus:
@@ -198,7 +191,7 @@ class Route:
                 self._state, self._reason = RouteState.STOPPED, "the source ended"
                 return
             finally:
-                self._source_end, self._intake, self._unacked = None, None, 0
+                self._source_end = None
             attempt = 0 if self._in > moved else attempt + 1
             base, cap = self._backoff
             # jitter spreads the restarts of many routes on one broker
@@ -219,7 +212,7 @@ class Route:
                 assert kind.raw_sink is not None
                 dead = DeadLetters(await stack.enter_async_context(kind.raw_sink(opts)))
             intake = await stack.enter_async_context(Intake(source, self.config.batch))
-            self._source_end, self._intake = source, intake
+            self._source_end = source
             self._state, self._reason = RouteState.RUNNING, ""
             while batch := await intake.batch():
                 if self._stopping:
@@ -231,7 +224,6 @@ class Route:
         self, batch: list[Taken], source: SourceEnd, sink: SinkEnd, dead: DeadLetters | None
     ) -> None:
         """Send the batch's chunks, flush the sink once, then ack every record in order."""
-        self._unacked = len(batch)
         sent = 0
         for taken in batch:
             if taken.poison:
@@ -253,7 +245,6 @@ class Route:
         self._out += sent
         for taken in batch:
             await source.ack(taken)
-            self._unacked -= 1
 
     async def _poison(
         self, taken: Taken, reason: str, source: SourceEnd, dead: DeadLetters | None
