@@ -156,3 +156,59 @@ async def test_a_killed_consumer_resumes_after_its_checkpoints_in_a_new_process(
     # the second process saved its acked prefix on close: a third would start there
     resumed = await _checkpoints(store_url, stream)
     assert all(int(resumed[s]) >= int(saved.get(s, "0")) for s in resumed)
+
+
+async def test_a_bridge_route_keeps_its_kinesis_checkpoints_in_the_configured_store(
+    moto_url: str, client: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bridgekit import REDIS_URL
+
+    from icefloe.gateway import Gateway, Served, parse_config
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", CREDENTIALS[0])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", CREDENTIALS[1])
+    stream, out = f"bridged-{uuid.uuid4().hex[:8]}", f"bridged-out-{uuid.uuid4().hex[:8]}"
+    store_url = f"sqlite:///{tmp_path / 'bridge.db'}"
+    route = {
+        "source": {"kind": "kinesis", "stream": stream, "endpoint_url": moto_url},
+        "sink": {"kind": "redis-streams", "url": REDIS_URL, "key": out},
+    }
+    config = parse_config({"store": store_url, "routes": {"k": route}})
+    first, later = chunk_records("kb", 2, 50), chunk_records("kl", 2, 20)
+
+    async def run(expect: int) -> int:
+        gateway = Gateway(config)
+        async with gateway.running(Served(None, None)):
+            while (status := gateway.statuses()[0]).records_out < expect:
+                assert status.failures == 0, status.last_error
+                await asyncio.sleep(0.02)  # polling the route's counter
+            return status.records_in
+
+    async with asyncio.timeout(60):
+        async with KinesisSink(stream, create_shards=2, client=client) as sink:
+            for record in first:
+                await sink.send(record)
+        try:
+            assert await run(len(first)) == len(first)
+        except Exception as exc:
+            if "6379" in str(exc):
+                pytest.skip(f"no Redis: {exc}")
+            raise
+        # closing the route saved each shard's acked prefix in the bridge's store
+        store: Store = open_store(store_url)
+        await store.open()
+        try:
+            kept = await StoreCheckpoints(store).load(f"{stream}/icefloe-bridge")
+        finally:
+            await store.close()
+        assert len(kept) == 2
+        async with KinesisSink(stream, client=client) as sink:
+            for record in later:
+                await sink.send(record)
+        # a new gateway (as after a restart) reads only what came after
+        assert await run(len(later)) == len(later)
+    from redis.asyncio import Redis
+
+    redis = Redis.from_url(REDIS_URL)
+    await redis.delete(out)
+    await redis.aclose()
