@@ -77,7 +77,16 @@ async def test_broker_chunks_reach_an_sse_client_of_serve_in_order(
                 for sid in ids:
                     await wait_for_stream(client, sid)
                 results = await asyncio.gather(*(sse_chunks(client, sid) for sid in ids))
-                routes = (await client.get("/v1/routes")).json()["routes"]
+                # a batch is acked after its flush, and a Redis source sends its
+                # acks with its next read: the counters and the lag follow
+                while True:
+                    routes = (await client.get("/v1/routes")).json()["routes"]
+                    if routes[0]["records_out"] == STREAMS * CHUNKS and routes[0]["lag"] in (
+                        0,
+                        None,
+                    ):
+                        break
+                    await asyncio.sleep(0.05)  # polling the route's status
         for sid, events in zip(ids, results, strict=True):
             assert [e["seq"] for e in events] == list(range(CHUNKS))
             assert [e["text"] for e in events] == [f"{sid}:{s}" for s in range(CHUNKS)]
