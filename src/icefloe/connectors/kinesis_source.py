@@ -1,14 +1,15 @@
 """Amazon Kinesis: :class:`KinesisSource`, shard by shard, resharding-aware, checkpointed.
 
 The source lists the stream's shards (again every ``discover_interval_s``,
-and when a shard ends) and reads each open shard with ``GetRecords``. A shard made by resharding is read only
-once all its parents are finished, so a key that moved from a parent to a
-child keeps its order. Each shard starts after its checkpoint
-(``AFTER_SEQUENCE_NUMBER``) or, without one, at ``TRIM_HORIZON`` (or
-``LATEST``). Acks commit per shard in sequence order: the end of a shard's
-acked prefix is saved to :class:`Checkpoints` every ``commit_every`` acks and
-on close, and a shard whose records are all acked after its end is saved as
-:data:`SHARD_END`, which lets its children start after a restart too.
+and when a shard ends) and reads each open shard with ``GetRecords``. A
+shard made by resharding is read only once all its parents are finished, so
+a key that moved from a parent to a child keeps its order. Each shard starts
+after its checkpoint (``AFTER_SEQUENCE_NUMBER``) or, without one, at
+``TRIM_HORIZON`` (or ``LATEST``). Acks commit per shard in sequence order:
+the end of a shard's acked prefix is saved to :class:`Checkpoints` every
+``commit_every`` acks and on close, and a shard whose records are all acked
+after its end is saved as :data:`SHARD_END`, which lets its children start
+after a restart too.
 
 Checkpoints live where ``checkpoints=`` says, or in an icefloe store with
 ``store=`` (:class:`~icefloe.connectors.kinesis_shards.StoreCheckpoints`): a
