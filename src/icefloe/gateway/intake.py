@@ -17,9 +17,9 @@ yet acked.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Final
 
+from icefloe.gateway.cancelling import cancel_and_wait
 from icefloe.gateway.kinds import SourceEnd, Taken
 
 __all__ = ["Intake"]
@@ -58,9 +58,7 @@ class Intake:
     async def __aexit__(self, *exc: object) -> None:
         reader, self._reader = self._reader, None
         if reader is not None:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
+            await cancel_and_wait(reader)
 
     async def _read(self) -> None:
         try:

@@ -26,7 +26,6 @@ keeps failing without moving a record), and starts again.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import random
 from contextlib import AsyncExitStack
@@ -34,6 +33,7 @@ from typing import Any, NamedTuple
 
 from icefloe.connectors.deadletter import DeadLetters
 from icefloe.exceptions import EncodeError, InvalidState
+from icefloe.gateway.cancelling import cancel_and_wait
 from icefloe.gateway.config import RouteConfig
 from icefloe.gateway.intake import Intake
 from icefloe.gateway.kinds import Served, SinkEnd, SourceEnd, Taken, endpoint_options
@@ -49,9 +49,6 @@ __all__ = ["Route", "RouteState", "RouteStatus"]
 
 #: longest error text kept for the status (a broker's message can be long)
 MAX_ERROR_CHARS = 500
-#: seconds a stopping route may run on after its cancellation before it is
-#: cancelled again (a library swallowed the first one)
-RECANCEL_S = 0.5
 
 
 class RouteState(enum.StrEnum):
@@ -140,8 +137,8 @@ class Route:
         """Stop the route and close its ends; records in flight are redelivered later."""
         task, self._task = self._task, None
         if task is not None:
-            self._stopping = True  # the task checks it too (see _cancel)
-            await _cancel(task)
+            self._stopping = True  # the task checks it too (see cancel_and_wait)
+            await cancel_and_wait(task)
         self._state, self._reason = RouteState.STOPPED, reason
         self._source_end = None
 
@@ -253,21 +250,6 @@ class Route:
         if dead is not None:
             await dead.send(taken.inbound, reason, source=source.name)
         self._dead_count += 1
-
-
-async def _cancel(task: asyncio.Task[None]) -> None:
-    """Cancel ``task`` and wait for its end, cancelling it again while it runs on.
-
-    A client library may swallow a cancellation (a broker client turning it
-    into a connection error that a connector retries: seen with redis-py),
-    and the task then waits on; the next cancellation lands elsewhere.
-    """
-    task.cancel()
-    while not task.done():
-        await asyncio.wait({task}, timeout=RECANCEL_S)
-        task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
 
 
 def require_served(served: Served | None) -> Served:

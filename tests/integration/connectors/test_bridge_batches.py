@@ -172,3 +172,59 @@ def test_batch_is_checked() -> None:
             parse_config({"routes": {"r": {"source": src, "sink": sink, "batch": bad}}})
     with pytest.raises(ConfigError, match="store"):
         parse_config({"routes": {"r": {"source": src, "sink": sink}}, "store": "nope://x"})
+
+
+class _SwallowingSource:
+    """A source end whose client swallows the first cancellation (as a broker
+    client may when it turns one into a connection error that a connector
+    retries) and waits on."""
+
+    name = "swallow"
+
+    def __init__(self) -> None:
+        self.swallowed = asyncio.Event()
+
+    async def __aiter__(self) -> AsyncIterator[Any]:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.swallowed.set()
+        await asyncio.Event().wait()  # waits on, as if nothing happened
+        yield  # pragma: no cover (an async generator that never yields)
+
+    async def ack(self, taken: Any) -> None:
+        return None
+
+    async def lag(self) -> int | None:
+        return None
+
+
+SWALLOWING: list[_SwallowingSource] = []
+
+
+class _NoOptions(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    pass
+
+
+@contextlib.asynccontextmanager
+async def _swallowing(opts: _NoOptions, served: Served) -> AsyncIterator[_SwallowingSource]:
+    source = _SwallowingSource()
+    SWALLOWING.append(source)
+    yield source
+
+
+register_kind("swallow-probe", Kind(_NoOptions, source=_swallowing))
+
+
+async def test_a_route_stops_even_when_its_source_swallows_a_cancellation() -> None:
+    probe = f"p-{uuid.uuid4().hex[:6]}"
+    gateway = _gateway({"kind": "swallow-probe"}, probe)
+    async with asyncio.timeout(10):
+        async with gateway.running(Served(None, None)):
+            await _until(gateway, lambda s: s.state is RouteState.RUNNING)
+        (route,) = gateway.routes()
+        assert route.state is RouteState.STOPPED
+    assert SWALLOWING[-1].swallowed.is_set()
+    # the route and its intake reader ended: nothing left running
+    left = [t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith("icefloe-")]
+    assert left == []
