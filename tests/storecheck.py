@@ -465,3 +465,9 @@ async def everything_survives_a_reopen(session: _Session) -> None:
     assert await store.create_run(run_record("s3"), idempotency_key="acme/k") == "s1"
     assert await store.get_session("w") == b"sess"
     assert await store.append("s1", chunks(3, 6)) == 2
+
+
+# -- connector positions (tests/positioncheck.py) ----------------------------------------
+from positioncheck import POSITION_CHECKS  # noqa: E402
+
+CHECKS.extend(POSITION_CHECKS)

@@ -2,8 +2,9 @@
 
 A broker source carries chunk records (:mod:`icefloe.connectors.record`): each
 becomes the view of its chunk; one that does not decode is poison (the
-route dead-letters it). A broker sink gets each chunk as a chunk record,
-flushed (confirmed by the broker) before the source's record is acked.
+route dead-letters it). A broker sink gets each chunk as a chunk record; a
+route flushes it once per batch (confirmed by the broker) before it acks the
+batch's source records.
 Options are checked by the Structs below; docs/bridge.md lists them.
 """
 
@@ -18,7 +19,7 @@ import msgspec
 from icefloe.connectors.protocol import Sink, Source
 from icefloe.connectors.record import ChunkRecord, Record, chunk_record, record_chunk
 from icefloe.exceptions import DecodeError
-from icefloe.gateway.kinds import Kind, Served, Taken, register_kind
+from icefloe.gateway.kinds import Kind, Served, Taken, positions_store, register_kind
 from icefloe.gateway.translate import chunk_view
 
 __all__ = [
@@ -53,7 +54,8 @@ class KinesisOptions(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     endpoint_url: str | None = None
     #: create the stream with this many shards when missing (a sink)
     create_shards: _Positive | None = None
-    #: the checkpoint scope of a source (checkpoints are kept in memory)
+    #: the checkpoint scope of a source; checkpoints are kept in the bridge's
+    #: store (``store`` in the config, else ``icefloe serve --store``), else in memory
     consumer: str = "icefloe-bridge"
     #: read a stream without checkpoint from ``TRIM_HORIZON`` (else ``LATEST``)
     from_start: bool = True
@@ -90,11 +92,13 @@ class BrokerSinkEnd:
         self.name = sink.name
         self._sink = sink
 
-    async def deliver(self, got: ChunkRecord) -> None:
+    async def send(self, got: ChunkRecord) -> None:
         record: Record = chunk_record(
             got.chunk, trace_id=got.trace_id, tenant=got.tenant, reliability=got.reliability
         )
         await self._sink.send(record)
+
+    async def flush(self) -> None:
         await self._sink.flush()
 
 
@@ -111,11 +115,15 @@ async def _redis(url: str) -> AsyncIterator[Any]:
 
 def _redis_lag(client: Any, key: str, group: str) -> Any:
     async def lag() -> int | None:
+        # not delivered to the group yet, plus delivered and not acked (read
+        # ahead by the source, or in the route's batch): not moved either way
         for info in await client.xinfo_groups(key):
             name = info.get("name")
             if name in (group, group.encode()):
                 value = info.get("lag")
-                return int(value) if value is not None else None
+                if value is None:
+                    return None
+                return int(value) + int(info.get("pending") or 0)
         return None
 
     return lag
@@ -166,6 +174,7 @@ async def _kinesis_source(opts: KinesisOptions, served: Served) -> AsyncIterator
         region=opts.region,
         endpoint_url=opts.endpoint_url,
         consumer_name=opts.consumer,
+        store=await positions_store(served),
         latest=not opts.from_start,
     )
     async with source:

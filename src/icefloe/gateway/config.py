@@ -9,6 +9,7 @@ every error is a :class:`ConfigError` naming the route and the field::
     sink = { kind = "streams" }
     dead_letter = { kind = "redis-streams", url = "redis://127.0.0.1:6379/0", key = "dead" }
     autostart = true
+    batch = 256                         # records moved per sink flush, at most
 
 An endpoint table (``source``, ``sink``, ``dead_letter``) has a ``kind``
 (a name in :mod:`icefloe.gateway.kinds`) and that kind's own options, checked
@@ -20,13 +21,14 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
 import msgspec
 
 from icefloe.exceptions import IcefloeError
 
 __all__ = [
+    "MAX_BATCH",
     "MAX_ROUTES",
     "BridgeConfig",
     "ConfigError",
@@ -38,6 +40,8 @@ __all__ = [
 
 #: routes one config may hold
 MAX_ROUTES: Final = 256
+#: the largest ``batch`` a route may ask for
+MAX_BATCH: Final = 10_000
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
@@ -55,6 +59,8 @@ class RouteConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     dead_letter: dict[str, Any] | None = None
     #: start with the gateway (else: ``POST /v1/routes/{name}/start``)
     autostart: bool = True
+    #: records moved per sink flush at most (docs/bridge.md: batches)
+    batch: Annotated[int, msgspec.Meta(ge=1, le=MAX_BATCH)] = 256
 
 
 class BridgeConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -64,6 +70,9 @@ class BridgeConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     #: first wait before a failed route restarts; doubles up to the cap
     restart_backoff_s: float = 0.5
     restart_backoff_cap_s: float = 30.0
+    #: a store URL where sources keep their positions (Kinesis checkpoints);
+    #: None: the served process's ``--store``, else memory
+    store: str | None = None
 
 
 def parse_config(data: dict[str, Any]) -> BridgeConfig:
@@ -90,6 +99,13 @@ def parse_config(data: dict[str, Any]) -> BridgeConfig:
         config = msgspec.convert(data, BridgeConfig)
     except msgspec.ValidationError as exc:
         raise ConfigError(field_error("bridge config", exc)) from None
+    if config.store is not None:
+        from icefloe.store import open_store
+
+        try:
+            open_store(config.store)  # parses the URL; nothing is opened
+        except (ValueError, ImportError) as exc:
+            raise ConfigError(f"bridge config: store: {exc}") from None
     if not 0 < config.restart_backoff_s <= config.restart_backoff_cap_s:
         raise ConfigError(
             "bridge config: restart_backoff_s must be > 0 and <= restart_backoff_cap_s"

@@ -6,7 +6,8 @@
   events. An event's view is ``topic, offset, data, headers, tenant``, plus
   the chunk fields it maps to by default: ``stream_id`` = topic, ``seq`` =
   offset (consecutive per topic), ``text`` = data when it is a string,
-  else ``""`` with ``data`` = data. Lag: events in the buffer.
+  else ``""`` with ``data`` = data. Lag: events in the buffer plus those
+  the route took and has not moved yet.
 * ``hub`` sink: publishes each chunk (as a JSON-able table) to ``topic``.
 * ``streams`` sink: replays the chunk streams as streams of the served flow,
   so SSE / WS / NDJSON clients read them at ``/v1/streams/{stream_id}``:
@@ -98,19 +99,23 @@ class _HubSource:
     def __init__(self, sub: HubSubscription, topic: str) -> None:
         self.name = f"hub:{topic}"
         self._sub = sub
+        self._taken = self._acked = 0
 
     async def __aiter__(self) -> AsyncIterator[Taken]:
         async for event in self._sub:
             view = event_view(event)
             # what a dead-letter sink gets: the event as JSON, keyed by its topic
             record = Record(event.topic.encode(), msgspec.json.encode(view))
+            self._taken += 1
             yield Taken(view, Inbound(record, event.topic, event.offset))
 
     async def ack(self, taken: Taken) -> None:
-        """Nothing to commit: the hub forgets delivered events."""
+        """Nothing to commit: the hub forgets delivered events (counted for the lag)."""
+        self._acked += 1
 
     async def lag(self) -> int | None:
-        return self._sub.statistics().buffered
+        # buffered in the subscription, plus taken by the route and not moved yet
+        return self._sub.statistics().buffered + self._taken - self._acked
 
 
 def _served_hub(served: Served) -> Hub:
@@ -136,9 +141,12 @@ class _HubSink:
         self._hub = hub
         self._opts = opts
 
-    async def deliver(self, got: ChunkRecord) -> None:
+    async def send(self, got: ChunkRecord) -> None:
         data = msgspec.to_builtins(got.chunk)
         await self._hub.publish(self._opts.topic, data, tenant=self._opts.tenant)
+
+    async def flush(self) -> None:
+        """Nothing to wait for: a publish returns once the hub took the event."""
 
 
 @contextlib.asynccontextmanager
@@ -164,7 +172,10 @@ class StreamsEnd:
         self._stall = opts.stall_timeout_s or None
         self._history = opts.history
 
-    async def deliver(self, got: ChunkRecord) -> None:
+    async def flush(self) -> None:
+        """Nothing to wait for: ``send`` returns once the reassembler holds the chunk."""
+
+    async def send(self, got: ChunkRecord) -> None:
         for gap in self._r.expire():
             self._abort(gap.stream_id or "", ErrorCode.HISTORY_GONE, gap.message)
         chunk = got.chunk

@@ -61,14 +61,47 @@ class Gateway:
         return route
 
     async def _watch_lag(self) -> None:
-        while True:
+        # The flag, not only the cancellation, ends the loop: a client library
+        # that swallows a cancellation inside a lag query (seen with redis-py)
+        # must not keep the watcher, and so the gateway's exit, alive.
+        while self._served is not None:
             for route in self.routes():
                 await route.refresh_lag()
             await asyncio.sleep(LAG_EVERY_S)  # a periodic refresh, not synchronisation
 
     @contextlib.asynccontextmanager
+    async def _with_store(self, served: Served) -> AsyncIterator[Served]:
+        """``served`` with the store sources keep their positions in: the config's
+        ``store`` (opened here, closed on leaving), else the served flow's."""
+        if self.config.store is None:
+            flow = served.flow
+            if served.store is None and flow is not None and flow.store is not None:
+                served = served._replace(store=flow.store)
+            yield served
+            return
+        from icefloe.store import MemoryStore, open_store
+        from icefloe.store.resilient import ResilientStore
+
+        store = open_store(self.config.store)
+        if not isinstance(store, MemoryStore):
+            store = ResilientStore(store)  # timeouts, retries, a breaker
+        await store.open()
+        try:
+            yield served._replace(store=store)
+        finally:
+            await store.close()
+
+    @contextlib.asynccontextmanager
     async def running(self, served: Served) -> AsyncIterator[None]:
-        """Run the ``autostart`` routes against ``served``; stop every route on leaving."""
+        """Run the ``autostart`` routes against ``served``; stop every route on leaving.
+
+        :raises StoreUnavailable: the config's ``store`` could not be opened.
+        """
+        async with self._with_store(served) as with_store, self._routes_running(with_store):
+            yield
+
+    @contextlib.asynccontextmanager
+    async def _routes_running(self, served: Served) -> AsyncIterator[None]:
         self._served = served
         watch = asyncio.get_running_loop().create_task(self._watch_lag(), name="icefloe-route-lag")
         try:

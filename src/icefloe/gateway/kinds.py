@@ -29,6 +29,7 @@ from icefloe.gateway.config import ConfigError, RouteConfig, field_error
 if TYPE_CHECKING:
     from icefloe.hub import Hub
     from icefloe.runtime.flow import Flow
+    from icefloe.store.protocol import Store
 
 __all__ = [
     "Kind",
@@ -40,18 +41,35 @@ __all__ = [
     "endpoint_options",
     "kind_names",
     "lookup",
+    "positions_store",
     "register_kind",
 ]
 
 
 class Served(NamedTuple):
-    """What the process serves, for the built-in kinds (``hub``, ``streams``).
+    """What the process serves, for the built-in kinds (``hub``, ``streams``),
+    and the store where sources keep their positions (Kinesis checkpoints).
 
-    ``icefloe bridge`` serves neither (None): its config may not name them.
+    ``icefloe bridge`` serves neither flow nor hub (None): its config may not
+    name them. ``store`` None: positions are kept in memory.
     """
 
     flow: Flow | None
     hub: Hub | None
+    store: Store | None = None
+
+
+async def positions_store(served: Served) -> Store | None:
+    """The store a source keeps its positions in, open (None: keep them in memory).
+
+    The served flow's store is opened by the flow: this waits until it is.
+
+    :raises StoreUnavailable: the flow's store could not be opened.
+    """
+    store, flow = served.store, served.flow
+    if store is not None and flow is not None and store is flow.store:
+        await flow.store_ready()
+    return store
 
 
 class Taken(NamedTuple):
@@ -80,11 +98,21 @@ class SourceEnd(Protocol):
 
 
 class SinkEnd(Protocol):
-    """A route's sink: ``deliver`` returns once the chunk is confirmed."""
+    """A route's sink: ``send`` hands a chunk over, ``flush`` returns once every
+    chunk sent so far is confirmed (the route acks its records only then)."""
 
     name: str
 
-    async def deliver(self, got: ChunkRecord) -> None: ...
+    async def send(self, got: ChunkRecord) -> None:
+        """Take ``got`` (it may wait for room; it need not be confirmed yet).
+
+        :raises EncodeError: the chunk cannot be carried (the route dead-letters it).
+        """
+        ...
+
+    async def flush(self) -> None:
+        """Return once everything sent is confirmed; raise when some was not."""
+        ...
 
 
 SourceFactory = Callable[[Any, Served], AbstractAsyncContextManager[SourceEnd]]

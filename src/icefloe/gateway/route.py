@@ -1,10 +1,18 @@
 """One running route: Source -> (translate) -> Sink, restarted with backoff after a failure.
 
-A route takes a record from its source end, translates its view (when
-configured), makes the chunk, hands it to the sink end, which returns once
-the sink confirmed it, and only then acks the source's record: a crash or a
-failure in between redelivers the record (at least once; a chunk's
-(stream_id, seq) lets the consumer drop the repeat).
+A route moves its records in batches (:mod:`icefloe.gateway.intake`): it
+takes up to ``batch`` records that its source has ready, translates each
+view (when configured), makes each chunk and sends it to the sink end,
+flushes the sink once (it returns when the sink confirmed every chunk), and
+only then acks the batch's records, in order: a crash or a failure in between
+redelivers them (at least once; a chunk's (stream_id, seq) lets the
+consumer drop the repeat).
+
+A route is ``starting`` until its source, sink and dead-letter sink are
+open (after every restart too), then ``running``; ``stopped`` and ``failed``
+say why in ``reason``. Its ``lag`` is what it has not moved yet, as its
+source counts it: records not acked (waiting at the broker, read ahead, or
+taken by the route and not yet confirmed by the sink).
 
 A poison record (it does not decode, the translate step refuses it, or its
 chunk cannot be encoded) goes to the route's dead-letter sink with the
@@ -18,7 +26,6 @@ keeps failing without moving a record), and starts again.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import random
 from contextlib import AsyncExitStack
@@ -26,7 +33,9 @@ from typing import Any, NamedTuple
 
 from icefloe.connectors.deadletter import DeadLetters
 from icefloe.exceptions import EncodeError, InvalidState
+from icefloe.gateway.cancelling import cancel_and_wait
 from icefloe.gateway.config import RouteConfig
+from icefloe.gateway.intake import Intake
 from icefloe.gateway.kinds import Served, SinkEnd, SourceEnd, Taken, endpoint_options
 from icefloe.gateway.translate import (
     TranslateError,
@@ -43,6 +52,8 @@ MAX_ERROR_CHARS = 500
 
 
 class RouteState(enum.StrEnum):
+    #: opening its source and sink (at a start, and after each failure)
+    STARTING = "starting"
     RUNNING = "running"
     STOPPED = "stopped"
     FAILED = "failed"
@@ -53,7 +64,7 @@ class RouteStatus(NamedTuple):
 
     name: str
     state: RouteState
-    #: why it is stopped or failed ("" while running)
+    #: why it is stopped or failed ("" while starting or running)
     reason: str
     source: str
     sink: str
@@ -67,7 +78,7 @@ class RouteStatus(NamedTuple):
     filtered: int
     #: times the route failed
     failures: int
-    #: records waiting at the source, when it knows (None otherwise)
+    #: records not moved yet: not acked at the source (None: it does not know)
     lag: int | None
     #: the last failure ("" if none)
     last_error: str
@@ -103,6 +114,7 @@ class Route:
         self._state = RouteState.STOPPED
         self._reason = "not started"
         self._source_end: SourceEnd | None = None
+        self._stopping = False
         self._lag: int | None = None
         self._in = self._out = self._dead_count = self._filtered = self._failures = 0
         self._last_error = ""
@@ -115,7 +127,8 @@ class Route:
         """Run the route (in the current loop) unless it runs."""
         if self._task is not None and not self._task.done():
             return
-        self._state, self._reason = RouteState.RUNNING, ""
+        self._stopping = False
+        self._state, self._reason = RouteState.STARTING, ""
         self._task = asyncio.get_running_loop().create_task(
             self._run(served), name=f"icefloe-route:{self.name}"
         )
@@ -124,9 +137,8 @@ class Route:
         """Stop the route and close its ends; records in flight are redelivered later."""
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            self._stopping = True  # the task checks it too (see cancel_and_wait)
+            await cancel_and_wait(task)
         self._state, self._reason = RouteState.STOPPED, reason
         self._source_end = None
 
@@ -167,6 +179,8 @@ class Route:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                if self._stopping:
+                    raise asyncio.CancelledError from exc
                 self._failures += 1
                 error = f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
                 self._state, self._reason, self._last_error = RouteState.FAILED, error, error
@@ -179,7 +193,7 @@ class Route:
             base, cap = self._backoff
             # jitter spreads the restarts of many routes on one broker
             await asyncio.sleep(min(cap, base * 2**attempt) * random.uniform(0.5, 1.0))
-            self._state, self._reason = RouteState.RUNNING, ""
+            self._state, self._reason = RouteState.STARTING, ""
 
     async def _pump(self, served: Served) -> None:
         async with AsyncExitStack() as stack:
@@ -194,41 +208,48 @@ class Route:
                 kind, opts = self._dead
                 assert kind.raw_sink is not None
                 dead = DeadLetters(await stack.enter_async_context(kind.raw_sink(opts)))
+            intake = await stack.enter_async_context(Intake(source, self.config.batch))
             self._source_end = source
             self._state, self._reason = RouteState.RUNNING, ""
-            async for taken in source:
-                self._in += 1
-                await self._take(taken, source, sink, dead)
+            while batch := await intake.batch():
+                if self._stopping:
+                    raise asyncio.CancelledError  # see stop()
+                self._in += len(batch)
+                await self._move(batch, source, sink, dead)
 
-    async def _take(
-        self, taken: Taken, source: SourceEnd, sink: SinkEnd, dead: DeadLetters | None
+    async def _move(
+        self, batch: list[Taken], source: SourceEnd, sink: SinkEnd, dead: DeadLetters | None
     ) -> None:
-        if taken.poison:
-            await self._poison(taken, taken.poison, source, dead)
-            return
-        try:
-            view: dict[str, Any] | None = taken.view
-            if self._translate is not None:
-                view = await self._translate(taken.view)
-            if view is None:
-                self._filtered += 1
-                await source.ack(taken)
-                return
-            got = to_chunk(view)
-            await sink.deliver(got)
-        except (TranslateError, EncodeError) as exc:
-            await self._poison(taken, str(exc), source, dead)
-            return
-        await source.ack(taken)
-        self._out += 1
+        """Send the batch's chunks, flush the sink once, then ack every record in order."""
+        sent = 0
+        for taken in batch:
+            if taken.poison:
+                await self._poison(taken, taken.poison, source, dead)
+                continue
+            try:
+                view: dict[str, Any] | None = taken.view
+                if self._translate is not None:
+                    view = await self._translate(taken.view)
+                if view is None:
+                    self._filtered += 1
+                    continue
+                await sink.send(to_chunk(view))
+            except (TranslateError, EncodeError) as exc:
+                await self._poison(taken, str(exc), source, dead)
+                continue
+            sent += 1
+        await sink.flush()
+        self._out += sent
+        for taken in batch:
+            await source.ack(taken)
 
     async def _poison(
         self, taken: Taken, reason: str, source: SourceEnd, dead: DeadLetters | None
     ) -> None:
+        """Dead-letter ``taken`` (confirmed); the batch acks it with the others."""
         if dead is not None:
             await dead.send(taken.inbound, reason, source=source.name)
         self._dead_count += 1
-        await source.ack(taken)
 
 
 def require_served(served: Served | None) -> Served:

@@ -16,7 +16,7 @@ drop       skip the inner call; answer as if   (refused: the call ran)
 delay      wait ``delay_s``, then go on         wait, then answer
 corrupt    flip one bit of every record the     flip one bit of every record
            call writes (append, create_run,     the call returns (read,
-           put_session)                         get_run, get_session...)
+           put_session, put_position)           get_run, get_session...)
 fail       raise ``error`` (StoreUnavailable)   raise it: the write happened,
                                                 the caller never hears so
 hang       wait until cancelled (a timeout)     same, after the write
@@ -57,6 +57,9 @@ _METHODS = (
     "put_session",
     "get_session",
     "delete_session",
+    "put_position",
+    "get_position",
+    "positions",
 )
 #: every point a fault can be injected at ("*" arms all the before-points)
 POINTS: frozenset[str] = frozenset(_METHODS) | {f"after_{m}" for m in _METHODS} | {"*"}
@@ -322,6 +325,35 @@ class FaultyStore:
             return
         await self._inner.delete_session(session_id)
         await self._at("after_delete_session")
+
+    # -- connector positions --
+
+    async def put_position(self, namespace: str, key: str, value: bytes) -> None:
+        fault = await self._at("put_position")
+        if self._drops(fault):
+            return
+        if fault is not None and self._corrupts(fault):
+            value = flip_bit(value, fault.bit)
+        await self._inner.put_position(namespace, key, value)
+        await self._at("after_put_position")
+
+    async def get_position(self, namespace: str, key: str) -> bytes | None:
+        if self._drops(await self._at("get_position")):
+            return None
+        value = await self._inner.get_position(namespace, key)
+        fault = await self._at("after_get_position")
+        if value is not None and fault is not None and self._corrupts(fault):
+            value = flip_bit(value, fault.bit)
+        return value
+
+    async def positions(self, namespace: str) -> dict[str, bytes]:
+        if self._drops(await self._at("positions")):
+            return {}
+        found = await self._inner.positions(namespace)
+        fault = await self._at("after_positions")
+        if fault is not None and self._corrupts(fault):
+            found = {key: flip_bit(value, fault.bit) for key, value in found.items()}
+        return found
 
 
 def _corrupt_state(state: RunState, bit: int | None) -> RunState:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from icefloe.exceptions import StreamNotFound
+from icefloe.store.positions import check_position
 from icefloe.store.types import (
     NO_SEQ,
     Checkpoint,
@@ -80,6 +81,7 @@ class MemoryStore:
         self._runs: dict[str, _Run] = {}
         self._keys: dict[str, tuple[str, float]] = {}
         self._sessions: dict[str, tuple[bytes, float]] = {}
+        self._positions: dict[str, dict[str, bytes]] = {}  # connector positions
         self._created = self._written = self._skipped = self._checkpoints = 0
 
     @property
@@ -178,6 +180,20 @@ class MemoryStore:
 
     async def delete_session(self, session_id: str) -> None:
         self._sessions.pop(session_id, None)
+
+    # -- connector positions (icefloe.store.positions) --
+
+    async def put_position(self, namespace: str, key: str, value: bytes) -> None:
+        check_position(namespace, key, value)
+        self._positions.setdefault(namespace, {})[key] = bytes(value)
+
+    async def get_position(self, namespace: str, key: str) -> bytes | None:
+        check_position(namespace, key)
+        return self._positions.get(namespace, {}).get(key)
+
+    async def positions(self, namespace: str) -> dict[str, bytes]:
+        check_position(namespace)
+        return dict(self._positions.get(namespace, {}))
 
     def statistics(self) -> StoreStatistics:
         """This store's counters since it was made."""

@@ -10,6 +10,8 @@ processes opening together do not race, and records the layout's version in
     chunks            (stream_id, seq) primary key, record bytea
     idempotency_keys  key primary key, stream_id, expires_at
     sessions          session_id primary key, record bytea, expires_at
+    positions         (namespace, key) primary key, value bytea: connector
+                      positions, created by their first write
 
 Atomicity: ``append`` is one statement (an ``UPDATE`` of the run guarded by
 the last seq this object expects, feeding the chunks' ``INSERT``), so the
@@ -36,7 +38,9 @@ from urllib.parse import urlsplit
 
 from icefloe.core.reliability import Reliability
 from icefloe.exceptions import StreamNotFound
+from icefloe.store import positions_postgres
 from icefloe.store.memory import check_append
+from icefloe.store.positions import check_position
 from icefloe.store.protocol import StoreUnavailable
 from icefloe.store.remote import as_unavailable, check_url, split_options
 from icefloe.store.types import (
@@ -492,6 +496,26 @@ class PostgresStore:
         with self._unavailable("delete_session"):
             async with self._conn() as conn:
                 await conn.execute("DELETE FROM sessions WHERE session_id = $1", session_id)
+
+    # -- connector positions (icefloe.store.positions_postgres) ------------------
+
+    async def put_position(self, namespace: str, key: str, value: bytes) -> None:
+        check_position(namespace, key, value)
+        with self._unavailable("put_position"):
+            async with self._conn() as conn:
+                await positions_postgres.put_position(conn, _SCHEMA_LOCK, namespace, key, value)
+
+    async def get_position(self, namespace: str, key: str) -> bytes | None:
+        check_position(namespace, key)
+        with self._unavailable("get_position"):
+            async with self._conn() as conn:
+                return await positions_postgres.get_position(conn, namespace, key)
+
+    async def positions(self, namespace: str) -> dict[str, bytes]:
+        check_position(namespace)
+        with self._unavailable("positions"):
+            async with self._conn() as conn:
+                return await positions_postgres.all_positions(conn, namespace)
 
     def statistics(self) -> StoreStatistics:
         """This store object's counters since it was made (not the database's)."""

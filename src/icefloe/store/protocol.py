@@ -21,6 +21,8 @@ Rules every backend keeps (the conformance tests check them):
   holds the key; the check and the write are one atomic step, across
   processes for the network backends.
 * **First terminal wins.** ``end_run`` on an ended run changes nothing.
+* **Positions are kept per (namespace, key).** ``put_position`` replaces;
+  the last write wins; namespaces do not mix.
 * **Bytes in, bytes out.** Records are opaque; a backend never decodes them.
 * **Errors.** An unreachable or failing backend raises
   :class:`StoreUnavailable`; a missing run is ``None`` (or
@@ -138,4 +140,22 @@ class Store(Protocol):
 
     async def delete_session(self, session_id: str) -> None:
         """Forget a session (no error when absent)."""
+        ...
+
+    # -- connector positions (icefloe.store.positions: limits) ---------------------
+
+    async def put_position(self, namespace: str, key: str, value: bytes) -> None:
+        """Store (replace) ``key``'s position in ``namespace`` (a Kinesis shard's
+        checkpoint...): a record, kept until replaced.
+
+        :raises ValueError: a name or value out of :mod:`icefloe.store.positions`' limits.
+        """
+        ...
+
+    async def get_position(self, namespace: str, key: str) -> bytes | None:
+        """``key``'s position in ``namespace``, ``None`` when none was stored."""
+        ...
+
+    async def positions(self, namespace: str) -> dict[str, bytes]:
+        """Every position in ``namespace``: key -> value (empty when none)."""
         ...

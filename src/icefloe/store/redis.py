@@ -12,6 +12,7 @@ query parameter or the ``prefix`` argument says otherwise)::
     P ended                 ZSET    stream ids of ended runs, by ended_at (retention)
     P key:<idempotency key> STRING  the stream id holding the key, with a TTL
     P session:<session id>  STRING  the session's record, expiring at its expires_at
+    P pos:<namespace>       HASH    connector positions: key -> value
 
 Chunks go in a Stream because it is an append-only log ordered by ID: a
 read from a seq is one ``XRANGE`` (O(log n + limit)), entries are delta-packed
@@ -42,7 +43,9 @@ from urllib.parse import urlsplit
 
 from icefloe.core.reliability import Reliability
 from icefloe.exceptions import StreamNotFound
+from icefloe.store import positions_redis
 from icefloe.store.memory import check_append
+from icefloe.store.positions import check_position
 from icefloe.store.protocol import StoreUnavailable
 from icefloe.store.remote import as_unavailable, check_url, split_options
 from icefloe.store.types import (
@@ -360,6 +363,27 @@ class RedisStore:
     async def delete_session(self, session_id: str) -> None:
         with self._unavailable("delete_session"):
             await self._redis().delete(self._key("session:", session_id))
+
+    # -- connector positions (icefloe.store.positions_redis) ---------------------
+
+    async def put_position(self, namespace: str, key: str, value: bytes) -> None:
+        check_position(namespace, key, value)
+        with self._unavailable("put_position"):
+            await positions_redis.put_position(
+                self._redis(), self._key("pos:", namespace), key, value
+            )
+
+    async def get_position(self, namespace: str, key: str) -> bytes | None:
+        check_position(namespace, key)
+        with self._unavailable("get_position"):
+            return await positions_redis.get_position(
+                self._redis(), self._key("pos:", namespace), key
+            )
+
+    async def positions(self, namespace: str) -> dict[str, bytes]:
+        check_position(namespace)
+        with self._unavailable("positions"):
+            return await positions_redis.all_positions(self._redis(), self._key("pos:", namespace))
 
     def statistics(self) -> StoreStatistics:
         """This store object's counters since it was made (not the server's)."""

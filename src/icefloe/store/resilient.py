@@ -302,3 +302,14 @@ class ResilientStore:
 
     async def delete_session(self, session_id: str) -> None:
         await self._call("delete_session", lambda: self._inner.delete_session(session_id))
+
+    # -- connector positions: a put replaces, so a retry is safe --
+
+    async def put_position(self, namespace: str, key: str, value: bytes) -> None:
+        await self._call("put_position", lambda: self._inner.put_position(namespace, key, value))
+
+    async def get_position(self, namespace: str, key: str) -> bytes | None:
+        return await self._call("get_position", lambda: self._inner.get_position(namespace, key))
+
+    async def positions(self, namespace: str) -> dict[str, bytes]:
+        return await self._call("positions", lambda: self._inner.positions(namespace))

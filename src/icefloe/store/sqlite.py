@@ -71,8 +71,10 @@ from typing import Any, Final, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from icefloe.exceptions import StreamNotFound
+from icefloe.store import positions_sqlite
 from icefloe.store.batch import ChunkBatch
 from icefloe.store.memory import check_append
+from icefloe.store.positions import check_position
 from icefloe.store.protocol import StoreUnavailable
 from icefloe.store.sqlite_schema import (
     RUN_COLUMNS,
@@ -551,3 +553,17 @@ class SqliteStore:
             return None, _NO_COUNT
 
         await self._write(op)
+
+    # -- connector positions (icefloe.store.positions_sqlite) ------------------------------
+
+    async def put_position(self, namespace: str, key: str, value: bytes) -> None:
+        check_position(namespace, key, value)
+        await self._write(positions_sqlite.put_position(namespace, key, value))
+
+    async def get_position(self, namespace: str, key: str) -> bytes | None:
+        check_position(namespace, key)
+        return await self._read(positions_sqlite.get_position(namespace, key))
+
+    async def positions(self, namespace: str) -> dict[str, bytes]:
+        check_position(namespace)
+        return await self._read(positions_sqlite.all_positions(namespace))

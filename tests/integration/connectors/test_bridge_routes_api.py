@@ -112,7 +112,9 @@ async def test_routes_need_the_admin_scope(base: tuple[str, str]) -> None:
         missing = await client.post("/v1/routes/nope/stop", headers=ADMIN)
         assert missing.status_code == 404
         assert "nope" in missing.json()["error"]["message"]
-        assert (await routes(client))["echo"]["state"] == "running"
+        assert (await until(client, "echo", lambda r: r["state"] != "starting"))["state"] == (
+            "running"
+        )
 
 
 async def test_stop_and_start_a_route(base: tuple[str, str]) -> None:
@@ -127,7 +129,9 @@ async def test_stop_and_start_a_route(base: tuple[str, str]) -> None:
         ).is_success
         assert (await routes(client))["echo"]["records_in"] == 0
         started = (await client.post("/v1/routes/echo/start", headers=ADMIN)).json()
-        assert started["state"] == "running"
+        # starting until its source and sink are open, then running
+        assert started["state"] == "starting"
+        await until(client, "echo", lambda r: r["state"] == "running")
         # the restarted route subscribes on its first turn: publish until one arrives
         while (await routes(client))["echo"]["records_out"] == 0:
             await client.post("/v1/topics/in.a", json={"data": "x"}, headers=USER)
@@ -141,7 +145,8 @@ async def test_a_failing_route_reports_failed_and_restarts_with_backoff(
 ) -> None:
     async with httpx.AsyncClient(base_url=base[0]) as client, asyncio.timeout(20):
         broken = await until(client, "broken", lambda r: r["failures"] >= 3)
-        assert broken["state"] in ("failed", "running")  # between two attempts, or in one
+        # between two attempts, or opening its ends in one: never running
+        assert broken["state"] in ("failed", "starting")
         assert "ConnectionError" in broken["last_error"] or "Connect" in broken["last_error"]
         failed = await until(client, "broken", lambda r: r["state"] == "failed")
         assert failed["reason"] == failed["last_error"] != ""
