@@ -3,6 +3,9 @@
 ``icefloe serve module:flow`` serves a flow over HTTP; ``icefloe demo`` serves
 the built-in simulated LLM with the inspector page; ``icefloe tail URL``
 prints a stream live and resumes after a disconnect; ``icefloe --version``.
+``serve``'s signature lives here (typer reads it); the other commands live in
+their own modules (``demo``, ``bridge``, ``tail_command``, ``worker``), each
+adding itself to :data:`app` with ``register``.
 
 The console script is :func:`icefloe.cli.main` (re-exported here as ``main``
 for scripts installed before it moved), which turns a missing ``server``
@@ -11,12 +14,9 @@ extra into one line naming it.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import importlib
-import ipaddress
 import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -24,12 +24,13 @@ import typer
 from rich.console import Console
 
 from icefloe._version import __version__
-from icefloe.cli import main
+from icefloe.cli import bridge as bridge_command
+from icefloe.cli import demo as demo_command
+from icefloe.cli import main, serve_settings, tail_command
 from icefloe.cli import serve_options as options
 from icefloe.cli import worker as worker_command  # icefloe worker (issue 12)
+from icefloe.cli.serve_settings import Host, JwtFlags, Port
 from icefloe.core import conntable  # socket limits (issue 15, items 4-5)
-from icefloe.core.messages import Headers, Message
-from icefloe.demo import DEMO_TEXT, Pacing, build_demo_flow
 
 if TYPE_CHECKING:
     from icefloe.gateway import Gateway
@@ -63,9 +64,6 @@ def _root(
     """Real-time token streaming for agent and LLM flows."""
 
 
-# Options shared by serve and demo.
-Host = Annotated[str, typer.Option(help="Interface to bind.")]
-Port = Annotated[int, typer.Option(min=0, max=65535, help="TCP port (0: any free port).")]
 Heartbeat = Annotated[float, typer.Option(min=0.1, help="Seconds between SSE pings.")]
 SendTimeout = Annotated[
     float, typer.Option(min=0.1, help="Seconds a write may take before a client is cut.")
@@ -336,8 +334,8 @@ def serve(
     """Serve a flow over HTTP (SSE, NDJSON, long-poll) and WebSocket, with the inspector at /."""
     flow = _load_flow(target)
     # -- authentication (issue 16, items 5-7) --
-    jwt_flags = _JwtFlags(
-        secret=_jwt_secret(jwt_secret, jwt_secret_file),
+    jwt_flags = JwtFlags(
+        secret=serve_settings.jwt_secret(jwt_secret, jwt_secret_file),
         public_key=jwt_public_key,
         jwks_url=jwt_jwks_url,
         audience=tuple(jwt_audience or ()),
@@ -347,15 +345,19 @@ def serve(
         scopes_claims=tuple(jwt_scopes_claim or ()),
         required_claims=tuple(jwt_require_claim or ()),
     )
-    authenticator = _authenticator(api_keys, jwt_flags, auth_cookie, allow_origin or [])
-    if authenticator is None and not _is_loopback(host) and not insecure:
+    authenticator = serve_settings.authenticator(
+        api_keys, jwt_flags, auth_cookie, allow_origin or []
+    )
+    if authenticator is None and not serve_settings.is_loopback(host) and not insecure:
         err.print(
             f"[red]refusing to bind {host} without authentication[/red]: "
             "pass --api-keys or --jwt-secret/--jwt-public-key/--jwt-jwks-url, or --insecure"
         )
         raise typer.Exit(2)
     # -- end of authentication --
-    settings = _settings(heartbeat, send_timeout, history, authenticator, allow_origin or [])
+    settings = serve_settings.edge_settings(
+        heartbeat, send_timeout, history, authenticator, allow_origin or []
+    )
     from icefloe.transport.websocket import WsSettings
 
     ws = WsSettings(
@@ -408,78 +410,12 @@ def serve(
     if backplane is None:  # and of hub topic history (memory:// keeps none)
         settings = dataclasses.replace(settings, topic_store=store)
     gateway = None if bridge is None else options.load_gateway(bridge)  # (issue 13)
-    if backplane is not None:  # -- backplane (issue 12) --
-        from icefloe.backplane.engines import check_url
-
-        try:
-            check_url(backplane)
-        except ValueError as exc:
-            raise typer.BadParameter(str(exc), param_hint="--backplane") from None
-        if no_runs and not backplane.startswith(("redis://", "rediss://")):
-            raise typer.BadParameter(
-                "--no-runs needs a redis:// backplane (workers queue on Redis Streams)",
-                param_hint="--no-runs",
-            )
-        settings = dataclasses.replace(settings, backplane=backplane, no_runs=no_runs)
-    elif no_runs:
-        raise typer.BadParameter("--no-runs needs --backplane", param_hint="--no-runs")
+    settings = serve_settings.backplane_settings(settings, backplane, no_runs)  # issue 12
     # lifecycle (issue 12): SIGTERM drains; /v1/cluster lists this address
     settings = dataclasses.replace(
         settings, drain_timeout_s=drain_timeout, advertise=f"{host}:{port}"
     )
     _run_server(flow, settings, host, port, gateway)
-
-
-# -- bridge routes (issue 13, gateways; docs/bridge.md) --
-@app.command()
-def bridge(
-    config: Annotated[Path, typer.Argument(help="Bridge config (TOML) naming the routes to run.")],
-) -> None:
-    """Run the routes of a bridge config (broker to broker; hub/streams need serve --bridge)."""
-    gateway = options.load_gateway(config, standalone=True)
-    err.print(f"icefloe {__version__}: bridging {len(gateway.routes())} route(s)")
-    try:
-        asyncio.run(options.run_bridge(gateway))
-    except KeyboardInterrupt:
-        pass
-
-
-# -- end of bridge routes --
-
-
-@app.command()
-def demo(
-    host: Host = "127.0.0.1",
-    port: Port = 8765,
-    first_token_ms: Annotated[float, typer.Option(min=0, help="Time to first token.")] = 250,
-    inter_token_ms: Annotated[float, typer.Option(min=0, help="Mean gap between tokens.")] = 40,
-    terminal: Annotated[
-        bool, typer.Option(help="Stream one answer to this terminal instead of serving.")
-    ] = False,
-) -> None:
-    """Serve the built-in simulated LLM with the inspector page (auth off, loopback)."""
-    pacing = Pacing(first_token_ms / 1000, inter_token_ms / 1000)
-    if terminal:
-        asyncio.run(_terminal_demo(DEMO_TEXT, pacing, Console(highlight=False)))
-        return
-    if not _is_loopback(host):
-        err.print("[red]the demo runs without authentication and binds loopback only[/red]")
-        raise typer.Exit(2)
-    settings = options.allowed_hosts(_settings(15.0, 10.0, 1024, None, []), host, [])
-    _run_server(build_demo_flow(pacing), settings, host, port)
-
-
-@app.command()
-def tail(
-    url: Annotated[str, typer.Argument(help="http://host:port/v1/streams/<id>")],
-    token: Annotated[str | None, typer.Option(envvar="ICEFLOE_TOKEN", help="Bearer token.")] = None,
-    from_seq: Annotated[int, typer.Option(min=0, help="First seq to print.")] = 0,
-) -> None:
-    """Print a stream live; reconnects with Last-Event-ID after a disconnect."""
-    from icefloe.cli.tail import tail_stream
-
-    code = asyncio.run(tail_stream(url, token, from_seq, Console(highlight=False), err))
-    raise typer.Exit(code)
 
 
 def _load_flow(target: str) -> Flow:
@@ -499,135 +435,6 @@ def _load_flow(target: str) -> Flow:
     return flow
 
 
-@dataclasses.dataclass(frozen=True)
-class _JwtFlags:
-    """The ``--jwt-*`` flags of ``serve``."""
-
-    secret: str | None
-    public_key: Path | None
-    jwks_url: str | None
-    audience: tuple[str, ...]
-    issuer: str | None
-    algorithms: tuple[str, ...]
-    tenant_claim: str
-    scopes_claims: tuple[str, ...]
-    required_claims: tuple[str, ...]
-
-    def options_given(self) -> bool:
-        return bool(
-            self.audience
-            or self.issuer
-            or self.algorithms
-            or self.tenant_claim != "tenant"
-            or self.scopes_claims
-            or self.required_claims
-        )
-
-
-def _jwt_secret(secret: str | None, secret_file: Path | None) -> str | None:
-    """The HS256 secret from ``--jwt-secret``/``ICEFLOE_JWT_SECRET`` or ``--jwt-secret-file``."""
-    if secret_file is None:
-        return secret
-    if secret is not None:
-        raise typer.BadParameter(
-            "give one of --jwt-secret (or ICEFLOE_JWT_SECRET) and --jwt-secret-file"
-        )
-    try:
-        text = secret_file.read_text(encoding="utf-8")
-    except OSError as exc:
-        # strerror says why (missing, a directory, no permission) without the errno noise.
-        reason = exc.strerror or type(exc).__name__
-        raise typer.BadParameter(
-            f"{reason}: {secret_file}", param_hint="--jwt-secret-file"
-        ) from None
-    except UnicodeDecodeError:
-        raise typer.BadParameter(
-            f"{secret_file} is not UTF-8 text", param_hint="--jwt-secret-file"
-        ) from None
-    # Editors and `echo` end the file with a newline that is not part of the secret.
-    text = text.removesuffix("\n").removesuffix("\r")
-    if not text:
-        raise typer.BadParameter(f"{secret_file} is empty", param_hint="--jwt-secret-file")
-    return text
-
-
-def _jwt_authenticator(flags: _JwtFlags) -> object | None:
-    from icefloe.transport.auth import JwtAuthenticator
-    from icefloe.transport.jwt_auth import DEFAULT_SCOPES_CLAIMS
-
-    sources = [s for s in (flags.secret, flags.public_key, flags.jwks_url) if s is not None]
-    if len(sources) > 1:
-        raise typer.BadParameter("give one of --jwt-secret, --jwt-public-key or --jwt-jwks-url")
-    if not sources:
-        if flags.options_given():
-            raise typer.BadParameter(
-                "--jwt-* options need --jwt-secret, --jwt-public-key or --jwt-jwks-url"
-            )
-        return None
-    required: dict[str, str] = {}
-    for pair in flags.required_claims:
-        name, sep, value = pair.partition("=")
-        if not sep or not name:
-            raise typer.BadParameter(f"--jwt-require-claim wants NAME=VALUE, got {pair!r}")
-        required[name] = value
-    return JwtAuthenticator(
-        secret=flags.secret,
-        public_key=flags.public_key.read_text() if flags.public_key is not None else None,
-        jwks=flags.jwks_url,
-        algorithms=flags.algorithms or None,
-        audience=flags.audience or None,
-        issuer=flags.issuer,
-        tenant_claim=flags.tenant_claim,
-        scopes_claims=flags.scopes_claims or DEFAULT_SCOPES_CLAIMS,
-        required_claims=required,
-    )
-
-
-def _authenticator(
-    api_keys: Path | None, jwt_flags: _JwtFlags, cookie: str | None, origins: list[str]
-) -> object | None:
-    from icefloe.transport.auth import ApiKeyAuthenticator, ChainAuthenticator, CookieAuthenticator
-
-    chain: list[object] = []
-    try:
-        if api_keys is not None:
-            chain.append(ApiKeyAuthenticator.from_file(api_keys))
-        jwt_auth = _jwt_authenticator(jwt_flags)
-        if jwt_auth is not None:
-            chain.append(jwt_auth)
-        if not chain:
-            if cookie is not None:
-                raise typer.BadParameter("--auth-cookie needs --api-keys or a --jwt-* key")
-            return None
-        auth = chain[0] if len(chain) == 1 else ChainAuthenticator(*chain)  # type: ignore[arg-type]
-        if cookie is not None:
-            # The server's own pages may use the cookie too; "*" is refused.
-            auth = CookieAuthenticator(auth, cookie, allowed_origins=origins)  # type: ignore[arg-type]
-    except (OSError, ValueError) as exc:
-        raise typer.BadParameter(str(exc)) from None
-    return auth
-
-
-def _settings(
-    heartbeat: float,
-    send_timeout: float,
-    history: int,
-    authenticator: object | None,
-    origins: list[str],
-) -> EdgeSettings:
-    from icefloe.transport.app import EdgeSettings
-    from icefloe.transport.auth import Authenticator, NoAuth
-    from icefloe.transport.streaming import PumpSettings
-
-    auth: Authenticator = authenticator if authenticator is not None else NoAuth()  # type: ignore[assignment]
-    return EdgeSettings(
-        pump=PumpSettings(heartbeat_s=heartbeat, send_timeout_s=send_timeout),
-        history=history,
-        authenticator=auth,
-        allow_origins=tuple(origins),
-    )
-
-
 def _run_server(
     flow: Flow, settings: EdgeSettings, host: str, port: int, gateway: Gateway | None = None
 ) -> None:
@@ -645,31 +452,7 @@ def _run_server(
     )
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-async def _terminal_demo(text: str, pacing: Pacing, console: Console) -> None:
-    async with build_demo_flow(pacing) as flow:
-        started = time.perf_counter()
-        first: float | None = None
-        count = 0
-        async for chunk in flow.stream(Message(payload=text, headers=Headers(tenant="demo"))):
-            if first is None:
-                first = time.perf_counter() - started
-            count += 1
-            console.print(chunk.text, end="", soft_wrap=True)
-        elapsed = time.perf_counter() - started
-        console.print()
-        console.print(
-            f"[dim]{count} chunks in {elapsed:.2f} s, first token after "
-            f"{(first or 0) * 1000:.0f} ms[/dim]"
-        )
-
-
+bridge_command.register(app)  # icefloe bridge (issue 13)
+demo_command.register(app, _run_server)
+tail_command.register(app)
 worker_command.register(app, _load_flow)  # icefloe worker (issue 12)
