@@ -8,18 +8,18 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from icefloe.core.congestion import CongestionPolicy, CongestionState
-from icefloe.core.flowwindow import FlowWindowStatistics
+from icefloe.core.flowwindow import FlowWindowPolicy, FlowWindowStatistics
 from icefloe.core.messages import Headers, Message, new_id
 from icefloe.exceptions import ErrorCode, InvalidState, StreamError, StreamNotFound
 from icefloe.runtime.admission import Admission
 from icefloe.runtime.budgets import Budgets, BudgetStatistics
 from icefloe.runtime.channel import AdaptiveChannel, Channel, ChannelStatistics
 from icefloe.runtime.context import Context
-from icefloe.runtime.durable import DurableRun, DurableStatistics, StoreWriter
+from icefloe.runtime.durable import DurableStatistics, StoreWriter
 from icefloe.runtime.fair import FairQueue
 from icefloe.runtime.limits import Limits
 from icefloe.runtime.loadwatch import LoadWatch
-from icefloe.runtime.node import Adjacency, Node
+from icefloe.runtime.node import Adjacency, Node, graph
 from icefloe.runtime.registry import FinishedStream, RegistryStatistics, StreamRegistry
 from icefloe.runtime.runner import NodeRunner, NodeStatistics
 from icefloe.runtime.shedding import LoadShedder, ShedStatistics
@@ -99,7 +99,7 @@ class Flow:
             raise ValueError(f"queue_maxsize must be an int >= 1, got {queue_maxsize!r}")
         self.limits = limits or Limits()
         self._queue_maxsize = queue_maxsize
-        self._nodes, succ = _graph(adjacencies)
+        self._nodes, succ = graph(adjacencies)
         self._registry = StreamRegistry(self.limits, self._stop_run)
         # Byte budgets exist only when Limits sets one: otherwise producers
         # pay a single ``is None`` test per chunk.
@@ -109,19 +109,7 @@ class Flow:
         self._egress: Channel[Message] = Channel(queue_maxsize)
         has_pred = {s for n in self._nodes for s in succ[n]}
         ingress = [n for n in self._nodes if n not in has_pred] or [self._nodes[0]]
-        # Entry nodes share their workers fairly between priority classes
-        # (runtime/fair.py); inner nodes carry chunks in plain FIFO order,
-        # in an adaptive window with Limits.inbox_window (runtime/channel.py).
-        inbox_window = self.limits.inbox_window
-        self._inboxes: dict[Node, Channel[Message]] = {}
-        for n in self._nodes:
-            size = n.policy.queue_maxsize or queue_maxsize
-            if n in ingress:
-                self._inboxes[n] = Channel(size, FairQueue())
-            elif inbox_window is not None:
-                self._inboxes[n] = AdaptiveChannel(size, inbox_window)
-            else:
-                self._inboxes[n] = Channel(size)
+        self._inboxes = _inboxes(self._nodes, ingress, queue_maxsize, self.limits.inbox_window)
         self._runners: list[NodeRunner] = []
         for node in self._nodes:
             ctx = Context(
@@ -228,13 +216,6 @@ class Flow:
         assert self._store_runs is not None
         state, message, nodes = self._store_runs.resume(stored)
         self._admission.defer(state, self._targets(nodes), message, 0.0)
-
-    def _durable_run(
-        self, message: Message, reliability: str, to: Node | Sequence[Node] | None, *, keyed: bool
-    ) -> DurableRun | None:
-        if self._store_runs is None:
-            return None  # the common case: no store, nothing to pay
-        return self._store_runs.record(message, reliability, to, keyed=keyed)
 
     # -- end of the store ---------------------------------------------------------------
 
@@ -405,9 +386,8 @@ class Flow:
         targets = self._targets(to)
         reliability = self._reliability(to)
         state, delay = self._admission.admit(message, reliability)
-        run = self._durable_run(message, reliability, to, keyed=False)
-        if run is not None and self._store_runs is not None:
-            self._store_runs.attach(run, state)
+        if self._store_runs is not None:  # the common case: no store, nothing to pay
+            self._store_runs.record_admitted(message, reliability, to, state)
         reader = state.attach(0, owner=True, kickoff=None if delay else (targets, message))
         if delay:
             self._admission.defer(state, targets, message, delay)
@@ -449,8 +429,11 @@ class Flow:
             raise ValueError(f"window must be an int >= 1, got {window!r}")
         targets = self._targets(to)
         reliability = self._reliability(to)
-        run = self._durable_run(message, reliability, to, keyed=idempotency_key is not None)
         store_runs = self._store_runs
+        keyed = idempotency_key is not None
+        run = (
+            None if store_runs is None else store_runs.record(message, reliability, to, keyed=keyed)
+        )
         if run is not None and store_runs is not None:
             winner = await store_runs.claim(run, idempotency_key)
             if winner != message.trace_id:
@@ -552,28 +535,25 @@ class Flow:
         )
 
 
-def _graph(adjacencies: Sequence[Adjacency]) -> tuple[list[Node], dict[Node, list[Node]]]:
-    nodes: list[Node] = []
-    succ: dict[Node, list[Node]] = {}
-
-    def add(node: Node) -> None:
-        if node not in succ:
-            nodes.append(node)
-            succ[node] = []
-
-    for adj in adjacencies:
-        if not isinstance(adj, Adjacency):
-            raise TypeError(f"create() takes node.to(...) adjacencies, got {adj!r}")
-        add(adj.node)
-        for s in adj.successors:
-            add(s)
-            if s not in succ[adj.node]:
-                succ[adj.node].append(s)
-    names = [n.name for n in nodes]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise ValueError(f"node names must be unique, repeated: {dupes}")
-    return nodes, succ
+def _inboxes(
+    nodes: Sequence[Node],
+    ingress: Sequence[Node],
+    queue_maxsize: int,
+    window: FlowWindowPolicy | None,
+) -> dict[Node, Channel[Message]]:
+    """Every node's inbox. Entry nodes share their workers fairly between
+    priority classes (runtime/fair.py); inner nodes carry chunks in plain FIFO
+    order, in an adaptive window with Limits.inbox_window (runtime/channel.py)."""
+    inboxes: dict[Node, Channel[Message]] = {}
+    for n in nodes:
+        size = n.policy.queue_maxsize or queue_maxsize
+        if n in ingress:
+            inboxes[n] = Channel(size, FairQueue())
+        elif window is not None:
+            inboxes[n] = AdaptiveChannel(size, window)
+        else:
+            inboxes[n] = Channel(size)
+    return inboxes
 
 
 def create(

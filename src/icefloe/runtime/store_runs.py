@@ -79,6 +79,18 @@ class StoreRuns:
         )
         return DurableRun(self.writer, run)
 
+    def record_admitted(
+        self,
+        message: Message,
+        reliability: str,
+        to: Node | Sequence[Node] | None,
+        state: StreamState,
+    ) -> None:
+        """Record the run of an admitted stream, when the store keeps it (``flow.stream``)."""
+        run = self.record(message, reliability, to, keyed=False)
+        if run is not None:
+            self.attach(run, state)
+
     def attach(self, run: DurableRun, state: StreamState) -> None:
         """``run`` produces ``state``; only a durable run's chunks go through the store."""
         state.durable = run if run.stores_chunks else None
