@@ -8,23 +8,23 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from icefloe.core.congestion import CongestionPolicy, CongestionState
-from icefloe.core.flowwindow import FlowWindowStatistics
+from icefloe.core.flowwindow import FlowWindowPolicy, FlowWindowStatistics
 from icefloe.core.messages import Headers, Message, new_id
-from icefloe.exceptions import ErrorCode, InvalidState, StreamError, StreamNotFound, WouldBlock
+from icefloe.exceptions import ErrorCode, InvalidState, StreamError, StreamNotFound
+from icefloe.runtime.admission import Admission
 from icefloe.runtime.budgets import Budgets, BudgetStatistics
 from icefloe.runtime.channel import AdaptiveChannel, Channel, ChannelStatistics
 from icefloe.runtime.context import Context
-from icefloe.runtime.durable import DurableRun, DurableStatistics, StoreWriter
+from icefloe.runtime.durable import DurableStatistics, StoreWriter
 from icefloe.runtime.fair import FairQueue
 from icefloe.runtime.limits import Limits
 from icefloe.runtime.loadwatch import LoadWatch
-from icefloe.runtime.node import Adjacency, Node
-from icefloe.runtime.recovery import recover, settle
+from icefloe.runtime.node import Adjacency, Node, graph
 from icefloe.runtime.registry import FinishedStream, RegistryStatistics, StreamRegistry
 from icefloe.runtime.runner import NodeRunner, NodeStatistics
 from icefloe.runtime.shedding import LoadShedder, ShedStatistics
 from icefloe.runtime.store_runs import StoreRuns
-from icefloe.runtime.stream import StreamState, window_totals
+from icefloe.runtime.stream import window_totals
 from icefloe.runtime.stream_types import StreamBrief, StreamStatistics, WindowTotals
 from icefloe.runtime.subscription import Subscription
 from icefloe.runtime.throttle import SheddingPolicy
@@ -42,8 +42,6 @@ DEFAULT_CONGESTION = CongestionPolicy()
 DEFAULT_SHEDDING = SheddingPolicy()
 #: credit starvation is a share of at least this many running streams
 STARVATION_FLOOR = 32
-#: seconds between tries of a throttled start that found the ingress full
-DEFERRED_RETRY_S = 0.01
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +99,7 @@ class Flow:
             raise ValueError(f"queue_maxsize must be an int >= 1, got {queue_maxsize!r}")
         self.limits = limits or Limits()
         self._queue_maxsize = queue_maxsize
-        self._nodes, succ = _graph(adjacencies)
+        self._nodes, succ = graph(adjacencies)
         self._registry = StreamRegistry(self.limits, self._stop_run)
         # Byte budgets exist only when Limits sets one: otherwise producers
         # pay a single ``is None`` test per chunk.
@@ -111,19 +109,7 @@ class Flow:
         self._egress: Channel[Message] = Channel(queue_maxsize)
         has_pred = {s for n in self._nodes for s in succ[n]}
         ingress = [n for n in self._nodes if n not in has_pred] or [self._nodes[0]]
-        # Entry nodes share their workers fairly between priority classes
-        # (runtime/fair.py); inner nodes carry chunks in plain FIFO order,
-        # in an adaptive window with Limits.inbox_window (runtime/channel.py).
-        inbox_window = self.limits.inbox_window
-        self._inboxes: dict[Node, Channel[Message]] = {}
-        for n in self._nodes:
-            size = n.policy.queue_maxsize or queue_maxsize
-            if n in ingress:
-                self._inboxes[n] = Channel(size, FairQueue())
-            elif inbox_window is not None:
-                self._inboxes[n] = AdaptiveChannel(size, inbox_window)
-            else:
-                self._inboxes[n] = Channel(size)
+        self._inboxes = _inboxes(self._nodes, ingress, queue_maxsize, self.limits.inbox_window)
         self._runners: list[NodeRunner] = []
         for node in self._nodes:
             ctx = Context(
@@ -141,14 +127,14 @@ class Flow:
         #: the load watch behind load shedding (None: shedding off)
         self.load: LoadWatch | None = None
         self._shedder: LoadShedder | None = None
-        # Throttled runs waiting to enter the flow, by stream id (bounded:
-        # the throttle refuses a start that would wait past max_delay_s).
-        self._deferred: dict[str, asyncio.TimerHandle] = {}
         if congestion is not None:
             self.load = LoadWatch(self._load_sample, policy=congestion)
             self._shedder = LoadShedder(self.load, self._registry, shedding, self._stop_run)
             self._registry.shedder = self._shedder.refusal
-        self._writer: StoreWriter | None = None
+        # Without shedding, a deferred run (a resumed one) still waits at most
+        # the default policy's max_delay_s for room in its inbox.
+        max_delay_s = (shedding if self._shedder is not None else DEFAULT_SHEDDING).max_delay_s
+        self._admission = Admission(self._registry, self._budgets, self._shedder, max_delay_s)
         self._store_runs: StoreRuns | None = None
         #: whether :meth:`run` settles the store's unfinished runs (False: a
         #: worker's flow, which settles only the runs it takes over, issue 12)
@@ -173,7 +159,7 @@ class Flow:
     @property
     def store(self) -> Store | None:
         """The store durable runs write to (None: memory only)."""
-        return None if self._writer is None else self._writer.store
+        return None if self._store_runs is None else self._store_runs.writer.store
 
     async def store_ready(self) -> None:
         """Wait until the store is open and crash recovery has run (at once without a store).
@@ -181,28 +167,28 @@ class Flow:
         :raises StoreUnavailable: the store could not be opened.
         """
         self._check_running()
-        if self._writer is not None:
-            await self._writer.ready()
+        if self._store_runs is not None:
+            await self._store_runs.writer.ready()
 
     def use_store(self, store: Store) -> None:
         """Keep durable runs in ``store`` (before :meth:`run`; the flow opens and closes it).
 
         :raises InvalidState: the flow has started, or has a store already.
         """
-        if self._running or self._stopped or self._writer is not None:
+        if self._running or self._stopped or self._store_runs is not None:
             raise InvalidState("use_store() needs a flow that has not started and has no store")
         if not isinstance(store, Store):
             raise TypeError(f"store must implement icefloe.store.Store, got {store!r}")
-        writer = self._writer = StoreWriter(store)
+        writer = StoreWriter(store)
         self._store_runs = StoreRuns(writer, self._registry, self._nodes)
         self._registry.on_ended = writer.ended
         for runner in self._runners:
             runner.durable_lookup = writer.lookup
 
     async def _recover(self) -> None:
-        assert self._writer is not None
+        assert self._store_runs is not None
         if self.recover_at_start:
-            await recover(self._writer, self._resume)
+            await self._store_runs.recover(self._resume)
 
     # -- workers (issue 12): runs taken over from another process --
     async def recover_run(self, stream_id: str) -> str | None:
@@ -214,35 +200,22 @@ class Flow:
         :raises StoreUnavailable: the store did not answer.
         """
         self._check_running()
-        if self._writer is None or self._registry.get(stream_id) is not None:
+        if self._store_runs is None:
             return None
-        await self._writer.ready()
-        stored = await self._writer.store.get_run(stream_id)
-        if stored is None or stored.terminal is not None:
-            return None
-        if self._registry.get(stream_id) is not None:
-            return None  # admitted here while the store answered
-        return await settle(self._writer, stored, self._resume)
+        return await self._store_runs.recover_run(stream_id, self._resume)
 
     def abandon(self, stream_id: str) -> None:
         """Stop a run another process took over: it ends here (``cancelled``)
         and nothing more of it, its end included, is written to the store."""
-        if self._writer is not None:
-            self._writer.forget(stream_id)
+        if self._store_runs is not None:
+            self._store_runs.writer.forget(stream_id)
         self.cancel(stream_id)
 
     def _resume(self, stored: RunState) -> None:
         """Start a stored ``exactly_once`` run again where the store left it."""
         assert self._store_runs is not None
         state, message, nodes = self._store_runs.resume(stored)
-        self._defer(state, self._targets(nodes), message, 0.0)
-
-    def _durable_run(
-        self, message: Message, reliability: str, to: Node | Sequence[Node] | None, *, keyed: bool
-    ) -> DurableRun | None:
-        if self._store_runs is None:
-            return None  # the common case: no store, nothing to pay
-        return self._store_runs.record(message, reliability, to, keyed=keyed)
+        self._admission.defer(state, self._targets(nodes), message, 0.0)
 
     # -- end of the store ---------------------------------------------------------------
 
@@ -260,8 +233,8 @@ class Flow:
             runner.start()
         if self.load is not None:
             self.load.start()
-        if self._writer is not None:
-            self._writer.start(self._recover)
+        if self._store_runs is not None:
+            self._store_runs.writer.start(self._recover)
         self._running = True
 
     async def stop(self) -> None:
@@ -272,14 +245,12 @@ class Flow:
         self._running = False
         if self.load is not None:
             self.load.close()
-        for handle in self._deferred.values():
-            handle.cancel()
-        self._deferred.clear()
+        self._admission.close()
         if self._budgets is not None:
             self._budgets.close()
-        if self._writer is not None:
+        if self._store_runs is not None:
             # First: durable runs stay unfinished in the store, to be resumed.
-            await self._writer.close()
+            await self._store_runs.writer.close()
         self._registry.cancel_all(ErrorCode.CANCELLED, "the flow stopped")
         for runner in self._runners:
             await runner.stop()
@@ -396,89 +367,6 @@ class Flow:
     def _queue_fill(self) -> float:
         return max((len(q) / q.maxsize for q in self._inboxes.values()), default=0.0)
 
-    def _admit(
-        self,
-        message: Message,
-        reliability: str,
-        *,
-        history: int | None = None,
-        window: int | None = None,
-    ) -> tuple[StreamState, float]:
-        """Admit the stream of ``message``; returns it and how many seconds its run
-        must wait before entering the flow (0.0: at once; more: throttled).
-
-        :raises StreamError: ``overloaded`` or ``limit_exceeded``.
-        """
-        sid, headers = message.trace_id, message.headers
-        delay = 0.0
-        shedder = self._shedder
-        if shedder is not None:
-            wait = shedder.start_delay(headers, reliability, asyncio.get_running_loop().time())
-            if wait is None:
-                self._registry.refused += 1
-                raise StreamError(ErrorCode.OVERLOADED, "the flow is congested; retry later", sid)
-            delay = wait
-        try:
-            self._check_budgets(sid, headers)
-            state = self._registry.admit(
-                sid, sid, headers, history=history, window=window, reliability=reliability
-            )
-        except BaseException:
-            if shedder is not None:
-                shedder.refund()  # a refused run must not hold a throttle slot
-            raise
-        if shedder is not None:
-            shedder.track(state, reliability)
-        if message.deadline_s is not None:
-            self._registry.set_deadline(state, message.deadline_s)
-        return state, delay
-
-    def _check_budgets(self, sid: str, headers: Headers) -> None:
-        if self._budgets is not None:
-            refused = self._budgets.refusal(headers.tenant)
-            if refused is not None:
-                self._registry.refused += 1
-                raise StreamError(refused[0], refused[1], sid)
-
-    def _defer(
-        self,
-        state: StreamState,
-        targets: tuple[Channel[Message], ...],
-        message: Message,
-        delay: float,
-    ) -> None:
-        """Send a throttled run's message into the flow in ``delay`` seconds."""
-        loop = asyncio.get_running_loop()
-        policy = self._shedder.policy if self._shedder is not None else DEFAULT_SHEDDING
-        give_up = loop.time() + delay + policy.max_delay_s
-        self._deferred[state.stream_id] = loop.call_later(
-            delay, self._release_deferred, state, targets, message, give_up
-        )
-
-    def _release_deferred(
-        self,
-        state: StreamState,
-        targets: tuple[Channel[Message], ...],
-        message: Message,
-        give_up: float,
-    ) -> None:
-        sid = state.stream_id
-        del self._deferred[sid]
-        if state.phase:
-            return  # cancelled, timed out or shed while it waited
-        if any(len(inbox) >= inbox.capacity for inbox in targets):
-            # Never queue behind a full inbox: try again shortly, up to a bound.
-            loop = asyncio.get_running_loop()
-            if loop.time() >= give_up:
-                state.fail(ErrorCode.OVERLOADED, "the flow's ingress queue stayed full")
-                return
-            self._deferred[sid] = loop.call_later(
-                DEFERRED_RETRY_S, self._release_deferred, state, targets, message, give_up
-            )
-            return
-        for inbox in targets:
-            inbox.send_nowait(message)
-
     def _stop_run(self, trace_id: str) -> bool:
         return sum(runner.cancel_trace(trace_id) for runner in self._runners) > 0
 
@@ -497,13 +385,12 @@ class Flow:
         self._check_running()
         targets = self._targets(to)
         reliability = self._reliability(to)
-        state, delay = self._admit(message, reliability)
-        run = self._durable_run(message, reliability, to, keyed=False)
-        if run is not None and self._store_runs is not None:
-            self._store_runs.attach(run, state)
+        state, delay = self._admission.admit(message, reliability)
+        if self._store_runs is not None:  # the common case: no store, nothing to pay
+            self._store_runs.record_admitted(message, reliability, to, state)
         reader = state.attach(0, owner=True, kickoff=None if delay else (targets, message))
         if delay:
-            self._defer(state, targets, message, delay)
+            self._admission.defer(state, targets, message, delay)
         return reader
 
     async def start(
@@ -542,41 +429,26 @@ class Flow:
             raise ValueError(f"window must be an int >= 1, got {window!r}")
         targets = self._targets(to)
         reliability = self._reliability(to)
-        run = self._durable_run(message, reliability, to, keyed=idempotency_key is not None)
         store_runs = self._store_runs
+        keyed = idempotency_key is not None
+        run = (
+            None if store_runs is None else store_runs.record(message, reliability, to, keyed=keyed)
+        )
         if run is not None and store_runs is not None:
             winner = await store_runs.claim(run, idempotency_key)
             if winner != message.trace_id:
                 return winner
         try:
-            state, delay = self._admit(message, reliability, history=history, window=window)
+            state, delay = self._admission.admit(
+                message, reliability, history=history, window=window
+            )
         except StreamError as exc:
             if run is not None and store_runs is not None:
                 await store_runs.refused(run, exc)
             raise
         if run is not None and store_runs is not None:
             store_runs.attach(run, state)
-        # A full ingress inbox is a burst until the load watch says otherwise
-        # (then admission refuses): the run starts when there is room, or
-        # fails within max_delay_s (docs/qos.md, "Start-up bursts").
-        if delay or any(len(inbox) >= inbox.capacity for inbox in targets):
-            self._defer(state, targets, message, delay)
-            return state.stream_id
-        try:
-            # Admission never queues: a full ingress inbox is overload, now.
-            for inbox in targets:
-                inbox.send_nowait(message)
-        except WouldBlock:
-            state.cancel(ErrorCode.CANCELLED, "the run could not start")
-            self._registry.refused += 1
-            if self._shedder is not None:
-                self._shedder.refund()
-            raise StreamError(
-                ErrorCode.OVERLOADED, "the flow's ingress queue is full", state.stream_id
-            ) from None
-        except BaseException:
-            state.cancel(ErrorCode.CANCELLED, "the run could not start")
-            raise
+        self._admission.enter(state, targets, message, delay)
         return state.stream_id
 
     def brief(self, stream_id: str) -> StreamBrief | None:
@@ -633,10 +505,7 @@ class Flow:
         :raises InvalidState: a stream with this id exists.
         """
         sid = stream_id or new_id()
-        self._check_budgets(sid, headers)
-        state = self._registry.admit(sid, sid, headers, history=history)
-        if self._shedder is not None:
-            self._shedder.track(state, "at_most_once")
+        state = self._admission.admit_writer(sid, headers, history)
         return StreamWriter(state, None if self._budgets is None else self._budgets.gate(state))
 
     def streams(self) -> list[StreamStatistics]:
@@ -660,34 +529,31 @@ class Flow:
                 for n, q in self._inboxes.items()
                 if (w := q.window_statistics()) is not None
             },
-            len(self._deferred),
+            self._admission.deferred,
             self._queue_fill(),
-            None if self._writer is None else self._writer.statistics(),
+            None if self._store_runs is None else self._store_runs.writer.statistics(),
         )
 
 
-def _graph(adjacencies: Sequence[Adjacency]) -> tuple[list[Node], dict[Node, list[Node]]]:
-    nodes: list[Node] = []
-    succ: dict[Node, list[Node]] = {}
-
-    def add(node: Node) -> None:
-        if node not in succ:
-            nodes.append(node)
-            succ[node] = []
-
-    for adj in adjacencies:
-        if not isinstance(adj, Adjacency):
-            raise TypeError(f"create() takes node.to(...) adjacencies, got {adj!r}")
-        add(adj.node)
-        for s in adj.successors:
-            add(s)
-            if s not in succ[adj.node]:
-                succ[adj.node].append(s)
-    names = [n.name for n in nodes]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise ValueError(f"node names must be unique, repeated: {dupes}")
-    return nodes, succ
+def _inboxes(
+    nodes: Sequence[Node],
+    ingress: Sequence[Node],
+    queue_maxsize: int,
+    window: FlowWindowPolicy | None,
+) -> dict[Node, Channel[Message]]:
+    """Every node's inbox. Entry nodes share their workers fairly between
+    priority classes (runtime/fair.py); inner nodes carry chunks in plain FIFO
+    order, in an adaptive window with Limits.inbox_window (runtime/channel.py)."""
+    inboxes: dict[Node, Channel[Message]] = {}
+    for n in nodes:
+        size = n.policy.queue_maxsize or queue_maxsize
+        if n in ingress:
+            inboxes[n] = Channel(size, FairQueue())
+        elif window is not None:
+            inboxes[n] = AdaptiveChannel(size, window)
+        else:
+            inboxes[n] = Channel(size)
+    return inboxes
 
 
 def create(

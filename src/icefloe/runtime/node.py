@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 # Reliability lives in the core (one ranking for the runtime, the hub and
 # load shedding); it is re-exported here, where it was first defined.
-__all__ = ["Adjacency", "Node", "NodeFunc", "NodePolicy", "Reliability"]
+__all__ = ["Adjacency", "Node", "NodeFunc", "NodePolicy", "Reliability", "graph"]
 
 NodeFunc = Callable[["Message", "Context"], Awaitable[None]]
 
@@ -111,3 +111,32 @@ class Adjacency:
     def __iter__(self) -> Any:
         # Allows ``node, succs = a.to(b)`` unpacking.
         return iter((self.node, self.successors))
+
+
+def graph(adjacencies: Sequence[Adjacency]) -> tuple[list[Node], dict[Node, list[Node]]]:
+    """The nodes of ``adjacencies`` in order of appearance, and each one's successors.
+
+    :raises TypeError: an item is not an :class:`Adjacency`.
+    :raises ValueError: two nodes share a name.
+    """
+    nodes: list[Node] = []
+    succ: dict[Node, list[Node]] = {}
+
+    def add(node: Node) -> None:
+        if node not in succ:
+            nodes.append(node)
+            succ[node] = []
+
+    for adj in adjacencies:
+        if not isinstance(adj, Adjacency):
+            raise TypeError(f"create() takes node.to(...) adjacencies, got {adj!r}")
+        add(adj.node)
+        for s in adj.successors:
+            add(s)
+            if s not in succ[adj.node]:
+                succ[adj.node].append(s)
+    names = [n.name for n in nodes]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"node names must be unique, repeated: {dupes}")
+    return nodes, succ

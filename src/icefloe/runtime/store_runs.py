@@ -3,14 +3,15 @@
 A :class:`~icefloe.runtime.flow.Flow` with a store keeps one
 :class:`StoreRuns`: it decides which runs the store records (the durable
 ones, and keyed ones so their key outlives a restart), claims idempotency
-keys, and re-admits the runs crash recovery resumes. The chunks themselves
-travel through the :class:`~icefloe.runtime.durable.StoreWriter`.
+keys, re-admits the runs crash recovery resumes, and settles the runs a
+worker takes over (``Flow.recover_run``). The chunks themselves travel
+through the :class:`~icefloe.runtime.durable.StoreWriter`.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from icefloe.core.messages import Message
@@ -18,6 +19,7 @@ from icefloe.core.reliability import Reliability
 from icefloe.exceptions import StreamError
 from icefloe.runtime.durable import DurableRun, StoreWriter
 from icefloe.runtime.node import Node
+from icefloe.runtime.recovery import recover, settle
 from icefloe.runtime.stream_types import StreamPhase
 from icefloe.store.types import NO_SEQ, RunRecord, RunState, Terminal
 
@@ -35,6 +37,26 @@ class StoreRuns:
         self.writer = writer
         self._registry = registry
         self._by_name = {n.name: n for n in nodes}
+
+    async def recover(self, resume: Callable[[RunState], None]) -> None:
+        """Settle every unfinished run of the store (crash recovery at start)."""
+        await recover(self.writer, resume)
+
+    async def recover_run(self, stream_id: str, resume: Callable[[RunState], None]) -> str | None:
+        """Settle the store's unfinished run ``stream_id`` now; what was done, or
+        None: the store holds no unfinished run of that id, or the flow runs it.
+
+        :raises StoreUnavailable: the store did not answer.
+        """
+        if self._registry.get(stream_id) is not None:
+            return None
+        await self.writer.ready()
+        stored = await self.writer.store.get_run(stream_id)
+        if stored is None or stored.terminal is not None:
+            return None
+        if self._registry.get(stream_id) is not None:
+            return None  # admitted here while the store answered
+        return await settle(self.writer, stored, resume)
 
     def record(
         self, message: Message, reliability: str, to: Node | Sequence[Node] | None, *, keyed: bool
@@ -56,6 +78,18 @@ class StoreRuns:
             time.time(),
         )
         return DurableRun(self.writer, run)
+
+    def record_admitted(
+        self,
+        message: Message,
+        reliability: str,
+        to: Node | Sequence[Node] | None,
+        state: StreamState,
+    ) -> None:
+        """Record the run of an admitted stream, when the store keeps it (``flow.stream``)."""
+        run = self.record(message, reliability, to, keyed=False)
+        if run is not None:
+            self.attach(run, state)
 
     def attach(self, run: DurableRun, state: StreamState) -> None:
         """``run`` produces ``state``; only a durable run's chunks go through the store."""
