@@ -17,7 +17,7 @@ Both read every chunk in order; chunks/s is counted from the first chunk's
 creation to the last chunk's arrival, and the added latency per chunk is
 arrival minus creation (p50/p99). Needs a Redis server
 (``--redis redis://127.0.0.1:6379/0``); its keys go under a fresh prefix and
-are deleted. Not part of ``make bench``'s default run (it needs Redis).
+are deleted. ``make bench`` runs it when Redis answers (``bench/run.py``).
 
 With ``--nats nats://127.0.0.1:4222`` the same rounds also run the NATS
 JetStream engine beside raw nats-py (``bench/backplane_nats.py``), reported

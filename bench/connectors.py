@@ -141,6 +141,11 @@ def _reachable(url: str) -> bool:
         client.close()
 
 
+def reachable_redis() -> bool:
+    """Whether the bench's Redis (``ICEFLOE_BENCH_REDIS``) answers."""
+    return _reachable(URL)
+
+
 def redis_scenarios(divisor: int) -> Sequence[HttpScenario]:
     """The Redis Streams scenario; none, with a message on stderr, when Redis is unreachable."""
     from edge import HttpScenario

@@ -58,6 +58,13 @@ Redis answers at ``ICEFLOE_BENCH_REDIS``, default ``redis://127.0.0.1:6379/0``):
 ``redis_streams_round_trip``, chunks through ``RedisStreamsSink`` and back
 through ``RedisStreamsSource`` with reassembly and per-record acks, beside
 raw redis-py doing the same work (target >= 0.7).
+
+Backplane scenario (``bench/backplane.py``, run as its own command since it
+spawns a producer and a reader process; after the Redis Streams one, skipped
+with it by ``--no-http`` and when no Redis answers): ``backplane``, one
+stream produced in one process and read in another through Redis, beside
+raw redis-py ``XADD``/``XREAD`` doing the same work in the same run (target
+``backplane_ratio`` >= 0.7), with the added latency per chunk (p50/p99 ms).
 """
 
 from __future__ import annotations
@@ -69,6 +76,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -520,15 +528,53 @@ def run(options: Options) -> dict[str, object]:
         for cs in connector_scenarios:
             scenario, samples, rounds = connector_collected[cs.name]
             results[cs.name] = http_result(cs, scenario, samples, rounds)
+        backplane = backplane_bench(options, divisor)
         http["layout"] = bench_http.LAYOUT
         http["ws_layout"] = bench_ws.LAYOUT
         http["seconds"] = round(time.perf_counter() - started, 1)
+    else:
+        backplane = None
+    goals = targets(results, memory)
+    if backplane is not None:
+        goals["backplane_ratio"] = Target(backplane["ratio"], ">=", 0.7).to_json()
     return {
         "meta": metadata(options, event_loop, http),
         "scenarios": {name: result.to_json() for name, result in results.items()},
+        "backplane": backplane,
         "memory": {**memory, **hub_memory},
-        "targets": targets(results, memory),
+        "targets": goals,
     }
+
+
+#: chunks of the backplane scenario (``--quick`` divides it)
+BACKPLANE_CHUNKS = 20_000
+
+
+def backplane_bench(options: Options, divisor: int) -> dict[str, Any] | None:
+    """``bench/backplane.py`` against the bench's Redis: icefloe's backplane
+    beside raw redis-py in the same run (None: not wanted, or no Redis)."""
+    if not options.wants("backplane"):
+        return None
+    connectors = load_http_bench("connectors.py")
+    if not connectors.reachable_redis():
+        print("backplane: skipped, no Redis answers", file=sys.stderr)
+        return None
+    args = [
+        sys.executable,
+        str(Path(__file__).with_name("backplane.py")),
+        "--redis",
+        connectors.URL,
+        "--chunks",
+        str(BACKPLANE_CHUNKS // divisor),
+        "--rounds",
+        str(max(options.rounds, 3)),
+    ]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=900, check=False)
+    if done.returncode != 0:
+        print(f"backplane: failed: {done.stderr[-2000:]}", file=sys.stderr)
+        return None
+    report: dict[str, Any] = json.loads(done.stdout)
+    return report
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -273,6 +273,10 @@ class RedisBackplane:
                 raise StreamError(ErrorCode.UNAVAILABLE, too_many, sid)
             follower = self._followers[sid] = Follower(sid, from_seq, self.history)
             follower.report_due = self._report_due
+            # Reported now, not at the next tick: until the producer sees a
+            # position it does not wait for this reader, and a fast one could
+            # run a whole history ahead of it (``history_gone``).
+            await self._report_now(sid, from_seq)
         # A reader ahead of the run (a reconnect past it) waits for the run
         # to reach it, within the fetcher's limit. One behind it is attached
         # first: its position pins ``base`` while the missing part is fetched.
@@ -398,6 +402,13 @@ class RedisBackplane:
             follower.end(StreamError(ErrorCode.UNAVAILABLE, "the producing gateway is gone", sid))
         elif meta.state not in LIVE and follower.head > meta.last_seq and meta.code is None:
             follower.end(StreamError(ErrorCode.UNAVAILABLE, "the stream ended unseen", sid))
+
+    async def _report_now(self, stream_id: str, position: int) -> None:
+        key = self.keys.readers(stream_id)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hset(key, self.process_id, f"{position} {int(time.time() * 1000)}")
+        pipe.pexpire(key, STALE_MS * 4)
+        await pipe.execute()
 
     async def _report_loop(self) -> None:
         """Write each followed stream's slowest reader position, every REPORT_S."""
