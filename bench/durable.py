@@ -2,14 +2,15 @@
 
     PYTHONPATH=src python bench/durable.py [--chunks 20000] [--rounds 3] [--stores memory,sqlite]
 
-Prints chunks/s and the p50/p99 latency (chunk creation to the reader) of
-``at_most_once`` (no store), ``at_least_once`` and ``exactly_once`` (a
-checkpoint every 16 chunks) over ``memory://`` and ``sqlite://`` (a fresh
-file in a temporary directory), interleaved per round. The summary gives,
-per case, the best round's rate and its ratio to ``at_most_once``, and over
-all rounds the median p50/p99 and the median *added* p50/p99: the case's
-latency minus ``at_most_once``'s in the same round (the figure issue 11's
-"added p99 <= 5 ms" is about).
+Prints (as JSON on stdout; each round on stderr) chunks/s and the p50/p99
+latency (chunk creation to the reader) of ``at_most_once`` (no store),
+``at_least_once`` and ``exactly_once`` (a checkpoint every 16 chunks) over
+``memory://`` and ``sqlite://`` (a fresh file in a temporary directory),
+interleaved per round. The summary gives, per case, the best round's rate
+and its ratio to ``at_most_once``, and over all rounds the median p50/p99
+and the median *added* p50/p99: the case's latency minus
+``at_most_once``'s in the same round (the figure issue 11's "added p99 <=
+5 ms" is about). ``make bench`` runs it over SQLite (``bench/run.py``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import argparse
 import asyncio
 import json
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -75,7 +77,8 @@ async def main(n: int, rounds: int, stores: frozenset[str]) -> None:
                 result = await one(level, store, n)
                 print(
                     f"round {r + 1} {name:28} {result[0]:>12,.0f} chunks/s  "
-                    f"p50 {result[1]:.2f} ms  p99 {result[2]:.2f} ms"
+                    f"p50 {result[1]:.2f} ms  p99 {result[2]:.2f} ms",
+                    file=sys.stderr,
                 )
                 if name not in best or result[0] > best[name][0]:
                     best[name] = result

@@ -65,6 +65,11 @@ with it by ``--no-http`` and when no Redis answers): ``backplane``, one
 stream produced in one process and read in another through Redis, beside
 raw redis-py ``XADD``/``XREAD`` doing the same work in the same run (target
 ``backplane_ratio`` >= 0.7), with the added latency per chunk (p50/p99 ms).
+
+Durable latency (``bench/durable.py --stores sqlite``, its own command):
+``durable_latency``, the latency ``at_least_once`` and ``exactly_once`` add
+over ``at_most_once`` in the same rounds, chunk creation to reader (median
+of the rounds' added p50/p99; target added p99 <= 5 ms each).
 """
 
 from __future__ import annotations
@@ -534,16 +539,51 @@ def run(options: Options) -> dict[str, object]:
         http["seconds"] = round(time.perf_counter() - started, 1)
     else:
         backplane = None
+    latency = durable_latency(options)
     goals = targets(results, memory)
+    for level in ("at_least_once", "exactly_once") if latency is not None else ():
+        added = latency[f"{level}/sqlite"]["added_p99_ms_median"]
+        goals[f"one_hop_{level}_added_p99_ms"] = Target(added, "<=", 5.0).to_json()
     if backplane is not None:
         goals["backplane_ratio"] = Target(backplane["ratio"], ">=", 0.7).to_json()
     return {
         "meta": metadata(options, event_loop, http),
         "scenarios": {name: result.to_json() for name, result in results.items()},
+        "durable_latency": latency,
         "backplane": backplane,
         "memory": {**memory, **hub_memory},
         "targets": goals,
     }
+
+
+#: chunks of the durable latency scenario (``--quick`` divides it)
+DURABLE_LATENCY_CHUNKS = 20_000
+
+
+def durable_latency(options: Options) -> dict[str, Any] | None:
+    """``bench/durable.py`` over SQLite: the latency ``at_least_once`` and
+    ``exactly_once`` add to ``at_most_once`` in the same rounds (p50/p99 ms;
+    target: added p99 <= 5 ms). None: not wanted."""
+    if not options.wants("durable_latency"):
+        return None
+    divisor = QUICK_DIVISOR if options.quick else 1
+    args = [
+        sys.executable,
+        str(Path(__file__).with_name("durable.py")),
+        "--stores",
+        "sqlite",
+        "--chunks",
+        str(DURABLE_LATENCY_CHUNKS // divisor),
+        "--rounds",
+        str(max(options.rounds, 3)),
+    ]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run(args, capture_output=True, text=True, timeout=900, check=False, env=env)
+    if done.returncode != 0:
+        print(f"durable_latency: failed: {done.stderr[-2000:]}", file=sys.stderr)
+        return None
+    report: dict[str, Any] = json.loads(done.stdout)
+    return report
 
 
 #: chunks of the backplane scenario (``--quick`` divides it)
