@@ -53,8 +53,12 @@ $(JS_STAMP): tests/js/package.json tests/js/package-lock.json
 js: $(JS_STAMP)
 
 # pytest exits 5 when it collects nothing, so an empty run fails here too.
+# The suite runs on two workers, a test file on one worker (its servers
+# started once); the timing- and memory-sensitive tests (-m perf) run after,
+# alone, so that no other test's load skews what they measure.
 test: lint typecheck browser js
-	$(BIN)/pytest -q -p no:cacheprovider
+	$(BIN)/pytest -q -p no:cacheprovider -n 2 --dist loadfile -m "not perf" --durations=15
+	$(BIN)/pytest -q -p no:cacheprovider -m perf
 
 # The long fuzz run of the frame codec and the store's record decoders
 # (make test runs 100,000 inputs); FUZZ_ITERATIONS and FUZZ_SEED override.
