@@ -70,6 +70,11 @@ def sse_events_are_chunks(ctx: Any, response: Any, case: Any) -> None:
         "text/event-stream"
     ):
         return
+    if case.path == "/v1/events":
+        # Its events carry cursors, topic events and per-source errors (its
+        # own shape, tested in test_http_events.py), and a topic it follows
+        # may send nothing before the read timeout cuts the body.
+        return
     parser = SseParser()
     parser.feed_data(response.content)
     events = parser.events_received()
