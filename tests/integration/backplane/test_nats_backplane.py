@@ -135,6 +135,9 @@ async def test_nats_an_event_published_on_one_gateway_reaches_every_gateway_once
                 assert [n for i, n in seen if i == origin] == list(range(PER_GATEWAY))
 
 
+# A 2 s unread timeout against the remote reader's first position report:
+# timing-sensitive, so it runs with the perf tests, alone (make test).
+@pytest.mark.perf
 async def test_nats_a_run_nobody_reads_is_cancelled_and_a_remotely_read_one_is_not() -> None:
     async with asyncio.timeout(60), cluster(2, "--unread-timeout", "2", engine="nats") as gws:
         unread = await _start_slow(gws[0].url)

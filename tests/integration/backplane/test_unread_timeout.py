@@ -7,6 +7,7 @@ import asyncio
 import json
 
 import httpx
+import pytest
 from cluster import cluster, sse_events
 
 SLOW = {"n": 100_000, "every": 1, "pause_ms": 10}
@@ -26,6 +27,9 @@ async def _start(url: str) -> str:
         return sid
 
 
+# A 2 s unread timeout against the remote reader's first position report:
+# timing-sensitive, so it runs with the perf tests, alone (make test).
+@pytest.mark.perf
 async def test_a_run_nobody_reads_is_cancelled_and_a_remotely_read_one_is_not() -> None:
     async with asyncio.timeout(60), cluster(2, "--unread-timeout", "2") as gws:
         unread = await _start(gws[0].url)
