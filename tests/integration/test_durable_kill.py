@@ -58,7 +58,9 @@ KILLS = {"sqlite": 20, "redis": 5, "postgres": 5}
 SEED = 11
 TENANT = {"tenant": "acme"}
 #: a kill test's bound: each restart is a fresh interpreter (about 1 s under load)
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+# Servers killed and restarted on a shared PostgreSQL and Redis: run alone,
+# with the perf tests (make test), not beside another worker's servers.
+pytestmark = [pytest.mark.slow, pytest.mark.perf, pytest.mark.timeout(300)]
 
 
 class Backend(NamedTuple):

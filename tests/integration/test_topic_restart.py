@@ -36,7 +36,9 @@ import icefloe
 from icefloe.core.sse import SseParser
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
-pytestmark = [pytest.mark.timeout(120)]
+# Servers killed and restarted on a shared PostgreSQL and Redis: run alone,
+# with the perf tests (make test), not beside another worker's servers.
+pytestmark = [pytest.mark.perf, pytest.mark.timeout(120)]
 
 
 class Backend(NamedTuple):
