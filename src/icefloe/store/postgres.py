@@ -41,6 +41,7 @@ from icefloe.exceptions import StreamNotFound
 from icefloe.store import positions_postgres
 from icefloe.store.memory import check_append
 from icefloe.store.positions import check_position
+from icefloe.store.postgres_schema import SCHEMA_LOCK
 from icefloe.store.protocol import StoreUnavailable
 from icefloe.store.remote import as_unavailable, check_url, split_options
 from icefloe.store.types import (
@@ -68,8 +69,6 @@ LAST_SEQ_CACHE: Final = 4096
 #: the URL's query parameters this module reads (the rest go to asyncpg)
 _OUR_PARAMETERS = frozenset({"schema", "pool_size", "timeout_s"})
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
-#: an arbitrary advisory lock id held while creating the schema
-_SCHEMA_LOCK = 0x1CEF_10E5
 _NOW = "extract(epoch FROM clock_timestamp())::float8"
 
 _TABLES = f"""
@@ -283,7 +282,7 @@ class PostgresStore:
 
     async def _create_schema(self, pool: Any) -> None:
         async with pool.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", _SCHEMA_LOCK)
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", SCHEMA_LOCK)
             await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {self._schema}")
             await conn.execute(_TABLES)
             version = await conn.fetchval("SELECT max(version) FROM icefloe_schema")
@@ -503,7 +502,7 @@ class PostgresStore:
         check_position(namespace, key, value)
         with self._unavailable("put_position"):
             async with self._conn() as conn:
-                await positions_postgres.put_position(conn, _SCHEMA_LOCK, namespace, key, value)
+                await positions_postgres.put_position(conn, SCHEMA_LOCK, namespace, key, value)
 
     async def get_position(self, namespace: str, key: str) -> bytes | None:
         check_position(namespace, key)

@@ -16,6 +16,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, Final
 
+from icefloe.store.postgres_schema import create_tables
 from icefloe.store.protocol import StoreUnavailable
 from icefloe.store.remote import split_options
 from icefloe.store.topics import Retention, TopicRecord
@@ -92,8 +93,7 @@ class PostgresTopicStore:
             conn = await asyncpg.connect(
                 self._dsn, timeout=5.0, server_settings={"search_path": self._schema}
             )
-            await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {self._schema}")
-            await conn.execute(_TABLE)
+            await create_tables(conn, self._schema, _TABLE)
         except Exception as exc:
             raise StoreUnavailable(f"{self.name}: {exc!r}") from exc
         self._conn = conn
