@@ -275,6 +275,10 @@ class WsOps:
             Headers(tenant=tenant, topic=h.topic, priority=h.priority),
             op.idempotency_key,  # issue 11: as POST /v1/streams's
         )
+        # The session follows the new stream, kept, before the client learns its
+        # id: a client that holds the id finds its session after a crash.
+        self._session.follow(started.stream_id, 0)
+        await self._session.kept()
         await self._replies.reply(Started(ref=op.ref, stream_id=started.stream_id))
         await self._subscribe(started.stream_id, 0, ref=op.ref, priority=h.priority)
 
@@ -299,7 +303,8 @@ class WsOps:
             if not resuming:
                 try:
                     self._session.follow(stream_id, stored.next_seq)
-                except HttpError:
+                    await self._session.kept()
+                except BaseException:
                     stored.close()
                     raise
             now = flow.brief(stream_id)
@@ -316,7 +321,7 @@ class WsOps:
             self._session.forget(stream_id)  # everything up to the end was acked
             return
         if remote is not None:
-            self._follow(remote, resuming, REMOTE_PRIORITY if priority is None else priority)
+            await self._follow(remote, resuming, REMOTE_PRIORITY if priority is None else priority)
             return
         # -- end of backplane --
         brief = flow.brief(stream_id)
@@ -349,14 +354,16 @@ class WsOps:
             # Headers.priority of the stream's start (0 if it is already gone).
             now = flow.brief(stream_id)
             priority = 0 if now is None else now.priority
-        self._follow(reader, resuming, priority)
+        await self._follow(reader, resuming, priority)
 
-    def _follow(self, reader: WsReader, resuming: bool, priority: int) -> None:
-        """Follow ``reader`` on this connection (and, unless resuming, in the session)."""
+    async def _follow(self, reader: WsReader, resuming: bool, priority: int) -> None:
+        """Follow ``reader`` on this connection (and, unless resuming, in the
+        session, kept before its first chunk goes out)."""
         if not resuming:
             try:
                 self._session.follow(reader.stream_id, reader.next_seq)
-            except HttpError:
+                await self._session.kept()
+            except BaseException:
                 reader.close()
                 raise
         self._streams.follow(reader, priority)

@@ -15,6 +15,14 @@ written once. The marked set holds at most one entry per session of the
 table (``max_sessions``). A failed write is logged and retried at the
 session's next change.
 
+Acks are written behind: a crash costs the chunks acked since the last write,
+which the resumed session sends again and the client drops by seq. A new
+subscription is not: the connection waits for :meth:`KeptSessionTable.written`
+before it sends the stream's id (``started``) or its first chunk, so a client
+that holds a stream's id or a chunk of it always finds its session after a
+crash. A subscribe that changes nothing (the same stream from the same seq)
+marks nothing.
+
 Where the sessions are kept is a :class:`SessionKeeper`: the flow's store
 by default; with a backplane (``--backplane``, issue 12) the backplane's
 Redis (:class:`~icefloe.backplane.sessions.RedisSessionKeeper`), so that a
@@ -113,7 +121,7 @@ class StoreSessionKeeper:
 class KeptSessionTable(SessionTable):
     """A :class:`SessionTable` whose sessions are also written to a keeper."""
 
-    __slots__ = ("_dirty", "_flow", "_keeper", "_task", "_ttl_s")
+    __slots__ = ("_dirty", "_flow", "_keeper", "_task", "_ttl_s", "_waiters", "_writing")
 
     def __init__(
         self,
@@ -129,12 +137,17 @@ class KeptSessionTable(SessionTable):
         self._ttl_s = ttl_s
         self._dirty: set[str] = set()
         self._task: asyncio.Task[None] | None = None
+        # Sessions whose write is under way, and who waits for a session's next write.
+        self._writing: set[str] = set()
+        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
 
     # -- every change marks the session ------------------------------------------
 
     def subscribe(self, session_id: str, stream_id: str, from_seq: int = 0) -> None:
+        held = self.info(session_id).subscriptions.get(stream_id) if session_id in self else None
         super().subscribe(session_id, stream_id, from_seq)
-        self._changed(session_id)
+        if held != from_seq - 1:
+            self._changed(session_id)
 
     def unsubscribe(self, session_id: str, stream_id: str) -> bool:
         gone = super().unsubscribe(session_id, stream_id)
@@ -176,6 +189,18 @@ class KeptSessionTable(SessionTable):
             return False
         return self.restore(session_id, kept.owner, kept.streams)
 
+    async def written(self, session_id: str) -> None:
+        """Return once the session's state as of now is in the keeper (at once
+        if nothing of it waits to be written). A write that fails is logged,
+        and this returns all the same: the session then lives in memory only
+        until its next change."""
+        if session_id not in self._dirty and session_id not in self._writing:
+            return
+        done = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(session_id, []).append(done)
+        self._changed(session_id)  # a write that began before now may not hold it
+        await done
+
     def _changed(self, session_id: str) -> None:
         self._dirty.add(session_id)
         if self._task is None or self._task.done():
@@ -183,15 +208,21 @@ class KeptSessionTable(SessionTable):
             self._task = loop.create_task(self._flush(), name="icefloe:ws-sessions")
 
     async def _flush(self) -> None:
-        await asyncio.sleep(0)  # let a burst of acks mark before writing
-        while self._dirty:
-            batch = list(self._dirty)
-            self._dirty.clear()
-            for session_id in batch:
-                await self._write(session_id)
+        try:
+            await asyncio.sleep(0)  # let a burst of acks mark before writing
+            while self._dirty:
+                batch = list(self._dirty)
+                self._dirty.clear()
+                for session_id in batch:
+                    await self._write(session_id)
+        finally:  # stopped (shutdown): nobody waits forever
+            self._release(list(self._waiters))
 
     async def _write(self, session_id: str) -> None:
         keeper = self._keeper
+        self._writing.add(session_id)
+        # Who waits now waits for this write, which reads the state from here on.
+        waiting = self._waiters.pop(session_id, [])
         try:
             try:
                 info = self.info(session_id)
@@ -203,6 +234,17 @@ class KeptSessionTable(SessionTable):
             await keeper.put(session_id, blob, info.tenant, attached, self._ttl_s)
         except Exception as exc:  # the next change writes it again
             log.warning("session %s could not be written: %s", session_id, exc)
+        finally:
+            self._writing.discard(session_id)
+            for done in waiting:
+                if not done.done():
+                    done.set_result(None)
+
+    def _release(self, session_ids: list[str]) -> None:
+        for session_id in session_ids:
+            for done in self._waiters.pop(session_id, []):
+                if not done.done():
+                    done.set_result(None)
 
 
 def session_table(

@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 from icefloe.core.sessions import SessionError, SessionInfo, SessionTable
 from icefloe.transport.errors import HttpError
+from icefloe.transport.ws_keeper import KeptSessionTable
 
 __all__ = ["WsSession"]
 
@@ -121,6 +122,13 @@ class WsSession:
             self._table.subscribe(sid, stream_id, from_seq)
         except SessionError as exc:
             raise HttpError(exc.code, str(exc)) from None
+
+    async def kept(self) -> None:
+        """Return once the session's state as of now is kept (with a store or a
+        backplane; at once without): what the client learns next survives a crash."""
+        table, sid = self._table, self._id
+        if sid is not None and isinstance(table, KeptSessionTable):
+            await table.written(sid)
 
     def forget(self, stream_id: str) -> None:
         """The session no longer follows ``stream_id``: a resume will not restore it."""
