@@ -20,6 +20,7 @@ import httpx
 import uvicorn
 
 import icefloe
+from ports import free_port
 
 __all__ = ["serve_asgi", "serve_command"]
 
@@ -67,9 +68,7 @@ async def serve_command(
     a core of its own: for tests whose clients would otherwise starve it.
     ``open_files`` sets the process's open-files limit (soft and hard);
     ``cwd`` is the directory it runs in (where a TARGET module may live)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     env.pop("FORWARDED_ALLOW_IPS", None)
     code = "from icefloe.cli import main; main()"

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 from docblocks import ROOT, Block, block, blocks, doc_files
+
+from ports import free_port
 
 RUNNABLE = [b for path in doc_files() for b in blocks(path) if b.runnable]
 
@@ -68,9 +69,7 @@ async def test_the_embedding_example_serves_as_documented(tmp_path: Path) -> Non
     # docs/embedding.md's app.py under `uvicorn app:app`, as the doc says to run it.
     app = block(ROOT / "docs" / "embedding.md", "app.py")
     (tmp_path / "app.py").write_text(app.code, encoding="utf-8")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     server = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

@@ -16,7 +16,6 @@ import asyncio
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +24,8 @@ import httpx
 import pytest
 from docblocks import ROOT, block
 from playwright.async_api import ConsoleMessage, Page
+
+from ports import free_port
 
 README = ROOT / "README.md"
 README_PORT = "8765"
@@ -95,12 +96,6 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return venv
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def _wait_ready(url: str, server: asyncio.subprocess.Process) -> None:
     async with asyncio.timeout(30), httpx.AsyncClient() as client:
         while True:
@@ -120,7 +115,7 @@ async def test_the_readme_first_app_works_as_written(
     app = tmp_path / "app"
     app.mkdir()
     (app / "myflow.py").write_text(block(README, "myflow.py").code, encoding="utf-8")
-    port = str(_free_port())
+    port = str(free_port())
     serve = block(README, "serve").code.strip()
     assert serve == "icefloe serve myflow:flow"
     log = (tmp_path / "serve.log").open("wb")

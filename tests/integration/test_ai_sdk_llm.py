@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -38,6 +37,7 @@ from llmservers import (
     fake_provider,
     responses_frames,
 )
+from ports import free_port
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -232,13 +232,6 @@ async def test_a_provider_429_reaches_use_chat_as_an_error_part(serve: Serve) ->
         {"type": "finish", "finishReason": "error"},
     ]
     assert events[-1] == "[DONE]"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 async def listening(port: int) -> None:

@@ -22,10 +22,7 @@ import json
 import os
 import random
 import signal
-import socket
 import sqlite3
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -48,11 +45,10 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
-import icefloe
 from icefloe.core.sse import SseParser
+from ports import free_port
+from serveproc import ServeProcess, ready
 
-ROOT = Path(__file__).parents[2]
-EXAMPLES = ROOT / "examples"
 #: kills per backend (issue 11's acceptance); ICEFLOE_KILLS overrides all three
 KILLS = {"sqlite": 20, "redis": 5, "postgres": 5}
 SEED = 11
@@ -123,37 +119,8 @@ def text_of(i: int) -> str:
     return f"line {i}\n"  # examples/durable_flow.py's text_of
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def serve(port: int, store: str, target: str = "durable_flow:build") -> subprocess.Popen[bytes]:
-    env = dict(os.environ)
-    # The sources this test runs against (PYTHONPATH=... pytest), not a fixed tree.
-    env["PYTHONPATH"] = os.pathsep.join([str(Path(icefloe.__file__).parents[1]), str(EXAMPLES)])
-    code = "import sys; from icefloe.cli import main; sys.argv[0] = 'icefloe'; main()"
-    argv = ["serve", target, "--port", str(port), "--store", store]
-    return subprocess.Popen(
-        [sys.executable, "-c", code, *argv],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-
-async def ready(client: httpx.AsyncClient, proc: subprocess.Popen[bytes]) -> None:
-    async with asyncio.timeout(30):
-        while True:
-            assert proc.poll() is None, "the server exited"
-            try:
-                if (await client.get("/healthz")).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.05)
+def serve(port: int, store: str, target: str = "durable_flow:build") -> ServeProcess:
+    return ServeProcess(port, store, target)
 
 
 async def read_resuming(client: httpx.AsyncClient, sid: str, got: list[Any]) -> None:
@@ -298,17 +265,26 @@ async def test_a_killed_at_least_once_run_ends_interrupted_with_its_prefix(
 async def read_ws_resuming(port: int, payload: int, got: list[Any], resent: list[int]) -> None:
     """Start the run on a WebSocket session, ack every chunk, and after each lost
     connection resume the session: the server resends from the last ack it stored;
-    seqs the client holds already are dropped by seq (and counted in ``resent``)."""
+    seqs the client holds already are dropped by seq (and counted in ``resent``).
+    A connection lost before ``started`` starts again, with the same idempotency
+    key (the run may have begun; the client does not know its id yet)."""
     url = f"ws://127.0.0.1:{port}/v1/ws"
+    key = uuid.uuid4().hex
     session: str | None = None
     sid: str | None = None
     while True:
         try:
             async with connect(url, subprotocols=[Subprotocol("icefloe.v1.json")]) as ws:
-                if session is None:
+                if sid is None:
                     await ws.send(json.dumps({"op": "hello"}))
                     session = json.loads(await ws.recv())["session_id"]
-                    start = {"op": "start", "ref": "r", "payload": payload, "headers": TENANT}
+                    start = {
+                        "op": "start",
+                        "ref": "r",
+                        "payload": payload,
+                        "headers": TENANT,
+                        "idempotency_key": key,
+                    }
                     await ws.send(json.dumps(start))
                     sid = json.loads(await ws.recv())["stream_id"]
                 else:

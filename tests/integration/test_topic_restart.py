@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import sqlite3
-import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -32,10 +29,10 @@ from store.netservers import (
     unreachable,
 )
 
-import icefloe
 from icefloe.core.sse import SseParser
+from ports import free_port
+from serveproc import ServeProcess, ready
 
-EXAMPLES = Path(__file__).parents[2] / "examples"
 # Servers killed and restarted on a shared PostgreSQL and Redis: run alone,
 # with the perf tests (make test), not beside another worker's servers.
 pytestmark = [pytest.mark.perf, pytest.mark.timeout(120)]
@@ -75,40 +72,6 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
         await admin.aclose()
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def serve(port: int, store: str) -> subprocess.Popen[bytes]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(Path(icefloe.__file__).parents[1]), str(EXAMPLES)])
-    code = "import sys; from icefloe.cli import main; sys.argv[0] = 'icefloe'; main()"
-    argv = ["serve", "durable_flow:build", "--port", str(port), "--store", store]
-    return subprocess.Popen(
-        [sys.executable, "-c", code, *argv],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-
-async def ready(client: httpx.AsyncClient, proc: subprocess.Popen[bytes]) -> None:
-    async with asyncio.timeout(30):
-        while True:
-            assert proc.poll() is None, "the server exited"
-            try:
-                if (await client.get("/healthz")).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.05)  # polling a starting process, not synchronisation
-
-
 async def read(client: httpx.AsyncClient, topic: str, want: int, **query: Any) -> list[Any]:
     """The first ``want`` events of a subscription to ``topic`` with ``query``."""
     got: list[Any] = []
@@ -138,6 +101,10 @@ async def publish(client: httpx.AsyncClient, topic: str, n: int) -> tuple[str, i
     assert answer.status_code == 201, answer.text
     body = answer.json()
     return body["epoch"], body["offset"]
+
+
+def serve(port: int, store: str) -> ServeProcess:
+    return ServeProcess(port, store, "durable_flow:build")
 
 
 class Server:

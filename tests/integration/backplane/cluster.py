@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import itertools
 import os
-import socket
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -26,6 +25,8 @@ from pathlib import Path
 import httpx
 
 import icefloe
+from ports import free_port
+from serveproc import log_path, tail
 
 __all__ = [
     "NATS_URL",
@@ -55,21 +56,21 @@ class Gateway:
     proc: asyncio.subprocess.Process | None = None
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+#: each gateway's output (by pid), shown when it exits at start-up
+_LOGS: dict[int, Path] = {}
 
 
 async def _start(flags: tuple[str, ...], backplane: str) -> tuple[asyncio.subprocess.Process, str]:
-    port = _free_port()
+    port = free_port()
     path = os.pathsep.join([str(SRC), str(HERE), os.environ.get("PYTHONPATH", "")])
     env = {**os.environ, "PYTHONPATH": path}
     code = "from icefloe.cli import main; main()"
     args = [sys.executable, "-c", code, "serve", "bpflow:build", "--port", str(port)]
     args += ["--backplane", backplane, *flags]
-    proc = await asyncio.create_subprocess_exec(*args, env=env, stderr=asyncio.subprocess.DEVNULL)
+    log = log_path(port)
+    with log.open("ab") as out:
+        proc = await asyncio.create_subprocess_exec(*args, env=env, stderr=out)
+    _LOGS[proc.pid] = log
     return proc, f"http://127.0.0.1:{port}"
 
 
@@ -77,7 +78,8 @@ async def _ready(proc: asyncio.subprocess.Process, url: str) -> None:
     async with httpx.AsyncClient(base_url=url) as client, asyncio.timeout(30):
         while True:
             if proc.returncode is not None:
-                raise RuntimeError(f"icefloe serve exited with {proc.returncode}")
+                said = tail(_LOGS[proc.pid]) if proc.pid in _LOGS else ""
+                raise RuntimeError(f"icefloe serve exited with {proc.returncode}:\n{said}")
             with contextlib.suppress(httpx.TransportError):
                 if (await client.get("/healthz")).status_code == 200:
                     return
@@ -184,7 +186,7 @@ class CuttableRedis:
     gateways' engine, for outage tests)."""
 
     def __init__(self, host: str | None = None, port: int | None = None) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         redis_host, _, rest = REDIS_URL.removeprefix("redis://").partition(":")
         self._target = (host or redis_host, port or int(rest.split("/")[0]))
         self._server: asyncio.Server | None = None

@@ -16,7 +16,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import sys
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from icefloe.core.wire_errors import CloseReason, close_frame
+from ports import free_port
 
 TENANT = {"tenant": "t1"}
 #: chunks per run (and the done chunk)
@@ -218,7 +218,7 @@ async def test_a_draining_gateway_closes_websockets_with_reconnect() -> None:
 async def test_without_a_backplane_readers_finish_their_run_before_the_exit() -> None:
     """Nowhere else to read the run: its reader stays to the end, new runs are
     refused meanwhile, and the process exits 0 once the run has ended."""
-    port = _free_port()
+    port = free_port()
     path = os.pathsep.join([str(SRC), str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])
     code = "from icefloe.cli import main; main()"
     args = [sys.executable, "-c", code, "serve", "bpflow:build", "--port", str(port)]
@@ -268,10 +268,3 @@ async def _serving(gateway: Gateway) -> None:
 async def _post(url: str) -> httpx.Response:
     async with httpx.AsyncClient(base_url=url) as client:
         return await client.post("/v1/streams", json={"headers": TENANT, "payload": SPEC})
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
