@@ -40,14 +40,8 @@ from icefloe.hub.checks import (
 from icefloe.hub.event import ENCODE_FAILURES, HubEvent, event_size, pack
 from icefloe.hub.limits import HubLimits
 from icefloe.hub.registry import HubRegistry
-from icefloe.hub.subscription import (
-    NormalTarget,
-    SubscriberState,
-    Target,
-    check_target,
-    lacking_room,
-    select_targets,
-)
+from icefloe.hub.subscriber import SubscriberState, lacking_room
+from icefloe.hub.targets import NormalTarget, Target, check_target, select_targets
 from icefloe.hub.topic import TopicState
 
 __all__ = ["HubPublisher"]
