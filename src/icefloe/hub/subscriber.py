@@ -33,7 +33,7 @@ from icefloe.hub.targets import SubscriberInfo
 if TYPE_CHECKING:
     from icefloe.hub.registry import HubRegistry
 
-__all__ = ["SubscriberState", "SubscriptionStatistics", "lacking_room"]
+__all__ = ["SubscriberState", "SubscriptionStatistics", "lacking_room", "park"]
 
 _AT_MOST_ONCE = Reliability.AT_MOST_ONCE
 
@@ -151,7 +151,7 @@ class SubscriberState:
         self.low_items = ring.max_items // 2
         max_bytes = ring.max_bytes
         self.low_bytes: float = max_bytes // 2 if max_bytes is not None else math.inf
-        # Takes left before the buffer can be at its low-water mark (see park_publisher).
+        # Takes left before the buffer can be at its low-water mark (see wait_for_room).
         self.until_wake = 0
 
     def use_filter(self, flt: Filter | None) -> None:
@@ -168,21 +168,14 @@ class SubscriberState:
             if not waiter.done():
                 waiter.set_result(None)
 
-    def park_publisher(self, room: asyncio.Future[None]) -> None:
-        """Wake ``room`` once this buffer is half drained (or the subscription ends)."""
-        self.room.append(room)
+    async def wait_for_room(self) -> None:
+        """Wait until this buffer is half drained (or the subscription ends)."""
         # Takes left before the buffer can be at its low-water mark, so that
         # taken() need not look before then. Never more than the real number:
         # takes count it down, evictions too (evicted()); appends, which only
         # delay the mark, leave it be, and taken() then looks at the buffer.
         self.until_wake = len(self.ring) - self.low_items
-
-    def unpark_publisher(self, room: asyncio.Future[None]) -> None:
-        """Forget ``room``, a publisher's cancelled wait (a wake-up forgets it already)."""
-        try:
-            self.room.remove(room)
-        except ValueError:
-            pass
+        await park(self.room)
 
     def wake_publishers(self) -> None:
         room, self.room = self.room, []
@@ -328,3 +321,25 @@ def lacking_room(
         if (s.blocking or (reliable and not s.cut)) and not s.ring.has_room(size):
             return s
     return None
+
+
+async def park(waiters: list[asyncio.Future[None]]) -> None:
+    """Wait on a new future in ``waiters`` until it is woken; cancellable.
+
+    Readers park on :attr:`SubscriberState.waiters`, publishers on
+    :attr:`SubscriberState.room`. A wake-up (``wake_readers``,
+    ``wake_publishers``) takes the whole list off at once; a cancellation
+    does not, so the cancelled future is taken off here.
+    """
+    waiter = asyncio.get_running_loop().create_future()
+    waiters.append(waiter)
+    try:
+        await waiter
+    finally:
+        if not waiter.done():
+            waiter.cancel()
+        if waiter.cancelled():
+            try:
+                waiters.remove(waiter)
+            except ValueError:
+                pass

@@ -23,12 +23,10 @@ subscription attached: only closing it (or the hub) detaches it.
 
 from __future__ import annotations
 
-import asyncio
-
 from icefloe.core.ring import Overflow
 from icefloe.exceptions import ClosedResourceError, IcefloeError, StreamError, WouldBlock
 from icefloe.hub.event import HubEvent
-from icefloe.hub.subscriber import SubscriberState, SubscriptionStatistics
+from icefloe.hub.subscriber import SubscriberState, SubscriptionStatistics, park
 
 __all__ = ["HubSubscription"]
 
@@ -124,7 +122,7 @@ class HubSubscription:
                 if isinstance(cause, ClosedResourceError):
                     raise StopAsyncIteration
                 raise _fresh(cause)
-            await self._park()
+            await park(s.waiters)
             event = s.take()
             if event is not None:
                 return event
@@ -142,7 +140,7 @@ class HubSubscription:
                 return event
             if s.cause is not None:
                 raise _fresh(s.cause)
-            await self._park()
+            await park(s.waiters)
 
     def receive_nowait(self) -> HubEvent:
         """The next event if one is buffered now.
@@ -175,27 +173,11 @@ class HubSubscription:
         s = self._s
         if s.held() or s.cause is not None:
             return
-        await self._park()
+        await park(s.waiters)
 
     def interrupt(self) -> None:
         """End a pending :meth:`wait` early, e.g. to write a heartbeat; stays attached."""
         self._s.wake_readers()
-
-    async def _park(self) -> None:
-        s = self._s
-        waiter = asyncio.get_running_loop().create_future()
-        s.waiters.append(waiter)
-        try:
-            await waiter
-        finally:
-            # A wake-up takes the waiter off the list; a cancellation does not.
-            if not waiter.done():
-                waiter.cancel()
-            if waiter.cancelled():
-                try:
-                    s.waiters.remove(waiter)
-                except ValueError:
-                    pass
 
     # -- closing -----------------------------------------------------------------------
 
