@@ -14,12 +14,9 @@ from icefloe.hub.event import HubEvent
 from icefloe.hub.hub import Hub, HubStatistics, TenantUsage
 from icefloe.hub.limits import HubLimits
 from icefloe.hub.relay import RelayResult, relay_reader, relay_stream
-from icefloe.hub.subscription import (
-    HubSubscription,
-    SubscriberInfo,
-    SubscriptionStatistics,
-    Target,
-)
+from icefloe.hub.subscriber import SubscriptionStatistics
+from icefloe.hub.subscription import HubSubscription
+from icefloe.hub.targets import SubscriberInfo, Target
 
 __all__ = [
     "Filter",

@@ -26,7 +26,7 @@ Concepts:
   raises ``StreamError(code="history_gone")``.
 * **Selective broadcast.** ``publish(..., to=...)`` reaches only some of the
   tenant's subscribers: a collection of subscriber ids, or a predicate over
-  :class:`~icefloe.hub.subscription.SubscriberInfo`. History keeps the
+  :class:`~icefloe.hub.targets.SubscriberInfo`. History keeps the
   target, so a replay honours it.
 * **Overflow.** Each subscriber's buffer has its own policy:
   ``drop_oldest`` (default), ``drop_newest``, ``disconnect`` (the subscriber
@@ -61,9 +61,10 @@ policies.
 :class:`Hub` is the public facade of three parts: the publish path
 (:mod:`icefloe.hub.publish`, whose methods ``Hub`` inherits, so a publish
 costs no forwarding call), the registry of tenants, topics and subscribers
-(:mod:`icefloe.hub.registry`, over :mod:`icefloe.hub.topics`) and the
-subscriber's buffer and reader
-(:mod:`icefloe.hub.subscription`).
+(:mod:`icefloe.hub.registry`, over :mod:`icefloe.hub.topics`) and each
+subscriber: its buffer (:mod:`icefloe.hub.subscriber`), its reader
+(:mod:`icefloe.hub.subscription`) and who of them receives an event
+(:mod:`icefloe.hub.targets`).
 """
 
 from __future__ import annotations
@@ -79,7 +80,8 @@ from icefloe.hub.event import HubEvent, event_size
 from icefloe.hub.limits import HubLimits
 from icefloe.hub.publish import HubPublisher
 from icefloe.hub.registry import HubRegistry
-from icefloe.hub.subscription import HubSubscription, SubscriptionStatistics
+from icefloe.hub.subscriber import SubscriptionStatistics
+from icefloe.hub.subscription import HubSubscription
 
 __all__ = ["Hub", "HubStatistics", "TenantUsage"]
 

@@ -40,14 +40,8 @@ from icefloe.hub.checks import (
 from icefloe.hub.event import ENCODE_FAILURES, HubEvent, event_size, pack
 from icefloe.hub.limits import HubLimits
 from icefloe.hub.registry import HubRegistry
-from icefloe.hub.subscription import (
-    NormalTarget,
-    SubscriberState,
-    Target,
-    check_target,
-    lacking_room,
-    select_targets,
-)
+from icefloe.hub.subscriber import SubscriberState, lacking_room
+from icefloe.hub.targets import NormalTarget, Target, check_target, select_targets
 from icefloe.hub.topic import TopicState
 
 __all__ = ["HubPublisher"]
@@ -106,7 +100,7 @@ class HubPublisher:
         to: Target | None = None,
         reliability: Reliability | str = Reliability.AT_MOST_ONCE,
     ) -> HubEvent:
-        """Publish an event now, or refuse.
+        """Publish an event now, or refuse; the arguments are those of :meth:`publish`.
 
         Returns the event delivered (with its offset).
 
@@ -114,13 +108,9 @@ class HubPublisher:
             (a ``block`` subscriber, or for an ``at_least_once`` or
             ``exactly_once`` event any subscriber but a ``disconnect`` one),
             or publishers of this topic are already waiting.
-        :raises ClosedResourceError: the hub is closed.
-        :raises TopicError: ``topic`` is not a valid topic name.
-        :raises ValueError: a bad tenant, headers, ``to`` or ``reliability``,
-            or an event over ``max_event_bytes``.
-        :raises EncodeError: ``data`` is not encodable.
-        :raises StreamError: ``overloaded``: a new topic past ``max_topics``
-            or ``max_bytes_total``.
+        :raises ClosedResourceError, TopicError, ValueError, EncodeError,
+            StreamError: as :meth:`publish` (the hub being closed, a bad
+            argument, a new topic past a limit).
         """
         state, clean, size, target, level = self._prepare(
             topic, data, tenant, headers, to, reliability
@@ -216,8 +206,7 @@ class HubPublisher:
         target: NormalTarget | None,
         level: Reliability,
     ) -> HubEvent:
-        loop = asyncio.get_running_loop()
-        turn = loop.create_future()
+        turn = asyncio.get_running_loop().create_future()
         queue = state.queue
         queue.append(turn)
         registry = self._registry
@@ -230,26 +219,19 @@ class HubPublisher:
                 outcome = self._deliver(state, data, headers, size, target, level)
                 if isinstance(outcome, HubEvent):
                     return outcome
-                await self._wait_for_room(loop, outcome)
+                await self._wait_for_room(outcome)
         finally:
             head = queue[0] is turn
             queue.remove(turn)
             if head and queue and not queue[0].done():
                 queue[0].set_result(None)
 
-    async def _wait_for_room(self, loop: asyncio.AbstractEventLoop, s: SubscriberState) -> None:
-        room = loop.create_future()
-        s.park_publisher(room)
+    async def _wait_for_room(self, s: SubscriberState) -> None:
         self._waiting_publishers += 1
         try:
-            await room
+            await s.wait_for_room()
         finally:
             self._waiting_publishers -= 1
-            # A wake-up takes the waiter off the list; a cancellation does not.
-            if not room.done():
-                room.cancel()
-            if room.cancelled():
-                s.unpark_publisher(room)
 
     def _prepare(
         self,

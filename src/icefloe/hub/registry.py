@@ -30,7 +30,8 @@ from icefloe.exceptions import ClosedResourceError, ErrorCode, IcefloeError, Str
 from icefloe.hub.checks import check_name, check_range
 from icefloe.hub.event import HubEvent
 from icefloe.hub.limits import MIB, HubLimits
-from icefloe.hub.subscription import SubscriberInfo, SubscriberState, SubscriptionStatistics
+from icefloe.hub.subscriber import SubscriberState, SubscriptionStatistics
+from icefloe.hub.targets import SubscriberInfo
 from icefloe.hub.topic import TenantState, replay
 from icefloe.hub.topics import TopicBook
 

@@ -36,7 +36,8 @@ from icefloe.hub.checks import check_name, check_range
 from icefloe.hub.event import HubEvent
 from icefloe.hub.limits import HubLimits
 from icefloe.hub.sequence import Step, align
-from icefloe.hub.subscription import NormalTarget, SubscriberState, wants
+from icefloe.hub.subscriber import SubscriberState
+from icefloe.hub.targets import NormalTarget, wants
 
 __all__ = ["Entry", "History", "TenantState", "TopicState", "new_epoch", "replay"]
 

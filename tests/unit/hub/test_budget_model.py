@@ -81,7 +81,9 @@ async def run(script: list[Step]) -> None:
 def check_refusal(hub: Hub, tenant: str, topics_before: int) -> None:
     """Only a tenant at one of its budgets or at its fair share of a full hub is refused."""
     mine = hub.tenant_usage(tenant)
-    assert mine.topics == topics_before  # nothing was created
+    # Nothing was created; the admission's sweep may have evicted idle topics,
+    # the refused tenant's too (idle topics go at any admission).
+    assert mine.topics <= topics_before
     present = sum(1 for t in TENANTS if hub.tenant_usage(t).topics) + (mine.topics == 0)
     stats = hub.statistics()
     assert (
