@@ -17,7 +17,9 @@ from llmservers import SseTestServer, collect
 
 __all__ = [
     "ask",
+    "assert_cancelled",
     "assert_cancelling_closes_the_provider",
+    "assert_closed_within_100_ms",
     "assert_ended_with",
     "assert_leaving_closes_the_provider",
     "assert_the_reader_holds_the_provider",
@@ -64,11 +66,7 @@ async def assert_leaving_closes_the_provider(flow: Flow, fake: SseTestServer) ->
         seen += 1
         if seen == 5:
             break  # leaving a flow.stream loop early cancels the run
-    left = loop.time()
-    async with asyncio.timeout(5):
-        await fake.disconnected.wait()
-    assert fake.disconnected_at is not None
-    assert fake.disconnected_at - left < 0.1
+    await assert_closed_within_100_ms(fake, loop.time())
 
 
 async def assert_cancelling_closes_the_provider(flow: Flow, fake: SseTestServer) -> None:
@@ -79,12 +77,20 @@ async def assert_cancelling_closes_the_provider(flow: Flow, fake: SseTestServer)
     async with asyncio.timeout(30):
         await fake.held_back()  # the adapter waits in emit_chunk
     flow.cancel(reader.stream_id)
-    cancelled = loop.time()
+    await assert_closed_within_100_ms(fake, loop.time())
+    _, error = await collect(reader)
+    assert_cancelled(error)
+
+
+async def assert_closed_within_100_ms(fake: SseTestServer, since: float) -> None:
+    """The provider saw its connection closed within 100 ms of ``since`` (``loop.time()``)."""
     async with asyncio.timeout(5):
         await fake.disconnected.wait()
     assert fake.disconnected_at is not None
-    assert fake.disconnected_at - cancelled < 0.1
-    _, error = await collect(reader)
+    assert fake.disconnected_at - since < 0.1
+
+
+def assert_cancelled(error: StreamError | None) -> None:
     assert error is not None
     assert error.code is ErrorCode.CANCELLED
 

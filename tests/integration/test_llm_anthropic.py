@@ -7,15 +7,9 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anthropic
+import llmchecks
 import pytest
-from llmchecks import (
-    ask,
-    assert_cancelling_closes_the_provider,
-    assert_ended_with,
-    assert_leaving_closes_the_provider,
-    assert_the_reader_holds_the_provider,
-    tool_parts,
-)
+from llmchecks import ask, tool_parts
 
 from icefloe import ErrorCode, Flow, Message, Node, create
 from icefloe.llm.anthropic import stream_messages
@@ -107,19 +101,19 @@ async def test_a_stalled_reader_stops_the_adapter_reading_the_provider() -> None
     frames = anthropic_frames(tokens)
     total = sum(map(len, frames))
     async with llm_flow(Plan(frames=frames), max_reply_chars=4_000_000) as (flow, fake):
-        await assert_the_reader_holds_the_provider(flow, fake, tokens, total)
+        await llmchecks.assert_the_reader_holds_the_provider(flow, fake, tokens, total)
 
 
 async def test_a_reader_leaving_closes_the_provider_connection_within_100_ms() -> None:
     plan = Plan(frames=anthropic_frames([f"t{i} " for i in range(500)]), delay_s=0.005)
     async with llm_flow(plan) as (flow, fake):
-        await assert_leaving_closes_the_provider(flow, fake)
+        await llmchecks.assert_leaving_closes_the_provider(flow, fake)
 
 
 async def test_cancelling_a_backpressured_stream_closes_the_provider_within_100_ms() -> None:
     frames = anthropic_frames(["z" * 1024 for _ in range(2000)])
     async with llm_flow(Plan(frames=frames), max_reply_chars=4_000_000) as (flow, fake):
-        await assert_cancelling_closes_the_provider(flow, fake)
+        await llmchecks.assert_cancelling_closes_the_provider(flow, fake)
 
 
 def _error(kind: str) -> dict[str, Any]:
@@ -207,4 +201,4 @@ async def test_provider_errors_end_the_stream_with_a_clear_code(
 ) -> None:
     async with llm_flow(plan, client_timeout=0.5) as (flow, _):
         chunks, error = await collect(flow.stream(ask()))
-    assert_ended_with(chunks, error, code, message)
+    llmchecks.assert_ended_with(chunks, error, code, message)
