@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import anthropic
+import llmchecks
 import pytest
+from llmchecks import ask, tool_parts
 
-from icefloe import ErrorCode, Flow, Headers, Message, Node, create
+from icefloe import ErrorCode, Flow, Message, Node, create
 from icefloe.llm.anthropic import stream_messages
 from llmservers import Plan, SseTestServer, anthropic_frames, collect, fake_provider, sse
 
@@ -45,10 +46,6 @@ async def llm_flow(
                 yield flow, fake
 
 
-def ask(text: str = "hi") -> Message:
-    return Message(payload=text, headers=Headers(tenant="acme"))
-
-
 async def test_messages_maps_text_thinking_tool_use_usage_and_stop() -> None:
     frames = anthropic_frames(
         ["Hel", "lo"], thinking=["Let me ", "think"], tools=[WEATHER], stop="tool_use"
@@ -61,14 +58,7 @@ async def test_messages_maps_text_thinking_tool_use_usage_and_stop() -> None:
     assert [c.data for c in chunks if c.data is not None] == [
         {"type": "reasoning", "id": "reasoning-0", "delta": "Let me "},
         {"type": "reasoning", "id": "reasoning-0", "delta": "think"},
-        {"type": "tool-input-delta", "id": "toolu_1", "name": "get_weather", "delta": '{"city"'},
-        {"type": "tool-input-delta", "id": "toolu_1", "name": "get_weather", "delta": ': "Paris"}'},
-        {
-            "type": "tool-input-available",
-            "id": "toolu_1",
-            "name": "get_weather",
-            "input": {"city": "Paris"},
-        },
+        *tool_parts(*WEATHER, {"city": "Paris"}),
     ]
     assert chunks[-1].done
     assert chunks[-1].meta == {
@@ -111,50 +101,19 @@ async def test_a_stalled_reader_stops_the_adapter_reading_the_provider() -> None
     frames = anthropic_frames(tokens)
     total = sum(map(len, frames))
     async with llm_flow(Plan(frames=frames), max_reply_chars=4_000_000) as (flow, fake):
-        reader = flow.stream(ask())
-        first = await anext(aiter(reader))
-        async with asyncio.timeout(30):
-            held = await fake.held_back()  # the reader holds: the provider cannot write
-        assert held < total / 2, (held, total)
-        rest, error = await collect(reader)
-    assert error is None
-    assert fake.written == total  # it went on once the reader did
-    assert [c.text for c in [first, *rest] if c.text] == tokens
+        await llmchecks.assert_the_reader_holds_the_provider(flow, fake, tokens, total)
 
 
 async def test_a_reader_leaving_closes_the_provider_connection_within_100_ms() -> None:
     plan = Plan(frames=anthropic_frames([f"t{i} " for i in range(500)]), delay_s=0.005)
     async with llm_flow(plan) as (flow, fake):
-        loop = asyncio.get_running_loop()
-        seen = 0
-        async for _chunk in flow.stream(ask()):
-            seen += 1
-            if seen == 5:
-                break  # leaving a flow.stream loop early cancels the run
-        left = loop.time()
-        async with asyncio.timeout(5):
-            await fake.disconnected.wait()
-        assert fake.disconnected_at is not None
-        assert fake.disconnected_at - left < 0.1
+        await llmchecks.assert_leaving_closes_the_provider(flow, fake)
 
 
 async def test_cancelling_a_backpressured_stream_closes_the_provider_within_100_ms() -> None:
     frames = anthropic_frames(["z" * 1024 for _ in range(2000)])
     async with llm_flow(Plan(frames=frames), max_reply_chars=4_000_000) as (flow, fake):
-        loop = asyncio.get_running_loop()
-        reader = flow.stream(ask())
-        await anext(aiter(reader))
-        async with asyncio.timeout(30):
-            await fake.held_back()  # the adapter waits in emit_chunk
-        flow.cancel(reader.stream_id)
-        cancelled = loop.time()
-        async with asyncio.timeout(5):
-            await fake.disconnected.wait()
-        assert fake.disconnected_at is not None
-        assert fake.disconnected_at - cancelled < 0.1
-        _, error = await collect(reader)
-        assert error is not None
-        assert error.code is ErrorCode.CANCELLED
+        await llmchecks.assert_cancelling_closes_the_provider(flow, fake)
 
 
 def _error(kind: str) -> dict[str, Any]:
@@ -242,8 +201,4 @@ async def test_provider_errors_end_the_stream_with_a_clear_code(
 ) -> None:
     async with llm_flow(plan, client_timeout=0.5) as (flow, _):
         chunks, error = await collect(flow.stream(ask()))
-    assert error is not None
-    assert error.code is code
-    assert message in error.message
-    assert "secret" not in error.message
-    assert not any(c.done for c in chunks)
+    llmchecks.assert_ended_with(chunks, error, code, message)

@@ -15,10 +15,12 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import llmchecks
 import openai
 import pytest
+from llmchecks import ask, tool_parts
 
-from icefloe import ErrorCode, Flow, Headers, Message, Node, create
+from icefloe import ErrorCode, Flow, Message, Node, create
 from icefloe.llm.openai import stream_chat, stream_responses
 from llmservers import (
     Plan,
@@ -59,10 +61,6 @@ async def llm_flow(
                 yield flow, fake
 
 
-def ask(text: str = "hi") -> Message:
-    return Message(payload=text, headers=Headers(tenant="acme"))
-
-
 async def test_chat_maps_text_reasoning_tool_calls_usage_and_finish() -> None:
     frames = chat_frames(
         ["Hel", "lo"], reasoning=["Let me ", "think"], tools=[WEATHER], finish="tool_calls"
@@ -78,14 +76,7 @@ async def test_chat_maps_text_reasoning_tool_calls_usage_and_finish() -> None:
     assert [c.data for c in chunks if c.data is not None] == [
         {"type": "reasoning", "id": "reasoning-0", "delta": "Let me "},
         {"type": "reasoning", "id": "reasoning-0", "delta": "think"},
-        {"type": "tool-input-delta", "id": "call_1", "name": "get_weather", "delta": '{"city": '},
-        {"type": "tool-input-delta", "id": "call_1", "name": "get_weather", "delta": '"Paris"}'},
-        {
-            "type": "tool-input-available",
-            "id": "call_1",
-            "name": "get_weather",
-            "input": {"city": "Paris"},
-        },
+        *tool_parts(*WEATHER, {"city": "Paris"}),
     ]
     done = chunks[-1]
     assert done.done
@@ -146,14 +137,7 @@ async def test_responses_maps_text_reasoning_tool_calls_usage_and_finish() -> No
     assert "".join(c.text for c in chunks) == "Hi there"
     assert [c.data for c in chunks if c.data is not None] == [
         {"type": "reasoning", "id": "rs_1", "delta": "hmm"},
-        {"type": "tool-input-delta", "id": "call_1", "name": "get_weather", "delta": '{"city": '},
-        {"type": "tool-input-delta", "id": "call_1", "name": "get_weather", "delta": '"Paris"}'},
-        {
-            "type": "tool-input-available",
-            "id": "call_1",
-            "name": "get_weather",
-            "input": {"city": "Paris"},
-        },
+        *tool_parts(*WEATHER, {"city": "Paris"}),
     ]
     assert chunks[-1].meta == {
         "provider": "openai",
@@ -193,16 +177,7 @@ async def test_a_stalled_reader_stops_the_adapter_reading_the_provider(adapter: 
     total = sum(map(len, frames))
     request = {**REQUEST[adapter], "max_reply_chars": 4_000_000}
     async with llm_flow(Plan(frames=frames), adapter, **request) as (flow, fake):
-        reader = flow.stream(ask())
-        first = await anext(aiter(reader))
-        async with asyncio.timeout(30):
-            held = await fake.held_back()  # the reader holds: the provider cannot write
-        assert held < total / 2, (held, total)
-        rest, error = await collect(reader)
-    assert error is None
-    assert fake.written == total  # it went on once the reader did
-    texts = [c.text for c in [first, *rest] if c.text]
-    assert texts == tokens
+        await llmchecks.assert_the_reader_holds_the_provider(flow, fake, tokens, total)
 
 
 # -- cancellation -----------------------------------------------------------------
@@ -215,37 +190,14 @@ async def test_a_reader_leaving_closes_the_provider_connection_within_100_ms(
     make = chat_frames if adapter is stream_chat else responses_frames
     plan = Plan(frames=make([f"t{i} " for i in range(500)]), delay_s=0.005)
     async with llm_flow(plan, adapter, **REQUEST[adapter]) as (flow, fake):
-        loop = asyncio.get_running_loop()
-        seen = 0
-        async for _chunk in flow.stream(ask()):
-            seen += 1
-            if seen == 5:
-                break  # leaving a flow.stream loop early cancels the run
-        left = loop.time()
-        async with asyncio.timeout(5):
-            await fake.disconnected.wait()
-        assert fake.disconnected_at is not None
-        assert fake.disconnected_at - left < 0.1
+        await llmchecks.assert_leaving_closes_the_provider(flow, fake)
 
 
 async def test_cancelling_a_backpressured_stream_closes_the_provider_within_100_ms() -> None:
     tokens = ["y" * 1024 for _ in range(2000)]
     plan = Plan(frames=chat_frames(tokens))
     async with llm_flow(plan, messages=[], max_reply_chars=4_000_000) as (flow, fake):
-        loop = asyncio.get_running_loop()
-        reader = flow.stream(ask())
-        await anext(aiter(reader))
-        async with asyncio.timeout(30):
-            await fake.held_back()  # the adapter waits in emit_chunk
-        flow.cancel(reader.stream_id)
-        cancelled = loop.time()
-        async with asyncio.timeout(5):
-            await fake.disconnected.wait()
-        assert fake.disconnected_at is not None
-        assert fake.disconnected_at - cancelled < 0.1
-        _, error = await collect(reader)
-        assert error is not None
-        assert error.code is ErrorCode.CANCELLED
+        await llmchecks.assert_cancelling_closes_the_provider(flow, fake)
 
 
 async def test_cancelling_before_the_provider_answers_closes_the_request() -> None:
@@ -257,14 +209,9 @@ async def test_cancelling_before_the_provider_answers_closes_the_request() -> No
             while not fake.requests:
                 await asyncio.sleep(0.005)  # the request reaching a socket of its own
         flow.cancel(reader.stream_id)
-        cancelled = loop.time()
-        async with asyncio.timeout(5):
-            await fake.disconnected.wait()
-        assert fake.disconnected_at is not None
-        assert fake.disconnected_at - cancelled < 0.1
+        await llmchecks.assert_closed_within_100_ms(fake, loop.time())
         _, error = await task
-        assert error is not None
-        assert error.code is ErrorCode.CANCELLED
+        llmchecks.assert_cancelled(error)
 
 
 # -- errors -----------------------------------------------------------------------
@@ -344,11 +291,7 @@ async def test_chat_provider_errors_end_the_stream_with_a_clear_code(
 ) -> None:
     async with llm_flow(plan, messages=[], client_timeout=0.5) as (flow, _):
         chunks, error = await collect(flow.stream(ask()))
-    assert error is not None
-    assert error.code is code
-    assert message in error.message
-    assert "secret" not in error.message
-    assert not any(c.done for c in chunks)
+    llmchecks.assert_ended_with(chunks, error, code, message)
 
 
 @pytest.mark.parametrize(

@@ -29,6 +29,7 @@ __all__ = [
     "MAX_BATCH_RECORDS",
     "MAX_RECORD_BYTES",
     "ClientOptions",
+    "StreamClient",
     "backoff",
     "ensure_stream",
     "error_code",
@@ -103,6 +104,40 @@ class ClientOptions(NamedTuple):
         if self.credentials is not None:
             options["aws_access_key_id"], options["aws_secret_access_key"] = self.credentials
         return get_session().create_client("kinesis", **options)
+
+
+class StreamClient:
+    """One stream's client: the caller's, or made from :class:`ClientOptions` and
+    then owned (released by :meth:`close`)."""
+
+    __slots__ = ("_client", "_create_shards", "_options", "_owned", "_stream")
+
+    def __init__(
+        self, stream: str, options: ClientOptions, *, create_shards: int | None, client: Any
+    ) -> None:
+        self._stream = stream
+        self._options = options
+        self._create_shards = create_shards
+        self._client = client
+        self._owned: contextlib.AsyncExitStack | None = None
+
+    async def open(self) -> Any:
+        """The client, made when the caller gave none; with ``create_shards``, a
+        missing stream is created first (see :func:`ensure_stream`).
+
+        A failed open keeps what it made: :meth:`close` releases it.
+        """
+        if self._client is None:
+            self._owned = contextlib.AsyncExitStack()
+            self._client = await self._owned.enter_async_context(self._options.create())
+        if self._create_shards is not None:
+            await ensure_stream(self._client, self._stream, self._create_shards)
+        return self._client
+
+    async def close(self) -> None:
+        """Release the client this made (the caller's stays open)."""
+        if self._owned is not None:
+            await self._owned.aclose()
 
 
 def error_code(exc: Exception) -> str:

@@ -31,8 +31,8 @@ from icefloe.connectors.kinesis_client import (
     MAX_BATCH_RECORDS,
     MAX_RECORD_BYTES,
     ClientOptions,
+    StreamClient,
     backoff,
-    ensure_stream,
     error_code,
     pack,
 )
@@ -86,14 +86,17 @@ class KinesisSink:
                 "max_in_flight and records_per_key must be >= 1, retries and backoff_s >= 0"
             )
         self._stream = stream
-        self._options = ClientOptions(region, endpoint_url, credentials)
-        self._create_shards = create_shards
+        self._kinesis = StreamClient(
+            stream,
+            ClientOptions(region, endpoint_url, credentials),
+            create_shards=create_shards,
+            client=client,
+        )
         self._max_in_flight = max_in_flight
         self._per_key = records_per_key
         self._retries = retries
         self._backoff = (backoff_s, backoff_cap_s)
-        self._client: Any = client
-        self._owned: contextlib.AsyncExitStack | None = None
+        self._client: Any = None
         # key -> its records not written yet, oldest first; keys in arrival order
         self._queues: OrderedDict[str, deque[_Pending]] = OrderedDict()
         self._attempts: dict[int, int] = {}
@@ -123,12 +126,8 @@ class KinesisSink:
         return self._calls
 
     async def __aenter__(self) -> KinesisSink:
-        if self._client is None:
-            self._owned = contextlib.AsyncExitStack()
-            self._client = await self._owned.enter_async_context(self._options.create())
         try:
-            if self._create_shards is not None:
-                await ensure_stream(self._client, self._stream, self._create_shards)
+            self._client = await self._kinesis.open()
         except BaseException:
             await self.close()  # a failed open releases the client it made
             raise
@@ -252,8 +251,7 @@ class KinesisSink:
                 self._pump.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._pump
-            if self._owned is not None:
-                await self._owned.aclose()
+            await self._kinesis.close()
 
     def statistics(self) -> ConnectorStatistics:
         return ConnectorStatistics(

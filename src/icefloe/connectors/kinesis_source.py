@@ -28,7 +28,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from icefloe.connectors.handout import Handout
-from icefloe.connectors.kinesis_client import ClientOptions, backoff, ensure_stream, unpack
+from icefloe.connectors.kinesis_client import ClientOptions, StreamClient, backoff, unpack
 from icefloe.connectors.kinesis_shards import (
     SHARD_END,
     Checkpoints,
@@ -106,14 +106,17 @@ class KinesisSource:
         )
         self._first = "LATEST" if latest else "TRIM_HORIZON"
         self._latest_since: dict[str, datetime.datetime] = {}
-        self._options = ClientOptions(region, endpoint_url, credentials)
-        self._create_shards = create_shards
+        self._kinesis = StreamClient(
+            stream,
+            ClientOptions(region, endpoint_url, credentials),
+            create_shards=create_shards,
+            client=client,
+        )
         self._commit_every = commit_every
         self._batch_limit = batch_limit
         self._poll_s = poll_interval_s
         self._discover_s = discover_interval_s
-        self._client: Any = client
-        self._owned: contextlib.AsyncExitStack | None = None
+        self._client: Any = None
         self._saved: dict[str, str] = {}
         self._committed: dict[str, str] = {}
         self._since_save: dict[str, int] = {}
@@ -140,12 +143,8 @@ class KinesisSource:
         return set(self._finished)
 
     async def __aenter__(self) -> KinesisSource:
-        if self._client is None:
-            self._owned = contextlib.AsyncExitStack()
-            self._client = await self._owned.enter_async_context(self._options.create())
         try:
-            if self._create_shards is not None:
-                await ensure_stream(self._client, self._stream, self._create_shards)
+            self._client = await self._kinesis.open()
             self._saved = await self._checkpoints.load(self._scope)
             self._finished = {shard for shard, mark in self._saved.items() if mark == SHARD_END}
             await self._discover()
@@ -298,8 +297,7 @@ class KinesisSource:
             for shard_id in list(self._committed):
                 await self._save(shard_id)
         finally:
-            if self._owned is not None:
-                await self._owned.aclose()
+            await self._kinesis.close()
 
     def statistics(self) -> ConnectorStatistics:
         return self._handout.statistics(self._reconnects)

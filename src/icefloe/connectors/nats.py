@@ -44,9 +44,9 @@ import re
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from icefloe.connectors.protocol import ConnectorStatistics, DeliveryFailed, Inbound
+from icefloe.connectors.buffered_sink import BufferedSink
+from icefloe.connectors.protocol import ConnectorStatistics, Inbound
 from icefloe.connectors.record import RELIABILITY_HEADER, SEQ_HEADER, Record
-from icefloe.connectors.undelivered import Undelivered
 from icefloe.core.reliability import Reliability
 
 if TYPE_CHECKING:
@@ -143,7 +143,7 @@ def _subject_token(key: bytes) -> str:
     return text if _TOKEN.fullmatch(text) and text.encode() == key else "x" + key.hex()
 
 
-class NatsSink:
+class NatsSink(BufferedSink):
     """Publishes records to JetStream (see the module docstring)."""
 
     def __init__(
@@ -158,6 +158,7 @@ class NatsSink:
     ) -> None:
         if window < 1:
             raise ValueError(f"window must be >= 1, got {window}")
+        super().__init__()
         self._js = nc.jetstream(publish_async_max_pending=window)
         self._subject = subject
         self._per_key = per_key
@@ -166,9 +167,7 @@ class NatsSink:
         self._retries = retries
         self._unconfirmed: list[tuple[Record, str, dict[str, str], asyncio.Future[Any]]] = []
         self._lock = asyncio.Lock()
-        self._failures = Undelivered()
         self._sent = self._confirmed = self._failed = self._duplicates = 0
-        self._closed = False
 
     @property
     def name(self) -> str:
@@ -179,12 +178,6 @@ class NatsSink:
         """PubAcks that said the server already had the message (dropped by id)."""
         return self._duplicates
 
-    async def __aenter__(self) -> NatsSink:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
     def _subject_of(self, record: Record) -> str:
         if self._per_key and record.key is not None:
             return f"{self._subject}.{_subject_token(record.key)}"
@@ -192,8 +185,7 @@ class NatsSink:
 
     async def send(self, record: Record) -> None:
         """Publish ``record``; waits for PubAcks when ``window`` are unconfirmed."""
-        if self._closed:
-            raise DeliveryFailed([(record, "sink is closed")])
+        self._refuse_if_closed(record)
         subject = self._subject_of(record)
         headers = record_headers(record)
         async with self._lock:
@@ -201,24 +193,10 @@ class NatsSink:
             self._unconfirmed.append((record, subject, headers, future))
             self._sent += 1
         if len(self._unconfirmed) >= self._window:
-            await self._confirm()
+            await self._settle()
 
-    async def flush(self) -> None:
-        """Wait for every PubAck.
-
-        :raises DeliveryFailed: records not confirmed since the last flush.
-        """
-        await self._confirm()
-        self._failures.report()
-
-    async def close(self) -> None:
-        if not self._closed:
-            try:
-                await self.flush()
-            finally:
-                self._closed = True
-
-    async def _confirm(self) -> None:
+    async def _settle(self) -> None:
+        """Wait for every PubAck; publish again what got none (``retries`` times)."""
         async with self._lock:
             batch, self._unconfirmed = self._unconfirmed, []
             if not batch:

@@ -53,10 +53,10 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from icefloe.connectors.buffered_sink import BufferedSink
 from icefloe.connectors.deadletter import DeadLetters
-from icefloe.connectors.protocol import ConnectorStatistics, DeliveryFailed, Inbound
+from icefloe.connectors.protocol import ConnectorStatistics, Inbound
 from icefloe.connectors.record import Record
-from icefloe.connectors.undelivered import Undelivered
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -99,7 +99,7 @@ def _raw_fields(fields: dict[bytes, bytes]) -> tuple[tuple[str, bytes], ...]:
     return tuple((name.decode("latin-1"), v) for name, v in fields.items() if name != _RECORD)
 
 
-class RedisStreamsSink:
+class RedisStreamsSink(BufferedSink):
     """Writes records to the Redis stream ``key`` (see the module docstring).
 
     ``key`` may also be a function of the record (e.g. one Redis stream per
@@ -121,6 +121,7 @@ class RedisStreamsSink:
             raise ValueError(f"batch must be >= 1, got {batch}")
         if maxlen is not None and maxlen < 1:
             raise ValueError(f"maxlen must be >= 1 or None, got {maxlen}")
+        super().__init__()
         self._client = client
         self._key = key if callable(key) else _fixed(key)
         self._key_name = key if isinstance(key, str) else "per-record"
@@ -131,45 +132,22 @@ class RedisStreamsSink:
         self._retries = retries
         self._pending: list[Record] = []
         self._lock = asyncio.Lock()
-        self._failures = Undelivered()
         self._sent = self._confirmed = self._failed = self._reconnects = 0
-        self._closed = False
 
     @property
     def name(self) -> str:
         return f"redis:{self._key_name}"
 
-    async def __aenter__(self) -> RedisStreamsSink:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
     async def send(self, record: Record) -> None:
         """Buffer ``record``; a full batch is written (and waited for) now."""
-        if self._closed:
-            raise DeliveryFailed([(record, "sink is closed")])
+        self._refuse_if_closed(record)
         self._pending.append(record)
         self._sent += 1
         if len(self._pending) >= self._batch_size:
-            await self._write()
+            await self._settle()
 
-    async def flush(self) -> None:
-        """Write what is buffered.
-
-        :raises DeliveryFailed: records that failed since the last flush.
-        """
-        await self._write()
-        self._failures.report()
-
-    async def close(self) -> None:
-        if not self._closed:
-            try:
-                await self.flush()
-            finally:
-                self._closed = True
-
-    async def _write(self) -> None:
+    async def _settle(self) -> None:
+        """Write what is buffered (``retries`` times over a lost connection)."""
         from redis.exceptions import ConnectionError, TimeoutError
 
         async with self._lock:

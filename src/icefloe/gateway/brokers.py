@@ -11,7 +11,7 @@ Options are checked by the Structs below; docs/bridge.md lists them.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
 import msgspec
@@ -19,7 +19,15 @@ import msgspec
 from icefloe.connectors.protocol import Sink, Source
 from icefloe.connectors.record import ChunkRecord, Record, chunk_record, record_chunk
 from icefloe.exceptions import DecodeError
-from icefloe.gateway.kinds import Kind, Served, Taken, positions_store, register_kind
+from icefloe.gateway.kinds import (
+    Kind,
+    RawSinkFactory,
+    Served,
+    SourceFactory,
+    Taken,
+    positions_store,
+    register_kind,
+)
 from icefloe.gateway.translate import chunk_view
 
 __all__ = [
@@ -27,6 +35,7 @@ __all__ = [
     "BrokerSourceEnd",
     "KinesisOptions",
     "RedisStreamsOptions",
+    "broker_kind",
 ]
 
 _Positive = Annotated[int, msgspec.Meta(ge=1)]
@@ -102,6 +111,23 @@ class BrokerSinkEnd:
         await self._sink.flush()
 
 
+def broker_kind(
+    options: type[msgspec.Struct],
+    source: SourceFactory,
+    raw_sink: RawSinkFactory,
+    check: Callable[[Any, str], None] | None = None,
+) -> Kind:
+    """A broker platform's kind: ``raw_sink`` opens its connector sink, the
+    dead-letter sink as it is and the route sink as a :class:`BrokerSinkEnd`."""
+
+    @contextlib.asynccontextmanager
+    async def sink(opts: Any, served: Served) -> AsyncIterator[BrokerSinkEnd]:
+        async with raw_sink(opts) as connector_sink:
+            yield BrokerSinkEnd(connector_sink)
+
+    return Kind(options, source=source, sink=sink, raw_sink=raw_sink, check=check)
+
+
 @contextlib.asynccontextmanager
 async def _redis(url: str) -> AsyncIterator[Any]:
     from redis.asyncio import Redis
@@ -160,12 +186,6 @@ async def _redis_raw_sink(opts: RedisStreamsOptions) -> AsyncIterator[Sink]:
 
 
 @contextlib.asynccontextmanager
-async def _redis_sink(opts: RedisStreamsOptions, served: Served) -> AsyncIterator[BrokerSinkEnd]:
-    async with _redis_raw_sink(opts) as sink:
-        yield BrokerSinkEnd(sink)
-
-
-@contextlib.asynccontextmanager
 async def _kinesis_source(opts: KinesisOptions, served: Served) -> AsyncIterator[BrokerSourceEnd]:
     from icefloe.connectors.kinesis import KinesisSource
 
@@ -195,17 +215,5 @@ async def _kinesis_raw_sink(opts: KinesisOptions) -> AsyncIterator[Sink]:
         yield sink
 
 
-@contextlib.asynccontextmanager
-async def _kinesis_sink(opts: KinesisOptions, served: Served) -> AsyncIterator[BrokerSinkEnd]:
-    async with _kinesis_raw_sink(opts) as sink:
-        yield BrokerSinkEnd(sink)
-
-
-register_kind(
-    "redis-streams",
-    Kind(RedisStreamsOptions, source=_redis_source, sink=_redis_sink, raw_sink=_redis_raw_sink),
-)
-register_kind(
-    "kinesis",
-    Kind(KinesisOptions, source=_kinesis_source, sink=_kinesis_sink, raw_sink=_kinesis_raw_sink),
-)
+register_kind("redis-streams", broker_kind(RedisStreamsOptions, _redis_source, _redis_raw_sink))
+register_kind("kinesis", broker_kind(KinesisOptions, _kinesis_source, _kinesis_raw_sink))

@@ -15,8 +15,8 @@ from typing import Annotated, Any
 import msgspec
 
 from icefloe.connectors.protocol import Sink
-from icefloe.gateway.brokers import BrokerSinkEnd, BrokerSourceEnd
-from icefloe.gateway.kinds import Kind, Served, register_kind
+from icefloe.gateway.brokers import BrokerSourceEnd, broker_kind
+from icefloe.gateway.kinds import Served, register_kind
 
 __all__ = ["KafkaOptions", "NatsOptions", "PubSubOptions", "RabbitMQOptions"]
 
@@ -95,12 +95,6 @@ async def _nats_raw_sink(opts: NatsOptions) -> AsyncIterator[Sink]:
             yield sink
 
 
-@contextlib.asynccontextmanager
-async def _nats_sink(opts: NatsOptions, served: Served) -> AsyncIterator[BrokerSinkEnd]:
-    async with _nats_raw_sink(opts) as sink:
-        yield BrokerSinkEnd(sink)
-
-
 def _rabbit(opts: RabbitMQOptions) -> dict[str, Any]:
     return {
         "host": opts.host,
@@ -125,12 +119,6 @@ async def _rabbit_raw_sink(opts: RabbitMQOptions) -> AsyncIterator[Sink]:
 
     async with RabbitMQSink(opts.stream, **_rabbit(opts)) as sink:
         yield sink
-
-
-@contextlib.asynccontextmanager
-async def _rabbit_sink(opts: RabbitMQOptions, served: Served) -> AsyncIterator[BrokerSinkEnd]:
-    async with _rabbit_raw_sink(opts) as sink:
-        yield BrokerSinkEnd(sink)
 
 
 def _pubsub_check(opts: PubSubOptions, role: str) -> None:
@@ -160,12 +148,6 @@ async def _pubsub_raw_sink(opts: PubSubOptions) -> AsyncIterator[Sink]:
 
 
 @contextlib.asynccontextmanager
-async def _pubsub_sink(opts: PubSubOptions, served: Served) -> AsyncIterator[BrokerSinkEnd]:
-    async with _pubsub_raw_sink(opts) as sink:
-        yield BrokerSinkEnd(sink)
-
-
-@contextlib.asynccontextmanager
 async def _kafka_source(opts: KafkaOptions, served: Served) -> AsyncIterator[BrokerSourceEnd]:
     from icefloe.connectors.kafka import KafkaSource
 
@@ -182,31 +164,9 @@ async def _kafka_raw_sink(opts: KafkaOptions) -> AsyncIterator[Sink]:
         yield sink
 
 
-@contextlib.asynccontextmanager
-async def _kafka_sink(opts: KafkaOptions, served: Served) -> AsyncIterator[BrokerSinkEnd]:
-    async with _kafka_raw_sink(opts) as sink:
-        yield BrokerSinkEnd(sink)
-
-
+register_kind("kafka", broker_kind(KafkaOptions, _kafka_source, _kafka_raw_sink))
+register_kind("nats", broker_kind(NatsOptions, _nats_source, _nats_raw_sink))
+register_kind("rabbitmq", broker_kind(RabbitMQOptions, _rabbit_source, _rabbit_raw_sink))
 register_kind(
-    "kafka",
-    Kind(KafkaOptions, source=_kafka_source, sink=_kafka_sink, raw_sink=_kafka_raw_sink),
-)
-register_kind(
-    "nats",
-    Kind(NatsOptions, source=_nats_source, sink=_nats_sink, raw_sink=_nats_raw_sink),
-)
-register_kind(
-    "rabbitmq",
-    Kind(RabbitMQOptions, source=_rabbit_source, sink=_rabbit_sink, raw_sink=_rabbit_raw_sink),
-)
-register_kind(
-    "pubsub",
-    Kind(
-        PubSubOptions,
-        source=_pubsub_source,
-        sink=_pubsub_sink,
-        raw_sink=_pubsub_raw_sink,
-        check=_pubsub_check,
-    ),
+    "pubsub", broker_kind(PubSubOptions, _pubsub_source, _pubsub_raw_sink, check=_pubsub_check)
 )

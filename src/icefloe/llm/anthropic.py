@@ -20,9 +20,6 @@ end the stream with the codes of :mod:`icefloe.llm.errors`.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any, Final
 
 from icefloe.core.messages import Message
@@ -51,24 +48,6 @@ _STOP: Final = {
     "tool_use": "tool-calls",
     "refusal": "content-filter",
 }
-
-
-@contextmanager
-def _provider_errors() -> Iterator[None]:
-    """SDK exceptions as :class:`StreamError` codes (see :mod:`icefloe.llm.errors`)."""
-    try:
-        yield
-    except anthropic.APITimeoutError as exc:
-        raise errors.no_answer(PROVIDER) from exc
-    except anthropic.APIConnectionError as exc:
-        raise errors.connection_lost(PROVIDER) from exc
-    except anthropic.APIStatusError as exc:
-        if exc.status_code >= 400:
-            raise errors.http_error(PROVIDER, exc.status_code, exc.message) from exc
-        # An ``error`` event inside a 200 stream: its body names the kind.
-        raise errors.error_event(PROVIDER, _error_kind(exc.body), exc.message) from exc
-    except json.JSONDecodeError as exc:
-        raise errors.malformed(PROVIDER) from exc
 
 
 def _error_kind(body: object) -> str | None:
@@ -113,7 +92,7 @@ async def stream_messages(
         ctx, parent, provider=PROVIDER, stream_id=stream_id, max_reply_chars=max_reply_chars
     )
     progress = _Progress()
-    with _provider_errors():
+    with errors.sdk_errors(PROVIDER, anthropic, _error_kind):
         stream = await client.messages.create(stream=True, **request)
         async with closing(stream):
             async for event in stream:

@@ -24,7 +24,11 @@ sent to readers.
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from types import ModuleType
 from typing import Final
 
 from icefloe.core.wire_errors import ErrorCode
@@ -38,6 +42,7 @@ __all__ = [
     "http_error",
     "malformed",
     "no_answer",
+    "sdk_errors",
     "truncated",
 ]
 
@@ -92,3 +97,32 @@ def malformed(provider: str) -> StreamError:
 
 def truncated(provider: str) -> StreamError:
     return StreamError(ErrorCode.UNAVAILABLE, f"{provider}: the stream ended before its finish")
+
+
+@contextmanager
+def sdk_errors(
+    provider: str, sdk: ModuleType, error_kind: Callable[[object], str | None]
+) -> Iterator[None]:
+    """The exceptions of a provider SDK as :class:`StreamError` codes.
+
+    ``sdk`` is the SDK module the adapter imported (``openai``, ``anthropic``):
+    both SDKs are generated alike and raise the same exception classes, so
+    this module names none of them and imports no SDK. An error that arrives
+    inside a 200 stream is an ``APIStatusError`` with that status (Anthropic)
+    or a bare ``APIError`` (OpenAI); ``error_kind`` reads its kind from the
+    error body, whose shape is the provider's own.
+    """
+    try:
+        yield
+    except sdk.APITimeoutError as exc:
+        raise no_answer(provider) from exc
+    except sdk.APIConnectionError as exc:
+        raise connection_lost(provider) from exc
+    except sdk.APIStatusError as exc:
+        if exc.status_code >= 400:
+            raise http_error(provider, exc.status_code, exc.message) from exc
+        raise error_event(provider, error_kind(exc.body), exc.message) from exc
+    except sdk.APIError as exc:
+        raise error_event(provider, error_kind(exc.body), exc.message) from exc
+    except json.JSONDecodeError as exc:
+        raise malformed(provider) from exc

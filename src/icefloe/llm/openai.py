@@ -20,9 +20,6 @@ Only the first choice (``n=1``) of a Chat Completions stream is relayed.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any, Final
 
 from icefloe.core.messages import Message
@@ -58,24 +55,6 @@ _REASONING_FIELDS: Final = ("reasoning_content", "reasoning")
 _CHAT_REASONING_BLOCK: Final = "reasoning-0"
 
 
-@contextmanager
-def _provider_errors() -> Iterator[None]:
-    """SDK exceptions as :class:`StreamError` codes (see :mod:`icefloe.llm.errors`)."""
-    try:
-        yield
-    except openai.APITimeoutError as exc:
-        raise errors.no_answer(PROVIDER) from exc
-    except openai.APIConnectionError as exc:
-        raise errors.connection_lost(PROVIDER) from exc
-    except openai.APIStatusError as exc:
-        raise errors.http_error(PROVIDER, exc.status_code, exc.message) from exc
-    except openai.APIError as exc:
-        # An error object inside the stream (the SDK raises it with no status).
-        raise errors.error_event(PROVIDER, _error_kind(exc.body), exc.message) from exc
-    except json.JSONDecodeError as exc:
-        raise errors.malformed(PROVIDER) from exc
-
-
 def _error_kind(body: object) -> str | None:
     if isinstance(body, dict):
         kind = body.get("code") or body.get("type")
@@ -109,7 +88,7 @@ async def stream_chat(
     request.setdefault("stream_options", {"include_usage": True})
     finish: str | None = None
     usage: dict[str, int] = {}
-    with _provider_errors():
+    with errors.sdk_errors(PROVIDER, openai, _error_kind):
         stream = await client.chat.completions.create(stream=True, **request)
         async with closing(stream):
             async for chunk in stream:
@@ -184,7 +163,7 @@ async def stream_responses(
         ctx, parent, provider=PROVIDER, stream_id=stream_id, max_reply_chars=max_reply_chars
     )
     ended: tuple[str, str, dict[str, int]] | None = None
-    with _provider_errors():
+    with errors.sdk_errors(PROVIDER, openai, _error_kind):
         stream = await client.responses.create(stream=True, **request)
         async with closing(stream):
             async for event in stream:

@@ -39,6 +39,7 @@ from urllib.parse import urlsplit
 from icefloe.core.reliability import Reliability
 from icefloe.exceptions import StreamNotFound
 from icefloe.store import positions_postgres
+from icefloe.store.counters import StoreCounters
 from icefloe.store.memory import check_append
 from icefloe.store.positions import check_position
 from icefloe.store.postgres_schema import SCHEMA_LOCK
@@ -215,7 +216,7 @@ class PostgresStore:
         self._pg: Any = None
         self._errors: tuple[type[BaseException], ...] = (OSError,)
         self._last: OrderedDict[str, int] = OrderedDict()
-        self._created = self._written = self._skipped = self._checkpoints = 0
+        self._counters = StoreCounters()
 
     @classmethod
     def from_url(cls, url: str) -> PostgresStore:
@@ -328,7 +329,7 @@ class PostgresStore:
                     raise ValueError(
                         f"a run with stream id {run.stream_id} exists already"
                     ) from exc
-        self._created += 1
+        self._counters.run_created()
         self._remember(run.stream_id, NO_SEQ)
         return run.stream_id
 
@@ -381,9 +382,7 @@ class PostgresStore:
             written = await self._append_expected(stream_id, chunks, checkpoint)
             if written is None:
                 written = await self._append_locked(stream_id, chunks, checkpoint)
-        self._written += written
-        self._skipped += len(chunks) - written
-        self._checkpoints += checkpoint is not None
+        self._counters.appended(len(chunks), written, checkpoint=checkpoint is not None)
         return written
 
     async def _append_expected(
@@ -518,7 +517,7 @@ class PostgresStore:
 
     def statistics(self) -> StoreStatistics:
         """This store object's counters since it was made (not the database's)."""
-        return StoreStatistics(self._created, self._written, self._skipped, self._checkpoints)
+        return self._counters.statistics()
 
     # -- helpers ---------------------------------------------------------------
 

@@ -44,6 +44,7 @@ from urllib.parse import urlsplit
 from icefloe.core.reliability import Reliability
 from icefloe.exceptions import StreamNotFound
 from icefloe.store import positions_redis
+from icefloe.store.counters import StoreCounters
 from icefloe.store.memory import check_append
 from icefloe.store.positions import check_position
 from icefloe.store.protocol import StoreUnavailable
@@ -166,7 +167,7 @@ class RedisStore:
         self._client: Redis | None = None
         self._scripts: dict[str, AsyncScript] = {}
         self._errors: tuple[type[BaseException], ...] = (OSError,)
-        self._created = self._written = self._skipped = self._checkpoints = 0
+        self._counters = StoreCounters()
 
     @classmethod
     def from_url(cls, url: str) -> RedisStore:
@@ -250,7 +251,7 @@ class RedisStore:
             raise ValueError(f"a run with stream id {run.stream_id} exists already")
         if status == 0:
             return _raw(held).decode()
-        self._created += 1
+        self._counters.run_created()
         return run.stream_id
 
     async def get_run(self, stream_id: str) -> RunState | None:
@@ -319,9 +320,7 @@ class RedisStore:
             check_append(stream_id, int(value), chunks, checkpoint)
             raise ValueError(f"stream {stream_id}: the append breaks the seq rules")
         written = int(value)
-        self._written += written
-        self._skipped += len(chunks) - written
-        self._checkpoints += checkpoint is not None
+        self._counters.appended(len(chunks), written, checkpoint=checkpoint is not None)
         return written
 
     async def read(self, stream_id: str, from_seq: int, limit: int) -> list[StoredChunk]:
@@ -387,7 +386,7 @@ class RedisStore:
 
     def statistics(self) -> StoreStatistics:
         """This store object's counters since it was made (not the server's)."""
-        return StoreStatistics(self._created, self._written, self._skipped, self._checkpoints)
+        return self._counters.statistics()
 
     # -- helpers ---------------------------------------------------------------
 

@@ -14,7 +14,8 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 HOST = "127.0.0.1"
 #: credentials moto accepts; nothing is checked
@@ -34,6 +35,22 @@ def _answers(url: str) -> bool:
             return True
     except OSError:
         return False
+
+
+@contextlib.asynccontextmanager
+async def kinesis_client(url: str) -> AsyncIterator[Any]:
+    """An aiobotocore Kinesis client of the moto server at ``url``."""
+    from aiobotocore.session import get_session
+
+    key, secret = CREDENTIALS
+    async with get_session().create_client(
+        "kinesis",
+        region_name=REGION,
+        endpoint_url=url,
+        aws_access_key_id=key,
+        aws_secret_access_key=secret,
+    ) as kinesis:
+        yield kinesis
 
 
 @contextlib.contextmanager

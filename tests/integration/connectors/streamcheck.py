@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 
+from icefloe.connectors.protocol import Source
 from icefloe.connectors.record import Record, chunk_record, record_chunk
 from icefloe.core.dedup import DedupWindow
 from icefloe.core.messages import StreamChunk
@@ -27,6 +28,19 @@ def chunk_records(prefix: str, streams: int, chunks: int) -> list[Record]:
         for seq in range(chunks)
         for s in range(streams)
     ]
+
+
+async def read_then_crash(source: Source, check: StreamCheck, read: int, unacked: int) -> None:
+    """Feed ``read`` records to ``check``, acking all but the last ``unacked``: a consumer
+    that crashed before it acked those (its successor must get them again)."""
+    done = 0
+    async for inbound in source:
+        check.feed(inbound.record)
+        done += 1
+        if done <= read - unacked:
+            await source.ack(inbound)
+        if done == read:
+            break
 
 
 class StreamCheck:

@@ -20,10 +20,9 @@ import pytest
 pytest.importorskip("aiobotocore", reason="the kinesis extra is not installed")
 pytest.importorskip("moto", reason="moto[server] is not installed")
 
-from aiobotocore.session import get_session
 from botocore.exceptions import ClientError
-from motoserver import CREDENTIALS, REGION, moto_server
-from streamcheck import StreamCheck, chunk_records
+from motoserver import CREDENTIALS, REGION, kinesis_client, moto_server
+from streamcheck import StreamCheck, chunk_records, read_then_crash
 
 from icefloe.connectors.kinesis import (
     SHARD_END,
@@ -50,14 +49,7 @@ def moto_url() -> Iterator[str]:
 
 @pytest.fixture
 async def client(moto_url: str) -> AsyncIterator[Any]:
-    key, secret = CREDENTIALS
-    async with get_session().create_client(
-        "kinesis",
-        region_name=REGION,
-        endpoint_url=moto_url,
-        aws_access_key_id=key,
-        aws_secret_access_key=secret,
-    ) as kinesis:
+    async with kinesis_client(moto_url) as kinesis:
         yield kinesis
 
 
@@ -213,14 +205,7 @@ async def test_a_restarted_consumer_resumes_from_its_checkpoints(client: Any) ->
         options = _options(client, checkpoints=checkpoints, poll_interval_s=0.05)
         # first run: processes 1000 records, crashes before acking the last 37
         async with KinesisSource(stream, consumer_name="app", commit_every=50, **options) as first:
-            done = 0
-            async for inbound in first:
-                check.feed(inbound.record)
-                done += 1
-                if done <= 1000 - unacked:
-                    await first.ack(inbound)
-                if done == 1000:
-                    break
+            await read_then_crash(first, check, 1000, unacked)
         saved = await checkpoints.load(f"{stream}/app")
         assert saved, "the acked prefix was checkpointed on close"
         assert SHARD_END not in saved.values()

@@ -26,9 +26,8 @@ import pytest
 pytest.importorskip("aiobotocore", reason="the kinesis extra is not installed")
 pytest.importorskip("moto", reason="moto[server] is not installed")
 
-from aiobotocore.session import get_session
 from kinesis_consumer import CONSUMER
-from motoserver import CREDENTIALS, REGION, moto_server
+from motoserver import CREDENTIALS, kinesis_client, moto_server
 from streamcheck import StreamCheck, chunk_records
 
 from icefloe.connectors.kinesis import SHARD_END, KinesisSink, StoreCheckpoints, unpack
@@ -47,13 +46,7 @@ def moto_url() -> Iterator[str]:
 
 @pytest.fixture
 async def client(moto_url: str) -> AsyncIterator[Any]:
-    async with get_session().create_client(
-        "kinesis",
-        region_name=REGION,
-        endpoint_url=moto_url,
-        aws_access_key_id=CREDENTIALS[0],
-        aws_secret_access_key=CREDENTIALS[1],
-    ) as kinesis:
+    async with kinesis_client(moto_url) as kinesis:
         yield kinesis
 
 

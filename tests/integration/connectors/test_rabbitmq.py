@@ -20,7 +20,7 @@ import pytest
 
 pytest.importorskip("rstream", reason="the rabbitmq extra is not installed")
 
-from streamcheck import StreamCheck, chunk_records
+from streamcheck import StreamCheck, chunk_records, read_then_crash
 
 from icefloe.connectors.protocol import DeliveryFailed, Inbound, Sink, Source
 from icefloe.connectors.rabbitmq import (
@@ -147,14 +147,7 @@ async def test_a_restarted_consumer_resumes_after_its_stored_offset(stream: str)
         # first run: processes 1000 records but crashes before acking the last 37
         async with RabbitMQSource(stream, consumer_name="resumer", commit_every=100) as first:
             assert first.resumed_from is None
-            done = 0
-            async for inbound in first:
-                check.feed(inbound.record)
-                done += 1
-                if done <= 1000 - unacked:
-                    await first.ack(inbound)
-                if done == 1000:
-                    break
+            await read_then_crash(first, check, 1000, unacked)
             last_acked = 1000 - unacked - 1
         # second run, same name: resumes after the stored offset of the acked prefix
         async with RabbitMQSource(stream, consumer_name="resumer") as second:

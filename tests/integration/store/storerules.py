@@ -11,12 +11,21 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from typing import Protocol, runtime_checkable
 
 import pytest
 
 from icefloe.core.reliability import Reliability
 from icefloe.exceptions import StreamNotFound
-from icefloe.store import NO_SEQ, Checkpoint, RunRecord, Store, StoredChunk, Terminal
+from icefloe.store import (
+    NO_SEQ,
+    Checkpoint,
+    RunRecord,
+    Store,
+    StoredChunk,
+    StoreStatistics,
+    Terminal,
+)
 
 Make = Callable[[], Awaitable[Store]]
 Rule = Callable[[Make], Awaitable[None]]
@@ -340,6 +349,24 @@ async def a_writer_that_was_overtaken_still_obeys_the_rules(make: Make) -> None:
     assert await seqs(b, "s") == list(range(8))
 
 
+@runtime_checkable
+class _Counted(Protocol):
+    def statistics(self) -> StoreStatistics: ...
+
+
+async def statistics_count_this_objects_writes(make: Make) -> None:
+    store = await make()
+    assert isinstance(store, _Counted)
+    await store.create_run(run_record("s"))
+    await store.create_run(run_record("t"), idempotency_key="k")
+    await store.create_run(run_record("u"), idempotency_key="k")  # holds: not created
+    await store.append("s", chunks(0, 3), checkpoint=Checkpoint(3, b""))
+    await store.append("s", chunks(2, 5))
+    stats = store.statistics()
+    assert (stats.runs_created, stats.chunks_written) == (2, 6)
+    assert (stats.duplicates_skipped, stats.checkpoints_written) == (2, 1)
+
+
 RULES: list[Rule] = [
     append_skips_stored_seqs_and_refuses_gaps,
     a_refused_append_writes_nothing,
@@ -357,4 +384,5 @@ RULES: list[Rule] = [
     concurrent_appends_to_many_streams,
     a_restarted_store_sees_what_the_first_wrote,
     a_writer_that_was_overtaken_still_obeys_the_rules,
+    statistics_count_this_objects_writes,
 ]

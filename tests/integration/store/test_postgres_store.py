@@ -14,14 +14,13 @@ import asyncpg  # type: ignore[import-untyped]
 import pytest
 from netservers import (
     TcpProxy,
-    closed_port,
     drop_schema,
     postgres_test_url,
-    silent_server,
 )
+from storeoutages import a_silent_server_times_out, no_server_is_store_unavailable
 from storerules import RULES, Make, Rule, chunks, run_record, until
 
-from icefloe.store import Checkpoint, Store, StoreUnavailable, Terminal, open_store
+from icefloe.store import Store, StoreUnavailable, Terminal, open_store
 from icefloe.store.postgres import SCHEMA_VERSION, PostgresStore
 from storecheck import CHECKS, Backend
 
@@ -144,35 +143,16 @@ async def test_retention_purges_expired_keys_and_sessions(
     assert await store.get_run("s") is not None  # unended runs are never purged
 
 
-async def test_statistics_count_this_objects_writes(make: Make) -> None:
-    store = await make()
-    assert isinstance(store, PostgresStore)
-    await store.create_run(run_record("s"))
-    await store.create_run(run_record("t"), idempotency_key="k")
-    await store.create_run(run_record("u"), idempotency_key="k")  # holds: not created
-    await store.append("s", chunks(0, 3), checkpoint=Checkpoint(3, b""))
-    await store.append("s", chunks(2, 5))
-    stats = store.statistics()
-    assert (stats.runs_created, stats.chunks_written) == (2, 6)
-    assert (stats.duplicates_skipped, stats.checkpoints_written) == (2, 1)
+def _postgres_at(port: int, timeout_s: float) -> PostgresStore:
+    return PostgresStore(f"postgresql://postgres@127.0.0.1:{port}/x", timeout_s=timeout_s)
 
 
 async def test_a_store_with_no_server_raises_store_unavailable() -> None:
-    store = PostgresStore(f"postgresql://postgres@127.0.0.1:{closed_port()}/x", timeout_s=2)
-    with pytest.raises(StoreUnavailable, match="connect failed"):
-        await store.open()
-    with pytest.raises(StoreUnavailable, match="not open"):
-        await store.get_run("s")
-    await store.close()
+    await no_server_is_store_unavailable(_postgres_at)
 
 
 async def test_a_server_that_never_answers_times_out() -> None:
-    async with silent_server() as port, asyncio.timeout(10):
-        store = PostgresStore(f"postgresql://postgres@127.0.0.1:{port}/x", timeout_s=0.3)
-        started = time.monotonic()
-        with pytest.raises(StoreUnavailable):
-            await store.open()
-        assert time.monotonic() - started < 5
+    await a_silent_server_times_out(_postgres_at)
 
 
 async def test_an_outage_mid_run_raises_store_unavailable_then_recovers(

@@ -15,8 +15,9 @@ from urllib.parse import quote
 
 import pytest
 import redis.asyncio
-from netservers import REDIS_URL, UNREACHABLE, TcpProxy, closed_port, silent_server, unreachable
+from netservers import REDIS_URL, UNREACHABLE, TcpProxy, unreachable
 from redis.exceptions import RedisError
+from storeoutages import a_silent_server_times_out, no_server_is_store_unavailable
 from storerules import RULES, Make, Rule, chunks, run_record
 
 from icefloe.store import Checkpoint, Store, StoreUnavailable, Terminal, open_store
@@ -113,35 +114,16 @@ async def test_keys_follow_the_documented_layout(
     assert await admin.pttl(keys["run:s"]) == -1  # runs live until retention
 
 
-async def test_statistics_count_this_objects_writes(make: Make) -> None:
-    store = await make()
-    assert isinstance(store, RedisStore)
-    await store.create_run(run_record("s"))
-    await store.create_run(run_record("t"), idempotency_key="k")
-    await store.create_run(run_record("u"), idempotency_key="k")  # holds: not created
-    await store.append("s", chunks(0, 3), checkpoint=Checkpoint(3, b""))
-    await store.append("s", chunks(2, 5))
-    stats = store.statistics()
-    assert (stats.runs_created, stats.chunks_written) == (2, 6)
-    assert (stats.duplicates_skipped, stats.checkpoints_written) == (2, 1)
+def _redis_at(port: int, timeout_s: float) -> RedisStore:
+    return RedisStore(f"redis://127.0.0.1:{port}/0", timeout_s=timeout_s)
 
 
 async def test_a_store_with_no_server_raises_store_unavailable() -> None:
-    store = RedisStore(f"redis://127.0.0.1:{closed_port()}/0", timeout_s=2)
-    with pytest.raises(StoreUnavailable, match="connect failed"):
-        await store.open()
-    with pytest.raises(StoreUnavailable, match="not open"):
-        await store.get_run("s")
-    await store.close()
+    await no_server_is_store_unavailable(_redis_at)
 
 
 async def test_a_server_that_never_answers_times_out() -> None:
-    async with silent_server() as port, asyncio.timeout(10):
-        store = RedisStore(f"redis://127.0.0.1:{port}/0", timeout_s=0.3)
-        started = time.monotonic()
-        with pytest.raises(StoreUnavailable):
-            await store.open()
-        assert time.monotonic() - started < 5
+    await a_silent_server_times_out(_redis_at)
 
 
 async def test_an_outage_mid_run_raises_store_unavailable_then_recovers(

@@ -87,6 +87,16 @@ class Connection(NamedTuple):
     password: str
     vhost: str
 
+    def client_options(self) -> dict[str, Any]:
+        """The keyword arguments rstream's ``Producer`` and ``Consumer`` take for it."""
+        return {
+            "host": self.host,
+            "port": self.port,
+            "username": self.username,
+            "password": self.password,
+            "vhost": self.vhost,
+        }
+
 
 def positive(name: str, value: float) -> None:
     """Refuse a limit that is not > 0 with a ValueError naming it."""

@@ -110,13 +110,8 @@ class RabbitMQSink:
         await self._fail(lost, "connection lost before the broker confirmed")
 
     async def _connect(self) -> Producer:
-        c = self._connection
         producer = Producer(
-            c.host,
-            c.port,
-            username=c.username,
-            password=c.password,
-            vhost=c.vhost,
+            **self._connection.client_options(),
             on_close_handler=self._on_connection_closed,
             # the sink reconnects itself, on its next publish
             recovery_strategy=BackOffRecoveryStrategy(False),

@@ -107,14 +107,9 @@ class RabbitMQSource:
         return self._resumed_from
 
     def _make_consumer(self) -> Consumer:
-        c = self._connection
         # rstream does not recover consumers by default; _reconnect does
         return Consumer(
-            c.host,
-            c.port,
-            username=c.username,
-            password=c.password,
-            vhost=c.vhost,
+            **self._connection.client_options(),
             on_close_handler=self._on_connection_closed,
         )
 
