@@ -9,7 +9,6 @@ serves a whole test module.
 from __future__ import annotations
 
 import contextlib
-import socket
 import subprocess
 import sys
 import time
@@ -17,16 +16,12 @@ import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+from ports import free_port
+
 HOST = "127.0.0.1"
 #: credentials moto accepts; nothing is checked
 CREDENTIALS = ("testing", "testing")
 REGION = "us-east-1"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        return int(probe.getsockname()[1])
 
 
 def _answers(url: str) -> bool:
@@ -56,7 +51,7 @@ async def kinesis_client(url: str) -> AsyncIterator[Any]:
 @contextlib.contextmanager
 def moto_server(start_timeout_s: float = 30.0) -> Iterator[str]:
     """Run ``moto_server`` on ``127.0.0.1:<free port>``; yields ``http://127.0.0.1:<port>``."""
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(port)],
         stdout=subprocess.DEVNULL,

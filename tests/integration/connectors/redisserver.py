@@ -19,6 +19,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from ports import free_port
+
 __all__ = ["RedisServer", "redis_server_binary"]
 
 #: how long a started server may take to accept connections
@@ -31,13 +33,6 @@ def redis_server_binary() -> Path | None:
     return Path(found) if found else None
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 class RedisServer:
     """One ``redis-server`` subprocess on ``127.0.0.1:port``, AOF in ``directory``."""
 
@@ -46,7 +41,7 @@ class RedisServer:
         self.directory = directory
         #: ``False``: no AOF, so a restart comes back empty (no stream, no group)
         self.persistent = persistent
-        self.port = _free_port()
+        self.port = free_port()
         self._process: subprocess.Popen[bytes] | None = None
 
     @property

@@ -27,7 +27,9 @@ from typing import NamedTuple
 
 from motoserver import CREDENTIALS, REGION
 
-__all__ = ["MEMORY", "Storage", "Tansu", "free_port", "s3_storage", "tansu_binary"]
+from ports import free_port
+
+__all__ = ["MEMORY", "Storage", "Tansu", "s3_storage", "tansu_binary"]
 
 #: how long a started broker may take to accept connections (measured: ~0.1 s)
 READY_TIMEOUT_S = 10.0
@@ -74,14 +76,6 @@ def tansu_binary() -> Path | None:
         return None
     path = Path(spec.origin).parent / "bin" / "tansu"
     return path if path.is_file() else None
-
-
-def free_port() -> int:
-    """A loopback TCP port free right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class Tansu:
