@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import importlib.util
 import resource
 import socket
@@ -72,7 +71,7 @@ from icefloe.transport.app import EdgeSettings, create_app
 from icefloe.transport.encoding import sse_chunk, sse_retry
 from icefloe.transport.limits import EdgeLimits
 from icefloe.transport.streaming import PumpSettings
-from measure import Metric, Sample, percentile
+from measure import P50_MS, P99_MS, Metric, Sample, latency_ms_sample
 from server_child import (
     COMMAND_TIMEOUT_S,
     LOOPBACK,
@@ -80,6 +79,8 @@ from server_child import (
     TEXT,
     ServerProcess,
     UvicornChild,
+    close_listener,
+    cpu_spent,
     emit_gated,
     emit_one,
     loop_factory,
@@ -135,8 +136,6 @@ LAYOUT = (
 )
 
 EVENTS_PER_S = Metric("events_per_s", higher_is_better=True, ratio_key="ratio", digits=0)
-P50_MS = Metric("p50_ms", higher_is_better=False, ratio_key="p50_ratio", digits=3)
-P99_MS = Metric("p99_ms", higher_is_better=False, ratio_key="p99_ratio", digits=3)
 KIB_PER_CONNECTION = Metric(
     "kib_per_connection", higher_is_better=False, ratio_key="ratio", digits=2
 )
@@ -349,10 +348,7 @@ class _RawServer:
             writer.close()
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            async with asyncio.timeout(STOP_TIMEOUT_S):
-                await self._server.wait_closed()
+        await close_listener(self._server)
 
 
 Server = _IcefloeServer | _RawServer
@@ -486,16 +482,12 @@ async def _fan_out_run(
         try:
             await server.command(f"attach {clients}")
             await server.command("gc")
-            gc.collect()
-            server_cpu = server.cpu_seconds()
-            client_cpu = time.process_time()
-            start = time.perf_counter()
-            server.send("go")
-            async with asyncio.timeout(RUN_TIMEOUT_S):
-                counts = await asyncio.gather(*readers)
-            elapsed = time.perf_counter() - start
-            client_cpu = time.process_time() - client_cpu
-            server_cpu = server.cpu_seconds() - server_cpu
+            with cpu_spent(server) as cpu:
+                start = time.perf_counter()
+                server.send("go")
+                async with asyncio.timeout(RUN_TIMEOUT_S):
+                    counts = await asyncio.gather(*readers)
+                elapsed = time.perf_counter() - start
             await server.answer()
         finally:
             for task in readers:
@@ -508,9 +500,8 @@ async def _fan_out_run(
         raise RuntimeError(f"{len(short)} clients got {short[0]} events, expected {chunks + 1}")
     return {
         EVENTS_PER_S.name: clients * chunks / elapsed,
-        "server_cpu_share": server_cpu / elapsed,
-        "client_cpu_share": client_cpu / elapsed,
-        "server_cpu_us_per_event": 1e6 * server_cpu / (clients * chunks),
+        **cpu.shares(elapsed),
+        "server_cpu_us_per_event": 1e6 * cpu.server / (clients * chunks),
     }
 
 
@@ -539,14 +530,6 @@ async def fan_out_session(
             return await _fan_out_run(ice, clients, n, partial(_start_stream, client, n))
 
         yield floor, icefloe
-
-
-def _ms_sample(latencies_ns: list[int]) -> Sample:
-    latencies_ns.sort()
-    return {
-        P50_MS.name: percentile(latencies_ns, 0.50) / 1e6,
-        P99_MS.name: percentile(latencies_ns, 0.99) / 1e6,
-    }
 
 
 async def _icefloe_ttft(client: httpx.AsyncClient, iterations: int) -> list[int]:
@@ -599,18 +582,10 @@ async def _ttft_run(
     server: ServerProcess, exchange: Callable[[int], Awaitable[list[int]]], iterations: int
 ) -> Sample:
     """p50/p99 of ``exchange``'s latencies, and CPU ms per iteration on both sides."""
-    gc.collect()
-    server_cpu = server.cpu_seconds()
-    client_cpu = time.process_time()
-    async with asyncio.timeout(RUN_TIMEOUT_S):
-        latencies = await exchange(iterations)
-    client_cpu = time.process_time() - client_cpu
-    server_cpu = server.cpu_seconds() - server_cpu
-    return {
-        **_ms_sample(latencies),
-        "server_cpu_ms": 1e3 * server_cpu / iterations,
-        "client_cpu_ms": 1e3 * client_cpu / iterations,
-    }
+    with cpu_spent(server) as cpu:
+        async with asyncio.timeout(RUN_TIMEOUT_S):
+            latencies = await exchange(iterations)
+    return {**latency_ms_sample(latencies), **cpu.ms_per(iterations)}
 
 
 def skip_sniffio_probe() -> None:

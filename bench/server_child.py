@@ -15,8 +15,10 @@ import gc
 import inspect
 import socket
 import sys
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -35,8 +37,11 @@ __all__ = [
     "TEXT",
     "ChildServer",
     "Command",
+    "CpuSpent",
     "ServerProcess",
     "UvicornChild",
+    "close_listener",
+    "cpu_spent",
     "emit_gated",
     "emit_one",
     "loop_factory",
@@ -175,6 +180,21 @@ class UvicornChild:
                 await self._task
 
 
+class Listener(Protocol):
+    """A floor's server: ``asyncio.Server`` or a ``websockets`` one."""
+
+    def close(self) -> None: ...
+    async def wait_closed(self) -> None: ...
+
+
+async def close_listener(listener: Listener | None) -> None:
+    """Close ``listener`` (if it started) and wait, bounded, until it has closed."""
+    if listener is not None:
+        listener.close()
+        async with asyncio.timeout(STOP_TIMEOUT_S):
+            await listener.wait_closed()
+
+
 async def emit_gated(gate: asyncio.Event, msg: Message, ctx: Context) -> None:
     """A node body: wait for ``gate``, then emit ``msg.payload`` chunks and the done one."""
     chunks = int(msg.payload)
@@ -248,6 +268,43 @@ class ServerProcess:
                 proc.kill()
                 await proc.wait()
         return proc.returncode if proc.returncode is not None else -1
+
+
+@dataclass(slots=True)
+class CpuSpent:
+    """CPU seconds a measured region cost: the server child's and this process's."""
+
+    server: float = 0.0
+    client: float = 0.0
+
+    def shares(self, elapsed: float) -> dict[str, float]:
+        """CPU seconds per elapsed second on each side: which side was busy."""
+        return {
+            "server_cpu_share": self.server / elapsed,
+            "client_cpu_share": self.client / elapsed,
+        }
+
+    def ms_per(self, iterations: int) -> dict[str, float]:
+        """CPU milliseconds per iteration on each side."""
+        return {
+            "server_cpu_ms": 1e3 * self.server / iterations,
+            "client_cpu_ms": 1e3 * self.client / iterations,
+        }
+
+
+@contextmanager
+def cpu_spent(server: ServerProcess) -> Iterator[CpuSpent]:
+    """Collect this process's garbage, then measure both sides' CPU over the block.
+
+    The figures are filled in when the block ends (psutil reads 10 ms ticks).
+    """
+    gc.collect()
+    spent = CpuSpent()
+    server_start = server.cpu_seconds()
+    client_start = time.process_time()
+    yield spent
+    spent.client = time.process_time() - client_start
+    spent.server = server.cpu_seconds() - server_start
 
 
 @asynccontextmanager

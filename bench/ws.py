@@ -43,7 +43,6 @@ import argparse
 import asyncio
 import base64
 import contextlib
-import gc
 import os
 import socket
 import sys
@@ -86,19 +85,8 @@ from icefloe.core.ops import (
 from icefloe.core.wszstd import ZstdMessageCompressor, ZstdMessageDecompressor
 from icefloe.transport.app import EdgeSettings, create_app, server_options
 from icefloe.transport.limits import EdgeLimits
-from measure import CHUNKS_PER_S, Sample, percentile
-from server_child import (
-    COMMAND_TIMEOUT_S,
-    LOOPBACK,
-    STOP_TIMEOUT_S,
-    TEXT,
-    ServerProcess,
-    UvicornChild,
-    emit_gated,
-    emit_one,
-    loop_factory,
-    serve_child,
-)
+from measure import CHUNKS_PER_S, P50_MS, P99_MS, Sample, latency_ms_sample
+from server_child import COMMAND_TIMEOUT_S, LOOPBACK, STOP_TIMEOUT_S, ServerProcess, UvicornChild
 
 # bench/edge.py (and its httpx) is imported where the benchmark's side needs it:
 # the server child uses none of it and starts faster without it.
@@ -170,7 +158,7 @@ def stream_frames(fmt: Format, streams: int, chunks: int) -> tuple[list[str], li
     ids = [new_id() for _ in range(streams)]
     encoded = [
         [
-            encode_chunk(StreamChunk(sid, seq, TEXT, done=seq == chunks), fmt)
+            encode_chunk(StreamChunk(sid, seq, server_child.TEXT, done=seq == chunks), fmt)
             for seq in range(chunks + 1)
         ]
         for sid in ids
@@ -205,7 +193,7 @@ class _IcefloeWs(UvicornChild):
 
     def __init__(self, shape: Shape) -> None:
         self.gate = asyncio.Event()
-        body = self._stream if shape == "stream" else emit_one
+        body = self._stream if shape == "stream" else server_child.emit_one
         policy = NodePolicy(max_concurrency=MANY)
         # Load shedding off: a saturated loop must not refuse the next run's starts.
         self.flow = create(Node(body, name=shape, policy=policy).to(), congestion=None)
@@ -216,7 +204,7 @@ class _IcefloeWs(UvicornChild):
         super().__init__(app, "ws_protocol_class", **server_options(settings))
 
     async def _stream(self, msg: Message, ctx: Context) -> None:
-        await emit_gated(self.gate, msg, ctx)
+        await server_child.emit_gated(self.gate, msg, ctx)
 
     def prepare(self, fmt: Format, streams: int, chunks: int) -> None:
         self.gate = asyncio.Event()
@@ -284,7 +272,7 @@ class _RawWs:
     async def _first(self, ws: ServerConnection, fmt: Format, decode: Callable[..., dict]) -> None:
         """``started``, ``chunk`` and ``end`` for each ``start``, encoded once per ``ref``."""
         sid = new_id()
-        chunk = encode_chunk(StreamChunk(sid, 0, TEXT), fmt)
+        chunk = encode_chunk(StreamChunk(sid, 0, server_child.TEXT), fmt)
         end = encode_chunk(StreamChunk(sid, 1, "", done=True), fmt)
         started: dict[str, bytes | str] = {}
         async for frame in ws:
@@ -298,10 +286,7 @@ class _RawWs:
                 await ws.send(end)
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            async with asyncio.timeout(STOP_TIMEOUT_S):
-                await self._server.wait_closed()
+        await server_child.close_listener(self._server)
 
 
 Server = _IcefloeWs | _RawWs
@@ -310,7 +295,7 @@ Server = _IcefloeWs | _RawWs
 async def _serve(kind: Kind, shape: Shape) -> None:
     server: Server = _IcefloeWs(shape) if kind == "icefloe" else _RawWs(shape)
     # ``prepare FORMAT STREAMS CHUNKS``: a new gate; the floor encodes its frames.
-    await serve_child(
+    await server_child.serve_child(
         server,
         {"prepare": lambda args: server.prepare(FORMATS[args[0]], int(args[1]), int(args[2]))},
     )
@@ -323,7 +308,7 @@ def serve_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("shape", choices=["stream", "first"])
     parser.add_argument("--uvloop", action="store_true")
     args = parser.parse_args(argv)
-    with asyncio.Runner(loop_factory=loop_factory(args.uvloop)) as runner:
+    with asyncio.Runner(loop_factory=server_child.loop_factory(args.uvloop)) as runner:
         runner.run(_serve(args.kind, args.shape))
     return 0
 
@@ -586,26 +571,21 @@ async def _stream_run(
     async with _connected(server, fmt, deflate, zstd) as client:
         await _open_streams(client, streams, chunks)
         await server.command("gc")
-        gc.collect()
-        server_cpu = server.cpu_seconds()
-        client_cpu = time.process_time()
-        wire_bytes = client.wire_bytes
-        start = time.perf_counter()
-        server.send("go")
-        async with asyncio.timeout(RUN_TIMEOUT_S):
-            got, runs = await client.count_frames(streams)
-        elapsed = time.perf_counter() - start
-        wire_bytes = client.wire_bytes - wire_bytes
-        client_cpu = time.process_time() - client_cpu
-        server_cpu = server.cpu_seconds() - server_cpu
+        with server_child.cpu_spent(server) as cpu:
+            wire_bytes = client.wire_bytes
+            start = time.perf_counter()
+            server.send("go")
+            async with asyncio.timeout(RUN_TIMEOUT_S):
+                got, runs = await client.count_frames(streams)
+            elapsed = time.perf_counter() - start
+            wire_bytes = client.wire_bytes - wire_bytes
         await server.answer()
     if got != expected:
         raise RuntimeError(f"got {got} frames, expected {expected}")
     return {
         CHUNKS_PER_S.name: got / elapsed,
-        "server_cpu_share": server_cpu / elapsed,
-        "client_cpu_share": client_cpu / elapsed,
-        "server_cpu_us_per_frame": 1e6 * server_cpu / got,
+        **cpu.shares(elapsed),
+        "server_cpu_us_per_frame": 1e6 * cpu.server / got,
         "wire_bytes_per_frame": wire_bytes / got,
         "frames_per_run": got / runs,
     }
@@ -613,38 +593,26 @@ async def _stream_run(
 
 async def _first_chunk_run(server: ServerProcess, iterations: int) -> Sample:
     """ns from sending ``start`` until its first ``chunk`` is in, ``iterations`` times."""
-    from edge import P50_MS, P99_MS
-
     fmt = Format.JSON
     chunk, end = _op_prefix("chunk", fmt), _op_prefix("end", fmt)
     start_op = _start_op(fmt, "f", None)
     clock = time.perf_counter_ns
     latencies: list[int] = []
     async with _connected(server, fmt, deflate=False) as client:
-        gc.collect()
-        server_cpu = server.cpu_seconds()
-        client_cpu = time.process_time()
-        async with asyncio.timeout(RUN_TIMEOUT_S):
-            for _ in range(iterations):
-                begin = clock()
-                await client.send(start_op)
-                started = await client.recv()
-                first = await client.recv()
-                latencies.append(clock() - begin)
-                last = await client.recv()
-                if not (first.startswith(chunk) and last.startswith(end)):
-                    raise RuntimeError(f"expected chunk and end, got {first!r}, {last!r}")
-                sid = msgspec.json.decode(started)["stream_id"]
-                await client.send(encode_client(Ack(stream_id=sid, seq=1), fmt))
-        client_cpu = time.process_time() - client_cpu
-        server_cpu = server.cpu_seconds() - server_cpu
-    latencies.sort()
-    return {
-        P50_MS.name: percentile(latencies, 0.50) / 1e6,
-        P99_MS.name: percentile(latencies, 0.99) / 1e6,
-        "server_cpu_ms": 1e3 * server_cpu / iterations,
-        "client_cpu_ms": 1e3 * client_cpu / iterations,
-    }
+        with server_child.cpu_spent(server) as cpu:
+            async with asyncio.timeout(RUN_TIMEOUT_S):
+                for _ in range(iterations):
+                    begin = clock()
+                    await client.send(start_op)
+                    started = await client.recv()
+                    first = await client.recv()
+                    latencies.append(clock() - begin)
+                    last = await client.recv()
+                    if not (first.startswith(chunk) and last.startswith(end)):
+                        raise RuntimeError(f"expected chunk and end, got {first!r}, {last!r}")
+                    sid = msgspec.json.decode(started)["stream_id"]
+                    await client.send(encode_client(Ack(stream_id=sid, seq=1), fmt))
+    return {**latency_ms_sample(latencies), **cpu.ms_per(iterations)}
 
 
 @asynccontextmanager
@@ -679,7 +647,7 @@ async def first_chunk_session(uvloop: bool) -> AsyncIterator[tuple[RunFn, RunFn]
 
 def ws_scenarios(divisor: int, uvloop: bool) -> tuple[HttpScenario, ...]:
     """The WebSocket scenario table, sizes divided by ``divisor``."""
-    from edge import P50_MS, P99_MS, HttpScenario
+    from edge import HttpScenario
 
     frames = FRAMES // divisor
     table = [
