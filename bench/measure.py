@@ -90,11 +90,7 @@ def latency_sample(latencies_ns: list[int]) -> Sample:
 
     Sorts ``latencies_ns`` in place (the caller owns and discards it).
     """
-    latencies_ns.sort()
-    return {
-        P50_US.name: percentile(latencies_ns, 0.50) / 1_000,
-        P99_US.name: percentile(latencies_ns, 0.99) / 1_000,
-    }
+    return _percentiles(latencies_ns, P50_US, P99_US, 1e3)
 
 
 def latency_ms_sample(latencies_ns: list[int]) -> Sample:
@@ -102,10 +98,14 @@ def latency_ms_sample(latencies_ns: list[int]) -> Sample:
 
     Sorts ``latencies_ns`` in place (the caller owns and discards it).
     """
+    return _percentiles(latencies_ns, P50_MS, P99_MS, 1e6)
+
+
+def _percentiles(latencies_ns: list[int], p50: Metric, p99: Metric, ns_per_unit: float) -> Sample:
     latencies_ns.sort()
     return {
-        P50_MS.name: percentile(latencies_ns, 0.50) / 1e6,
-        P99_MS.name: percentile(latencies_ns, 0.99) / 1e6,
+        p50.name: percentile(latencies_ns, 0.50) / ns_per_unit,
+        p99.name: percentile(latencies_ns, 0.99) / ns_per_unit,
     }
 
 

@@ -1,4 +1,4 @@
-"""Shared by the TokenBucket tests: a fake clock and the simulated-time property inputs.
+"""Shared by the TokenBucket tests: simulated-time property inputs, a bucket on a fake clock.
 
 Importable as ``bucketkit``: pytest puts this folder on sys.path.
 """
@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from fakeclock import FakeClock
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -33,19 +34,6 @@ RATES = st.floats(0.01, 1e6)
 BURSTS = st.floats(0.5, 1e4)
 #: where the clock starts (the bucket must not care)
 STARTS = st.floats(0.0, 1e6)
-
-
-class FakeClock:
-    """A monotonic clock that moves only when told to."""
-
-    def __init__(self, now: float = 0.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def patterns(largest: float, max_size: int) -> st.SearchStrategy[list[tuple[float, float]]]:

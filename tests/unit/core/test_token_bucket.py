@@ -6,7 +6,7 @@ import math
 import random
 
 import pytest
-from bucketkit import FakeClock
+from fakeclock import FakeClock
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
