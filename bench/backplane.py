@@ -36,6 +36,7 @@ import uuid
 from typing import Any
 
 import backplane_nats
+from backplane_follow import BATCH, HISTORY, read_arrivals
 from icefloe.backplane.engine import RedisBackplane
 from icefloe.backplane.keys import Keys, entry_id
 from icefloe.backplane.publisher import publish
@@ -43,8 +44,6 @@ from icefloe.core.codec import decode_chunk_msgpack, encode_chunk_msgpack
 from icefloe.core.messages import StreamChunk
 from icefloe.exceptions import EndOfStream, WouldBlock
 
-HISTORY = 1024
-BATCH = 256
 #: seconds a reader may take to start or to read the stream
 TIMEOUT_S = 120
 
@@ -96,29 +95,7 @@ async def _produce_icefloe(url: str, sid: str, count: int, text: str) -> None:
 
 async def _read_icefloe(url: str, sid: str, ready: Any) -> list[tuple[int, int]]:
     bp = RedisBackplane(url, history=HISTORY, window=HISTORY, on_cancel=lambda _s: None)
-    await bp.open()
-    ready.set()
-    try:
-        meta = None
-        while meta is None:
-            meta = await bp.meta(sid)
-            if meta is None:
-                await asyncio.sleep(0.001)  # the producer has not started yet
-        reader = await bp.follow(meta, 0)
-        arrivals: list[tuple[int, int]] = []
-        while True:
-            try:
-                chunk = reader.receive_nowait()
-            except WouldBlock:
-                await reader.wait()
-                continue
-            except EndOfStream:
-                break
-            arrivals.append((chunk.ts, time.time_ns()))
-        reader.close()
-        return arrivals
-    finally:
-        await bp.aclose()
+    return await read_arrivals(bp, sid, ready)
 
 
 async def _produce_raw(url: str, sid: str, count: int, text: str) -> None:

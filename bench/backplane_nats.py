@@ -21,17 +21,14 @@ import asyncio
 import time
 from typing import Any
 
+from backplane_follow import BATCH, HISTORY, read_arrivals
 from icefloe.backplane.nats.engine import NatsBackplane
 from icefloe.backplane.nats.layout import parse_nats_url
 from icefloe.backplane.publisher import ChunkSource
 from icefloe.core.codec import decode_chunk_msgpack, encode_chunk_msgpack
 from icefloe.core.messages import StreamChunk
-from icefloe.exceptions import EndOfStream, WouldBlock
 
 __all__ = ["cleanup", "produce_icefloe", "produce_raw", "read_icefloe", "read_raw", "setup"]
-
-HISTORY = 1024
-BATCH = 256
 
 
 async def produce_icefloe(url: str, sid: str, source: ChunkSource) -> None:
@@ -48,29 +45,7 @@ async def produce_icefloe(url: str, sid: str, source: ChunkSource) -> None:
 
 async def read_icefloe(url: str, sid: str, ready: Any) -> list[tuple[int, int]]:
     bp = NatsBackplane(url, history=HISTORY, window=HISTORY, on_cancel=lambda _s: None)
-    await bp.open()
-    ready.set()
-    try:
-        meta = None
-        while meta is None:
-            meta = await bp.meta(sid)
-            if meta is None:
-                await asyncio.sleep(0.001)  # the producer has not started yet
-        reader = await bp.follow(meta, 0)
-        arrivals: list[tuple[int, int]] = []
-        while True:
-            try:
-                chunk = reader.receive_nowait()
-            except WouldBlock:
-                await reader.wait()
-                continue
-            except EndOfStream:
-                break
-            arrivals.append((chunk.ts, time.time_ns()))
-        reader.close()
-        return arrivals
-    finally:
-        await bp.aclose()
+    return await read_arrivals(bp, sid, ready)
 
 
 def _raw_names(url: str) -> tuple[str, str, str]:

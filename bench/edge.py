@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import importlib.util
 import resource
 import socket
@@ -60,19 +59,33 @@ from functools import partial
 from pathlib import Path
 from typing import Literal
 
-# For measure.py: the child runs with -P, run.py has put this directory last.
+# For measure.py and server_child.py: the child runs with -P, run.py has put this directory last.
 sys.path.append(str(Path(__file__).resolve().parent))
 
 import httpx
-import psutil
 import uvicorn
 
+import server_child
 from icefloe import Context, Message, Node, StreamChunk, create
 from icefloe.transport.app import EdgeSettings, create_app
 from icefloe.transport.encoding import sse_chunk, sse_retry
 from icefloe.transport.limits import EdgeLimits
 from icefloe.transport.streaming import PumpSettings
-from measure import Metric, Sample, percentile
+from measure import P50_MS, P99_MS, Metric, Sample, latency_ms_sample
+from server_child import (
+    COMMAND_TIMEOUT_S,
+    LOOPBACK,
+    STOP_TIMEOUT_S,
+    TEXT,
+    ServerProcess,
+    UvicornChild,
+    close_listener,
+    cpu_spent,
+    emit_gated,
+    emit_one,
+    loop_factory,
+    serve_child,
+)
 
 __all__ = [
     "EVENTS_PER_S",
@@ -90,8 +103,6 @@ __all__ = [
 
 #: this file, run as the server child
 THIS_FILE = Path(__file__).resolve()
-LOOPBACK = "127.0.0.1"
-TEXT = "tok"
 #: SSE readers of ``sse_fan_out``, idle connections of ``sse_idle_memory``
 CLIENTS = 1_000
 #: chunks of the ``sse_fan_out`` stream
@@ -110,15 +121,8 @@ LISTEN_BACKLOG = 2048
 READ_SIZE = 256 * 1024
 #: file descriptors wanted beyond the connections themselves
 FD_HEADROOM = 512
-#: seconds: a child starting up / answering one command / one run / stopping
-STARTUP_TIMEOUT_S = 30.0
-COMMAND_TIMEOUT_S = 60.0
+#: seconds one run may take (the child's other timeouts are server_child's)
 RUN_TIMEOUT_S = 180.0
-STOP_TIMEOUT_S = 15.0
-#: seconds a server child lives at most, whatever its parent does
-CHILD_LIFETIME_S = 900.0
-#: seconds uvicorn waits for open connections when it stops
-GRACE_S = 2.0
 #: seconds between two checks of the attached readers
 POLL_S = 0.005
 #: seconds given to just-attached readers to finish setting up before "attached"
@@ -132,8 +136,6 @@ LAYOUT = (
 )
 
 EVENTS_PER_S = Metric("events_per_s", higher_is_better=True, ratio_key="ratio", digits=0)
-P50_MS = Metric("p50_ms", higher_is_better=False, ratio_key="p50_ratio", digits=3)
-P99_MS = Metric("p99_ms", higher_is_better=False, ratio_key="p99_ratio", digits=3)
 KIB_PER_CONNECTION = Metric(
     "kib_per_connection", higher_is_better=False, ratio_key="ratio", digits=2
 )
@@ -237,18 +239,10 @@ def raise_fd_limit(needed: int) -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
-def _loop_factory(use_uvloop: bool) -> Callable[[], asyncio.AbstractEventLoop]:
-    if use_uvloop:
-        import uvloop  # optional dependency: only imported when asked for
-
-        return uvloop.new_event_loop
-    return asyncio.new_event_loop
-
-
 # -- the server child -----------------------------------------------------------------
 
 
-class _IcefloeServer:
+class _IcefloeServer(UvicornChild):
     """``create_app`` of a one-node flow under uvicorn, with the edge's limits off.
 
     ``fan_out``: the node (payload = chunk count) waits for the gate, then
@@ -259,50 +253,19 @@ class _IcefloeServer:
     def __init__(self, shape: Shape, history: int) -> None:
         self.gate = asyncio.Event()
         self._never = asyncio.Event()
-        bodies = {"fan_out": self._fan_out, "ttft": self._first_token, "idle": self._idle}
+        bodies = {"fan_out": self._fan_out, "ttft": emit_one, "idle": self._idle}
         self.flow = create(Node(bodies[shape], name=shape).to())
         settings = EdgeSettings(
             history=history,
             edge_limits=EdgeLimits(requests_per_s=None, max_connections=None),
         )
-        config = uvicorn.Config(
-            create_app(self.flow, settings),
-            log_level="warning",
-            lifespan="on",
-            timeout_graceful_shutdown=GRACE_S,
-            access_log=False,  # below log_level anyway; stdout carries the control replies
-        )
-        self.server = uvicorn.Server(config)
-        self._task: asyncio.Future[None] | None = None
+        super().__init__(create_app(self.flow, settings), "http_protocol_class")
 
     async def _fan_out(self, msg: Message, ctx: Context) -> None:
-        chunks = int(msg.payload)
-        await self.gate.wait()
-        emit = ctx.emit_chunk
-        for _ in range(chunks):
-            await emit(parent=msg, text=TEXT)
-        await emit(parent=msg, text="", done=True)
-
-    async def _first_token(self, msg: Message, ctx: Context) -> None:
-        await ctx.emit_chunk(parent=msg, text=TEXT)
-        await ctx.emit_chunk(parent=msg, text="", done=True)
+        await emit_gated(self.gate, msg, ctx)
 
     async def _idle(self, msg: Message, ctx: Context) -> None:
         await self._never.wait()
-
-    @property
-    def description(self) -> str:
-        protocol = self.server.config.http_protocol_class
-        return f"uvicorn {uvicorn.__version__} ({getattr(protocol, '__name__', protocol)})"
-
-    async def start(self, sock: socket.socket) -> None:
-        self._task = task = asyncio.ensure_future(self.server.serve(sockets=[sock]))
-        async with asyncio.timeout(STARTUP_TIMEOUT_S):
-            while not self.server.started:
-                if task.done():
-                    task.result()
-                    raise RuntimeError("uvicorn stopped while starting")
-                await asyncio.sleep(0.01)
 
     def readers(self) -> int:
         running = (s.subscribers for s in self.flow.streams() if s.state == "running")
@@ -310,12 +273,6 @@ class _IcefloeServer:
 
     def prepare(self, chunks: int) -> None:
         self.gate = asyncio.Event()
-
-    async def stop(self) -> None:
-        self.server.should_exit = True
-        if self._task is not None:
-            async with asyncio.timeout(STOP_TIMEOUT_S):
-                await self._task
 
 
 class _RawServer:
@@ -391,18 +348,10 @@ class _RawServer:
             writer.close()
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            async with asyncio.timeout(STOP_TIMEOUT_S):
-                await self._server.wait_closed()
+        await close_listener(self._server)
 
 
 Server = _IcefloeServer | _RawServer
-
-
-def _say(line: str) -> None:
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
 
 
 async def _wait_readers(server: Server, count: int) -> None:
@@ -414,51 +363,17 @@ async def _wait_readers(server: Server, count: int) -> None:
     raise TimeoutError(f"{server.readers()} of {count} readers attached")
 
 
-async def _control(server: Server) -> None:
-    """Obey one command per stdin line, answering ``ok``; stop at ``quit`` or EOF.
-
-    ``prepare N`` (a new gate; the floor encodes N chunks), ``attach K``
-    (wait until K readers are attached), ``go`` (open the gate), ``gc``.
-    """
-    loop = asyncio.get_running_loop()
-    commands = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(commands), sys.stdin)
-    while True:
-        word, _, arg = (await commands.readline()).decode().strip().partition(" ")
-        if word in ("", "quit"):
-            return
-        if word == "prepare":
-            server.prepare(int(arg))
-        elif word == "attach":
-            await _wait_readers(server, int(arg))
-        elif word == "go":
-            server.gate.set()
-        elif word == "gc":
-            gc.collect()
-        else:
-            raise ValueError(f"unknown command {word!r}")
-        _say("ok")
-
-
 async def _serve(kind: Kind, shape: Shape, history: int) -> None:
     server: Server = _IcefloeServer(shape, history) if kind == "icefloe" else _RawServer(shape)
-    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on accepted sockets whose
-    # proto says TCP, as when uvicorn binds host:port itself. With proto 0 (the
-    # usual pre-bound socket) a response's second small write waits ~40 ms for
-    # the delayed ACK of its first (Nagle).
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((LOOPBACK, 0))
-        await server.start(sock)
-        try:
-            _say(f"ready {sock.getsockname()[1]} {server.description}")
-            async with asyncio.timeout(CHILD_LIFETIME_S):
-                await _control(server)
-        finally:
-            await server.stop()
-    finally:
-        sock.close()
+    # ``prepare N``: a new gate, the floor encodes N chunks; ``attach K``: wait
+    # until K readers are attached.
+    await serve_child(
+        server,
+        {
+            "prepare": lambda args: server.prepare(int(args[0])),
+            "attach": lambda args: _wait_readers(server, int(args[0])),
+        },
+    )
 
 
 def serve_main(argv: Sequence[str] | None = None) -> int:
@@ -471,7 +386,7 @@ def serve_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--uvloop", action="store_true")
     args = parser.parse_args(argv)
     raise_fd_limit(args.connections + FD_HEADROOM)
-    with asyncio.Runner(loop_factory=_loop_factory(args.uvloop)) as runner:
+    with asyncio.Runner(loop_factory=loop_factory(args.uvloop)) as runner:
         runner.run(_serve(args.kind, args.shape, args.history))
     return 0
 
@@ -479,93 +394,12 @@ def serve_main(argv: Sequence[str] | None = None) -> int:
 # -- the benchmark's side ---------------------------------------------------------------
 
 
-class ServerProcess:
-    """A server child, driven by one-line commands on its stdin."""
-
-    def __init__(self, proc: asyncio.subprocess.Process, port: int, description: str) -> None:
-        assert proc.stdin is not None
-        assert proc.stdout is not None
-        self._proc = proc
-        self._stdin = proc.stdin
-        self._stdout = proc.stdout
-        self._ps = psutil.Process(proc.pid)
-        self.port = port
-        self.description = description
-
-    @property
-    def url(self) -> str:
-        return f"http://{LOOPBACK}:{self.port}"
-
-    def send(self, command: str) -> None:
-        """Write ``command`` without waiting for its answer (see :meth:`answer`)."""
-        self._stdin.write(command.encode() + b"\n")
-
-    async def answer(self) -> None:
-        async with asyncio.timeout(COMMAND_TIMEOUT_S):
-            line = await self._stdout.readline()
-        if line != b"ok\n":
-            raise RuntimeError(f"{self.description} server answered {line!r}")
-
-    async def command(self, command: str) -> None:
-        self.send(command)
-        await self.answer()
-
-    def cpu_seconds(self) -> float:
-        times = self._ps.cpu_times()
-        return times.user + times.system
-
-    def rss(self) -> int:
-        return int(self._ps.memory_info().rss)
-
-    async def close(self) -> int:
-        """Ask the child to quit (kill it if it does not); its exit status."""
-        proc = self._proc
-        if proc.returncode is None:
-            try:
-                self.send("quit")
-                self._stdin.close()
-            except (ConnectionError, RuntimeError):
-                pass
-            try:
-                async with asyncio.timeout(STOP_TIMEOUT_S):
-                    await proc.wait()
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
-        return proc.returncode if proc.returncode is not None else -1
-
-
-@asynccontextmanager
-async def spawned(
+def spawned(
     kind: Kind, shape: Shape, *, uvloop: bool, history: int = 0, connections: int = CLIENTS
-) -> AsyncIterator[ServerProcess]:
+) -> AbstractAsyncContextManager[ServerProcess]:
     """A server child serving ``shape`` as ``kind`` on 127.0.0.1, stopped on exit."""
-    argv = [sys.executable, "-P", str(THIS_FILE), kind, shape]
-    argv += ["--history", str(history), "--connections", str(connections)]
-    if uvloop:
-        argv.append("--uvloop")
-    proc = await asyncio.create_subprocess_exec(
-        *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
-    )
-    try:
-        assert proc.stdout is not None
-        async with asyncio.timeout(STARTUP_TIMEOUT_S):
-            line = (await proc.stdout.readline()).decode()
-        word, _, rest = line.rstrip("\n").partition(" ")
-        port, _, description = rest.partition(" ")
-        if word != "ready":
-            raise RuntimeError(f"{kind} {shape} server did not start: {line!r}")
-    except BaseException:
-        proc.kill()
-        await proc.wait()
-        raise
-    server = ServerProcess(proc, int(port), description)
-    try:
-        yield server
-    finally:
-        status = await server.close()
-    if status != 0:
-        raise RuntimeError(f"{kind} {shape} server exited with status {status}")
+    options = ("--history", str(history), "--connections", str(connections))
+    return server_child.spawned(THIS_FILE, kind, shape, *options, uvloop=uvloop)
 
 
 async def _start_stream(client: httpx.AsyncClient, payload: object) -> str:
@@ -648,16 +482,12 @@ async def _fan_out_run(
         try:
             await server.command(f"attach {clients}")
             await server.command("gc")
-            gc.collect()
-            server_cpu = server.cpu_seconds()
-            client_cpu = time.process_time()
-            start = time.perf_counter()
-            server.send("go")
-            async with asyncio.timeout(RUN_TIMEOUT_S):
-                counts = await asyncio.gather(*readers)
-            elapsed = time.perf_counter() - start
-            client_cpu = time.process_time() - client_cpu
-            server_cpu = server.cpu_seconds() - server_cpu
+            with cpu_spent(server) as cpu:
+                start = time.perf_counter()
+                server.send("go")
+                async with asyncio.timeout(RUN_TIMEOUT_S):
+                    counts = await asyncio.gather(*readers)
+                elapsed = time.perf_counter() - start
             await server.answer()
         finally:
             for task in readers:
@@ -670,9 +500,8 @@ async def _fan_out_run(
         raise RuntimeError(f"{len(short)} clients got {short[0]} events, expected {chunks + 1}")
     return {
         EVENTS_PER_S.name: clients * chunks / elapsed,
-        "server_cpu_share": server_cpu / elapsed,
-        "client_cpu_share": client_cpu / elapsed,
-        "server_cpu_us_per_event": 1e6 * server_cpu / (clients * chunks),
+        **cpu.shares(elapsed),
+        "server_cpu_us_per_event": 1e6 * cpu.server / (clients * chunks),
     }
 
 
@@ -701,14 +530,6 @@ async def fan_out_session(
             return await _fan_out_run(ice, clients, n, partial(_start_stream, client, n))
 
         yield floor, icefloe
-
-
-def _ms_sample(latencies_ns: list[int]) -> Sample:
-    latencies_ns.sort()
-    return {
-        P50_MS.name: percentile(latencies_ns, 0.50) / 1e6,
-        P99_MS.name: percentile(latencies_ns, 0.99) / 1e6,
-    }
 
 
 async def _icefloe_ttft(client: httpx.AsyncClient, iterations: int) -> list[int]:
@@ -761,18 +582,10 @@ async def _ttft_run(
     server: ServerProcess, exchange: Callable[[int], Awaitable[list[int]]], iterations: int
 ) -> Sample:
     """p50/p99 of ``exchange``'s latencies, and CPU ms per iteration on both sides."""
-    gc.collect()
-    server_cpu = server.cpu_seconds()
-    client_cpu = time.process_time()
-    async with asyncio.timeout(RUN_TIMEOUT_S):
-        latencies = await exchange(iterations)
-    client_cpu = time.process_time() - client_cpu
-    server_cpu = server.cpu_seconds() - server_cpu
-    return {
-        **_ms_sample(latencies),
-        "server_cpu_ms": 1e3 * server_cpu / iterations,
-        "client_cpu_ms": 1e3 * client_cpu / iterations,
-    }
+    with cpu_spent(server) as cpu:
+        async with asyncio.timeout(RUN_TIMEOUT_S):
+            latencies = await exchange(iterations)
+    return {**latency_ms_sample(latencies), **cpu.ms_per(iterations)}
 
 
 def skip_sniffio_probe() -> None:

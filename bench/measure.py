@@ -18,12 +18,15 @@ __all__ = [
     "DELIVERIES_PER_S",
     "FAN_OUT_METRICS",
     "LATENCY_METRICS",
+    "P50_MS",
     "P50_US",
+    "P99_MS",
     "P99_US",
     "THROUGHPUT_METRICS",
     "Metric",
     "Sample",
     "Summary",
+    "latency_ms_sample",
     "latency_sample",
     "percentile",
     "rounded",
@@ -53,6 +56,9 @@ CHUNKS_PER_S = Metric("chunks_per_s", higher_is_better=True, ratio_key="ratio", 
 DELIVERIES_PER_S = Metric("deliveries_per_s", higher_is_better=True, ratio_key="ratio", digits=0)
 P50_US = Metric("p50_us", higher_is_better=False, ratio_key="p50_ratio", digits=2)
 P99_US = Metric("p99_us", higher_is_better=False, ratio_key="p99_ratio", digits=2)
+#: the edge scenarios' latencies (a request and its answer), in ms
+P50_MS = Metric("p50_ms", higher_is_better=False, ratio_key="p50_ratio", digits=3)
+P99_MS = Metric("p99_ms", higher_is_better=False, ratio_key="p99_ratio", digits=3)
 
 THROUGHPUT_METRICS: tuple[Metric, ...] = (CHUNKS_PER_S,)
 FAN_OUT_METRICS: tuple[Metric, ...] = (DELIVERIES_PER_S,)
@@ -84,10 +90,22 @@ def latency_sample(latencies_ns: list[int]) -> Sample:
 
     Sorts ``latencies_ns`` in place (the caller owns and discards it).
     """
+    return _percentiles(latencies_ns, P50_US, P99_US, 1e3)
+
+
+def latency_ms_sample(latencies_ns: list[int]) -> Sample:
+    """p50 and p99 of request latencies, converted from ns to ms.
+
+    Sorts ``latencies_ns`` in place (the caller owns and discards it).
+    """
+    return _percentiles(latencies_ns, P50_MS, P99_MS, 1e6)
+
+
+def _percentiles(latencies_ns: list[int], p50: Metric, p99: Metric, ns_per_unit: float) -> Sample:
     latencies_ns.sort()
     return {
-        P50_US.name: percentile(latencies_ns, 0.50) / 1_000,
-        P99_US.name: percentile(latencies_ns, 0.99) / 1_000,
+        p50.name: percentile(latencies_ns, 0.50) / ns_per_unit,
+        p99.name: percentile(latencies_ns, 0.99) / ns_per_unit,
     }
 
 

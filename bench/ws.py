@@ -43,19 +43,19 @@ import argparse
 import asyncio
 import base64
 import contextlib
-import gc
 import os
 import socket
 import sys
 import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-# For edge.py and measure.py: the child runs with -P, run.py has put this directory first.
+# For edge.py, measure.py and server_child.py: the child runs with -P, run.py has put
+# this directory first.
 sys.path.append(str(Path(__file__).resolve().parent))
 
 import msgspec
@@ -64,6 +64,7 @@ import websockets
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
+import server_child
 from icefloe import Context, Message, Node, NodePolicy, StreamChunk, create
 from icefloe.core.codec import Format
 from icefloe.core.messages import new_id
@@ -84,18 +85,17 @@ from icefloe.core.ops import (
 from icefloe.core.wszstd import ZstdMessageCompressor, ZstdMessageDecompressor
 from icefloe.transport.app import EdgeSettings, create_app, server_options
 from icefloe.transport.limits import EdgeLimits
-from measure import CHUNKS_PER_S, Sample, percentile
+from measure import CHUNKS_PER_S, P50_MS, P99_MS, Sample, latency_ms_sample
+from server_child import COMMAND_TIMEOUT_S, LOOPBACK, STOP_TIMEOUT_S, ServerProcess, UvicornChild
 
 # bench/edge.py (and its httpx) is imported where the benchmark's side needs it:
 # the server child uses none of it and starts faster without it.
 if TYPE_CHECKING:
-    from edge import HttpScenario, ServerProcess
+    from edge import HttpScenario
 
 __all__ = ["LAYOUT", "ws_scenarios"]
 
 THIS_FILE = Path(__file__).resolve()
-LOOPBACK = "127.0.0.1"
-TEXT = "tok"
 TENANT = "bench"
 #: chunk and end frames per throughput run, whatever the number of streams
 FRAMES = 20_000
@@ -112,13 +112,8 @@ FIRST_CHUNK_ITERATIONS = 200
 #: interleaved rounds at most of the throughput scenarios and of ``ws_first_chunk``
 STREAM_ROUNDS = 5
 FIRST_CHUNK_ROUNDS = 5
-#: seconds: a child starting / answering one command / one run / stopping / living
-STARTUP_TIMEOUT_S = 30.0
-COMMAND_TIMEOUT_S = 60.0
+#: seconds one run may take (the child's other timeouts are server_child's)
 RUN_TIMEOUT_S = 120.0
-STOP_TIMEOUT_S = 15.0
-CHILD_LIFETIME_S = 900.0
-GRACE_S = 2.0
 #: bytes asked per client read
 READ_SIZE = 256 * 1024
 #: what RFC 7692 strips from the end of every compressed message
@@ -163,7 +158,7 @@ def stream_frames(fmt: Format, streams: int, chunks: int) -> tuple[list[str], li
     ids = [new_id() for _ in range(streams)]
     encoded = [
         [
-            encode_chunk(StreamChunk(sid, seq, TEXT, done=seq == chunks), fmt)
+            encode_chunk(StreamChunk(sid, seq, server_child.TEXT, done=seq == chunks), fmt)
             for seq in range(chunks + 1)
         ]
         for sid in ids
@@ -189,7 +184,7 @@ def _start_op(fmt: Format, ref: str, payload: object) -> bytes | str:
 # -- the server child -----------------------------------------------------------------
 
 
-class _IcefloeWs:
+class _IcefloeWs(UvicornChild):
     """``create_app`` of one node under uvicorn, with the edge's rate limits off.
 
     ``stream``: each run (payload = chunk count) waits at the gate, then emits;
@@ -198,58 +193,21 @@ class _IcefloeWs:
 
     def __init__(self, shape: Shape) -> None:
         self.gate = asyncio.Event()
-        body = self._stream if shape == "stream" else self._first
+        body = self._stream if shape == "stream" else server_child.emit_one
         policy = NodePolicy(max_concurrency=MANY)
         # Load shedding off: a saturated loop must not refuse the next run's starts.
         self.flow = create(Node(body, name=shape, policy=policy).to(), congestion=None)
         settings = EdgeSettings(
             edge_limits=EdgeLimits(requests_per_s=None, max_connections=None),
         )
-        config = uvicorn.Config(
-            create_app(self.flow, settings),
-            log_level="warning",
-            lifespan="on",
-            timeout_graceful_shutdown=GRACE_S,
-            access_log=False,
-            **server_options(settings),
-        )
-        self.server = uvicorn.Server(config)
-        self._task: asyncio.Future[None] | None = None
-
-    @property
-    def description(self) -> str:
-        protocol = getattr(self.server.config, "ws_protocol_class", None)
-        return f"uvicorn {uvicorn.__version__} ({getattr(protocol, '__name__', protocol)})"
+        app = create_app(self.flow, settings)
+        super().__init__(app, "ws_protocol_class", **server_options(settings))
 
     async def _stream(self, msg: Message, ctx: Context) -> None:
-        chunks = int(msg.payload)
-        await self.gate.wait()
-        emit = ctx.emit_chunk
-        for _ in range(chunks):
-            await emit(parent=msg, text=TEXT)
-        await emit(parent=msg, text="", done=True)
-
-    async def _first(self, msg: Message, ctx: Context) -> None:
-        await ctx.emit_chunk(parent=msg, text=TEXT)
-        await ctx.emit_chunk(parent=msg, text="", done=True)
+        await server_child.emit_gated(self.gate, msg, ctx)
 
     def prepare(self, fmt: Format, streams: int, chunks: int) -> None:
         self.gate = asyncio.Event()
-
-    async def start(self, sock: socket.socket) -> None:
-        self._task = task = asyncio.ensure_future(self.server.serve(sockets=[sock]))
-        async with asyncio.timeout(STARTUP_TIMEOUT_S):
-            while not self.server.started:
-                if task.done():
-                    task.result()
-                    raise RuntimeError("uvicorn stopped while starting")
-                await asyncio.sleep(0.01)
-
-    async def stop(self) -> None:
-        self.server.should_exit = True
-        if self._task is not None:
-            async with asyncio.timeout(STOP_TIMEOUT_S):
-                await self._task
 
 
 class _RawWs:
@@ -314,7 +272,7 @@ class _RawWs:
     async def _first(self, ws: ServerConnection, fmt: Format, decode: Callable[..., dict]) -> None:
         """``started``, ``chunk`` and ``end`` for each ``start``, encoded once per ``ref``."""
         sid = new_id()
-        chunk = encode_chunk(StreamChunk(sid, 0, TEXT), fmt)
+        chunk = encode_chunk(StreamChunk(sid, 0, server_child.TEXT), fmt)
         end = encode_chunk(StreamChunk(sid, 1, "", done=True), fmt)
         started: dict[str, bytes | str] = {}
         async for frame in ws:
@@ -328,61 +286,19 @@ class _RawWs:
                 await ws.send(end)
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            async with asyncio.timeout(STOP_TIMEOUT_S):
-                await self._server.wait_closed()
+        await server_child.close_listener(self._server)
 
 
 Server = _IcefloeWs | _RawWs
 
 
-def _say(line: str) -> None:
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
-
-
-async def _control(server: Server) -> None:
-    """Obey one command per stdin line, answering ``ok``; stop at ``quit`` or EOF.
-
-    ``prepare FORMAT STREAMS CHUNKS`` (a new gate; the floor encodes its
-    frames), ``go`` (open the gate), ``gc``.
-    """
-    loop = asyncio.get_running_loop()
-    commands = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(commands), sys.stdin)
-    while True:
-        word, *args = (await commands.readline()).decode().split() or [""]
-        if word in ("", "quit"):
-            return
-        if word == "prepare":
-            server.prepare(FORMATS[args[0]], int(args[1]), int(args[2]))
-        elif word == "go":
-            server.gate.set()
-        elif word == "gc":
-            gc.collect()
-        else:
-            raise ValueError(f"unknown command {word!r}")
-        _say("ok")
-
-
 async def _serve(kind: Kind, shape: Shape) -> None:
     server: Server = _IcefloeWs(shape) if kind == "icefloe" else _RawWs(shape)
-    # IPPROTO_TCP: asyncio sets TCP_NODELAY on accepted sockets only when the
-    # listener says it is TCP (see bench/edge.py).
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((LOOPBACK, 0))
-        await server.start(sock)
-        try:
-            _say(f"ready {sock.getsockname()[1]} {server.description}")
-            async with asyncio.timeout(CHILD_LIFETIME_S):
-                await _control(server)
-        finally:
-            await server.stop()
-    finally:
-        sock.close()
+    # ``prepare FORMAT STREAMS CHUNKS``: a new gate; the floor encodes its frames.
+    await server_child.serve_child(
+        server,
+        {"prepare": lambda args: server.prepare(FORMATS[args[0]], int(args[1]), int(args[2]))},
+    )
 
 
 def serve_main(argv: Sequence[str] | None = None) -> int:
@@ -392,12 +308,7 @@ def serve_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("shape", choices=["stream", "first"])
     parser.add_argument("--uvloop", action="store_true")
     args = parser.parse_args(argv)
-    factory = asyncio.new_event_loop
-    if args.uvloop:
-        import uvloop  # optional dependency: only imported when asked for
-
-        factory = uvloop.new_event_loop
-    with asyncio.Runner(loop_factory=factory) as runner:
+    with asyncio.Runner(loop_factory=server_child.loop_factory(args.uvloop)) as runner:
         runner.run(_serve(args.kind, args.shape))
     return 0
 
@@ -405,36 +316,11 @@ def serve_main(argv: Sequence[str] | None = None) -> int:
 # -- the benchmark's side ---------------------------------------------------------------
 
 
-@asynccontextmanager
-async def spawned(kind: Kind, shape: Shape, *, uvloop: bool) -> AsyncIterator[ServerProcess]:
+def spawned(
+    kind: Kind, shape: Shape, *, uvloop: bool
+) -> AbstractAsyncContextManager[ServerProcess]:
     """A server child serving ``shape`` as ``kind`` on 127.0.0.1, stopped on exit."""
-    from edge import ServerProcess
-
-    argv = [sys.executable, "-P", str(THIS_FILE), kind, shape]
-    if uvloop:
-        argv.append("--uvloop")
-    proc = await asyncio.create_subprocess_exec(
-        *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
-    )
-    try:
-        assert proc.stdout is not None
-        async with asyncio.timeout(STARTUP_TIMEOUT_S):
-            line = (await proc.stdout.readline()).decode()
-        word, _, rest = line.rstrip("\n").partition(" ")
-        port, _, description = rest.partition(" ")
-        if word != "ready":
-            raise RuntimeError(f"{kind} {shape} server did not start: {line!r}")
-    except BaseException:
-        proc.kill()
-        await proc.wait()
-        raise
-    server = ServerProcess(proc, int(port), description)
-    try:
-        yield server
-    finally:
-        status = await server.close()
-    if status != 0:
-        raise RuntimeError(f"{kind} {shape} server exited with status {status}")
+    return server_child.spawned(THIS_FILE, kind, shape, uvloop=uvloop)
 
 
 class LeanClient:
@@ -685,26 +571,21 @@ async def _stream_run(
     async with _connected(server, fmt, deflate, zstd) as client:
         await _open_streams(client, streams, chunks)
         await server.command("gc")
-        gc.collect()
-        server_cpu = server.cpu_seconds()
-        client_cpu = time.process_time()
-        wire_bytes = client.wire_bytes
-        start = time.perf_counter()
-        server.send("go")
-        async with asyncio.timeout(RUN_TIMEOUT_S):
-            got, runs = await client.count_frames(streams)
-        elapsed = time.perf_counter() - start
-        wire_bytes = client.wire_bytes - wire_bytes
-        client_cpu = time.process_time() - client_cpu
-        server_cpu = server.cpu_seconds() - server_cpu
+        with server_child.cpu_spent(server) as cpu:
+            wire_bytes = client.wire_bytes
+            start = time.perf_counter()
+            server.send("go")
+            async with asyncio.timeout(RUN_TIMEOUT_S):
+                got, runs = await client.count_frames(streams)
+            elapsed = time.perf_counter() - start
+            wire_bytes = client.wire_bytes - wire_bytes
         await server.answer()
     if got != expected:
         raise RuntimeError(f"got {got} frames, expected {expected}")
     return {
         CHUNKS_PER_S.name: got / elapsed,
-        "server_cpu_share": server_cpu / elapsed,
-        "client_cpu_share": client_cpu / elapsed,
-        "server_cpu_us_per_frame": 1e6 * server_cpu / got,
+        **cpu.shares(elapsed),
+        "server_cpu_us_per_frame": 1e6 * cpu.server / got,
         "wire_bytes_per_frame": wire_bytes / got,
         "frames_per_run": got / runs,
     }
@@ -712,38 +593,26 @@ async def _stream_run(
 
 async def _first_chunk_run(server: ServerProcess, iterations: int) -> Sample:
     """ns from sending ``start`` until its first ``chunk`` is in, ``iterations`` times."""
-    from edge import P50_MS, P99_MS
-
     fmt = Format.JSON
     chunk, end = _op_prefix("chunk", fmt), _op_prefix("end", fmt)
     start_op = _start_op(fmt, "f", None)
     clock = time.perf_counter_ns
     latencies: list[int] = []
     async with _connected(server, fmt, deflate=False) as client:
-        gc.collect()
-        server_cpu = server.cpu_seconds()
-        client_cpu = time.process_time()
-        async with asyncio.timeout(RUN_TIMEOUT_S):
-            for _ in range(iterations):
-                begin = clock()
-                await client.send(start_op)
-                started = await client.recv()
-                first = await client.recv()
-                latencies.append(clock() - begin)
-                last = await client.recv()
-                if not (first.startswith(chunk) and last.startswith(end)):
-                    raise RuntimeError(f"expected chunk and end, got {first!r}, {last!r}")
-                sid = msgspec.json.decode(started)["stream_id"]
-                await client.send(encode_client(Ack(stream_id=sid, seq=1), fmt))
-        client_cpu = time.process_time() - client_cpu
-        server_cpu = server.cpu_seconds() - server_cpu
-    latencies.sort()
-    return {
-        P50_MS.name: percentile(latencies, 0.50) / 1e6,
-        P99_MS.name: percentile(latencies, 0.99) / 1e6,
-        "server_cpu_ms": 1e3 * server_cpu / iterations,
-        "client_cpu_ms": 1e3 * client_cpu / iterations,
-    }
+        with server_child.cpu_spent(server) as cpu:
+            async with asyncio.timeout(RUN_TIMEOUT_S):
+                for _ in range(iterations):
+                    begin = clock()
+                    await client.send(start_op)
+                    started = await client.recv()
+                    first = await client.recv()
+                    latencies.append(clock() - begin)
+                    last = await client.recv()
+                    if not (first.startswith(chunk) and last.startswith(end)):
+                        raise RuntimeError(f"expected chunk and end, got {first!r}, {last!r}")
+                    sid = msgspec.json.decode(started)["stream_id"]
+                    await client.send(encode_client(Ack(stream_id=sid, seq=1), fmt))
+    return {**latency_ms_sample(latencies), **cpu.ms_per(iterations)}
 
 
 @asynccontextmanager
@@ -778,7 +647,7 @@ async def first_chunk_session(uvloop: bool) -> AsyncIterator[tuple[RunFn, RunFn]
 
 def ws_scenarios(divisor: int, uvloop: bool) -> tuple[HttpScenario, ...]:
     """The WebSocket scenario table, sizes divided by ``divisor``."""
-    from edge import P50_MS, P99_MS, HttpScenario
+    from edge import HttpScenario
 
     frames = FRAMES // divisor
     table = [

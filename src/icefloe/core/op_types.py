@@ -178,25 +178,23 @@ class Credit(_ClientOp, tag="credit", frozen=True, kw_only=True):
     ref: Id | None = None
 
 
-class Pause(_ClientOp, tag="pause", frozen=True, kw_only=True):
+class _StreamOp(_ClientOp, frozen=True, kw_only=True):
+    """Base of the client ops that name one stream and carry nothing else (but ``ref``)."""
+
+    stream_id: Id
+    ref: Id | None = None
+
+
+class Pause(_StreamOp, tag="pause", frozen=True, kw_only=True):
     """Stop sending chunks on a stream (nothing is lost) until ``resume``."""
 
-    stream_id: Id
-    ref: Id | None = None
 
-
-class Resume(_ClientOp, tag="resume", frozen=True, kw_only=True):
+class Resume(_StreamOp, tag="resume", frozen=True, kw_only=True):
     """Continue a paused stream (within its remaining credit)."""
 
-    stream_id: Id
-    ref: Id | None = None
 
-
-class Cancel(_ClientOp, tag="cancel", frozen=True, kw_only=True):
+class Cancel(_StreamOp, tag="cancel", frozen=True, kw_only=True):
     """Cancel a stream's run; every reader gets the ``cancelled`` terminal."""
-
-    stream_id: Id
-    ref: Id | None = None
 
 
 class Ack(_ClientOp, tag="ack", frozen=True, kw_only=True):
@@ -223,12 +221,9 @@ class Publish(_ClientOp, tag="publish", frozen=True, kw_only=True):
     ref: Id | None = None
 
 
-class Unsubscribe(_ClientOp, tag="unsubscribe", frozen=True, kw_only=True):
+class Unsubscribe(_StreamOp, tag="unsubscribe", frozen=True, kw_only=True):
     """Stop following a stream on this connection (and in its session); the
     run goes on for its other readers. The server answers ``unsubscribed``."""
-
-    stream_id: Id
-    ref: Id | None = None
 
 
 class SubTopic(_ClientOp, tag="sub_topic", frozen=True, kw_only=True):

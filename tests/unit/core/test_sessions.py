@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 import pytest
+from fakeclock import FakeClock
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -24,20 +25,9 @@ from icefloe.core.wire_errors import ErrorCode
 from icefloe.exceptions import IcefloeError
 
 
-class FakeClock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(1000.0)
 
 
 @pytest.fixture
@@ -62,7 +52,7 @@ def table(clock: FakeClock) -> SessionTable:
     ],
 )
 def test_invalid_limits_are_refused(kwargs: dict[str, Any], message: str) -> None:
-    args: dict[str, Any] = {"ttl_s": 1.0, "max_sessions": 1, "clock": FakeClock()}
+    args: dict[str, Any] = {"ttl_s": 1.0, "max_sessions": 1, "clock": FakeClock(1000.0)}
     with pytest.raises(ValueError, match=message):
         SessionTable(**(args | kwargs))
 
@@ -341,7 +331,7 @@ def test_statistics(table: SessionTable, clock: FakeClock) -> None:
 @settings(max_examples=200, deadline=None)
 @given(acks=st.lists(st.integers(0, 1000), max_size=40), from_seq=st.integers(0, 500))
 def test_the_resume_point_is_the_highest_ack(acks: list[int], from_seq: int) -> None:
-    table = SessionTable(10.0, 1, FakeClock())
+    table = SessionTable(10.0, 1, FakeClock(1000.0))
     sid = table.open("t")
     table.subscribe(sid, "s", from_seq)
     best = from_seq - 1
@@ -367,7 +357,7 @@ _actions = st.lists(
 def test_random_use_keeps_the_table_consistent(
     actions: list[tuple[str, int, int, str]],
 ) -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     table = SessionTable(5.0, 4, clock, max_streams_per_session=2)
     ids: list[str] = []
     detached_at: dict[str, float] = {}

@@ -6,25 +6,13 @@ import math
 import random
 
 import pytest
+from fakeclock import FakeClock
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from icefloe.core.token_bucket import TokenBucket
 
 PROPERTY = settings(max_examples=200, deadline=None)
-
-
-class FakeClock:
-    """A monotonic clock that moves only when told to."""
-
-    def __init__(self, now: float = 0.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def test_starts_full() -> None:

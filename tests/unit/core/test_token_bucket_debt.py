@@ -19,40 +19,17 @@ import math
 import random
 
 import pytest
-from hypothesis import given, settings
+from bucketkit import BURSTS, PROPERTY, RATES, bucket_on_clock, bucket_property, patterns, requests
+from hypothesis import given
 from hypothesis import strategies as st
 
-from icefloe.core.token_bucket import TokenBucket
 
-PROPERTY = settings(max_examples=100, deadline=None)
-
-
-class FakeClock:
-    """A monotonic clock that moves only when told to."""
-
-    def __init__(self, now: float = 0.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-@PROPERTY
-@given(
-    rate=st.floats(0.01, 1e6),
-    burst=st.floats(0.5, 1e4),
-    start=st.floats(0.0, 1e6),
-    seed=st.integers(0, 2**32),
-)
+@bucket_property(seed=st.integers(0, 2**32))
 def test_a_pacer_gets_the_rate_within_two_percent(
     rate: float, burst: float, start: float, seed: int
 ) -> None:
     """Sizes from a twentieth of the burst to three bursts, acting as soon as allowed."""
-    clock = FakeClock(start)
-    bucket = TokenBucket(rate=rate, burst=burst, clock=clock)
+    clock, bucket = bucket_on_clock(rate, burst, start)
     rng = random.Random(seed)
     acted = 0.0
     while clock.now - start < 100 * burst / rate:
@@ -63,30 +40,16 @@ def test_a_pacer_gets_the_rate_within_two_percent(
     assert abs(acted / elapsed - rate) <= 0.02 * rate
 
 
-_patterns = st.lists(
-    # (size / burst, pause * rate / burst): sizes up to three bursts
-    st.tuples(st.floats(0.0, 3.0), st.floats(0.0, 5.0)),
-    min_size=1,
-    max_size=200,
-)
+_patterns = patterns(largest=3.0, max_size=200)
 
 
-@PROPERTY
-@given(
-    rate=st.floats(0.01, 1e6),
-    burst=st.floats(0.5, 1e4),
-    start=st.floats(0.0, 1e6),
-    pattern=_patterns,
-)
+@bucket_property(pattern=_patterns)
 def test_a_pacer_never_acts_on_more_than_burst_plus_rate_times_elapsed(
     rate: float, burst: float, start: float, pattern: list[tuple[float, float]]
 ) -> None:
-    clock = FakeClock(start)
-    bucket = TokenBucket(rate=rate, burst=burst, clock=clock)
+    clock, bucket = bucket_on_clock(rate, burst, start)
     acted = 0.0
-    for size, pause in pattern:
-        clock.advance(pause * burst / rate)
-        n = size * burst
+    for n in requests(pattern, clock, rate, burst):
         wait = bucket.charge(n)
         assert wait >= 0.0
         clock.advance(wait)  # waits as told, then acts
@@ -97,23 +60,14 @@ def test_a_pacer_never_acts_on_more_than_burst_plus_rate_times_elapsed(
         assert acted <= burst + rate * (clock.now - start) + slack
 
 
-@PROPERTY
-@given(
-    rate=st.floats(0.01, 1e6),
-    burst=st.floats(0.5, 1e4),
-    start=st.floats(0.0, 1e6),
-    pattern=_patterns,
-)
+@bucket_property(pattern=_patterns)
 def test_a_taker_is_granted_burst_plus_rate_times_elapsed_plus_a_bounded_debt(
     rate: float, burst: float, start: float, pattern: list[tuple[float, float]]
 ) -> None:
-    clock = FakeClock(start)
-    bucket = TokenBucket(rate=rate, burst=burst, clock=clock)
+    clock, bucket = bucket_on_clock(rate, burst, start)
     granted = 0.0
     largest = 0.0
-    for size, pause in pattern:
-        clock.advance(pause * burst / rate)
-        n = size * burst
+    for n in requests(pattern, clock, rate, burst):
         wait = bucket.take(n)
         assert wait >= 0.0
         if wait == 0.0:
@@ -128,8 +82,8 @@ def test_a_taker_is_granted_burst_plus_rate_times_elapsed_plus_a_bounded_debt(
 
 @PROPERTY
 @given(
-    rate=st.floats(0.01, 1e6),
-    burst=st.floats(0.5, 1e4),
+    rate=RATES,
+    burst=BURSTS,
     excess=st.floats(0.01, 10.0),
     asks=st.lists(st.tuples(st.floats(0.0, 0.999), st.floats(0.0, 3.0)), max_size=20),
     charged=st.booleans(),
@@ -141,8 +95,7 @@ def test_debt_is_repaid_before_any_new_token_is_granted(
     asks: list[tuple[float, float]],
     charged: bool,
 ) -> None:
-    clock = FakeClock(1000.0)
-    bucket = TokenBucket(rate=rate, burst=burst, clock=clock)
+    clock, bucket = bucket_on_clock(rate, burst, 1000.0)
     n = burst * (1 + excess)
     if charged:
         assert bucket.charge(n) == pytest.approx(burst * excess / rate)
@@ -159,15 +112,14 @@ def test_debt_is_repaid_before_any_new_token_is_granted(
 
 @PROPERTY
 @given(
-    rate=st.floats(0.01, 1e6),
-    burst=st.floats(0.5, 1e4),
+    rate=RATES,
+    burst=BURSTS,
     sizes=st.lists(st.floats(0.0, 3.0), min_size=2, max_size=30),
 )
 def test_pacers_are_served_in_the_order_they_charged(
     rate: float, burst: float, sizes: list[float]
 ) -> None:
-    clock = FakeClock(50.0)
-    bucket = TokenBucket(rate=rate, burst=burst, clock=clock)
+    _, bucket = bucket_on_clock(rate, burst, 50.0)
     waits = [bucket.charge(size * burst) for size in sizes]  # all at one instant
     assert waits == sorted(waits)
     # ...and the last one waits exactly for everything beyond the burst.
@@ -176,8 +128,7 @@ def test_pacers_are_served_in_the_order_they_charged(
 
 
 def test_giving_back_a_charge_restores_the_level_up_to_the_burst() -> None:
-    clock = FakeClock()
-    bucket = TokenBucket(rate=100.0, burst=1000.0, clock=clock)
+    _, bucket = bucket_on_clock(100.0, 1000.0)
     assert bucket.charge(1500.0) == pytest.approx(5.0)  # overdrawn by 500 at 100/s
     assert bucket.charge(-1500.0) == 0.0
     assert bucket.tokens == 1000.0
@@ -187,8 +138,7 @@ def test_giving_back_a_charge_restores_the_level_up_to_the_burst() -> None:
 
 
 def test_retuning_the_rate_keeps_the_time_until_full() -> None:
-    clock = FakeClock()
-    bucket = TokenBucket(rate=10.0, burst=2.0, clock=clock)
+    clock, bucket = bucket_on_clock(10.0, 2.0)
     for _ in range(5):
         bucket.charge(1.0)  # 3 tokens of debt: full again in 0.5 s
     bucket.rate = 5.0

@@ -12,25 +12,8 @@ from __future__ import annotations
 
 import random
 
-from hypothesis import given, settings
+from bucketkit import bucket_on_clock, bucket_property, patterns, requests
 from hypothesis import strategies as st
-
-from icefloe.core.token_bucket import TokenBucket
-
-PROPERTY = settings(max_examples=100, deadline=None)
-
-
-class FakeClock:
-    """A monotonic clock that moves only when told to."""
-
-    def __init__(self, now: float = 0.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def run_waiting_taker(
@@ -43,8 +26,7 @@ def run_waiting_taker(
     refills and the bucket can overflow (losing refill) only before the
     first take. Returns (admitted, elapsed).
     """
-    clock = FakeClock(start)
-    bucket = TokenBucket(rate=rate, burst=burst, clock=clock)
+    clock, bucket = bucket_on_clock(rate, burst, start)
     rng = random.Random(seed)
     smallest = burst / 20
     max_pause = smallest / (2 * rate)
@@ -71,13 +53,7 @@ def test_acceptance_admitted_rate_within_two_percent() -> None:
     assert abs(admitted / elapsed - 1000.0) <= 0.02 * 1000.0
 
 
-@PROPERTY
-@given(
-    rate=st.floats(0.01, 1e6),
-    burst=st.floats(0.5, 1e4),
-    start=st.floats(0.0, 1e6),
-    seed=st.integers(0, 2**32),
-)
+@bucket_property(seed=st.integers(0, 2**32))
 def test_admitted_rate_within_two_percent_of_rate(
     rate: float, burst: float, start: float, seed: int
 ) -> None:
@@ -85,29 +61,16 @@ def test_admitted_rate_within_two_percent_of_rate(
     assert abs(admitted / elapsed - rate) <= 0.02 * rate
 
 
-_patterns = st.lists(
-    st.tuples(st.floats(0.0, 1.0), st.floats(0.0, 5.0)),  # (size / burst, pause * rate / burst)
-    min_size=1,
-    max_size=300,
-)
+_patterns = patterns(largest=1.0, max_size=300)
 
 
-@PROPERTY
-@given(
-    rate=st.floats(0.01, 1e6),
-    burst=st.floats(0.5, 1e4),
-    start=st.floats(0.0, 1e6),
-    pattern=_patterns,
-)
+@bucket_property(pattern=_patterns)
 def test_never_admits_more_than_burst_plus_rate_times_elapsed(
     rate: float, burst: float, start: float, pattern: list[tuple[float, float]]
 ) -> None:
-    clock = FakeClock(start)
-    bucket = TokenBucket(rate=rate, burst=burst, clock=clock)
+    clock, bucket = bucket_on_clock(rate, burst, start)
     admitted = 0.0
-    for size, pause in pattern:
-        clock.advance(pause * burst / rate)
-        n = size * burst
+    for n in requests(pattern, clock, rate, burst):
         if bucket.try_take(n):
             admitted += n
         elapsed = clock.now - start
