@@ -38,8 +38,9 @@ from icefloe.backplane.backoff import retrying
 from icefloe.backplane.keys import Keys, entry_id
 from icefloe.backplane.limits import MAX_BATCH, RUNNING_TTL_S, STALE_MS, TTL_S
 from icefloe.backplane.meta import CANCELLED, DONE, FAILED, RUNNING
-from icefloe.backplane.producing import ChunkSource, batch_room, fresh, ready_chunks
+from icefloe.backplane.producing import ChunkSource, batch_room, fresh, pump, ready_chunks
 from icefloe.core.codec import encode_chunk_msgpack
+from icefloe.core.messages import StreamChunk
 from icefloe.core.wire_errors import ErrorCode
 from icefloe.exceptions import StreamError
 
@@ -156,27 +157,23 @@ async def publish(
         pipe.zadd(keys.streams, {stream_id: started_ms})
         return pipe
 
+    async def room(next_seq: int) -> int:
+        return await window_room(client, keys, stream_id, next_seq, window)
+
+    async def append(chunks: list[StreamChunk]) -> None:
+        encoded = [(entry_id(c.seq), encode_chunk_msgpack(c)) for c in chunks]
+        last, done = chunks[-1].seq, chunks[-1].done
+        await _execute(
+            functools.partial(_batch, client, keys, stream_id, encoded, last, done, history)
+        )
+
+    async def fail(error: StreamError, next_seq: int) -> None:
+        await _end(client, keys, stream_id, next_seq, error)
+
     await _execute(opening)
-    next_seq = 0
     try:
-        while True:
-            room = await window_room(client, keys, stream_id, next_seq, window)
-            chunks, end = ready_chunks(source, room)
-            if chunks:
-                encoded = [(entry_id(c.seq), encode_chunk_msgpack(c)) for c in chunks]
-                next_seq = chunks[-1].seq + 1
-                batch = functools.partial(
-                    _batch, client, keys, stream_id, encoded, next_seq - 1, chunks[-1].done, history
-                )
-                await _execute(batch)
-            if isinstance(end, StreamError):
-                await _end(client, keys, stream_id, next_seq, end)
-            if end is not None:
-                return
-            if not chunks:
-                await source.wait()
+        await pump(source, room, append, fail)
     finally:
-        source.close()
         pipe = client.pipeline(transaction=False)
         pipe.expire(meta, TTL_S)
         pipe.expire(log, TTL_S)

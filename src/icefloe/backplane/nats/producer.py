@@ -26,8 +26,9 @@ from typing import TYPE_CHECKING, Any, Final
 from icefloe.backplane.meta import CANCELLED, DONE, FAILED, RUNNING
 from icefloe.backplane.nats.layout import END_HEADER
 from icefloe.backplane.nats.metastore import MetaStore, now_ms
-from icefloe.backplane.producing import ChunkSource, batch_room, fresh, ready_chunks
+from icefloe.backplane.producing import ChunkSource, batch_room, fresh, pump
 from icefloe.core.codec import encode_chunk_msgpack
+from icefloe.core.messages import StreamChunk
 from icefloe.core.wire_errors import ErrorCode
 from icefloe.exceptions import StreamError
 
@@ -127,30 +128,25 @@ async def produce(
     meta.update(state=RUNNING, last_seq=-1, code="", message="", js0=0, js_last=0)
     meta["started"] = now_ms()
     await store.put(sid, meta)
-    next_seq = 0
-    try:
-        while True:
-            room = await positions.room(next_seq, window)
-            chunks, end = ready_chunks(source, room)
-            if chunks:
-                payloads = [encode_chunk_msgpack(c) for c in chunks]
-                first, last = await _append(nc, js, subject, payloads, ack_first=not meta["js0"])
-                if first:
-                    meta["js0"] = max(1, first - chunks[0].seq)
-                next_seq = chunks[-1].seq + 1
-                meta.update(last_seq=next_seq - 1, js_last=last)
-                if chunks[-1].done:
-                    meta["state"] = DONE
-                await store.put(sid, meta)
-            if isinstance(end, StreamError):
-                headers = {END_HEADER: end.code.value}
-                await js.publish(subject, end.message.encode(), ACK_TIMEOUT_S, headers=headers)
-                state = CANCELLED if end.code is ErrorCode.CANCELLED else FAILED
-                meta.update(state=state, code=end.code.value, message=end.message)
-                await store.put(sid, meta)
-            if end is not None:
-                return
-            if not chunks:
-                await source.wait()
-    finally:
-        source.close()
+
+    async def room(next_seq: int) -> int:
+        return await positions.room(next_seq, window)
+
+    async def append(chunks: list[StreamChunk]) -> None:
+        payloads = [encode_chunk_msgpack(c) for c in chunks]
+        first, last = await _append(nc, js, subject, payloads, ack_first=not meta["js0"])
+        if first:
+            meta["js0"] = max(1, first - chunks[0].seq)
+        meta.update(last_seq=chunks[-1].seq, js_last=last)
+        if chunks[-1].done:
+            meta["state"] = DONE
+        await store.put(sid, meta)
+
+    async def fail(end: StreamError, _next_seq: int) -> None:
+        headers = {END_HEADER: end.code.value}
+        await js.publish(subject, end.message.encode(), ACK_TIMEOUT_S, headers=headers)
+        state = CANCELLED if end.code is ErrorCode.CANCELLED else FAILED
+        meta.update(state=state, code=end.code.value, message=end.message)
+        await store.put(sid, meta)
+
+    await pump(source, room, append, fail)
