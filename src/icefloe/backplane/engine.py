@@ -260,7 +260,7 @@ class RedisBackplane:
             # Reported now, not at the next tick: until the producer sees a
             # position it does not wait for this reader, and a fast one could
             # run a whole history ahead of it (``history_gone``).
-            await self._report_now(sid, from_seq)
+            await self._report({sid: from_seq})
         # A reader ahead of the run (a reconnect past it) waits for the run
         # to reach it, within the fetcher's limit. One behind it is attached
         # first: its position pins ``base`` while the missing part is fetched.
@@ -335,11 +335,14 @@ class RedisBackplane:
         """After an idle XREAD: end the follow if the producer vanished or ended."""
         check_meta(follower, await self.meta(follower.stream_id), LIVE)
 
-    async def _report_now(self, stream_id: str, position: int) -> None:
-        key = self.keys.readers(stream_id)
+    async def _report(self, positions: dict[str, int]) -> None:
+        """Write this process's slowest reader position of each stream, in one pipeline."""
+        now_ms = int(time.time() * 1000)
         pipe = self.client.pipeline(transaction=False)
-        pipe.hset(key, self.process_id, f"{position} {int(time.time() * 1000)}")
-        pipe.pexpire(key, limits.STALE_MS * 4)
+        for sid, position in positions.items():
+            key = self.keys.readers(sid)
+            pipe.hset(key, self.process_id, f"{position} {now_ms}")
+            pipe.pexpire(key, limits.STALE_MS * 4)
         await pipe.execute()
 
     async def _report_loop(self) -> None:
@@ -349,14 +352,8 @@ class RedisBackplane:
             positions = await self._following.next_report()
             if not positions:
                 continue
-            now_ms = int(time.time() * 1000)
-            pipe = self.client.pipeline(transaction=False)
-            for sid, position in positions.items():
-                key = self.keys.readers(sid)
-                pipe.hset(key, self.process_id, f"{position} {now_ms}")
-                pipe.pexpire(key, limits.STALE_MS * 4)
             try:
-                await pipe.execute()
+                await self._report(positions)
             except Exception as exc:
                 if not failures:
                     log.warning("backplane position report failed: %r; retrying", exc)
