@@ -5,10 +5,12 @@
 * one :func:`~icefloe.backplane.publisher.publish` task per stream this
   process produces;
 * one fetch task per stream this process follows (a blocking ``XREAD`` of at
-  most :data:`FETCH_COUNT` entries, whatever the number of local readers),
-  started by the first reader and ended with the last;
+  most :data:`FETCH_COUNT` entries, whatever the number of local readers,
+  run by :func:`~icefloe.backplane.fetching.fetch_loop`), started by the
+  first reader and ended with the last
+  (:class:`~icefloe.backplane.followers.Followers`);
 * one reporter task writing, every :data:`REPORT_S` (or sooner, after
-  :data:`~icefloe.backplane.follower.REPORT_EVERY` chunks read), the slowest
+  :data:`~icefloe.backplane.limits.REPORT_EVERY` chunks read), the slowest
   local reader's position of each followed stream;
 * one control task following ``P control`` for cancel requests naming a
   stream this process produces, and WebSocket sessions another process
@@ -17,7 +19,9 @@
   produces, so that a crashed process's streams expire (their readers
   elsewhere then end with ``unavailable`` and may resume nowhere), and
   their leases in their tenant's running streams
-  (:mod:`icefloe.backplane.tenants`).
+  (:mod:`icefloe.backplane.tenants`);
+* one health task (:func:`~icefloe.backplane.health.watch_health`) pinging
+  the server for ``/readyz``.
 
 The engine away: each loop retries with backoff
 (:mod:`icefloe.backplane.backoff`); a followed stream keeps its readers
@@ -27,25 +31,33 @@ ends with ``unavailable`` after a longer one.
 
 Limits: :data:`MAX_FOLLOWED` streams followed at once (a reader past it gets
 ``unavailable``), each follower's buffer as in
-:mod:`icefloe.backplane.follower`.
+:mod:`icefloe.backplane.follower`; the limits both engines share are in
+:mod:`icefloe.backplane.limits` (named here too, where they were first
+defined).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 import uuid
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Final
 
-from icefloe.backplane.backoff import RETRY_BUDGET_S, backoff_s, engine_errors
-from icefloe.backplane.follower import Follower
+from icefloe.backplane import limits
+from icefloe.backplane.backoff import backoff_s, engine_errors
+from icefloe.backplane.fetching import check_meta, fetch_loop, history_gone, prepend_fetched
+from icefloe.backplane.followers import Followers, ended_reader
+from icefloe.backplane.health import health_changed, watch_health
 from icefloe.backplane.keys import Keys, entry_id, parse_url
+from icefloe.backplane.limits import FETCH_COUNT, MAX_FOLLOWED, REPORT_S
 from icefloe.backplane.meta import ABNORMAL, LIVE, StreamMeta
-from icefloe.backplane.publisher import RUNNING_TTL_S, STALE_MS, ChunkSource, publish, slowest
-from icefloe.backplane.reader import RemoteReader
+from icefloe.backplane.producing import ChunkSource
+from icefloe.backplane.publisher import publish, slowest
+from icefloe.backplane.tasks import stop
 from icefloe.backplane.tenants import TenantRuns
 from icefloe.backplane.topics import HubLink
 from icefloe.core.codec import decode_chunk_msgpack
@@ -56,33 +68,21 @@ from icefloe.exceptions import StreamError
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
+    from icefloe.backplane.follower import Follower
     from icefloe.backplane.protocol import Deliver, NumberedDeliver
+    from icefloe.backplane.reader import RemoteReader
 
+# FETCH_COUNT, MAX_FOLLOWED and REPORT_S are limits.py's, named here as before.
 __all__ = ["FETCH_COUNT", "MAX_FOLLOWED", "REPORT_S", "RedisBackplane"]
 
 log = logging.getLogger("icefloe.backplane")
 
-#: entries one XREAD returns at most
-FETCH_COUNT: Final = 256
 #: milliseconds one XREAD blocks before the fetcher checks the stream's meta;
 #: every block stays well under redis-py's socket timeout (5 s by default),
 #: which would otherwise cut the read and leave its answer on the connection
-BLOCK_MS: Final = 1000
-#: seconds between position reports
-REPORT_S: Final = 0.1
-#: streams one process follows at once
-MAX_FOLLOWED: Final = 1000
-#: seconds aclose waits for the tasks it cancelled
-CLOSE_S: Final = 2.0
-#: seconds between health checks (and the longest a PING may take)
-HEALTH_S: Final = 1.0
+BLOCK_MS: Final = int(limits.FETCH_WAIT_S * 1000)
 #: cancel requests the control log keeps
 CONTROL_MAXLEN: Final = 1000
-#: streams ``list_streams`` reads at most
-MAX_LISTED: Final = 1000
-
-
-_UNREACHABLE = "the backplane is unreachable"
 
 
 def _entries(answer: Any) -> list[tuple[bytes, dict[bytes, bytes]]]:
@@ -118,7 +118,6 @@ class RedisBackplane:
         self.history = max(history, 1)
         self.window = max(1, min(window, self.history))
         self._on_cancel = on_cancel
-        self._max_followed = max_followed
         #: this process, in reports and meta
         self.process_id = uuid.uuid4().hex[:12]
         self._client: Redis | None = None
@@ -127,9 +126,9 @@ class RedisBackplane:
         self._tenants: dict[str, str] = {}
         #: each tenant's running streams, across processes
         self.tenant_runs = TenantRuns(lambda: self.client, self.keys)
-        self._followers: dict[str, Follower] = {}
-        self._fetchers: dict[str, asyncio.Task[None]] = {}
-        self._report_due = asyncio.Event()
+        self._following = Followers(
+            history=self.history, on_dropped=self._dropped, max_followed=max_followed
+        )
         self._tasks: list[asyncio.Task[None]] = []
         self._forgetting: set[asyncio.Task[None]] = set()
         self._closing = False
@@ -165,11 +164,7 @@ class RedisBackplane:
         # The loops also stop on this flag: redis-py may turn a cancel that
         # lands mid-command into another error, which a loop would survive.
         self._closing = True
-        tasks = [*self._tasks, *self._publishing.values(), *self._fetchers.values()]
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks, timeout=CLOSE_S)
+        await stop([*self._tasks, *self._publishing.values(), *self._following.fetch_tasks()])
         if self._client is not None:
             await self._client.aclose()
             self._client = None
@@ -225,7 +220,7 @@ class RedisBackplane:
     async def list_streams(self) -> list[StreamMeta]:
         """The shared streams, newest first (at most :data:`MAX_LISTED`)."""
         client = self.client
-        ids: Any = await client.zrevrange(self.keys.streams, 0, MAX_LISTED - 1)
+        ids: Any = await client.zrevrange(self.keys.streams, 0, limits.MAX_LISTED - 1)
         pipe = client.pipeline(transaction=False)
         for raw in ids:
             pipe.hgetall(self.keys.meta(raw.decode()))
@@ -259,37 +254,25 @@ class RedisBackplane:
         """
         sid = meta.stream_id
         if meta.state in ABNORMAL and from_seq > meta.last_seq:
-            ended = Follower(sid, from_seq, 1)
-            try:
-                code = ErrorCode(meta.code or ErrorCode.FAILED)
-            except ValueError:  # a code from a newer gateway
-                code = ErrorCode.FAILED
-            ended.end(StreamError(code, meta.message, sid))
-            return RemoteReader(ended, from_seq, lambda _r: None)
-        follower = self._followers.get(sid)
-        if follower is None:
-            if len(self._followers) >= self._max_followed:
-                too_many = "this gateway follows too many streams"
-                raise StreamError(ErrorCode.UNAVAILABLE, too_many, sid)
-            follower = self._followers[sid] = Follower(sid, from_seq, self.history)
-            follower.report_due = self._report_due
+            return ended_reader(meta, from_seq)
+        follower, new = self._following.follower(sid, from_seq)
+        if new:
             # Reported now, not at the next tick: until the producer sees a
             # position it does not wait for this reader, and a fast one could
             # run a whole history ahead of it (``history_gone``).
-            await self._report_now(sid, from_seq)
+            await self._report({sid: from_seq})
         # A reader ahead of the run (a reconnect past it) waits for the run
         # to reach it, within the fetcher's limit. One behind it is attached
         # first: its position pins ``base`` while the missing part is fetched.
-        reader = RemoteReader(follower, from_seq, self._reader_closed)
+        reader = self._following.reader(follower, from_seq)
         if from_seq < follower.base:
             try:
                 await self._prefill(follower, from_seq)
             except BaseException:
                 reader.close()
                 raise
-        if sid not in self._fetchers:
-            task = asyncio.ensure_future(self._fetch_loop(follower))
-            self._fetchers[sid] = task
+        if not self._following.fetching(sid):
+            self._following.start_fetch(sid, self._fetch_loop(follower))
         return reader
 
     async def _prefill(self, follower: Follower, from_seq: int) -> None:
@@ -297,21 +280,12 @@ class RedisBackplane:
         sid = follower.stream_id
         need = follower.base - from_seq
         if need > self.history:
-            raise StreamError(ErrorCode.HISTORY_GONE, "the stream's history is gone", sid)
+            raise history_gone(sid)
         entries: Any = await self.client.xrange(
             self.keys.log(sid), entry_id(from_seq), entry_id(follower.base - 1), count=need
         )
-        # Another reader resuming meanwhile may have fetched part of it.
-        base = follower.base
-        if from_seq >= base:
-            return
-        chunks = [
-            c
-            for _id, f in entries
-            if isinstance(c := _decode(sid, f), StreamChunk) and c.seq < base
-        ]
-        if not chunks or chunks[0].seq != from_seq or not follower.prepend(chunks):
-            raise StreamError(ErrorCode.HISTORY_GONE, "the stream's history is gone", sid)
+        chunks = [c for _id, f in entries if isinstance(c := _decode(sid, f), StreamChunk)]
+        prepend_fetched(follower, from_seq, chunks)
 
     def finished(self, tenant: str, stream_id: str) -> None:
         """``stream_id`` no longer counts for its tenant (it ended, or never started)."""
@@ -324,17 +298,11 @@ class RedisBackplane:
         with contextlib.suppress(Exception):
             await self.tenant_runs.finish(tenant, stream_id)
 
-    def _reader_closed(self, reader: RemoteReader) -> None:
-        follower = self._followers.get(reader.stream_id)
-        if follower is None or follower.readers:
-            return
-        del self._followers[reader.stream_id]
-        task = self._fetchers.pop(reader.stream_id, None)
-        if task is not None:
-            task.cancel()
+    def _dropped(self, stream_id: str) -> None:
+        """The last local reader of ``stream_id`` closed."""
         if self._client is not None:
             # Forget this process's position: it no longer holds the producer.
-            forget = asyncio.ensure_future(self._forget(reader.stream_id))
+            forget = asyncio.ensure_future(self._forget(stream_id))
             self._forgetting.add(forget)
             forget.add_done_callback(self._forgetting.discard)
 
@@ -344,96 +312,48 @@ class RedisBackplane:
 
     async def _fetch_loop(self, follower: Follower) -> None:
         sid = follower.stream_id
-        errors = engine_errors()
-        failing_since: float | None = None
-        attempt = 0
-        while not follower.ended:
-            try:
-                await self._fetch_once(follower)
-            except asyncio.CancelledError:
-                raise
-            except errors as exc:  # the engine away: retried, the readers wait
-                now = time.monotonic()
-                if failing_since is None:
-                    failing_since = now
-                    log.warning("backplane follow of %s: %r; retrying", sid, exc)
-                if now - failing_since < RETRY_BUDGET_S:
-                    await asyncio.sleep(backoff_s(attempt))
-                    attempt += 1
-                    continue
-                follower.end(StreamError(ErrorCode.UNAVAILABLE, _UNREACHABLE, sid))
-            except Exception as exc:  # a bug or a bad entry: the readers reconnect elsewhere
-                log.warning("backplane follow of %s failed: %r", sid, exc)
-                follower.end(StreamError(ErrorCode.UNAVAILABLE, _UNREACHABLE, sid))
-            else:
-                failing_since = None
-                attempt = 0
+        fetch = functools.partial(self._read_log, follower)
+        await fetch_loop(
+            follower,
+            fetch,
+            lambda e: _decode(sid, e[1]),
+            self._check_alive,
+            retried=engine_errors(),
+        )
 
-    async def _fetch_once(self, follower: Follower) -> None:
-        """One XREAD into ``follower`` (or a wait for room, or a liveness check)."""
-        sid = follower.stream_id
-        room = follower.room_left()
-        if room <= 0:
-            follower.room.clear()
-            await follower.room.wait()
-            return
+    async def _read_log(
+        self, follower: Follower, count: int
+    ) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        """One XREAD of up to ``count`` entries after the follower's head."""
         last = entry_id(follower.head - 1) if follower.head else "0-0"
         answer: Any = await self.client.xread(
-            {self.keys.log(sid): last}, count=min(room, FETCH_COUNT), block=BLOCK_MS
+            {self.keys.log(follower.stream_id): last}, count=count, block=BLOCK_MS
         )
-        if not answer:
-            await self._check_alive(follower)
-            return
-        chunks: list[StreamChunk] = []
-        for _id, fields in _entries(answer):
-            item = _decode(sid, fields)
-            if isinstance(item, StreamError):
-                follower.extend(chunks)
-                follower.end(item)
-                return
-            chunks.append(item)
-        follower.extend(chunks)
+        return _entries(answer)
 
     async def _check_alive(self, follower: Follower) -> None:
         """After an idle XREAD: end the follow if the producer vanished or ended."""
-        meta = await self.meta(follower.stream_id)
-        sid = follower.stream_id
-        if meta is None:
-            follower.end(StreamError(ErrorCode.UNAVAILABLE, "the producing gateway is gone", sid))
-        elif meta.state not in LIVE and follower.head > meta.last_seq and meta.code is None:
-            follower.end(StreamError(ErrorCode.UNAVAILABLE, "the stream ended unseen", sid))
+        check_meta(follower, await self.meta(follower.stream_id), LIVE)
 
-    async def _report_now(self, stream_id: str, position: int) -> None:
-        key = self.keys.readers(stream_id)
+    async def _report(self, positions: dict[str, int]) -> None:
+        """Write this process's slowest reader position of each stream, in one pipeline."""
+        now_ms = int(time.time() * 1000)
         pipe = self.client.pipeline(transaction=False)
-        pipe.hset(key, self.process_id, f"{position} {int(time.time() * 1000)}")
-        pipe.pexpire(key, STALE_MS * 4)
+        for sid, position in positions.items():
+            key = self.keys.readers(sid)
+            pipe.hset(key, self.process_id, f"{position} {now_ms}")
+            pipe.pexpire(key, limits.STALE_MS * 4)
         await pipe.execute()
 
     async def _report_loop(self) -> None:
         """Write each followed stream's slowest reader position, every REPORT_S."""
         failures = 0
         while not self._closing:
-            # asyncio.wait, not asyncio.timeout: on Python 3.11 a cancel that
-            # lands as the timeout fires comes out as TimeoutError, and the
-            # loop would outlive aclose().
-            due = asyncio.ensure_future(self._report_due.wait())
-            try:
-                await asyncio.wait({due}, timeout=REPORT_S)
-            finally:
-                due.cancel()
-            self._report_due.clear()
-            if not self._followers:
+            positions = await self._following.next_report()
+            if not positions:
                 continue
-            now_ms = int(time.time() * 1000)
-            pipe = self.client.pipeline(transaction=False)
-            for sid, follower in self._followers.items():
-                follower.moved = 0
-                key = self.keys.readers(sid)
-                pipe.hset(key, self.process_id, f"{follower.slowest()} {now_ms}")
-                pipe.pexpire(key, STALE_MS * 4)
             try:
-                await pipe.execute()
+                await self._report(positions)
             except Exception as exc:
                 if not failures:
                     log.warning("backplane position report failed: %r; retrying", exc)
@@ -476,9 +396,9 @@ class RedisBackplane:
         pipeline per pass, whatever the number of streams."""
         tick = 0
         while not self._closing:
-            await asyncio.sleep(HEALTH_S)
+            await asyncio.sleep(limits.HEALTH_S)
             tick += 1
-            refresh = tick % int(RUNNING_TTL_S / 3 / HEALTH_S) == 0
+            refresh = tick % int(limits.RUNNING_TTL_S / 3 / limits.HEALTH_S) == 0
             sids = list(self._publishing)
             if not sids:
                 continue
@@ -486,8 +406,8 @@ class RedisBackplane:
             for sid in sids:
                 pipe.hgetall(self.keys.readers(sid))
                 if refresh:
-                    pipe.expire(self.keys.meta(sid), RUNNING_TTL_S)
-                    pipe.expire(self.keys.log(sid), RUNNING_TTL_S)
+                    pipe.expire(self.keys.meta(sid), limits.RUNNING_TTL_S)
+                    pipe.expire(self.keys.log(sid), limits.RUNNING_TTL_S)
                     self.tenant_runs.renew(pipe, self._tenants.get(sid, ""), sid)
             try:
                 answers: list[Any] = await pipe.execute()
@@ -504,7 +424,7 @@ class RedisBackplane:
         """Whether another process reported reading ``stream_id`` lately
         (within the staleness of a position report, checked each second)."""
         seen = self._read_elsewhere.get(stream_id)
-        return seen is not None and time.monotonic() - seen < STALE_MS / 1000
+        return seen is not None and time.monotonic() - seen < limits.STALE_MS / 1000
 
     async def _health_loop(self) -> None:
         """PING every HEALTH_S: ``healthy`` says whether the engine answers.
@@ -515,28 +435,20 @@ class RedisBackplane:
         While the engine is away the PINGs back off from 50 ms up to
         HEALTH_S, so readiness comes back as soon as it answers.
         """
-        failures = 0
-        while not self._closing:
-            await asyncio.sleep(backoff_s(failures, cap_s=HEALTH_S) if failures else HEALTH_S)
-            try:
-                async with asyncio.timeout(HEALTH_S):
-                    await self.client.ping()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                if self.healthy:
-                    log.warning("backplane unreachable: /readyz answers 503 until it is back")
-                self.healthy = False
-                failures += 1
-            else:
-                if not self.healthy:
-                    log.warning("backplane reachable again")
-                self.healthy = True
-                failures = 0
+        await watch_health(
+            lambda: self.client.ping(),
+            self._mark_health,
+            lambda: not self._closing,
+            timeout_s=limits.HEALTH_S,
+            back_off=True,
+        )
+
+    def _mark_health(self, answered: bool) -> None:
+        self.healthy = health_changed(self.healthy, answered)
 
     def followed(self) -> dict[str, Follower]:
         """The followed streams (for tests and metrics)."""
-        return dict(self._followers)
+        return self._following.followed()
 
     def producing(self) -> int:
         """How many streams this process is appending to the engine (a drain waits for 0)."""

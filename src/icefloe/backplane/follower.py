@@ -3,8 +3,9 @@
 A :class:`Follower` holds a contiguous run of a remote stream's chunks,
 ``[base, head)``, and the :class:`~icefloe.backplane.reader.RemoteReader`
 objects of this process reading it. It does no I/O: the engine's one fetch
-task per followed stream (:mod:`icefloe.backplane.engine`) appends what a
-blocking ``XREAD`` returns, however many local readers there are.
+task per followed stream (:mod:`icefloe.backplane.fetching`) appends what a
+blocking ``XREAD`` or pull request returns, however many local readers
+there are.
 
 Limits: the engine fetches only while ``head - slowest`` is below ``limit``
 chunks (the slowest local reader holds the fetching back, and through its
@@ -20,6 +21,7 @@ import itertools
 from collections import deque
 from typing import TYPE_CHECKING
 
+from icefloe.backplane.limits import REPORT_EVERY
 from icefloe.core.messages import StreamChunk
 from icefloe.core.wire_errors import ErrorCode
 from icefloe.exceptions import StreamError
@@ -27,11 +29,8 @@ from icefloe.exceptions import StreamError
 if TYPE_CHECKING:
     from icefloe.backplane.reader import RemoteReader
 
+# REPORT_EVERY is limits.py's, named here as before.
 __all__ = ["REPORT_EVERY", "Follower"]
-
-#: chunks read by a follower's readers after which their position is reported
-#: early (otherwise every 100 ms)
-REPORT_EVERY = 64
 
 
 class Follower:

@@ -3,7 +3,8 @@
 :func:`publish` reads a local stream (any :class:`ChunkSource`; the edge
 hands it a blocking in-process subscription attached at seq 0) and appends
 each chunk once, msgpack-encoded, with ``XADD … MAXLEN ~ history``, in
-pipelined batches of what is ready (at most :data:`MAX_BATCH`). The meta
+pipelined batches of what is ready (at most
+:data:`~icefloe.backplane.limits.MAX_BATCH`). The meta
 hash says the state and last seq; the end writes the terminal.
 
 Bounded across processes: before a batch, the producer reads the positions
@@ -11,8 +12,11 @@ the reading processes report (``P s:<id>:readers``) and appends at most
 ``window`` chunks past the slowest fresh one, polling every
 :data:`POLL_S` while it may not. Its own subscription then stops reading,
 which holds the stream's producer back in-process, as a slow local reader
-would. A report older than :data:`STALE_MS` is ignored (a crashed gateway
-must not stall a stream forever).
+would. A report older than :data:`~icefloe.backplane.limits.STALE_MS` is
+ignored (a crashed gateway must not stall a stream forever). The window and
+the source read are :mod:`icefloe.backplane.producing`'s, shared with the
+JetStream producer; the limits are :mod:`icefloe.backplane.limits`' (named
+here too, where they were first defined).
 
 The engine away: every call is retried with backoff for
 :data:`~icefloe.backplane.backoff.RETRY_BUDGET_S` (a batch that went
@@ -28,15 +32,17 @@ import asyncio
 import functools
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final
 
 from icefloe.backplane.backoff import retrying
 from icefloe.backplane.keys import Keys, entry_id
+from icefloe.backplane.limits import MAX_BATCH, RUNNING_TTL_S, STALE_MS, TTL_S
 from icefloe.backplane.meta import CANCELLED, DONE, FAILED, RUNNING
+from icefloe.backplane.producing import ChunkSource, batch_room, fresh, pump, ready_chunks
 from icefloe.core.codec import encode_chunk_msgpack
 from icefloe.core.messages import StreamChunk
 from icefloe.core.wire_errors import ErrorCode
-from icefloe.exceptions import EndOfStream, StreamError, WouldBlock
+from icefloe.exceptions import StreamError
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -55,25 +61,8 @@ __all__ = [
     "window_room",
 ]
 
-#: chunks one pipelined append carries at most
-MAX_BATCH: Final = 256
 #: seconds between two reads of the readers' positions while held back
 POLL_S: Final = 0.02
-#: milliseconds after which a reader position report is ignored
-STALE_MS: Final = 5000
-#: seconds a stream's keys live after its end
-TTL_S: Final = 600
-#: seconds a running stream's keys live after the last refresh (the engine's
-#: keepalive refreshes them every third of it: a crashed producer's streams vanish)
-RUNNING_TTL_S: Final = 30
-
-
-class ChunkSource(Protocol):
-    """What :func:`publish` reads (an in-process stream subscription)."""
-
-    def receive_nowait(self) -> StreamChunk: ...
-    async def wait(self) -> None: ...
-    def close(self) -> None: ...
 
 
 def slowest(raw: dict[Any, Any], now_ms: int) -> int | None:
@@ -86,7 +75,7 @@ def slowest(raw: dict[Any, Any], now_ms: int) -> int | None:
             pos, ts = int(pos_text), int(ts_text)
         except ValueError:
             continue
-        if now_ms - ts > STALE_MS:
+        if not fresh(ts, now_ms):
             continue
         floor = pos if floor is None else min(floor, pos)
     return floor
@@ -97,12 +86,9 @@ async def window_room(client: Redis, keys: Keys, stream_id: str, next_seq: int, 
     key = keys.readers(stream_id)
     while True:
         positions = await retrying(lambda: client.hgetall(key))
-        floor = slowest(positions, int(time.time() * 1000))
-        if floor is None:
-            return MAX_BATCH
-        room = floor + window - next_seq
+        room = batch_room(slowest(positions, int(time.time() * 1000)), next_seq, window)
         if room > 0:
-            return min(room, MAX_BATCH)
+            return room
         await asyncio.sleep(POLL_S)
 
 
@@ -143,19 +129,6 @@ def _batch(
     return pipe
 
 
-def ready_chunks(source: ChunkSource, limit: int) -> tuple[list[StreamChunk], BaseException | None]:
-    """What ``source`` holds now, up to ``limit`` chunks, and its end if reached."""
-    chunks: list[StreamChunk] = []
-    while len(chunks) < limit:
-        try:
-            chunks.append(source.receive_nowait())
-        except WouldBlock:
-            return chunks, None
-        except (EndOfStream, StreamError) as exc:
-            return chunks, exc
-    return chunks, None
-
-
 async def publish(
     client: Redis,
     keys: Keys,
@@ -184,27 +157,23 @@ async def publish(
         pipe.zadd(keys.streams, {stream_id: started_ms})
         return pipe
 
+    async def room(next_seq: int) -> int:
+        return await window_room(client, keys, stream_id, next_seq, window)
+
+    async def append(chunks: list[StreamChunk]) -> None:
+        encoded = [(entry_id(c.seq), encode_chunk_msgpack(c)) for c in chunks]
+        last, done = chunks[-1].seq, chunks[-1].done
+        await _execute(
+            functools.partial(_batch, client, keys, stream_id, encoded, last, done, history)
+        )
+
+    async def fail(error: StreamError, next_seq: int) -> None:
+        await _end(client, keys, stream_id, next_seq, error)
+
     await _execute(opening)
-    next_seq = 0
     try:
-        while True:
-            room = await window_room(client, keys, stream_id, next_seq, window)
-            chunks, end = ready_chunks(source, room)
-            if chunks:
-                encoded = [(entry_id(c.seq), encode_chunk_msgpack(c)) for c in chunks]
-                next_seq = chunks[-1].seq + 1
-                batch = functools.partial(
-                    _batch, client, keys, stream_id, encoded, next_seq - 1, chunks[-1].done, history
-                )
-                await _execute(batch)
-            if isinstance(end, StreamError):
-                await _end(client, keys, stream_id, next_seq, end)
-            if end is not None:
-                return
-            if not chunks:
-                await source.wait()
+        await pump(source, room, append, fail)
     finally:
-        source.close()
         pipe = client.pipeline(transaction=False)
         pipe.expire(meta, TTL_S)
         pipe.expire(log, TTL_S)

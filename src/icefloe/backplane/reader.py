@@ -99,12 +99,7 @@ class RemoteReader:
         """Wait until :meth:`receive_nowait` has something to say (or :meth:`interrupt`)."""
         if self.held() or self.end_reason() is not None:
             return
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiter = waiter
-        try:
-            await waiter
-        finally:
-            self._waiter = None
+        await self._park()
 
     async def wait_changed(self) -> None:
         """Wait for the follower's next fetch or end (or :meth:`interrupt`), even
@@ -112,6 +107,10 @@ class RemoteReader:
         notice the end of the stream. Once it ended only :meth:`interrupt` wakes it."""
         if self._closed:
             return
+        await self._park()
+
+    async def _park(self) -> None:
+        """Wait for the next :meth:`interrupt` (the follower's, or a caller's)."""
         waiter = asyncio.get_running_loop().create_future()
         self._waiter = waiter
         try:

@@ -9,19 +9,22 @@ one connection (nats-py reconnects by itself) and the process's tasks:
   process produces, with a subscription to that stream's reader positions;
 * one :func:`~icefloe.backplane.nats.following.fetch_loop` task per stream
   this process follows (one pull consumer, whatever the number of local
-  readers), started by the first reader and ended with the last;
+  readers), started by the first reader and ended with the last
+  (:class:`~icefloe.backplane.followers.Followers`, as on Redis);
 * one reporter task publishing, every :data:`REPORT_S` (or sooner, after
-  :data:`~icefloe.backplane.follower.REPORT_EVERY` chunks read), the slowest
+  :data:`~icefloe.backplane.limits.REPORT_EVERY` chunks read), the slowest
   local reader's position of each followed stream;
 * one keepalive task rewriting the meta of the streams this process
-  produces every third of :data:`~icefloe.backplane.publisher.RUNNING_TTL_S`;
-* one health task asking JetStream for the chunk stream each second (and
-  making it and the meta bucket again if a restarted server lost them).
+  produces every third of :data:`~icefloe.backplane.limits.RUNNING_TTL_S`;
+* one health task (:func:`~icefloe.backplane.health.watch_health`) asking
+  JetStream for the chunk stream each second (and making it and the meta
+  bucket again if a restarted server lost them).
 
 Cancel requests arrive on one subscription. Limits: :data:`MAX_FOLLOWED`
 streams followed at once, each follower's buffer as in
-:mod:`icefloe.backplane.follower`; the layout and the engine's own limits
-are in :mod:`icefloe.backplane.nats.layout`.
+:mod:`icefloe.backplane.follower`; the limits both engines share are in
+:mod:`icefloe.backplane.limits`, the layout and the engine's own limits in
+:mod:`icefloe.backplane.nats.layout` and here.
 """
 
 from __future__ import annotations
@@ -33,7 +36,11 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
-from icefloe.backplane.follower import Follower
+from icefloe.backplane import limits
+from icefloe.backplane.fetching import check_meta
+from icefloe.backplane.followers import Followers, ended_reader
+from icefloe.backplane.health import health_changed, watch_health
+from icefloe.backplane.limits import MAX_FOLLOWED, MAX_LISTED, REPORT_S
 from icefloe.backplane.meta import ABNORMAL, RUNNING, StreamMeta
 from icefloe.backplane.nats.following import fetch_loop, prefill
 from icefloe.backplane.nats.layout import Layout, parse_nats_url
@@ -42,11 +49,8 @@ from icefloe.backplane.nats.producer import Positions, produce
 from icefloe.backplane.nats.pull import Pull
 from icefloe.backplane.nats.setup import ensure_chunks, ensure_meta
 from icefloe.backplane.nats.topics import NatsHubLink
-from icefloe.backplane.protocol import Deliver, NumberedDeliver
-from icefloe.backplane.publisher import RUNNING_TTL_S, ChunkSource
-from icefloe.backplane.reader import RemoteReader
-from icefloe.core.wire_errors import ErrorCode
-from icefloe.exceptions import StreamError
+from icefloe.backplane.producing import ChunkSource
+from icefloe.backplane.tasks import stop
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
@@ -54,20 +58,19 @@ if TYPE_CHECKING:
     from nats.js import JetStreamContext
     from nats.js.kv import KeyValue
 
+    from icefloe.backplane.follower import Follower
+    from icefloe.backplane.protocol import Deliver, NumberedDeliver
+    from icefloe.backplane.reader import RemoteReader
+
+# MAX_FOLLOWED, MAX_LISTED and REPORT_S are limits.py's, named here as before.
 __all__ = ["MAX_FOLLOWED", "MAX_LISTED", "REPORT_S", "NatsBackplane"]
 
 log = logging.getLogger("icefloe.backplane")
 
-#: seconds between position reports
-REPORT_S: Final = 0.1
-#: streams one process follows at once
-MAX_FOLLOWED: Final = 1000
-#: streams ``list_streams`` answers at most
-MAX_LISTED: Final = 1000
-#: seconds between health checks (and the longest one may take)
-HEALTH_S: Final = 1.0
-#: seconds aclose waits for the tasks it cancelled
-CLOSE_S: Final = 2.0
+#: the states of a stream still producing, on JetStream (no queued starts:
+#: workers need a Redis backplane)
+_LIVE: Final = frozenset({RUNNING})
+
 #: cancel requests waiting to be handled (past it nats-py drops them)
 CONTROL_PENDING: Final = 1000
 #: position reports of one produced stream waiting to be taken
@@ -96,7 +99,6 @@ class NatsBackplane:
         self.history = max(history, 1)
         self.window = max(1, min(window, self.history))
         self._on_cancel = on_cancel
-        self._max_followed = max_followed
         self.process_id = uuid.uuid4().hex[:12]
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
@@ -105,9 +107,9 @@ class NatsBackplane:
         #: the meta fields and reader positions of each stream produced here
         self._metas: dict[str, dict[str, Any]] = {}
         self._positions: dict[str, Positions] = {}
-        self._followers: dict[str, Follower] = {}
-        self._fetchers: dict[str, asyncio.Task[None]] = {}
-        self._report_due = asyncio.Event()
+        self._following = Followers(
+            history=self.history, on_dropped=self._dropped, max_followed=max_followed
+        )
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
         self.healthy = False
@@ -170,11 +172,7 @@ class NatsBackplane:
     async def aclose(self) -> None:
         """Stop every task and close the connection."""
         self._closing = True
-        tasks = [*self._tasks, *self._publishing.values(), *self._fetchers.values()]
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks, timeout=CLOSE_S)
+        await stop([*self._tasks, *self._publishing.values(), *self._following.fetch_tasks()])
         if self._nc is not None:
             with contextlib.suppress(Exception):
                 await self._nc.close()
@@ -269,34 +267,22 @@ class NatsBackplane:
         """
         sid = meta.stream_id
         if meta.state in ABNORMAL:
-            ended = Follower(sid, from_seq, 1)
-            try:
-                code = ErrorCode(meta.code or ErrorCode.FAILED)
-            except ValueError:
-                code = ErrorCode.FAILED
-            ended.end(StreamError(code, meta.message, sid))
-            return RemoteReader(ended, from_seq, lambda _r: None)
-        follower = self._followers.get(sid)
-        if follower is None:
-            if len(self._followers) >= self._max_followed:
-                too_many = "this gateway follows too many streams"
-                raise StreamError(ErrorCode.UNAVAILABLE, too_many, sid)
-            follower = self._followers[sid] = Follower(sid, from_seq, self.history)
-            follower.report_due = self._report_due
+            return ended_reader(meta, from_seq)
+        follower, new = self._following.follower(sid, from_seq)
+        if new:
             # Report at once: until the producer hears of this reader, it may
             # run past the chunks the subject keeps.
-            self._report_due.set()
-        reader = RemoteReader(follower, from_seq, self._reader_closed)
+            self._following.report_now()
+        reader = self._following.reader(follower, from_seq)
         try:
             if from_seq < follower.base:
                 await prefill(follower, await self._pull(sid, from_seq), from_seq)
-            if sid not in self._fetchers:
+            if not self._following.fetching(sid):
                 pull = await self._pull(sid, follower.head)
-                if sid in self._fetchers:  # another reader started one meanwhile
+                if self._following.fetching(sid):  # another reader started one meanwhile
                     await pull.close()
                 else:
-                    task = asyncio.ensure_future(fetch_loop(follower, pull, self._check_alive))
-                    self._fetchers[sid] = task
+                    self._following.start_fetch(sid, fetch_loop(follower, pull, self._check_alive))
         except BaseException:
             reader.close()
             raise
@@ -309,54 +295,37 @@ class NatsBackplane:
         await pull.open(marks.start_for(from_seq))
         return pull
 
-    def _reader_closed(self, reader: RemoteReader) -> None:
-        follower = self._followers.get(reader.stream_id)
-        if follower is None or follower.readers:
-            return
-        del self._followers[reader.stream_id]
-        task = self._fetchers.pop(reader.stream_id, None)
-        if task is not None:
-            task.cancel()
+    def _dropped(self, stream_id: str) -> None:
+        """The last local reader of ``stream_id`` closed."""
         if self._nc is not None and not self._closing:
             # Forget this process's position: it no longer holds the producer.
             forget = f"{self.process_id} -1 {now_ms()}".encode()
             report = asyncio.ensure_future(
-                self.nc.publish(self.layout.positions(reader.stream_id), forget)
+                self.nc.publish(self.layout.positions(stream_id), forget)
             )
             report.add_done_callback(_ignore)
 
     async def _check_alive(self, follower: Follower) -> None:
         """After an idle pull: end the follow if the producer vanished or ended."""
-        meta = await self.meta(follower.stream_id)
-        sid = follower.stream_id
-        if meta is None:
-            follower.end(StreamError(ErrorCode.UNAVAILABLE, "the producing gateway is gone", sid))
-        elif meta.state != RUNNING and follower.head > meta.last_seq and meta.code is None:
-            follower.end(StreamError(ErrorCode.UNAVAILABLE, "the stream ended unseen", sid))
+        check_meta(follower, await self.meta(follower.stream_id), _LIVE)
 
     async def _report_loop(self) -> None:
         """Publish each followed stream's slowest reader position, every REPORT_S."""
         while not self._closing:
-            due = asyncio.ensure_future(self._report_due.wait())
-            try:
-                await asyncio.wait({due}, timeout=REPORT_S)
-            finally:
-                due.cancel()
-            self._report_due.clear()
+            positions = await self._following.next_report()
             now = now_ms()
             try:
-                for sid, follower in list(self._followers.items()):
-                    follower.moved = 0
-                    report = f"{self.process_id} {follower.slowest()} {now}".encode()
+                for sid, position in positions.items():
+                    report = f"{self.process_id} {position} {now}".encode()
                     await self.nc.publish(self.layout.positions(sid), report)
             except Exception as exc:
                 log.warning("backplane position report failed: %r", exc)
-                await asyncio.sleep(HEALTH_S)
+                await asyncio.sleep(limits.HEALTH_S)
 
     async def _keepalive_loop(self) -> None:
         """Rewrite the meta of the running streams produced here (their ``at``)."""
         while not self._closing:
-            await asyncio.sleep(RUNNING_TTL_S / 3)
+            await asyncio.sleep(limits.RUNNING_TTL_S / 3)
             for sid, fields in list(self._metas.items()):
                 if fields.get("state") != RUNNING:
                     continue
@@ -368,35 +337,34 @@ class NatsBackplane:
 
     async def _health_loop(self) -> None:
         """Ask JetStream for the chunk stream every HEALTH_S: ``healthy`` says
-        whether it answers. A server restarted without the stream (memory
-        storage) gets the stream and the bucket again."""
+        whether it answers."""
+        await watch_health(
+            self._probe,
+            self._mark_health,
+            lambda: not self._closing,
+            timeout_s=limits.HEALTH_S * 2,
+            back_off=False,
+        )
+
+    async def _probe(self) -> None:
+        """One health check. A server restarted without the chunk stream
+        (memory storage) gets the stream and the bucket again."""
         from nats.js.errors import NotFoundError
 
-        while not self._closing:
-            await asyncio.sleep(HEALTH_S)
-            try:
-                if not self.nc.is_connected:
-                    raise ConnectionError("not connected")
-                async with asyncio.timeout(HEALTH_S * 2):
-                    try:
-                        await self.js.stream_info(self.layout.chunk_stream)
-                    except NotFoundError:
-                        log.warning("backplane chunk stream missing: made again")
-                        await self._ensure_chunks()
-                        await self._ensure_meta()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                if self.healthy:
-                    log.warning("backplane unreachable: /readyz answers 503 until it is back")
-                self.healthy = False
-            else:
-                if not self.healthy:
-                    log.warning("backplane reachable again")
-                self.healthy = True
+        if not self.nc.is_connected:
+            raise ConnectionError("not connected")
+        try:
+            await self.js.stream_info(self.layout.chunk_stream)
+        except NotFoundError:
+            log.warning("backplane chunk stream missing: made again")
+            await self._ensure_chunks()
+            await self._ensure_meta()
+
+    def _mark_health(self, answered: bool) -> None:
+        self.healthy = health_changed(self.healthy, answered)
 
     def followed(self) -> dict[str, Follower]:
-        return dict(self._followers)
+        return self._following.followed()
 
 
 async def _quiet(exc: Exception) -> None:

@@ -3,7 +3,7 @@
 :func:`produce` reads a local stream (the edge's blocking in-process
 subscription attached at seq 0) and publishes each chunk once,
 msgpack-encoded, to ``P.c.<token>``: the chunks of one batch (what is
-ready, at most :data:`~icefloe.backplane.publisher.MAX_BATCH`) go out
+ready, at most :data:`~icefloe.backplane.limits.MAX_BATCH`) go out
 pipelined in order on one connection, the last one as a request whose
 acknowledgement answers for the batch, then the meta (last seq and its
 JetStream sequence) is written. An abnormal end is one last message with the
@@ -13,8 +13,9 @@ Bounded across processes: :class:`Positions` holds the positions the
 reading processes publish on ``P.p.<token>`` (pushed to the producer; no
 polling of the engine), and the producer appends at most ``window`` chunks
 past the slowest fresh one, waiting for the next report while it may not.
-A report older than :data:`~icefloe.backplane.publisher.STALE_MS` is
-ignored (a crashed gateway must not stall a stream forever).
+A report older than :data:`~icefloe.backplane.limits.STALE_MS` is
+ignored (a crashed gateway must not stall a stream forever). The window and
+the source read are :mod:`icefloe.backplane.producing`'s, as on Redis.
 """
 
 from __future__ import annotations
@@ -25,11 +26,11 @@ from typing import TYPE_CHECKING, Any, Final
 from icefloe.backplane.meta import CANCELLED, DONE, FAILED, RUNNING
 from icefloe.backplane.nats.layout import END_HEADER
 from icefloe.backplane.nats.metastore import MetaStore, now_ms
-from icefloe.backplane.publisher import MAX_BATCH, STALE_MS, ChunkSource
+from icefloe.backplane.producing import ChunkSource, batch_room, fresh, pump
 from icefloe.core.codec import encode_chunk_msgpack
 from icefloe.core.messages import StreamChunk
 from icefloe.core.wire_errors import ErrorCode
-from icefloe.exceptions import EndOfStream, StreamError, WouldBlock
+from icefloe.exceptions import StreamError
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
@@ -69,37 +70,20 @@ class Positions:
 
     def slowest(self, now: int) -> int | None:
         """The slowest fresh position (None: no fresh reader)."""
-        fresh = [pos for pos, ts in self._at.values() if now - ts <= STALE_MS]
-        return min(fresh, default=None)
+        return min((pos for pos, ts in self._at.values() if fresh(ts, now)), default=None)
 
     async def room(self, next_seq: int, window: int) -> int:
         """Chunks that may be appended now; waits while none may."""
         while True:
-            floor = self.slowest(now_ms())
-            if floor is None:
-                return MAX_BATCH
-            room = floor + window - next_seq
+            room = batch_room(self.slowest(now_ms()), next_seq, window)
             if room > 0:
-                return min(room, MAX_BATCH)
+                return room
             self.changed.clear()
             changed = asyncio.ensure_future(self.changed.wait())
             try:
                 await asyncio.wait({changed}, timeout=RECHECK_S)
             finally:
                 changed.cancel()
-
-
-def _ready(source: ChunkSource, limit: int) -> tuple[list[StreamChunk], BaseException | None]:
-    """What ``source`` holds now, up to ``limit`` chunks, and its end if reached."""
-    chunks: list[StreamChunk] = []
-    while len(chunks) < limit:
-        try:
-            chunks.append(source.receive_nowait())
-        except WouldBlock:
-            return chunks, None
-        except (EndOfStream, StreamError) as exc:
-            return chunks, exc
-    return chunks, None
 
 
 async def _append(
@@ -144,30 +128,25 @@ async def produce(
     meta.update(state=RUNNING, last_seq=-1, code="", message="", js0=0, js_last=0)
     meta["started"] = now_ms()
     await store.put(sid, meta)
-    next_seq = 0
-    try:
-        while True:
-            room = await positions.room(next_seq, window)
-            chunks, end = _ready(source, room)
-            if chunks:
-                payloads = [encode_chunk_msgpack(c) for c in chunks]
-                first, last = await _append(nc, js, subject, payloads, ack_first=not meta["js0"])
-                if first:
-                    meta["js0"] = max(1, first - chunks[0].seq)
-                next_seq = chunks[-1].seq + 1
-                meta.update(last_seq=next_seq - 1, js_last=last)
-                if chunks[-1].done:
-                    meta["state"] = DONE
-                await store.put(sid, meta)
-            if isinstance(end, StreamError):
-                headers = {END_HEADER: end.code.value}
-                await js.publish(subject, end.message.encode(), ACK_TIMEOUT_S, headers=headers)
-                state = CANCELLED if end.code is ErrorCode.CANCELLED else FAILED
-                meta.update(state=state, code=end.code.value, message=end.message)
-                await store.put(sid, meta)
-            if end is not None:
-                return
-            if not chunks:
-                await source.wait()
-    finally:
-        source.close()
+
+    async def room(next_seq: int) -> int:
+        return await positions.room(next_seq, window)
+
+    async def append(chunks: list[StreamChunk]) -> None:
+        payloads = [encode_chunk_msgpack(c) for c in chunks]
+        first, last = await _append(nc, js, subject, payloads, ack_first=not meta["js0"])
+        if first:
+            meta["js0"] = max(1, first - chunks[0].seq)
+        meta.update(last_seq=chunks[-1].seq, js_last=last)
+        if chunks[-1].done:
+            meta["state"] = DONE
+        await store.put(sid, meta)
+
+    async def fail(end: StreamError, _next_seq: int) -> None:
+        headers = {END_HEADER: end.code.value}
+        await js.publish(subject, end.message.encode(), ACK_TIMEOUT_S, headers=headers)
+        state = CANCELLED if end.code is ErrorCode.CANCELLED else FAILED
+        meta.update(state=state, code=end.code.value, message=end.message)
+        await store.put(sid, meta)
+
+    await pump(source, room, append, fail)
