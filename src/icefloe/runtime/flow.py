@@ -25,8 +25,8 @@ from icefloe.runtime.node import Adjacency, Node
 from icefloe.runtime.registry import FinishedStream, RegistryStatistics, StreamRegistry
 from icefloe.runtime.runner import NodeStatistics
 from icefloe.runtime.shedding import ShedStatistics
-from icefloe.runtime.stream import window_totals
 from icefloe.runtime.stream_types import StreamBrief, StreamStatistics, WindowTotals
+from icefloe.runtime.stream_window import window_totals
 from icefloe.runtime.subscription import Subscription
 from icefloe.runtime.throttle import SheddingPolicy
 from icefloe.runtime.wiring import Wiring
