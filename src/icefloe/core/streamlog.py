@@ -44,7 +44,8 @@ Invariants (checked against a model in tests/unit/core/test_streamlog_model.py):
 6. With a cursor attached, consumed chunks beyond ``history`` are trimmed in
    batches of :data:`TRIM_BATCH` (at once with a solo reader); under byte
    pressure retained history is trimmed down to the floor. With no cursor,
-   nothing is trimmed: unread chunks wait for a first reader.
+   nothing is trimmed: unread chunks wait for a first reader (the rules are
+   :mod:`icefloe.core.retention`'s).
 
 The per-chunk paths are flat on purpose (they are most of the cost of
 streaming tokens). With one blocking reader and no history (*solo*), the log
@@ -82,6 +83,7 @@ from icefloe.core.intake import Intake
 from icefloe.core.loglimits import LogLimits
 from icefloe.core.logreaders import LogReaders
 from icefloe.core.messages import StreamChunk
+from icefloe.core.retention import TRIM_BATCH, trim
 from icefloe.exceptions import InvalidState
 
 __all__ = [
@@ -94,9 +96,6 @@ __all__ = [
     "StreamLogStatistics",
     "chunk_size",
 ]
-
-#: consumed chunks trimmed at once; the log may hold this many beyond its limits
-TRIM_BATCH = 32
 
 
 class LogState(enum.IntEnum):
@@ -431,7 +430,9 @@ class StreamLog:
 
         O(readers); the read path calls it only while a producer waits.
         """
-        self._trim(self._readers.repace())
+        readers = self._readers
+        keep = readers.repace()
+        trim(self.queue, self.byte_count, self.next_seq, keep, readers.floor, readers.solo)
         self._floor_moved()
 
     def _floor_moved(self) -> None:
@@ -451,28 +452,6 @@ class StreamLog:
         self.room_wanted = False
         if self._on_room is not None:
             self._on_room()
-
-    def _trim(self, keep_from: int) -> None:
-        # Forget consumed chunks beyond the retained history: exactly for a
-        # solo cursor, else in batches of TRIM_BATCH (so steady readers do
-        # not pay per chunk), and under byte pressure retained history too.
-        queue = self.queue
-        count = self.byte_count
-        base = self.next_seq - len(queue)
-        drop = keep_from - base
-        if drop >= len(queue):
-            queue.clear()
-            count.clear()
-            return
-        pressed = count.bound >= count.limit and count.full(queue)  # no call if not
-        readers = self._readers
-        if pressed:
-            drop = max(drop, readers.floor - base)
-        if drop <= 0 or (drop < TRIM_BATCH and not readers.solo and not pressed):
-            return
-        for _ in range(drop):
-            queue.popleft()
-        count.recount(queue)
 
     # -- bytes -----------------------------------------------------------------
 
