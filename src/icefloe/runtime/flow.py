@@ -88,10 +88,6 @@ class Flow:
         shedding: SheddingPolicy = DEFAULT_SHEDDING,
         store: Store | None = None,
     ) -> None:
-        if not adjacencies:
-            raise ValueError("create() needs at least one node: create(Node(f).to())")
-        if not isinstance(queue_maxsize, int) or queue_maxsize < 1:
-            raise ValueError(f"queue_maxsize must be an int >= 1, got {queue_maxsize!r}")
         self.limits = limits or Limits()
         self._registry = StreamRegistry(self.limits, self._stop_run)
         # Byte budgets exist only when Limits sets one: otherwise producers
@@ -104,7 +100,13 @@ class Flow:
         )
         self._running = False
         self._stopped = False
-        self._load = FlowLoad(congestion, shedding, self._registry, self._wiring, self._stop_run)
+        self._load = FlowLoad(
+            congestion,
+            shedding,
+            registry=self._registry,
+            wiring=self._wiring,
+            stop_run=self._stop_run,
+        )
         #: the load watch behind load shedding (None: shedding off)
         self.load: LoadWatch | None = self._load.watch
         self._admission = Admission(
@@ -310,7 +312,7 @@ class Flow:
         reliability = self._wiring.reliability(to)
         state, delay = self._admission.admit(message, reliability)
         if self._store is not None:  # the common case: no store, nothing to pay
-            self._store.record_admitted(message, reliability, to, state)
+            self._store.admitted(message, reliability, to, state)
         reader = state.attach(0, owner=True, kickoff=None if delay else (targets, message))
         if delay:
             self._admission.defer(state, targets, message, delay)

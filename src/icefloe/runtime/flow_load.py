@@ -45,6 +45,7 @@ class FlowLoad:
         self,
         congestion: CongestionPolicy | None,
         shedding: SheddingPolicy,
+        *,
         registry: StreamRegistry,
         wiring: Wiring,
         stop_run: Callable[[str], bool],

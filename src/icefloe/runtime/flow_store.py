@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 
 __all__ = ["FlowStore"]
 
+#: the nodes a run enters (None: the flow's entry nodes)
+Entry = Node | Sequence[Node] | None
+
 
 class FlowStore:
     """The store side of one flow (made before the flow starts)."""
@@ -97,22 +100,12 @@ class FlowStore:
 
     # -- new runs ---------------------------------------------------------------
 
-    def record_admitted(
-        self,
-        message: Message,
-        reliability: str,
-        to: Node | Sequence[Node] | None,
-        state: StreamState,
-    ) -> None:
+    def admitted(self, message: Message, reliability: str, to: Entry, state: StreamState) -> None:
         """Record the run of a stream admitted already (``flow.stream``), if the store keeps it."""
         self._runs.record_admitted(message, reliability, to, state)
 
     async def claim(
-        self,
-        message: Message,
-        reliability: str,
-        to: Node | Sequence[Node] | None,
-        idempotency_key: str | None,
+        self, message: Message, reliability: str, to: Entry, idempotency_key: str | None
     ) -> tuple[DurableRun | None, str]:
         """Record a run about to be admitted (``flow.start``), claiming its key.
 

@@ -36,6 +36,8 @@ class Wiring:
     ``queue_maxsize`` bounds every inbox (unless a node's policy sets its
     own) and the egress; ``window`` makes inner inboxes adaptive
     (``Limits.inbox_window``).
+
+    :raises ValueError: no node, or ``queue_maxsize`` is not an int >= 1.
     """
 
     __slots__ = ("_inboxes", "_ingress", "_ingress_nodes", "_runners", "egress", "nodes")
@@ -48,6 +50,10 @@ class Wiring:
         registry: StreamRegistry,
         budgets: Budgets | None,
     ) -> None:
+        if not adjacencies:
+            raise ValueError("create() needs at least one node: create(Node(f).to())")
+        if not isinstance(queue_maxsize, int) or queue_maxsize < 1:
+            raise ValueError(f"queue_maxsize must be an int >= 1, got {queue_maxsize!r}")
         nodes, succ = graph(adjacencies)
         #: every node, in graph order
         self.nodes: tuple[Node, ...] = tuple(nodes)
