@@ -50,12 +50,12 @@ class FlowLoad:
         wiring: Wiring,
         stop_run: Callable[[str], bool],
     ) -> None:
-        self._registry = registry
-        self._wiring = wiring
         #: the load watch behind load shedding (None: shedding off)
         self.watch: LoadWatch | None = None
         #: refuses, throttles and sheds runs by congestion (None: shedding off)
         self.shedder: LoadShedder | None = None
+        self._registry = registry  # what the samples read
+        self._wiring = wiring
         if congestion is not None:
             self.watch = LoadWatch(self.sample, policy=congestion)
             self.shedder = LoadShedder(self.watch, registry, shedding, stop_run)
