@@ -15,9 +15,10 @@ tells it when to wake them:
 
 Readers are :class:`~icefloe.core.cursor.Cursor` objects (blocking or
 lag-tolerant; how they set the producer's pace, the *floor*, is in
-:mod:`icefloe.core.cursor`). Bytes are counted by a
-:class:`~icefloe.core.bytecount.ByteCount`. The log alone orders, moves the
-floor and trims.
+:mod:`icefloe.core.cursor`), kept with their pace by the log's reader side,
+a :class:`~icefloe.core.logreaders.LogReaders`. Bytes are counted by a
+:class:`~icefloe.core.bytecount.ByteCount`. The log alone orders, trims and
+signals room.
 
 Limits: ``window`` chunks between the floor and the head (adaptive within
 ``[1, window_limit]``, see :meth:`StreamLog.set_window`), ``max_bytes`` bytes
@@ -43,7 +44,8 @@ Invariants (checked against a model in tests/unit/core/test_streamlog_model.py):
 6. With a cursor attached, consumed chunks beyond ``history`` are trimmed in
    batches of :data:`TRIM_BATCH` (at once with a solo reader); under byte
    pressure retained history is trimmed down to the floor. With no cursor,
-   nothing is trimmed: unread chunks wait for a first reader.
+   nothing is trimmed: unread chunks wait for a first reader (the rules are
+   :mod:`icefloe.core.retention`'s).
 
 The per-chunk paths are flat on purpose (they are most of the cost of
 streaming tokens). With one blocking reader and no history (*solo*), the log
@@ -76,10 +78,12 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from icefloe.core.bytecount import ByteCount, chunk_size
-from icefloe.core.cursor import Cursor, CursorSet
+from icefloe.core.cursor import Cursor
 from icefloe.core.intake import Intake
 from icefloe.core.loglimits import LogLimits
+from icefloe.core.logreaders import LogReaders
 from icefloe.core.messages import StreamChunk
+from icefloe.core.retention import TRIM_BATCH, trim
 from icefloe.exceptions import InvalidState
 
 __all__ = [
@@ -92,9 +96,6 @@ __all__ = [
     "StreamLogStatistics",
     "chunk_size",
 ]
-
-#: consumed chunks trimmed at once; the log may hold this many beyond its limits
-TRIM_BATCH = 32
 
 
 class LogState(enum.IntEnum):
@@ -144,12 +145,9 @@ class StreamLog:
     """
 
     __slots__ = (
-        "_blocking_min",
-        "_cursors",
-        "_floor",
         "_intake",
         "_on_room",
-        "_solo",
+        "_readers",
         "_state",
         "_window",
         "byte_count",
@@ -183,17 +181,12 @@ class StreamLog:
         self.queue: deque[StreamChunk] = deque()
         #: the seq appended next (every seq before it was appended)
         self.next_seq = start_seq
-        self._floor = start_seq
-        # The slowest blocking cursor when the floor was last made exact (the
-        # head if none): cursors only move forward, so it is never too high.
-        self._blocking_min = start_seq
         #: below this queue length the pace is less than a window behind (O(1))
         self.room_len = window
-        self._solo = False  # one blocking cursor and no history: it pops
         self._intake = Intake(reorder_limit)  # chunks early or twice
         #: OPEN and nothing held out of order: the producer fast path applies
         self.in_order = True
-        self._cursors = CursorSet()
+        self._readers = LogReaders(self, start_seq, history)  # the cursors and the floor
         #: a producer waits for room (:meth:`want_room`, not yet signalled)
         self.room_wanted = False
         #: a reader is about to wait (:meth:`want_data`): the next append says so
@@ -202,7 +195,7 @@ class StreamLog:
     def __repr__(self) -> str:
         return (
             f"<StreamLog {self._state.name} base={self.base} next_seq={self.next_seq} "
-            f"readers={len(self._cursors)}>"
+            f"readers={len(self._readers)}>"
         )
 
     # -- facts -----------------------------------------------------------------
@@ -224,7 +217,7 @@ class StreamLog:
     @property
     def floor(self) -> int:
         """The producer's pace; a lower bound, exact after :meth:`refresh`."""
-        return self._floor
+        return self._readers.floor
 
     @property
     def window(self) -> int:
@@ -234,7 +227,7 @@ class StreamLog:
     @property
     def readers(self) -> int:
         """Cursors attached."""
-        return len(self._cursors)
+        return len(self._readers)
 
     @property
     def duplicates(self) -> int:
@@ -248,7 +241,7 @@ class StreamLog:
 
     def cursors(self) -> tuple[Cursor, ...]:
         """The attached cursors, in attach order."""
-        return tuple(self._cursors)
+        return self._readers.cursors()
 
     # -- appending -------------------------------------------------------------
 
@@ -330,9 +323,8 @@ class StreamLog:
         self.byte_count.clear()
         self._intake.drop()
         self.in_order = not self._state
-        self._floor = self._blocking_min = head
         self.room_len = self._window
-        self._cursors.skip_to(head)
+        self._readers.skip_to(head)
         self._floor_moved()  # room for a waiting producer, if any
 
     # -- room ------------------------------------------------------------------
@@ -351,9 +343,9 @@ class StreamLog:
         count = self.byte_count
         if count.bound >= count.limit and count.full(self.queue):
             return False
-        if self.limits.history > self._window and not self._cursors:
+        if self.limits.history > self._window and not self._readers:
             return len(self.queue) < self.limits.history
-        return self.next_seq - self._floor < self._window
+        return self.next_seq - self._readers.floor < self._window
 
     def credit(self) -> int:
         """Chunks the producer may append before it has to wait (0 once CLOSED)."""
@@ -363,7 +355,7 @@ class StreamLog:
         count = self.byte_count
         if count.bound >= count.limit and count.full(self.queue):
             return 0
-        return max(0, self._window - (self.next_seq - self._floor))
+        return max(0, self._window - (self.next_seq - self._readers.floor))
 
     def want_room(self) -> None:
         """A producer is about to wait: call ``on_room`` once room may have appeared."""
@@ -381,12 +373,12 @@ class StreamLog:
         if not 1 <= window <= self.limits.window_limit:
             raise ValueError(f"window must be within [1, {self.limits.window_limit}], got {window}")
         self._window = window
-        self.room_len = window + max(0, self._floor - self.base)
+        self.room_len = window + max(0, self._readers.floor - self.base)
 
     def pace_chunk(self) -> StreamChunk | None:
         """The oldest chunk the pace has not passed (None: nothing unread);
         exact after :meth:`refresh` (or :meth:`has_room`)."""
-        index = self._floor - (self.next_seq - len(self.queue))
+        index = self._readers.floor - (self.next_seq - len(self.queue))
         if 0 <= index < len(self.queue):
             return self.queue[index]
         return None
@@ -409,24 +401,8 @@ class StreamLog:
         elif not self.base <= from_seq <= head:
             raise ValueError(f"from_seq {from_seq} is not within [{self.base}, {head}]")
         cursor = Cursor(self, from_seq, lag_limit, owner)
-        self._cursors.add(cursor)
-        self._set_solo()
-        if self._solo or from_seq < self._floor or len(self._cursors) == 1:
-            self.refresh()
-        elif lag_limit is None:
-            # A stale floor is conservative; the blocking minimum must not be.
-            if from_seq < self._blocking_min:
-                self._blocking_min = from_seq
-        elif self.room_wanted and from_seq > self._floor:
-            # A new fastest lag-tolerant cursor may raise the pace of a waiting
-            # producer, and nothing else would wake it: raise the floor in
-            # O(1), up to the slowest blocking cursor.
-            floor = min(self._blocking_min, from_seq)
-            if floor > self._floor:
-                self._floor = floor
-                self._floor_moved()
-        # Otherwise the floor can only rise with this cursor: the stale one is
-        # conservative, and a thousand clients attaching cost O(1) each.
+        if self._readers.attach(cursor):
+            self._floor_moved()  # a lag-tolerant cursor raised the floor: room, maybe
         return cursor
 
     def detach(self, cursor: Cursor) -> bool:
@@ -435,27 +411,7 @@ class StreamLog:
         Its delivered count is kept (:meth:`delivered_total`) and it is parked
         past any seq, so ``cursor.take()`` returns None from now on.
         """
-        if not self._cursors.remove(cursor):
-            return False
-        self._set_solo()
-        if not self._state or self._solo:
-            # A CLOSED log has no producer to pace: skip the O(readers)
-            # recount, or a thousand readers leaving at the end cost a
-            # million. A solo cursor pops the left end, so the log must be
-            # trimmed to it (cheap with one cursor).
-            self.refresh()
-        return True
-
-    def _set_solo(self) -> None:
-        lone = None if self.limits.history else self._cursors.lone_blocking()
-        was = self._solo
-        self._solo = lone is not None
-        if lone is not None:
-            self.refresh()  # trims the queue to the cursor: it holds [pos, next_seq)
-            lone.solo_queue = self.queue
-        elif was:
-            for cursor in self._cursors:
-                cursor.solo_queue = None
+        return self._readers.detach(cursor, producing=not self._state)
 
     def popped(self) -> None:
         """A solo reader popped a chunk from ``Cursor.solo_queue``: call ``on_room``
@@ -465,7 +421,7 @@ class StreamLog:
 
     def delivered_total(self) -> int:
         """Chunks taken by cursors so far, attached or since detached."""
-        return self._cursors.delivered_total()
+        return self._readers.delivered_total()
 
     # -- the floor and trimming ------------------------------------------------
 
@@ -474,17 +430,13 @@ class StreamLog:
 
         O(readers); the read path calls it only while a producer waits.
         """
-        paced = self._cursors.pace(self.next_seq, self.limits.history)
-        if paced is None:
-            floor = keep = self.base  # unread chunks wait for a first reader
-        else:
-            floor, self._blocking_min, keep = paced
-        self._floor = floor
-        self._trim(keep)
+        readers = self._readers
+        keep = readers.repace()
+        trim(self.queue, self.byte_count, self.next_seq, keep, readers.floor, readers.solo)
         self._floor_moved()
 
     def _floor_moved(self) -> None:
-        floor = self._floor
+        floor = self._readers.floor
         # The log length at which the pace is a window behind, given what is
         # held before the floor now: until then append needs no recount
         # (cursors only move forward, so this never says yes wrongly).
@@ -501,27 +453,6 @@ class StreamLog:
         if self._on_room is not None:
             self._on_room()
 
-    def _trim(self, keep_from: int) -> None:
-        # Forget consumed chunks beyond the retained history: exactly for a
-        # solo cursor, else in batches of TRIM_BATCH (so steady readers do
-        # not pay per chunk), and under byte pressure retained history too.
-        queue = self.queue
-        count = self.byte_count
-        base = self.next_seq - len(queue)
-        drop = keep_from - base
-        if drop >= len(queue):
-            queue.clear()
-            count.clear()
-            return
-        pressed = count.bound >= count.limit and count.full(queue)  # no call if not
-        if pressed:
-            drop = max(drop, self._floor - base)
-        if drop <= 0 or (drop < TRIM_BATCH and not self._solo and not pressed):
-            return
-        for _ in range(drop):
-            queue.popleft()
-        count.recount(queue)
-
     # -- bytes -----------------------------------------------------------------
 
     def held_bytes(self) -> int:
@@ -537,7 +468,7 @@ class StreamLog:
         (see :meth:`ByteCount.unread`).
         """
         self.refresh()
-        return self.byte_count.unread(self.queue, self.next_seq, self._floor)
+        return self.byte_count.unread(self.queue, self.next_seq, self._readers.floor)
 
     def statistics(self) -> StreamLogStatistics:
         """A snapshot; makes the floor and the byte count exact first."""
@@ -548,8 +479,8 @@ class StreamLog:
             self.base,
             len(self.queue),
             self.held_bytes(),
-            len(self._cursors),
-            self._floor,
+            len(self._readers),
+            self._readers.floor,
             self._window,
             self.reorder_pending,
             self._intake.duplicates,

@@ -8,40 +8,35 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from icefloe.core.congestion import CongestionPolicy, CongestionState
-from icefloe.core.flowwindow import FlowWindowPolicy, FlowWindowStatistics
+from icefloe.core.flowwindow import FlowWindowStatistics
 from icefloe.core.messages import Headers, Message, new_id
 from icefloe.exceptions import ErrorCode, InvalidState, StreamError, StreamNotFound
 from icefloe.runtime.admission import Admission
 from icefloe.runtime.budgets import Budgets, BudgetStatistics
-from icefloe.runtime.channel import AdaptiveChannel, Channel, ChannelStatistics
-from icefloe.runtime.context import Context
-from icefloe.runtime.durable import DurableStatistics, StoreWriter
-from icefloe.runtime.fair import FairQueue
+from icefloe.runtime.channel import ChannelStatistics
+from icefloe.runtime.durable import DurableStatistics
+from icefloe.runtime.flow_load import DEFAULT_CONGESTION as DEFAULT_CONGESTION
+from icefloe.runtime.flow_load import DEFAULT_SHEDDING as DEFAULT_SHEDDING
+from icefloe.runtime.flow_load import FlowLoad
+from icefloe.runtime.flow_store import FlowStore
 from icefloe.runtime.limits import Limits
 from icefloe.runtime.loadwatch import LoadWatch
-from icefloe.runtime.node import Adjacency, Node, graph
+from icefloe.runtime.node import Adjacency, Node
 from icefloe.runtime.registry import FinishedStream, RegistryStatistics, StreamRegistry
-from icefloe.runtime.runner import NodeRunner, NodeStatistics
-from icefloe.runtime.shedding import LoadShedder, ShedStatistics
-from icefloe.runtime.store_runs import StoreRuns
-from icefloe.runtime.stream import window_totals
+from icefloe.runtime.runner import NodeStatistics
+from icefloe.runtime.shedding import ShedStatistics
 from icefloe.runtime.stream_types import StreamBrief, StreamStatistics, WindowTotals
+from icefloe.runtime.stream_window import window_totals
 from icefloe.runtime.subscription import Subscription
 from icefloe.runtime.throttle import SheddingPolicy
+from icefloe.runtime.wiring import Wiring
 from icefloe.runtime.writer import StreamWriter
 from icefloe.store.protocol import Store
-from icefloe.store.types import RunState
 
 __all__ = ["Flow", "FlowStatistics", "create"]
 
 #: default capacity of every inbox and of the egress, in messages
 DEFAULT_QUEUE_MAXSIZE = 64
-#: load shedding's thresholds unless create(congestion=...) says otherwise
-DEFAULT_CONGESTION = CongestionPolicy()
-#: throttling and shedding unless create(shedding=...) says otherwise
-DEFAULT_SHEDDING = SheddingPolicy()
-#: credit starvation is a share of at least this many running streams
-STARVATION_FLOOR = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,49 +88,31 @@ class Flow:
         shedding: SheddingPolicy = DEFAULT_SHEDDING,
         store: Store | None = None,
     ) -> None:
-        if not adjacencies:
-            raise ValueError("create() needs at least one node: create(Node(f).to())")
-        if not isinstance(queue_maxsize, int) or queue_maxsize < 1:
-            raise ValueError(f"queue_maxsize must be an int >= 1, got {queue_maxsize!r}")
         self.limits = limits or Limits()
-        self._queue_maxsize = queue_maxsize
-        self._nodes, succ = graph(adjacencies)
         self._registry = StreamRegistry(self.limits, self._stop_run)
         # Byte budgets exist only when Limits sets one: otherwise producers
         # pay a single ``is None`` test per chunk.
         self._budgets = (
             Budgets(self.limits, self._registry) if Budgets.wanted(self.limits) else None
         )
-        self._egress: Channel[Message] = Channel(queue_maxsize)
-        has_pred = {s for n in self._nodes for s in succ[n]}
-        ingress = [n for n in self._nodes if n not in has_pred] or [self._nodes[0]]
-        self._inboxes = _inboxes(self._nodes, ingress, queue_maxsize, self.limits.inbox_window)
-        self._runners: list[NodeRunner] = []
-        for node in self._nodes:
-            ctx = Context(
-                node,
-                self._registry,
-                {s: self._inboxes[s] for s in succ[node]},
-                self._egress,
-                self._budgets,
-            )
-            self._runners.append(NodeRunner(node, self._inboxes[node], ctx, self._registry))
-        self._ingress = tuple(self._inboxes[n] for n in ingress)
-        self._ingress_nodes = tuple(ingress)
+        self._wiring = Wiring(
+            adjacencies, queue_maxsize, self.limits.inbox_window, self._registry, self._budgets
+        )
         self._running = False
         self._stopped = False
+        self._load = FlowLoad(
+            congestion,
+            shedding,
+            registry=self._registry,
+            wiring=self._wiring,
+            stop_run=self._stop_run,
+        )
         #: the load watch behind load shedding (None: shedding off)
-        self.load: LoadWatch | None = None
-        self._shedder: LoadShedder | None = None
-        if congestion is not None:
-            self.load = LoadWatch(self._load_sample, policy=congestion)
-            self._shedder = LoadShedder(self.load, self._registry, shedding, self._stop_run)
-            self._registry.shedder = self._shedder.refusal
-        # Without shedding, a deferred run (a resumed one) still waits at most
-        # the default policy's max_delay_s for room in its inbox.
-        max_delay_s = (shedding if self._shedder is not None else DEFAULT_SHEDDING).max_delay_s
-        self._admission = Admission(self._registry, self._budgets, self._shedder, max_delay_s)
-        self._store_runs: StoreRuns | None = None
+        self.load: LoadWatch | None = self._load.watch
+        self._admission = Admission(
+            self._registry, self._budgets, self._load.shedder, self._load.max_delay_s
+        )
+        self._store: FlowStore | None = None
         #: whether :meth:`run` settles the store's unfinished runs (False: a
         #: worker's flow, which settles only the runs it takes over, issue 12)
         self.recover_at_start = True
@@ -143,12 +120,12 @@ class Flow:
             self.use_store(store)
 
     def __repr__(self) -> str:
-        names = ", ".join(n.name for n in self._nodes)
+        names = ", ".join(n.name for n in self._wiring.nodes)
         return f"<Flow [{names}] {'running' if self._running else 'idle'}>"
 
     @property
     def nodes(self) -> tuple[Node, ...]:
-        return tuple(self._nodes)
+        return self._wiring.nodes
 
     @property
     def running(self) -> bool:
@@ -159,7 +136,7 @@ class Flow:
     @property
     def store(self) -> Store | None:
         """The store durable runs write to (None: memory only)."""
-        return None if self._store_runs is None else self._store_runs.writer.store
+        return None if self._store is None else self._store.store
 
     async def store_ready(self) -> None:
         """Wait until the store is open and crash recovery has run (at once without a store).
@@ -167,28 +144,24 @@ class Flow:
         :raises StoreUnavailable: the store could not be opened.
         """
         self._check_running()
-        if self._store_runs is not None:
-            await self._store_runs.writer.ready()
+        if self._store is not None:
+            await self._store.ready()
 
     def use_store(self, store: Store) -> None:
         """Keep durable runs in ``store`` (before :meth:`run`; the flow opens and closes it).
 
         :raises InvalidState: the flow has started, or has a store already.
         """
-        if self._running or self._stopped or self._store_runs is not None:
+        if self._running or self._stopped or self._store is not None:
             raise InvalidState("use_store() needs a flow that has not started and has no store")
         if not isinstance(store, Store):
             raise TypeError(f"store must implement icefloe.store.Store, got {store!r}")
-        writer = StoreWriter(store)
-        self._store_runs = StoreRuns(writer, self._registry, self._nodes)
-        self._registry.on_ended = writer.ended
-        for runner in self._runners:
-            runner.durable_lookup = writer.lookup
+        self._store = FlowStore(store, self._registry, self._wiring, self._admission)
 
     async def _recover(self) -> None:
-        assert self._store_runs is not None
+        assert self._store is not None
         if self.recover_at_start:
-            await self._store_runs.recover(self._resume)
+            await self._store.recover()
 
     # -- workers (issue 12): runs taken over from another process --
     async def recover_run(self, stream_id: str) -> str | None:
@@ -200,22 +173,16 @@ class Flow:
         :raises StoreUnavailable: the store did not answer.
         """
         self._check_running()
-        if self._store_runs is None:
+        if self._store is None:
             return None
-        return await self._store_runs.recover_run(stream_id, self._resume)
+        return await self._store.recover_run(stream_id)
 
     def abandon(self, stream_id: str) -> None:
         """Stop a run another process took over: it ends here (``cancelled``)
         and nothing more of it, its end included, is written to the store."""
-        if self._store_runs is not None:
-            self._store_runs.writer.forget(stream_id)
+        if self._store is not None:
+            self._store.forget(stream_id)
         self.cancel(stream_id)
-
-    def _resume(self, stored: RunState) -> None:
-        """Start a stored ``exactly_once`` run again where the store left it."""
-        assert self._store_runs is not None
-        state, message, nodes = self._store_runs.resume(stored)
-        self._admission.defer(state, self._targets(nodes), message, 0.0)
 
     # -- end of the store ---------------------------------------------------------------
 
@@ -229,12 +196,10 @@ class Flow:
         if self._running or self._stopped:
             raise InvalidState(f"flow is {'running' if self._running else 'stopped'}")
         asyncio.get_running_loop()  # fail early, outside a loop, with asyncio's own error
-        for runner in self._runners:
-            runner.start()
-        if self.load is not None:
-            self.load.start()
-        if self._store_runs is not None:
-            self._store_runs.writer.start(self._recover)
+        self._wiring.start()
+        self._load.start()
+        if self._store is not None:
+            self._store.start(self._recover)
         self._running = True
 
     async def stop(self) -> None:
@@ -243,21 +208,15 @@ class Flow:
             return
         self._stopped = True
         self._running = False
-        if self.load is not None:
-            self.load.close()
+        self._load.close()
         self._admission.close()
         if self._budgets is not None:
             self._budgets.close()
-        if self._store_runs is not None:
+        if self._store is not None:
             # First: durable runs stay unfinished in the store, to be resumed.
-            await self._store_runs.writer.close()
+            await self._store.close()
         self._registry.cancel_all(ErrorCode.CANCELLED, "the flow stopped")
-        for runner in self._runners:
-            await runner.stop()
-        for inbox in self._inboxes.values():
-            inbox.close()
-            inbox.clear()
-        self._egress.close()
+        await self._wiring.stop()
 
     async def __aenter__(self) -> Flow:
         self.run()
@@ -278,7 +237,7 @@ class Flow:
         :raises InvalidState: the flow is not running.
         """
         self._check_running()
-        for inbox in self._targets(to):
+        for inbox in self._wiring.targets(to):
             await inbox.send(msg)
 
     def emit_nowait(self, msg: Message, to: Node | Sequence[Node] | None = None) -> None:
@@ -288,7 +247,7 @@ class Flow:
         :raises InvalidState: the flow is not running.
         """
         self._check_running()
-        for inbox in self._targets(to):
+        for inbox in self._wiring.targets(to):
             inbox.send_nowait(msg)
 
     async def fetch(self) -> Message:
@@ -297,24 +256,7 @@ class Flow:
         :raises InvalidState: the flow is not running.
         """
         self._check_running()
-        return await self._egress.receive()
-
-    def _targets(self, to: Node | Sequence[Node] | None) -> tuple[Channel[Message], ...]:
-        if to is None:
-            return self._ingress
-        nodes = (to,) if isinstance(to, Node) else tuple(to)
-        try:
-            return tuple(self._inboxes[n] for n in nodes)
-        except KeyError as exc:
-            raise ValueError(f"{exc.args[0]!r} is not a node of this flow") from None
-
-    def _reliability(self, to: Node | Sequence[Node] | None) -> str:
-        """The strongest guarantee asked for by the nodes a run enters."""
-        if to is None:
-            nodes: Sequence[Node] = self._ingress_nodes
-        else:
-            nodes = (to,) if isinstance(to, Node) else to
-        return max((n.policy.reliability for n in nodes), key=lambda level: level.rank)
+        return await self._wiring.egress.receive()
 
     def cancel(self, trace_id: str) -> bool:
         """Cancel a run: its streams end with ``cancelled``, its invocations stop,
@@ -348,27 +290,10 @@ class Flow:
     @property
     def congestion(self) -> CongestionState:
         """``normal``, ``congested`` or ``overloaded`` (always ``normal`` with shedding off)."""
-        return CongestionState.NORMAL if self.load is None else self.load.state
-
-    def _load_sample(self) -> tuple[float, float]:
-        """(queue fill, credit starvation) for the load watch, each 0..1.
-
-        Queue fill is the fullest node inbox, against its configured maxsize
-        (an adaptive inbox's window is not: a shrunken window is the inbox
-        holding less, not pressure). Starvation is the share of
-        running streams whose producer waits for its readers, counted over at
-        least STARVATION_FLOOR streams: a few stalled clients are their own
-        business, not the server's.
-        """
-        starved = self._registry.producers_waiting()
-        active = max(self._registry.active, STARVATION_FLOOR)
-        return self._queue_fill(), starved / active
-
-    def _queue_fill(self) -> float:
-        return max((len(q) / q.maxsize for q in self._inboxes.values()), default=0.0)
+        return self._load.state
 
     def _stop_run(self, trace_id: str) -> bool:
-        return sum(runner.cancel_trace(trace_id) for runner in self._runners) > 0
+        return self._wiring.cancel_trace(trace_id)
 
     # -- streams -----------------------------------------------------------------
 
@@ -383,11 +308,11 @@ class Flow:
         :raises StreamError: ``overloaded``.
         """
         self._check_running()
-        targets = self._targets(to)
-        reliability = self._reliability(to)
+        targets = self._wiring.targets(to)
+        reliability = self._wiring.reliability(to)
         state, delay = self._admission.admit(message, reliability)
-        if self._store_runs is not None:  # the common case: no store, nothing to pay
-            self._store_runs.record_admitted(message, reliability, to, state)
+        if self._store is not None:  # the common case: no store, nothing to pay
+            self._store.admitted(message, reliability, to, state)
         reader = state.attach(0, owner=True, kickoff=None if delay else (targets, message))
         if delay:
             self._admission.defer(state, targets, message, delay)
@@ -427,15 +352,12 @@ class Flow:
         self._check_running()
         if window is not None and (not isinstance(window, int) or window < 1):
             raise ValueError(f"window must be an int >= 1, got {window!r}")
-        targets = self._targets(to)
-        reliability = self._reliability(to)
-        store_runs = self._store_runs
-        keyed = idempotency_key is not None
-        run = (
-            None if store_runs is None else store_runs.record(message, reliability, to, keyed=keyed)
-        )
-        if run is not None and store_runs is not None:
-            winner = await store_runs.claim(run, idempotency_key)
+        targets = self._wiring.targets(to)
+        reliability = self._wiring.reliability(to)
+        store = self._store
+        run = None
+        if store is not None:
+            run, winner = await store.claim(message, reliability, to, idempotency_key)
             if winner != message.trace_id:
                 return winner
         try:
@@ -443,11 +365,11 @@ class Flow:
                 message, reliability, history=history, window=window
             )
         except StreamError as exc:
-            if run is not None and store_runs is not None:
-                await store_runs.refused(run, exc)
+            if run is not None and store is not None:
+                await store.refused(run, exc)
             raise
-        if run is not None and store_runs is not None:
-            store_runs.attach(run, state)
+        if run is not None and store is not None:
+            store.attach(run, state)
         self._admission.enter(state, targets, message, delay)
         return state.stream_id
 
@@ -517,43 +439,18 @@ class Flow:
         running = (s for s in self._registry if not s.phase)
         return FlowStatistics(
             self._running,
-            tuple(r.statistics() for r in self._runners),
-            self._egress.statistics(),
+            self._wiring.node_statistics(),
+            self._wiring.egress.statistics(),
             self._registry.statistics(),
             credit,
             window_totals(running, self.limits.adaptive_window is not None),
             None if self._budgets is None else self._budgets.statistics(),
-            None if self._shedder is None else self._shedder.statistics(),
-            {
-                n.name: w
-                for n, q in self._inboxes.items()
-                if (w := q.window_statistics()) is not None
-            },
+            self._load.statistics(),
+            self._wiring.inbox_windows(),
             self._admission.deferred,
-            self._queue_fill(),
-            None if self._store_runs is None else self._store_runs.writer.statistics(),
+            self._wiring.queue_fill(),
+            None if self._store is None else self._store.statistics(),
         )
-
-
-def _inboxes(
-    nodes: Sequence[Node],
-    ingress: Sequence[Node],
-    queue_maxsize: int,
-    window: FlowWindowPolicy | None,
-) -> dict[Node, Channel[Message]]:
-    """Every node's inbox. Entry nodes share their workers fairly between
-    priority classes (runtime/fair.py); inner nodes carry chunks in plain FIFO
-    order, in an adaptive window with Limits.inbox_window (runtime/channel.py)."""
-    inboxes: dict[Node, Channel[Message]] = {}
-    for n in nodes:
-        size = n.policy.queue_maxsize or queue_maxsize
-        if n in ingress:
-            inboxes[n] = Channel(size, FairQueue())
-        elif window is not None:
-            inboxes[n] = AdaptiveChannel(size, window)
-        else:
-            inboxes[n] = Channel(size)
-    return inboxes
 
 
 def create(

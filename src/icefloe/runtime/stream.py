@@ -10,13 +10,10 @@ window's feedback. The producer waits while the slowest reader is
 ``stream_buffer`` chunks or ``stream_max_bytes`` bytes behind; that one rule
 gives backpressure, bounded memory and late joining.
 
-The window is adaptive (``Limits.adaptive_window``): each time the producer
-finds it full, :meth:`StreamState.wait_room` feeds a
-:class:`~icefloe.core.flowwindow.FlowWindow` with the age of the oldest chunk
-the pace reader has not taken (queue latency) and how far it has read (drain
-rate), and the window moves within ``[floor, stream_buffer]``. That is one
-clock read per full window, never per chunk, and nothing for a producer that
-never waits.
+Two parts live in their own modules: the waiting futures
+(:mod:`icefloe.runtime.stream_waiters`) and the adaptive window's controller
+(:mod:`icefloe.runtime.stream_window`), sampled each time the producer finds
+the window full (``Limits.adaptive_window``).
 """
 
 from __future__ import annotations
@@ -24,11 +21,9 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
-from collections import deque
-from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from icefloe.core.flowwindow import FlowWindow, FlowWindowStatistics
+from icefloe.core.flowwindow import FlowWindowStatistics
 from icefloe.core.messages import Headers, StreamChunk
 from icefloe.core.streamlog import TRIM_BATCH, Cursor, StreamLog
 from icefloe.exceptions import (
@@ -42,9 +37,10 @@ from icefloe.runtime.stream_types import (
     StreamBrief,
     StreamPhase,
     StreamStatistics,
-    WindowTotals,
     chunk_size,
 )
+from icefloe.runtime.stream_waiters import StreamWaiters
+from icefloe.runtime.stream_window import WindowFeedback, window_totals
 from icefloe.runtime.subscription import Kickoff, Subscription
 
 if TYPE_CHECKING:
@@ -89,11 +85,9 @@ class StreamState:
     """
 
     __slots__ = (
-        "_fw",
-        "_fw_policy",
+        "_adaptive",
         "_host",
-        "_room",
-        "_waiting",
+        "_waiters",
         "budget_gate",
         "code",
         "created_ns",
@@ -130,6 +124,7 @@ class StreamState:
         self.stream_id = stream_id
         self.trace_id = trace_id
         self.headers = headers
+        self._waiters = StreamWaiters()
         #: the chunks and the readers' cursors (the pure state machine)
         self.log = StreamLog(
             start_seq,
@@ -137,13 +132,10 @@ class StreamState:
             max_bytes=max_bytes,
             history=history,
             reorder_limit=reorder_limit,
-            on_room=self._wake_room,
+            on_room=self._waiters.wake_producers,
         )
-        # The adaptive window's controller, made when the producer first waits.
-        self._fw_policy = host.limits.adaptive_window
-        self._fw: FlowWindow | None = None
-        self._room: deque[asyncio.Future[None]] = deque()  # producers waiting
-        self._waiting: list[asyncio.Future[None]] = []  # readers parked at the head
+        policy = host.limits.adaptive_window
+        self._adaptive = None if policy is None else WindowFeedback(policy)
         self.phase = StreamPhase.RUNNING
         self.code: ErrorCode | None = None
         self.message = ""
@@ -230,8 +222,9 @@ class StreamState:
         """The rest of a publish whose :meth:`StreamLog.append` returned False:
         wake parked readers, end the stream on its ``done`` chunk; returns the
         cheap room check (False: await :meth:`wait_room`)."""
-        if self._waiting:
-            self._wake_readers()
+        waiters = self._waiters
+        if waiters.readers:
+            waiters.wake_readers()
         log = self.log
         # in_order: OPEN, the common case, with no call to the state property.
         if not log.in_order and log.state and not self.phase:
@@ -247,16 +240,9 @@ class StreamState:
         self.fail(ErrorCode.FAILED, f"gap in the stream: {exc}")
         raise StreamClosedError(self.stream_id, ErrorCode.FAILED) from exc
 
-    def _wake_readers(self) -> None:
-        waiting = self._waiting
-        self._waiting = []
-        for waiter in waiting:
-            if not waiter.done():
-                waiter.set_result(None)
-
     def park_reader(self, waiter: asyncio.Future[None]) -> None:
         """Resolve ``waiter`` on the next publish or the end of the stream."""
-        self._waiting.append(waiter)
+        self._waiters.park_reader(waiter)
         self.log.want_data()
 
     def has_room(self) -> bool:
@@ -273,7 +259,7 @@ class StreamState:
     @property
     def producers_waiting(self) -> int:
         """Producers waiting in :meth:`wait_room` now."""
-        return len(self._room)
+        return self._waiters.producers
 
     async def wait_room(self) -> None:
         """Wait until the slowest reader makes room, or the stream ends.
@@ -285,58 +271,17 @@ class StreamState:
         log = self.log
         if self.phase or log.has_room():
             return
-        if self._fw_policy is not None and log.readers and self._feedback() and log.has_room():
+        adaptive = self._adaptive
+        if adaptive is not None and log.readers and adaptive.sample(log) and log.has_room():
             return
-        loop = asyncio.get_running_loop()
-        while True:
-            fut = loop.create_future()
-            self._room.append(fut)
-            log.want_room()
-            try:
-                await fut
-            finally:
-                if not fut.done():
-                    fut.cancel()
-                try:
-                    self._room.remove(fut)
-                except ValueError:
-                    pass
-            if self.phase or log.has_room():
-                return
+        await self._waiters.wait_room(log.want_room, self._room_or_end)
 
-    def _feedback(self) -> bool:
-        """Feed the window controller one sample; whether the window grew.
-
-        Called with the floor exact (after :meth:`has_room`). The queue
-        latency is the age of the oldest chunk the pace reader has not taken;
-        chunks are stamped at creation (``StreamChunk.ts``), so the stream
-        keeps no timestamps of its own.
-        """
-        log = self.log
-        oldest = log.pace_chunk()
-        if oldest is None:
-            return False  # nothing unread: a byte limit stopped the producer
-        # Chunk stamps are wall-clock: a clock step makes one odd sample at
-        # most (a backward step reads as no wait); the controller's own
-        # clock is monotonic, so its drain rate never sees the step.
-        latency = max(0.0, (time.time_ns() - oldest.ts) / 1e9)
-        fw = self._fw
-        if fw is None:
-            assert self._fw_policy is not None
-            fw = self._fw = FlowWindow(log.limits.window_limit, self._fw_policy)
-        elif latency <= fw.quiet_latency:
-            return False  # the common case: a reader keeping up at the full window
-        before = log.window
-        start = log.limits.start_seq
-        window = fw.observe(time.monotonic(), latency, log.floor - start, log.next_seq - start)
-        if window == before:
-            return False
-        log.set_window(window)
-        return window > before
+    def _room_or_end(self) -> bool:
+        return bool(self.phase) or self.log.has_room()
 
     def window_statistics(self) -> FlowWindowStatistics | None:
         """The adaptive window's figures (None until the producer first waited)."""
-        return None if self._fw is None else self._fw.statistics()
+        return None if self._adaptive is None else self._adaptive.statistics()
 
     def unread_bytes(self) -> int:
         """Bytes released but not yet read by the readers that pace the stream.
@@ -383,16 +328,10 @@ class StreamState:
         if self.deadline_handle is not None:
             self.deadline_handle.cancel()
             self.deadline_handle = None
-        self._wake_readers()
-        self._wake_room()
+        self._waiters.wake_readers()
+        self._waiters.wake_producers()
         self._host.stream_ended(self)
         return True
-
-    def _wake_room(self) -> None:
-        while self._room:
-            fut = self._room.popleft()
-            if not fut.done():
-                fut.set_result(None)
 
     def release(self) -> None:
         """Drop what the stream holds: it left the registry."""
@@ -511,19 +450,3 @@ class StreamState:
     def bytes_bound(self) -> int:
         """An upper bound of the bytes held, in O(1)."""
         return self.log.byte_count.bound
-
-
-def window_totals(states: Iterable[StreamState], adaptive: bool) -> WindowTotals:
-    """The adaptive windows of ``states`` summed up, for ``flow.stats()``. O(streams)."""
-    adapted = sum_window = increases = decreases = 0
-    smallest: int | None = None
-    for state in states:
-        stats = state.window_statistics()
-        if stats is None:
-            continue
-        adapted += 1
-        sum_window += stats.window
-        smallest = stats.window if smallest is None else min(smallest, stats.window)
-        increases += stats.increases
-        decreases += stats.decreases
-    return WindowTotals(adaptive, adapted, sum_window, smallest, increases, decreases)
