@@ -18,7 +18,10 @@ the keys' keepalive):
   unless nothing of it was ever appended: then it starts afresh;
 * its lease is renewed every :data:`~icefloe.backplane.runqueue.HEARTBEAT_S`;
   a run whose lease another worker took is abandoned (nothing more of it
-  reaches the engine or the store);
+  reaches the engine or the store); its appends ride out an engine outage
+  within :data:`~icefloe.backplane.backoff.RETRY_BUDGET_S`, and an entry of
+  its own that it reclaims after one (idle past the lease meanwhile) stays
+  with its run;
 * :meth:`Worker.drain` (SIGTERM): no new entries; the runs have
   ``drain_timeout_s`` to end; the rest are fenced, the flow stops (their
   chunks flushed to the store, their records left unfinished) and their
@@ -191,6 +194,10 @@ class Worker:
                 await asyncio.sleep(HEARTBEAT_S)
                 continue
             for claimed in taken:
+                if claimed.entry_id in self._held:
+                    # Our own, idle past its lease while the engine was away:
+                    # the reclaim renewed it, and its run goes on here.
+                    continue
                 await self._take(claimed)
 
     def _idle_for(self) -> float | None:
