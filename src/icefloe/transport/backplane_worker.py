@@ -179,6 +179,9 @@ class Worker:
 
     async def _take_loop(self) -> None:
         queue = self.queue
+        # Idle from now: opening the store and the engine may take longer
+        # than --exit-when-idle, and the worker must look at the queue once.
+        self._busy_at = time.monotonic()
         while not self._stopping.is_set():
             left = self._idle_for()
             if left is not None and left <= 0:
