@@ -49,24 +49,19 @@ class GatedStore(MemoryStore):
 
 
 @pytest.fixture
-async def prefix() -> AsyncIterator[str]:
-    name = f"icefloe:test:{uuid.uuid4().hex[:10]}:"
-    yield name
-    client = redis.asyncio.Redis.from_url(REDIS_URL)
-    keys = [k async for k in client.scan_iter(match=f"{name}*", count=1000)]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
-
-
-@pytest.fixture
-async def gateway(prefix: str) -> AsyncIterator[RedisBackplane]:
-    """The engine of a gateway on the same prefix (it produces nothing)."""
+async def gateway() -> AsyncIterator[RedisBackplane]:
+    """The engine of a gateway (it produces nothing) on a key prefix of this
+    test's own, whose keys are deleted after."""
     engine = RedisBackplane(
-        f"{REDIS_URL}?prefix={prefix}", history=64, window=64, on_cancel=lambda _sid: None
+        f"{REDIS_URL}?prefix=icefloe:test:{uuid.uuid4().hex[:10]}:",
+        history=64,
+        window=64,
+        on_cancel=lambda _sid: None,
     )
     await engine.open()
     yield engine
+    async for key in engine.client.scan_iter(match=f"{engine.keys.prefix}*", count=1000):
+        await engine.client.delete(key)
     await engine.aclose()
 
 
@@ -88,48 +83,43 @@ async def _ended(client: redis.asyncio.Redis, keys: Keys, sid: str) -> dict[str,
 
 
 async def test_a_cancel_requested_before_the_start_is_taken_ends_it_unrun(
-    prefix: str, gateway: RedisBackplane
+    gateway: RedisBackplane,
 ) -> None:
     """The gateway found the start queued and sent the request, then lost the
     race to cancel it in the queue: the worker ends it without running it."""
-    client = redis.asyncio.Redis.from_url(REDIS_URL)
-    keys = Keys(prefix)
+    client, keys = gateway.client, gateway.keys
     queue = RunQueue(client, keys)
     await queue.ensure_group()
-    try:
-        sid = await _enqueue(queue, {"n": 20, "pace_ms": 10})
-        await gateway.cancel(sid)
-        flow = exactly_once()
-        flow.use_store(MemoryStore())
-        worker = Worker(flow, f"{REDIS_URL}?prefix={prefix}", exit_when_idle_s=0.5)
-        async with asyncio.timeout(15):
-            await worker.run()  # takes it, ends it, then idles out
-        meta = await _meta(client, keys, sid)
-        assert (meta["state"], meta.get("code"), meta.get("message")) == (
-            "cancelled",
-            "cancelled",
-            CANCELLED_UNRUN,
-        )
-        assert meta["last_seq"] == "-1"  # the node never ran
-        assert await client.xlen(keys.log(sid)) == 1  # the terminal alone
-        assert (await queue.stats())["running"] == 0
-    finally:
-        await client.aclose()
+    sid = await _enqueue(queue, {"n": 20, "pace_ms": 10})
+    await gateway.cancel(sid)
+    flow = exactly_once()
+    flow.use_store(MemoryStore())
+    worker = Worker(flow, f"{REDIS_URL}?prefix={keys.prefix}", exit_when_idle_s=0.5)
+    async with asyncio.timeout(15):
+        await worker.run()  # takes it, ends it, then idles out
+    meta = await _meta(client, keys, sid)
+    assert (meta["state"], meta.get("code"), meta.get("message")) == (
+        "cancelled",
+        "cancelled",
+        CANCELLED_UNRUN,
+    )
+    assert meta["last_seq"] == "-1"  # the node never ran
+    assert await client.xlen(keys.log(sid)) == 1  # the terminal alone
+    assert (await queue.stats())["running"] == 0
 
 
 async def test_a_cancel_requested_while_the_run_starts_reaches_it(
-    prefix: str, gateway: RedisBackplane
+    gateway: RedisBackplane,
 ) -> None:
     """The request comes once the worker owns the stream and before it
     produces it: the run ends ``cancelled``, not ``done``."""
-    client = redis.asyncio.Redis.from_url(REDIS_URL)
-    keys = Keys(prefix)
+    client, keys = gateway.client, gateway.keys
     queue = RunQueue(client, keys)
     await queue.ensure_group()
     flow = exactly_once()
     store = GatedStore()
     flow.use_store(store)
-    worker = Worker(flow, f"{REDIS_URL}?prefix={prefix}", drain_timeout_s=5)
+    worker = Worker(flow, f"{REDIS_URL}?prefix={keys.prefix}", drain_timeout_s=5)
     running = asyncio.ensure_future(worker.run())
     try:
         sid = await _enqueue(queue, {"n": 20, "pace_ms": 10})
@@ -148,4 +138,3 @@ async def test_a_cancel_requested_while_the_run_starts_reaches_it(
         store.gate.set()
         worker.drain()
         await running
-        await client.aclose()

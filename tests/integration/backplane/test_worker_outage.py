@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from typing import Any
 
 import httpx
 import pytest
@@ -40,7 +41,8 @@ class ReplyCut:
         self._target = (host, int(rest.split("/")[0]))
         self._marker = marker
         self._outage_s = outage_s
-        self._writers: set[asyncio.StreamWriter] = set()
+        #: the worker's side of each connection
+        self._clients: set[asyncio.StreamWriter] = set()
         self._server: asyncio.Server | None = None
         self._down = False
         #: set once the marked command went through and the cut began
@@ -58,75 +60,58 @@ class ReplyCut:
     async def __aexit__(self, *exc: object) -> None:
         assert self._server is not None
         self._server.close()
-        self._close_all()
+        self._hang_up()
         await self._server.wait_closed()
 
-    def _close_all(self) -> None:
-        for writer in list(self._writers):
+    def _hang_up(self) -> None:
+        for writer in self._clients:
             writer.close()
-        self._writers.clear()
+        self._clients.clear()
 
-    def _restore(self) -> None:
-        self._down = False
+    def _begin_cut(self) -> None:
+        self._down = True  # from here on no answer reaches the worker
+        self.cut.set()
+        self._hang_up()
+        asyncio.get_running_loop().call_later(self._outage_s, setattr, self, "_down", False)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self._down:
             writer.close()
             return
+        self._clients.add(writer)
         up_reader, up_writer = await asyncio.open_connection(*self._target)
-        self._writers |= {writer, up_writer}
         await asyncio.gather(
-            self._requests(reader, up_writer),
-            self._answers(up_reader, writer),
+            self._relay(reader, up_writer, requests=True),
+            self._relay(up_reader, writer, requests=False),
             return_exceptions=True,  # a cut connection: nothing to report
         )
 
-    async def _requests(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-        tail = b""
+    async def _relay(
+        self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, *, requests: bool
+    ) -> None:
+        """Requests go on to Redis (the marked one included, before the cut:
+        the worker's connection closes, Redis still gets it); answers are
+        dropped from the cut on."""
+        tail = b""  # a marker may straddle two reads
         try:
-            while data := await src.read(65536):
-                marked = not self.cut.is_set() and self._marker in tail + data
-                if marked:
-                    self._down = True  # from here on no answer reaches the worker
+            while (data := await src.read(1 << 16)) and (requests or not self._down):
                 dst.write(data)
-                await dst.drain()
-                if marked:
-                    self.cut.set()
-                    self._close_all()
-                    asyncio.get_running_loop().call_later(self._outage_s, self._restore)
-                    return
+                if requests and not self.cut.is_set() and self._marker in tail + data:
+                    self._begin_cut()
                 tail = (tail + data)[-len(self._marker) :]
-        finally:
-            dst.close()
-
-    async def _answers(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-        try:
-            while data := await src.read(65536):
-                if self._down:
-                    return
-                dst.write(data)
                 await dst.drain()
         finally:
             dst.close()
 
 
-async def _read_seqs(url: str, sid: str) -> tuple[list[int], str | None]:
-    """The seqs read over SSE from seq 0 (each checked against its text), and the end."""
-    seqs: list[int] = []
+async def _events(url: str, sid: str) -> list[tuple[str, dict[str, Any]]]:
+    """The stream's SSE events from seq 0 to its end, as (event, data)."""
     async with (
         httpx.AsyncClient(base_url=url, timeout=60) as client,
         client.stream("GET", f"/v1/streams/{sid}") as response,
     ):
         assert response.status_code == 200, await response.aread()
-        async for _id, event, data in sse_events(response):
-            body = json.loads(data)
-            if event == "error":
-                return seqs, body["code"]
-            seqs.append(body["seq"])
-            if body.get("done"):
-                return seqs, "done"
-            assert body["text"] == text_of(body["seq"])
-    return seqs, None
+        return [(event, json.loads(data)) async for _id, event, data in sse_events(response)]
 
 
 async def test_a_worker_run_loses_nothing_across_an_engine_blip() -> None:
@@ -151,15 +136,18 @@ async def test_a_worker_run_loses_nothing_across_an_engine_blip() -> None:
                 )
             assert started.status_code == 201, started.text
             sid = started.json()["stream_id"]
-            reader = asyncio.ensure_future(_read_seqs(gws[0].url, sid))
+            reader = asyncio.ensure_future(_events(gws[0].url, sid))
             await proxy.cut.wait()
             # The cut append went through: only its answer was lost.
             meta = Keys(prefix).meta(sid)
             async with asyncio.timeout(5):
                 while int(await direct.hget(meta, "last_seq") or -1) < cut_seq:
                     await asyncio.sleep(0.01)  # polling what Redis ran of the proxied command
-            seqs, end = await reader
-            assert (seqs, end) == (list(range(n + 1)), "done")
+            events = await reader
+            # Every seq once, in order, each with its text, then the done chunk.
+            assert [event for event, _data in events] == ["chunk"] * n + ["end"]
+            assert [data["seq"] for _event, data in events] == list(range(n + 1))
+            assert [data["text"] for _event, data in events] == [*map(text_of, range(n)), ""]
             async with asyncio.timeout(5):  # the done chunk is in the log before the state
                 while await direct.hget(meta, "state") != b"done":
                     await asyncio.sleep(0.01)  # polling the worker's next script
