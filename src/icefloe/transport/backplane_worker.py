@@ -55,7 +55,7 @@ from icefloe.runtime.flow import Flow
 from icefloe.runtime.recovery import RESUMED
 from icefloe.store.protocol import StoreUnavailable
 
-__all__ = ["BLOCK_MS", "FILL_BATCH", "MAX_DELIVERIES", "Worker"]
+__all__ = ["BLOCK_MS", "CANCELLED_UNRUN", "FILL_BATCH", "MAX_DELIVERIES", "Worker"]
 
 log = logging.getLogger("icefloe.worker")
 

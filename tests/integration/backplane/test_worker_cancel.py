@@ -72,7 +72,7 @@ async def _enqueue(queue: RunQueue, payload: object) -> str:
 
 
 async def _meta(client: redis.asyncio.Redis, keys: Keys, sid: str) -> dict[str, str]:
-    raw = await client.hgetall(keys.meta(sid))
+    raw: dict[Any, Any] = await client.hgetall(keys.meta(sid))
     return {k.decode(): v.decode() for k, v in raw.items()}
 
 
