@@ -19,7 +19,11 @@ One Redis Stream, ``P runs``, with one consumer group, ``workers``:
   the stream holds only queued and running starts; a draining worker hands
   its entries back with their idle time set past the lease
   (:meth:`RunQueue.hand_back`), for the next ``XAUTOCLAIM`` of any worker,
-  after fencing their streams (:meth:`RunQueue.release`).
+  after fencing their streams (:meth:`RunQueue.release`);
+* a cancel request (``P control``) reaches a run only once its worker
+  produces the stream; one that came earlier (between the take and the
+  run's start, or to a worker that died) is found again in the control
+  stream by :meth:`RunQueue.cancel_requested`.
 
 :meth:`RunQueue.stats` answers the queue's numbers (``GET /v1/cluster``,
 an autoscaler). Every answer of the scripts is checked server-side, so two
@@ -258,6 +262,17 @@ class RunQueue:
         if not found:
             return None
         return _text(found[0]), int(found[1])
+
+    async def cancel_requested(self, claimed: Claimed) -> bool:
+        """Whether a cancel of ``claimed``'s stream was requested since it was queued.
+
+        Redis numbers the queue's entries and the control stream's from the
+        same clock, so the requests past the entry's ID are those made since
+        (the control stream keeps about its last 1,000).
+        """
+        entries: Any = await self._client.xrange(self.keys.control, min=claimed.entry_id)
+        wanted = claimed.stream_id.encode()
+        return any(fields.get(b"cancel") == wanted for _id, fields in entries)
 
     async def renew(self, consumer: str, entry_ids: list[str], concurrency: int) -> set[str]:
         """Renew the lease on ``entry_ids`` and the worker's heartbeat; the ids lost."""

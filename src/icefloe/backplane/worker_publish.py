@@ -11,12 +11,21 @@ The script also keeps each seq once in the log: a chunk at or below the
 meta's ``last_seq`` is dropped (a resumed run re-emitting what the dead
 worker appended), and a chunk past ``last_seq + 1`` is refused (a gap). The
 flow control toward remote readers is :mod:`icefloe.backplane.publisher`'s.
+
+The engine away: every script call is retried with backoff for
+:data:`~icefloe.backplane.backoff.RETRY_BUDGET_S`, as a gateway's publisher
+retries its appends, so a short outage costs the readers a pause and no
+chunk. A retry is harmless when the first try landed and only its answer
+was lost: the append drops the seqs it already holds and answers the same
+last seq, and an end finds the stream ended and answers as the first did.
+A worker whose stream another took meanwhile is fenced by the retry itself.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Final
 
+from icefloe.backplane.backoff import retrying
 from icefloe.backplane.keys import Keys
 from icefloe.backplane.meta import CANCELLED, FAILED
 from icefloe.backplane.publisher import TTL_S, ChunkSource, ready_chunks, window_room
@@ -64,6 +73,9 @@ _END = """
 -- KEYS: meta, log. ARGV: token, ttl, state, code, message.
 -- An abnormal end: one last log entry after the last seq, then the meta.
 if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
+-- Ended already (a retried end whose first try landed): nothing more to write.
+local state = redis.call('HGET', KEYS[1], 'state')
+if state ~= 'queued' and state ~= 'running' then return 1 end
 local last = tonumber(redis.call('HGET', KEYS[1], 'last_seq') or '-1')
 redis.call('XADD', KEYS[2], (last + 1) .. '-1', 't', ARGV[4] .. '\\n' .. ARGV[5])
 redis.call('HSET', KEYS[1], 'state', ARGV[3], 'code', ARGV[4], 'message', ARGV[5])
@@ -79,16 +91,18 @@ async def append_owned(
     """Append ``chunks`` (in seq order) while ``token`` owns the stream.
 
     Returns the log's last seq after it, :data:`FENCED` or :data:`GAP`
-    (nothing of the call was appended past the answer's last seq).
+    (nothing of the call was appended past the answer's last seq). The
+    engine's errors are retried within the budget, then raised.
     """
     args: list[Any] = [token, max(history, 1)]
     for chunk in chunks:
         args += [chunk.seq, encode_chunk_msgpack(chunk)]
+    names = [keys.meta(stream_id), keys.log(stream_id)]
     script = client.register_script(_APPEND)
-    last = int(await script(keys=[keys.meta(stream_id), keys.log(stream_id)], args=args))
+    last = int(await retrying(lambda: script(keys=names, args=args)))
     if last >= 0 and chunks and chunks[-1].done and chunks[-1].seq <= last:
         done = client.register_script(_DONE)
-        if not await done(keys=[keys.meta(stream_id), keys.log(stream_id)], args=[token, TTL_S]):
+        if not await retrying(lambda: done(keys=names, args=[token, TTL_S])):
             return FENCED
     return last
 
@@ -96,15 +110,13 @@ async def append_owned(
 async def end_owned(
     client: Redis, keys: Keys, stream_id: str, token: str, code: ErrorCode, message: str
 ) -> bool:
-    """End the stream abnormally while ``token`` owns it (False: fenced)."""
+    """End the stream abnormally while ``token`` owns it (False: fenced);
+    retried as :func:`append_owned` is."""
     state = CANCELLED if code is ErrorCode.CANCELLED else FAILED
+    names = [keys.meta(stream_id), keys.log(stream_id)]
+    args: list[str | int] = [token, TTL_S, state, code.value, message]
     script = client.register_script(_END)
-    return bool(
-        await script(
-            keys=[keys.meta(stream_id), keys.log(stream_id)],
-            args=[token, TTL_S, state, code.value, message],
-        )
-    )
+    return bool(await retrying(lambda: script(keys=names, args=args)))
 
 
 async def publish_owned(

@@ -18,7 +18,14 @@ the keys' keepalive):
   unless nothing of it was ever appended: then it starts afresh;
 * its lease is renewed every :data:`~icefloe.backplane.runqueue.HEARTBEAT_S`;
   a run whose lease another worker took is abandoned (nothing more of it
-  reaches the engine or the store);
+  reaches the engine or the store); its appends ride out an engine outage
+  within :data:`~icefloe.backplane.backoff.RETRY_BUDGET_S`, and an entry of
+  its own that it reclaims after one (idle past the lease meanwhile) stays
+  with its run;
+* a cancel requested before the worker produces the stream (the engine
+  hands it only the requests for the streams it produces) is looked up in
+  the control stream: before the node runs (the start then ends
+  ``cancelled`` unrun) and once the stream is produced;
 * :meth:`Worker.drain` (SIGTERM): no new entries; the runs have
   ``drain_timeout_s`` to end; the rest are fenced, the flow stops (their
   chunks flushed to the store, their records left unfinished) and their
@@ -36,6 +43,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Final
 
+from icefloe.backplane.backoff import retrying
 from icefloe.backplane.engine import RedisBackplane
 from icefloe.backplane.members import Members, beat_forever
 from icefloe.backplane.meta import LIVE, QUEUED
@@ -47,7 +55,7 @@ from icefloe.runtime.flow import Flow
 from icefloe.runtime.recovery import RESUMED
 from icefloe.store.protocol import StoreUnavailable
 
-__all__ = ["BLOCK_MS", "FILL_BATCH", "MAX_DELIVERIES", "Worker"]
+__all__ = ["BLOCK_MS", "CANCELLED_UNRUN", "FILL_BATCH", "MAX_DELIVERIES", "Worker"]
 
 log = logging.getLogger("icefloe.worker")
 
@@ -60,6 +68,8 @@ FILL_BATCH: Final = 256
 MAX_DELIVERIES: Final = 10
 #: what a reader of a run that cannot be resumed is told
 INTERRUPTED: Final = "its worker stopped while the run was producing; its chunks so far remain"
+#: what a reader of a start cancelled before its node ran is told
+CANCELLED_UNRUN: Final = "cancelled before its run started"
 
 
 @dataclass(slots=True)
@@ -169,6 +179,9 @@ class Worker:
 
     async def _take_loop(self) -> None:
         queue = self.queue
+        # Idle from now: opening the store and the engine may take longer
+        # than --exit-when-idle, and the worker must look at the queue once.
+        self._busy_at = time.monotonic()
         while not self._stopping.is_set():
             left = self._idle_for()
             if left is not None and left <= 0:
@@ -191,6 +204,10 @@ class Worker:
                 await asyncio.sleep(HEARTBEAT_S)
                 continue
             for claimed in taken:
+                if claimed.entry_id in self._held:
+                    # Our own, idle past its lease while the engine was away:
+                    # the reclaim renewed it, and its run goes on here.
+                    continue
                 await self._take(claimed)
 
     def _idle_for(self) -> float | None:
@@ -231,6 +248,9 @@ class Worker:
 
         flow, engine = self._flow, self.engine
         sid = held.claimed.stream_id
+        if await self.queue.cancel_requested(held.claimed):
+            await self._end(held, ErrorCode.CANCELLED, CANCELLED_UNRUN)
+            return
         message = decode_message(held.claimed.message)
         try:
             await flow.start(message, history=engine.history, window=engine.window)
@@ -308,11 +328,26 @@ class Worker:
             from_seq = chunks[-1].seq + 1
 
     def _publish(self, held: _Held, from_seq: int, source: Any = None) -> None:
-        flow, engine = self._flow, self.engine
         sid = held.claimed.stream_id
         if source is None:
-            source = flow.subscribe(sid, from_seq)
-        appender = publish_owned(
+            source = self._flow.subscribe(sid, from_seq)
+        held.task = self.engine.produce(sid, self._produce(held, source, from_seq))
+        held.task.add_done_callback(lambda task: self._published(held, task))
+
+    async def _produce(self, held: _Held, source: Any, from_seq: int) -> bool:
+        """The run's publisher (:func:`publish_owned`), once a cancel requested
+        before the engine knew the stream as this worker's has reached the run."""
+        engine = self.engine
+        sid = held.claimed.stream_id
+        try:
+            # The engine hands the stream's cancel requests to the flow from
+            # now on (it is producing it); one made before is in the log.
+            if await retrying(lambda: self.queue.cancel_requested(held.claimed)):
+                self._flow.cancel(sid)
+        except BaseException:
+            source.close()
+            raise
+        return await publish_owned(
             engine.client,
             engine.keys,
             source,
@@ -322,8 +357,6 @@ class Worker:
             window=engine.window,
             next_seq=from_seq,
         )
-        held.task = engine.produce(sid, appender)
-        held.task.add_done_callback(lambda task: self._published(held, task))
 
     def _published(self, held: _Held, task: asyncio.Task[Any]) -> None:
         if held.handing or self._held.get(held.claimed.entry_id) is not held:
