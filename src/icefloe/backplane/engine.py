@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from icefloe.backplane import limits
 from icefloe.backplane.backoff import backoff_s, engine_errors
-from icefloe.backplane.fetching import check_meta, fetch_loop, history_gone, prepend_fetched
+from icefloe.backplane.fetching import check_meta, fetch_loop, history_gone_error, prepend_fetched
 from icefloe.backplane.followers import Followers, ended_reader
 from icefloe.backplane.health import health_changed, watch_health
 from icefloe.backplane.keys import Keys, entry_id, parse_url
@@ -280,7 +280,7 @@ class RedisBackplane:
         sid = follower.stream_id
         need = follower.base - from_seq
         if need > self.history:
-            raise history_gone(sid)
+            raise history_gone_error(sid)
         entries: Any = await self.client.xrange(
             self.keys.log(sid), entry_id(from_seq), entry_id(follower.base - 1), count=need
         )

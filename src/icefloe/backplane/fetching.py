@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from icefloe.backplane.follower import Follower
     from icefloe.backplane.meta import StreamMeta
 
-__all__ = ["UNREACHABLE", "check_meta", "fetch_loop", "history_gone", "prepend_fetched"]
+__all__ = ["UNREACHABLE", "check_meta", "fetch_loop", "history_gone_error", "prepend_fetched"]
 
 log = logging.getLogger("icefloe.backplane")
 
@@ -45,7 +45,7 @@ E = TypeVar("E")
 UNREACHABLE = "the backplane is unreachable"
 
 
-def history_gone(stream_id: str) -> StreamError:
+def history_gone_error(stream_id: str) -> StreamError:
     """The error of a reader resuming before what the engine still keeps."""
     return StreamError(ErrorCode.HISTORY_GONE, "the stream's history is gone", stream_id)
 
@@ -139,4 +139,4 @@ def prepend_fetched(follower: Follower, from_seq: int, chunks: list[StreamChunk]
         return
     chunks = [c for c in chunks if c.seq < base]
     if not chunks or chunks[0].seq != from_seq or not follower.prepend(chunks):
-        raise history_gone(follower.stream_id)
+        raise history_gone_error(follower.stream_id)

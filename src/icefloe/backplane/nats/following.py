@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Final
 
 from icefloe.backplane import fetching
-from icefloe.backplane.fetching import history_gone, prepend_fetched
+from icefloe.backplane.fetching import history_gone_error, prepend_fetched
 from icefloe.backplane.limits import FETCH_COUNT, FETCH_WAIT_S
 from icefloe.backplane.nats.layout import END_HEADER
 from icefloe.core.codec import decode_chunk_msgpack
@@ -76,7 +76,7 @@ async def prefill(follower: Follower, pull: Pull, from_seq: int) -> None:
     base = follower.base
     if base - from_seq > follower.limit:
         await pull.close()
-        raise history_gone(sid)
+        raise history_gone_error(sid)
     chunks: list[StreamChunk] = []
     scanned, budget, last = 0, 2 * follower.limit + FETCH_COUNT, -1
     try:
