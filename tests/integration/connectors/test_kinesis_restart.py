@@ -78,7 +78,8 @@ async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIter
 async def _consumer(
     moto_url: str, stream: str, store_url: str, out: Path, stop_after: int, *crash: str
 ) -> int:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), str(HERE)])}
+    # HERE for motoserver, its parent folder for what motoserver imports (ports).
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), str(HERE), str(HERE.parents[1])])}
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         str(HERE / "kinesis_consumer.py"),
