@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fakeclock import FakeClock
 from icefloe.exceptions import IcefloeError, InvalidState
 from icefloe.transport.limits import (
     CONNECTION_RETRY_AFTER_S,
@@ -19,19 +20,6 @@ from icefloe.transport.limits import (
 )
 
 PROPERTY = settings(max_examples=200, deadline=None)
-
-
-class FakeClock:
-    """A monotonic clock that moves only when told to."""
-
-    def __init__(self, now: float = 0.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def limiter(clock: FakeClock | None = None, **limits: Any) -> PrincipalLimiter:

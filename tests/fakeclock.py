@@ -1,4 +1,4 @@
-"""A fake monotonic clock for the core tests (importable: pytest puts this folder on sys.path)."""
+"""A fake monotonic clock for the unit tests (a plain module in tests/, importable by name)."""
 
 from __future__ import annotations
 
