@@ -8,10 +8,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from fakeclock import FakeClock
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fakeclock import FakeClock
 from icefloe.core.token_bucket import TokenBucket
 
 __all__ = [

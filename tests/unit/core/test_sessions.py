@@ -6,10 +6,10 @@ import re
 from typing import Any
 
 import pytest
-from fakeclock import FakeClock
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fakeclock import FakeClock
 from icefloe.core.codec import Format
 from icefloe.core.ops import Hello, decode_client
 from icefloe.core.sessions import (

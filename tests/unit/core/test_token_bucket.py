@@ -6,10 +6,10 @@ import math
 import random
 
 import pytest
-from fakeclock import FakeClock
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fakeclock import FakeClock
 from icefloe.core.token_bucket import TokenBucket
 
 PROPERTY = settings(max_examples=200, deadline=None)
