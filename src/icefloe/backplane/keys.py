@@ -39,7 +39,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Final
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit
+
+from icefloe.core.url_options import split_options
 
 __all__ = ["DEFAULT_PREFIX", "Keys", "entry_id", "parse_url"]
 
@@ -52,13 +54,10 @@ def parse_url(url: str) -> tuple[str, str]:
 
     :raises ValueError: not a ``redis://`` or ``rediss://`` URL.
     """
-    parts = urlsplit(url)
-    if parts.scheme not in ("redis", "rediss"):
+    if urlsplit(url).scheme not in ("redis", "rediss"):
         raise ValueError(f"--backplane must be a redis:// or rediss:// URL, got {url!r}")
-    query = parse_qsl(parts.query)
-    prefix = next((v for k, v in query if k == "prefix"), DEFAULT_PREFIX)
-    rest = urlencode([(k, v) for k, v in query if k != "prefix"])
-    return urlunsplit(parts._replace(query=rest)), prefix
+    rest, ours = split_options(url, ("prefix",))
+    return rest, ours.get("prefix") or DEFAULT_PREFIX  # ?prefix= is the default
 
 
 def entry_id(seq: int) -> str:

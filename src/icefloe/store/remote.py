@@ -10,10 +10,11 @@ store and the operation, so callers retry one exception whatever the backend.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import SplitResult, urlsplit
 
+from icefloe.core.url_options import split_options
 from icefloe.store.protocol import StoreUnavailable
 
 __all__ = ["as_unavailable", "check_url", "split_options"]
@@ -34,15 +35,6 @@ def check_url(url: str, kind: str, schemes: tuple[str, ...]) -> SplitResult:
         starts = " or ".join(f"{scheme}://" for scheme in schemes)
         raise ValueError(f"a {kind} store URL starts {starts}, not {parts.scheme}://")
     return parts
-
-
-def split_options(url: str, ours: Collection[str]) -> tuple[str, dict[str, str]]:
-    """``url`` without the query parameters named in ``ours``, and those parameters."""
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    options = {key: value for key, value in query if key in ours}
-    rest = urlencode([(key, value) for key, value in query if key not in ours])
-    return urlunsplit(parts._replace(query=rest)), options
 
 
 @contextmanager

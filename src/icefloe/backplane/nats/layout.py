@@ -26,7 +26,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import Final
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit
+
+from icefloe.core.url_options import split_options
 
 __all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_PREFIX", "END_HEADER", "Layout", "parse_nats_url"]
 
@@ -58,22 +60,20 @@ def parse_nats_url(url: str) -> Options:
 
     :raises ValueError: not a ``nats://``/``tls://`` URL, or a bad option.
     """
-    parts = urlsplit(url)
-    if parts.scheme not in ("nats", "tls"):
+    if urlsplit(url).scheme not in ("nats", "tls"):
         raise ValueError(f"not a nats:// or tls:// URL: {url!r}")
-    query = dict(parse_qsl(parts.query))
-    prefix = query.get("prefix", DEFAULT_PREFIX)
+    server, query = split_options(url, _OPTIONS)
+    # A blank option (``?prefix=``) is its default, as an absent one.
+    prefix = query.get("prefix") or DEFAULT_PREFIX
     if not _SAFE.fullmatch(prefix):
         raise ValueError(f"a NATS backplane prefix is letters, digits, _ and - only: {prefix!r}")
-    storage = query.get("storage", "memory")
+    storage = query.get("storage") or "memory"
     if storage not in ("memory", "file"):
         raise ValueError(f"storage must be memory or file, got {storage!r}")
     try:
-        max_bytes = int(query.get("max_bytes", DEFAULT_MAX_BYTES))
+        max_bytes = int(query.get("max_bytes") or DEFAULT_MAX_BYTES)
     except ValueError:
         raise ValueError(f"max_bytes must be an integer: {query['max_bytes']!r}") from None
-    rest = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k not in _OPTIONS])
-    server = urlunsplit(parts._replace(query=rest))
     return Options(server, prefix, storage, max_bytes)
 
 
