@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from icefloe.store.postgres_schema import create_tables
+
 __all__ = ["TABLE", "all_positions", "get_position", "put_position"]
 
 TABLE: Final = """
@@ -36,16 +38,14 @@ def _undefined_table() -> type[BaseException]:
     return error
 
 
-async def put_position(conn: Any, lock_id: int, namespace: str, key: str, value: bytes) -> None:
+async def put_position(conn: Any, namespace: str, key: str, value: bytes) -> None:
     """Store (replace) one position, creating the table on first use."""
     try:
         await conn.execute(_PUT, namespace, key, bytes(value))
         return
     except _undefined_table():
         pass
-    async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", lock_id)
-        await conn.execute(TABLE)
+    await create_tables(conn, None, TABLE)  # the connection's search_path is the schema
     await conn.execute(_PUT, namespace, key, bytes(value))
 
 

@@ -501,7 +501,7 @@ class PostgresStore:
         check_position(namespace, key, value)
         with self._unavailable("put_position"):
             async with self._conn() as conn:
-                await positions_postgres.put_position(conn, SCHEMA_LOCK, namespace, key, value)
+                await positions_postgres.put_position(conn, namespace, key, value)
 
     async def get_position(self, namespace: str, key: str) -> bytes | None:
         check_position(namespace, key)
