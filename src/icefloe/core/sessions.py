@@ -385,8 +385,9 @@ class SessionTable:
 
     # -- subscriptions ------------------------------------------------------------
 
-    def subscribe(self, session_id: str, stream_id: str, from_seq: int = 0) -> None:
-        """The session follows ``stream_id`` from ``from_seq`` on.
+    def subscribe(self, session_id: str, stream_id: str, from_seq: int = 0) -> bool:
+        """The session follows ``stream_id`` from ``from_seq`` on; whether that
+        changed it (``False``: it followed the stream from that seq already).
 
         Its resume point becomes ``from_seq - 1`` as if acknowledged, even if
         it already followed the stream: the client asked for that seq.
@@ -404,7 +405,10 @@ class SessionTable:
                 raise TooManyStreams(session_id, self._max_streams)
             self._readers.setdefault(stream_id, set()).add(session_id)
             self._subscriptions += 1
+        elif streams[stream_id] == from_seq - 1:
+            return False
         streams[stream_id] = from_seq - 1
+        return True
 
     def unsubscribe(self, session_id: str, stream_id: str) -> bool:
         """The session stops following ``stream_id``; ``False`` if it did not."""

@@ -143,11 +143,11 @@ class KeptSessionTable(SessionTable):
 
     # -- every change marks the session ------------------------------------------
 
-    def subscribe(self, session_id: str, stream_id: str, from_seq: int = 0) -> None:
-        held = self.info(session_id).subscriptions.get(stream_id) if session_id in self else None
-        super().subscribe(session_id, stream_id, from_seq)
-        if held != from_seq - 1:
+    def subscribe(self, session_id: str, stream_id: str, from_seq: int = 0) -> bool:
+        changed = super().subscribe(session_id, stream_id, from_seq)
+        if changed:
             self._changed(session_id)
+        return changed
 
     def unsubscribe(self, session_id: str, stream_id: str) -> bool:
         gone = super().unsubscribe(session_id, stream_id)

@@ -220,6 +220,15 @@ def test_subscribe_sets_the_resume_point(table: SessionTable) -> None:
     assert table.statistics().subscriptions == 1
 
 
+def test_subscribe_says_whether_it_changed_the_session(table: SessionTable) -> None:
+    sid = table.open("acme")
+    assert table.subscribe(sid, "s", from_seq=5) is True  # a new stream
+    assert table.subscribe(sid, "s", from_seq=5) is False  # the same point again
+    assert table.subscribe(sid, "s", from_seq=0) is True  # a replay moves it
+    table.ack(sid, "s", 3)
+    assert table.subscribe(sid, "s", from_seq=4) is False  # where the ack left it
+
+
 def test_streams_per_session_are_bounded(table: SessionTable) -> None:
     sid = table.open("acme")
     for stream in ("a", "b", "c"):
