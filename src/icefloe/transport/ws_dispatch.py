@@ -277,8 +277,7 @@ class WsOps:
         )
         # The session follows the new stream, kept, before the client learns its
         # id: a client that holds the id finds its session after a crash.
-        self._session.follow(started.stream_id, 0)
-        await self._session.kept()
+        await self._session.follow(started.stream_id, 0)
         await self._replies.reply(Started(ref=op.ref, stream_id=started.stream_id))
         await self._subscribe(started.stream_id, 0, ref=op.ref, priority=h.priority)
 
@@ -302,8 +301,7 @@ class WsOps:
         if stored is not None:
             if not resuming:
                 try:
-                    self._session.follow(stream_id, stored.next_seq)
-                    await self._session.kept()
+                    await self._session.follow(stream_id, stored.next_seq)
                 except BaseException:
                     stored.close()
                     raise
@@ -361,8 +359,7 @@ class WsOps:
         session, kept before its first chunk goes out)."""
         if not resuming:
             try:
-                self._session.follow(reader.stream_id, reader.next_seq)
-                await self._session.kept()
+                await self._session.follow(reader.stream_id, reader.next_seq)
             except BaseException:
                 reader.close()
                 raise

@@ -111,23 +111,22 @@ class WsSession:
         sid = self._id
         return sid is None or self._table.has_room(sid)
 
-    def follow(self, stream_id: str, from_seq: int) -> None:
-        """The session follows ``stream_id`` from ``from_seq`` (opening it if needed).
+    async def follow(self, stream_id: str, from_seq: int) -> None:
+        """The session follows ``stream_id`` from ``from_seq`` (opening it if
+        needed); with a store or a backplane, returns once that is kept, so
+        that what the client learns next (the stream's id, its first chunk)
+        finds the session after a crash.
 
         :raises HttpError: ``limit_exceeded`` past the streams of one session,
             ``overloaded`` when no session can be opened.
         """
         sid = self.ensure()
+        table = self._table
         try:
-            self._table.subscribe(sid, stream_id, from_seq)
+            table.subscribe(sid, stream_id, from_seq)
         except SessionError as exc:
             raise HttpError(exc.code, str(exc)) from None
-
-    async def kept(self) -> None:
-        """Return once the session's state as of now is kept (with a store or a
-        backplane; at once without): what the client learns next survives a crash."""
-        table, sid = self._table, self._id
-        if sid is not None and isinstance(table, KeptSessionTable):
+        if isinstance(table, KeptSessionTable):
             await table.written(sid)
 
     def forget(self, stream_id: str) -> None:
