@@ -30,7 +30,8 @@ delivered before a crash, never acked), then reads new ones with
 ``XAUTOCLAIM``s entries left pending longer than ``claim_min_idle_ms`` by any
 consumer (a dead one, or a nacked entry of its own). ``Inbound.position`` is
 the entry id (``bytes``), ``deliveries`` Redis's delivery count. ``ack`` is
-``XACK`` (batched with the next read, or every ``count`` acks); ``nack``
+``XACK`` (batched with the next read, or every ``count`` acks, and sent at
+close, tried twice: unsent, their entries come back by ``XAUTOCLAIM``); ``nack``
 leaves the entry pending, so it comes back by ``XAUTOCLAIM``. An entry that
 is not an icefloe record (no ``r`` field, or one that does not decode)
 goes to ``dead_letters`` (its fields as headers) and is acked; without a
@@ -237,7 +238,11 @@ class RedisStreamsSource:
                 raise
 
     async def __aexit__(self, *exc: object) -> None:
-        await self._flush_acks()
+        # A connection lost just now costs one more try (redis-py reconnects on
+        # the next command); still unsent, the acks' entries stay pending and
+        # come back by XAUTOCLAIM, as after a crash.
+        if not await self._try_flush_acks():
+            await self._try_flush_acks()
 
     def __aiter__(self) -> AsyncIterator[Inbound]:
         return self._iterate()
@@ -376,18 +381,7 @@ class RedisStreamsSource:
             self._acks.append(inbound.position)
             self._room.set()
         if len(self._acks) >= self._count:
-            from redis.exceptions import ConnectionError, ResponseError, TimeoutError
-
-            try:
-                await self._flush_acks()
-            except (ConnectionError, TimeoutError, OSError):
-                # kept, and sent with the next read once the connection is back
-                self._reconnects += 1
-            except ResponseError as exc:
-                if "NOGROUP" not in str(exc):
-                    raise
-                # the group is gone with the server's data; the next read recreates it
-                self._acks.clear()
+            await self._try_flush_acks()
 
     async def nack(self, inbound: Inbound, reason: str) -> None:
         """Leave the entry pending: ``XAUTOCLAIM`` delivers it again after ``claim_min_idle_ms``."""
@@ -395,6 +389,23 @@ class RedisStreamsSource:
             self._unacked.discard(inbound.position)
             self._nacked += 1
             self._room.set()
+
+    async def _try_flush_acks(self) -> bool:
+        """Send the acks; ``False`` if the connection was lost (they are kept,
+        and sent with the next read or flush once it is back)."""
+        from redis.exceptions import ConnectionError, ResponseError, TimeoutError
+
+        try:
+            await self._flush_acks()
+        except (ConnectionError, TimeoutError, OSError):
+            self._reconnects += 1
+            return False
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            # the group is gone with the server's data; the next read recreates it
+            self._acks.clear()
+        return True
 
     async def _flush_acks(self) -> None:
         if self._acks:

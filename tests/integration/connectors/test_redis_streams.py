@@ -7,6 +7,7 @@ import os
 import time
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from roundtrip import round_trip, stream_ids
@@ -185,6 +186,33 @@ async def test_a_restarted_consumer_rereads_its_own_pending_entries_with_their_c
                 if len(seen) == 2:
                     break
     assert seen == [(1, 2), (2, 2)]
+
+
+async def test_acks_sent_at_close_survive_a_connection_just_lost(
+    client: redis_asyncio.Redis, key: str
+) -> None:
+    """The server closes the source's connection just before the source closes:
+    the acks batched until then still reach it. (Here redis-py reconnects on
+    its own; the close's second try covers a connection lost mid-command,
+    which the lost-connections test above can hit, and which raised there.)"""
+    async with RedisStreamsSink(client, key) as sink:
+        for seq in range(3):
+            await sink.send(chunk_record(StreamChunk("s", seq, "x"), trace_id="t", tenant="a"))
+    name = f"icefloe-close-{uuid.uuid4().hex[:8]}"
+    victim = redis_asyncio.Redis.from_url(URL, client_name=name)
+    try:
+        async with asyncio.timeout(10):
+            async with RedisStreamsSource(victim, key, group="g", consumer="c") as source:
+                async for inbound in source:
+                    await source.ack(inbound)  # batched: not sent yet
+                    if record_chunk(inbound.record).chunk.seq == 2:
+                        break
+                assert await _kill_own_connections(client, name, 1) >= 1
+            pending: Any = await client.xpending(key, "g")
+    finally:
+        await victim.aclose()
+    assert pending["pending"] == 0
+    assert source.statistics().confirmed == 3
 
 
 async def test_an_entry_that_is_no_record_goes_to_the_dead_letter_stream(
